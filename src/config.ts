@@ -1,0 +1,103 @@
+import { availableParallelism } from 'node:os';
+
+import { z } from 'zod';
+
+/**
+ * The only reader of the environment. Every variable is validated once at start; an invalid value
+ * stops the start with a message naming the variable, the value and what it accepts.
+ */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly tlsDir: string | undefined;
+  readonly allowScript: boolean;
+  readonly workers: number;
+  readonly scriptTimeoutMs: number;
+  readonly memoryLimitMb: number;
+  readonly maxScriptBytes: number;
+  readonly logLevel: LogLevel;
+  /** Chunks of rows waiting for a worker, over all calls, before new calls are refused as busy. */
+  readonly maxQueue: number;
+  /** Largest request message (one BundledRows) the server accepts. */
+  readonly maxMessageBytes: number;
+  readonly metricsPort: number | undefined;
+  readonly metricsHost: string;
+  readonly shutdownGraceMs: number;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** The hard ceiling for SSE_MAX_SCRIPT_BYTES: base64 of 49152 bytes is 64 KiB, HTTP/2's header field limit. */
+export const MAX_SCRIPT_BYTES_CEILING = 49_152;
+
+interface Variable<T> {
+  readonly schema: z.ZodType<T, string>;
+  readonly accepts: string;
+}
+
+function integer(min: number, max: number): Variable<number> {
+  return {
+    schema: z
+      .string()
+      .regex(/^\d+$/)
+      .transform(Number)
+      .pipe(z.number().int().min(min).max(max)),
+    accepts: `an integer from ${min} to ${max}`,
+  };
+}
+
+const boolean: Variable<boolean> = {
+  schema: z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1'),
+  accepts: 'true or false',
+};
+
+const logLevel: Variable<LogLevel> = {
+  schema: z.enum(['debug', 'info', 'warn', 'error']),
+  accepts: 'debug, info, warn or error',
+};
+
+const nonEmpty: Variable<string> = {
+  schema: z.string().trim().min(1),
+  accepts: 'a non-empty value',
+};
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  function read<T>(name: string, variable: Variable<T>, fallback: T): T {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const parsed = variable.schema.safeParse(raw.trim());
+    if (parsed.success) return parsed.data;
+    problems.push(`${name}=${JSON.stringify(raw)} is invalid: expected ${variable.accepts}`);
+    return fallback;
+  }
+  function optional<T>(name: string, variable: Variable<T>): T | undefined {
+    return read<T | undefined>(name, variable as Variable<T | undefined>, undefined);
+  }
+
+  const tlsDir = optional('SSE_TLS_DIR', nonEmpty);
+  const host = read('SSE_HOST', nonEmpty, tlsDir === undefined ? '127.0.0.1' : '0.0.0.0');
+  const workers = read('SSE_WORKERS', integer(1, 256), availableParallelism());
+  const config: Config = {
+    port: read('SSE_PORT', integer(0, 65_535), 50_051),
+    host,
+    tlsDir,
+    allowScript: read('SSE_ALLOW_SCRIPT', boolean, true),
+    workers,
+    scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
+    memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
+    maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),
+    logLevel: read('SSE_LOG_LEVEL', logLevel, 'info'),
+    maxQueue: read('SSE_MAX_QUEUE', integer(1, 1_000_000), 512),
+    maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
+    metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
+    metricsHost: read('SSE_METRICS_HOST', nonEmpty, host),
+    shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
+  };
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  return config;
+}

@@ -1,0 +1,120 @@
+/**
+ * The EvaluateScript handler: checks the call may run, reads its headers, hands it to a
+ * CallPipeline, and writes one log line and the metrics when it ends.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+
+import type { Config } from './config';
+import { PluginError } from './errors';
+import { statusName, toStatus } from './grpc-status';
+import type { Logger } from './log';
+import type { Metrics } from './metrics';
+import { CallPipeline, type CallSummary } from './pipeline';
+import { busyError, type WorkerPool } from './pool';
+import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
+import { MAX_REPLY_BYTES } from './rows';
+
+/** Rows of one task: measured in bench/ (see bench/RESULTS.md). */
+export const CHUNK_BYTES = 256 * 1024;
+
+export interface HandlerDeps {
+  readonly config: Config;
+  readonly pool: WorkerPool;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** True once shutdown began: new calls are refused. */
+  readonly draining: () => boolean;
+}
+
+export type Call = ServerDuplexStream<Buffer, Uint8Array>;
+
+export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
+  const { config, pool, logger, metrics } = deps;
+  return (call) => {
+    const started = performance.now();
+    const requestId = randomUUID();
+    let scriptCall: ScriptCall;
+    try {
+      if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
+      if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
+      scriptCall = readScriptCall(call.metadata, config.maxScriptBytes);
+      if (pool.saturated) {
+        metrics.busyRefusals.inc();
+        throw busyError(config.maxQueue);
+      }
+    } catch (error) {
+      const failure = PluginError.from(error);
+      call.emit('error', toStatus(failure));
+      logCall(deps, { requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
+      return;
+    }
+    const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
+      chunkBytes: CHUNK_BYTES,
+      maxInFlight: pool.threads + 1,
+      timeoutMs: config.scriptTimeoutMs,
+      maxReplyBytes: MAX_REPLY_BYTES,
+    });
+    pipeline.run().then(
+      ({ error, summary }) => logCall(deps, { requestId, started, call, scriptCall, error, summary }),
+      (error: unknown) => logger.error({ requestId, err: error }, 'call pipeline failed'),
+    );
+  };
+}
+
+interface CallRecord {
+  readonly requestId: string;
+  readonly started: number;
+  readonly call: Call;
+  readonly scriptCall: ScriptCall | undefined;
+  readonly error: PluginError | null;
+  readonly summary: CallSummary | undefined;
+}
+
+function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
+  const { scriptCall, error, summary } = record;
+  const durationMs = performance.now() - record.started;
+  const status = error ? statusName(toStatus(error).code) : 'OK';
+  const functionName = scriptCall?.functionName ?? 'unknown';
+  const common = scriptCall?.common ?? safeCommonHeader(record.call);
+  metrics.calls.inc({ function: functionName, status });
+  metrics.duration.observe({ function: functionName }, durationMs / 1000);
+  if (summary) {
+    metrics.rowsIn.inc(summary.rowsIn);
+    metrics.rowsOut.inc(summary.rowsOut);
+    if (summary.timedOut) metrics.timeouts.inc();
+    if (summary.isolateRebuilds > 0) {
+      metrics.memoryDisposals.inc(summary.isolateRebuilds);
+      metrics.isolateRebuilds.inc(summary.isolateRebuilds);
+    }
+  }
+  const line = {
+    requestId: record.requestId,
+    appId: common.appId,
+    userId: common.userId,
+    peer: record.call.getPeer(),
+    function: functionName,
+    scriptHash: scriptCall ? createHash('sha256').update(scriptCall.spec.script).digest('hex').slice(0, 16) : undefined,
+    scriptBytes: scriptCall?.scriptBytes,
+    rowsIn: summary?.rowsIn ?? 0,
+    rowsOut: summary?.rowsOut ?? 0,
+    durationMs: Math.round(durationMs * 1000) / 1000,
+    scriptMs: summary ? Math.round(summary.scriptMs * 1000) / 1000 : 0,
+    table: summary?.table ?? false,
+    noStore: summary?.nondeterministic ?? false,
+    status,
+    // A script's own error message may quote row values: that only goes to debug.
+    details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
+  };
+  logger.info(line, 'EvaluateScript');
+  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, 'EvaluateScript failed');
+}
+
+function safeCommonHeader(call: Call): { appId: string; userId: string } {
+  try {
+    return readCommonHeader(call.metadata);
+  } catch {
+    return { appId: '', userId: '' };
+  }
+}

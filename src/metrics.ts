@@ -1,0 +1,50 @@
+/** Prometheus metrics (prom-client), served on SSE_METRICS_PORT at /metrics when that is set. */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly calls = new Counter({ name: 'sse_calls_total', help: 'EvaluateScript calls by script function and gRPC status', labelNames: ['function', 'status'] as const, registers: [this.registry] });
+  readonly rowsIn = new Counter({ name: 'sse_rows_in_total', help: 'Rows received', registers: [this.registry] });
+  readonly rowsOut = new Counter({ name: 'sse_rows_out_total', help: 'Rows answered', registers: [this.registry] });
+  readonly duration = new Histogram({
+    name: 'sse_call_duration_seconds',
+    help: 'Wall-clock duration of EvaluateScript calls',
+    labelNames: ['function'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly timeouts = new Counter({ name: 'sse_script_timeouts_total', help: 'Calls that ran past SSE_SCRIPT_TIMEOUT_MS', registers: [this.registry] });
+  readonly memoryDisposals = new Counter({ name: 'sse_memory_limit_disposals_total', help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB', registers: [this.registry] });
+  readonly isolateRebuilds = new Counter({ name: 'sse_isolate_rebuilds_total', help: 'Sandboxes rebuilt after a disposal', registers: [this.registry] });
+  readonly busyRefusals = new Counter({ name: 'sse_busy_refusals_total', help: 'Calls refused because the queue was full', registers: [this.registry] });
+
+  constructor(pool: { queueSize: number; busyWorkers: number; threads: number }) {
+    const registers = [this.registry];
+    new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox worker', registers, collect() { this.set(pool.queueSize); } });
+    new Gauge({ name: 'sse_busy_workers', help: 'Sandbox workers running a task', registers, collect() { this.set(pool.busyWorkers); } });
+    new Gauge({ name: 'sse_workers', help: 'Sandbox worker threads', registers, collect() { this.set(pool.threads); } });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Serves /metrics; resolves with the bound port. */
+  async listen(host: string, port: number): Promise<{ server: http.Server; port: number }> {
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+        res.writeHead(404).end('not found\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'Content-Type': this.registry.contentType }).end(text),
+        () => res.writeHead(500).end('metrics unavailable\n'),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return { server, port: (server.address() as AddressInfo).port };
+  }
+}

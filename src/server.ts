@@ -1,0 +1,81 @@
+/**
+ * The gRPC server: the qlik.sse.Connector service with raw-bytes (de)serialisers for the row
+ * streams (rows are decoded in the workers, not here), the standard health service, message-size
+ * limits, and insecure or mutual-TLS credentials.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+
+import { capabilities } from './capabilities';
+import { PluginError } from './errors';
+import { toStatus } from './grpc-status';
+import { evaluateScript, type HandlerDeps } from './evaluate-script';
+import { PROTO_PATH, encodeMessage, messages } from './proto';
+import { MAX_REPLY_BYTES } from './rows';
+import { serverCredentials } from './tls';
+
+export const SERVICE_NAME = 'qlik.sse.Connector';
+
+const identity = (value: Buffer | Uint8Array): Buffer => (Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+
+/** The Connector service as proto-loader describes it, with the streaming methods moving raw bytes. */
+export function connectorService(): grpc.ServiceDefinition {
+  const definition = loadSync(PROTO_PATH, { keepCase: true, enums: Number, longs: Number, defaults: true })[SERVICE_NAME] as grpc.ServiceDefinition;
+  const raw = (method: grpc.MethodDefinition<unknown, unknown>): grpc.MethodDefinition<Buffer, Uint8Array> => ({
+    ...method,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  });
+  return {
+    GetCapabilities: {
+      ...definition['GetCapabilities'],
+      responseSerialize: (value: Record<string, unknown>) => encodeMessage(messages.Capabilities, value),
+    } as grpc.MethodDefinition<unknown, unknown>,
+    ExecuteFunction: raw(definition['ExecuteFunction'] as grpc.MethodDefinition<unknown, unknown>),
+    EvaluateScript: raw(definition['EvaluateScript'] as grpc.MethodDefinition<unknown, unknown>),
+  };
+}
+
+export interface RunningServer {
+  readonly server: grpc.Server;
+  readonly port: number;
+  setServing(status: ServingStatus): void;
+}
+
+export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
+  const { config, logger } = deps;
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': config.maxMessageBytes,
+    'grpc.max_send_message_length': MAX_REPLY_BYTES,
+  });
+  server.addService(connectorService(), {
+    GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      logger.info({ peer: call.getPeer(), allowScript: config.allowScript }, 'GetCapabilities');
+      callback(null, capabilities(config.allowScript));
+    },
+    ExecuteFunction: (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) => {
+      call.emit('error', toStatus(new PluginError('UNIMPLEMENTED', 'this plugin offers no plugin functions; use the script functions (ScriptEval, ScriptAggr, …)')));
+    },
+    EvaluateScript: evaluateScript(deps),
+  });
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  health.addToServer(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+  return {
+    server,
+    port,
+    setServing(status) {
+      health.setStatus('', status);
+      health.setStatus(SERVICE_NAME, status);
+    },
+  };
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}

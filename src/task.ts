@@ -1,0 +1,79 @@
+/**
+ * The contract between the main thread and the sandbox workers: plain data only, so it crosses
+ * postMessage unchanged. Errors travel as ErrorData, never as thrown objects.
+ */
+import type { ErrorData } from './errors';
+
+/** qlik.sse.DataType */
+export const DataType = { STRING: 0, NUMERIC: 1, DUAL: 2 } as const;
+export type DataType = (typeof DataType)[keyof typeof DataType];
+
+/** qlik.sse.FunctionType */
+export const FunctionType = { SCALAR: 0, AGGREGATION: 1, TENSOR: 2 } as const;
+export type FunctionType = (typeof FunctionType)[keyof typeof FunctionType];
+
+/** rows: the script runs once per row; aggregate: once over all rows; once: no parameters, once. */
+export type EvaluationMode = 'rows' | 'aggregate' | 'once';
+
+export interface ScriptSpec {
+  readonly script: string;
+  readonly paramTypes: readonly DataType[];
+  /** The identifier each parameter is bound to inside the script, or '' when it is only in args. */
+  readonly boundNames: readonly string[];
+  readonly returnType: DataType;
+  readonly mode: EvaluationMode;
+  /** TENSOR calls may answer with a table (every row an array, or every row a plain object). */
+  readonly tableAllowed: boolean;
+}
+
+export interface EvaluateTask {
+  readonly spec: ScriptSpec;
+  /** Serialised BundledRows messages; their concatenation is itself one BundledRows. */
+  readonly bundles: readonly Uint8Array[];
+  readonly rows: number;
+  /** Index of this task's first row within the call, for error messages. */
+  readonly firstRow: number;
+  readonly timeoutMs: number;
+  readonly maxReplyBytes: number;
+}
+
+/** One column of a table-shaped chunk: a cell per row. */
+export interface TableColumn {
+  readonly nums: Float64Array;
+  readonly strs: readonly string[];
+  /** CELL_NULL, CELL_NUMBER or CELL_TEXT per row. */
+  readonly kinds: Uint8Array;
+}
+
+export const CELL_NULL = 0;
+export const CELL_NUMBER = 1;
+export const CELL_TEXT = 2;
+
+export interface TableChunk {
+  readonly shape: 'array' | 'object';
+  /** Object keys in first-seen order, or Field1..FieldN for arrays. */
+  readonly keys: readonly string[];
+  readonly columns: readonly TableColumn[];
+}
+
+export interface TaskSuccess {
+  readonly ok: true;
+  /** Encoded BundledRows replies, each within maxReplyBytes. */
+  readonly replies: readonly Uint8Array[];
+  readonly rowsOut: number;
+  readonly nondeterministic: boolean;
+  /** Present when every row of this chunk was table-shaped. */
+  readonly table: TableChunk | null;
+  readonly scriptMs: number;
+}
+
+export interface TaskFailure {
+  readonly ok: false;
+  readonly error: ErrorData;
+  readonly scriptMs: number;
+  /** The sandbox hit its memory limit and was rebuilt. */
+  readonly isolateRebuilt: boolean;
+  readonly timedOut: boolean;
+}
+
+export type TaskResult = TaskSuccess | TaskFailure;

@@ -1,0 +1,102 @@
+/**
+ * Piscina entry point: decodes a task's rows into columns, runs the sandbox over them, encodes the
+ * replies. Every failure is turned into data (TaskFailure); nothing is thrown across the thread.
+ */
+import { workerData } from 'node:worker_threads';
+
+import { PluginError } from '../src/errors';
+import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
+import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
+import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
+import { Sandbox, type SandboxLimits } from './sandbox';
+
+const limits = workerData as SandboxLimits;
+let sandbox: Sandbox | undefined;
+
+const MODE = { rows: 0, aggregate: 1, once: 2 } as const;
+
+export default function evaluate(task: EvaluateTask): TaskResult {
+  const started = performance.now();
+  sandbox ??= new Sandbox(limits);
+  const rebuildsBefore = sandbox.rebuilds;
+  try {
+    const { spec } = task;
+    const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
+    const input = runtimeInput(spec, columns, task);
+    const output = sandbox.evaluate(spec, input, task.timeoutMs);
+    const scriptMs = performance.now() - started;
+    if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
+    const rowsOut = output.nums?.length ?? output.lens?.length ?? 0;
+    return {
+      ok: true,
+      replies: encodeReplies(output, spec.returnType, task.maxReplyBytes),
+      rowsOut,
+      nondeterministic: output.nondet,
+      table: output.table,
+      scriptMs,
+    };
+  } catch (error) {
+    const failure = PluginError.from(error);
+    return {
+      ok: false,
+      error: failure.toData(),
+      scriptMs: performance.now() - started,
+      isolateRebuilt: sandbox.rebuilds !== rebuildsBefore,
+      timedOut: failure.code === 'DEADLINE_EXCEEDED',
+    };
+  }
+}
+
+function runtimeInput(spec: ScriptSpec, columns: readonly Column[], task: EvaluateTask): RuntimeInput {
+  const bound: number[] = [];
+  spec.boundNames.forEach((name, i) => {
+    if (name !== '') bound.push(i);
+  });
+  return {
+    mode: MODE[spec.mode],
+    rows: task.rows,
+    ret: spec.returnType,
+    table: spec.tableAllowed,
+    firstRow: task.firstRow,
+    bound,
+    cols: columns.map((c) => ({ t: c.type, n: c.nums, s: c.strs?.text ?? null, l: c.strs?.lengths ?? null })),
+    // V8 strings take one or two bytes a character; bound the result text by the heap limit.
+    maxChars: Math.floor((limits.memoryLimitMb * 1024 * 1024) / 2),
+  };
+}
+
+function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: false }>, firstRow: number): PluginError {
+  const thrown = `${output.name}: ${output.message}`;
+  const row = firstRow + output.row;
+  switch (output.kind) {
+    case 'size':
+      return new PluginError(
+        'RESOURCE_EXHAUSTED',
+        `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
+      );
+    case 'convert':
+      return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
+    case 'throw':
+      if (spec.mode === 'aggregate') return new PluginError('INVALID_ARGUMENT', `${thrown} (the aggregation failed)`);
+      if (spec.mode === 'once') return new PluginError('INVALID_ARGUMENT', thrown);
+      return new PluginError('INVALID_ARGUMENT', `${thrown} (at row ${row})`);
+  }
+}
+
+function encodeReplies(output: Extract<RuntimeOutput, { ok: true }>, returnType: DataType, maxBytes: number): Uint8Array[] {
+  const { nums, text, lens } = output;
+  if (returnType === DataType.NUMERIC && nums) return encodeNumbers(nums, maxBytes);
+  if (returnType === DataType.STRING && text !== null && lens) return encodeStrings({ text, lengths: lens }, maxBytes);
+  if (!nums || text === null || !lens) return [];
+  const offsets = new Uint32Array(lens.length + 1);
+  for (let i = 0; i < lens.length; i++) offsets[i + 1] = (offsets[i] as number) + (lens[i] as number);
+  return encodeCells(
+    nums.length,
+    1,
+    (row, _col, cell) => {
+      cell.num = nums[row];
+      cell.str = text.slice(offsets[row], offsets[row + 1]);
+    },
+    maxBytes,
+  );
+}

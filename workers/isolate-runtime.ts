@@ -1,0 +1,326 @@
+/**
+ * Code that runs INSIDE each sandbox context, not in Node. `installRuntime` is turned into source
+ * text with Function.prototype.toString and evaluated once per fresh context, so it must not use
+ * anything from its module scope: no imports, no closures over outer variables.
+ *
+ * It hardens the context (no WebAssembly, no SharedArrayBuffer), records whether the script reads
+ * a non-deterministic source (Math.random, Date.now, Date() / new Date()), and returns `run`, which
+ * evaluates a compiled script over a whole chunk of rows with the loop inside the isolate and
+ * converts every result to what Qlik expects, also inside the isolate and under its time limit.
+ */
+
+/** Input of `run`, copied into the isolate. Column: t = DataType, n = numbers, s/l = packed strings. */
+export interface RuntimeInput {
+  readonly mode: 0 | 1 | 2; // rows, aggregate, once
+  readonly rows: number;
+  readonly ret: 0 | 1 | 2; // STRING, NUMERIC, DUAL
+  readonly table: boolean;
+  readonly firstRow: number;
+  readonly bound: readonly number[];
+  readonly cols: readonly { t: number; n: Float64Array | null; s: string | null; l: Uint32Array | null }[];
+  readonly maxChars: number;
+}
+
+export interface RuntimeTable {
+  shape: 'array' | 'object';
+  keys: string[];
+  columns: { nums: Float64Array; strs: string[]; kinds: Uint8Array }[];
+}
+
+export type RuntimeOutput =
+  | {
+      ok: true;
+      nums: Float64Array | null;
+      text: string | null;
+      lens: Uint32Array | null;
+      nondet: boolean;
+      table: RuntimeTable | null;
+    }
+  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number };
+
+export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
+  'use strict';
+  const apply = Reflect.apply;
+  const NumberFn = Number;
+  const StringFn = String;
+  const isArray = Array.isArray;
+  const keysOf = Object.keys;
+  const getPrototypeOf = Object.getPrototypeOf;
+  const hasOwn = Object.prototype.hasOwnProperty;
+  const ObjectProto = Object.prototype;
+  const stringify = JSON.stringify;
+  const RealDate = Date;
+  const getTime = Date.prototype.getTime;
+  const toISOString = Date.prototype.toISOString;
+  const slice = String.prototype.slice;
+  const trim = String.prototype.trim;
+  const join = Array.prototype.join;
+  const F64 = Float64Array;
+  const U32 = Uint32Array;
+  const U8 = Uint8Array;
+  const ArrayCtor = Array;
+  const MS_PER_DAY = 86_400_000;
+  const UNIX_EPOCH_SERIAL = 25_569; // days from 1899-12-30 to 1970-01-01
+
+  // WebAssembly memory is allocated outside the isolate heap and would bypass its memory limit;
+  // SharedArrayBuffer has no use in a single-threaded sandbox and only enables Atomics.wait tricks.
+  delete global['WebAssembly'];
+  delete global['SharedArrayBuffer'];
+
+  let nondet = false;
+  const realRandom = Math.random;
+  const realNow = Date.now;
+  Math.random = function random(): number {
+    nondet = true;
+    return apply(realRandom, Math, []) as number;
+  };
+  RealDate.now = function now(): number {
+    nondet = true;
+    return apply(realNow, RealDate, []) as number;
+  };
+  const DateProxy: DateConstructor = new Proxy(RealDate, {
+    apply() {
+      nondet = true;
+      return RealDate();
+    },
+    construct(target, args, newTarget): object {
+      if (args.length === 0) nondet = true;
+      return Reflect.construct(target, args, newTarget === DateProxy ? target : newTarget) as object;
+    },
+  });
+  RealDate.prototype.constructor = DateProxy;
+  global['Date'] = DateProxy;
+
+  function dateTime(v: object): number | undefined {
+    try {
+      return apply(getTime, v, []) as number;
+    } catch {
+      return undefined;
+    }
+  }
+
+  function isDual(v: object): v is { num: unknown; str: unknown } {
+    if (isArray(v)) return false;
+    const keys = keysOf(v);
+    return keys.length === 2 && apply(hasOwn, v, ['num']) === true && apply(hasOwn, v, ['str']) === true;
+  }
+
+  function isPlainObject(v: object): boolean {
+    if (isArray(v)) return false;
+    const proto: unknown = getPrototypeOf(v);
+    return (proto === ObjectProto || proto === null) && !isDual(v);
+  }
+
+  function finite(n: number): number {
+    return n === n && n !== Infinity && n !== -Infinity ? n : NaN;
+  }
+
+  function parseText(s: string): number {
+    return (apply(trim, s, []) as string) === '' ? NaN : finite(NumberFn(s));
+  }
+
+  function primitiveNumber(v: unknown): number {
+    switch (typeof v) {
+      case 'number':
+        return finite(v);
+      case 'boolean':
+        return v ? 1 : 0;
+      case 'string':
+        return parseText(v);
+      case 'bigint':
+        return NumberFn(v);
+      default:
+        return NaN;
+    }
+  }
+
+  function toNumber(v: unknown): number {
+    if (typeof v !== 'object' || v === null) return primitiveNumber(v);
+    const t = dateTime(v);
+    if (t !== undefined) return t === t ? t / MS_PER_DAY + UNIX_EPOCH_SERIAL : NaN;
+    if (isDual(v)) return primitiveNumber(v.num);
+    return NaN;
+  }
+
+  /** Returns undefined when JSON.stringify throws; the caller fails the row. */
+  function toText(v: unknown): string {
+    switch (typeof v) {
+      case 'string':
+        return v;
+      case 'number':
+      case 'bigint':
+        return StringFn(v);
+      case 'boolean':
+        return v ? 'true' : 'false';
+      case 'object': {
+        if (v === null) return '';
+        const t = dateTime(v);
+        if (t !== undefined) return t === t ? (apply(toISOString, v, []) as string) : '';
+        if (isDual(v)) return v.str === null || v.str === undefined ? '' : StringFn(v.str);
+        const json = stringify(v) as string | undefined;
+        return json === undefined ? '' : json;
+      }
+      default:
+        return '';
+    }
+  }
+
+  function errorText(e: unknown): { name: string; message: string } {
+    try {
+      if (typeof e === 'object' && e !== null) {
+        const err = e as { name?: unknown; message?: unknown };
+        const name = err.name === undefined ? 'Error' : StringFn(err.name);
+        const message = err.message === undefined ? StringFn(e) : StringFn(err.message);
+        return { name, message };
+      }
+      return { name: 'Error', message: StringFn(e) };
+    } catch {
+      return { name: 'Error', message: '(the thrown value cannot be printed)' };
+    }
+  }
+
+  function materialize(col: RuntimeInput['cols'][number], rows: number): ArrayLike<unknown> {
+    if (col.t === 1 && col.n) return col.n;
+    const strs = new ArrayCtor<string>(rows);
+    if (col.s !== null && col.l) {
+      let at = 0;
+      for (let r = 0; r < rows; r++) {
+        const len = col.l[r] as number;
+        strs[r] = apply(slice, col.s, [at, at + len]) as string;
+        at += len;
+      }
+    }
+    if (col.t === 0 || !col.n) return strs;
+    const duals = new ArrayCtor<{ num: number; str: string }>(rows);
+    for (let r = 0; r < rows; r++) duals[r] = { num: col.n[r] as number, str: strs[r] as string };
+    return duals;
+  }
+
+  function toArray(values: ArrayLike<unknown>): unknown[] {
+    const out = new ArrayCtor<unknown>(values.length);
+    for (let i = 0; i < values.length; i++) out[i] = values[i];
+    return out;
+  }
+
+  function buildTable(vals: unknown[], shape: 'array' | 'object'): RuntimeTable {
+    const rows = vals.length;
+    const keys: string[] = [];
+    const index = new Map<string, number>();
+    const columns: RuntimeTable['columns'] = [];
+    const columnFor = (key: string): RuntimeTable['columns'][number] => {
+      let at = index.get(key);
+      if (at === undefined) {
+        at = keys.length;
+        index.set(key, at);
+        keys[at] = key;
+        columns[at] = { nums: new F64(rows).fill(NaN), strs: new ArrayCtor<string>(rows).fill(''), kinds: new U8(rows) };
+      }
+      return columns[at] as RuntimeTable['columns'][number];
+    };
+    for (let r = 0; r < rows; r++) {
+      const row = vals[r] as Record<string, unknown>;
+      const rowKeys = shape === 'array' ? null : keysOf(row);
+      const width = rowKeys === null ? (row as unknown as unknown[]).length : rowKeys.length;
+      for (let c = 0; c < width; c++) {
+        const key = rowKeys === null ? 'Field' + (c + 1) : (rowKeys[c] as string);
+        const v = rowKeys === null ? (row as unknown as unknown[])[c] : row[key];
+        const col = columnFor(key);
+        setCell(col, r, v);
+      }
+    }
+    return { shape, keys, columns };
+  }
+
+  function setCell(col: RuntimeTable['columns'][number], r: number, v: unknown): void {
+    if (v === null || v === undefined || typeof v === 'function' || typeof v === 'symbol') return;
+    if (typeof v === 'string') {
+      col.nums[r] = parseText(v);
+      col.strs[r] = v;
+      col.kinds[r] = 2;
+      return;
+    }
+    if (typeof v === 'object' && (isDual(v) || dateTime(v) === undefined)) {
+      col.nums[r] = toNumber(v);
+      col.strs[r] = toText(v);
+      col.kinds[r] = 2;
+      return;
+    }
+    const n = toNumber(v);
+    if (n !== n) return;
+    col.nums[r] = n;
+    col.strs[r] = toText(v);
+    col.kinds[r] = 1;
+  }
+
+  return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+    nondet = false;
+    const { mode, ret, bound, maxChars } = input;
+    const call = fn as (...a: unknown[]) => unknown;
+    const rows = mode === 0 ? input.rows : 1;
+    const values = mode === 2 ? [] : input.cols.map((c) => materialize(c, input.rows));
+    const nums = ret === 0 ? null : new F64(rows);
+    const parts = ret === 1 ? null : new ArrayCtor<string>(rows);
+    const lens = ret === 1 ? null : new U32(rows);
+    const width = values.length;
+    const nBound = bound.length;
+    const b0 = bound[0] ?? 0;
+    const b1 = bound[1] ?? 0;
+    let chars = 0;
+    let tableShape: 'array' | 'object' | null = null;
+    let tableVals: unknown[] | null = input.table && mode === 0 && rows > 0 ? new ArrayCtor<unknown>(rows) : null;
+    let failRow = 0;
+    try {
+      for (let r = 0; r < rows; r++) {
+        failRow = r;
+        const args = new ArrayCtor<unknown>(width);
+        if (mode === 0) for (let i = 0; i < width; i++) args[i] = (values[i] as ArrayLike<unknown>)[r];
+        else for (let i = 0; i < width; i++) args[i] = toArray(values[i] as ArrayLike<unknown>);
+        let v: unknown;
+        if (nBound === 0) v = call(args);
+        else if (nBound === 1) v = call(args, args[b0]);
+        else if (nBound === 2) v = call(args, args[b0], args[b1]);
+        else {
+          const list = new ArrayCtor<unknown>(nBound + 1);
+          list[0] = args;
+          for (let i = 0; i < nBound; i++) list[i + 1] = args[bound[i] as number];
+          v = apply(call, undefined, list);
+        }
+        if (tableVals !== null) {
+          const shape = typeof v === 'object' && v !== null ? (isArray(v) ? 'array' : isPlainObject(v) ? 'object' : null) : null;
+          if (shape !== null && (tableShape === null || tableShape === shape)) {
+            tableShape = shape;
+            tableVals[r] = v;
+          } else tableVals = null;
+        }
+        if (nums) nums[r] = toNumber(v);
+        if (parts && lens) {
+          let text: string;
+          try {
+            text = toText(v);
+          } catch (e) {
+            const { name, message } = errorText(e);
+            return { ok: false, kind: 'convert', name, message, row: r };
+          }
+          chars += text.length;
+          if (chars > maxChars) return { ok: false, kind: 'size', name: 'RangeError', message: 'result too large', row: r };
+          parts[r] = text;
+          lens[r] = text.length;
+        }
+      }
+    } catch (e) {
+      const { name, message } = errorText(e);
+      return { ok: false, kind: 'throw', name, message, row: failRow };
+    }
+    let table: RuntimeTable | null = null;
+    if (tableVals !== null && tableShape !== null) {
+      try {
+        table = buildTable(tableVals, tableShape);
+      } catch (e) {
+        const { name, message } = errorText(e);
+        return { ok: false, kind: 'convert', name, message, row: 0 };
+      }
+    }
+    const text = parts ? (apply(join, parts, ['']) as string) : null;
+    return { ok: true, nums, text, lens, nondet, table };
+  };
+}
