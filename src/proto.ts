@@ -22,7 +22,9 @@ export const messages = {
 
 /** Plain-object view of a decoded message: enums and int64 as numbers, defaults filled in. */
 export function decodeMessage(type: protobuf.Type, bytes: Uint8Array): Record<string, unknown> {
-  return type.toObject(type.decode(bytes), { enums: Number, longs: Number, defaults: true, arrays: true });
+  // A plain Uint8Array gets protobufjs's bounds-checked reader; its Buffer reader clamps truncated strings.
+  const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return type.toObject(type.decode(view), { enums: Number, longs: Number, defaults: true, arrays: true });
 }
 
 export function encodeMessage(type: protobuf.Type, value: Record<string, unknown>): Buffer {

@@ -4,7 +4,7 @@
  */
 import { workerData } from 'node:worker_threads';
 
-import { PluginError } from '../src/errors';
+import { PluginError, oneLine } from '../src/errors';
 import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
 import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
@@ -66,7 +66,7 @@ function runtimeInput(spec: ScriptSpec, columns: readonly Column[], task: Evalua
 }
 
 function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: false }>, firstRow: number): PluginError {
-  const thrown = `${output.name}: ${output.message}`;
+  const thrown = oneLine(`${output.name}: ${output.message}`);
   const row = firstRow + output.row;
   switch (output.kind) {
     case 'size':

@@ -1,0 +1,63 @@
+/** Configuration is validated once; each bad value names the variable, the value and what is accepted. */
+import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
+import { describe, it } from 'node:test';
+
+import { ConfigError, loadConfig } from '../../src/config';
+
+describe('loadConfig', () => {
+  it('has the SPEC defaults', () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 50051);
+    assert.equal(config.host, '127.0.0.1');
+    assert.equal(config.tlsDir, undefined);
+    assert.equal(config.allowScript, true);
+    assert.equal(config.workers, availableParallelism());
+    assert.equal(config.scriptTimeoutMs, 5000);
+    assert.equal(config.memoryLimitMb, 128);
+    assert.equal(config.maxScriptBytes, 32768);
+    assert.equal(config.logLevel, 'info');
+    assert.equal(config.maxQueue, 512);
+    assert.equal(config.metricsPort, undefined);
+    assert.equal(config.shutdownGraceMs, 10000);
+  });
+
+  it('listens on all interfaces by default when TLS is on', () => {
+    assert.equal(loadConfig({ SSE_TLS_DIR: '/certs' }).host, '0.0.0.0');
+    assert.equal(loadConfig({ SSE_TLS_DIR: '/certs', SSE_HOST: '10.0.0.5' }).host, '10.0.0.5');
+  });
+
+  it('reads every variable', () => {
+    const config = loadConfig({
+      SSE_PORT: '6000', SSE_ALLOW_SCRIPT: 'false', SSE_WORKERS: '3', SSE_SCRIPT_TIMEOUT_MS: '250', SSE_MEMORY_LIMIT_MB: '64',
+      SSE_MAX_SCRIPT_BYTES: '49152', SSE_LOG_LEVEL: 'debug', SSE_MAX_QUEUE: '9', SSE_METRICS_PORT: '9100', SSE_SHUTDOWN_GRACE_MS: '0',
+    });
+    assert.deepEqual(
+      [config.port, config.allowScript, config.workers, config.scriptTimeoutMs, config.memoryLimitMb, config.maxScriptBytes, config.logLevel, config.maxQueue, config.metricsPort, config.shutdownGraceMs],
+      [6000, false, 3, 250, 64, 49152, 'debug', 9, 9100, 0],
+    );
+  });
+
+  const bad: [string, string, RegExp][] = [
+    ['SSE_PORT', '70000', /SSE_PORT="70000" is invalid: expected an integer from 0 to 65535/],
+    ['SSE_PORT', 'abc', /SSE_PORT="abc"/],
+    ['SSE_ALLOW_SCRIPT', 'yes', /SSE_ALLOW_SCRIPT="yes" is invalid: expected true or false/],
+    ['SSE_WORKERS', '0', /SSE_WORKERS="0" is invalid: expected an integer from 1 to 256/],
+    ['SSE_SCRIPT_TIMEOUT_MS', '-5', /SSE_SCRIPT_TIMEOUT_MS="-5"/],
+    ['SSE_SCRIPT_TIMEOUT_MS', '1.5', /SSE_SCRIPT_TIMEOUT_MS="1.5"/],
+    ['SSE_MEMORY_LIMIT_MB', '4', /SSE_MEMORY_LIMIT_MB="4" is invalid: expected an integer from 8/],
+    ['SSE_MAX_SCRIPT_BYTES', '49153', /SSE_MAX_SCRIPT_BYTES="49153" is invalid: expected an integer from 1 to 49152/],
+    ['SSE_LOG_LEVEL', 'verbose', /SSE_LOG_LEVEL="verbose" is invalid: expected debug, info, warn or error/],
+    ['SSE_MAX_QUEUE', '0', /SSE_MAX_QUEUE="0"/],
+    ['SSE_METRICS_PORT', 'x', /SSE_METRICS_PORT="x"/],
+  ];
+  for (const [name, value, message] of bad) {
+    it(`refuses ${name}=${value}`, () => {
+      assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+    });
+  }
+
+  it('reports every bad variable at once', () => {
+    assert.throws(() => loadConfig({ SSE_PORT: 'x', SSE_WORKERS: 'y' }), (error: unknown) => error instanceof ConfigError && /SSE_PORT="x"/.test(error.message) && /SSE_WORKERS="y"/.test(error.message));
+  });
+});

@@ -1,0 +1,83 @@
+/** The hand-written BundledRows codec agrees with protobufjs, byte for byte where it matters. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { PluginError } from '../../src/errors';
+import { decodeMessage, messages } from '../../src/proto';
+import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, splitRows } from '../../src/rows';
+import { DataType } from '../../src/task';
+import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
+
+function decodeReplies(replies: Uint8Array[]): { numData: number; strData: string }[][] {
+  return replies.flatMap((bytes) => (decodeMessage(messages.BundledRows, bytes) as { rows: { duals: { numData: number; strData: string }[] }[] }).rows.map((r) => r.duals));
+}
+
+describe('splitRows', () => {
+  it('counts rows and cuts at row boundaries into valid BundledRows', () => {
+    const bundle = encodeBundle(Array.from({ length: 100 }, (_, i) => [num(i), str(`s${i}`)]));
+    const chunks = splitRows(bundle, 200);
+    assert.ok(chunks.length > 1);
+    assert.equal(chunks.reduce((n, c) => n + c.rows, 0), 100);
+    const rows = chunks.flatMap((c) => (decodeMessage(messages.BundledRows, c.bytes) as { rows: unknown[] }).rows);
+    assert.equal(rows.length, 100);
+  });
+
+  it('refuses a truncated message', () => {
+    const bundle = encodeBundle([[num(1)]]);
+    assert.throws(() => splitRows(bundle.subarray(0, bundle.length - 1), 1000), (e: unknown) => e instanceof PluginError && e.code === 'INVALID_ARGUMENT');
+  });
+
+  it('reads the hex vector of sse-protocol.md: one row of duals 1 and 10', () => {
+    const vector = Buffer.from('0a16' + '0a09' + '09000000000000f03f' + '0a09' + '090000000000002440', 'hex');
+    assert.equal(splitRows(vector, 1000)[0]?.rows, 1);
+    assert.deepEqual(decodeColumns([vector], 1, [DataType.NUMERIC, DataType.NUMERIC], 0).map((c) => Array.from(c.nums ?? [])), [[1], [10]]);
+  });
+});
+
+describe('decodeColumns', () => {
+  it('decodes NUMERIC, STRING and DUAL columns with protobuf defaults for absent fields', () => {
+    const bundle = encodeBundle([
+      [num(1.5), str('a'), dual(2, 'two')],
+      [num(NaN), {}, dual(NaN, 'ten')],
+      [{}, str('åäö😀'), {}],
+    ]);
+    const [n, s, d] = decodeColumns([bundle], 3, [DataType.NUMERIC, DataType.STRING, DataType.DUAL], 0);
+    assert.deepEqual(Array.from(n?.nums ?? []), [1.5, NaN, 0]);
+    assert.equal(s?.strs?.text, 'aåäö😀');
+    assert.deepEqual(Array.from(s?.strs?.lengths ?? []), [1, 0, 5]);
+    assert.deepEqual(Array.from(d?.nums ?? []), [2, NaN, 0]);
+    assert.equal(d?.strs?.text, 'twoten');
+  });
+
+  it('names the row whose arity is wrong, counting from firstRow', () => {
+    const bundle = encodeBundle([[num(1)], [num(1), num(2)]]);
+    assert.throws(() => decodeColumns([bundle], 2, [DataType.NUMERIC], 40), /row 41 has 2 values but the script takes 1 parameter/);
+  });
+
+  it('replaces invalid UTF-8 with U+FFFD rather than failing', () => {
+    const bundle = Buffer.from([0x0a, 0x05, 0x0a, 0x03, 0x12, 0x01, 0xff]);
+    const [s] = decodeColumns([bundle], 1, [DataType.STRING], 0);
+    assert.equal(s?.strs?.text, '\ufffd');
+  });
+});
+
+describe('encoders', () => {
+  it('encodeNumbers writes one numeric dual per row, split by size', () => {
+    const nums = Float64Array.from({ length: 1000 }, (_, i) => i - 0.5);
+    const replies = encodeNumbers(nums, 13 * 300);
+    assert.equal(replies.length, 4);
+    assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.numData), Array.from(nums));
+  });
+
+  it('encodeStrings handles ASCII, multi-byte text and empty strings', () => {
+    const values = ['abc', '', 'åäö', '😀', 'x'.repeat(150), 'y'.repeat(150)];
+    const replies = encodeStrings({ text: values.join(''), lengths: Uint32Array.from(values.map((v) => v.length)) }, 200);
+    assert.ok(replies.length >= 2);
+    assert.ok(replies.every((r) => r.length <= 200));
+    assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.strData), values);
+  });
+
+  it('encodeCells refuses a row larger than a reply message', () => {
+    assert.throws(() => encodeCells(1, 1, (_r, _c, cell) => { cell.num = undefined; cell.str = 'x'.repeat(100); }, 50), (e: unknown) => e instanceof PluginError && e.code === 'RESOURCE_EXHAUSTED');
+  });
+});
