@@ -35,6 +35,7 @@ export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
   return (call) => {
     const started = performance.now();
     const requestId = randomUUID();
+    metrics.callStarted();
     let scriptCall: ScriptCall;
     try {
       if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
@@ -52,13 +53,16 @@ export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
     }
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
       chunkBytes: CHUNK_BYTES,
-      maxInFlight: pool.threads + 1,
+      maxInFlight: config.workers + 1,
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
     });
     pipeline.run().then(
       ({ error, summary }) => logCall(deps, { requestId, started, call, scriptCall, error, summary }),
-      (error: unknown) => logger.error({ requestId, err: error }, 'call pipeline failed'),
+      (error: unknown) => {
+        metrics.callEnded();
+        logger.error({ requestId, err: error }, 'call pipeline failed');
+      },
     );
   };
 }
@@ -73,6 +77,7 @@ interface CallRecord {
 }
 
 function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
+  metrics.callEnded();
   const { scriptCall, error, summary } = record;
   const durationMs = performance.now() - record.started;
   const status = error ? statusName(toStatus(error).code) : 'OK';
