@@ -15,7 +15,10 @@ export interface Plugin {
   readonly metricsPort: number | undefined;
   readonly pool: WorkerPool;
   readonly logger: Logger;
-  /** Stop taking calls, let in-flight calls finish (up to graceMs), close the pool. */
+  /**
+   * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), close
+   * the pool (its workers dispose their isolates), close the metrics endpoint.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -33,16 +36,25 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
   let metricsServer: http.Server | undefined;
   let metricsPort: number | undefined;
   if (config.metricsPort !== undefined) {
-    ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
+    try {
+      ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
+    } catch (error) {
+      running.server.forceShutdown();
+      await pool.close();
+      throw error;
+    }
   }
   running.setServing('SERVING');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = config.shutdownGraceMs): Promise<void> => {
     stopping ??= (async () => {
+      const deadline = Date.now() + graceMs;
       draining = true;
       running.setServing('NOT_SERVING');
-      await shutdownServer(running, graceMs);
+      await callsEnded(metrics, deadline);
+      if (metrics.callsInFlight > 0) logger.warn({ calls: metrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
+      await shutdownServer(running, deadline);
       await pool.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
     })();
@@ -51,13 +63,29 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
   return { port: running.port, metricsPort, pool, logger, stop };
 }
 
-/** tryShutdown lets in-flight calls finish; past the grace period, forceShutdown cancels them. */
-async function shutdownServer(running: RunningServer, graceMs: number): Promise<void> {
+const DRAIN_POLL_MS = 25;
+/** Once the script calls are done, how long other calls (health checks, Watch streams) get to end. */
+const CLOSE_WAIT_MS = 500;
+
+/**
+ * While draining the server keeps its port open: new script calls are refused with UNAVAILABLE
+ * (a message saying why, instead of a dropped connection) and health checks answer NOT_SERVING,
+ * so a load balancer or orchestrator sees the state. The port closes once the calls in flight end.
+ */
+async function callsEnded(metrics: Metrics, deadline: number): Promise<void> {
+  while (metrics.callsInFlight > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(DRAIN_POLL_MS, Math.max(1, deadline - Date.now()))));
+  }
+}
+
+/** tryShutdown lets calls still open finish; at the deadline, forceShutdown cancels them. */
+async function shutdownServer(running: RunningServer, deadline: number): Promise<void> {
+  const waitMs = Math.max(0, Math.min(deadline - Date.now(), CLOSE_WAIT_MS));
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
       running.server.forceShutdown();
       resolve();
-    }, graceMs);
+    }, waitMs);
     running.server.tryShutdown(() => {
       clearTimeout(timer);
       resolve();

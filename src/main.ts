@@ -1,40 +1,66 @@
 /**
- * Entry point: validate the environment, start the plugin, log how to reach it, and stop cleanly
- * on SIGTERM/SIGINT (drain calls, dispose sandboxes, close the pool, exit 0).
+ * Entry point: validate the environment and the certificates, start the plugin, log how to reach
+ * it, and stop cleanly on SIGTERM/SIGINT (drain calls, dispose sandboxes, close the pool, exit 0).
  */
-import { startPlugin } from './app';
+import { startPlugin, type Plugin } from './app';
 import { loadConfig, ConfigError, type Config } from './config';
 import { createLogger, type Logger } from './log';
-import { PLUGIN_VERSION } from './capabilities';
+import { logStartup, checkNodeFlags } from './startup-log';
+import { loadTlsFiles, type TlsFiles } from './tls';
 
-function logStartup(logger: Logger, config: Config, port: number, metricsPort: number | undefined): void {
-  const tls = config.tlsDir !== undefined;
-  const reachableHost = ['0.0.0.0', '::'].includes(config.host) ? '<this machine\'s host name>' : config.host;
-  logger.info(
-    {
-      version: PLUGIN_VERSION,
-      host: config.host,
-      port,
-      tls,
-      tlsDir: config.tlsDir,
-      workers: config.workers,
-      scriptTimeoutMs: config.scriptTimeoutMs,
-      memoryLimitMb: config.memoryLimitMb,
-      maxScriptBytes: config.maxScriptBytes,
-      maxQueue: config.maxQueue,
-      maxMessageBytes: config.maxMessageBytes,
-      allowScript: config.allowScript,
-      metricsPort,
-    },
-    `listening on ${config.host}:${port} (${tls ? 'mutual TLS' : 'plaintext, no TLS'})`,
-  );
-  logger.info(
-    `Qlik Settings.ini [Settings 7]: SSEPlugin=JS,${reachableHost}:${port}${tls ? ',<folder with root_cert.pem, sse_client_cert.pem, sse_client_key.pem>' : ''}` +
-      ` | QMC > Analytic connections: Name=JS, Host=${reachableHost}, Port=${port}${tls ? ', Certificate file path=<that folder>' : ''}`,
-  );
-  if (['127.0.0.1', 'localhost', '::1'].includes(config.host)) {
-    logger.warn('listening on loopback only: a Qlik engine on another machine cannot connect; set SSE_HOST=0.0.0.0 (and SSE_TLS_DIR) to accept remote engines');
-  }
+/** After stop() the process should end by itself; if a handle still holds it, exit anyway. */
+const EXIT_WATCHDOG_MS = 3_000;
+
+const EXIT_CONFIG = 2;
+const EXIT_FAILURE = 1;
+
+/** Start-up failures go to stderr for a person at a console and as a JSON line for the log pipeline. */
+function failStart(logger: Logger | undefined, error: unknown): void {
+  const configProblem = error instanceof ConfigError;
+  const message = error instanceof Error ? error.message : String(error);
+  const text = configProblem ? `configuration error: ${message}` : `failed to start: ${message}${bindHint(message)}`;
+  logger?.fatal(text);
+  process.stderr.write(`${text}\n`);
+  process.exitCode = configProblem ? EXIT_CONFIG : EXIT_FAILURE;
+}
+
+function bindHint(message: string): string {
+  if (/EADDRINUSE/.test(message)) return ' — another process already uses that port: stop it or choose another SSE_PORT';
+  if (/EADDRNOTAVAIL/.test(message)) return ' — SSE_HOST is not an address of this machine';
+  if (/EACCES/.test(message)) return ' — this user may not listen on that port (ports below 1024 need privileges)';
+  return '';
+}
+
+function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (++signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for calls in flight');
+      process.exit(EXIT_FAILURE);
+    }
+    const started = performance.now();
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)');
+    plugin.stop().then(
+      () => {
+        logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandboxes disposed, pool closed');
+        exitWhenIdle(logger, 0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while stopping');
+        exitWhenIdle(logger, EXIT_FAILURE);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function exitWhenIdle(logger: Logger, code: number): void {
+  process.exitCode = code;
+  setTimeout(() => {
+    logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');
+    process.exit(code);
+  }, EXIT_WATCHDOG_MS).unref();
 }
 
 async function main(): Promise<void> {
@@ -42,35 +68,23 @@ async function main(): Promise<void> {
   try {
     config = loadConfig();
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`configuration error: ${error.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    throw error;
+    failStart(undefined, error);
+    return;
   }
   const logger = createLogger(config.logLevel);
-  const plugin = await startPlugin(config, logger);
-  logStartup(logger, config, plugin.port, plugin.metricsPort);
-  const shutdown = (signal: string): void => {
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping: no new calls, finishing calls in flight');
-    plugin.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exitCode = 0;
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'error while stopping');
-        process.exitCode = 1;
-      },
-    );
-  };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  let plugin: Plugin;
+  let tls: TlsFiles | undefined;
+  try {
+    checkNodeFlags(logger);
+    // Checked before the pool starts, so a certificate mistake stops the start at once.
+    tls = config.tlsDir === undefined ? undefined : loadTlsFiles(config.tlsDir);
+    plugin = await startPlugin(config, logger);
+  } catch (error) {
+    failStart(logger, error);
+    return;
+  }
+  logStartup(logger, config, { port: plugin.port, metricsPort: plugin.metricsPort, tls });
+  handleSignals(logger, config, plugin);
 }
 
-main().catch((error: unknown) => {
-  const message = error instanceof Error ? error.message : String(error);
-  process.stderr.write(`failed to start: ${message}\n`);
-  process.exitCode = 1;
-});
+main().catch((error: unknown) => failStart(undefined, error));

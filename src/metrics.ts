@@ -20,13 +20,29 @@ export class Metrics {
   readonly memoryDisposals = new Counter({ name: 'sse_memory_limit_disposals_total', help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB', registers: [this.registry] });
   readonly isolateRebuilds = new Counter({ name: 'sse_isolate_rebuilds_total', help: 'Sandboxes rebuilt after a disposal', registers: [this.registry] });
   readonly busyRefusals = new Counter({ name: 'sse_busy_refusals_total', help: 'Calls refused because the queue was full', registers: [this.registry] });
+  /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
+  private inFlight = 0;
 
   constructor(pool: { queueSize: number; busyWorkers: number; threads: number }) {
     const registers = [this.registry];
     new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox worker', registers, collect() { this.set(pool.queueSize); } });
     new Gauge({ name: 'sse_busy_workers', help: 'Sandbox workers running a task', registers, collect() { this.set(pool.busyWorkers); } });
     new Gauge({ name: 'sse_workers', help: 'Sandbox worker threads', registers, collect() { this.set(pool.threads); } });
+    const calls = (): number => this.inFlight;
+    new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript calls running now', registers, collect() { this.set(calls()); } });
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  callStarted(): void {
+    this.inFlight++;
+  }
+
+  callEnded(): void {
+    this.inFlight = Math.max(0, this.inFlight - 1);
+  }
+
+  get callsInFlight(): number {
+    return this.inFlight;
   }
 
   /** Serves /metrics; resolves with the bound port. */
