@@ -24,19 +24,22 @@ export interface Certificates {
   readonly client: ClientFiles;
   /** A client certificate from another CA (with that CA as `root`, which the plugin does not trust). */
   readonly rogueClient: ClientFiles;
-  /** Path of a generated file, e.g. file('expired_server_cert.pem'). */
+  /**
+   * Path of a generated file: root_cert.pem, server_cert.pem, server_key.pem, client_*, rogue_*,
+   * expired_server_cert.pem (2020), expiring_server_cert.pem (10 days left),
+   * remote_server_cert.pem (names only plugin.example.com), other_key.pem (matches nothing).
+   */
   file(name: string): string;
   /** A fresh SSE_TLS_DIR whose three files are copies of the named generated files (null: left out). */
   tlsDir(files: { root?: string | null; cert?: string | null; key?: string | null }): string;
   remove(): void;
 }
 
-const SERVER_EXTENSIONS = [
-  'basicConstraints=CA:FALSE',
-  'keyUsage=digitalSignature,keyEncipherment',
-  'extendedKeyUsage=serverAuth',
-  'subjectAltName=DNS:localhost,IP:127.0.0.1',
-].join('\n');
+function serverExtensions(names: string): string {
+  return ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', `subjectAltName=${names}`].join('\n');
+}
+
+const SERVER_EXTENSIONS = serverExtensions('DNS:localhost,IP:127.0.0.1');
 
 const CLIENT_EXTENSIONS = ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth'].join('\n');
 
@@ -53,9 +56,9 @@ function makeRequest(cwd: string, name: string, commonName: string): void {
   openssl(cwd, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}_key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${commonName}`]);
 }
 
-function sign(cwd: string, request: string, out: string, ca: string, extensions: string, serial: number): void {
+function sign(cwd: string, request: string, out: string, ca: string, extensions: string, serial: number, days = 3650): void {
   writeFileSync(path.join(cwd, `${out}.ext`), extensions);
-  openssl(cwd, ['x509', '-req', '-in', `${request}.csr`, '-CA', `${ca}_cert.pem`, '-CAkey', `${ca}_key.pem`, '-set_serial', String(serial), '-days', '3650', '-sha256', '-extfile', `${out}.ext`, '-out', `${out}_cert.pem`]);
+  openssl(cwd, ['x509', '-req', '-in', `${request}.csr`, '-CA', `${ca}_cert.pem`, '-CAkey', `${ca}_key.pem`, '-set_serial', String(serial), '-days', String(days), '-sha256', '-extfile', `${out}.ext`, '-out', `${out}_cert.pem`]);
 }
 
 /** `openssl ca` is the one OpenSSL 3.0 command that takes explicit start and end dates. */
@@ -84,6 +87,9 @@ export function makeCertificates(): Certificates {
   // The server's own key, certified by the rogue CA: valid, but not signed by root_cert.pem.
   sign(dir, 'server', 'rogue_server', 'rogue_root', SERVER_EXTENSIONS, 5);
   signExpired(dir, 'expired_server', 'root');
+  sign(dir, 'server', 'expiring_server', 'root', SERVER_EXTENSIONS, 6, 10);
+  // Names only a remote host, as a certificate made for the production host name would.
+  sign(dir, 'server', 'remote_server', 'root', serverExtensions('DNS:plugin.example.com'), 7);
   // other_key.pem: a valid key that belongs to no certificate here.
   makeRequest(dir, 'other', 'other');
 

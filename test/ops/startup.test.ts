@@ -1,0 +1,145 @@
+/**
+ * The first log lines of the real process answer "why can't the engine connect?": where it
+ * listens, TLS, the limits, the exact Settings.ini line and QMC fields, and warnings for loopback,
+ * certificate names and expiry. GetCapabilities calls are logged with the peer address.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+
+import { makeCertificates, type Certificates } from '../helpers/certs';
+import { QlikClient } from '../helpers/qlik-client';
+import { spawnMain, startMain, type LogLine, type PluginProcess } from './process';
+
+const INFO = 30;
+const WARN = 40;
+
+function message(line: LogLine | undefined): string {
+  return String(line?.msg);
+}
+
+function startsWith(prefix: string): (line: LogLine) => boolean {
+  return (line) => message(line).startsWith(prefix);
+}
+
+async function stopped(plugin: PluginProcess): Promise<void> {
+  plugin.child.kill('SIGTERM');
+  assert.deepEqual(await plugin.exited, { code: 0, signal: null });
+}
+
+describe('start-up diagnostics of the real process', () => {
+  let certs: Certificates;
+
+  before(() => {
+    certs = makeCertificates();
+  });
+
+  after(() => certs.remove());
+
+  test('plaintext on loopback: listening line first, limits, Settings.ini, QMC, loopback warning', async () => {
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SCRIPT_TIMEOUT_MS: '1500', SSE_MEMORY_LIMIT_MB: '64', SSE_METRICS_PORT: '0' });
+    try {
+      await plugin.waitForLine(startsWith('listening on loopback only'));
+      const [listening, limits, settings, qmc, loopback] = plugin.lines;
+      assert.equal(message(listening), `listening on 127.0.0.1:${plugin.port} (plaintext, no TLS)`);
+      assert.equal(listening?.level, INFO);
+      assert.equal(listening?.['tls'], false);
+      assert.equal(listening?.['node'], process.version);
+      assert.equal(listening?.['metrics'], `http://127.0.0.1:${plugin.metricsPort}/metrics`);
+      assert.ok(plugin.port > 0);
+
+      assert.equal(
+        message(limits),
+        'limits: SSE_WORKERS=2 SSE_SCRIPT_TIMEOUT_MS=1500 SSE_MEMORY_LIMIT_MB=64 SSE_MAX_SCRIPT_BYTES=32768 SSE_MAX_QUEUE=512 SSE_MAX_MESSAGE_BYTES=16777216 SSE_SHUTDOWN_GRACE_MS=10000 SSE_ALLOW_SCRIPT=true',
+      );
+      assert.equal(settings?.['settingsIni'], `SSEPlugin=JS,127.0.0.1:${plugin.port}`);
+      assert.match(message(settings), /^Qlik Settings\.ini, section \[Settings 7\]/);
+      assert.deepEqual(qmc?.['qmc'], { Name: 'JS', Host: '127.0.0.1', Port: plugin.port, 'Certificate file path': '(empty: no TLS)' });
+      assert.equal(loopback?.level, WARN);
+      assert.match(message(loopback), /^listening on loopback only \(SSE_HOST=127\.0\.0\.1\): a Qlik engine on another machine cannot connect/);
+      assert.equal(plugin.lines.filter((line) => line.level !== INFO && line.level !== WARN).length, 0);
+    } finally {
+      await stopped(plugin);
+    }
+  });
+
+  test('every GetCapabilities call is logged with the peer address', async () => {
+    const plugin = await startMain({});
+    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+    try {
+      const capabilities = await client.getCapabilities();
+      assert.equal(capabilities['allowScript'], true);
+      await client.getCapabilities();
+      const line = await plugin.waitForLine((l) => l.msg === 'GetCapabilities');
+      assert.match(String(line['peer']), /^127\.0\.0\.1:\d+$/);
+      await plugin.waitForLine(() => plugin.lines.filter((l) => l.msg === 'GetCapabilities').length === 2);
+    } finally {
+      client.close();
+      await stopped(plugin);
+    }
+  });
+
+  test('mutual TLS: the certificate line, and the Settings.ini line names the client certificate folder', async () => {
+    const plugin = await startMain({ SSE_TLS_DIR: certs.serverDir });
+    try {
+      assert.equal(message(plugin.lines[0]), `listening on 127.0.0.1:${plugin.port} (mutual TLS: clients must present a certificate signed by root_cert.pem)`);
+      const certificate = plugin.lines.find(startsWith('server certificate'));
+      assert.match(message(certificate), /^server certificate CN=sse_server for DNS:localhost, IP Address:127\.0\.0\.1, valid until \d{4}-.*\(36\d\d days\); clients must present a certificate signed by CN=sse_root$/);
+      const settings = plugin.lines.find((line) => line['settingsIni'] !== undefined);
+      assert.equal(settings?.['settingsIni'], `SSEPlugin=JS,127.0.0.1:${plugin.port},<folder on the Qlik machine with root_cert.pem, sse_client_cert.pem, sse_client_key.pem>`);
+      assert.equal(plugin.lines.some(startsWith('the server certificate')), false);
+    } finally {
+      await stopped(plugin);
+    }
+  });
+
+  test('TLS warnings: a certificate that does not name the host, and one that expires soon', async () => {
+    const remote = await startMain({ SSE_TLS_DIR: certs.tlsDir({ cert: 'remote_server_cert.pem' }) });
+    try {
+      const warning = remote.lines.find(startsWith('the server certificate does not name'));
+      assert.equal(warning?.level, WARN);
+      assert.match(message(warning), /^the server certificate does not name 127\.0\.0\.1: a Qlik engine connecting to 127\.0\.0\.1 will refuse it/);
+      assert.deepEqual(warning?.['serverNames'], ['DNS:plugin.example.com']);
+    } finally {
+      await stopped(remote);
+    }
+    const expiring = await startMain({ SSE_TLS_DIR: certs.tlsDir({ cert: 'expiring_server_cert.pem' }) });
+    try {
+      const warning = expiring.lines.find(startsWith('the server certificate expires in'));
+      assert.equal(warning?.level, WARN);
+      assert.match(message(warning), /^the server certificate expires in (9|10) days: generate new certificates before /);
+    } finally {
+      await stopped(expiring);
+    }
+  });
+
+  test('started without the node flags isolated-vm needs: a warning names them', async () => {
+    const started = spawnMain({}, { nodeFlags: [] });
+    try {
+      const warning = await started.waitForLine(startsWith('node was started without'));
+      assert.equal(warning.level, WARN);
+      assert.deepEqual(warning['missing'], ['--no-node-snapshot', '--no-concurrent-recompilation']);
+    } finally {
+      await started.kill();
+    }
+  });
+
+  test('a port already in use stops the start with a hint', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const started = spawnMain({ SSE_PORT: String(port) });
+      assert.deepEqual(await started.exited, { code: 1, signal: null });
+      assert.match(started.stderr(), /^failed to start: .*EADDRINUSE.*another process already uses that port: stop it or choose another SSE_PORT$/m);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('an invalid variable stops the start with exit code 2', async () => {
+    const started = spawnMain({ SSE_WORKERS: 'many' });
+    assert.deepEqual(await started.exited, { code: 2, signal: null });
+    assert.match(started.stderr(), /^configuration error: SSE_WORKERS="many" is invalid: expected an integer from 1 to 256$/m);
+  });
+});
