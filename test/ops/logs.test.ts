@@ -1,0 +1,147 @@
+/**
+ * Structured logs: one JSON line per EvaluateScript call with who, what and how it went, and never
+ * the script text or row values at info (a script error message may quote a row: debug only).
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { startPlugin, type Plugin } from '../../src/app';
+import { loadConfig, type LogLevel } from '../../src/config';
+import { createLogger } from '../../src/log';
+import { DataType, QlikClient, strings, str } from '../helpers/qlik-client';
+
+/** Markers that must never reach an info log: one in the script text, one in the row values. */
+const SCRIPT_MARKER = 'zqxscriptmarker';
+const ROW_MARKER = 'zqxrowvalue';
+
+interface Captured {
+  readonly plugin: Plugin;
+  readonly client: QlikClient;
+  readonly text: string[];
+  lines(): Record<string, unknown>[];
+}
+
+async function startCapturing(level: LogLevel): Promise<Captured> {
+  const text: string[] = [];
+  const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: level, SSE_SCRIPT_TIMEOUT_MS: '500' });
+  const plugin = await startPlugin(config, createLogger(config.logLevel, { write: (line: string) => void text.push(line) }));
+  const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+  return { plugin, client, text, lines: () => text.map((line) => JSON.parse(line) as Record<string, unknown>) };
+}
+
+const common = { appId: 'app-42', userId: 'UserDirectory=CORP; UserId=ada', cardinality: 0 };
+const strParam = [{ dataType: DataType.STRING, name: 'Name' }];
+const OK_SCRIPT = `args[0] + "-${SCRIPT_MARKER}"`;
+const THROWING_SCRIPT = `throw new Error("bad " + args[0] + " ${SCRIPT_MARKER}")`;
+const SYNTAX_ERROR_SCRIPT = `args[0] +* ${SCRIPT_MARKER}(`;
+const LOOPING_SCRIPT = `for (;;) { "${SCRIPT_MARKER}"; }`;
+
+function call(client: QlikClient, script: string, rows: readonly string[]): ReturnType<QlikClient['evaluate']> {
+  return client.evaluate({ script, returnType: DataType.STRING, params: strParam, bundles: [rows.map((row) => [str(row)])], common });
+}
+
+const sha16 = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
+
+describe('one JSON log line per call', () => {
+  let captured: Captured;
+
+  before(async () => {
+    captured = await startCapturing('info');
+  });
+
+  after(async () => {
+    captured.client.close();
+    await captured.plugin.stop(1_000);
+  });
+
+  test('request id, app, user, script hash, function, rows, duration, status; no script text or row values', async () => {
+    const ok = await call(captured.client, OK_SCRIPT, [`${ROW_MARKER}1`, `${ROW_MARKER}2`]);
+    assert.deepEqual(strings(ok), [`${ROW_MARKER}1-${SCRIPT_MARKER}`, `${ROW_MARKER}2-${SCRIPT_MARKER}`]);
+    assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}3`])).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await call(captured.client, SYNTAX_ERROR_SCRIPT, [`${ROW_MARKER}4`])).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await call(captured.client, LOOPING_SCRIPT, [`${ROW_MARKER}5`])).code, grpc.status.DEADLINE_EXCEEDED);
+
+    const calls = captured.lines().filter((line) => line['msg'] === 'EvaluateScript');
+    assert.equal(calls.length, 4);
+    const [first] = calls;
+    assert.deepEqual(
+      { ...first, requestId: undefined, time: undefined, peer: undefined, durationMs: undefined, scriptMs: undefined },
+      {
+        level: 30,
+        service: 'qlik-sse-js',
+        msg: 'EvaluateScript',
+        requestId: undefined,
+        time: undefined,
+        peer: undefined,
+        durationMs: undefined,
+        scriptMs: undefined,
+        appId: 'app-42',
+        userId: 'UserDirectory=CORP; UserId=ada',
+        function: 'ScriptEvalStr',
+        scriptHash: sha16(OK_SCRIPT),
+        scriptBytes: Buffer.byteLength(OK_SCRIPT),
+        rowsIn: 2,
+        rowsOut: 2,
+        table: false,
+        noStore: false,
+        status: 'OK',
+      },
+    );
+    assert.match(String(first?.['peer']), /^127\.0\.0\.1:\d+$/);
+    assert.equal(typeof first?.['durationMs'], 'number');
+    assert.deepEqual(
+      calls.map((line) => [line['status'], line['scriptHash']]),
+      [
+        ['OK', sha16(OK_SCRIPT)],
+        ['INVALID_ARGUMENT', sha16(THROWING_SCRIPT)],
+        ['INVALID_ARGUMENT', sha16(SYNTAX_ERROR_SCRIPT)],
+        ['DEADLINE_EXCEEDED', sha16(LOOPING_SCRIPT)],
+      ],
+    );
+    const ids = calls.map((line) => String(line['requestId']));
+    assert.equal(new Set(ids).size, 4);
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+
+    const everything = captured.text.join('');
+    assert.equal(everything.includes(SCRIPT_MARKER), false, 'script text at info');
+    assert.equal(everything.includes(ROW_MARKER), false, 'row values at info');
+  });
+});
+
+describe('at debug level', () => {
+  let captured: Captured;
+
+  before(async () => {
+    captured = await startCapturing('debug');
+  });
+
+  after(async () => {
+    captured.client.close();
+    await captured.plugin.stop(1_000);
+  });
+
+  test('a script error message (which may quote a row) goes to a debug line with the same request id', async () => {
+    assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}6`])).code, grpc.status.INVALID_ARGUMENT);
+    const lines = captured.lines();
+    const info = lines.find((line) => line['msg'] === 'EvaluateScript');
+    const debug = lines.find((line) => line['level'] === 20 && line['requestId'] === info?.['requestId']);
+    assert.match(String(debug?.['details']), new RegExp(`bad ${ROW_MARKER}6`));
+    assert.equal(JSON.stringify(info).includes(ROW_MARKER), false);
+  });
+});
+
+test('a script or rows passed to the logger by mistake are redacted', () => {
+  const text: string[] = [];
+  const logger = createLogger('debug', { write: (line: string) => void text.push(line) });
+  logger.info({ spec: { script: SCRIPT_MARKER }, rows: [ROW_MARKER], bundles: [ROW_MARKER] }, 'oops');
+  assert.deepEqual(JSON.parse(text[0] ?? '{}'), {
+    ...(JSON.parse(text[0] ?? '{}') as object),
+    spec: { script: '[redacted]' },
+    rows: '[redacted]',
+    bundles: '[redacted]',
+  });
+  assert.equal(text.join('').includes(SCRIPT_MARKER) || text.join('').includes(ROW_MARKER), false);
+});
