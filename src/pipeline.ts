@@ -59,6 +59,8 @@ export class CallPipeline {
   private readonly held: TaskSuccess[] = [];
   private wroteTable = false;
   private finished = false;
+  /** Aborted when the call ends early, so the pool drops its queued tasks. */
+  private readonly ended = new AbortController();
   private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
 
   constructor(
@@ -126,7 +128,8 @@ export class CallPipeline {
     const index = this.nextTask++;
     this.inFlight++;
     this.updateReading();
-    this.pool.run(task).then(
+    // The budget is read again when the task starts: queued tasks must not run on a stale one.
+    this.pool.run(task, { signal: this.ended.signal, remainingMs: () => this.options.timeoutMs - this.scriptMs }).then(
       (result) => {
         this.inFlight--;
         this.scriptMs += result.scriptMs;
@@ -219,6 +222,7 @@ export class CallPipeline {
   private fail(error: PluginError): void {
     if (this.finished) return;
     this.finished = true;
+    this.ended.abort();
     this.pending.length = 0;
     this.held.length = 0;
     this.done.clear();

@@ -1,83 +1,129 @@
 /**
- * Owns the piscina pool of sandbox workers. Tasks go in as EvaluateTask and come back as
- * TaskResult; pool-level failures (queue full, a worker that died) become PluginErrors here.
+ * The pool of sandbox worker processes (see sandbox-process.ts for why processes, not threads).
+ * Tasks wait in one bounded FIFO queue (SSE_MAX_QUEUE) and run one at a time per worker. A task's
+ * time budget is taken when it starts, not when it was queued, so a call's tasks never get more
+ * time together than the call has left. A worker that dies fails only its own task and is replaced.
  */
-import path from 'node:path';
-
-import Piscina from 'piscina';
-
 import type { Config } from './config';
 import { PluginError } from './errors';
+import { timeLimitError } from './limit-errors';
+import { KILL_GRACE_MS, SandboxProcess } from './sandbox-process';
 import type { EvaluateTask, TaskResult } from './task';
 import type { SandboxLimits } from '../workers/sandbox';
 
-const WORKER_FILE = path.join(__dirname, '..', 'workers', 'evaluate.js');
-
-/** Host-side heap of a worker (decoding, encoding, result copies), apart from the isolate's own heap. */
-function workerHeapMb(memoryLimitMb: number): number {
-  return Math.max(256, memoryLimitMb * 4);
-}
+/** A worker that dies before it is ready is replaced only after this pause, so a broken install cannot fork-bomb. */
+const RESPAWN_DELAY_MS = 1_000;
 
 export type PoolConfig = Pick<Config, 'workers' | 'maxQueue' | 'memoryLimitMb' | 'scriptTimeoutMs'>;
 
+export interface RunOptions {
+  /** Aborted when the call ends early (cancelled, failed): its queued tasks are dropped. */
+  readonly signal?: AbortSignal;
+  /** The call's script time left, read when the task starts; defaults to task.timeoutMs. */
+  readonly remainingMs?: () => number;
+}
+
+interface Queued {
+  readonly task: EvaluateTask;
+  readonly options: RunOptions;
+  readonly resolve: (result: TaskResult) => void;
+  readonly reject: (error: PluginError) => void;
+}
+
 export class WorkerPool {
-  private readonly piscina: Piscina<EvaluateTask, TaskResult>;
+  private readonly workers: SandboxProcess[] = [];
+  private readonly queue: Queued[] = [];
+  private readonly limits: SandboxLimits;
   private closing: Promise<void> | undefined;
-  /** Tasks handed to piscina and not yet settled (queued or running). */
-  private active = 0;
+  /** Workers that died and were replaced, for tests and logs. */
+  replacedWorkers = 0;
 
   constructor(readonly config: PoolConfig) {
-    const workerData: SandboxLimits = { memoryLimitMb: config.memoryLimitMb, scriptTimeoutMs: config.scriptTimeoutMs };
-    this.piscina = new Piscina<EvaluateTask, TaskResult>({
-      filename: WORKER_FILE,
-      minThreads: config.workers,
-      maxThreads: config.workers,
-      idleTimeout: Number.POSITIVE_INFINITY,
-      maxQueue: config.maxQueue,
-      // async: a worker's event loop keeps running between tasks, so it can prepare the next context.
-      atomics: 'async',
-      workerData,
-      resourceLimits: { maxOldGenerationSizeMb: workerHeapMb(config.memoryLimitMb) },
-    });
+    this.limits = { memoryLimitMb: config.memoryLimitMb, scriptTimeoutMs: config.scriptTimeoutMs };
+    for (let i = 0; i < config.workers; i++) this.workers.push(this.spawn());
   }
 
   get threads(): number {
-    return this.piscina.threads.length;
+    return this.workers.length;
   }
 
   get queueSize(): number {
-    return this.piscina.queueSize;
-  }
-
-  get utilization(): number {
-    return this.piscina.utilization;
+    return this.queue.length;
   }
 
   get busyWorkers(): number {
-    return Math.max(0, Math.min(this.threads, this.active - this.piscina.queueSize));
+    return this.workers.filter((w) => w.busy).length;
+  }
+
+  /** Process ids of the workers, for tests that measure or kill them. */
+  get pids(): number[] {
+    return this.workers.map((w) => w.pid).filter((pid) => pid !== undefined);
   }
 
   /** True when the queue is full and new calls should be refused as busy. */
   get saturated(): boolean {
-    return this.piscina.queueSize >= this.config.maxQueue;
+    return this.queue.length >= this.config.maxQueue;
   }
 
-  async run(task: EvaluateTask): Promise<TaskResult> {
-    if (this.closing) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down');
-    this.active++;
-    try {
-      return await this.piscina.run(task);
-    } catch (error) {
-      throw poolError(error, this.config.maxQueue);
-    } finally {
-      this.active--;
+  run(task: EvaluateTask, options: RunOptions = {}): Promise<TaskResult> {
+    if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
+    if (options.signal?.aborted) return Promise.reject(cancelled());
+    if (this.saturated) return Promise.reject(busyError(this.config.maxQueue));
+    return new Promise((resolve, reject) => {
+      const entry: Queued = { task, options, resolve, reject };
+      this.queue.push(entry);
+      options.signal?.addEventListener('abort', () => this.drop(entry), { once: true });
+      this.dispatch();
+    });
+  }
+
+  /** Drops queued tasks, lets running ones finish, then stops the workers. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const entry of this.queue.splice(0)) entry.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
+      await Promise.all(this.workers.map((w) => w.stop(this.config.scriptTimeoutMs + KILL_GRACE_MS)));
+    })();
+    return this.closing;
+  }
+
+  private dispatch(): void {
+    for (const worker of this.workers) {
+      if (this.queue.length === 0) return;
+      if (worker.ready && !worker.busy && !worker.exited) this.start(worker, this.queue.shift() as Queued);
     }
   }
 
-  /** Waits for running tasks, then stops the workers (their isolates are disposed on exit). */
-  close(): Promise<void> {
-    this.closing ??= this.piscina.close();
-    return this.closing;
+  private start(worker: SandboxProcess, { task, options, resolve, reject }: Queued): void {
+    const timeoutMs = Math.ceil(Math.min(task.timeoutMs, options.remainingMs?.() ?? task.timeoutMs));
+    if (timeoutMs <= 0) {
+      resolve({ ok: false, error: timeLimitError(this.config.scriptTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true });
+      return this.dispatch();
+    }
+    worker.run({ ...task, timeoutMs }).then(resolve, reject);
+  }
+
+  private drop(entry: Queued): void {
+    const at = this.queue.indexOf(entry);
+    if (at < 0) return;
+    this.queue.splice(at, 1);
+    entry.reject(cancelled());
+  }
+
+  private spawn(): SandboxProcess {
+    return new SandboxProcess(this.limits, (dead) => this.replace(dead), () => this.dispatch());
+  }
+
+  private replace(dead: SandboxProcess): void {
+    if (this.closing) return;
+    const at = this.workers.indexOf(dead);
+    if (at < 0) return;
+    this.replacedWorkers++;
+    const respawn = (): void => {
+      if (this.closing || this.workers[at] !== dead) return;
+      this.workers[at] = this.spawn();
+    };
+    if (dead.ready) respawn();
+    else setTimeout(respawn, RESPAWN_DELAY_MS).unref();
   }
 }
 
@@ -85,9 +131,6 @@ export function busyError(maxQueue: number): PluginError {
   return new PluginError('RESOURCE_EXHAUSTED', `the plugin is busy: ${maxQueue} chunks are already waiting for a sandbox (SSE_MAX_QUEUE); try again shortly`);
 }
 
-function poolError(error: unknown, maxQueue: number): PluginError {
-  const message = error instanceof Error ? error.message : String(error);
-  if (/queue is at limit/i.test(message)) return busyError(maxQueue);
-  if (/terminat|closed/i.test(message)) return new PluginError('UNAVAILABLE', 'the plugin is shutting down');
-  return new PluginError('UNAVAILABLE', `a sandbox worker stopped unexpectedly (${message}); the call was not completed, try again`, { cause: error });
+function cancelled(): PluginError {
+  return new PluginError('CANCELLED', 'the call ended before this chunk ran');
 }

@@ -1,19 +1,24 @@
 /**
- * Piscina entry point: decodes a task's rows into columns, runs the sandbox over them, encodes the
- * replies. Every failure is turned into data (TaskFailure); nothing is thrown across the thread.
+ * The work of one task inside a sandbox worker process (see process-entry.ts): decodes the task's
+ * rows into columns, runs the sandbox over them, encodes the replies. Every failure is turned into
+ * data (TaskFailure); nothing is thrown across the process boundary.
  */
-import { workerData } from 'node:worker_threads';
-
 import { PluginError, oneLine } from '../src/errors';
 import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
 import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { Sandbox, type SandboxLimits } from './sandbox';
 
-const limits = workerData as SandboxLimits;
+/** Set by the parent process as the first argument (src/sandbox-process.ts). */
+const limits = JSON.parse(process.argv[2] ?? '{}') as SandboxLimits;
 let sandbox: Sandbox | undefined;
 
 const MODE = { rows: 0, aggregate: 1, once: 2 } as const;
+
+/** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
+export function warmUp(): void {
+  sandbox ??= new Sandbox(limits);
+}
 
 export default function evaluate(task: EvaluateTask): TaskResult {
   const started = performance.now();
@@ -70,10 +75,7 @@ function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: fa
   const row = firstRow + output.row;
   switch (output.kind) {
     case 'size':
-      return new PluginError(
-        'RESOURCE_EXHAUSTED',
-        `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
-      );
+      return new PluginError('RESOURCE_EXHAUSTED', `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
     case 'throw':

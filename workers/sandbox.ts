@@ -7,6 +7,7 @@
 import ivm from 'isolated-vm';
 
 import { PluginError } from '../src/errors';
+import { memoryLimitError, timeLimitError } from '../src/limit-errors';
 import type { ScriptSpec } from '../src/task';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 
@@ -67,21 +68,11 @@ export class Sandbox {
   private failure(error: unknown): PluginError {
     if (this.isolate.isDisposed) {
       this.rebuild();
-      return new PluginError(
-        'RESOURCE_EXHAUSTED',
-        `the script went past its memory limit of ${this.limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
-      );
+      return memoryLimitError(this.limits.memoryLimitMb);
     }
     const message = error instanceof Error ? error.message : String(error);
-    if (/timed out/i.test(message)) {
-      return new PluginError(
-        'DEADLINE_EXCEEDED',
-        `the script ran past its time limit of ${this.limits.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS)`,
-      );
-    }
-    if (/memory limit|allocation failed|out of memory/i.test(message)) {
-      return new PluginError('RESOURCE_EXHAUSTED', `the script went past its memory limit of ${this.limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
-    }
+    if (/timed out/i.test(message)) return timeLimitError(this.limits.scriptTimeoutMs);
+    if (/memory limit|allocation failed|out of memory/i.test(message)) return memoryLimitError(this.limits.memoryLimitMb);
     return new PluginError('INTERNAL', `sandbox failure: ${message}`, { cause: error });
   }
 

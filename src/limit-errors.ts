@@ -1,0 +1,10 @@
+/** The errors that name a limit and the variable that sets it, shared by the pool and the workers. */
+import { PluginError } from './errors';
+
+export function timeLimitError(timeoutMs: number): PluginError {
+  return new PluginError('DEADLINE_EXCEEDED', `the script ran past its time limit of ${timeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS)`);
+}
+
+export function memoryLimitError(memoryLimitMb: number): PluginError {
+  return new PluginError('RESOURCE_EXHAUSTED', `the script went past its memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
+}

@@ -1,0 +1,17 @@
+/**
+ * Entry of a sandbox worker process, forked by src/sandbox-process.ts: one task at a time over the
+ * IPC channel, the result sent back as plain data. The process exits when its parent goes away, so
+ * no sandbox outlives the plugin.
+ */
+import type { ChildMessage } from '../src/sandbox-process';
+import type { EvaluateTask } from '../src/task';
+import evaluate, { warmUp } from './evaluate';
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+process.on('disconnect', () => process.exit(0));
+process.on('message', (task: EvaluateTask) => send({ kind: 'result', result: evaluate(task) }));
+warmUp();
+send({ kind: 'ready' });
