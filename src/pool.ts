@@ -70,9 +70,14 @@ export class WorkerPool {
     if (options.signal?.aborted) return Promise.reject(cancelled());
     if (this.saturated) return Promise.reject(busyError(this.config.maxQueue));
     return new Promise((resolve, reject) => {
-      const entry: Queued = { task, options, resolve, reject };
+      const onAbort = (): void => this.drop(entry);
+      const done = <T>(then: (value: T) => void) => (value: T): void => {
+        options.signal?.removeEventListener('abort', onAbort);
+        then(value);
+      };
+      const entry: Queued = { task, options, resolve: done(resolve), reject: done(reject) };
       this.queue.push(entry);
-      options.signal?.addEventListener('abort', () => this.drop(entry), { once: true });
+      options.signal?.addEventListener('abort', onAbort, { once: true });
       this.dispatch();
     });
   }
@@ -99,7 +104,7 @@ export class WorkerPool {
       resolve({ ok: false, error: timeLimitError(this.config.scriptTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true });
       return this.dispatch();
     }
-    worker.run({ ...task, timeoutMs }).then(resolve, reject);
+    worker.run({ ...task, timeoutMs }, options.signal).then(resolve, reject);
   }
 
   private drop(entry: Queued): void {
@@ -110,7 +115,9 @@ export class WorkerPool {
   }
 
   private spawn(): SandboxProcess {
-    return new SandboxProcess(this.limits, (dead) => this.replace(dead), () => this.dispatch());
+    // A freed worker takes its next task after the finished task's result has been counted by its
+    // call (promise callbacks run first), so the next chunk of that call sees the budget left.
+    return new SandboxProcess(this.limits, (dead) => this.replace(dead), () => setImmediate(() => this.dispatch()));
   }
 
   private replace(dead: SandboxProcess): void {

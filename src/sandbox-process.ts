@@ -18,10 +18,17 @@ import type { SandboxLimits } from '../workers/sandbox';
 const WORKER_FILE = path.join(__dirname, '..', 'workers', 'process-entry.js');
 /** How long past its time budget a task may run before its process is killed. */
 export const KILL_GRACE_MS = 500;
+/**
+ * How long a task of a call that ended (cancelled by Qlik, or failed elsewhere) may still run before
+ * its process is killed and replaced: short tasks finish, an endless loop does not hold the worker.
+ */
+export const CANCEL_GRACE_MS = 250;
 const RSS_POLL_MS = 50;
 const STDERR_TAIL_CHARS = 4_096;
 /** Only what Node and the sandbox need: no credentials or paths of the host reach a worker. */
 const INHERITED_ENV = ['PATH', 'SystemRoot', 'TZ', 'LANG', 'LC_ALL', 'NODE_ENV'];
+
+type KillReason = 'deadline' | 'memory' | 'cancel';
 
 export type ChildMessage = { readonly kind: 'ready' } | { readonly kind: 'result'; readonly result: TaskResult };
 
@@ -47,7 +54,7 @@ export class SandboxProcess {
   private readonly child: ChildProcess;
   private running: Running | null = null;
   private stderrTail = '';
-  private killedFor: 'deadline' | 'memory' | null = null;
+  private killedFor: KillReason | null = null;
   private readonly rssTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private markExited!: () => void;
@@ -84,10 +91,17 @@ export class SandboxProcess {
   }
 
   /** Runs one task; the promise settles with its result, or rejects when the process dies. */
-  run(task: EvaluateTask): Promise<TaskResult> {
+  run(task: EvaluateTask, signal?: AbortSignal): Promise<TaskResult> {
     return new Promise((settle, fail) => {
       const timer = setTimeout(() => this.kill('deadline'), task.timeoutMs + KILL_GRACE_MS).unref();
-      this.running = { settle, fail, timeoutMs: task.timeoutMs, started: performance.now(), timer };
+      const onAbort = (): void => void setTimeout(() => this.running === running && this.kill('cancel'), CANCEL_GRACE_MS).unref();
+      const done = <T>(then: (value: T) => void) => (value: T): void => {
+        signal?.removeEventListener('abort', onAbort);
+        then(value);
+      };
+      const running: Running = { settle: done(settle), fail: done(fail), timeoutMs: task.timeoutMs, started: performance.now(), timer };
+      this.running = running;
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.child.send(task, (error) => {
         if (error) this.kill();
       });
@@ -102,7 +116,7 @@ export class SandboxProcess {
     return this.exit;
   }
 
-  kill(reason: 'deadline' | 'memory' | null = null): void {
+  kill(reason: KillReason | null = null): void {
     this.killedFor ??= reason;
     if (!this.exited) this.child.kill('SIGKILL');
   }
@@ -133,7 +147,8 @@ export class SandboxProcess {
       if (this.killedFor === 'deadline') running.settle(failure(timeLimitError(this.limits.scriptTimeoutMs), scriptMs, { timedOut: true }));
       else if (this.killedFor === 'memory' || /is_heap_oom|out of memory/i.test(this.stderrTail)) {
         running.settle(failure(memoryLimitError(this.limits.memoryLimitMb), scriptMs, { rebuilt: true }));
-      } else running.fail(crashError(code, signal));
+      } else if (this.killedFor === 'cancel') running.fail(new PluginError('CANCELLED', 'the call ended while this chunk ran'));
+      else running.fail(crashError(code, signal));
     }
     this.markExited();
     this.onExit(this);

@@ -32,6 +32,8 @@ export interface ScriptCallOptions {
   /** Replaces the script header bytes (garbled-header tests); null omits the header. */
   readonly scriptHeaderBytes?: Buffer | null;
   readonly deadlineMs?: number;
+  /** Cancels the call (as Qlik does when a selection changes) this long after sending its rows. */
+  readonly cancelAfterMs?: number;
 }
 
 export interface CallResult {
@@ -92,7 +94,7 @@ export class QlikClient {
     return this.stream('/qlik.sse.Connector/EvaluateScript', scriptMetadata(options), options);
   }
 
-  stream(path: string, metadata: grpc.Metadata, options: Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'deadlineMs'>): Promise<CallResult> {
+  stream(path: string, metadata: grpc.Metadata, options: Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'deadlineMs' | 'cancelAfterMs'>): Promise<CallResult> {
     const deadline = new Date(Date.now() + (options.deadlineMs ?? 30_000));
     const call = this.client.makeBidiStreamRequest(path, raw, raw, metadata, { deadline });
     const rows: Dual[][] = [];
@@ -114,6 +116,7 @@ export class QlikClient {
       const messagesToSend = options.rawMessages ?? (options.bundles ?? []).map(encodeBundle);
       for (const message of messagesToSend) call.write(message);
       call.end();
+      if (options.cancelAfterMs !== undefined) setTimeout(() => call.cancel(), options.cancelAfterMs);
     });
   }
 }

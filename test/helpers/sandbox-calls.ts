@@ -1,0 +1,55 @@
+/** Short-hands for the sandbox and limits suites: one-row script calls and a "still serving" check. */
+import assert from 'node:assert/strict';
+
+import { DataType, FunctionType, num, numbers, str, strings, type CallResult, type QlikClient, type ScriptCallOptions } from './qlik-client';
+
+export { DataType, FunctionType };
+
+/** A SCALAR call of `script` over one numeric row (args[0] = 1), answering text. */
+export function evalText(client: QlikClient, script: string, extra: Partial<ScriptCallOptions> = {}): Promise<CallResult> {
+  return client.evaluate({
+    script,
+    functionType: FunctionType.SCALAR,
+    returnType: DataType.STRING,
+    params: [{ dataType: DataType.NUMERIC }],
+    bundles: [[[num(1)]]],
+    ...extra,
+  });
+}
+
+/** The text a one-row call answered, after asserting it succeeded. */
+export async function textOf(client: QlikClient, script: string): Promise<string> {
+  const result = await evalText(client, script);
+  assert.equal(result.code, 0, `${script} failed: ${result.details}`);
+  assert.equal(result.rows.length, 1);
+  return strings(result)[0] as string;
+}
+
+/** Wall-clock time of a call. */
+export async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await run();
+  return { value, ms: performance.now() - started };
+}
+
+/** Proves the plugin still answers correctly, on every worker (one call per worker, concurrently). */
+export async function assertServing(client: QlikClient, workers = 2, withinMs = 2_000): Promise<void> {
+  const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
+  const { value: results, ms } = await timed(() =>
+    Promise.all(
+      Array.from({ length: workers * 2 }, () =>
+        client.evaluate({ script: 'args[0] * 2 + 1', functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], bundles: [rows] }),
+      ),
+    ),
+  );
+  for (const result of results) {
+    assert.equal(result.code, 0, `a normal call failed: ${result.details}`);
+    assert.deepEqual(numbers(result), rows.map((_, i) => i * 2 + 1));
+  }
+  assert.ok(ms < withinMs, `normal calls took ${Math.round(ms)} ms`);
+}
+
+/** One row whose single STRING value is `chars` long: at 256 KiB and more it is a chunk of its own. */
+export function bigRow(chars: number, fill = 'x'): ReturnType<typeof str>[] {
+  return [str(fill.repeat(chars))];
+}
