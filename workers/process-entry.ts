@@ -12,6 +12,11 @@ function send(message: ChildMessage): void {
 }
 
 process.on('disconnect', () => process.exit(0));
+// The parent decides when a worker ends (disconnect, or SIGKILL). Ctrl+C in a terminal, or a
+// service manager signalling the whole process group, must not cut the task in flight: the
+// parent drains its calls first (test/ops/stop.test.ts).
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
 process.on('message', (task: EvaluateTask) => send({ kind: 'result', result: evaluate(task) }));
 warmUp();
 send({ kind: 'ready' });

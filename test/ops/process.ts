@@ -39,6 +39,8 @@ export interface SpawnOptions {
   readonly nodeFlags?: readonly string[];
   /** Run as another user (the tests run as root in CI; a service runs as an unprivileged user). */
   readonly user?: { readonly uid: number; readonly gid: number };
+  /** Its own process group, as in a terminal or under a service manager (signals to -pid reach all). */
+  readonly ownGroup?: boolean;
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
@@ -46,6 +48,7 @@ export function spawnMain(env: Record<string, string>, options: SpawnOptions = {
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.user ?? {}),
+    detached: options.ownGroup === true,
   });
   const lines: LogLine[] = [];
   const waiters = new Set<() => void>();
@@ -106,8 +109,8 @@ function parseLine(text: string): LogLine {
 }
 
 /** Starts main.js and waits until it has logged where it listens and how Qlik reaches it. */
-export async function startMain(env: Record<string, string>): Promise<PluginProcess> {
-  const started = spawnMain(env);
+export async function startMain(env: Record<string, string>, options: SpawnOptions = {}): Promise<PluginProcess> {
+  const started = spawnMain(env, options);
   try {
     const listening = await started.waitForLine((line) => typeof line.msg === 'string' && line.msg.startsWith('listening on'));
     // The QMC line comes after the TLS lines: by then the start-up diagnostics are all out.

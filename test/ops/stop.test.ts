@@ -57,6 +57,23 @@ describe('graceful stop of the real process', () => {
     });
   }
 
+  test('Ctrl+C in a terminal (SIGINT to the whole process group): the sandbox workers keep the call alive', async () => {
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SCRIPT_TIMEOUT_MS: '5000', SSE_METRICS_PORT: '0' }, { ownGroup: true });
+    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+    try {
+      const slow = client.evaluate({ script: SLOW_SCRIPT, ...ONE_NUMBER });
+      await oneCallRunning(plugin);
+      process.kill(-(plugin.child.pid ?? 0), 'SIGINT');
+      const finished = await slow;
+      assert.equal(finished.code, grpc.status.OK, finished.details);
+      assert.deepEqual(numbers(finished), [5]);
+      assert.deepEqual(await plugin.exited, { code: 0, signal: null }, plugin.stderr());
+    } finally {
+      client.close();
+      await plugin.kill();
+    }
+  });
+
   test('past SSE_SHUTDOWN_GRACE_MS the call still running is cancelled and the process still exits 0', async () => {
     const plugin = await startMain({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '5000', SSE_SHUTDOWN_GRACE_MS: '200', SSE_METRICS_PORT: '0' });
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
