@@ -5,7 +5,7 @@
 import { startPlugin, type Plugin } from './app';
 import { loadConfig, ConfigError, type Config } from './config';
 import { createLogger, type Logger } from './log';
-import { logStartup, checkNodeFlags } from './startup-log';
+import { logStartup } from './startup-log';
 import { loadTlsFiles, type TlsFiles } from './tls';
 
 /** After stop() the process should end by itself; if a handle still holds it, exit anyway. */
@@ -75,7 +75,6 @@ async function main(): Promise<void> {
   let plugin: Plugin;
   let tls: TlsFiles | undefined;
   try {
-    checkNodeFlags(logger);
     // Checked before the pool starts, so a certificate mistake stops the start at once.
     tls = config.tlsDir === undefined ? undefined : loadTlsFiles(config.tlsDir);
     plugin = await startPlugin(config, logger);

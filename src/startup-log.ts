@@ -16,21 +16,11 @@ export const CONNECTION_NAME = 'JS';
 const WILDCARD_HOSTS = ['0.0.0.0', '::', '[::]'];
 const LOOPBACK_HOSTS = ['127.0.0.1', 'localhost', '::1', '[::1]'];
 const CLIENT_CERT_FOLDER = '<folder on the Qlik machine with root_cert.pem, sse_client_cert.pem, sse_client_key.pem>';
-/** V8 flags isolated-vm 5 on Node 20 needs (see README, "Node versions"). */
-const REQUIRED_NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 
 export interface Listening {
   readonly port: number;
   readonly metricsPort: number | undefined;
   readonly tls: TlsFiles | undefined;
-}
-
-export function checkNodeFlags(logger: Logger): void {
-  const given = [...process.execArgv, ...(process.env['NODE_OPTIONS'] ?? '').split(/\s+/)];
-  const missing = REQUIRED_NODE_FLAGS.filter((flag) => !given.includes(flag));
-  if (missing.length > 0) {
-    logger.warn({ missing }, `node was started without ${missing.join(' ')}: isolated-vm on Node 20 needs both; start with "node ${REQUIRED_NODE_FLAGS.join(' ')} dist/src/main.js" (npm start does)`);
-  }
 }
 
 export function logStartup(logger: Logger, config: Config, listening: Listening): void {

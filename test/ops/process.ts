@@ -8,6 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 export const MAIN_JS = path.join(__dirname, '..', '..', 'src', 'main.js');
+/** As `npm start` runs it. */
 export const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
@@ -36,7 +37,6 @@ function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 export interface SpawnOptions {
-  readonly nodeFlags?: readonly string[];
   /** Run as another user (the tests run as root in CI; a service runs as an unprivileged user). */
   readonly user?: { readonly uid: number; readonly gid: number };
   /** Its own process group, as in a terminal or under a service manager (signals to -pid reach all). */
@@ -44,7 +44,7 @@ export interface SpawnOptions {
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
-  const child = spawn(process.execPath, [...(options.nodeFlags ?? NODE_FLAGS), MAIN_JS], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, MAIN_JS], {
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.user ?? {}),

@@ -113,17 +113,6 @@ describe('start-up diagnostics of the real process', () => {
     }
   });
 
-  test('started without the node flags isolated-vm needs: a warning names them', async () => {
-    const started = spawnMain({}, { nodeFlags: [] });
-    try {
-      const warning = await started.waitForLine(startsWith('node was started without'));
-      assert.equal(warning.level, WARN);
-      assert.deepEqual(warning['missing'], ['--no-node-snapshot', '--no-concurrent-recompilation']);
-    } finally {
-      await started.kill();
-    }
-  });
-
   test('a port already in use stops the start with a hint', async () => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));

@@ -1,0 +1,51 @@
+# qlik-sse-js: the JavaScript SSE plugin for Qlik, as a container.
+#
+#   docker build -t qlik-sse-js .
+#   docker run -d --name qlik-sse-js -p 50051:50051 --stop-timeout 30 qlik-sse-js
+#   # mutual TLS: mount the plugin's certificate folder and a client folder for the health probe
+#   docker run -d -p 50051:50051 --stop-timeout 30 \
+#     -v /srv/sse-certs/server:/certs/server:ro -v /srv/sse-certs/client:/certs/client:ro \
+#     -e SSE_TLS_DIR=/certs/server \
+#     --health-cmd 'node dist/src/healthcheck.js /certs/client' qlik-sse-js
+#
+# See deploy/README-ops.md (merged into README.md) for every variable.
+
+# ---- build: compile TypeScript, then keep only the production dependencies ----
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+# isolated-vm downloads a prebuilt binary; these let it compile from source when none matches.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY proto ./proto
+COPY src ./src
+COPY workers ./workers
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund
+
+# ---- runtime: no compiler, no dev dependencies, an unprivileged user ----
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production \
+    SSE_HOST=0.0.0.0 \
+    SSE_PORT=50051
+WORKDIR /app
+# Owned by root and read-only for the service user: a script escaping the sandbox still cannot
+# change the plugin.
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/proto ./proto
+COPY --from=build /app/dist ./dist
+# The node image's unprivileged user (uid 1000).
+USER node
+# 50051: gRPC (qlik.sse.Connector and grpc.health.v1.Health). 9464: /metrics when SSE_METRICS_PORT=9464.
+EXPOSE 50051 9464
+# Plaintext probe; with SSE_TLS_DIR set, pass a client certificate folder (see the top of this file).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "dist/src/healthcheck.js"]
+# SIGTERM: refuse new calls, finish the calls in flight (SSE_SHUTDOWN_GRACE_MS, default 10 s), exit 0.
+# Give `docker stop` more than that (--stop-timeout 30 or compose stop_grace_period: 30s).
+STOPSIGNAL SIGTERM
+# The same command as `npm start` (the sandbox worker processes get their flags from the plugin).
+CMD ["node", "--no-node-snapshot", "--no-concurrent-recompilation", "dist/src/main.js"]
