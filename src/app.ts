@@ -41,7 +41,8 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     } catch (error) {
       running.server.forceShutdown();
       await pool.close();
-      throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, { cause: error });
     }
   }
   running.setServing('SERVING');

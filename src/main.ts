@@ -25,7 +25,8 @@ function failStart(logger: Logger | undefined, error: unknown): void {
 }
 
 function bindHint(message: string): string {
-  if (/EADDRINUSE/.test(message)) return ' — another process already uses that port: stop it or choose another SSE_PORT';
+  const variable = message.includes('SSE_METRICS_PORT') ? 'SSE_METRICS_PORT' : 'SSE_PORT';
+  if (/EADDRINUSE/.test(message)) return ` — another process already uses that port: stop it or choose another ${variable}`;
   if (/EADDRNOTAVAIL/.test(message)) return ' — SSE_HOST is not an address of this machine';
   if (/EACCES/.test(message)) return ' — this user may not listen on that port (ports below 1024 need privileges)';
   return '';

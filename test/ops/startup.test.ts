@@ -126,6 +126,19 @@ describe('start-up diagnostics of the real process', () => {
     }
   });
 
+  test('a metrics port already in use stops the start (the gRPC port and the workers are released)', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const started = spawnMain({ SSE_METRICS_PORT: String(port) });
+      assert.deepEqual(await started.exited, { code: 1, signal: null });
+      assert.match(started.stderr(), new RegExp(`^failed to start: cannot serve metrics on 127\\.0\\.0\\.1:${port} \\(SSE_METRICS_PORT\\): .*EADDRINUSE.* choose another SSE_METRICS_PORT$`, 'm'));
+    } finally {
+      blocker.close();
+    }
+  });
+
   test('an invalid variable stops the start with exit code 2', async () => {
     const started = spawnMain({ SSE_WORKERS: 'many' });
     assert.deepEqual(await started.exited, { code: 2, signal: null });
