@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 
 export interface ClientFiles {
   readonly root: Buffer;
@@ -115,5 +116,18 @@ export function makeCertificates(): Certificates {
     file,
     tlsDir,
     remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** For a test file or suite: certificates made before its tests and removed after them. */
+export function certificatesForSuite(): () => Certificates {
+  let certs: Certificates | undefined;
+  before(() => {
+    certs = makeCertificates();
+  });
+  after(() => certs?.remove());
+  return () => {
+    if (!certs) throw new Error('certificates are made in the before hook');
+    return certs;
   };
 }

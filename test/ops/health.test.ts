@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
 import { checkHealth } from '../../src/healthcheck';
-import { makeCertificates, type Certificates } from '../helpers/certs';
+import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin } from '../helpers/plugin';
 import { DataType, numbers, num } from '../helpers/qlik-client';
 import { SLOW_SCRIPT, startMain, until } from './process';
@@ -59,13 +59,7 @@ function probe(env: Record<string, string>, args: readonly string[] = []): Promi
 }
 
 describe('the HEALTHCHECK probe (node dist/src/healthcheck.js)', () => {
-  let certs: Certificates;
-
-  before(() => {
-    certs = makeCertificates();
-  });
-
-  after(() => certs.remove());
+  const certificates = certificatesForSuite();
 
   test('plaintext: exit 0 and SERVING; exit 1 when nothing listens', async () => {
     const plugin = await startMain({});
@@ -81,6 +75,7 @@ describe('the HEALTHCHECK probe (node dist/src/healthcheck.js)', () => {
   });
 
   test('mutual TLS: the probe presents the client certificate Qlik would use', async () => {
+    const certs = certificates();
     const plugin = await startMain({ SSE_TLS_DIR: certs.serverDir });
     // The folder Qlik's guide gives the engine: root_cert.pem, sse_client_cert.pem, sse_client_key.pem.
     const clientDir = certs.tlsDir({});

@@ -4,11 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { startPlugin, type Plugin } from '../../src/app';
+import { startPlugin } from '../../src/app';
 import { loadConfig, type LogLevel } from '../../src/config';
 import { createLogger } from '../../src/log';
 import { DataType, QlikClient, strings, str } from '../helpers/qlik-client';
@@ -18,18 +18,23 @@ const SCRIPT_MARKER = 'zqxscriptmarker';
 const ROW_MARKER = 'zqxrowvalue';
 
 interface Captured {
-  readonly plugin: Plugin;
   readonly client: QlikClient;
   readonly text: string[];
   lines(): Record<string, unknown>[];
 }
 
-async function startCapturing(level: LogLevel): Promise<Captured> {
+/** Runs `body` against a real plugin whose logger writes into `text`. */
+async function capturing(level: LogLevel, body: (captured: Captured) => Promise<void>): Promise<void> {
   const text: string[] = [];
   const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: level, SSE_SCRIPT_TIMEOUT_MS: '500' });
   const plugin = await startPlugin(config, createLogger(config.logLevel, { write: (line: string) => void text.push(line) }));
   const client = new QlikClient(`127.0.0.1:${plugin.port}`);
-  return { plugin, client, text, lines: () => text.map((line) => JSON.parse(line) as Record<string, unknown>) };
+  try {
+    await body({ client, text, lines: () => text.map((line) => JSON.parse(line) as Record<string, unknown>) });
+  } finally {
+    client.close();
+    await plugin.stop(1_000);
+  }
 }
 
 const common = { appId: 'app-42', userId: 'UserDirectory=CORP; UserId=ada', cardinality: 0 };
@@ -46,18 +51,7 @@ function call(client: QlikClient, script: string, rows: readonly string[]): Retu
 const sha16 = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
 describe('one JSON log line per call', () => {
-  let captured: Captured;
-
-  before(async () => {
-    captured = await startCapturing('info');
-  });
-
-  after(async () => {
-    captured.client.close();
-    await captured.plugin.stop(1_000);
-  });
-
-  test('request id, app, user, script hash, function, rows, duration, status; no script text or row values', async () => {
+  test('request id, app, user, script hash, function, rows, duration, status; no script text or row values', () => capturing('info', async (captured) => {
     const ok = await call(captured.client, OK_SCRIPT, [`${ROW_MARKER}1`, `${ROW_MARKER}2`]);
     assert.deepEqual(strings(ok), [`${ROW_MARKER}1-${SCRIPT_MARKER}`, `${ROW_MARKER}2-${SCRIPT_MARKER}`]);
     assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}3`])).code, grpc.status.INVALID_ARGUMENT);
@@ -108,29 +102,18 @@ describe('one JSON log line per call', () => {
     const everything = captured.text.join('');
     assert.equal(everything.includes(SCRIPT_MARKER), false, 'script text at info');
     assert.equal(everything.includes(ROW_MARKER), false, 'row values at info');
-  });
+  }));
 });
 
 describe('at debug level', () => {
-  let captured: Captured;
-
-  before(async () => {
-    captured = await startCapturing('debug');
-  });
-
-  after(async () => {
-    captured.client.close();
-    await captured.plugin.stop(1_000);
-  });
-
-  test('a script error message (which may quote a row) goes to a debug line with the same request id', async () => {
+  test('a script error message (which may quote a row) goes to a debug line with the same request id', () => capturing('debug', async (captured) => {
     assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}6`])).code, grpc.status.INVALID_ARGUMENT);
     const lines = captured.lines();
     const info = lines.find((line) => line['msg'] === 'EvaluateScript');
     const debug = lines.find((line) => line['level'] === 20 && line['requestId'] === info?.['requestId']);
     assert.match(String(debug?.['details']), new RegExp(`bad ${ROW_MARKER}6`));
     assert.equal(JSON.stringify(info).includes(ROW_MARKER), false);
-  });
+  }));
 });
 
 test('a script or rows passed to the logger by mistake are redacted', () => {

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { makeCertificates, type Certificates } from '../helpers/certs';
+import { certificatesForSuite } from '../helpers/certs';
 import { QlikClient } from '../helpers/qlik-client';
 import { spawnMain, startMain, type LogLine, type PluginProcess } from './process';
 
@@ -22,19 +22,24 @@ function startsWith(prefix: string): (line: LogLine) => boolean {
   return (line) => message(line).startsWith(prefix);
 }
 
+/** Runs `body` while another socket holds a loopback port. */
+async function withBusyPort(body: (port: number) => Promise<void>): Promise<void> {
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  try {
+    await body((blocker.address() as net.AddressInfo).port);
+  } finally {
+    blocker.close();
+  }
+}
+
 async function stopped(plugin: PluginProcess): Promise<void> {
   plugin.child.kill('SIGTERM');
   assert.deepEqual(await plugin.exited, { code: 0, signal: null });
 }
 
 describe('start-up diagnostics of the real process', () => {
-  let certs: Certificates;
-
-  before(() => {
-    certs = makeCertificates();
-  });
-
-  after(() => certs.remove());
+  const certificates = certificatesForSuite();
 
   test('plaintext on loopback: listening line first, limits, Settings.ini, QMC, loopback warning', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SCRIPT_TIMEOUT_MS: '1500', SSE_MEMORY_LIMIT_MB: '64', SSE_METRICS_PORT: '0' });
@@ -80,7 +85,7 @@ describe('start-up diagnostics of the real process', () => {
   });
 
   test('mutual TLS: the certificate line, and the Settings.ini line names the client certificate folder', async () => {
-    const plugin = await startMain({ SSE_TLS_DIR: certs.serverDir });
+    const plugin = await startMain({ SSE_TLS_DIR: certificates().serverDir });
     try {
       assert.equal(message(plugin.lines[0]), `listening on 127.0.0.1:${plugin.port} (mutual TLS: clients must present a certificate signed by root_cert.pem)`);
       const certificate = plugin.lines.find(startsWith('server certificate'));
@@ -94,7 +99,7 @@ describe('start-up diagnostics of the real process', () => {
   });
 
   test('TLS warnings: a certificate that does not name the host, and one that expires soon', async () => {
-    const remote = await startMain({ SSE_TLS_DIR: certs.tlsDir({ cert: 'remote_server_cert.pem' }) });
+    const remote = await startMain({ SSE_TLS_DIR: certificates().tlsDir({ cert: 'remote_server_cert.pem' }) });
     try {
       const warning = remote.lines.find(startsWith('the server certificate does not name'));
       assert.equal(warning?.level, WARN);
@@ -103,7 +108,7 @@ describe('start-up diagnostics of the real process', () => {
     } finally {
       await stopped(remote);
     }
-    const expiring = await startMain({ SSE_TLS_DIR: certs.tlsDir({ cert: 'expiring_server_cert.pem' }) });
+    const expiring = await startMain({ SSE_TLS_DIR: certificates().tlsDir({ cert: 'expiring_server_cert.pem' }) });
     try {
       const warning = expiring.lines.find(startsWith('the server certificate expires in'));
       assert.equal(warning?.level, WARN);
@@ -114,29 +119,19 @@ describe('start-up diagnostics of the real process', () => {
   });
 
   test('a port already in use stops the start with a hint', async () => {
-    const blocker = net.createServer();
-    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
-    const port = (blocker.address() as net.AddressInfo).port;
-    try {
+    await withBusyPort(async (port) => {
       const started = spawnMain({ SSE_PORT: String(port) });
       assert.deepEqual(await started.exited, { code: 1, signal: null });
       assert.match(started.stderr(), /^failed to start: .*EADDRINUSE.*another process already uses that port: stop it or choose another SSE_PORT$/m);
-    } finally {
-      blocker.close();
-    }
+    });
   });
 
   test('a metrics port already in use stops the start (the gRPC port and the workers are released)', async () => {
-    const blocker = net.createServer();
-    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
-    const port = (blocker.address() as net.AddressInfo).port;
-    try {
+    await withBusyPort(async (port) => {
       const started = spawnMain({ SSE_METRICS_PORT: String(port) });
       assert.deepEqual(await started.exited, { code: 1, signal: null });
       assert.match(started.stderr(), new RegExp(`^failed to start: cannot serve metrics on 127\\.0\\.0\\.1:${port} \\(SSE_METRICS_PORT\\): .*EADDRINUSE.* choose another SSE_METRICS_PORT$`, 'm'));
-    } finally {
-      blocker.close();
-    }
+    });
   });
 
   test('an invalid variable stops the start with exit code 2', async () => {

@@ -11,18 +11,12 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
 import { loadTlsFiles } from '../../src/tls';
-import { makeCertificates, type Certificates, type ClientFiles } from '../helpers/certs';
+import { certificatesForSuite, type ClientFiles } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { QlikClient, numbers, num } from '../helpers/qlik-client';
 import { spawnMain } from './process';
 
-let certs: Certificates;
-
-before(() => {
-  certs = makeCertificates();
-});
-
-after(() => certs.remove());
+const certificates = certificatesForSuite();
 
 function tlsClient(address: string, files: ClientFiles | { root: Buffer }): QlikClient {
   const credentials = 'cert' in files ? grpc.credentials.createSsl(files.root, files.key, files.cert) : grpc.credentials.createSsl(files.root);
@@ -38,14 +32,14 @@ describe('mutual TLS on the gRPC port', () => {
   let plugin: TestPlugin;
 
   before(async () => {
-    plugin = await startTestPlugin({ SSE_TLS_DIR: certs.serverDir });
+    plugin = await startTestPlugin({ SSE_TLS_DIR: certificates().serverDir });
   });
 
   after(() => plugin.stop());
 
   test('a client with a certificate signed by root_cert.pem is served', async () => {
     for (const host of ['127.0.0.1', 'localhost']) {
-      const client = tlsClient(`${host}:${plugin.plugin.port}`, certs.client);
+      const client = tlsClient(`${host}:${plugin.plugin.port}`, certificates().client);
       try {
         const capabilities = await client.getCapabilities();
         assert.equal(capabilities['allowScript'], true);
@@ -58,9 +52,9 @@ describe('mutual TLS on the gRPC port', () => {
 
   const refused: [string, () => QlikClient][] = [
     ['a plaintext client', () => new QlikClient(`127.0.0.1:${plugin.plugin.port}`)],
-    ['a TLS client without a certificate', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { root: certs.client.root })],
+    ['a TLS client without a certificate', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { root: certificates().client.root })],
     // It trusts the plugin's root, so only its own certificate can be the reason for the refusal.
-    ['a client whose certificate another CA signed', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { ...certs.rogueClient, root: certs.client.root })],
+    ['a client whose certificate another CA signed', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { ...certificates().rogueClient, root: certificates().client.root })],
   ];
   for (const [name, connect] of refused) {
     test(`${name} is refused, and the plugin keeps serving good clients`, async () => {
@@ -72,7 +66,7 @@ describe('mutual TLS on the gRPC port', () => {
       } finally {
         client.close();
       }
-      const good = tlsClient(`127.0.0.1:${plugin.plugin.port}`, certs.client);
+      const good = tlsClient(`127.0.0.1:${plugin.plugin.port}`, certificates().client);
       try {
         assert.deepEqual(await doubled(good), { code: grpc.status.OK, values: [42], details: 'OK' });
       } finally {
@@ -84,15 +78,15 @@ describe('mutual TLS on the gRPC port', () => {
 
 describe('a broken certificate folder stops the start, naming the file and the reason', () => {
   const cases: [string, () => string, RegExp][] = [
-    ['a folder that does not exist', () => path.join(certs.dir, 'nowhere'), /=.*nowhere: the folder does not exist/],
-    ['root_cert.pem missing', () => certs.tlsDir({ root: null }), /root_cert\.pem does not exist/],
-    ['sse_server_cert.pem missing', () => certs.tlsDir({ cert: null }), /sse_server_cert\.pem does not exist/],
-    ['sse_server_key.pem missing', () => certs.tlsDir({ key: null }), /sse_server_key\.pem does not exist/],
+    ['a folder that does not exist', () => path.join(certificates().dir, 'nowhere'), /=.*nowhere: the folder does not exist/],
+    ['root_cert.pem missing', () => certificates().tlsDir({ root: null }), /root_cert\.pem does not exist/],
+    ['sse_server_cert.pem missing', () => certificates().tlsDir({ cert: null }), /sse_server_cert\.pem does not exist/],
+    ['sse_server_key.pem missing', () => certificates().tlsDir({ key: null }), /sse_server_key\.pem does not exist/],
     ['an unreadable key (a folder in its place)', () => unreadableKeyDir(), /sse_server_key\.pem is a folder, not a file/],
-    ['an expired server certificate', () => certs.tlsDir({ cert: 'expired_server_cert.pem' }), /sse_server_cert\.pem expired on 2020-01-02T00:00:00\.000Z/],
-    ['a key that does not match the certificate', () => certs.tlsDir({ key: 'other_key.pem' }), /sse_server_key\.pem does not match .*sse_server_cert\.pem/],
-    ['a server certificate another CA signed', () => certs.tlsDir({ cert: 'rogue_server_cert.pem' }), /sse_server_cert\.pem is not signed by .*root_cert\.pem .*issued by CN=rogue_root; root: CN=sse_root/],
-    ['the key and the certificate swapped', () => certs.tlsDir({ cert: 'server_key.pem', key: 'server_cert.pem' }), /sse_server_cert\.pem holds no PEM certificate .*are the files swapped/],
+    ['an expired server certificate', () => certificates().tlsDir({ cert: 'expired_server_cert.pem' }), /sse_server_cert\.pem expired on 2020-01-02T00:00:00\.000Z/],
+    ['a key that does not match the certificate', () => certificates().tlsDir({ key: 'other_key.pem' }), /sse_server_key\.pem does not match .*sse_server_cert\.pem/],
+    ['a server certificate another CA signed', () => certificates().tlsDir({ cert: 'rogue_server_cert.pem' }), /sse_server_cert\.pem is not signed by .*root_cert\.pem .*issued by CN=rogue_root; root: CN=sse_root/],
+    ['the key and the certificate swapped', () => certificates().tlsDir({ cert: 'server_key.pem', key: 'server_cert.pem' }), /sse_server_cert\.pem holds no PEM certificate .*are the files swapped/],
     ['a root file that is not PEM', () => garbageRootDir(), /root_cert\.pem holds no PEM certificate/],
   ];
   for (const [name, makeDir, reason] of cases) {
@@ -108,11 +102,11 @@ describe('a broken certificate folder stops the start, naming the file and the r
   }
 
   test('a key file the user running the plugin may not read', async () => {
-    const dir = certs.tlsDir({});
+    const dir = certificates().tlsDir({});
     const keyFile = path.join(dir, 'sse_server_key.pem');
     // As root (CI), run the plugin as nobody, the way a service runs: root reads any file.
     const asRoot = process.getuid?.() === 0;
-    chmodSync(certs.dir, 0o755);
+    chmodSync(certificates().dir, 0o755);
     chmodSync(dir, 0o755);
     for (const name of ['root_cert.pem', 'sse_server_cert.pem']) chmodSync(path.join(dir, name), 0o644);
     chmodSync(keyFile, asRoot ? 0o600 : 0o000);
@@ -122,25 +116,25 @@ describe('a broken certificate folder stops the start, naming the file and the r
   });
 
   test('a certificate that is not valid yet', () => {
-    const dir = certs.tlsDir({});
+    const dir = certificates().tlsDir({});
     assert.throws(() => loadTlsFiles(dir, new Date('2001-01-01T00:00:00Z')), /root_cert\.pem is not valid yet: valid from .*check this machine's clock/);
   });
 
   test('the good folder passes, and the summary names the certificate', () => {
-    const files = loadTlsFiles(certs.serverDir);
+    const files = loadTlsFiles(certificates().serverDir);
     assert.match(files.server.subject, /CN=sse_server/);
     assert.equal(files.server.checkHost('localhost'), 'localhost');
   });
 });
 
 function unreadableKeyDir(): string {
-  const dir = certs.tlsDir({ key: null });
+  const dir = certificates().tlsDir({ key: null });
   mkdirSync(path.join(dir, 'sse_server_key.pem'));
   return dir;
 }
 
 function garbageRootDir(): string {
-  const dir = certs.tlsDir({});
+  const dir = certificates().tlsDir({});
   rmSync(path.join(dir, 'root_cert.pem'));
   writeFileSync(path.join(dir, 'root_cert.pem'), 'not a certificate\n');
   return dir;
