@@ -5,6 +5,12 @@ export function timeLimitError(timeoutMs: number): PluginError {
   return new PluginError('DEADLINE_EXCEEDED', `the script ran past its time limit of ${timeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS)`);
 }
 
-export function memoryLimitError(memoryLimitMb: number): PluginError {
-  return new PluginError('RESOURCE_EXHAUSTED', `the script went past its memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
+/** `detail` (the script's own RangeError, say) is appended after the limit. */
+export function memoryLimitError(memoryLimitMb: number, detail?: string): PluginError {
+  const message = `the script went past its memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`;
+  return new PluginError('RESOURCE_EXHAUSTED', detail === undefined ? message : `${message}: ${detail}`);
+}
+
+export function tableTooLargeError(memoryLimitMb: number): PluginError {
+  return new PluginError('RESOURCE_EXHAUSTED', `the table result is larger than the memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
 }

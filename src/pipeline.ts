@@ -8,6 +8,7 @@ import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import { PluginError } from './errors';
 import { toStatus } from './grpc-status';
+import { tableTooLargeError } from './limit-errors';
 import type { WorkerPool } from './pool';
 import { splitRows, type RowChunk } from './rows';
 import { assembleTable } from './table';
@@ -57,6 +58,7 @@ export class CallPipeline {
   /** undecided until the first chunk's result: held while every chunk so far is table-shaped. */
   private tableState: 'undecided' | 'holding' | 'streaming' = 'undecided';
   private readonly held: TaskSuccess[] = [];
+  private heldBytes = 0;
   private wroteTable = false;
   private finished = false;
   /** Aborted when the call ends early, so the pool drops its queued tasks. */
@@ -173,6 +175,9 @@ export class CallPipeline {
       if (this.tableState !== 'streaming' && result.table !== null) {
         this.tableState = 'holding';
         this.held.push(result);
+        // Held tables wait in this process until the last row: cap them like any result.
+        this.heldBytes += result.replies.reduce((n, reply) => n + reply.byteLength, 0);
+        if (this.heldBytes > this.pool.config.memoryLimitMb * 1024 * 1024) return this.fail(tableTooLargeError(this.pool.config.memoryLimitMb));
         continue;
       }
       this.tableState = 'streaming';

@@ -4,6 +4,8 @@
  * time budget is taken when it starts, not when it was queued, so a call's tasks never get more
  * time together than the call has left. A worker that dies fails only its own task and is replaced.
  */
+import { setMaxListeners } from 'node:events';
+
 import type { Config } from './config';
 import { PluginError } from './errors';
 import { timeLimitError } from './limit-errors';
@@ -69,6 +71,8 @@ export class WorkerPool {
     if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
     if (options.signal?.aborted) return Promise.reject(cancelled());
     if (this.saturated) return Promise.reject(busyError(this.config.maxQueue));
+    // One listener per task of the call (a 16 MiB message is up to 64 tasks): not a leak.
+    if (options.signal) setMaxListeners(0, options.signal);
     return new Promise((resolve, reject) => {
       const onAbort = (): void => this.drop(entry);
       const done = <T>(then: (value: T) => void) => (value: T): void => {

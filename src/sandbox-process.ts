@@ -37,9 +37,13 @@ export function hostHeapMb(memoryLimitMb: number): number {
   return Math.max(256, memoryLimitMb * 4);
 }
 
-/** The RSS past which a worker process is killed: isolate limit + isolated-vm's slack + host heap + code. */
+/**
+ * The RSS past which a worker process is killed. isolated-vm's limit is soft: it lends V8 up to 1 GB
+ * more before it terminates a script, so without this fence one worker could reach limit + 1 GB.
+ * Room: the isolate (limit), results copied out and encoded (about twice the limit), Node (~60 MB).
+ */
 export function rssCapMb(memoryLimitMb: number): number {
-  return memoryLimitMb * 3 + hostHeapMb(memoryLimitMb) + 256;
+  return memoryLimitMb * 3 + 256;
 }
 
 interface Running {

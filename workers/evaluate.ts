@@ -4,6 +4,7 @@
  * data (TaskFailure); nothing is thrown across the process boundary.
  */
 import { PluginError, oneLine } from '../src/errors';
+import { memoryLimitError } from '../src/limit-errors';
 import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
 import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
@@ -14,6 +15,7 @@ const limits = JSON.parse(process.argv[2] ?? '{}') as SandboxLimits;
 let sandbox: Sandbox | undefined;
 
 const MODE = { rows: 0, aggregate: 1, once: 2 } as const;
+const ALLOCATION_REFUSED = /^(Array buffer allocation failed|Invalid string length|Invalid typed array length)/;
 
 /** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
 export function warmUp(): void {
@@ -79,6 +81,8 @@ function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: fa
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
     case 'throw':
+      // V8 and isolated-vm's allocator refuse a too-large buffer or string with a RangeError.
+      if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message)) return memoryLimitError(limits.memoryLimitMb, `${thrown} (at row ${row})`);
       if (spec.mode === 'aggregate') return new PluginError('INVALID_ARGUMENT', `${thrown} (the aggregation failed)`);
       if (spec.mode === 'once') return new PluginError('INVALID_ARGUMENT', thrown);
       return new PluginError('INVALID_ARGUMENT', `${thrown} (at row ${row})`);
