@@ -10,6 +10,7 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { capabilities } from './capabilities';
 import { PluginError } from './errors';
 import { toStatus } from './grpc-status';
+import { guardHeaderLimits } from './header-guard';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
 import { MAX_REPLY_BYTES } from './rows';
@@ -66,6 +67,7 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) => (error ? reject(error) : resolve(bound)));
   });
+  guardHeaderLimits(server);
   return {
     server,
     port,

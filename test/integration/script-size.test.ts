@@ -1,0 +1,93 @@
+/**
+ * Scripts up to SSE_MAX_SCRIPT_BYTES work; anything larger gets a prompt, clear error and never a
+ * hang — with grpc-js clients and with a gRPC C-core client, the library Qlik's engine uses.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { DataType, num, numbers } from '../helpers/qlik-client';
+
+const PYTHON = '/usr/bin/python3';
+const CCORE_CLIENT = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'ccore_client.py');
+const DEADLINE_S = 10;
+/** Prompt: far below the client's deadline. */
+const PROMPT_MS = 3_000;
+
+function scriptOf(bytes: number): string {
+  const head = 'args[0] + 1 /*';
+  return `${head}${'x'.repeat(bytes - head.length - 2)}*/`;
+}
+
+interface Outcome {
+  readonly code: string;
+  readonly details: string;
+  readonly ms: number;
+  readonly rows: number;
+}
+
+async function ccore(port: number, bytes: number): Promise<Outcome> {
+  const { stdout } = await promisify(execFile)(PYTHON, [CCORE_CLIENT, String(port), String(bytes), String(DEADLINE_S)], { timeout: 30_000 });
+  return JSON.parse(stdout) as Outcome;
+}
+
+async function grpcJs(t: TestPlugin, bytes: number): Promise<Outcome> {
+  const started = Date.now();
+  const r = await t.client.evaluate({ script: scriptOf(bytes), params: [{ dataType: DataType.NUMERIC, name: 'X' }], bundles: [[[num(1)]]], deadlineMs: DEADLINE_S * 1000 });
+  return { code: String(r.code), details: r.details, ms: Date.now() - started, rows: numbers(r).filter((v) => v === 2).length };
+}
+
+const hasCcore = existsSync(PYTHON);
+
+describe('script size at the default limit (32768 bytes)', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin()));
+  after(async () => t.stop());
+
+  it('a 32768-byte script works', async () => {
+    assert.deepEqual(await grpcJs(t, 32_768).then((o) => [o.code, o.rows]), ['0', 1]);
+  });
+
+  it('a 32769-byte script is refused with INVALID_ARGUMENT naming the size and the limit', async () => {
+    const o = await grpcJs(t, 32_769);
+    assert.equal(o.code, '3');
+    assert.match(o.details, /32769 bytes, more than the limit of 32768 bytes \(SSE_MAX_SCRIPT_BYTES\)/);
+  });
+});
+
+describe('script size at the largest limit (49152 bytes)', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_MAX_SCRIPT_BYTES: '49152' })));
+  after(async () => t.stop());
+
+  it('a 49152-byte script works (grpc-js client)', async () => {
+    assert.deepEqual(await grpcJs(t, 49_152).then((o) => [o.code, o.rows]), ['0', 1]);
+  });
+
+  it('a 49152-byte script works (C-core client)', { skip: !hasCcore && 'no /usr/bin/python3' }, async () => {
+    const o = await ccore(t.plugin.port, 49_152);
+    assert.deepEqual([o.code, o.rows], ['OK', 1], o.details);
+  });
+
+  for (const bytes of [57_000, 100_000, 1_000_000]) {
+    it(`a ${bytes}-byte script fails promptly (grpc-js client)`, async () => {
+      const o = await grpcJs(t, bytes);
+      assert.notEqual(o.code, '0');
+      assert.ok(o.ms < PROMPT_MS, `${o.ms} ms`);
+    });
+
+    it(`a ${bytes}-byte script fails promptly (C-core client, as Qlik's engine)`, { skip: !hasCcore && 'no /usr/bin/python3' }, async () => {
+      const o = await ccore(t.plugin.port, bytes);
+      assert.ok(['RESOURCE_EXHAUSTED', 'UNAVAILABLE', 'INTERNAL'].includes(o.code), `${o.code}: ${o.details}`);
+      assert.ok(o.ms < PROMPT_MS, `${o.ms} ms: must not wait for the ${DEADLINE_S} s deadline`);
+    });
+  }
+
+  it('serves normal calls afterwards', async () => {
+    assert.deepEqual(await grpcJs(t, 100).then((o) => [o.code, o.rows]), ['0', 1]);
+  });
+});
