@@ -1,0 +1,29 @@
+/** The two servers the bench compares, each started as a child process from dist/. */
+import path from 'node:path';
+
+import { ChildServer } from './child';
+
+const DIST = path.join(__dirname, '..');
+const PLUGIN_ENTRY = path.join(DIST, 'src', 'main.js');
+const CEILING_ENTRY = path.join(DIST, 'bench', 'ceiling-server.js');
+
+/** The real plugin, as `npm start` runs it, with extra node flags (e.g. --cpu-prof) when asked. */
+export function startPlugin(workers: number, extraNodeFlags: readonly string[] = [], env: Record<string, string> = {}): Promise<ChildServer> {
+  return ChildServer.start({
+    name: `plugin (${workers} workers)`,
+    entry: PLUGIN_ENTRY,
+    portVariable: 'SSE_PORT',
+    // A generous script time limit: a CPU-heavy call on a busy machine must not fail the bench.
+    env: { SSE_HOST: '127.0.0.1', SSE_LOG_LEVEL: 'warn', SSE_WORKERS: String(workers), SSE_SCRIPT_TIMEOUT_MS: '60000', ...env },
+    extraNodeFlags,
+  });
+}
+
+export function startCeiling(): Promise<ChildServer> {
+  return ChildServer.start({ name: 'ceiling', entry: CEILING_ENTRY, portVariable: 'BENCH_PORT', env: {} });
+}
+
+/** Node flags for the plugin from BENCH_PLUGIN_FLAGS (space separated), for experiments. */
+export function pluginFlagsFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env['BENCH_PLUGIN_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '');
+}
