@@ -28,6 +28,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
   let draining = false;
   let running: RunningServer;
   try {
+    await pool.ready();
     running = await startServer({ config, pool, logger, metrics, draining: () => draining });
   } catch (error) {
     await pool.close();

@@ -45,6 +45,11 @@ export class WorkerPool {
     for (let i = 0; i < config.workers; i++) this.workers.push(this.spawn());
   }
 
+  /** Resolves when every worker process has built its sandbox; rejects if one could not start. */
+  async ready(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.started));
+  }
+
   get threads(): number {
     return this.workers.length;
   }

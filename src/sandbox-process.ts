@@ -10,7 +10,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { PluginError } from './errors';
+import { PluginError, oneLine } from './errors';
 import { memoryLimitError, timeLimitError } from './limit-errors';
 import type { EvaluateTask, TaskFailure, TaskResult } from './task';
 import type { SandboxLimits } from '../workers/sandbox';
@@ -64,6 +64,11 @@ export class SandboxProcess {
   private markExited!: () => void;
   /** Settles when the process has exited, for whatever reason. */
   readonly exit = new Promise<void>((resolve) => (this.markExited = resolve));
+  private markStarted!: (started: boolean) => void;
+  /** Resolves once the sandbox is built and the process takes tasks; rejects if it died before that. */
+  readonly started = new Promise<void>((resolve, reject) => {
+    this.markStarted = (ok) => (ok ? resolve() : reject(new Error(`a sandbox worker process could not start: ${lastLine(this.stderrTail)}`)));
+  });
   ready = false;
   exited = false;
 
@@ -83,6 +88,8 @@ export class SandboxProcess {
     this.child.on('message', (message: ChildMessage) => this.onMessage(message));
     this.child.on('exit', (code, signal) => this.onChildExit(code, signal));
     this.child.on('error', () => this.kill());
+    // Only the pool's start-up awaits this; a replacement that dies early is handled by onExit.
+    this.started.catch(() => undefined);
     this.rssTimer = process.platform === 'linux' ? setInterval(() => this.checkRss(), RSS_POLL_MS).unref() : undefined;
   }
 
@@ -128,6 +135,7 @@ export class SandboxProcess {
   private onMessage(message: ChildMessage): void {
     if (message.kind === 'ready') {
       this.ready = true;
+      this.markStarted(true);
       this.onIdle();
       return;
     }
@@ -155,6 +163,7 @@ export class SandboxProcess {
       else running.fail(crashError(code, signal));
     }
     this.markExited();
+    if (!this.ready) this.markStarted(false);
     this.onExit(this);
   }
 
@@ -172,6 +181,10 @@ function failure(error: PluginError, scriptMs: number, flags: { timedOut?: boole
 function crashError(code: number | null, signal: NodeJS.Signals | null): PluginError {
   const how = signal === null ? `exit code ${code ?? 'unknown'}` : `signal ${signal}`;
   return new PluginError('UNAVAILABLE', `a sandbox worker stopped unexpectedly (${how}); the call was not completed, try again`);
+}
+
+function lastLine(text: string): string {
+  return oneLine(text.trim().split('\n').pop() ?? '') || 'it printed nothing';
 }
 
 function inheritedEnv(): NodeJS.ProcessEnv {

@@ -1,0 +1,161 @@
+/**
+ * Load: a bounded queue (SSE_MAX_QUEUE) refuses new work fast as "busy"; endless loops on every
+ * worker end in timeouts and leave the plugin serving; a cancelled call stops its work promptly and
+ * leaks nothing; over-large messages (SSE_MAX_MESSAGE_BYTES) and scripts (SSE_MAX_SCRIPT_BYTES) are
+ * refused.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { num, numbers, str } from '../helpers/qlik-client';
+import { DataType, FunctionType, assertServing, bigRow, evalText, textOf, timed } from '../helpers/sandbox-calls';
+
+async function waitFor(what: string, test: () => boolean, withinMs: number): Promise<number> {
+  const started = performance.now();
+  while (!test()) {
+    if (performance.now() - started > withinMs) assert.fail(`${what} did not happen within ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return performance.now() - started;
+}
+
+/** A call of `chunks` chunks (rows over 256 KiB each), each spinning for `spinMs` (or for ever when negative). */
+function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}) {
+  const body = spinMs < 0 ? 'for (;;) {}' : `const end = Date.now() + ${spinMs}; while (Date.now() < end); return 1;`;
+  return t.client.evaluate({
+    script: body,
+    functionType: FunctionType.SCALAR,
+    returnType: DataType.NUMERIC,
+    params: [{ dataType: DataType.STRING }],
+    bundles: [Array.from({ length: chunks }, () => bigRow(300_000))],
+    ...extra,
+  });
+}
+
+describe('a full queue refuses new calls as busy', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_MAX_QUEUE: '2', SSE_SCRIPT_TIMEOUT_MS: '1000' });
+  });
+  after(async () => t.stop());
+
+  it('with both workers looping and two chunks waiting, a new call fails at once with RESOURCE_EXHAUSTED busy', async () => {
+    const loops = Array.from({ length: 4 }, () => evalText(t.client, 'for (;;) {}'));
+    await waitFor('two waiting chunks', () => t.plugin.pool.queueSize === 2, 2_000);
+    const { value: refused, ms } = await timed(() => evalText(t.client, 'args[0]'));
+    assert.equal(refused.code, 8, refused.details);
+    assert.match(refused.details, /busy/);
+    assert.match(refused.details, /SSE_MAX_QUEUE/);
+    assert.ok(ms < 300, `the refusal took ${Math.round(ms)} ms`);
+    for (const loop of await Promise.all(loops)) assert.equal(loop.code, 4, loop.details);
+    assert.equal(t.plugin.pool.queueSize, 0);
+    await assertServing(t.client);
+  });
+
+  it('a call whose own chunks overflow the queue fails busy instead of piling them up', async () => {
+    const result = await spinningCall(t, 8, 50);
+    assert.equal(result.code, 8, result.details);
+    assert.match(result.details, /busy/);
+    await waitFor('an empty queue', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 2_000);
+    await assertServing(t.client);
+  });
+});
+
+describe('eight endless loops on two workers', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_SCRIPT_TIMEOUT_MS: '1000' });
+  });
+  after(async () => t.stop());
+
+  it('all end in DEADLINE_EXCEEDED (queue time not counted) and a normal call right after succeeds promptly', async () => {
+    const { value: loops, ms } = await timed(() => Promise.all(Array.from({ length: 8 }, () => evalText(t.client, 'while (true) {}'))));
+    for (const loop of loops) {
+      assert.equal(loop.code, 4, loop.details);
+      assert.match(loop.details, /1000 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
+    }
+    // Four rounds of one second on each worker, plus the kill grace at worst.
+    assert.ok(ms < 4 * 1_500, `eight loops took ${Math.round(ms)} ms`);
+    const { value: normal, ms: normalMs } = await timed(() => textOf(t.client, 'args[0] * 7'));
+    assert.equal(normal, '7');
+    assert.ok(normalMs < 300, `the next call took ${Math.round(normalMs)} ms`);
+    await assertServing(t.client);
+  });
+});
+
+describe('a client that cancels', () => {
+  let t: TestPlugin;
+  before(async () => {
+    // A long time limit, so only the cancellation can free the workers quickly.
+    t = await startTestPlugin({ SSE_SCRIPT_TIMEOUT_MS: '20000' });
+  });
+  after(async () => t.stop());
+
+  it('stops endless chunks promptly: queued ones are dropped, running ones killed, and nothing leaks', async () => {
+    const replacedBefore = t.plugin.pool.replacedWorkers;
+    const result = await spinningCall(t, 6, -1, { cancelAfterMs: 300 });
+    assert.equal(result.code, 1, `expected CANCELLED, got ${result.code} ${result.details}`);
+    const freedMs = await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 1_500);
+    assert.ok(freedMs < 1_000, `the workers were busy ${Math.round(freedMs)} ms after the cancel`);
+    await waitFor('replaced workers', () => t.plugin.pool.replacedWorkers === replacedBefore + 2 && t.plugin.pool.pids.length === 2, 3_000);
+    await assertServing(t.client, 2, 3_000);
+  });
+
+  it('lets short running chunks finish instead of killing their workers, and drops the queued ones', async () => {
+    const replacedBefore = t.plugin.pool.replacedWorkers;
+    const result = await spinningCall(t, 12, 100, { cancelAfterMs: 150 });
+    assert.equal(result.code, 1, result.details);
+    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 1_000);
+    assert.equal(t.plugin.pool.replacedWorkers, replacedBefore);
+    await assertServing(t.client);
+  });
+
+  it('many cancelled calls in a row leave nothing behind', async () => {
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => spinningCall(t, 3, 20, { cancelAfterMs: 10 + i * 5 })));
+    for (const result of results) assert.ok(result.code === 1 || result.code === 0, `${result.code} ${result.details}`);
+    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 2_000);
+    await assertServing(t.client);
+  });
+});
+
+describe('size limits of the wire', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_MAX_MESSAGE_BYTES: '65536', SSE_MAX_SCRIPT_BYTES: '100' });
+  });
+  after(async () => t.stop());
+
+  it('refuses a request message larger than SSE_MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED', async () => {
+    const result = await t.client.evaluate({
+      script: 'args[0].length',
+      functionType: FunctionType.SCALAR,
+      returnType: DataType.NUMERIC,
+      params: [{ dataType: DataType.STRING }],
+      bundles: [[[str('x'.repeat(100_000))]]],
+    });
+    assert.equal(result.code, 8, result.details);
+    assert.match(result.details, /larger than max/i);
+  });
+
+  it('accepts the same rows in messages under the limit', async () => {
+    const result = await t.client.evaluate({
+      script: 'args[0].length',
+      functionType: FunctionType.SCALAR,
+      returnType: DataType.NUMERIC,
+      params: [{ dataType: DataType.STRING }],
+      bundles: [[[str('x'.repeat(50_000))]], [[str('y'.repeat(50_000))]]],
+    });
+    assert.equal(result.code, 0, result.details);
+    assert.deepEqual(numbers(result), [50_000, 50_000]);
+  });
+
+  it('refuses a script longer than SSE_MAX_SCRIPT_BYTES with INVALID_ARGUMENT naming its size and the limit', async () => {
+    const script = `args[0] + ${'1'.repeat(150)}`;
+    const result = await evalText(t.client, script);
+    assert.equal(result.code, 3, result.details);
+    assert.match(result.details, new RegExp(`${Buffer.byteLength(script)} bytes`));
+    assert.match(result.details, /100 bytes \(SSE_MAX_SCRIPT_BYTES\)/);
+    assert.equal((await t.client.evaluate({ script: 'args[0] + 1', functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] })).code, 0);
+  });
+});
