@@ -8,6 +8,7 @@ import { memoryLimitError } from '../src/limit-errors';
 import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
 import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
+import { checkOutput } from './output-check';
 import { Sandbox, type SandboxLimits } from './sandbox';
 
 /** Set by the parent process as the first argument (src/sandbox-process.ts). */
@@ -33,6 +34,7 @@ export default function evaluate(task: EvaluateTask): TaskResult {
     const output = sandbox.evaluate(spec, input, task.timeoutMs);
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
+    checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);
     const rowsOut = output.nums?.length ?? output.lens?.length ?? 0;
     return {
       ok: true,

@@ -43,15 +43,15 @@ export class Sandbox {
     const prepared = this.takeContext();
     const started = performance.now();
     let fn: ivm.Reference<unknown> | undefined;
+    let inScript = false;
     try {
       fn = script.runSync(prepared.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+      const inputCopy = new ivm.ExternalCopy(input).copyInto({ release: true });
       const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
-      return prepared.run.applySync(undefined, [fn.derefInto(), new ivm.ExternalCopy(input).copyInto({ release: true })], {
-        timeout: left,
-        result: { copy: true },
-      }) as RuntimeOutput;
+      inScript = true;
+      return prepared.run.applySync(undefined, [fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
     } catch (error) {
-      throw this.failure(error);
+      throw this.failure(error, inScript);
     } finally {
       fn?.release();
       this.release(prepared);
@@ -65,7 +65,12 @@ export class Sandbox {
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 
-  private failure(error: unknown): PluginError {
+  /**
+   * run() catches every synchronous throw of the script, so what escapes it is a time or memory
+   * limit, or a promise the script rejected and never handled: isolated-vm rethrows those after
+   * the microtasks ran. That is the script's error (INVALID_ARGUMENT), not the plugin's.
+   */
+  private failure(error: unknown, inScript: boolean): PluginError {
     if (this.isolate.isDisposed) {
       this.rebuild();
       return memoryLimitError(this.limits.memoryLimitMb);
@@ -73,6 +78,10 @@ export class Sandbox {
     const message = error instanceof Error ? error.message : String(error);
     if (/timed out/i.test(message)) return timeLimitError(this.limits.scriptTimeoutMs);
     if (/memory limit|allocation failed|out of memory/i.test(message)) return memoryLimitError(this.limits.memoryLimitMb);
+    if (inScript) {
+      const name = error instanceof Error ? error.name : 'Error';
+      return new PluginError('INVALID_ARGUMENT', `${name}: ${message} (a promise the script rejected and never handled)`);
+    }
     return new PluginError('INTERNAL', `sandbox failure: ${message}`, { cause: error });
   }
 

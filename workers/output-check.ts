@@ -1,0 +1,47 @@
+/**
+ * The runtime's output is built inside the sandbox, in the same context as the script, so a script
+ * that rewrites built-ins (Array.prototype setters, TypedArray.prototype.fill, Map.prototype.get)
+ * can bend its shape. Before anything leaves the worker, check it is what the plugin expects, so a
+ * hostile result can only fail its own call, never confuse (or amplify work in) the main process.
+ */
+import { PluginError } from '../src/errors';
+import { DataType } from '../src/task';
+import type { RuntimeOutput, RuntimeTable } from './isolate-runtime';
+
+type Success = Extract<RuntimeOutput, { ok: true }>;
+
+export function checkOutput(output: Success, rows: number, returnType: DataType): void {
+  const fine = numbersFine(output, rows, returnType) && textFine(output, rows, returnType) && (output.table === null || tableFine(output.table, rows));
+  if (!fine) throw new PluginError('INVALID_ARGUMENT', 'the result of the script could not be read back (did it change built-in prototypes?)');
+}
+
+function numbersFine({ nums }: Success, rows: number, returnType: DataType): boolean {
+  if (returnType === DataType.STRING) return nums === null;
+  return nums instanceof Float64Array && nums.length === rows;
+}
+
+function textFine({ text, lens }: Success, rows: number, returnType: DataType): boolean {
+  if (returnType === DataType.NUMERIC) return text === null && lens === null;
+  if (typeof text !== 'string' || !(lens instanceof Uint32Array) || lens.length !== rows) return false;
+  let chars = 0;
+  for (const len of lens) chars += len;
+  return chars === text.length;
+}
+
+function tableFine(table: RuntimeTable, rows: number): boolean {
+  const { shape, keys, columns } = table;
+  if ((shape !== 'array' && shape !== 'object') || !Array.isArray(keys) || !Array.isArray(columns)) return false;
+  if (keys.length !== columns.length || !keys.every((key) => typeof key === 'string')) return false;
+  return columns.every(
+    (column) =>
+      typeof column === 'object' &&
+      column !== null &&
+      column.nums instanceof Float64Array &&
+      column.nums.length === rows &&
+      column.kinds instanceof Uint8Array &&
+      column.kinds.length === rows &&
+      Array.isArray(column.strs) &&
+      column.strs.length === rows &&
+      column.strs.every((s) => typeof s === 'string'),
+  );
+}
