@@ -1,6 +1,6 @@
 /**
- * Reads the .cpuprofile files `node --cpu-prof` writes (one per thread: main and each worker) and
- * summarises where a thread's busy time went: top functions by self time, and by total time for
+ * Reads the .cpuprofile files `node --cpu-prof` writes (one per process and thread) and
+ * summarises where each one's busy time went: top functions by self time, and by total time for
  * the project's own functions. Time inside an isolated-vm isolate is not sampled by the host's
  * profiler; it shows as self time of the call into the isolate (applySync / runSync).
  */
@@ -39,7 +39,14 @@ function label(node: ProfileNode): string {
   return `${functionName === '' ? '(anonymous)' : functionName}${file}`;
 }
 
-export function summariseProfile(file: string): ThreadSummary {
+/** CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile */
+function threadName(file: string, pluginPid: number): string {
+  const [, pid, tid] = /\.(\d+)\.(\d+)\.\d+\.cpuprofile$/.exec(file) ?? [];
+  const owner = Number(pid) === pluginPid ? 'plugin main process' : `sandbox process ${pid ?? '?'}`;
+  return tid === '0' ? owner : `${owner}, worker thread ${tid ?? '?'}`;
+}
+
+export function summariseProfile(file: string, pluginPid: number): ThreadSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -71,15 +78,14 @@ export function summariseProfile(file: string): ThreadSummary {
     }
   });
   const functions = [...total.keys()].map((name) => ({ name, selfMs: self.get(name) ?? 0, totalMs: total.get(name) ?? 0 }));
-  const thread = /\.(\d+)\.\d+\.cpuprofile$/.exec(file)?.[1] === '0' ? 'main thread' : `worker thread ${/\.(\d+)\.\d+\.cpuprofile$/.exec(file)?.[1] ?? '?'}`;
-  return { file, thread, busyMs, idleMs, functions };
+  return { file, thread: threadName(file, pluginPid), busyMs, idleMs, functions };
 }
 
-export function summariseDir(dir: string): ThreadSummary[] {
+export function summariseDir(dir: string, pluginPid: number): ThreadSummary[] {
   return readdirSync(dir)
     .filter((f) => f.endsWith('.cpuprofile'))
     .sort()
-    .map((f) => summariseProfile(path.join(dir, f)));
+    .map((f) => summariseProfile(path.join(dir, f), pluginPid));
 }
 
 const OWN_CODE = /^.* (dist\/(src|workers)\/)/;

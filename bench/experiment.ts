@@ -1,11 +1,12 @@
 /**
  * Tries plugin variants side by side, without editing src/ or workers/: each variant restarts the
  * plugin with experiment preloads, then runs the chosen workloads against it and the ceiling,
- * alternating, as `npm run bench` does. Used to choose CHUNK_BYTES and to price Piscina.move.
+ * alternating, as `npm run bench` does. Used to choose CHUNK_BYTES and to price a warm JIT.
  *
- *   node --no-node-snapshot dist/bench/experiment.js base chunk=64 chunk=1024 move chunk=1024+move
+ *   node --no-node-snapshot dist/bench/experiment.js base chunk=64 chunk=1024 warm chunk=1024+warm
  *
- * Variant options, joined by '+': chunk=<KiB> (CHUNK_BYTES), move (replies transferred).
+ * Variant options, joined by '+': base; chunk=<KiB> (CHUNK_BYTES); warm (UNSAFE: one context for
+ * every task of a sandbox process, see warm-context-override.ts); rr (tasks to workers round robin).
  * BENCH_EXPERIMENT_WORKLOADS: comma list of numeric, string, cpu (2 and 1 workers), small.
  */
 import path from 'node:path';
@@ -32,11 +33,15 @@ function parseVariant(text: string): Variant {
     if (key === 'chunk') {
       flags.push('-r', path.join(__dirname, 'chunk-override.js'));
       env['BENCH_CHUNK_BYTES'] = String(Number(value) * 1024);
-    } else if (key === 'move') {
-      flags.push('-r', path.join(__dirname, 'move-override.js'));
-      env['BENCH_MOVE_REPLIES'] = '1';
+    } else if (key === 'warm') {
+      flags.push('-r', path.join(__dirname, 'fork-override.js'));
+      env['BENCH_SANDBOX_FLAGS'] = `-r ${path.join(__dirname, 'warm-context-override.js')}`;
+      env['BENCH_WARM_CONTEXT'] = '1';
+    } else if (key === 'rr') {
+      flags.push('-r', path.join(__dirname, 'round-robin-override.js'));
+      env['BENCH_ROUND_ROBIN'] = '1';
     } else if (key !== 'base') {
-      throw new Error(`unknown variant option ${option}: base, chunk=<KiB> or move`);
+      throw new Error(`unknown variant option ${option}: base, chunk=<KiB>, warm or rr`);
     }
   }
   return { name: text, flags, env };

@@ -5,6 +5,7 @@
 import type * as grpc from '@grpc/grpc-js';
 
 import { ChildServer } from './child';
+import { NoiseMonitor } from './noise';
 import { cpuTicks, processTree } from './proc';
 import { connect, evaluate, expectOk, type CallOutcome } from './client';
 import { latency, median, type Latency } from './stats';
@@ -36,31 +37,49 @@ interface MeasuredCall {
   readonly peakRssBytes: number;
   /** CPU the server used for the call: unlike wall time, barely moved by other processes' load. */
   readonly cpuMs: number;
+  /** CPU the bench's client used for the call. */
+  readonly clientCpuMs: number;
+  /** Share of the CPUs other processes used during the call. */
+  readonly othersShare: number;
   readonly checked: number;
 }
 
+const noise = new NoiseMonitor();
+/** Before each timed call, wait up to QUIET_WAIT_MS for half a second in which others use under 10% of the CPUs. */
+const QUIET_WAIT_MS = Number(process.env['BENCH_QUIET_WAIT_MS'] ?? '10000');
+
 /** One call, with the server's peak RSS and CPU over it; the replies are checked after the clock stops. */
 async function measuredCall(t: Target, workload: Workload): Promise<MeasuredCall> {
+  await noise.waitForQuiet(0.1, 500, QUIET_WAIT_MS);
+  const noiseBefore = noise.sample();
   t.server.resetPeak();
   const baseRssBytes = t.server.rssBytes();
   const cpuBeforeMs = serverCpuMs(t.server);
+  const clientBefore = process.cpuUsage();
   const outcome = expectOk(await evaluate(t.client, workload.metadata, workload.messages, true), workload.rowsOut, `${t.name} ${workload.name}`);
+  const clientUsage = process.cpuUsage(clientBefore);
+  const clientCpuMs = (clientUsage.user + clientUsage.system) / 1000;
   const cpuMs = serverCpuMs(t.server) - cpuBeforeMs;
+  const othersShare = noise.foreignShare(noiseBefore);
   const peakRssBytes = t.server.peakRssBytes();
   const checked = t.checkValues ? verifyReplies(workload, outcome.replies) : 0;
-  return { outcome, baseRssBytes, peakRssBytes, cpuMs, checked };
+  return { outcome, baseRssBytes, peakRssBytes, cpuMs, clientCpuMs, othersShare, checked };
 }
 
 export interface Throughput {
   readonly rowsPerSec: number;
   readonly medianMs: number;
   readonly runsMs: number[];
+  /** Share of the CPUs other processes used during each run. */
+  readonly othersShares: number[];
   readonly baseRssBytes: number;
   readonly peakRssBytes: number;
   readonly replyBytes: number;
   readonly valuesChecked: number;
   /** Median server CPU time of a call. */
   readonly cpuMs: number;
+  /** Median client CPU time of a call. */
+  readonly clientCpuMs: number;
 }
 
 /** One warm-up call each, then `reps` calls alternating between the targets; median per target. */
@@ -81,11 +100,13 @@ export async function throughput(targets: readonly Target[], workload: Workload,
       rowsPerSec: workload.rowsIn / (medianMs / 1000),
       medianMs,
       runsMs,
+      othersShares: list.map((r) => r.othersShare),
       baseRssBytes: Math.min(...list.map((r) => r.baseRssBytes)),
       peakRssBytes: Math.max(...list.map((r) => r.peakRssBytes)),
       replyBytes: list[0]?.outcome.replyBytes ?? 0,
       valuesChecked: list.reduce((sum, r) => sum + r.checked, 0),
       cpuMs: median(list.map((r) => r.cpuMs)),
+      clientCpuMs: median(list.map((r) => r.clientCpuMs)),
     });
   }
   return results;

@@ -1,7 +1,8 @@
 /**
- * Where the plugin's time goes for one workload: starts the plugin with `node --cpu-prof`, runs
- * the workload against it (as `npm run bench` does, without the ceiling), stops it so every
- * thread writes its profile, and prints a summary per thread.
+ * Where the plugin's time goes for one workload: starts the plugin and its sandbox worker
+ * processes with `node --cpu-prof` (the latter through the fork-override preload), runs the
+ * workload against it (as `npm run bench` does, without the ceiling), stops it so every process
+ * writes its profile, and prints a summary per process and thread.
  *
  *   node --no-node-snapshot dist/bench/profile.js numeric|string|aggregate|small|cpu [workers]
  *
@@ -42,7 +43,10 @@ async function main(): Promise<void> {
   const workload = workloadFor(kind);
   const dir = mkdtempSync(path.join(tmpdir(), 'sse-cpuprof-'));
   const extraFlags = pluginFlagsFromEnv();
-  const server = await startPlugin(workers, [...extraFlags, '--cpu-prof', `--cpu-prof-dir=${dir}`]);
+  const profileFlags = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  const server = await startPlugin(workers, [...extraFlags, ...profileFlags, '-r', path.join(__dirname, 'fork-override.js')], {
+    BENCH_SANDBOX_FLAGS: profileFlags.join(' '),
+  });
   const plugin = target('plugin', server, true);
   try {
     if (kind === 'small') {
@@ -57,7 +61,7 @@ async function main(): Promise<void> {
     await server.stop();
   }
   process.stdout.write(`profiles in ${dir}\n`);
-  for (const summary of summariseDir(dir)) printSummary(summary);
+  for (const summary of summariseDir(dir, server.pid)) printSummary(summary);
 }
 
 main().catch((error: unknown) => {

@@ -23,21 +23,20 @@ export function heading(text: string): void {
 }
 
 function throughputLine(name: string, t: Throughput): void {
-  const runs = t.runsMs.map((v) => v.toFixed(0)).join(', ');
+  const runs = t.runsMs.map((v, i) => `${v.toFixed(0)} (${((t.othersShares[i] ?? 0) * 100).toFixed(0)}%)`).join(', ');
   const checked = t.valuesChecked > 0 ? `, ${t.valuesChecked} values checked` : '';
   print(
-    `  ${name.padEnd(10)} ${rate(t.rowsPerSec).padStart(15)}  median ${ms(t.medianMs)} of [${runs}] ms  server CPU ${t.cpuMs.toFixed(0)} ms` +
+    `  ${name.padEnd(10)} ${rate(t.rowsPerSec).padStart(15)}  median ${ms(t.medianMs)} of [${runs}] ms (others' CPU share)  CPU server ${t.cpuMs.toFixed(0)} ms, client ${t.clientCpuMs.toFixed(0)} ms` +
       `  RSS ${mb(t.baseRssBytes)} -> peak ${mb(t.peakRssBytes)}${checked}`,
   );
 }
 
 /** Prints one throughput workload; returns plugin / ceiling rows per second. */
-export function printThroughput(workload: Workload, results: Map<string, Throughput>, pluginName = PLUGIN): number {
+export function printThroughput(workload: Workload, results: Map<string, Throughput>): number {
   const ceiling = results.get(CEILING);
-  const plugin = results.get(pluginName);
+  const plugin = results.get(PLUGIN);
   heading(`${workload.name}: ${workload.messages.length} request messages, ${mb(workload.requestBytes)} on the wire in`);
-  if (ceiling) throughputLine(CEILING, ceiling);
-  if (plugin) throughputLine(pluginName, plugin);
+  for (const [name, t] of results) throughputLine(name, t);
   const value = ceiling && plugin ? plugin.rowsPerSec / ceiling.rowsPerSec : Number.NaN;
   const cpuRatio = ceiling && plugin ? ceiling.cpuMs / plugin.cpuMs : Number.NaN;
   print(

@@ -1,9 +1,14 @@
 /**
  * `npm run bench`: the plugin side by side with a transport ceiling, in one run, on one machine.
- * Both servers run as child processes (so their RSS is their own) and are driven by the same
- * grpc-js client with the same pre-encoded bundles and real Qlik headers. BENCH_QUICK=1 runs a
- * tenth of the sizes; BENCH_JSON=<file> also writes the figures as JSON; BENCH_PLUGIN_FLAGS adds
- * node flags to the plugin (experiments only).
+ * Both servers run as child processes (so their RSS and CPU are their own) and are driven by the
+ * same grpc-js client with the same pre-encoded bundles and real Qlik headers. Results are in
+ * bench/RESULTS.md. Environment:
+ * - BENCH_QUICK=1: a tenth of the sizes, one timed run each (for iterating, not for results);
+ * - BENCH_JSON=<file>: also write the figures as JSON;
+ * - BENCH_QUIET_WAIT_MS (10000), BENCH_QUIET_BUDGET_MS (60000): how long to wait for other
+ *   processes to leave the CPUs alone before each part and each timed call, and in all;
+ * - BENCH_PLUGIN_FLAGS: extra node flags for the plugin (experiments only);
+ * - BENCH_COMMIT: what to print as the code measured, outside a git checkout.
  */
 import { execSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -22,7 +27,9 @@ import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, stringWorkload, t
 
 /** Before each part, wait up to QUIET_WAIT_MS for a second in which others use under QUIET_SHARE of the CPUs. */
 const QUIET_SHARE = 0.1;
-const QUIET_WAIT_MS = Number(process.env['BENCH_QUIET_WAIT_MS'] ?? '20000');
+const QUIET_WAIT_MS = Number(process.env['BENCH_QUIET_WAIT_MS'] ?? '10000');
+
+const ONE_WORKER = 'plugin-1w';
 
 const print = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -88,7 +95,7 @@ class Bench {
 async function runAll(bench: Bench, sizes: Sizes, w: Record<string, Workload>, ceiling: Target, servers: ChildServer[]): Promise<void> {
   const W = (key: string): Workload => w[key] as Workload;
   const startedPlugin = bench.serve(await startPlugin(2, pluginFlagsFromEnv()), servers);
-  let plugin = target(PLUGIN, startedPlugin, true);
+  const plugin = target(PLUGIN, startedPlugin, true);
   const idleRssBytes = startedPlugin.rssBytes();
   const numericRuns = await bench.part('numeric', () => throughput([ceiling, plugin], W('numeric'), sizes.reps));
   const numericRatio = numericRuns ? printThroughput(W('numeric'), numericRuns) : Number.NaN;
@@ -128,17 +135,16 @@ async function runAll(bench: Bench, sizes: Sizes, w: Record<string, Workload>, c
   if (aggregatePlugin) printInFlight(`ScriptAggr, all ${W('aggregate').rowsIn} rows held at once`, aggregatePlugin, W('aggregate').requestBytes);
   if (numericPlugin) printInFlight(`ScriptEval streaming ${W('numeric').rowsIn} rows`, numericPlugin, W('numeric').requestBytes);
 
-  const cpuTwo = await bench.part('cpuTwoWorkers', () => throughput([ceiling, plugin], W('cpuHeavy'), sizes.reps));
-  if (cpuTwo) printThroughput(W('cpuHeavy'), cpuTwo);
-  plugin.client.close();
-  await startedPlugin.stop();
+  // One worker against two, alternating call by call so that a change in the machine's load
+  // falls on both alike; both plugins stay up, the one not called is idle.
   const oneWorker = bench.serve(await startPlugin(1, pluginFlagsFromEnv()), servers);
-  plugin = target('plugin-1w', oneWorker, true);
-  const cpuOne = await bench.part('cpuOneWorker', () => throughput([plugin], W('cpuHeavy'), sizes.reps));
-  if (cpuOne) printThroughput(W('cpuHeavy'), cpuOne, 'plugin-1w');
+  const pluginOne = target(ONE_WORKER, oneWorker, true);
+  const cpu = await bench.part('cpuHeavy', () => throughput([ceiling, plugin, pluginOne], W('cpuHeavy'), sizes.reps));
+  if (cpu) printThroughput(W('cpuHeavy'), cpu);
+  pluginOne.client.close();
   plugin.client.close();
-  const scaling = (cpuTwo?.get(PLUGIN)?.rowsPerSec ?? Number.NaN) / (cpuOne?.get('plugin-1w')?.rowsPerSec ?? Number.NaN);
-  print(`  scaling 1 -> 2 workers: ${scaling.toFixed(2)}x`);
+  const scaling = (cpu?.get(PLUGIN)?.rowsPerSec ?? Number.NaN) / (cpu?.get(ONE_WORKER)?.rowsPerSec ?? Number.NaN);
+  print(`  scaling 1 -> 2 workers: ${scaling.toFixed(2)}x (median rows/s of ${PLUGIN} / ${ONE_WORKER})`);
   bench.check('cpu-heavy scaling 1 -> 2 workers', scaling, `${scaling.toFixed(2)}x`, '>= 1.70x', (v) => v >= 1.7);
   bench.json['scaling'] = scaling;
   bench.json['idleRssBytes'] = idleRssBytes;
@@ -175,7 +181,7 @@ async function main(): Promise<void> {
   }
   bench.json['checks'] = bench.checks;
   bench.json['foreignCpuShare'] = Object.fromEntries(bench.foreign);
-  heading('other processes on this machine (share of all CPUs they used during each part; above ~5% the figures are disturbed)');
+  heading("other processes' share of all CPUs during each part (waits for quiet included; each timed run's own share is printed with it)");
   print(`  ${[...bench.foreign].map(([name, share]) => `${name} ${(share * 100).toFixed(0)}%`).join(', ')}`);
   const jsonPath = process.env['BENCH_JSON'];
   if (jsonPath) writeFileSync(jsonPath, JSON.stringify(bench.json, null, 2));

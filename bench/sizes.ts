@@ -27,7 +27,7 @@ export function benchSizes(env: NodeJS.ProcessEnv = process.env): Sizes {
     quick,
     // Qlik sends a few thousand rows per BundledRows message.
     rowsPerBundle: 2_000,
-    reps: quick ? 1 : 3,
+    reps: quick ? 1 : 5,
     numericRows: full(1_000_000),
     stringRows: full(500_000),
     aggregateRows: full(1_000_000),
