@@ -197,7 +197,7 @@ function inheritedEnv(): NodeJS.ProcessEnv {
 }
 
 /** Resident set size from /proc (Linux); undefined where that is not available. */
-function readRssMb(pid: number): number | undefined {
+export function readRssMb(pid: number): number | undefined {
   try {
     const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return match?.[1] === undefined ? undefined : Number(match[1]) / 1024;

@@ -1,20 +1,43 @@
 /** Short-hands for the sandbox and limits suites: one-row script calls and a "still serving" check. */
 import assert from 'node:assert/strict';
 
-import { DataType, FunctionType, num, numbers, str, strings, type CallResult, type QlikClient, type ScriptCallOptions } from './qlik-client';
+import { DataType, FunctionType, num, numbers, str, strings, type CallResult, type Dual, type QlikClient, type ScriptCallOptions } from './qlik-client';
 
 export { DataType, FunctionType };
 
 /** A SCALAR call of `script` over one numeric row (args[0] = 1), answering text. */
 export function evalText(client: QlikClient, script: string, extra: Partial<ScriptCallOptions> = {}): Promise<CallResult> {
+  return client.evaluate({ script, functionType: FunctionType.SCALAR, returnType: DataType.STRING, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]], ...extra });
+}
+
+export interface CallShape {
+  /** The one parameter's type; NUMERIC unless said. */
+  readonly paramType?: DataType;
+  readonly returnType?: DataType;
+  readonly functionType?: FunctionType;
+  readonly cancelAfterMs?: number;
+}
+
+/** A call of `script` over `rows` (one value each), SCALAR and NUMERIC in and out unless said. */
+export function evalRows(client: QlikClient, script: string, rows: readonly (readonly Dual[])[], shape: CallShape = {}): Promise<CallResult> {
   return client.evaluate({
     script,
-    functionType: FunctionType.SCALAR,
-    returnType: DataType.STRING,
-    params: [{ dataType: DataType.NUMERIC }],
-    bundles: [[[num(1)]]],
-    ...extra,
+    functionType: shape.functionType ?? FunctionType.SCALAR,
+    returnType: shape.returnType ?? DataType.NUMERIC,
+    params: [{ dataType: shape.paramType ?? DataType.NUMERIC }],
+    bundles: [rows],
+    ...(shape.cancelAfterMs === undefined ? {} : { cancelAfterMs: shape.cancelAfterMs }),
   });
+}
+
+/** Polls `test` until it holds; fails naming `what` after withinMs. Resolves with the time it took. */
+export async function waitFor(what: string, test: () => boolean, withinMs: number): Promise<number> {
+  const started = performance.now();
+  while (!test()) {
+    if (performance.now() - started > withinMs) assert.fail(`${what} did not happen within ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return performance.now() - started;
 }
 
 /** The text a one-row call answered, after asserting it succeeded. */
@@ -35,13 +58,7 @@ export async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: n
 /** Proves the plugin still answers correctly, on every worker (one call per worker, concurrently). */
 export async function assertServing(client: QlikClient, workers = 2, withinMs = 2_000): Promise<void> {
   const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
-  const { value: results, ms } = await timed(() =>
-    Promise.all(
-      Array.from({ length: workers * 2 }, () =>
-        client.evaluate({ script: 'args[0] * 2 + 1', functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], bundles: [rows] }),
-      ),
-    ),
-  );
+  const { value: results, ms } = await timed(() => Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows))));
   for (const result of results) {
     assert.equal(result.code, 0, `a normal call failed: ${result.details}`);
     assert.deepEqual(numbers(result), rows.map((_, i) => i * 2 + 1));

@@ -8,29 +8,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, str } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, bigRow, evalText, textOf, timed } from '../helpers/sandbox-calls';
-
-async function waitFor(what: string, test: () => boolean, withinMs: number): Promise<number> {
-  const started = performance.now();
-  while (!test()) {
-    if (performance.now() - started > withinMs) assert.fail(`${what} did not happen within ${withinMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  return performance.now() - started;
-}
+import { num, numbers, str, type CallResult } from '../helpers/qlik-client';
+import { DataType, FunctionType, assertServing, bigRow, evalRows, evalText, textOf, timed, waitFor } from '../helpers/sandbox-calls';
 
 /** A call of `chunks` chunks (rows over 256 KiB each), each spinning for `spinMs` (or for ever when negative). */
-function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}) {
+function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}): Promise<CallResult> {
   const body = spinMs < 0 ? 'for (;;) {}' : `const end = Date.now() + ${spinMs}; while (Date.now() < end); return 1;`;
-  return t.client.evaluate({
-    script: body,
-    functionType: FunctionType.SCALAR,
-    returnType: DataType.NUMERIC,
-    params: [{ dataType: DataType.STRING }],
-    bundles: [Array.from({ length: chunks }, () => bigRow(300_000))],
-    ...extra,
-  });
+  return evalRows(t.client, body, Array.from({ length: chunks }, () => bigRow(300_000)), { paramType: DataType.STRING, ...extra });
 }
 
 describe('a full queue refuses new calls as busy', () => {
@@ -127,13 +111,7 @@ describe('size limits of the wire', () => {
   after(async () => t.stop());
 
   it('refuses a request message larger than SSE_MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED', async () => {
-    const result = await t.client.evaluate({
-      script: 'args[0].length',
-      functionType: FunctionType.SCALAR,
-      returnType: DataType.NUMERIC,
-      params: [{ dataType: DataType.STRING }],
-      bundles: [[[str('x'.repeat(100_000))]]],
-    });
+    const result = await evalRows(t.client, 'args[0].length', [[str('x'.repeat(100_000))]], { paramType: DataType.STRING });
     assert.equal(result.code, 8, result.details);
     assert.match(result.details, /larger than max/i);
   });
@@ -144,7 +122,7 @@ describe('size limits of the wire', () => {
       functionType: FunctionType.SCALAR,
       returnType: DataType.NUMERIC,
       params: [{ dataType: DataType.STRING }],
-      bundles: [[[str('x'.repeat(50_000))]], [[str('y'.repeat(50_000))]]],
+      bundles: [[[str('x'.repeat(50_000))]], [[str('y'.repeat(50_000))]]], // two messages
     });
     assert.equal(result.code, 0, result.details);
     assert.deepEqual(numbers(result), [50_000, 50_000]);
@@ -156,6 +134,6 @@ describe('size limits of the wire', () => {
     assert.equal(result.code, 3, result.details);
     assert.match(result.details, new RegExp(`${Buffer.byteLength(script)} bytes`));
     assert.match(result.details, /100 bytes \(SSE_MAX_SCRIPT_BYTES\)/);
-    assert.equal((await t.client.evaluate({ script: 'args[0] + 1', functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] })).code, 0);
+    assert.deepEqual(numbers(await evalRows(t.client, 'args[0] + 1', [[num(1)]])), [2]);
   });
 });

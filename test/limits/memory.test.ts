@@ -5,31 +5,23 @@
  * peak RSS of the worker processes is measured for each bomb (the figures in security.md).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
-import { rssCapMb } from '../../src/sandbox-process';
+import { readRssMb, rssCapMb } from '../../src/sandbox-process';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, strings, type CallResult } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
 
 /** Small enough that the bombs reach it fast; security.md has the figures for 64 and 128 MB too. */
 const LIMIT_MB = 32;
 const MEASURE = process.platform === 'linux';
-
-function rssMb(pid: number): number {
-  try {
-    return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  } catch {
-    return 0; // the process just exited
-  }
-}
+const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.STRING };
 
 /** Runs a call while sampling the RSS of every worker process every 10 ms. */
 async function withPeakRss(t: TestPlugin, run: () => Promise<CallResult>): Promise<{ result: CallResult; peakMb: number; ms: number }> {
   let peakMb = 0;
   const sampler = setInterval(() => {
-    for (const pid of t.plugin.pool.pids) peakMb = Math.max(peakMb, rssMb(pid));
+    for (const pid of t.plugin.pool.pids) peakMb = Math.max(peakMb, readRssMb(pid) ?? 0);
   }, 10);
   try {
     const { value: result, ms } = await timed(run);
@@ -120,13 +112,7 @@ describe('result size', () => {
 
   it('many rows of large strings in one chunk: RESOURCE_EXHAUSTED', async () => {
     const rows = Array.from({ length: 100 }, (_, i) => [num(i)]);
-    const result = await t.client.evaluate({
-      script: "'x'.repeat(1e6) + args[0]",
-      functionType: FunctionType.SCALAR,
-      returnType: DataType.STRING,
-      params: [{ dataType: DataType.NUMERIC }],
-      bundles: [rows],
-    });
+    const result = await evalRows(t.client, "'x'.repeat(1e6) + args[0]", rows, { returnType: DataType.STRING });
     assertMemoryLimit(result, SMALL_MB);
   });
 
@@ -141,13 +127,7 @@ describe('result size', () => {
     // ~2 MB a chunk (well under the per-chunk cap), ~10 MB over the call: tables wait for the last
     // row in the plugin process, so their total is capped too.
     const rows = Array.from({ length: 100_000 }, (_, i) => [num(i)]);
-    const result = await t.client.evaluate({
-      script: "[args[0], 'x'.repeat(75)]",
-      functionType: FunctionType.TENSOR,
-      returnType: DataType.STRING,
-      params: [{ dataType: DataType.NUMERIC }],
-      bundles: [rows],
-    });
+    const result = await evalRows(t.client, "[args[0], 'x'.repeat(75)]", rows, TABLE);
     assert.equal(result.code, 8, result.details);
     assert.match(result.details, /table/);
     assert.match(result.details, /8 MB \(SSE_MEMORY_LIMIT_MB\)/);
@@ -155,13 +135,7 @@ describe('result size', () => {
 
   it('a table within the limit still works', async () => {
     const rows = Array.from({ length: 1_000 }, (_, i) => [num(i)]);
-    const result = await t.client.evaluate({
-      script: "[args[0], 'v' + args[0]]",
-      functionType: FunctionType.TENSOR,
-      returnType: DataType.STRING,
-      params: [{ dataType: DataType.NUMERIC }],
-      bundles: [rows],
-    });
+    const result = await evalRows(t.client, "[args[0], 'v' + args[0]]", rows, TABLE);
     assert.equal(result.code, 0, result.details);
     assert.equal(result.rows.length, 1_000);
     assert.equal(result.rows[999]?.[1]?.strData, 'v999');

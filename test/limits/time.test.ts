@@ -8,11 +8,12 @@ import { after, before, describe, it } from 'node:test';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, str, strings, type CallResult } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, bigRow, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { DataType, assertServing, bigRow, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
 
 const LIMIT_MS = 1_000;
 /** isolated-vm's timeout fires on time; the parent kills a worker at the budget + 500 ms at the latest. */
 const SLACK_MS = 500;
+const TEXT_IN = { paramType: DataType.STRING };
 
 function assertDeadline(result: CallResult, ms: number): void {
   assert.equal(result.code, 4, `expected DEADLINE_EXCEEDED, got ${result.code} ${result.details}`);
@@ -62,13 +63,7 @@ describe('time limit', () => {
     assert.equal(text, '{}');
     assert.ok(ms < 500, `took ${Math.round(ms)} ms`);
     assert.equal(await textOf(t.client, 'Promise.resolve(42)'), '{}');
-    const numeric = await t.client.evaluate({
-      script: 'new Promise(() => {})',
-      functionType: FunctionType.SCALAR,
-      returnType: DataType.NUMERIC,
-      params: [{ dataType: DataType.NUMERIC }],
-      bundles: [[[num(1)]]],
-    });
+    const numeric = await evalRows(t.client, 'new Promise(() => {})', [[num(1)]]);
     assert.equal(numeric.code, 0);
     assert.ok(Number.isNaN(numbers(numeric)[0]));
   });
@@ -76,15 +71,8 @@ describe('time limit', () => {
   it('the budget is shared by all chunks of a call: six chunks of 300 ms each fail a 1000 ms budget', async () => {
     // Each row is over 256 KiB, so each is a chunk (task) of its own; each alone is well within the limit.
     const rows = Array.from({ length: 6 }, () => bigRow(300_000));
-    const { value, ms } = await timed(() =>
-      t.client.evaluate({
-        script: 'const end = Date.now() + 300; while (Date.now() < end); return args[0].length;',
-        functionType: FunctionType.SCALAR,
-        returnType: DataType.NUMERIC,
-        params: [{ dataType: DataType.STRING }],
-        bundles: [rows],
-      }),
-    );
+    const script = 'const end = Date.now() + 300; while (Date.now() < end); return args[0].length;';
+    const { value, ms } = await timed(() => evalRows(t.client, script, rows, TEXT_IN));
     assertDeadline(value, ms);
   });
 
@@ -92,27 +80,14 @@ describe('time limit', () => {
     // Rows 0 and 1 run in parallel for 900 ms each (1800 ms of the 1000 ms budget); row 2 loops for
     // ever. Had it kept the budget it was queued with, the call would last about 1.9 s.
     const rows = [bigRow(300_000, 'a'), bigRow(300_000, 'a'), bigRow(300_000, 'b')];
-    const { value, ms } = await timed(() =>
-      t.client.evaluate({
-        script: 'if (args[0][0] === "b") for (;;) {} const end = Date.now() + 900; while (Date.now() < end); return 1;',
-        functionType: FunctionType.SCALAR,
-        returnType: DataType.NUMERIC,
-        params: [{ dataType: DataType.STRING }],
-        bundles: [rows],
-      }),
-    );
+    const script = 'if (args[0][0] === "b") for (;;) {} const end = Date.now() + 900; while (Date.now() < end); return 1;';
+    const { value, ms } = await timed(() => evalRows(t.client, script, rows, TEXT_IN));
     assertDeadline(value, ms);
   });
 
   it('work within the budget succeeds: 3 chunks of 100 ms', async () => {
     const rows = Array.from({ length: 3 }, () => bigRow(300_000));
-    const result = await t.client.evaluate({
-      script: 'const end = Date.now() + 100; while (Date.now() < end); return args[0].length;',
-      functionType: FunctionType.SCALAR,
-      returnType: DataType.NUMERIC,
-      params: [{ dataType: DataType.STRING }],
-      bundles: [rows],
-    });
+    const result = await evalRows(t.client, 'const end = Date.now() + 100; while (Date.now() < end); return args[0].length;', rows, TEXT_IN);
     assert.equal(result.code, 0, result.details);
     assert.deepEqual(numbers(result), [300_000, 300_000, 300_000]);
   });
@@ -120,7 +95,7 @@ describe('time limit', () => {
   it('an endless loop on one worker does not delay a call on the other', async () => {
     const loop = evalText(t.client, 'for (;;) {}');
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const { value, ms } = await timed(() => t.client.evaluate({ script: 'args[0]', functionType: FunctionType.SCALAR, returnType: DataType.STRING, params: [{ dataType: DataType.STRING }], bundles: [[[str('hi')]]] }));
+    const { value, ms } = await timed(() => evalRows(t.client, 'args[0]', [[str('hi')]], { paramType: DataType.STRING, returnType: DataType.STRING }));
     assert.equal(value.code, 0, value.details);
     assert.deepEqual(strings(value), ['hi']);
     assert.ok(ms < 500, `a normal call waited ${Math.round(ms)} ms behind a loop`);

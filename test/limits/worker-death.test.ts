@@ -9,18 +9,10 @@ import { after, before, describe, it } from 'node:test';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { QlikClient, num, numbers } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, evalText, textOf } from '../helpers/sandbox-calls';
+import { assertServing, evalRows, evalText, textOf, waitFor } from '../helpers/sandbox-calls';
 import { startMain } from '../ops/process';
 
 const ON_LINUX = process.platform === 'linux';
-
-async function waitFor(what: string, test: () => boolean, withinMs: number): Promise<void> {
-  const started = performance.now();
-  while (!test()) {
-    if (performance.now() - started > withinMs) assert.fail(`${what} did not happen within ${withinMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** The pid of the worker process running the endless loop just started (the only busy one). */
 async function busyWorkerPid(t: TestPlugin): Promise<number> {
@@ -68,13 +60,7 @@ describe('a worker process that dies', { skip: !ON_LINUX && 'finds worker proces
       const replacedBefore = t.plugin.pool.replacedWorkers;
       const doomed = evalText(t.client, 'for (;;) {}');
       const pid = await busyWorkerPid(t);
-      const bystander = t.client.evaluate({
-        script: 'const end = Date.now() + 300; while (Date.now() < end); return args[0] * 2;',
-        functionType: FunctionType.SCALAR,
-        returnType: DataType.NUMERIC,
-        params: [{ dataType: DataType.NUMERIC }],
-        bundles: [[[num(21)]]],
-      });
+      const bystander = evalRows(t.client, 'const end = Date.now() + 300; while (Date.now() < end); return args[0] * 2;', [[num(21)]]);
       await new Promise((resolve) => setTimeout(resolve, 50));
       process.kill(pid, signal);
       const failed = await doomed;

@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, strings } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { num, str, strings, type CallResult } from '../helpers/qlik-client';
+import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
+
+const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.STRING };
 
 /** Runs `script` `times` times one after another, then `times` at once; returns every answer. */
 async function everywhere(t: TestPlugin, script: string, times = 6): Promise<string[]> {
@@ -76,14 +78,8 @@ describe('sandbox: no state across calls', () => {
     // Each call writes its own marker to the global in every row, waits, and reports what it sees.
     const script = `{ if (globalThis.marker !== undefined && globalThis.marker !== args[0]) return 'saw ' + globalThis.marker;
       globalThis.marker = args[0]; const end = Date.now() + 2; while (Date.now() < end); return 'only ' + globalThis.marker; }`;
-    const call = (who: string) =>
-      t.client.evaluate({
-        script,
-        functionType: FunctionType.SCALAR,
-        returnType: DataType.STRING,
-        params: [{ dataType: DataType.STRING }],
-        bundles: [Array.from({ length: 100 }, () => [{ strData: who }])],
-      });
+    const call = (who: string): Promise<CallResult> =>
+      evalRows(t.client, script, Array.from({ length: 100 }, () => [str(who)]), { paramType: DataType.STRING, returnType: DataType.STRING });
     const results = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((who) => call(who)));
     results.forEach((result, i) => {
       const who = ['alice', 'bob', 'carol', 'dave'][i] as string;
@@ -123,17 +119,16 @@ describe('sandbox: no state across calls', () => {
     ];
     const rows = [[num(1)], [num(2)], [num(3)]];
     for (const script of tampering) {
-      const result = await t.client.evaluate({ script, functionType: FunctionType.TENSOR, returnType: DataType.STRING, params: [{ dataType: DataType.NUMERIC }], bundles: [rows] });
+      const result = await evalRows(t.client, script, rows, TABLE);
       assert.equal(result.code, 3, `${script}: ${result.code} ${result.details}`);
     }
-    const table = await t.client.evaluate({ script: '[args[0], "v" + args[0]]', functionType: FunctionType.TENSOR, returnType: DataType.STRING, params: [{ dataType: DataType.NUMERIC }], bundles: [rows] });
+    const table = await evalRows(t.client, '[args[0], "v" + args[0]]', rows, TABLE);
     assert.equal(table.code, 0, table.details);
     assert.deepEqual(table.rows.map((row) => row[1]?.strData), ['v1', 'v2', 'v3']);
   });
 
   it('keeps serving', async () => {
     await assertServing(t.client);
-    const result = await t.client.evaluate({ script: 'args[0] * 3', functionType: FunctionType.SCALAR, returnType: DataType.STRING, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(2)]]] });
-    assert.deepEqual(strings(result), ['6']);
+    assert.deepEqual(strings(await evalRows(t.client, 'args[0] * 3', [[num(2)]], { returnType: DataType.STRING })), ['6']);
   });
 });
