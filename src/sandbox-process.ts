@@ -40,7 +40,7 @@ export function hostHeapMb(memoryLimitMb: number): number {
 /**
  * The RSS past which a worker process is killed. isolated-vm's limit is soft: it lends V8 up to 1 GB
  * more before it terminates a script, so without this fence one worker could reach limit + 1 GB.
- * Room: the isolate (limit), results copied out and encoded (about twice the limit), Node (~60 MB).
+ * Room: the isolate (limit), results copied out and encoded (about twice the limit), Node (~50 MB).
  */
 export function rssCapMb(memoryLimitMb: number): number {
   return memoryLimitMb * 3 + 256;
@@ -49,7 +49,6 @@ export function rssCapMb(memoryLimitMb: number): number {
 interface Running {
   readonly settle: (result: TaskResult) => void;
   readonly fail: (error: PluginError) => void;
-  readonly timeoutMs: number;
   readonly started: number;
   readonly timer: NodeJS.Timeout;
 }
@@ -110,7 +109,7 @@ export class SandboxProcess {
         signal?.removeEventListener('abort', onAbort);
         then(value);
       };
-      const running: Running = { settle: done(settle), fail: done(fail), timeoutMs: task.timeoutMs, started: performance.now(), timer };
+      const running: Running = { settle: done(settle), fail: done(fail), started: performance.now(), timer };
       this.running = running;
       signal?.addEventListener('abort', onAbort, { once: true });
       this.child.send(task, (error) => {
