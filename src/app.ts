@@ -20,6 +20,11 @@ export interface Plugin {
    * the pool (its workers dispose their isolates), close the metrics endpoint.
    */
   stop(graceMs?: number): Promise<void>;
+  /**
+   * Called when as many sandbox threads as the pool allows are stuck in native code (src/pool.ts):
+   * health is NOT_SERVING from then on and the process should be restarted to free their memory.
+   */
+  onDegraded(listener: () => void): void;
 }
 
 export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Plugin> {
@@ -47,6 +52,15 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     }
   }
   running.setServing('SERVING');
+  const degradedListeners: (() => void)[] = [];
+  pool.onDegraded = () => {
+    logger.error(
+      { lostWorkers: pool.lostWorkers },
+      'sandbox threads are stuck in native code after fatal out-of-memory errors in scripts; the plugin must restart to free their memory',
+    );
+    running.setServing('NOT_SERVING');
+    for (const listener of degradedListeners) listener();
+  };
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = config.shutdownGraceMs): Promise<void> => {
@@ -62,7 +76,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, logger, stop };
+  return { port: running.port, metricsPort, pool, logger, stop, onDegraded: (listener) => void degradedListeners.push(listener) };
 }
 
 const DRAIN_POLL_MS = 25;

@@ -34,29 +34,44 @@ function bindHint(message: string): string {
 
 function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
+  const stopThenExit = (reason: string, code: number): void => {
     if (++signals > 1) {
-      logger.warn({ signal }, 'second signal: exiting without waiting for calls in flight');
-      process.exit(EXIT_FAILURE);
+      logger.warn({ reason }, 'second signal: exiting without waiting for calls in flight');
+      exitNow(logger, plugin, EXIT_FAILURE);
     }
     const started = performance.now();
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)');
+    logger.info({ reason, graceMs: config.shutdownGraceMs }, 'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)');
     plugin.stop().then(
       () => {
         logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandboxes disposed, pool closed');
-        exitWhenIdle(logger, 0);
+        exitWhenIdle(logger, plugin, code);
       },
       (error: unknown) => {
         logger.error({ err: error }, 'error while stopping');
-        exitWhenIdle(logger, EXIT_FAILURE);
+        exitWhenIdle(logger, plugin, EXIT_FAILURE);
       },
     );
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', () => stopThenExit('SIGTERM', 0));
+  process.on('SIGINT', () => stopThenExit('SIGINT', 0));
+  // Exit 1 so that a service manager (systemd Restart=on-failure, a container restart policy) restarts us.
+  plugin.onDegraded(() => stopThenExit('sandbox threads stuck', EXIT_FAILURE));
 }
 
-function exitWhenIdle(logger: Logger, code: number): void {
+/**
+ * A sandbox thread stuck in native code (src/pool.ts) can never be joined, and Node's exit waits for
+ * every thread: process.exit() would hang. Only SIGKILL ends such a process.
+ */
+function exitNow(logger: Logger, plugin: Plugin, code: number): void {
+  if (plugin.pool.lostWorkers > 0) {
+    logger.error({ lostWorkers: plugin.pool.lostWorkers }, 'sandbox threads are stuck in native code: ending the process with SIGKILL');
+    process.kill(process.pid, 'SIGKILL');
+  }
+  process.exit(code);
+}
+
+function exitWhenIdle(logger: Logger, plugin: Plugin, code: number): void {
+  if (plugin.pool.lostWorkers > 0) exitNow(logger, plugin, code);
   process.exitCode = code;
   setTimeout(() => {
     logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');

@@ -8,11 +8,11 @@ import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import { PluginError } from './errors';
 import { toStatus } from './grpc-status';
-import { tableTooLargeError } from './limit-errors';
+import { memoryLimitError, tableTooLargeError, timeLimitError } from './limit-errors';
 import type { WorkerPool } from './pool';
-import { splitRows, type RowChunk } from './rows';
+import { packChunks, splitRows, type RowChunk } from './rows';
 import { assembleTable } from './table';
-import type { EvaluateTask, ScriptSpec, TaskSuccess } from './task';
+import { BUDGET_SPENT_MS, newBudget, type EvaluateTask, type ScriptSpec, type TaskSuccess } from './task';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -43,6 +43,7 @@ export class CallPipeline {
   private pendingBytes = 0;
   private pendingRows = 0;
   private rowsIn = 0;
+  private rowsDispatched = 0;
   private rowsOut = 0;
   private nextTask = 0;
   private nextToWrite = 0;
@@ -63,6 +64,8 @@ export class CallPipeline {
   private finished = false;
   /** Aborted when the call ends early, so the pool drops its queued tasks. */
   private readonly ended = new AbortController();
+  /** Script time the call's tasks have used, shared with the workers (they add to it as they finish). */
+  private readonly budget = new Int32Array(newBudget());
   private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
 
   constructor(
@@ -80,7 +83,7 @@ export class CallPipeline {
     this.call.on('data', (message: Buffer) => this.onMessage(message));
     this.call.on('end', () => {
       this.inputEnded = true;
-      this.dispatchPending();
+      this.pump();
       this.maybeFinish();
     });
     this.call.on('cancelled', () => this.fail(new PluginError('CANCELLED', 'the client cancelled the call')));
@@ -95,43 +98,66 @@ export class CallPipeline {
   private onMessage(message: Buffer): void {
     if (this.finished) return;
     try {
-      // Aggregations and parameterless calls run once over everything; keep whole messages.
-      const chunks = splitRows(message, this.spec.mode === 'rows' ? this.options.chunkBytes : Number.POSITIVE_INFINITY);
-      for (const chunk of chunks) {
-        if (this.spec.mode === 'once') continue;
+      // Parameterless calls run once, whatever arrives; aggregations keep every row until the end.
+      if (this.spec.mode === 'once') return;
+      const target = this.spec.mode === 'rows' ? this.options.chunkBytes : Number.POSITIVE_INFINITY;
+      for (const chunk of splitRows(message, target)) {
         this.pending.push(chunk);
         this.pendingBytes += chunk.bytes.length;
         this.pendingRows += chunk.rows;
         this.rowsIn += chunk.rows;
-        if (this.spec.mode === 'rows' && this.pendingBytes >= this.options.chunkBytes) this.dispatchPending();
       }
+      // An aggregation's rows all go into one sandbox: more than its heap can hold cannot succeed.
+      if (this.spec.mode === 'aggregate' && this.pendingBytes > this.pool.config.memoryLimitMb * 1024 * 1024) {
+        return this.fail(memoryLimitError(this.pool.config.memoryLimitMb, `the aggregation's rows (${this.pendingBytes} bytes) do not fit`));
+      }
+      this.pump();
     } catch (error) {
       this.fail(PluginError.from(error));
     }
   }
 
-  private dispatchPending(): void {
-    if (this.finished) return;
-    const needsTask = this.pendingRows > 0 || (this.spec.mode !== 'rows' && this.inputEnded && this.nextTask === 0);
-    if (!needsTask) return;
-    const remainingMs = this.options.timeoutMs - this.scriptMs;
-    if (remainingMs <= 0) return this.failTimeout();
-    const task: EvaluateTask = {
+  /** Starts tasks while the call has room in the pool and a full chunk (or the last rows) waits. */
+  private pump(): void {
+    while (!this.finished && this.inFlight < this.options.maxInFlight) {
+      const full = this.spec.mode === 'rows' && this.pendingBytes >= this.options.chunkBytes;
+      const last = this.inputEnded && (this.pendingRows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
+      if (!full && !last) break;
+      this.dispatch();
+    }
+    this.updateReading();
+  }
+
+  /** Sends the waiting chunks, up to about chunkBytes, to the pool as one task. */
+  private dispatch(): void {
+    if (this.options.timeoutMs - Atomics.load(this.budget, BUDGET_SPENT_MS) <= 0) return this.failTimeout();
+    const chunks: RowChunk[] = [];
+    let bytes = 0;
+    let rows = 0;
+    while (this.pending.length > 0 && (bytes < this.options.chunkBytes || this.spec.mode !== 'rows')) {
+      const chunk = this.pending.shift() as RowChunk;
+      chunks.push(chunk);
+      bytes += chunk.bytes.length;
+      rows += chunk.rows;
+    }
+    this.pendingBytes -= bytes;
+    this.pendingRows -= rows;
+    const task: Omit<EvaluateTask, 'control'> = {
       spec: this.spec,
-      bundles: this.pending.map((c) => c.bytes),
-      rows: this.pendingRows,
-      firstRow: this.rowsIn - this.pendingRows,
-      timeoutMs: Math.ceil(remainingMs),
+      // One packed copy: gRPC's buffers may share a larger ArrayBuffer that postMessage would clone whole.
+      bundles: [packChunks(chunks)],
+      rows,
+      firstRow: this.rowsDispatched,
+      callTimeoutMs: this.options.timeoutMs,
+      budget: this.budget.buffer as SharedArrayBuffer,
       maxReplyBytes: this.options.maxReplyBytes,
     };
-    this.pending.length = 0;
-    this.pendingBytes = 0;
-    this.pendingRows = 0;
+    this.rowsDispatched += rows;
     const index = this.nextTask++;
     this.inFlight++;
-    this.updateReading();
     // The budget is read again when the task starts: queued tasks must not run on a stale one.
-    this.pool.run(task, { signal: this.ended.signal, remainingMs: () => this.options.timeoutMs - this.scriptMs }).then(
+    const transferList = task.bundles.map((b) => b.buffer as ArrayBuffer);
+    this.pool.run(task, { signal: this.ended.signal, transferList }).then(
       (result) => {
         this.inFlight--;
         this.scriptMs += result.scriptMs;
@@ -143,7 +169,7 @@ export class CallPipeline {
           if (result.timedOut) this.timedOut = true;
           this.fail(PluginError.fromData(result.error));
         }
-        this.updateReading();
+        this.pump();
         this.maybeFinish();
       },
       (error: unknown) => {
@@ -155,14 +181,16 @@ export class CallPipeline {
 
   private failTimeout(): void {
     this.timedOut = true;
-    this.fail(
-      new PluginError('DEADLINE_EXCEEDED', `the script ran past its time limit of ${this.options.timeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS)`),
-    );
+    this.fail(timeLimitError(this.options.timeoutMs));
   }
 
-  /** Reads pause while the call has its share of the pool or Qlik is not taking replies. */
+  /**
+   * Reads pause while a full chunk already waits for room in the pool (the call has its share of
+   * the workers) or Qlik is not taking replies; aggregations read everything.
+   */
   private updateReading(): void {
-    const shouldPause = !this.finished && (this.inFlight >= this.options.maxInFlight || this.writeBlocked);
+    const saturated = this.spec.mode === 'rows' && this.pendingBytes >= this.options.chunkBytes;
+    const shouldPause = !this.finished && (saturated || this.writeBlocked);
     if (shouldPause && !this.readPaused) this.call.pause();
     else if (!shouldPause && this.readPaused) this.call.resume();
     this.readPaused = shouldPause;

@@ -1,145 +1,154 @@
 /**
- * The pool of sandbox worker processes (see sandbox-process.ts for why processes, not threads).
- * Tasks wait in one bounded FIFO queue (SSE_MAX_QUEUE) and run one at a time per worker. A task's
- * time budget is taken when it starts, not when it was queued, so a call's tasks never get more
- * time together than the call has left. A worker that dies fails only its own task and is replaced.
+ * Owns the piscina pool of sandbox worker threads. Tasks go in as EvaluateTask and come back as
+ * TaskResult; pool-level failures (queue full, a worker that died) become PluginErrors here.
+ *
+ * A watchdog covers what isolated-vm cannot: some allocations make V8 fail fatally inside an
+ * isolate (isolated-vm #107, #527). With onCatastrophicError set (workers/sandbox.ts) that no
+ * longer aborts the process, but the worker thread hangs for ever. Each task reports through a
+ * shared control cell when it starts and with what time limit; a task still running well past that
+ * limit is aborted, which makes piscina replace its thread. The stuck native thread cannot be
+ * reclaimed: it is counted in lostWorkers, and past maxLostWorkers the plugin asks to be restarted.
  */
-import { setMaxListeners } from 'node:events';
+import path from 'node:path';
+
+import Piscina from 'piscina';
 
 import type { Config } from './config';
 import { PluginError } from './errors';
-import { timeLimitError } from './limit-errors';
-import { KILL_GRACE_MS, SandboxProcess } from './sandbox-process';
-import type { EvaluateTask, TaskResult } from './task';
+import { memoryLimitError } from './limit-errors';
+import { CONTROL_STATE, CONTROL_TIMEOUT_MS, TASK_QUEUED, TASK_RUNNING, newControl, type EvaluateTask, type TaskResult } from './task';
 import type { SandboxLimits } from '../workers/sandbox';
 
-/** A worker that dies before it is ready is replaced only after this pause, so a broken install cannot fork-bomb. */
-const RESPAWN_DELAY_MS = 1_000;
+const WORKER_FILE = path.join(__dirname, '..', 'workers', 'evaluate.js');
+/** How long past its time limit a running task may go before its worker is presumed stuck. */
+export const STUCK_GRACE_MS = 1_000;
+const WATCH_INTERVAL_MS = 100;
+
+/** Host-side heap of a worker (decoding, encoding, result copies), apart from the isolate's own heap. */
+export function workerHeapMb(memoryLimitMb: number): number {
+  return Math.max(256, memoryLimitMb * 4);
+}
 
 export type PoolConfig = Pick<Config, 'workers' | 'maxQueue' | 'memoryLimitMb' | 'scriptTimeoutMs'>;
 
 export interface RunOptions {
-  /** Aborted when the call ends early (cancelled, failed): its queued tasks are dropped. */
+  /** Aborted when the call ends early (cancelled, failed): its tasks that have not started are dropped. */
   readonly signal?: AbortSignal;
-  /** The call's script time left, read when the task starts; defaults to task.timeoutMs. */
-  readonly remainingMs?: () => number;
+  /** Buffers that move to the worker instead of being copied. */
+  readonly transferList?: ArrayBuffer[];
 }
 
-interface Queued {
-  readonly task: EvaluateTask;
-  readonly options: RunOptions;
-  readonly resolve: (result: TaskResult) => void;
-  readonly reject: (error: PluginError) => void;
+interface Watched {
+  readonly control: Int32Array;
+  readonly abort: AbortController;
+  startedAt: number;
+  stuck: boolean;
 }
 
 export class WorkerPool {
-  private readonly workers: SandboxProcess[] = [];
-  private readonly queue: Queued[] = [];
-  private readonly limits: SandboxLimits;
+  private readonly piscina: Piscina<EvaluateTask, TaskResult>;
+  private readonly watched = new Set<Watched>();
+  private watchdog: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
-  /** Workers that died and were replaced, for tests and logs. */
-  replacedWorkers = 0;
+  /** Worker threads abandoned in native code (see above); they hold memory until the process ends. */
+  lostWorkers = 0;
+  /** Called once when lostWorkers reaches maxLostWorkers: the process should be restarted. */
+  onDegraded: (() => void) | undefined;
 
   constructor(readonly config: PoolConfig) {
-    this.limits = { memoryLimitMb: config.memoryLimitMb, scriptTimeoutMs: config.scriptTimeoutMs };
-    for (let i = 0; i < config.workers; i++) this.workers.push(this.spawn());
+    const workerData: SandboxLimits = { memoryLimitMb: config.memoryLimitMb, scriptTimeoutMs: config.scriptTimeoutMs };
+    this.piscina = new Piscina<EvaluateTask, TaskResult>({
+      filename: WORKER_FILE,
+      minThreads: config.workers,
+      maxThreads: config.workers,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      maxQueue: config.maxQueue,
+      // async: a worker's event loop keeps running between tasks, so it can prepare the next context.
+      atomics: 'async',
+      workerData,
+      resourceLimits: { maxOldGenerationSizeMb: workerHeapMb(config.memoryLimitMb) },
+    });
   }
 
-  /** Resolves when every worker process has built its sandbox; rejects if one could not start. */
+  /** As many stuck threads as workers: time to restart the process and give their memory back. */
+  get maxLostWorkers(): number {
+    return Math.max(2, this.config.workers);
+  }
+
+  /** Resolves once every worker has built its sandbox, so the first calls do not pay for it. */
   async ready(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.started));
+    // warmUp (workers/evaluate.ts) takes no task.
+    const warmUps = Array.from({ length: this.config.workers }, () => this.piscina.run(null as unknown as EvaluateTask, { name: 'warmUp' }));
+    await Promise.all(warmUps);
   }
 
   get threads(): number {
-    return this.workers.length;
+    return this.piscina.threads.length;
   }
 
   get queueSize(): number {
-    return this.queue.length;
+    return this.piscina.queueSize;
   }
 
   get busyWorkers(): number {
-    return this.workers.filter((w) => w.busy).length;
-  }
-
-  /** Process ids of the workers, for tests that measure or kill them. */
-  get pids(): number[] {
-    return this.workers.map((w) => w.pid).filter((pid) => pid !== undefined);
+    let running = 0;
+    for (const entry of this.watched) if (Atomics.load(entry.control, CONTROL_STATE) === TASK_RUNNING) running++;
+    return Math.min(this.config.workers, running);
   }
 
   /** True when the queue is full and new calls should be refused as busy. */
   get saturated(): boolean {
-    return this.queue.length >= this.config.maxQueue;
+    return this.piscina.queueSize >= this.config.maxQueue;
   }
 
-  run(task: EvaluateTask, options: RunOptions = {}): Promise<TaskResult> {
-    if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
-    if (options.signal?.aborted) return Promise.reject(cancelled());
-    if (this.saturated) return Promise.reject(busyError(this.config.maxQueue));
-    // One listener per task of the call (a 16 MiB message is up to 64 tasks): not a leak.
-    if (options.signal) setMaxListeners(0, options.signal);
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => this.drop(entry);
-      const done = <T>(then: (value: T) => void) => (value: T): void => {
-        options.signal?.removeEventListener('abort', onAbort);
-        then(value);
-      };
-      const entry: Queued = { task, options, resolve: done(resolve), reject: done(reject) };
-      this.queue.push(entry);
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.dispatch();
-    });
+  async run(task: Omit<EvaluateTask, 'control'>, options: RunOptions = {}): Promise<TaskResult> {
+    if (this.closing) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down');
+    const control = newControl();
+    const entry: Watched = { control: new Int32Array(control), abort: new AbortController(), startedAt: 0, stuck: false };
+    // A running task is left to finish within its time limit: aborting it would cost its thread.
+    const onCallEnded = (): void => {
+      if (Atomics.load(entry.control, CONTROL_STATE) === TASK_QUEUED) entry.abort.abort();
+    };
+    options.signal?.addEventListener('abort', onCallEnded, { once: true });
+    this.watch(entry);
+    try {
+      const transferList = options.transferList ?? [];
+      return await this.piscina.run({ ...task, control }, { signal: entry.abort.signal, transferList });
+    } catch (error) {
+      if (entry.stuck) throw memoryLimitError(this.config.memoryLimitMb, 'the sandbox stopped responding and was replaced');
+      if (entry.abort.signal.aborted) throw new PluginError('CANCELLED', 'the call ended before this chunk ran');
+      throw poolError(error, this.config.maxQueue);
+    } finally {
+      options.signal?.removeEventListener('abort', onCallEnded);
+      this.watched.delete(entry);
+    }
   }
 
-  /** Drops queued tasks, lets running ones finish, then stops the workers. */
+  /** Waits for running tasks, then stops the workers (their isolates are disposed on exit). */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      for (const entry of this.queue.splice(0)) entry.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
-      await Promise.all(this.workers.map((w) => w.stop(this.config.scriptTimeoutMs + KILL_GRACE_MS)));
-    })();
+    this.closing ??= this.piscina.close().finally(() => clearInterval(this.watchdog));
     return this.closing;
   }
 
-  private dispatch(): void {
-    for (const worker of this.workers) {
-      if (this.queue.length === 0) return;
-      if (worker.ready && !worker.busy && !worker.exited) this.start(worker, this.queue.shift() as Queued);
+  private watch(entry: Watched): void {
+    this.watched.add(entry);
+    this.watchdog ??= setInterval(() => this.checkStuck(), WATCH_INTERVAL_MS).unref();
+  }
+
+  private checkStuck(): void {
+    const now = performance.now();
+    for (const entry of this.watched) {
+      if (entry.stuck || Atomics.load(entry.control, CONTROL_STATE) !== TASK_RUNNING) continue;
+      if (entry.startedAt === 0) entry.startedAt = now;
+      else if (now - entry.startedAt > Atomics.load(entry.control, CONTROL_TIMEOUT_MS) + STUCK_GRACE_MS) this.abandon(entry);
     }
   }
 
-  private start(worker: SandboxProcess, { task, options, resolve, reject }: Queued): void {
-    const timeoutMs = Math.ceil(Math.min(task.timeoutMs, options.remainingMs?.() ?? task.timeoutMs));
-    if (timeoutMs <= 0) {
-      resolve({ ok: false, error: timeLimitError(this.config.scriptTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true });
-      return this.dispatch();
-    }
-    worker.run({ ...task, timeoutMs }, options.signal).then(resolve, reject);
-  }
-
-  private drop(entry: Queued): void {
-    const at = this.queue.indexOf(entry);
-    if (at < 0) return;
-    this.queue.splice(at, 1);
-    entry.reject(cancelled());
-  }
-
-  private spawn(): SandboxProcess {
-    // A freed worker takes its next task after the finished task's result has been counted by its
-    // call (promise callbacks run first), so the next chunk of that call sees the budget left.
-    return new SandboxProcess(this.limits, (dead) => this.replace(dead), () => setImmediate(() => this.dispatch()));
-  }
-
-  private replace(dead: SandboxProcess): void {
-    if (this.closing) return;
-    const at = this.workers.indexOf(dead);
-    if (at < 0) return;
-    this.replacedWorkers++;
-    const respawn = (): void => {
-      if (this.closing || this.workers[at] !== dead) return;
-      this.workers[at] = this.spawn();
-    };
-    if (dead.ready) respawn();
-    else setTimeout(respawn, RESPAWN_DELAY_MS).unref();
+  private abandon(entry: Watched): void {
+    entry.stuck = true;
+    entry.abort.abort();
+    this.lostWorkers++;
+    if (this.lostWorkers === this.maxLostWorkers) this.onDegraded?.();
   }
 }
 
@@ -147,6 +156,10 @@ export function busyError(maxQueue: number): PluginError {
   return new PluginError('RESOURCE_EXHAUSTED', `the plugin is busy: ${maxQueue} chunks are already waiting for a sandbox (SSE_MAX_QUEUE); try again shortly`);
 }
 
-function cancelled(): PluginError {
-  return new PluginError('CANCELLED', 'the call ended before this chunk ran');
+function poolError(error: unknown, maxQueue: number): PluginError {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/queue is at limit/i.test(message)) return busyError(maxQueue);
+  if (/terminat|closed/i.test(message)) return new PluginError('UNAVAILABLE', 'the plugin is shutting down');
+  if (/out of memory/i.test(message)) return new PluginError('RESOURCE_EXHAUSTED', `a sandbox worker ran out of memory (${message}) and was replaced`);
+  return new PluginError('UNAVAILABLE', `a sandbox worker stopped unexpectedly (${message}); the call was not completed, try again`, { cause: error });
 }

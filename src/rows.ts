@@ -267,7 +267,10 @@ function tooLarge(row: number, bytes: number, maxBytes: number): PluginError {
   );
 }
 
-/** Cuts encoded rows into messages of at most maxBytes. */
+/**
+ * Cuts encoded rows into messages of at most maxBytes. Buffers are never from Node's shared pool, so
+ * each reply owns its ArrayBuffer and can be transferred to the main thread instead of copied.
+ */
 class ReplyWriter {
   private readonly replies: Uint8Array[] = [];
   private buf: Buffer;
@@ -277,7 +280,7 @@ class ReplyWriter {
     private readonly maxBytes: number,
     expectedBytes: number,
   ) {
-    this.buf = Buffer.allocUnsafe(Math.max(16, Math.min(maxBytes, expectedBytes)));
+    this.buf = Buffer.allocUnsafeSlow(Math.max(16, Math.min(maxBytes, expectedBytes)));
   }
 
   /** Makes room for one row entry of rowEntryBytes; returns the buffer and position to write at. */
@@ -285,12 +288,12 @@ class ReplyWriter {
     if (rowEntryBytes > this.maxBytes) throw tooLarge(row, rowEntryBytes, this.maxBytes);
     if (this.pos + rowEntryBytes > this.buf.length) {
       if (this.pos + rowEntryBytes <= this.maxBytes) {
-        const grown = Buffer.allocUnsafe(Math.min(this.maxBytes, Math.max(this.buf.length * 2, this.pos + rowEntryBytes)));
+        const grown = Buffer.allocUnsafeSlow(Math.min(this.maxBytes, Math.max(this.buf.length * 2, this.pos + rowEntryBytes)));
         this.buf.copy(grown, 0, 0, this.pos);
         this.buf = grown;
       } else {
         this.flush();
-        this.buf = Buffer.allocUnsafe(Math.max(rowEntryBytes, Math.min(this.maxBytes, remainingEstimate)));
+        this.buf = Buffer.allocUnsafeSlow(Math.max(rowEntryBytes, Math.min(this.maxBytes, remainingEstimate)));
       }
     }
     return this.pos;
@@ -323,7 +326,7 @@ export function encodeNumbers(nums: Float64Array, maxBytes: number = MAX_REPLY_B
   const replies: Uint8Array[] = [];
   for (let first = 0; first < nums.length; first += rowsPerMessage) {
     const count = Math.min(rowsPerMessage, nums.length - first);
-    const buf = Buffer.allocUnsafe(count * NUMERIC_ROW_BYTES);
+    const buf = Buffer.allocUnsafeSlow(count * NUMERIC_ROW_BYTES);
     let pos = 0;
     for (let i = 0; i < count; i++) {
       buf[pos] = TAG_ROW;
@@ -412,4 +415,16 @@ export function encodeCells(rows: number, width: number, cellAt: (row: number, c
     writer.advance(pos);
   }
   return writer.finish();
+}
+
+/** Copies row chunks into one buffer that owns its memory, so it can be transferred to a worker. */
+export function packChunks(chunks: readonly RowChunk[]): Uint8Array {
+  const total = chunks.reduce((n, c) => n + c.bytes.length, 0);
+  const packed = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    packed.set(chunk.bytes, at);
+    at += chunk.bytes.length;
+  }
+  return packed;
 }

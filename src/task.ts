@@ -33,8 +33,30 @@ export interface EvaluateTask {
   readonly rows: number;
   /** Index of this task's first row within the call, for error messages. */
   readonly firstRow: number;
-  readonly timeoutMs: number;
+  /** Script time of the whole call (SSE_SCRIPT_TIMEOUT_MS); what is left is read from `budget` at start. */
+  readonly callTimeoutMs: number;
+  /** Int32[BUDGET_SPENT_MS]: script time the call's tasks have used, shared by all of them. */
+  readonly budget: SharedArrayBuffer;
+  /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the worker, watched by the pool. */
+  readonly control: SharedArrayBuffer;
   readonly maxReplyBytes: number;
+}
+
+export const BUDGET_SPENT_MS = 0;
+export const CONTROL_STATE = 0;
+export const CONTROL_TIMEOUT_MS = 1;
+export const TASK_QUEUED = 0;
+export const TASK_RUNNING = 1;
+export const TASK_DONE = 2;
+
+/** A fresh control cell for one task. */
+export function newControl(): SharedArrayBuffer {
+  return new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+}
+
+/** A fresh budget cell for one call. */
+export function newBudget(): SharedArrayBuffer {
+  return new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
 }
 
 /** One column of a table-shaped chunk: a cell per row. */

@@ -1,18 +1,32 @@
 /**
- * The work of one task inside a sandbox worker process (see process-entry.ts): decodes the task's
- * rows into columns, runs the sandbox over them, encodes the replies. Every failure is turned into
- * data (TaskFailure); nothing is thrown across the process boundary.
+ * Piscina entry point: decodes a task's rows into columns, runs the sandbox over them, encodes the
+ * replies. Every failure is turned into data (TaskFailure); nothing is thrown across the thread.
+ * The task's control cell tells the pool when it started and with what time limit (src/pool.ts).
  */
+import { workerData } from 'node:worker_threads';
+
+import { move, transferableSymbol, valueSymbol } from 'piscina';
+
 import { PluginError, oneLine } from '../src/errors';
-import { memoryLimitError } from '../src/limit-errors';
+import { memoryLimitError, timeLimitError } from '../src/limit-errors';
 import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
-import { DataType, type EvaluateTask, type ScriptSpec, type TaskResult } from '../src/task';
+import {
+  BUDGET_SPENT_MS,
+  CONTROL_STATE,
+  CONTROL_TIMEOUT_MS,
+  DataType,
+  TASK_DONE,
+  TASK_RUNNING,
+  type EvaluateTask,
+  type ScriptSpec,
+  type TaskResult,
+  type TaskSuccess,
+} from '../src/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { Sandbox, type SandboxLimits } from './sandbox';
 
-/** Set by the parent process as the first argument (src/sandbox-process.ts). */
-const limits = JSON.parse(process.argv[2] ?? '{}') as SandboxLimits;
+const limits = workerData as SandboxLimits;
 let sandbox: Sandbox | undefined;
 
 const MODE = { rows: 0, aggregate: 1, once: 2 } as const;
@@ -24,6 +38,34 @@ export function warmUp(): void {
 }
 
 export default function evaluate(task: EvaluateTask): TaskResult {
+  const control = new Int32Array(task.control);
+  const spent = new Int32Array(task.budget);
+  // The call's budget is read now, not when the task was queued: its other tasks may have used it.
+  const timeoutMs = task.callTimeoutMs - Atomics.load(spent, BUDGET_SPENT_MS);
+  Atomics.store(control, CONTROL_TIMEOUT_MS, Math.max(0, timeoutMs));
+  Atomics.store(control, CONTROL_STATE, TASK_RUNNING);
+  const result = timeoutMs > 0 ? evaluateWithin(task, timeoutMs) : timedOut(task.callTimeoutMs);
+  Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
+  Atomics.store(control, CONTROL_STATE, TASK_DONE);
+  return result.ok ? (movable(result) as unknown as TaskResult) : result;
+}
+
+function timedOut(callTimeoutMs: number): TaskResult {
+  return { ok: false, error: timeLimitError(callTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true };
+}
+
+/** Hands the reply buffers to the main thread without copying them (each owns its ArrayBuffer). */
+function movable(result: TaskSuccess): unknown {
+  const buffers = new Set<ArrayBuffer>();
+  for (const reply of result.replies) buffers.add(reply.buffer as ArrayBuffer);
+  for (const column of result.table?.columns ?? []) {
+    buffers.add(column.nums.buffer as ArrayBuffer);
+    buffers.add(column.kinds.buffer as ArrayBuffer);
+  }
+  return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result });
+}
+
+function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
   const started = performance.now();
   sandbox ??= new Sandbox(limits);
   const rebuildsBefore = sandbox.rebuilds;
@@ -31,7 +73,7 @@ export default function evaluate(task: EvaluateTask): TaskResult {
     const { spec } = task;
     const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
     const input = runtimeInput(spec, columns, task);
-    const output = sandbox.evaluate(spec, input, task.timeoutMs);
+    const output = sandbox.evaluate(spec, input, timeoutMs);
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
     checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);

@@ -33,7 +33,7 @@ export class Sandbox {
   rebuilds = 0;
 
   constructor(private readonly limits: SandboxLimits) {
-    this.isolate = new ivm.Isolate({ memoryLimit: limits.memoryLimitMb });
+    this.isolate = newIsolate(limits.memoryLimitMb);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
 
@@ -89,7 +89,7 @@ export class Sandbox {
     this.rebuilds++;
     this.spare = null;
     this.scripts.clear();
-    this.isolate = new ivm.Isolate({ memoryLimit: this.limits.memoryLimitMb });
+    this.isolate = newIsolate(this.limits.memoryLimitMb);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
 
@@ -168,4 +168,13 @@ function syntaxError(error: unknown): PluginError {
   const message = error instanceof Error ? error.message : String(error);
   const text = message.startsWith('SyntaxError') ? message : `SyntaxError: ${message}`;
   return new PluginError('INVALID_ARGUMENT', text.replace(/ \[script\.js:\d+:\d+\]$/, ''));
+}
+
+/**
+ * Without onCatastrophicError, a fatal V8 error inside the isolate (some out-of-memory paths:
+ * isolated-vm #107, #527) aborts the whole plugin process. With it, only this worker thread hangs;
+ * the pool's watchdog replaces it (src/pool.ts). The callback itself cannot run JavaScript safely.
+ */
+function newIsolate(memoryLimitMb: number): ivm.Isolate {
+  return new ivm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError: () => undefined });
 }

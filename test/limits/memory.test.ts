@@ -1,28 +1,25 @@
 /**
  * SSE_MEMORY_LIMIT_MB bounds each sandbox: allocation bombs, huge strings, arrays and typed arrays,
- * WebAssembly memory and huge results fail with RESOURCE_EXHAUSTED naming the limit, the sandbox
- * (or its whole worker process, when V8 gives up) is replaced, and the next call works. On Linux the
- * peak RSS of the worker processes is measured for each bomb (the figures in security.md).
+ * WebAssembly memory and huge results fail with RESOURCE_EXHAUSTED naming the limit, the sandbox is
+ * rebuilt, and the next call works. The plugin's RSS is sampled during each bomb (figures in
+ * security.md). Bombs on which V8 gives up (a stuck thread) are in worker-death.test.ts, against a
+ * child process, because a stuck thread keeps its process from exiting.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { readRssMb, rssCapMb } from '../../src/sandbox-process';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, strings, type CallResult } from '../helpers/qlik-client';
 import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
 
 /** Small enough that the bombs reach it fast; security.md has the figures for 64 and 128 MB too. */
 const LIMIT_MB = 32;
-const MEASURE = process.platform === 'linux';
 const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.STRING };
 
-/** Runs a call while sampling the RSS of every worker process every 10 ms. */
-async function withPeakRss(t: TestPlugin, run: () => Promise<CallResult>): Promise<{ result: CallResult; peakMb: number; ms: number }> {
+/** Runs a call while sampling the plugin's RSS (this process: the pool's threads live here) every 10 ms. */
+async function withPeakRss(run: () => Promise<CallResult>): Promise<{ result: CallResult; peakMb: number; ms: number }> {
   let peakMb = 0;
-  const sampler = setInterval(() => {
-    for (const pid of t.plugin.pool.pids) peakMb = Math.max(peakMb, readRssMb(pid) ?? 0);
-  }, 10);
+  const sampler = setInterval(() => (peakMb = Math.max(peakMb, process.memoryUsage.rss() / 1024 / 1024)), 10);
   try {
     const { value: result, ms } = await timed(run);
     return { result, peakMb, ms };
@@ -39,10 +36,11 @@ function assertMemoryLimit(result: CallResult, limitMb = LIMIT_MB): void {
 
 describe('memory limit', () => {
   let t: TestPlugin;
-  const mainRssBeforeMb = process.memoryUsage().rss / 1024 / 1024;
+  let baselineMb = 0;
   before(async () => {
     // A long time limit, so every bomb meets the memory limit first.
     t = await startTestPlugin({ SSE_MEMORY_LIMIT_MB: String(LIMIT_MB), SSE_SCRIPT_TIMEOUT_MS: '15000' });
+    baselineMb = process.memoryUsage.rss() / 1024 / 1024;
   });
   after(async () => t.stop());
 
@@ -51,12 +49,8 @@ describe('memory limit', () => {
     ['an array of strings grown in a loop', '{ const a = []; for (;;) a.push("x".repeat(1000) + Math.random()); }'],
     ['an array of numbers grown in a loop', '{ const a = []; for (let i = 0; ; i++) a.push(i); }'],
     ['string concatenation in a loop', '{ let s = ""; for (;;) s += "xxxxxxxxxxxxxxxxxxxx" + s.length; }'],
-    ['an object with millions of keys (V8 aborts its process)', '{ const o = {}; for (let i = 0; ; i++) o["k" + i] = i; }'],
-    ['a Map grown for ever (V8 aborts its process)', '{ const m = new Map(); for (let i = 0; ; i++) m.set(i, i); }'],
-    ['new Array(1e8).fill(0) (V8 aborts its process)', 'new Array(1e8).fill(0).length'],
     ['spreading a 100-million-character string', "[...'.'.repeat(1e8)].length"],
     ['JSON.stringify of a 10-million-element array', 'JSON.stringify(new Array(1e7).fill("abcdefghij")).length'],
-    ['Array.from({ length: 1e8 }) (passes the soft limit; the RSS fence stops it)', 'Array.from({ length: 1e8 }).length'],
     ['a huge typed array', 'new Float64Array(1e9).length'],
     ['typed arrays allocated in a loop', '{ const a = []; for (;;) a.push(new Float64Array(1e6)); }'],
     ['a 2**29-character string', "'x'.repeat(2 ** 29).length"],
@@ -64,13 +58,13 @@ describe('memory limit', () => {
   for (let i = 0; i < bombs.length; i += 2) {
     const pair = bombs.slice(i, i + 2);
     it(`${pair.map(([name]) => name).join(' | ')}: RESOURCE_EXHAUSTED, bounded RSS, and the next call works`, async (ctx) => {
-      const runs = await Promise.all(pair.map(([, script]) => withPeakRss(t, () => evalText(t.client, script))));
+      const runs = await Promise.all(pair.map(([, script]) => withPeakRss(() => evalText(t.client, script))));
       runs.forEach(({ result, peakMb, ms }, at) => {
         assertMemoryLimit(result);
-        if (!MEASURE) return;
-        ctx.diagnostic(`${pair[at]?.[0]}: peak RSS of the busiest worker ${Math.round(peakMb)} MB for a ${LIMIT_MB} MB limit, ${Math.round(ms)} ms`);
-        // The parent samples every 50 ms, so a fast grower may pass the cap by a little before it is killed.
-        assert.ok(peakMb < rssCapMb(LIMIT_MB) + 150, `a worker reached ${Math.round(peakMb)} MB`);
+        const grownMb = peakMb - baselineMb;
+        ctx.diagnostic(`${pair[at]?.[0]}: the plugin's RSS peaked ${Math.round(grownMb)} MB over its baseline for a ${LIMIT_MB} MB limit (two bombs at once), ${Math.round(ms)} ms`);
+        // Two sandboxes at once, each allowed its soft limit and isolated-vm's slack (security.md).
+        assert.ok(grownMb < 2 * 8 * LIMIT_MB, `the plugin grew ${Math.round(grownMb)} MB`);
       });
       assert.equal(await textOf(t.client, 'args[0] + 1'), '2');
     });
@@ -86,11 +80,11 @@ describe('memory limit', () => {
     assert.equal(await textOf(t.client, 'try { new Float64Array(1e9); return "no"; } catch (e) { return e.name; }'), 'RangeError');
   });
 
-  it('the plugin process itself did not grow: the bombs stayed in their workers', () => {
-    const grownMb = process.memoryUsage().rss / 1024 / 1024 - mainRssBeforeMb;
-    assert.ok(grownMb < 150, `the test process grew by ${Math.round(grownMb)} MB`);
-    assert.ok(t.plugin.pool.replacedWorkers >= 3, 'the aborting bombs each cost one worker process');
+  it('no sandbox thread was lost, and the memory went back', async () => {
+    assert.equal(t.plugin.pool.lostWorkers, 0);
     assert.equal(t.plugin.pool.threads, 2);
+    const grownMb = process.memoryUsage.rss() / 1024 / 1024 - baselineMb;
+    assert.ok(grownMb < 4 * LIMIT_MB + 100, `the plugin stayed ${Math.round(grownMb)} MB above its baseline`);
   });
 
   it('keeps serving on every worker', async () => {

@@ -45,7 +45,7 @@ describe('graceful stop of the real process', () => {
         assert.ok(performance.now() - signalled < SLOW_SCRIPT_MS + 3_000);
 
         const stopping = plugin.lines.find((line) => String(line.msg).startsWith('stopping'));
-        assert.equal(stopping?.['signal'], signal);
+        assert.equal(stopping?.['reason'], signal);
         assert.equal(stopping?.['graceMs'], 10_000);
         assert.ok(plugin.lines.some((line) => line.msg === 'stopped: sandboxes disposed, pool closed'));
         assert.equal(plugin.lines.some((line) => String(line.msg).startsWith('still running after stop')), false);
@@ -57,7 +57,7 @@ describe('graceful stop of the real process', () => {
     });
   }
 
-  test('Ctrl+C in a terminal (SIGINT to the whole process group): the sandbox workers keep the call alive', async () => {
+  test('Ctrl+C in a terminal (SIGINT to the whole process group): the call in flight still completes', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SCRIPT_TIMEOUT_MS: '5000', SSE_METRICS_PORT: '0' }, { ownGroup: true });
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
     try {
