@@ -38,6 +38,8 @@ export interface CallSummary {
 
 type Stream = ServerDuplexStream<Buffer, Uint8Array>;
 
+let nextCallId = 1;
+
 export class CallPipeline {
   private readonly pending: RowChunk[] = [];
   private pendingBytes = 0;
@@ -66,6 +68,7 @@ export class CallPipeline {
   private readonly ended = new AbortController();
   /** Script time the call's tasks have used, shared with the workers (they add to it as they finish). */
   private readonly budget = new Int32Array(newBudget());
+  private readonly callId = nextCallId++;
   private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
 
   constructor(
@@ -143,6 +146,7 @@ export class CallPipeline {
     this.pendingBytes -= bytes;
     this.pendingRows -= rows;
     const task: Omit<EvaluateTask, 'control'> = {
+      callId: this.callId,
       spec: this.spec,
       // One packed copy: gRPC's buffers may share a larger ArrayBuffer that postMessage would clone whole.
       bundles: [packChunks(chunks)],

@@ -27,6 +27,8 @@ export interface ScriptSpec {
 }
 
 export interface EvaluateTask {
+  /** Unique per call within the process: a worker may keep a call's context for its next chunk. */
+  readonly callId: number;
   readonly spec: ScriptSpec;
   /** Serialised BundledRows messages; their concatenation is itself one BundledRows. */
   readonly bundles: readonly Uint8Array[];

@@ -73,7 +73,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
     const { spec } = task;
     const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
     const input = runtimeInput(spec, columns, task);
-    const output = sandbox.evaluate(spec, input, timeoutMs);
+    const output = sandbox.evaluate(spec, input, timeoutMs, task.callId);
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
     checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);

@@ -19,6 +19,16 @@ interface PreparedContext {
   readonly run: ivm.Reference<(fn: unknown, input: RuntimeInput) => RuntimeOutput>;
 }
 
+interface CallContext extends PreparedContext {
+  readonly fn: ivm.Reference<unknown>;
+  idle: NodeJS.Timeout | undefined;
+}
+
+/** Two calls interleaving on one worker both stay warm; a third evicts the oldest. */
+const MAX_CALL_CONTEXTS = 2;
+/** A call's next chunk arrives within milliseconds; after this its context is released. */
+const CALL_CONTEXT_IDLE_MS = 250;
+
 export interface SandboxLimits {
   readonly memoryLimitMb: number;
   readonly scriptTimeoutMs: number;
@@ -28,6 +38,8 @@ export class Sandbox {
   private isolate: ivm.Isolate;
   private runtime: ivm.Script;
   private readonly scripts = new Map<string, ivm.Script>();
+  /** Contexts of recent calls, oldest first. */
+  private readonly calls = new Map<number, CallContext>();
   private spare: PreparedContext | null = null;
   private spareScheduled = false;
   rebuilds = 0;
@@ -37,32 +49,77 @@ export class Sandbox {
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
 
-  /** Runs the script over the given input; throws PluginError for every failure. */
-  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number): RuntimeOutput {
-    const script = this.compile(spec);
-    const prepared = this.takeContext();
+  /**
+   * Runs the script over the given input; throws PluginError for every failure. Tasks of the same
+   * call (callId) on this worker reuse that call's context: V8 keeps optimised code per context, and
+   * a fresh one per chunk ran ~10x slower (bench/RESULTS.md). Another call never sees it.
+   */
+  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number): RuntimeOutput {
     const started = performance.now();
-    let fn: ivm.Reference<unknown> | undefined;
     let inScript = false;
+    let call: CallContext | undefined;
     try {
-      fn = script.runSync(prepared.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+      call = this.callContext(spec, callId, timeoutMs);
       const inputCopy = new ivm.ExternalCopy(input).copyInto({ release: true });
       const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
       inScript = true;
-      return prepared.run.applySync(undefined, [fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
+      const output = call.run.applySync(undefined, [call.fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
+      this.keep(callId, call);
+      return output;
     } catch (error) {
+      if (call) this.release(call);
       throw this.failure(error, inScript);
     } finally {
-      fn?.release();
-      this.release(prepared);
       this.scheduleSpare();
     }
   }
 
   dispose(): void {
+    this.dropCallContexts();
     if (this.spare) this.release(this.spare);
     this.spare = null;
     if (!this.isolate.isDisposed) this.isolate.dispose();
+  }
+
+  /** The call's own context with its compiled function, or a fresh one for a new call. */
+  private callContext(spec: ScriptSpec, callId: number, timeoutMs: number): CallContext {
+    const kept = this.calls.get(callId);
+    if (kept) {
+      this.calls.delete(callId);
+      clearTimeout(kept.idle);
+      return kept;
+    }
+    const script = this.compile(spec);
+    const prepared = this.takeContext();
+    try {
+      const fn = script.runSync(prepared.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+      return { ...prepared, fn, idle: undefined };
+    } catch (error) {
+      this.release(prepared);
+      throw error;
+    }
+  }
+
+  /** Keeps a call's context for its next chunk, briefly: an old call's garbage must not fill the heap. */
+  private keep(callId: number, call: CallContext): void {
+    call.idle = setTimeout(() => this.drop(callId), CALL_CONTEXT_IDLE_MS);
+    this.calls.set(callId, call);
+    for (const [oldest] of this.calls) {
+      if (this.calls.size <= MAX_CALL_CONTEXTS) break;
+      this.drop(oldest);
+    }
+  }
+
+  private drop(callId: number): void {
+    const call = this.calls.get(callId);
+    if (!call) return;
+    clearTimeout(call.idle);
+    this.calls.delete(callId);
+    this.release(call);
+  }
+
+  private dropCallContexts(): void {
+    for (const callId of [...this.calls.keys()]) this.drop(callId);
   }
 
   /**
@@ -87,6 +144,7 @@ export class Sandbox {
 
   private rebuild(): void {
     this.rebuilds++;
+    this.dropCallContexts();
     this.spare = null;
     this.scripts.clear();
     this.isolate = newIsolate(this.limits.memoryLimitMb);
@@ -139,8 +197,9 @@ export class Sandbox {
     return { context, run };
   }
 
-  private release(prepared: PreparedContext): void {
+  private release(prepared: PreparedContext & { fn?: ivm.Reference<unknown> }): void {
     try {
+      prepared.fn?.release();
       prepared.run.release();
       prepared.context.release();
     } catch {
