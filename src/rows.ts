@@ -21,8 +21,20 @@ function malformed(what: string): PluginError {
   return new PluginError('INVALID_ARGUMENT', `malformed BundledRows message: ${what}`);
 }
 
-/** Reads a varint of at most 32 bits' worth of length; returns [value, next position]. */
-function readLength(buf: Uint8Array, pos: number, end: number): [number, number] {
+/**
+ * Where the last readLength/readTag stopped. A module-level cursor instead of returning
+ * [value, position] pairs: the decoder runs per field of every row, and the pairs were garbage.
+ */
+let cursor = 0;
+
+/** Reads a varint length and checks it fits before `end`; the next position is left in `cursor`. */
+function readLength(buf: Uint8Array, pos: number, end: number): number {
+  const first = buf[pos] as number;
+  if (first < 0x80 && pos < end) {
+    if (pos + 1 + first > end) throw malformed('field runs past the end of the message');
+    cursor = pos + 1;
+    return first;
+  }
   let value = 0;
   let shift = 0;
   for (;;) {
@@ -35,7 +47,8 @@ function readLength(buf: Uint8Array, pos: number, end: number): [number, number]
     shift += 7;
   }
   if (value < 0 || pos + value > end) throw malformed('field runs past the end of the message');
-  return [value, pos];
+  cursor = pos;
+  return value;
 }
 
 /** Skips one field's value of the given wire type; returns the next position. */
@@ -50,8 +63,8 @@ function skipField(buf: Uint8Array, pos: number, end: number, wireType: number):
       if (pos + 8 > end) throw malformed('truncated fixed64');
       return pos + 8;
     case 2: {
-      const [len, at] = readLength(buf, pos, end);
-      return at + len;
+      const len = readLength(buf, pos, end);
+      return cursor + len;
     }
     case 5:
       if (pos + 4 > end) throw malformed('truncated fixed32');
@@ -61,15 +74,21 @@ function skipField(buf: Uint8Array, pos: number, end: number, wireType: number):
   }
 }
 
-/** Reads a tag (field numbers here are small, but tolerate multi-byte tags of unknown fields). */
-function readTag(buf: Uint8Array, pos: number, end: number): [number, number] {
+/** Reads a tag (ours are one byte; tolerate multi-byte tags of unknown fields); next position in `cursor`. */
+function readTag(buf: Uint8Array, pos: number, end: number): number {
   const first = buf[pos] as number;
-  if (first < 0x80) return [first, pos + 1];
+  if (first < 0x80) {
+    cursor = pos + 1;
+    return first;
+  }
   let tag = 0;
   for (let shift = 0, p = pos; p < end && shift < 35; shift += 7) {
     const byte = buf[p++] as number;
     tag += (byte & 0x7f) * 2 ** shift;
-    if (byte < 0x80) return [tag, p];
+    if (byte < 0x80) {
+      cursor = p;
+      return tag;
+    }
   }
   throw malformed('truncated tag');
 }
@@ -90,7 +109,8 @@ export function splitRows(buf: Uint8Array, targetBytes: number): RowChunk[] {
   let start = 0;
   let rows = 0;
   while (pos < end) {
-    const [tag, afterTag] = readTag(buf, pos, end);
+    const tag = readTag(buf, pos, end);
+    const afterTag = cursor;
     if (tag !== TAG_ROW) {
       if (rows > 0) chunks.push({ bytes: buf.subarray(start, pos), rows });
       pos = skipField(buf, afterTag, end, tag & 7);
@@ -98,7 +118,8 @@ export function splitRows(buf: Uint8Array, targetBytes: number): RowChunk[] {
       rows = 0;
       continue;
     }
-    const [len, at] = readLength(buf, afterTag, end);
+    const len = readLength(buf, afterTag, end);
+    const at = cursor;
     pos = at + len;
     rows++;
     if (pos - start >= targetBytes) {
@@ -169,23 +190,27 @@ export function decodeColumns(
     const end = buf.length;
     let pos = 0;
     while (pos < end) {
-      const [tag, afterTag] = readTag(buf, pos, end);
+      const tag = readTag(buf, pos, end);
+      const afterTag = cursor;
       if (tag !== TAG_ROW) {
         pos = skipField(buf, afterTag, end, tag & 7);
         continue;
       }
-      const [rowLen, rowStart] = readLength(buf, afterTag, end);
+      const rowLen = readLength(buf, afterTag, end);
+      const rowStart = cursor;
       const rowEnd = rowStart + rowLen;
       if (r >= rows) throw malformed('more rows than counted');
       let d = 0;
       let p = rowStart;
       while (p < rowEnd) {
-        const [rowTag, afterRowTag] = readTag(buf, p, rowEnd);
+        const rowTag = readTag(buf, p, rowEnd);
+        const afterRowTag = cursor;
         if (rowTag !== TAG_ROW) {
           p = skipField(buf, afterRowTag, rowEnd, rowTag & 7);
           continue;
         }
-        const [dualLen, dualStart] = readLength(buf, afterRowTag, rowEnd);
+        const dualLen = readLength(buf, afterRowTag, rowEnd);
+        const dualStart = cursor;
         const dualEnd = dualStart + dualLen;
         const builder = builders[d];
         if (builder === undefined) throw arityError(firstRow + r, countDuals(buf, rowStart, rowEnd), width);
@@ -194,13 +219,15 @@ export function decodeColumns(
         let strEnd = 0;
         let q = dualStart;
         while (q < dualEnd) {
-          const [dualTag, afterDualTag] = readTag(buf, q, dualEnd);
+          const dualTag = readTag(buf, q, dualEnd);
+          const afterDualTag = cursor;
           if (dualTag === TAG_NUM) {
             if (afterDualTag + 8 > dualEnd) throw malformed('truncated numData');
             num = view.getFloat64(afterDualTag, true);
             q = afterDualTag + 8;
           } else if (dualTag === TAG_STR) {
-            const [strLen, at] = readLength(buf, afterDualTag, dualEnd);
+            const strLen = readLength(buf, afterDualTag, dualEnd);
+            const at = cursor;
             strStart = at;
             strEnd = at + strLen;
             q = strEnd;
@@ -230,7 +257,8 @@ function countDuals(buf: Uint8Array, start: number, end: number): number {
   let n = 0;
   let p = start;
   while (p < end) {
-    const [tag, afterTag] = readTag(buf, p, end);
+    const tag = readTag(buf, p, end);
+    const afterTag = cursor;
     if (tag === TAG_ROW) n++;
     p = skipField(buf, afterTag, end, tag & 7);
   }
