@@ -1,12 +1,20 @@
 # qlik-sse-js: the JavaScript SSE plugin for Qlik, as a container.
 #
 #   docker build -t qlik-sse-js .
-#   docker run -d --name qlik-sse-js -p 50051:50051 --stop-timeout 30 qlik-sse-js
+#   docker run -d --name qlik-sse-js -p 50051:50051 --stop-timeout 30 \
+#     --restart on-failure --memory 4g --ulimit core=0 qlik-sse-js
 #   # mutual TLS: mount the plugin's certificate folder and a client folder for the health probe
-#   docker run -d -p 50051:50051 --stop-timeout 30 \
+#   docker run -d -p 50051:50051 --stop-timeout 30 --restart on-failure --memory 4g --ulimit core=0 \
 #     -v /srv/sse-certs/server:/certs/server:ro -v /srv/sse-certs/client:/certs/client:ro \
 #     -e SSE_TLS_DIR=/certs/server \
 #     --health-cmd 'node dist/src/healthcheck.js /certs/client' qlik-sse-js
+#
+# A restart policy is required (--restart on-failure; compose `restart: on-failure`; Kubernetes restarts by
+# default): once max(2, SSE_WORKERS) sandbox threads are stuck after fatal V8 errors in scripts, the plugin
+# drains and ends itself with SIGKILL (exit 137) to give their memory back, and some scripts crash it
+# outright. Docker does not restart a container for being unhealthy. --memory is the only hard bound on the
+# one process's memory (planning figure in deploy/README-ops.md, "Memory"); --ulimit core=0 keeps a crash
+# from writing row values and the TLS key to disk.
 #
 # See deploy/README-ops.md (merged into README.md) for every variable.
 
@@ -47,5 +55,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 # SIGTERM: refuse new calls, finish the calls in flight (SSE_SHUTDOWN_GRACE_MS, default 10 s), exit 0.
 # Give `docker stop` more than that (--stop-timeout 30 or compose stop_grace_period: 30s).
 STOPSIGNAL SIGTERM
-# The same command as `npm start` (the sandbox worker processes get their flags from the plugin).
+# The same command as `npm start`; the sandbox worker threads run in this process. Exec form, so the
+# plugin itself receives SIGTERM.
 CMD ["node", "--no-node-snapshot", "--no-concurrent-recompilation", "dist/src/main.js"]
