@@ -128,6 +128,7 @@ export class Sandbox {
    * the microtasks ran. That is the script's error (INVALID_ARGUMENT), not the plugin's.
    */
   private failure(error: unknown, inScript: boolean): PluginError {
+    if (error instanceof PluginError) return error; // a syntax error from compile()
     if (this.isolate.isDisposed) {
       this.rebuild();
       return memoryLimitError(this.limits.memoryLimitMb);
