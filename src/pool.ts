@@ -159,7 +159,8 @@ export function busyError(maxQueue: number): PluginError {
 function poolError(error: unknown, maxQueue: number): PluginError {
   const message = error instanceof Error ? error.message : String(error);
   if (/queue is at limit/i.test(message)) return busyError(maxQueue);
+  // Before the shutdown check: Node says "Worker terminated due to reaching memory limit".
+  if (/memory limit|out of memory/i.test(message)) return new PluginError('RESOURCE_EXHAUSTED', `a sandbox worker ran out of memory (${message}) and was replaced`);
   if (/terminat|closed/i.test(message)) return new PluginError('UNAVAILABLE', 'the plugin is shutting down');
-  if (/out of memory/i.test(message)) return new PluginError('RESOURCE_EXHAUSTED', `a sandbox worker ran out of memory (${message}) and was replaced`);
   return new PluginError('UNAVAILABLE', `a sandbox worker stopped unexpectedly (${message}); the call was not completed, try again`, { cause: error });
 }
