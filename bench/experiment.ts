@@ -34,7 +34,7 @@ function parseVariant(text: string): Variant {
       flags.push('-r', path.join(__dirname, 'chunk-override.js'));
       env['BENCH_CHUNK_BYTES'] = String(Number(value) * 1024);
     } else if (key === 'warm') {
-      flags.push('-r', path.join(__dirname, 'fork-override.js'));
+      flags.push('-r', path.join(__dirname, 'warm-context-override.js'), '-r', path.join(__dirname, 'fork-override.js'));
       env['BENCH_SANDBOX_FLAGS'] = `-r ${path.join(__dirname, 'warm-context-override.js')}`;
       env['BENCH_WARM_CONTEXT'] = '1';
     } else if (key === 'rr') {

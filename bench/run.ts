@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 import type { ChildServer } from './child';
-import { concurrentClients, sequentialLatency, soak, target, throughput, type Target } from './measure';
+import { concurrentClients, sequentialLatency, soak, target, throughput, type Soak, type Target, type Throughput } from './measure';
 import {
   CEILING, PLUGIN, heading, printConcurrent, printInFlight, printLatency, printSoak, printTargets, printThroughput, type TargetCheck,
 } from './report';
@@ -92,71 +92,111 @@ class Bench {
   }
 }
 
-async function runAll(bench: Bench, sizes: Sizes, w: Record<string, Workload>, ceiling: Target, servers: ChildServer[]): Promise<void> {
-  const W = (key: string): Workload => w[key] as Workload;
-  const startedPlugin = bench.serve(await startPlugin(2, pluginFlagsFromEnv()), servers);
-  const plugin = target(PLUGIN, startedPlugin, true);
-  const idleRssBytes = startedPlugin.rssBytes();
-  const numericRuns = await bench.part('numeric', () => throughput([ceiling, plugin], W('numeric'), sizes.reps));
-  const numericRatio = numericRuns ? printThroughput(W('numeric'), numericRuns) : Number.NaN;
-  bench.check('numeric rows/s vs ceiling', numericRatio, ratio(numericRatio), '>= 0.70', (v) => v >= 0.7);
+/** The parts of one run, in order, against the ceiling and a 2-worker plugin. */
+class Parts {
+  private aggregatePlugin: Throughput | undefined;
+  private soaked: Soak | undefined;
 
-  const stringRuns = await bench.part('strings', () => throughput([ceiling, plugin], W('strings'), sizes.reps));
-  const stringRatio = stringRuns ? printThroughput(W('strings'), stringRuns) : Number.NaN;
-  bench.check('string rows/s vs ceiling', stringRatio, ratio(stringRatio), '>= 0.40', (v) => v >= 0.4);
+  constructor(
+    private readonly bench: Bench,
+    private readonly sizes: Sizes,
+    private readonly workloads: Record<string, Workload>,
+    private readonly ceiling: Target,
+    private readonly plugin: Target,
+  ) {}
 
-  const aggregateRuns = await bench.part('aggregate', () => throughput([ceiling, plugin], W('aggregate'), sizes.reps));
-  if (aggregateRuns) printThroughput(W('aggregate'), aggregateRuns);
+  private w(key: string): Workload {
+    return this.workloads[key] as Workload;
+  }
 
-  const small = await bench.part('small', async () => ({
-    ceiling: await sequentialLatency(ceiling, W('small'), sizes.smallCalls, sizes.smallWarmupCalls),
-    plugin: await sequentialLatency(plugin, W('small'), sizes.smallCalls, sizes.smallWarmupCalls),
-  }));
-  if (small) printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
-  const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
-  bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 1 ms', (v) => v <= 1);
+  async throughputs(): Promise<void> {
+    const { bench, ceiling, plugin, sizes } = this;
+    const numeric = await bench.part('numeric', () => throughput([ceiling, plugin], this.w('numeric'), sizes.reps));
+    const numericRatio = numeric ? printThroughput(this.w('numeric'), numeric) : Number.NaN;
+    bench.check('numeric rows/s vs ceiling', numericRatio, ratio(numericRatio), '>= 0.70', (v) => v >= 0.7);
+    const strings = await bench.part('strings', () => throughput([ceiling, plugin], this.w('strings'), sizes.reps));
+    const stringRatio = strings ? printThroughput(this.w('strings'), strings) : Number.NaN;
+    bench.check('string rows/s vs ceiling', stringRatio, ratio(stringRatio), '>= 0.40', (v) => v >= 0.4);
+    const aggregate = await bench.part('aggregate', () => throughput([ceiling, plugin], this.w('aggregate'), sizes.reps));
+    if (aggregate) printThroughput(this.w('aggregate'), aggregate);
+    this.aggregatePlugin = aggregate?.get(PLUGIN);
+    heading('memory with rows in flight (plugin peak RSS over the call minus RSS before it)');
+    if (this.aggregatePlugin) printInFlight(`ScriptAggr, all ${this.w('aggregate').rowsIn} rows held at once`, this.aggregatePlugin, this.w('aggregate').requestBytes);
+    const numericPlugin = numeric?.get(PLUGIN);
+    if (numericPlugin) printInFlight(`ScriptEval streaming ${this.w('numeric').rowsIn} rows`, numericPlugin, this.w('numeric').requestBytes);
+  }
 
-  const concurrent = await bench.part('concurrent', async () => ({
-    ceiling: await concurrentClients(ceiling, W('perClient'), sizes.clients, sizes.callsPerClient),
-    plugin: await concurrentClients(plugin, W('perClient'), sizes.clients, sizes.callsPerClient),
-  }));
-  if (concurrent) {
+  async latency(): Promise<void> {
+    const { bench, ceiling, plugin, sizes } = this;
+    const small = await bench.part('small', async () => ({
+      ceiling: await sequentialLatency(ceiling, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
+      plugin: await sequentialLatency(plugin, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
+    }));
+    if (small) printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
+    const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
+    bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 1 ms', (v) => v <= 1);
+    const concurrent = await bench.part('concurrent', async () => ({
+      ceiling: await concurrentClients(ceiling, this.w('perClient'), sizes.clients, sizes.callsPerClient),
+      plugin: await concurrentClients(plugin, this.w('perClient'), sizes.clients, sizes.callsPerClient),
+    }));
     const title = `${sizes.clients} concurrent clients (own connections), ${sizes.callsPerClient} sequential calls each of ${sizes.clientCallRows} numeric rows`;
-    printConcurrent(title, concurrent.ceiling, concurrent.plugin);
+    if (concurrent) printConcurrent(title, concurrent.ceiling, concurrent.plugin);
   }
 
-  const soaked = await bench.part('soak', () => soak(plugin, [W('soakNumeric'), W('soakStrings')], sizes.soakCalls, sizes.soakCalls / 10, sizes.soakWarmupCalls));
-  if (soaked) printSoak(soaked, sizes.soakRows);
-
-  heading('memory with rows in flight (plugin peak RSS over the call minus RSS before it)');
-  print(`  plugin idle RSS after start: ${(idleRssBytes / 1024 / 1024).toFixed(1)} MiB`);
-  const aggregatePlugin = aggregateRuns?.get(PLUGIN);
-  const numericPlugin = numericRuns?.get(PLUGIN);
-  if (aggregatePlugin) printInFlight(`ScriptAggr, all ${W('aggregate').rowsIn} rows held at once`, aggregatePlugin, W('aggregate').requestBytes);
-  if (numericPlugin) printInFlight(`ScriptEval streaming ${W('numeric').rowsIn} rows`, numericPlugin, W('numeric').requestBytes);
-
-  // One worker against two, alternating call by call so that a change in the machine's load
-  // falls on both alike; both plugins stay up, the one not called is idle.
-  const oneWorker = bench.serve(await startPlugin(1, pluginFlagsFromEnv()), servers);
-  const pluginOne = target(ONE_WORKER, oneWorker, true);
-  const cpu = await bench.part('cpuHeavy', () => throughput([ceiling, plugin, pluginOne], W('cpuHeavy'), sizes.reps));
-  if (cpu) printThroughput(W('cpuHeavy'), cpu);
-  pluginOne.client.close();
-  plugin.client.close();
-  const scaling = (cpu?.get(PLUGIN)?.rowsPerSec ?? Number.NaN) / (cpu?.get(ONE_WORKER)?.rowsPerSec ?? Number.NaN);
-  print(`  scaling 1 -> 2 workers: ${scaling.toFixed(2)}x (median rows/s of ${PLUGIN} / ${ONE_WORKER})`);
-  bench.check('cpu-heavy scaling 1 -> 2 workers', scaling, `${scaling.toFixed(2)}x`, '>= 1.70x', (v) => v >= 1.7);
-  bench.json['scaling'] = scaling;
-  bench.json['idleRssBytes'] = idleRssBytes;
-
-  printTargets(bench.checks);
-  heading('memory (issue 5, item 4)');
-  if (soaked) {
-    const first = soaked.rssBytes[0] ?? 0;
-    const last = soaked.rssBytes[soaked.rssBytes.length - 1] ?? 0;
-    print(`  soak: RSS ${(((last - first) / first) * 100).toFixed(1)}% from after the warm-up to after ${soaked.calls} calls`);
+  async soak(): Promise<void> {
+    const { sizes } = this;
+    this.soaked = await this.bench.part('soak', () =>
+      soak(this.plugin, [this.w('soakNumeric'), this.w('soakStrings')], sizes.soakCalls, sizes.soakCalls / 10, sizes.soakWarmupCalls),
+    );
+    if (this.soaked) printSoak(this.soaked, sizes.soakRows);
   }
-  if (aggregatePlugin) printInFlight(`1M rows in flight (ScriptAggr)`, aggregatePlugin, W('aggregate').requestBytes);
+
+  /**
+   * One worker against two, alternating call by call so that a change in the machine's load falls
+   * on both alike; both plugins stay up, the one not called is idle.
+   */
+  async scaling(servers: ChildServer[]): Promise<void> {
+    const { bench, ceiling, plugin } = this;
+    const pluginOne = target(ONE_WORKER, bench.serve(await startPlugin(1, pluginFlagsFromEnv()), servers), true);
+    try {
+      const cpu = await bench.part('cpuHeavy', () => throughput([ceiling, plugin, pluginOne], this.w('cpuHeavy'), this.sizes.reps));
+      if (cpu) printThroughput(this.w('cpuHeavy'), cpu);
+      const scaling = (cpu?.get(PLUGIN)?.rowsPerSec ?? Number.NaN) / (cpu?.get(ONE_WORKER)?.rowsPerSec ?? Number.NaN);
+      print(`  scaling 1 -> 2 workers: ${scaling.toFixed(2)}x (median rows/s of ${PLUGIN} / ${ONE_WORKER})`);
+      bench.check('cpu-heavy scaling 1 -> 2 workers', scaling, `${scaling.toFixed(2)}x`, '>= 1.70x', (v) => v >= 1.7);
+      bench.json['scaling'] = scaling;
+    } finally {
+      pluginOne.client.close();
+    }
+  }
+
+  summary(): void {
+    printTargets(this.bench.checks);
+    heading('memory (issue 5, item 4)');
+    if (this.soaked) {
+      const first = this.soaked.rssBytes[0] ?? 0;
+      const last = this.soaked.rssBytes[this.soaked.rssBytes.length - 1] ?? 0;
+      print(`  soak: RSS ${(((last - first) / first) * 100).toFixed(1)}% from after the warm-up to after ${this.soaked.calls} calls`);
+    }
+    if (this.aggregatePlugin) printInFlight('1M rows in flight (ScriptAggr)', this.aggregatePlugin, this.w('aggregate').requestBytes);
+  }
+}
+
+async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Workload>, ceiling: Target, servers: ChildServer[]): Promise<void> {
+  const pluginServer = bench.serve(await startPlugin(2, pluginFlagsFromEnv()), servers);
+  const plugin = target(PLUGIN, pluginServer, true);
+  bench.json['idleRssBytes'] = pluginServer.rssBytes();
+  print(`plugin RSS after start (all its processes): ${(pluginServer.rssBytes() / 1024 / 1024).toFixed(1)} MiB`);
+  const parts = new Parts(bench, sizes, workloads, ceiling, plugin);
+  try {
+    await parts.throughputs();
+    await parts.latency();
+    await parts.soak();
+    await parts.scaling(servers);
+    parts.summary();
+  } finally {
+    plugin.client.close();
+  }
 }
 
 async function main(): Promise<void> {

@@ -1,11 +1,13 @@
 /**
- * Experiment only, UNSAFE, never in production: preloaded into the sandbox worker processes (via
- * the fork-override preload) to price a warm JIT. Every task of the process then runs in one
+ * Experiment only, UNSAFE, never in production: preloaded into the sandbox workers (worker threads
+ * inherit the plugin's `-r`; worker processes get it through the fork-override preload) to price a
+ * warm JIT. Every task of the process then runs in one
  * context that is never thrown away, so the runtime's loop and the script's compiled function keep
  * their type feedback and optimised code from task to task. This breaks the isolation between calls
  * the product promises; it only measures what a context kept for the tasks of one call could gain.
  */
 import path from 'node:path';
+import { isMainThread } from 'node:worker_threads';
 
 interface Prepared {
   readonly context: unknown;
@@ -17,9 +19,9 @@ interface SandboxInternals {
   release(prepared: Prepared): void;
 }
 
-const isSandboxProcess = path.basename(process.argv[1] ?? '') === 'process-entry.js';
+const isSandbox = !isMainThread || path.basename(process.argv[1] ?? '') === 'process-entry.js';
 
-if (isSandboxProcess && process.env['BENCH_WARM_CONTEXT'] === '1') {
+if (isSandbox && process.env['BENCH_WARM_CONTEXT'] === '1') {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- must patch the loaded class
   const { Sandbox } = require(path.join(__dirname, '..', 'workers', 'sandbox.js')) as { Sandbox: { prototype: SandboxInternals } };
   const take = Sandbox.prototype.takeContext;
