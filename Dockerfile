@@ -13,10 +13,10 @@
 # default): once max(2, SSE_WORKERS) sandbox threads are stuck after fatal V8 errors in scripts, the plugin
 # drains and ends itself with SIGKILL (exit 137) to give their memory back, and some scripts crash it
 # outright. Docker does not restart a container for being unhealthy. --memory is the only hard bound on the
-# one process's memory (planning figure in deploy/README-ops.md, "Memory"); --ulimit core=0 keeps a crash
+# one process's memory (planning figure in README.md, "Memory"); --ulimit core=0 keeps a crash
 # from writing row values and the TLS key to disk.
 #
-# See deploy/README-ops.md (merged into README.md) for every variable.
+# See README.md, "Configuration", for every variable.
 
 # ---- build: compile TypeScript, then keep only the production dependencies ----
 FROM node:20-bookworm-slim AS build
