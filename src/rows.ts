@@ -373,18 +373,26 @@ export function encodeNumbers(nums: Float64Array, maxBytes: number = MAX_REPLY_B
 /** One STRING value per row, given packed as one string and UTF-16 lengths. */
 export function encodeStrings(packed: PackedStrings, maxBytes: number = MAX_REPLY_BYTES): Uint8Array[] {
   const { text, lengths } = packed;
-  const bytes = Buffer.from(text, 'utf8');
-  const ascii = bytes.length === text.length;
-  const writer = new ReplyWriter(maxBytes, bytes.length + lengths.length * 6);
-  let charPos = 0;
-  let bytePos = 0;
+  const byteLengths = new Uint32Array(lengths.length);
+  let at = 0;
   for (let i = 0; i < lengths.length; i++) {
     const chars = lengths[i] as number;
-    const strBytes = ascii ? chars : Buffer.byteLength(text.slice(charPos, charPos + chars), 'utf8');
+    byteLengths[i] = Buffer.byteLength(text.slice(at, at + chars), 'utf8');
+    at += chars;
+  }
+  return encodeUtf8(Buffer.from(text, 'utf8'), byteLengths, maxBytes);
+}
+
+/** One STRING value per row, given as UTF-8 bytes and each value's byte length. */
+export function encodeUtf8(bytes: Uint8Array, byteLengths: Uint32Array, maxBytes: number = MAX_REPLY_BYTES): Uint8Array[] {
+  const writer = new ReplyWriter(maxBytes, bytes.length + byteLengths.length * 6);
+  let bytePos = 0;
+  for (let i = 0; i < byteLengths.length; i++) {
+    const strBytes = byteLengths[i] as number;
     const dualBytes = strBytes === 0 ? 0 : 1 + varintSize(strBytes) + strBytes;
     const rowBytes = 1 + varintSize(dualBytes) + dualBytes;
     const entryBytes = 1 + varintSize(rowBytes) + rowBytes;
-    let pos = writer.reserve(entryBytes, i, bytes.length - bytePos + (lengths.length - i) * 6);
+    let pos = writer.reserve(entryBytes, i, bytes.length - bytePos + (byteLengths.length - i) * 6);
     const out = writer.buffer;
     out[pos++] = TAG_ROW;
     pos = writeVarint(out, pos, rowBytes);
@@ -393,11 +401,10 @@ export function encodeStrings(packed: PackedStrings, maxBytes: number = MAX_REPL
     if (strBytes > 0) {
       out[pos++] = TAG_STR;
       pos = writeVarint(out, pos, strBytes);
-      bytes.copy(out, pos, bytePos, bytePos + strBytes);
+      out.set(bytes.subarray(bytePos, bytePos + strBytes), pos);
       pos += strBytes;
     }
     writer.advance(pos);
-    charPos += chars;
     bytePos += strBytes;
   }
   return writer.finish();

@@ -9,7 +9,7 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 
 import { PluginError, oneLine } from '../src/errors';
 import { memoryLimitError, timeLimitError } from '../src/limit-errors';
-import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, type Column } from '../src/rows';
+import { decodeColumns, encodeCells, encodeNumbers, encodeUtf8, type Column } from '../src/rows';
 import {
   BUDGET_SPENT_MS,
   CONTROL_STATE,
@@ -77,7 +77,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
     checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);
-    const rowsOut = output.nums?.length ?? output.lens?.length ?? 0;
+    const rowsOut = output.nums?.length ?? output.byteLens?.length ?? output.lens?.length ?? 0;
     return {
       ok: true,
       replies: encodeReplies(output, spec.returnType, task.maxReplyBytes),
@@ -134,9 +134,9 @@ function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: fa
 }
 
 function encodeReplies(output: Extract<RuntimeOutput, { ok: true }>, returnType: DataType, maxBytes: number): Uint8Array[] {
-  const { nums, text, lens } = output;
+  const { nums, text, lens, utf8, byteLens } = output;
   if (returnType === DataType.NUMERIC && nums) return encodeNumbers(nums, maxBytes);
-  if (returnType === DataType.STRING && text !== null && lens) return encodeStrings({ text, lengths: lens }, maxBytes);
+  if (returnType === DataType.STRING && utf8 && byteLens) return encodeUtf8(utf8, byteLens, maxBytes);
   if (!nums || text === null || !lens) return [];
   const offsets = new Uint32Array(lens.length + 1);
   for (let i = 0; i < lens.length; i++) offsets[i + 1] = (offsets[i] as number) + (lens[i] as number);

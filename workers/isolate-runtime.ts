@@ -31,8 +31,12 @@ export type RuntimeOutput =
   | {
       ok: true;
       nums: Float64Array | null;
+      /** DUAL return: the texts packed as one string and each one's length in UTF-16 units. */
       text: string | null;
       lens: Uint32Array | null;
+      /** STRING return: the texts as UTF-8 bytes and each one's byte length (encoded here: cheaper than a join). */
+      utf8: Uint8Array | null;
+      byteLens: Uint32Array | null;
       nondet: boolean;
       table: RuntimeTable | null;
     }
@@ -58,6 +62,9 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   const F64 = Float64Array;
   const U32 = Uint32Array;
   const U8 = Uint8Array;
+  const u8Set = Uint8Array.prototype.set;
+  const u8Slice = Uint8Array.prototype.slice;
+  const charCodeAt = String.prototype.charCodeAt;
   const ArrayCtor = Array;
   const MS_PER_DAY = 86_400_000;
   const UNIX_EPOCH_SERIAL = 25_569; // days from 1899-12-30 to 1970-01-01
@@ -252,6 +259,75 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     col.kinds[r] = 1;
   }
 
+  /**
+   * UTF-8 output, written inside the isolate: joining thousands of strings and copying the result out
+   * of the isolate cost ~250 ns a row, encoding here a few ns a character (bench/RESULTS.md).
+   * Lone surrogates become U+FFFD, as Buffer.from does.
+   */
+  let out = new U8(0);
+  let outPos = 0;
+  function utf8Length(text: string): number {
+    let bytes = 0;
+    const n = text.length;
+    for (let i = 0; i < n; i++) {
+      const c = apply(charCodeAt, text, [i]) as number;
+      if (c < 0x80) bytes += 1;
+      else if (c < 0x800) bytes += 2;
+      else if (c >= 0xd800 && c < 0xdc00 && i + 1 < n) {
+        const d = apply(charCodeAt, text, [i + 1]) as number;
+        if (d >= 0xdc00 && d < 0xe000) {
+          bytes += 4;
+          i++;
+        } else bytes += 3;
+      } else bytes += 3;
+    }
+    return bytes;
+  }
+  function writeUtf8(text: string): number {
+    const start = outPos;
+    // Short texts reserve the worst case (3 bytes a UTF-16 unit); long ones are measured first, so
+    // one large value does not ask the sandbox for three times its size.
+    const need = outPos + (text.length > 4096 ? utf8Length(text) : text.length * 3);
+    if (need > out.length) {
+      const grown = new U8(need > out.length * 2 ? need : out.length * 2);
+      apply(u8Set, grown, [out.subarray(0, outPos)]);
+      out = grown;
+    }
+    const buf = out;
+    let pos = outPos;
+    const n = text.length;
+    for (let i = 0; i < n; i++) {
+      let c = apply(charCodeAt, text, [i]) as number;
+      if (c < 0x80) {
+        buf[pos++] = c;
+        continue;
+      }
+      if (c < 0x800) {
+        buf[pos++] = 0xc0 | (c >> 6);
+        buf[pos++] = 0x80 | (c & 0x3f);
+        continue;
+      }
+      if (c >= 0xd800 && c < 0xe000) {
+        const d = i + 1 < n ? (apply(charCodeAt, text, [i + 1]) as number) : 0;
+        if (c < 0xdc00 && d >= 0xdc00 && d < 0xe000) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+          buf[pos++] = 0xf0 | (c >> 18);
+          buf[pos++] = 0x80 | ((c >> 12) & 0x3f);
+          buf[pos++] = 0x80 | ((c >> 6) & 0x3f);
+          buf[pos++] = 0x80 | (c & 0x3f);
+          continue;
+        }
+        c = 0xfffd;
+      }
+      buf[pos++] = 0xe0 | (c >> 12);
+      buf[pos++] = 0x80 | ((c >> 6) & 0x3f);
+      buf[pos++] = 0x80 | (c & 0x3f);
+    }
+    outPos = pos;
+    return pos - start;
+  }
+
   return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
     nondet = false;
     const { mode, ret, bound, maxChars } = input;
@@ -259,8 +335,10 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     const rows = mode === 0 ? input.rows : 1;
     const values = mode === 2 ? [] : input.cols.map((c) => materialize(c, input.rows));
     const nums = ret === 0 ? null : new F64(rows);
-    const parts = ret === 1 ? null : new ArrayCtor<string>(rows);
-    const lens = ret === 1 ? null : new U32(rows);
+    const parts = ret === 2 ? new ArrayCtor<string>(rows) : null;
+    const lens = ret === 2 ? new U32(rows) : null;
+    const byteLens = ret === 0 ? new U32(rows) : null;
+    outPos = 0;
     const width = values.length;
     const nBound = bound.length;
     const b0 = bound[0] ?? 0;
@@ -293,7 +371,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
           } else tableVals = null;
         }
         if (nums) nums[r] = toNumber(v);
-        if (parts && lens) {
+        if (ret !== 1) {
           let text: string;
           try {
             text = toText(v);
@@ -303,8 +381,11 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
           }
           chars += text.length;
           if (chars > maxChars) return { ok: false, kind: 'size', name: 'RangeError', message: 'result too large', row: r };
-          parts[r] = text;
-          lens[r] = text.length;
+          if (byteLens) byteLens[r] = writeUtf8(text);
+          else if (parts && lens) {
+            parts[r] = text;
+            lens[r] = text.length;
+          }
         }
       }
     } catch (e) {
@@ -321,6 +402,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
       }
     }
     const text = parts ? (apply(join, parts, ['']) as string) : null;
-    return { ok: true, nums, text, lens, nondet, table };
+    const utf8 = byteLens ? (apply(u8Slice, out, [0, outPos]) as Uint8Array) : null;
+    return { ok: true, nums, text, lens, utf8, byteLens, nondet, table };
   };
 }

@@ -20,12 +20,20 @@ function numbersFine({ nums }: Success, rows: number, returnType: DataType): boo
   return nums instanceof Float64Array && nums.length === rows;
 }
 
-function textFine({ text, lens }: Success, rows: number, returnType: DataType): boolean {
-  if (returnType === DataType.NUMERIC) return text === null && lens === null;
+function textFine({ text, lens, utf8, byteLens }: Success, rows: number, returnType: DataType): boolean {
+  if (returnType === DataType.NUMERIC) return text === null && lens === null && utf8 === null && byteLens === null;
+  if (returnType === DataType.STRING) {
+    if (text !== null || !(utf8 instanceof Uint8Array) || !(byteLens instanceof Uint32Array) || byteLens.length !== rows) return false;
+    return sum(byteLens) === utf8.length;
+  }
   if (typeof text !== 'string' || !(lens instanceof Uint32Array) || lens.length !== rows) return false;
-  let chars = 0;
-  for (const len of lens) chars += len;
-  return chars === text.length;
+  return sum(lens) === text.length;
+}
+
+function sum(values: Uint32Array): number {
+  let total = 0;
+  for (const value of values) total += value;
+  return total;
 }
 
 function tableFine(table: RuntimeTable, rows: number): boolean {
