@@ -39,6 +39,8 @@ export interface CallSummary {
 type Stream = ServerDuplexStream<Buffer, Uint8Array>;
 
 let nextCallId = 1;
+const TARGET_TASK_MS = 20;
+const MIN_TASK_BYTES = 16 * 1024;
 
 export class CallPipeline {
   private readonly pending: RowChunk[] = [];
@@ -69,6 +71,8 @@ export class CallPipeline {
   /** Script time the call's tasks have used, shared with the workers (they add to it as they finish). */
   private readonly budget = new Int32Array(newBudget());
   private readonly callId = nextCallId++;
+  /** Rows of one task, in bytes: chunkBytes, less for slow scripts (adaptTaskBytes). */
+  private taskBytes: number;
   private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
 
   constructor(
@@ -78,6 +82,7 @@ export class CallPipeline {
     private readonly options: PipelineOptions,
   ) {
     if (!spec.tableAllowed) this.tableState = 'streaming';
+    this.taskBytes = options.chunkBytes;
   }
 
   /** Runs the call to its end; resolves with the error that ended it, if any (never rejects). */
@@ -103,7 +108,8 @@ export class CallPipeline {
     try {
       // Parameterless calls run once, whatever arrives; aggregations keep every row until the end.
       if (this.spec.mode === 'once') return;
-      const target = this.spec.mode === 'rows' ? this.options.chunkBytes : Number.POSITIVE_INFINITY;
+      // Pieces small enough to make tasks of any size from (see adaptTaskBytes).
+      const target = this.spec.mode === 'rows' ? Math.min(this.options.chunkBytes, 4 * MIN_TASK_BYTES) : Number.POSITIVE_INFINITY;
       for (const chunk of splitRows(message, target)) {
         this.pending.push(chunk);
         this.pendingBytes += chunk.bytes.length;
@@ -123,7 +129,7 @@ export class CallPipeline {
   /** Starts tasks while the call has room in the pool and a full chunk (or the last rows) waits. */
   private pump(): void {
     while (!this.finished && this.inFlight < this.options.maxInFlight) {
-      const full = this.spec.mode === 'rows' && this.pendingBytes >= this.options.chunkBytes;
+      const full = this.spec.mode === 'rows' && this.pendingBytes >= this.taskBytes;
       const last = this.inputEnded && (this.pendingRows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
       if (!full && !last) break;
       this.dispatch();
@@ -131,13 +137,13 @@ export class CallPipeline {
     this.updateReading();
   }
 
-  /** Sends the waiting chunks, up to about chunkBytes, to the pool as one task. */
+  /** Sends the waiting chunks, up to about taskBytes, to the pool as one task. */
   private dispatch(): void {
     if (this.options.timeoutMs - Atomics.load(this.budget, BUDGET_SPENT_MS) <= 0) return this.failTimeout();
     const chunks: RowChunk[] = [];
     let bytes = 0;
     let rows = 0;
-    while (this.pending.length > 0 && (bytes < this.options.chunkBytes || this.spec.mode !== 'rows')) {
+    while (this.pending.length > 0 && (bytes < this.taskBytes || this.spec.mode !== 'rows')) {
       const chunk = this.pending.shift() as RowChunk;
       chunks.push(chunk);
       bytes += chunk.bytes.length;
@@ -165,6 +171,7 @@ export class CallPipeline {
       (result) => {
         this.inFlight--;
         this.scriptMs += result.scriptMs;
+        this.adaptTaskBytes(bytes, result.scriptMs);
         if (result.ok) {
           this.done.set(index, result);
           this.writeReady();
@@ -183,6 +190,16 @@ export class CallPipeline {
     );
   }
 
+  /**
+   * Slow scripts get smaller tasks, so the call's last round does not leave workers idle: a task
+   * should take about TARGET_TASK_MS. Fast scripts keep chunkBytes (measured best: bench/RESULTS.md).
+   */
+  private adaptTaskBytes(bytes: number, scriptMs: number): void {
+    if (this.spec.mode !== 'rows' || scriptMs <= TARGET_TASK_MS) return;
+    const fitting = Math.floor((bytes * TARGET_TASK_MS) / scriptMs);
+    this.taskBytes = Math.max(MIN_TASK_BYTES, Math.min(this.taskBytes, fitting));
+  }
+
   private failTimeout(): void {
     this.timedOut = true;
     this.fail(timeLimitError(this.options.timeoutMs));
@@ -193,7 +210,7 @@ export class CallPipeline {
    * the workers) or Qlik is not taking replies; aggregations read everything.
    */
   private updateReading(): void {
-    const saturated = this.spec.mode === 'rows' && this.pendingBytes >= this.options.chunkBytes;
+    const saturated = this.spec.mode === 'rows' && this.pendingBytes >= this.taskBytes;
     const shouldPause = !this.finished && (saturated || this.writeBlocked);
     if (shouldPause && !this.readPaused) this.call.pause();
     else if (!shouldPause && this.readPaused) this.call.resume();
