@@ -14,7 +14,7 @@ import type { Metrics } from './metrics';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { busyError, type WorkerPool } from './pool';
 import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
-import { MAX_REPLY_BYTES } from './rows';
+import { MAX_REPLY_BYTES } from './replies';
 
 /** Rows of one task: measured in bench/ (see bench/RESULTS.md). */
 export const CHUNK_BYTES = 256 * 1024;

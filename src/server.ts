@@ -13,7 +13,7 @@ import { toStatus } from './grpc-status';
 import { guardHeaderLimits } from './header-guard';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
-import { MAX_REPLY_BYTES } from './rows';
+import { MAX_REPLY_BYTES } from './replies';
 import { serverCredentials } from './tls';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';

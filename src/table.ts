@@ -5,7 +5,7 @@
 import { Metadata } from '@grpc/grpc-js';
 
 import { encodeMessage, messages } from './proto';
-import { encodeCells } from './rows';
+import { encodeCells } from './replies';
 import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './task';
 
 export const TABLE_HEADER = 'qlik-tabledescription-bin';

@@ -9,7 +9,8 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 
 import { PluginError, oneLine } from '../src/errors';
 import { memoryLimitError, timeLimitError } from '../src/limit-errors';
-import { decodeColumns, encodeCells, encodeNumbers, encodeUtf8, type Column } from '../src/rows';
+import { encodeCells, encodeNumbers, encodeUtf8 } from '../src/replies';
+import { decodeColumns, type Column } from '../src/rows';
 import {
   BUDGET_SPENT_MS,
   CONTROL_STATE,

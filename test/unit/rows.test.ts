@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 
 import { PluginError } from '../../src/errors';
 import { decodeMessage, messages } from '../../src/proto';
-import { decodeColumns, encodeCells, encodeNumbers, encodeStrings, splitRows } from '../../src/rows';
+import { encodeCells, encodeNumbers, encodeStrings } from '../../src/replies';
+import { decodeColumns, splitRows } from '../../src/rows';
 import { DataType } from '../../src/task';
 import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
 
