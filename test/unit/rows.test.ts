@@ -55,6 +55,27 @@ describe('decodeColumns', () => {
     assert.throws(() => decodeColumns([bundle], 2, [DataType.NUMERIC], 40), /row 41 has 2 values but the script takes 1 parameter/);
   });
 
+  it('decodes every value exactly as Node decodes it alone, valid UTF-8 or not (random bytes)', () => {
+    let seed = 7;
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const alphabet = [0x41, 0x7a, 0xc3, 0xa5, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0, 0x80, 0xff, 0xc0];
+    for (let round = 0; round < 200; round++) {
+      const values = Array.from({ length: 1 + Math.floor(random() * 6) }, () =>
+        Buffer.from(Array.from({ length: Math.floor(random() * 6) }, () => alphabet[Math.floor(random() * alphabet.length)] as number)),
+      );
+      const row = (bytes: Buffer): Buffer => {
+        const dual = bytes.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x12, bytes.length]), bytes]);
+        const inner = Buffer.concat([Buffer.from([0x0a, dual.length]), dual]);
+        return Buffer.concat([Buffer.from([0x0a, inner.length]), inner]);
+      };
+      const bundle = Buffer.concat(values.map(row));
+      const [s] = decodeColumns([bundle], values.length, [DataType.STRING], 0);
+      const expected = values.map((v) => v.toString('utf8'));
+      assert.equal(s?.strs?.text, expected.join(''), `round ${round}`);
+      assert.deepEqual(Array.from(s?.strs?.lengths ?? []), expected.map((e) => e.length), `round ${round}`);
+    }
+  });
+
   it('replaces invalid UTF-8 with U+FFFD rather than failing', () => {
     const bundle = Buffer.from([0x0a, 0x05, 0x0a, 0x03, 0x12, 0x01, 0xff]);
     const [s] = decodeColumns([bundle], 1, [DataType.STRING], 0);
