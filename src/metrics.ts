@@ -23,11 +23,12 @@ export class Metrics {
   /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
   private inFlight = 0;
 
-  constructor(pool: { queueSize: number; busyWorkers: number; threads: number }) {
+  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; lostWorkers: number }) {
     const registers = [this.registry];
     new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox worker', registers, collect() { this.set(pool.queueSize); } });
     new Gauge({ name: 'sse_busy_workers', help: 'Sandbox workers running a task', registers, collect() { this.set(pool.busyWorkers); } });
     new Gauge({ name: 'sse_workers', help: 'Sandbox worker threads', registers, collect() { this.set(pool.threads); } });
+    new Gauge({ name: 'sse_stuck_workers', help: 'Sandbox threads stuck after a fatal V8 error (their memory is held until the plugin restarts)', registers, collect() { this.set(pool.lostWorkers); } });
     const calls = (): number => this.inFlight;
     new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript calls running now', registers, collect() { this.set(calls()); } });
     collectDefaultMetrics({ register: this.registry });

@@ -3,7 +3,6 @@
  * (Qlik refuses a message over 4 MiB). Hand-written, as src/rows.ts, because it is the hot path.
  */
 import { PluginError } from './errors';
-import type { PackedStrings } from './rows';
 
 const TAG_ROW = 0x0a; // BundledRows.rows and Row.duals: field 1, length-delimited
 const TAG_NUM = 0x09; // Dual.numData: field 1, fixed64
@@ -115,19 +114,6 @@ export function encodeNumbers(nums: Float64Array, maxBytes: number = MAX_REPLY_B
     replies.push(buf);
   }
   return replies;
-}
-
-/** One STRING value per row, given packed as one string and UTF-16 lengths. */
-export function encodeStrings(packed: PackedStrings, maxBytes: number = MAX_REPLY_BYTES): Uint8Array[] {
-  const { text, lengths } = packed;
-  const byteLengths = new Uint32Array(lengths.length);
-  let at = 0;
-  for (let i = 0; i < lengths.length; i++) {
-    const chars = lengths[i] as number;
-    byteLengths[i] = Buffer.byteLength(text.slice(at, at + chars), 'utf8');
-    at += chars;
-  }
-  return encodeUtf8(Buffer.from(text, 'utf8'), byteLengths, maxBytes);
 }
 
 /** One STRING value per row, given as UTF-8 bytes and each value's byte length. */

@@ -23,6 +23,7 @@ const METRICS = [
   ['sse_queue_depth', 'gauge'],
   ['sse_busy_workers', 'gauge'],
   ['sse_workers', 'gauge'],
+  ['sse_stuck_workers', 'gauge'],
   ['sse_calls_in_flight', 'gauge'],
 ] as const;
 
@@ -44,6 +45,7 @@ describe('Prometheus metrics', () => {
     assert.match(response.contentType, /^text\/plain; version=0\.0\.4/);
     for (const [name, type] of METRICS) assert.match(response.body, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
     assert.equal(sampleValue(response.body, 'sse_workers'), 2);
+    assert.equal(sampleValue(response.body, 'sse_stuck_workers'), 0);
     assert.match(response.body, /^process_resident_memory_bytes \d+/m);
     assert.equal((await httpGet(`http://127.0.0.1:${port}/`)).status, 404);
   });

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 
 import { PluginError } from '../../src/errors';
 import { decodeMessage, messages } from '../../src/proto';
-import { encodeCells, encodeNumbers, encodeStrings } from '../../src/replies';
+import { encodeCells, encodeNumbers, encodeUtf8 } from '../../src/replies';
 import { decodeColumns, splitRows } from '../../src/rows';
 import { DataType } from '../../src/task';
 import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
@@ -91,9 +91,9 @@ describe('encoders', () => {
     assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.numData), Array.from(nums));
   });
 
-  it('encodeStrings handles ASCII, multi-byte text and empty strings', () => {
+  it('encodeUtf8 handles ASCII, multi-byte text and empty strings', () => {
     const values = ['abc', '', 'åäö', '😀', 'x'.repeat(150), 'y'.repeat(150)];
-    const replies = encodeStrings({ text: values.join(''), lengths: Uint32Array.from(values.map((v) => v.length)) }, 200);
+    const replies = encodeUtf8(Buffer.from(values.join(''), 'utf8'), Uint32Array.from(values.map((v) => Buffer.byteLength(v))), 200);
     assert.ok(replies.length >= 2);
     assert.ok(replies.every((r) => r.length <= 200));
     assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.strData), values);
