@@ -15,7 +15,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { decodeMessage, messages } from '../src/proto';
-import { DataType, FunctionType } from '../src/task';
+import { DataType, FunctionType } from '../src/shared/task';
 import { countRows, numericReply } from './wire';
 
 const raw = (value: Buffer): Buffer => value;

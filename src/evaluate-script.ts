@@ -7,14 +7,14 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { Config } from './config';
-import { PluginError } from './errors';
+import { PluginError } from './shared/errors';
 import { statusName, toStatus } from './grpc-status';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { busyError, type WorkerPool } from './pool';
 import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
-import { MAX_REPLY_BYTES } from './replies';
+import { MAX_REPLY_BYTES } from './shared/replies';
 
 /** Rows of one task: measured in bench/ (see bench/RESULTS.md). */
 export const CHUNK_BYTES = 256 * 1024;

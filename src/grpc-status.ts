@@ -1,6 +1,6 @@
 import { Metadata, status, type StatusObject } from '@grpc/grpc-js';
 
-import { PluginError, type ErrorCode } from './errors';
+import { PluginError, type ErrorCode } from './shared/errors';
 
 const STATUS_OF: Record<ErrorCode, status> = {
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,

@@ -6,13 +6,13 @@
  */
 import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 
-import { PluginError } from './errors';
+import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
-import { memoryLimitError, tableTooLargeError, timeLimitError } from './limit-errors';
+import { memoryLimitError, tableTooLargeError, timeLimitError } from './shared/limit-errors';
 import type { WorkerPool } from './pool';
-import { packChunks, splitRows, type RowChunk } from './rows';
+import { packChunks, splitRows, type RowChunk } from './shared/rows';
 import { assembleTable } from './table';
-import { BUDGET_SPENT_MS, newBudget, type EvaluateTask, type ScriptSpec, type TaskSuccess } from './task';
+import { BUDGET_SPENT_MS, newBudget, type EvaluateTask, type ScriptSpec, type TaskSuccess } from './shared/task';
 
 export const CACHE_HEADER = 'qlik-cache';
 

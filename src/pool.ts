@@ -14,9 +14,9 @@ import path from 'node:path';
 import Piscina from 'piscina';
 
 import type { Config } from './config';
-import { PluginError } from './errors';
-import { memoryLimitError } from './limit-errors';
-import { CONTROL_STATE, CONTROL_TIMEOUT_MS, TASK_QUEUED, TASK_RUNNING, newControl, type EvaluateTask, type TaskResult } from './task';
+import { PluginError } from './shared/errors';
+import { memoryLimitError } from './shared/limit-errors';
+import { CONTROL_STATE, CONTROL_TIMEOUT_MS, TASK_QUEUED, TASK_RUNNING, newControl, type EvaluateTask, type TaskResult } from './shared/task';
 import type { SandboxLimits } from '../workers/sandbox';
 
 const WORKER_FILE = path.join(__dirname, '..', 'workers', 'evaluate.js');

@@ -4,9 +4,9 @@
  */
 import type { Metadata } from '@grpc/grpc-js';
 
-import { PluginError } from './errors';
+import { PluginError } from './shared/errors';
 import { decodeMessage, messages } from './proto';
-import { DataType, FunctionType, type EvaluationMode, type ScriptSpec } from './task';
+import { DataType, FunctionType, type EvaluationMode, type ScriptSpec } from './shared/task';
 
 export const SCRIPT_HEADER = 'qlik-scriptrequestheader-bin';
 export const COMMON_HEADER = 'qlik-commonrequestheader-bin';

@@ -8,12 +8,12 @@ import { loadSync } from '@grpc/proto-loader';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 
 import { capabilities } from './capabilities';
-import { PluginError } from './errors';
+import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
 import { guardHeaderLimits } from './header-guard';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
-import { MAX_REPLY_BYTES } from './replies';
+import { MAX_REPLY_BYTES } from './shared/replies';
 import { serverCredentials } from './tls';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';

@@ -5,8 +5,8 @@
 import { Metadata } from '@grpc/grpc-js';
 
 import { encodeMessage, messages } from './proto';
-import { encodeCells } from './replies';
-import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './task';
+import { encodeCells } from './shared/replies';
+import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './shared/task';
 
 export const TABLE_HEADER = 'qlik-tabledescription-bin';
 

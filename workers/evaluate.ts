@@ -7,10 +7,10 @@ import { workerData } from 'node:worker_threads';
 
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 
-import { PluginError, oneLine } from '../src/errors';
-import { memoryLimitError, timeLimitError } from '../src/limit-errors';
-import { encodeCells, encodeNumbers, encodeUtf8 } from '../src/replies';
-import { decodeColumns, type Column } from '../src/rows';
+import { PluginError, oneLine } from '../src/shared/errors';
+import { memoryLimitError, timeLimitError } from '../src/shared/limit-errors';
+import { encodeCells, encodeNumbers, encodeUtf8 } from '../src/shared/replies';
+import { decodeColumns, type Column } from '../src/shared/rows';
 import {
   BUDGET_SPENT_MS,
   CONTROL_STATE,
@@ -22,7 +22,7 @@ import {
   type ScriptSpec,
   type TaskResult,
   type TaskSuccess,
-} from '../src/task';
+} from '../src/shared/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { Sandbox, type SandboxLimits } from './sandbox';

@@ -4,8 +4,8 @@
  * can bend its shape. Before anything leaves the worker, check it is what the plugin expects, so a
  * hostile result can only fail its own call, never confuse (or amplify work in) the main process.
  */
-import { PluginError } from '../src/errors';
-import { DataType } from '../src/task';
+import { PluginError } from '../src/shared/errors';
+import { DataType } from '../src/shared/task';
 import type { RuntimeOutput, RuntimeTable } from './isolate-runtime';
 
 type Success = Extract<RuntimeOutput, { ok: true }>;

@@ -6,9 +6,9 @@
  */
 import ivm from 'isolated-vm';
 
-import { PluginError } from '../src/errors';
-import { memoryLimitError, timeLimitError } from '../src/limit-errors';
-import type { ScriptSpec } from '../src/task';
+import { PluginError } from '../src/shared/errors';
+import { memoryLimitError, timeLimitError } from '../src/shared/limit-errors';
+import type { ScriptSpec } from '../src/shared/task';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 
 const RUNTIME_SOURCE = `(${installRuntime.toString()})(globalThis)`;

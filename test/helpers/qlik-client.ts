@@ -5,7 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { PROTO_PATH, decodeMessage, encodeMessage, messages } from '../../src/proto';
-import { DataType, FunctionType } from '../../src/task';
+import { DataType, FunctionType } from '../../src/shared/task';
 
 export { DataType, FunctionType, PROTO_PATH };
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { MAX_REPLY_BYTES } from '../../src/replies';
+import { MAX_REPLY_BYTES } from '../../src/shared/replies';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 
