@@ -1,39 +1,46 @@
 /**
- * Composition root: config -> pool -> server (+ metrics). Used by main.ts and by the tests, which
- * start the real plugin on 127.0.0.1:0.
+ * Composition root: config -> sandbox processes -> server (+ metrics). Used by main.ts and by the
+ * tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
 
 import type { Config } from './config';
 import { createLogger, type Logger } from './log';
 import { Metrics } from './metrics';
-import { WorkerPool } from './pool';
+import { SandboxPool } from './sandbox-pool';
 import { startServer, type RunningServer } from './server';
 
 export interface Plugin {
   readonly port: number;
   readonly metricsPort: number | undefined;
-  readonly pool: WorkerPool;
+  readonly pool: SandboxPool;
   readonly logger: Logger;
   /**
-   * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), close
-   * the pool (its workers dispose their isolates), close the metrics endpoint.
+   * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), end the
+   * sandbox processes, close the metrics endpoint.
    */
   stop(graceMs?: number): Promise<void>;
-  /**
-   * Called when as many sandbox threads as the pool allows are stuck in native code (src/pool.ts):
-   * health is NOT_SERVING from then on and the process should be restarted to free their memory.
-   */
-  onDegraded(listener: () => void): void;
 }
 
+/** With no sandbox process ready for this long (a crash loop), health says NOT_SERVING. */
+const UNAVAILABLE_GRACE_MS = 5_000;
+
 export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Plugin> {
-  const pool = new WorkerPool(config);
-  const metrics = new Metrics(pool);
+  let metrics: Metrics | undefined;
+  let running: RunningServer | undefined;
   let draining = false;
-  let running: RunningServer;
+  let unavailableTimer: NodeJS.Timeout | undefined;
+  const pool = new SandboxPool({ ...config }, logger, {
+    restarted: (reason) => metrics?.sandboxRestarts.inc({ reason }),
+    availability: (available) => {
+      clearTimeout(unavailableTimer);
+      if (available && !draining) running?.setServing('SERVING');
+      if (!available) unavailableTimer = setTimeout(() => running?.setServing('NOT_SERVING'), UNAVAILABLE_GRACE_MS).unref();
+    },
+  });
+  metrics = new Metrics(pool);
   try {
-    await pool.ready();
+    await pool.start();
     running = await startServer({ config, pool, logger, metrics, draining: () => draining });
   } catch (error) {
     await pool.close();
@@ -52,31 +59,25 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     }
   }
   running.setServing('SERVING');
-  const degradedListeners: (() => void)[] = [];
-  pool.onDegraded = () => {
-    logger.error(
-      { lostWorkers: pool.lostWorkers },
-      'sandbox threads are stuck in native code after fatal out-of-memory errors in scripts; the plugin must restart to free their memory',
-    );
-    running.setServing('NOT_SERVING');
-    for (const listener of degradedListeners) listener();
-  };
+  const server = running;
+  const callMetrics = metrics;
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = config.shutdownGraceMs): Promise<void> => {
     stopping ??= (async () => {
       const deadline = Date.now() + graceMs;
       draining = true;
-      running.setServing('NOT_SERVING');
-      await callsEnded(metrics, deadline);
-      if (metrics.callsInFlight > 0) logger.warn({ calls: metrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
-      await shutdownServer(running, deadline);
+      clearTimeout(unavailableTimer);
+      server.setServing('NOT_SERVING');
+      await callsEnded(callMetrics, deadline);
+      if (callMetrics.callsInFlight > 0) logger.warn({ calls: callMetrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
+      await shutdownServer(server, deadline);
       await pool.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, logger, stop, onDegraded: (listener) => void degradedListeners.push(listener) };
+  return { port: running.port, metricsPort, pool, logger, stop };
 }
 
 const DRAIN_POLL_MS = 25;

@@ -11,7 +11,12 @@ export interface Config {
   readonly host: string;
   readonly tlsDir: string | undefined;
   readonly allowScript: boolean;
+  /** Sandbox threads over all sandbox processes. */
   readonly workers: number;
+  /** Sandbox processes the threads are split over. */
+  readonly sandboxProcesses: number;
+  /** Resident memory past which the front ends a sandbox process (MB); undefined: from its thread count (defaultSandboxMemoryMb). */
+  readonly sandboxMemoryMb: number | undefined;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -65,6 +70,14 @@ const nonEmpty: Variable<string> = {
   accepts: 'a non-empty value',
 };
 
+/**
+ * Two threads a process: a process that dies takes at most two threads' tasks with it (they are sent
+ * again), while each process costs its own Node.js runtime (~45 MB): see README "Sandbox processes".
+ */
+export function defaultSandboxProcesses(workers: number): number {
+  return Math.max(Math.min(workers, 2), Math.ceil(workers / 2));
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const problems: string[] = [];
   function read<T>(name: string, variable: Variable<T>, fallback: T): T {
@@ -82,12 +95,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tlsDir = optional('SSE_TLS_DIR', nonEmpty);
   const host = read('SSE_HOST', nonEmpty, tlsDir === undefined ? '127.0.0.1' : '0.0.0.0');
   const workers = read('SSE_WORKERS', integer(1, 256), availableParallelism());
+  const sandboxProcesses = read('SSE_SANDBOX_PROCESSES', integer(1, workers), defaultSandboxProcesses(workers));
   const config: Config = {
     port: read('SSE_PORT', integer(0, 65_535), 50_051),
     host,
     tlsDir,
     allowScript: read('SSE_ALLOW_SCRIPT', boolean, true),
     workers,
+    sandboxProcesses,
+    sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),

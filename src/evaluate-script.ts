@@ -12,7 +12,7 @@ import { statusName, toStatus } from './grpc-status';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
 import { CallPipeline, type CallSummary } from './pipeline';
-import { busyError, type WorkerPool } from './pool';
+import { busyError, type SandboxPool } from './sandbox-pool';
 import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
 import { MAX_REPLY_BYTES } from './shared/replies';
 
@@ -21,7 +21,7 @@ export const CHUNK_BYTES = 256 * 1024;
 
 export interface HandlerDeps {
   readonly config: Config;
-  readonly pool: WorkerPool;
+  readonly pool: SandboxPool;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** True once shutdown began: new calls are refused. */

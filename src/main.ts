@@ -43,7 +43,7 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
     logger.info({ reason, graceMs: config.shutdownGraceMs }, 'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)');
     plugin.stop().then(
       () => {
-        logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandboxes disposed, pool closed');
+        logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandbox processes ended');
         exitWhenIdle(logger, plugin, code);
       },
       (error: unknown) => {
@@ -54,24 +54,14 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
   };
   process.on('SIGTERM', () => stopThenExit('SIGTERM', 0));
   process.on('SIGINT', () => stopThenExit('SIGINT', 0));
-  // Exit 1 so that a service manager (systemd Restart=on-failure, a container restart policy) restarts us.
-  plugin.onDegraded(() => stopThenExit('sandbox threads stuck', EXIT_FAILURE));
 }
 
-/**
- * A sandbox thread stuck in native code (src/pool.ts) can never be joined, and Node's exit waits for
- * every thread: process.exit() would hang. Only SIGKILL ends such a process.
- */
-function exitNow(logger: Logger, plugin: Plugin, code: number): void {
-  if (plugin.pool.lostWorkers > 0) {
-    logger.error({ lostWorkers: plugin.pool.lostWorkers }, 'sandbox threads are stuck in native code: ending the process with SIGKILL');
-    process.kill(process.pid, 'SIGKILL');
-  }
+/** Sandbox processes end themselves when their channel closes (workers/sandbox-main.ts). */
+function exitNow(_logger: Logger, _plugin: Plugin, code: number): void {
   process.exit(code);
 }
 
-function exitWhenIdle(logger: Logger, plugin: Plugin, code: number): void {
-  if (plugin.pool.lostWorkers > 0) exitNow(logger, plugin, code);
+function exitWhenIdle(logger: Logger, _plugin: Plugin, code: number): void {
   process.exitCode = code;
   setTimeout(() => {
     logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');

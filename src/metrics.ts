@@ -20,15 +20,30 @@ export class Metrics {
   readonly memoryDisposals = new Counter({ name: 'sse_memory_limit_disposals_total', help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB', registers: [this.registry] });
   readonly isolateRebuilds = new Counter({ name: 'sse_isolate_rebuilds_total', help: 'Sandboxes rebuilt after a disposal', registers: [this.registry] });
   readonly busyRefusals = new Counter({ name: 'sse_busy_refusals_total', help: 'Calls refused because the queue was full', registers: [this.registry] });
+  readonly sandboxRestarts = new Counter({
+    name: 'sse_sandbox_restarts_total',
+    help: 'Sandbox processes replaced, by reason (crash, exit, memory-fence, stuck, fatal, start-failure)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
   private inFlight = 0;
 
-  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; lostWorkers: number }) {
+  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] }) {
     const registers = [this.registry];
-    new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox worker', registers, collect() { this.set(pool.queueSize); } });
-    new Gauge({ name: 'sse_busy_workers', help: 'Sandbox workers running a task', registers, collect() { this.set(pool.busyWorkers); } });
-    new Gauge({ name: 'sse_workers', help: 'Sandbox worker threads', registers, collect() { this.set(pool.threads); } });
-    new Gauge({ name: 'sse_stuck_workers', help: 'Sandbox threads stuck after a fatal V8 error (their memory is held until the plugin restarts)', registers, collect() { this.set(pool.lostWorkers); } });
+    new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox thread', registers, collect() { this.set(pool.queueSize); } });
+    new Gauge({ name: 'sse_busy_workers', help: 'Sandbox threads running a task', registers, collect() { this.set(pool.busyWorkers); } });
+    new Gauge({ name: 'sse_workers', help: 'Sandbox threads in sandbox processes that are ready', registers, collect() { this.set(pool.threads); } });
+    new Gauge({
+      name: 'sse_sandbox_resident_bytes',
+      help: 'Resident memory of each sandbox process (Linux)',
+      labelNames: ['sandbox'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const { index, bytes } of pool.residentBytes()) this.set({ sandbox: String(index) }, bytes);
+      },
+    });
     const calls = (): number => this.inFlight;
     new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript calls running now', registers, collect() { this.set(calls()); } });
     collectDefaultMetrics({ register: this.registry });

@@ -9,10 +9,11 @@ import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
 import { memoryLimitError, tableTooLargeError, timeLimitError } from './shared/limit-errors';
-import type { WorkerPool } from './pool';
+import type { CallBudget, SandboxPool } from './sandbox-pool';
+import type { CallSpec } from './shared/channel';
 import { packChunks, splitRows, type RowChunk } from './shared/rows';
 import { assembleTable } from './table';
-import { BUDGET_SPENT_MS, newBudget, type EvaluateTask, type ScriptSpec, type TaskSuccess } from './shared/task';
+import type { ScriptSpec, TaskSuccess } from './shared/task';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -43,7 +44,9 @@ const TARGET_TASK_MS = 20;
 const MIN_TASK_BYTES = 16 * 1024;
 
 export class CallPipeline {
-  private readonly pending: RowChunk[] = [];
+  /** Row chunks not yet sent, from pendingHead on (an index, not shift(): a call may bring 100,000s of messages). */
+  private pending: RowChunk[] = [];
+  private pendingHead = 0;
   private pendingBytes = 0;
   private pendingRows = 0;
   private rowsIn = 0;
@@ -68,9 +71,10 @@ export class CallPipeline {
   private finished = false;
   /** Aborted when the call ends early, so the pool drops its queued tasks. */
   private readonly ended = new AbortController();
-  /** Script time the call's tasks have used, shared with the workers (they add to it as they finish). */
-  private readonly budget = new Int32Array(newBudget());
+  /** Script time the call's tasks have used, as their results come back. */
+  private readonly budget: CallBudget = { spentMs: 0 };
   private readonly callId = nextCallId++;
+  private readonly callSpec: CallSpec;
   /** Rows of one task, in bytes: chunkBytes, less for slow scripts (adaptTaskBytes). */
   private taskBytes: number;
   private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
@@ -78,10 +82,11 @@ export class CallPipeline {
   constructor(
     private readonly call: Stream,
     private readonly spec: ScriptSpec,
-    private readonly pool: WorkerPool,
+    private readonly pool: SandboxPool,
     private readonly options: PipelineOptions,
   ) {
     if (!spec.tableAllowed) this.tableState = 'streaming';
+    this.callSpec = { spec, callTimeoutMs: options.timeoutMs, maxReplyBytes: options.maxReplyBytes };
     this.taskBytes = options.chunkBytes;
   }
 
@@ -117,8 +122,8 @@ export class CallPipeline {
         this.rowsIn += chunk.rows;
       }
       // An aggregation's rows all go into one sandbox: more than its heap can hold cannot succeed.
-      if (this.spec.mode === 'aggregate' && this.pendingBytes > this.pool.config.memoryLimitMb * 1024 * 1024) {
-        return this.fail(memoryLimitError(this.pool.config.memoryLimitMb, `the aggregation's rows (${this.pendingBytes} bytes) do not fit`));
+      if (this.spec.mode === 'aggregate' && this.pendingBytes > this.memoryLimitBytes) {
+        return this.fail(memoryLimitError(this.pool.settings.memoryLimitMb, `the aggregation's rows (${this.pendingBytes} bytes) do not fit`));
       }
       this.pump();
     } catch (error) {
@@ -126,9 +131,16 @@ export class CallPipeline {
     }
   }
 
-  /** Starts tasks while the call has room in the pool and a full chunk (or the last rows) waits. */
+  private get memoryLimitBytes(): number {
+    return this.pool.settings.memoryLimitMb * 1024 * 1024;
+  }
+
+  /**
+   * Starts tasks while the call has room in the pool and a full chunk (or the last rows) waits, and
+   * Qlik takes the replies: while writes are blocked nothing more is produced.
+   */
   private pump(): void {
-    while (!this.finished && this.inFlight < this.options.maxInFlight) {
+    while (!this.finished && !this.writeBlocked && this.inFlight < this.options.maxInFlight) {
       const full = this.spec.mode === 'rows' && this.pendingBytes >= this.taskBytes;
       const last = this.inputEnded && (this.pendingRows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
       if (!full && !last) break;
@@ -139,38 +151,27 @@ export class CallPipeline {
 
   /** Sends the waiting chunks, up to about taskBytes, to the pool as one task. */
   private dispatch(): void {
-    if (this.options.timeoutMs - Atomics.load(this.budget, BUDGET_SPENT_MS) <= 0) return this.failTimeout();
-    const chunks: RowChunk[] = [];
+    if (this.options.timeoutMs - this.budget.spentMs <= 0) return this.failTimeout();
+    const chunks = this.takePending();
     let bytes = 0;
     let rows = 0;
-    while (this.pending.length > 0 && (bytes < this.taskBytes || this.spec.mode !== 'rows')) {
-      const chunk = this.pending.shift() as RowChunk;
-      chunks.push(chunk);
+    for (const chunk of chunks) {
       bytes += chunk.bytes.length;
       rows += chunk.rows;
     }
     this.pendingBytes -= bytes;
     this.pendingRows -= rows;
-    const task: Omit<EvaluateTask, 'control'> = {
-      callId: this.callId,
-      spec: this.spec,
-      // One packed copy: gRPC's buffers may share a larger ArrayBuffer that postMessage would clone whole.
-      bundles: [packChunks(chunks)],
-      rows,
-      firstRow: this.rowsDispatched,
-      callTimeoutMs: this.options.timeoutMs,
-      budget: this.budget.buffer as SharedArrayBuffer,
-      maxReplyBytes: this.options.maxReplyBytes,
-    };
+    const firstRow = this.rowsDispatched;
     this.rowsDispatched += rows;
     const index = this.nextTask++;
     this.inFlight++;
-    // The budget is read again when the task starts: queued tasks must not run on a stale one.
-    const transferList = task.bundles.map((b) => b.buffer as ArrayBuffer);
-    this.pool.run(task, { signal: this.ended.signal, transferList }).then(
+    // One packed copy: the chunks are views of gRPC's message buffers, which need not stay alive.
+    const request = { callId: this.callId, call: this.callSpec, bytes: packChunks(chunks), rows, firstRow, budget: this.budget, signal: this.ended.signal };
+    this.pool.run(request).then(
       (result) => {
         this.inFlight--;
         this.scriptMs += result.scriptMs;
+        this.budget.spentMs += result.scriptMs;
         this.adaptTaskBytes(bytes, result.scriptMs);
         if (result.ok) {
           this.done.set(index, result);
@@ -188,6 +189,20 @@ export class CallPipeline {
         this.fail(PluginError.from(error));
       },
     );
+  }
+
+  /** The waiting chunks of one task: about taskBytes of them, or all for an aggregation. */
+  private takePending(): RowChunk[] {
+    let end = this.pendingHead;
+    let bytes = 0;
+    while (end < this.pending.length && (bytes < this.taskBytes || this.spec.mode !== 'rows')) bytes += (this.pending[end++] as RowChunk).bytes.length;
+    const chunks = this.pending.slice(this.pendingHead, end);
+    this.pendingHead = end;
+    if (this.pendingHead === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    }
+    return chunks;
   }
 
   /**
@@ -225,8 +240,8 @@ export class CallPipeline {
         this.tableState = 'holding';
         this.held.push(result);
         // Held tables wait in this process until the last row: cap them like any result.
-        this.heldBytes += result.replies.reduce((n, reply) => n + reply.byteLength, 0);
-        if (this.heldBytes > this.pool.config.memoryLimitMb * 1024 * 1024) return this.fail(tableTooLargeError(this.pool.config.memoryLimitMb));
+        this.heldBytes += result.table.cells.byteLength + result.replies.reduce((n, reply) => n + reply.byteLength, 0);
+        if (this.heldBytes > this.memoryLimitBytes) return this.fail(tableTooLargeError(this.pool.settings.memoryLimitMb));
         continue;
       }
       this.tableState = 'streaming';
@@ -252,6 +267,7 @@ export class CallPipeline {
       return;
     }
     this.finished = true;
+    this.pool.closeCall(this.callId);
     const trailers = new Metadata();
     if (this.nondeterministic) trailers.set(CACHE_HEADER, 'no-store');
     this.call.end(trailers);
@@ -260,7 +276,8 @@ export class CallPipeline {
 
   private writeHeld(): void {
     const chunks = this.held.map((r) => r.table).filter((t) => t !== null);
-    const table = chunks.length === this.held.length ? assembleTable(chunks, this.options.maxReplyBytes) : null;
+    const limits = { maxReplyBytes: this.options.maxReplyBytes, maxBytes: this.memoryLimitBytes, memoryLimitMb: this.pool.settings.memoryLimitMb };
+    const table = chunks.length === this.held.length ? assembleTable(chunks, limits) : null;
     if (table === null) {
       for (const result of this.held.splice(0)) this.write(result);
       return;
@@ -277,7 +294,9 @@ export class CallPipeline {
     if (this.finished) return;
     this.finished = true;
     this.ended.abort();
-    this.pending.length = 0;
+    this.pool.closeCall(this.callId);
+    this.pending = [];
+    this.pendingHead = 0;
     this.held.length = 0;
     this.done.clear();
     if (this.readPaused) this.call.resume();

@@ -1,11 +1,16 @@
 /**
  * Multi-column results for LOAD … EXTENSION: the table-shaped chunks of a call are joined into one
- * table whose fields are the union of the chunks' keys, typed by what every row holds.
+ * table whose fields are the union of the chunks' keys, typed by what every row holds. Cells arrive
+ * encoded by the sandbox (workers/table-cells.ts), so joining is copying bytes; a cell a row lacks
+ * is Qlik's null. The joined size is computed from the chunks before anything is built, so a table
+ * whose union of keys would multiply its size (a new key every few rows) fails at once instead of
+ * growing rows x keys cells on the event loop.
  */
 import { Metadata } from '@grpc/grpc-js';
 
+import { tableTooLargeError } from './shared/limit-errors';
 import { encodeMessage, messages } from './proto';
-import { encodeCells } from './shared/replies';
+import { NULL_CELL, RowMessageWriter } from './shared/replies';
 import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './shared/task';
 
 export const TABLE_HEADER = 'qlik-tabledescription-bin';
@@ -16,58 +21,95 @@ export interface EncodedTable {
   readonly rows: number;
 }
 
+export interface TableLimits {
+  readonly maxReplyBytes: number;
+  /** The most bytes the joined table may take (SSE_MEMORY_LIMIT_MB). */
+  readonly maxBytes: number;
+  readonly memoryLimitMb: number;
+}
+
+/** Row entries take at most this much framing each (tag and a length of up to 5 bytes). */
+const ROW_FRAMING_BYTES = 6;
+
 /** Joins chunks (in row order, all of one shape) into a table; returns null for mixed shapes. */
-export function assembleTable(chunks: readonly TableChunk[], maxReplyBytes: number): EncodedTable | null {
+export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits): EncodedTable | null {
   const shape = chunks[0]?.shape;
   if (shape === undefined || chunks.some((c) => c.shape !== shape)) return null;
   const keys = unionKeys(chunks, shape);
+  const totalRows = chunks.reduce((n, c) => n + c.rows, 0);
+  const joinedBytes = chunks.reduce((n, c) => n + c.cells.byteLength + (keys.length - c.keys.length) * c.rows * NULL_CELL.byteLength + c.rows * ROW_FRAMING_BYTES, 0);
+  if (joinedBytes > limits.maxBytes) throw tableTooLargeError(limits.memoryLimitMb);
   const index = new Map(keys.map((key, i) => [key, i]));
   // For each chunk, the chunk's column holding each table column (or -1).
   const columnMaps = chunks.map((chunk) => {
     const map = new Int32Array(keys.length).fill(-1);
-    chunk.keys.forEach((key, c) => map[index.get(key) as number] = c);
+    chunk.keys.forEach((key, c) => (map[index.get(key) as number] = c));
     return map;
   });
-  const seen = keys.map(() => ({ number: false, text: false }));
-  const rowRefs: [number, number][] = [];
-  chunks.forEach((chunk, k) => {
-    const rows = chunk.columns[0]?.kinds.length ?? 0;
-    for (let r = 0; r < rows; r++) rowRefs.push([k, r]);
-    chunk.columns.forEach((column, c) => {
-      const at = index.get(chunk.keys[c] as string) as number;
-      const types = seen[at] as { number: boolean; text: boolean };
-      for (const kind of column.kinds) {
-        if (kind === CELL_NUMBER) types.number = true;
-        else if (kind === CELL_TEXT) types.text = true;
-      }
-    });
-  });
-  const fields = keys.map((name, i) => {
-    const { number, text } = seen[i] as { number: boolean; text: boolean };
-    const dataType = number && text ? DataType.DUAL : text ? DataType.STRING : DataType.NUMERIC;
-    return { name, dataType };
-  });
-  const replies = encodeCells(
-    rowRefs.length,
-    keys.length,
-    (row, col, cell) => {
-      const [k, r] = rowRefs[row] as [number, number];
-      const source = (columnMaps[k] as Int32Array)[col] as number;
-      const column = source < 0 ? undefined : (chunks[k] as TableChunk).columns[source];
-      cell.num = column ? (column.nums[r] as number) : Number.NaN;
-      const str = column?.strs[r];
-      cell.str = str === '' ? undefined : str;
-    },
-    maxReplyBytes,
-  );
+  const replies = joinRows(chunks, columnMaps, keys.length, joinedBytes, limits.maxReplyBytes);
   const metadata = new Metadata();
-  metadata.set(TABLE_HEADER, encodeMessage(messages.TableDescription, { fields, numberOfRows: rowRefs.length }));
-  return { metadata, replies, rows: rowRefs.length };
+  metadata.set(TABLE_HEADER, encodeMessage(messages.TableDescription, { fields: fieldTypes(chunks, keys, index), numberOfRows: totalRows }));
+  return { metadata, replies, rows: totalRows };
+}
+
+function joinRows(chunks: readonly TableChunk[], columnMaps: readonly Int32Array[], width: number, joinedBytes: number, maxReplyBytes: number): Uint8Array[] {
+  const writer = new RowMessageWriter(maxReplyBytes, joinedBytes);
+  let row = 0;
+  let written = 0;
+  chunks.forEach((chunk, k) => {
+    const map = columnMaps[k] as Int32Array;
+    const { rows, cells, cellEnds } = chunk;
+    for (let r = 0; r < rows; r++, row++) {
+      let rowBytes = 0;
+      for (let u = 0; u < width; u++) {
+        const c = map[u] as number;
+        rowBytes += c < 0 ? NULL_CELL.byteLength : cellBytes(cellEnds, c * rows + r);
+      }
+      const start = writer.beginRow(rowBytes, row, joinedBytes - written);
+      let pos = start.pos;
+      for (let u = 0; u < width; u++) {
+        const c = map[u] as number;
+        if (c < 0) {
+          start.out.set(NULL_CELL, pos);
+          pos += NULL_CELL.byteLength;
+        } else {
+          const i = c * rows + r;
+          const from = i === 0 ? 0 : (cellEnds[i - 1] as number);
+          start.out.set(cells.subarray(from, cellEnds[i] as number), pos);
+          pos += (cellEnds[i] as number) - from;
+        }
+      }
+      written += pos - start.pos;
+      writer.endRow(pos);
+    }
+  });
+  return writer.finish();
+}
+
+function cellBytes(cellEnds: Uint32Array, i: number): number {
+  return (cellEnds[i] as number) - (i === 0 ? 0 : (cellEnds[i - 1] as number));
+}
+
+/** numbers only -> NUMERIC, text only -> STRING, both -> DUAL; nulls do not count. */
+function fieldTypes(chunks: readonly TableChunk[], keys: readonly string[], index: Map<string, number>): { name: string; dataType: DataType }[] {
+  const seen = keys.map(() => ({ number: false, text: false }));
+  for (const chunk of chunks) {
+    chunk.keys.forEach((key, c) => {
+      const types = seen[index.get(key) as number] as { number: boolean; text: boolean };
+      const kinds = chunk.kinds.subarray(c * chunk.rows, (c + 1) * chunk.rows);
+      if (!types.number && kinds.includes(CELL_NUMBER)) types.number = true;
+      if (!types.text && kinds.includes(CELL_TEXT)) types.text = true;
+    });
+  }
+  return keys.map((name, i) => {
+    const { number, text } = seen[i] as { number: boolean; text: boolean };
+    return { name, dataType: number && text ? DataType.DUAL : text ? DataType.STRING : DataType.NUMERIC };
+  });
 }
 
 function unionKeys(chunks: readonly TableChunk[], shape: TableChunk['shape']): string[] {
   if (shape === 'array') {
-    const width = Math.max(0, ...chunks.map((c) => c.keys.length));
+    const width = chunks.reduce((n, c) => Math.max(n, c.keys.length), 0);
     return Array.from({ length: width }, (_, i) => `Field${i + 1}`);
   }
   const keys = new Set<string>();

@@ -1,7 +1,9 @@
 /**
- * Piscina entry point: decodes a task's rows into columns, runs the sandbox over them, encodes the
- * replies. Every failure is turned into data (TaskFailure); nothing is thrown across the thread.
- * The task's control cell tells the pool when it started and with what time limit (src/pool.ts).
+ * Piscina thread entry point, inside a sandbox process: decodes a task's rows into columns, runs the
+ * sandbox over them, encodes the replies (and table cells). Every failure is turned into data
+ * (TaskFailure); nothing is thrown across the thread. The task's control cell tells the sandbox
+ * process when it started, with what time limit, and whether V8 gave up on the isolate
+ * (workers/thread-pool.ts).
  */
 import { workerData } from 'node:worker_threads';
 
@@ -17,6 +19,7 @@ import {
   CONTROL_TIMEOUT_MS,
   DataType,
   TASK_DONE,
+  TASK_FATAL,
   TASK_RUNNING,
   type EvaluateTask,
   type ScriptSpec,
@@ -26,16 +29,35 @@ import {
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { Sandbox, type SandboxLimits } from './sandbox';
+import { encodeTableChunk } from './table-cells';
+
+/** A table chunk's encoded cells may take up to the memory limit (the front bounds the joined table again). */
+function tableBytes(): number {
+  return limits.memoryLimitMb * 1024 * 1024;
+}
 
 const limits = workerData as SandboxLimits;
 let sandbox: Sandbox | undefined;
+/** The control cell of the task running now: onCatastrophicError marks it (see newSandbox). */
+let runningControl: Int32Array | undefined;
 
 const MODE = { rows: 0, aggregate: 1, once: 2 } as const;
 const ALLOCATION_REFUSED = /^(Array buffer allocation failed|Invalid string length|Invalid typed array length)/;
 
 /** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
 export function warmUp(): void {
-  sandbox ??= new Sandbox(limits);
+  sandbox ??= newSandbox();
+}
+
+/**
+ * isolated-vm calls onCatastrophicError when V8 has lost control of an isolate (isolated-vm #107,
+ * #527); its README says to end the process. Marking the task lets the sandbox process name it as
+ * the culprit and retire (workers/thread-pool.ts); the front then ends the process.
+ */
+function newSandbox(): Sandbox {
+  return new Sandbox(limits, () => {
+    if (runningControl) Atomics.store(runningControl, CONTROL_STATE, TASK_FATAL);
+  });
 }
 
 export default function evaluate(task: EvaluateTask): TaskResult {
@@ -45,7 +67,9 @@ export default function evaluate(task: EvaluateTask): TaskResult {
   const timeoutMs = task.callTimeoutMs - Atomics.load(spent, BUDGET_SPENT_MS);
   Atomics.store(control, CONTROL_TIMEOUT_MS, Math.max(0, timeoutMs));
   Atomics.store(control, CONTROL_STATE, TASK_RUNNING);
+  runningControl = control;
   const result = timeoutMs > 0 ? evaluateWithin(task, timeoutMs) : timedOut(task.callTimeoutMs);
+  runningControl = undefined;
   Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
   Atomics.store(control, CONTROL_STATE, TASK_DONE);
   return result.ok ? (movable(result) as unknown as TaskResult) : result;
@@ -59,16 +83,17 @@ function timedOut(callTimeoutMs: number): TaskResult {
 function movable(result: TaskSuccess): unknown {
   const buffers = new Set<ArrayBuffer>();
   for (const reply of result.replies) buffers.add(reply.buffer as ArrayBuffer);
-  for (const column of result.table?.columns ?? []) {
-    buffers.add(column.nums.buffer as ArrayBuffer);
-    buffers.add(column.kinds.buffer as ArrayBuffer);
+  if (result.table) {
+    buffers.add(result.table.cells.buffer as ArrayBuffer);
+    buffers.add(result.table.cellEnds.buffer as ArrayBuffer);
+    buffers.add(result.table.kinds.buffer as ArrayBuffer);
   }
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result });
 }
 
 function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
   const started = performance.now();
-  sandbox ??= new Sandbox(limits);
+  sandbox ??= newSandbox();
   const rebuildsBefore = sandbox.rebuilds;
   try {
     const { spec } = task;
@@ -84,7 +109,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
       replies: encodeReplies(output, spec.returnType, task.maxReplyBytes),
       rowsOut,
       nondeterministic: output.nondet,
-      table: output.table,
+      table: output.table === null ? null : encodeTableChunk(output.table, task.rows, tableBytes(), limits.memoryLimitMb),
       scriptMs,
     };
   } catch (error) {

@@ -62,6 +62,8 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   const F64 = Float64Array;
   const U32 = Uint32Array;
   const U8 = Uint8Array;
+  /** What a cell costs beyond its text once encoded (tag, length, numData): about 12 bytes, as chars. */
+  const CELL_CHARS = 6;
   const u8Set = Uint8Array.prototype.set;
   const u8Slice = Uint8Array.prototype.slice;
   const charCodeAt = String.prototype.charCodeAt;
@@ -209,8 +211,13 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     return out;
   }
 
-  function buildTable(vals: unknown[], shape: 'array' | 'object'): RuntimeTable {
+  /**
+   * Null when the table's text and cells would pass maxChars: a string repeated in every cell is
+   * one string here but one copy per cell once it leaves the isolate, so each cell counts in full.
+   */
+  function buildTable(vals: unknown[], shape: 'array' | 'object', maxChars: number): RuntimeTable | null {
     const rows = vals.length;
+    let chars = 0;
     const keys: string[] = [];
     const index = new Map<string, number>();
     const columns: RuntimeTable['columns'] = [];
@@ -232,31 +239,36 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
         const key = rowKeys === null ? 'Field' + (c + 1) : (rowKeys[c] as string);
         const v = rowKeys === null ? (row as unknown as unknown[])[c] : row[key];
         const col = columnFor(key);
-        setCell(col, r, v);
+        chars += CELL_CHARS + setCell(col, r, v);
       }
+      if (chars > maxChars) return null;
     }
     return { shape, keys, columns };
   }
 
-  function setCell(col: RuntimeTable['columns'][number], r: number, v: unknown): void {
-    if (v === null || v === undefined || typeof v === 'function' || typeof v === 'symbol') return;
+  /** Sets one cell; returns the length of its text. */
+  function setCell(col: RuntimeTable['columns'][number], r: number, v: unknown): number {
+    if (v === null || v === undefined || typeof v === 'function' || typeof v === 'symbol') return 0;
     if (typeof v === 'string') {
       col.nums[r] = parseText(v);
       col.strs[r] = v;
       col.kinds[r] = 2;
-      return;
+      return v.length;
     }
     if (typeof v === 'object' && (isDual(v) || dateTime(v) === undefined)) {
       col.nums[r] = toNumber(v);
-      col.strs[r] = toText(v);
+      const text = toText(v);
+      col.strs[r] = text;
       col.kinds[r] = 2;
-      return;
+      return text.length;
     }
     const n = toNumber(v);
-    if (n !== n) return;
+    if (n !== n) return 0;
     col.nums[r] = n;
-    col.strs[r] = toText(v);
+    const text = toText(v);
+    col.strs[r] = text;
     col.kinds[r] = 1;
+    return text.length;
   }
 
   /**
@@ -395,12 +407,13 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     let table: RuntimeTable | null = null;
     if (tableVals !== null && tableShape !== null) {
       try {
-        table = buildTable(tableVals, tableShape);
+        table = buildTable(tableVals, tableShape, maxChars);
       } catch (e) {
         const { name, message } = errorText(e);
         return { ok: false, kind: 'convert', name, message, row: 0 };
       }
     }
+    if (tableVals !== null && tableShape !== null && table === null) return { ok: false, kind: 'size', name: 'RangeError', message: 'table too large', row: 0 };
     const text = parts ? (apply(join, parts, ['']) as string) : null;
     const utf8 = byteLens ? (apply(u8Slice, out, [0, outPos]) as Uint8Array) : null;
     return { ok: true, nums, text, lens, utf8, byteLens, nondet, table };

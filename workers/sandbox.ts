@@ -44,8 +44,11 @@ export class Sandbox {
   private spareScheduled = false;
   rebuilds = 0;
 
-  constructor(private readonly limits: SandboxLimits) {
-    this.isolate = newIsolate(limits.memoryLimitMb);
+  constructor(
+    private readonly limits: SandboxLimits,
+    private readonly onCatastrophicError: () => void,
+  ) {
+    this.isolate = newIsolate(limits.memoryLimitMb, onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
 
@@ -148,7 +151,7 @@ export class Sandbox {
     this.dropCallContexts();
     this.spare = null;
     this.scripts.clear();
-    this.isolate = newIsolate(this.limits.memoryLimitMb);
+    this.isolate = newIsolate(this.limits.memoryLimitMb, this.onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
 
@@ -232,9 +235,10 @@ function syntaxError(error: unknown): PluginError {
 
 /**
  * Without onCatastrophicError, a fatal V8 error inside the isolate (some out-of-memory paths:
- * isolated-vm #107, #527) aborts the whole plugin process. With it, only this worker thread hangs;
- * the pool's watchdog replaces it (src/pool.ts). The callback itself cannot run JavaScript safely.
+ * isolated-vm #107, #527) aborts the sandbox process at once, with every task it runs. With it,
+ * only this thread hangs, and the callback names the task to blame: the sandbox process retires,
+ * its other tasks are retried elsewhere and the front ends it (workers/thread-pool.ts).
  */
-function newIsolate(memoryLimitMb: number): ivm.Isolate {
-  return new ivm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError: () => undefined });
+function newIsolate(memoryLimitMb: number, onCatastrophicError: () => void): ivm.Isolate {
+  return new ivm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError });
 }

@@ -184,3 +184,59 @@ export function encodeCells(rows: number, width: number, cellAt: (row: number, c
   }
   return writer.finish();
 }
+
+/** Bytes of one Row.duals entry holding numData and strData of strBytes (none when 0). */
+export function dualCellBytes(strBytes: number): number {
+  const dualBytes = 9 + (strBytes > 0 ? 1 + varintSize(strBytes) + strBytes : 0);
+  return 1 + varintSize(dualBytes) + dualBytes;
+}
+
+/** Writes one Row.duals entry (numData always, strData when not empty) at `pos`; returns the end. */
+export function encodeDualCell(out: Buffer, pos: number, num: number, str: string): number {
+  const strBytes = str === '' ? 0 : Buffer.byteLength(str, 'utf8');
+  out[pos++] = TAG_ROW;
+  pos = writeVarint(out, pos, 9 + (strBytes > 0 ? 1 + varintSize(strBytes) + strBytes : 0));
+  out[pos++] = TAG_NUM;
+  out.writeDoubleLE(num, pos);
+  pos += 8;
+  if (strBytes > 0) {
+    out[pos++] = TAG_STR;
+    pos = writeVarint(out, pos, strBytes);
+    pos += out.write(str, pos, strBytes, 'utf8');
+  }
+  return pos;
+}
+
+/** The one cell a row lacks (a key another row has): numData NaN, Qlik's null. */
+export const NULL_CELL: Uint8Array = (() => {
+  const cell = Buffer.alloc(dualCellBytes(0));
+  encodeDualCell(cell, 0, Number.NaN, '');
+  return cell;
+})();
+
+/** Joins whole Row entries into BundledRows messages of at most maxBytes (see ReplyWriter). */
+export class RowMessageWriter {
+  private readonly writer: ReplyWriter;
+
+  constructor(maxBytes: number, expectedBytes: number) {
+    this.writer = new ReplyWriter(maxBytes, expectedBytes);
+  }
+
+  /** Starts a row of rowBytes (the sum of its cells' entries); returns where to copy the cells. */
+  beginRow(rowBytes: number, row: number, remainingEstimate: number): { out: Buffer; pos: number } {
+    const entryBytes = 1 + varintSize(rowBytes) + rowBytes;
+    let pos = this.writer.reserve(entryBytes, row, remainingEstimate);
+    const out = this.writer.buffer;
+    out[pos++] = TAG_ROW;
+    pos = writeVarint(out, pos, rowBytes);
+    return { out, pos };
+  }
+
+  endRow(pos: number): void {
+    this.writer.advance(pos);
+  }
+
+  finish(): Uint8Array[] {
+    return this.writer.finish();
+  }
+}

@@ -1,6 +1,7 @@
 /**
- * The contract between the main thread and the sandbox workers: plain data only, so it crosses
- * postMessage unchanged. Errors travel as ErrorData, never as thrown objects.
+ * The contract between the front and the sandboxes: what a call asks (ScriptSpec), what one task of
+ * rows is inside a sandbox process (EvaluateTask, posted to a piscina thread) and what comes back
+ * (TaskResult). Plain data only; errors travel as ErrorData, never as thrown objects.
  */
 import type { ErrorData } from './errors';
 
@@ -27,7 +28,7 @@ export interface ScriptSpec {
 }
 
 export interface EvaluateTask {
-  /** Unique per call within the process: a worker may keep a call's context for its next chunk. */
+  /** Unique per call within the front: a thread may keep a call's context for its next chunk. */
   readonly callId: number;
   readonly spec: ScriptSpec;
   /** Serialised BundledRows messages; their concatenation is itself one BundledRows. */
@@ -39,7 +40,7 @@ export interface EvaluateTask {
   readonly callTimeoutMs: number;
   /** Int32[BUDGET_SPENT_MS]: script time the call's tasks have used, shared by all of them. */
   readonly budget: SharedArrayBuffer;
-  /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the worker, watched by the pool. */
+  /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the thread, watched by its sandbox process. */
   readonly control: SharedArrayBuffer;
   readonly maxReplyBytes: number;
 }
@@ -50,6 +51,8 @@ export const CONTROL_TIMEOUT_MS = 1;
 export const TASK_QUEUED = 0;
 export const TASK_RUNNING = 1;
 export const TASK_DONE = 2;
+/** V8 gave up on the task's isolate (isolated-vm's onCatastrophicError): its thread is lost. */
+export const TASK_FATAL = 3;
 
 /** A fresh control cell for one task. */
 export function newControl(): SharedArrayBuffer {
@@ -61,23 +64,27 @@ export function newBudget(): SharedArrayBuffer {
   return new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
 }
 
-/** One column of a table-shaped chunk: a cell per row. */
-export interface TableColumn {
-  readonly nums: Float64Array;
-  readonly strs: readonly string[];
-  /** CELL_NULL, CELL_NUMBER or CELL_TEXT per row. */
-  readonly kinds: Uint8Array;
-}
-
 export const CELL_NULL = 0;
 export const CELL_NUMBER = 1;
 export const CELL_TEXT = 2;
 
+/**
+ * The table-shaped rows of one task, already encoded: each cell is a ready Row.duals field entry
+ * (tag, length, Dual), column by column, so the front joins chunks by copying bytes, without
+ * decoding a cell or holding a JavaScript string per cell.
+ */
 export interface TableChunk {
   readonly shape: 'array' | 'object';
-  /** Object keys in first-seen order, or Field1..FieldN for arrays. */
+  /** The chunk's own columns: object keys in first-seen order, or Field1..FieldN for arrays. */
   readonly keys: readonly string[];
-  readonly columns: readonly TableColumn[];
+  /** Rows of the chunk, whether or not they have a cell ({} and [] are rows of nulls). */
+  readonly rows: number;
+  /** Encoded cells, column-major: cell (c, r) is number c * rows + r. */
+  readonly cells: Uint8Array;
+  /** End offset in `cells` of each cell. */
+  readonly cellEnds: Uint32Array;
+  /** CELL_NULL, CELL_NUMBER or CELL_TEXT per cell, for the field types. */
+  readonly kinds: Uint8Array;
 }
 
 export interface TaskSuccess {

@@ -13,7 +13,7 @@ export interface TestPlugin {
 }
 
 export async function startTestPlugin(env: Record<string, string> = {}): Promise<TestPlugin> {
-  const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: 'error', ...env });
+  const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error', ...env });
   const plugin = await startPlugin(config, createLogger(config.logLevel));
   const address = `127.0.0.1:${plugin.port}`;
   const client = new QlikClient(address);

@@ -23,7 +23,8 @@ const METRICS = [
   ['sse_queue_depth', 'gauge'],
   ['sse_busy_workers', 'gauge'],
   ['sse_workers', 'gauge'],
-  ['sse_stuck_workers', 'gauge'],
+  ['sse_sandbox_resident_bytes', 'gauge'],
+  ['sse_sandbox_restarts_total', 'counter'],
   ['sse_calls_in_flight', 'gauge'],
 ] as const;
 
@@ -45,7 +46,7 @@ describe('Prometheus metrics', () => {
     assert.match(response.contentType, /^text\/plain; version=0\.0\.4/);
     for (const [name, type] of METRICS) assert.match(response.body, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
     assert.equal(sampleValue(response.body, 'sse_workers'), 2);
-    assert.equal(sampleValue(response.body, 'sse_stuck_workers'), 0);
+    assert.ok(sampleValue(response.body, 'sse_sandbox_resident_bytes', { sandbox: '0' }) > 10 * 1048576);
     assert.match(response.body, /^process_resident_memory_bytes \d+/m);
     assert.equal((await httpGet(`http://127.0.0.1:${port}/`)).status, 404);
   });
@@ -93,5 +94,14 @@ describe('Prometheus metrics', () => {
     const afterwards = await metricsText(port);
     assert.equal(sampleValue(afterwards, 'sse_busy_workers'), 0);
     assert.equal(sampleValue(afterwards, 'sse_calls_in_flight'), 0);
+  });
+
+  test('a sandbox process that dies is counted by reason and replaced', async () => {
+    const pid = plugin.plugin.pool.processes()[0]?.pid as number;
+    process.kill(pid, 'SIGKILL');
+    const text = await until(() => metricsText(port), (body) => sampleValue(body, 'sse_sandbox_restarts_total', { reason: 'crash' }) === 1);
+    assert.equal(sampleValue(text, 'sse_sandbox_restarts_total', { reason: 'crash' }), 1);
+    const ready = await until(() => metricsText(port), (body) => sampleValue(body, 'sse_workers') === 2);
+    assert.equal(sampleValue(ready, 'sse_workers'), 2);
   });
 });

@@ -1,0 +1,178 @@
+/**
+ * The front's handle on one sandbox process (workers/sandbox-main.ts): starts it with nothing of the
+ * front's (an empty environment, no TLS files, no descriptor but its channel on fd 3 and stderr),
+ * writes frames to it, reads frames back, samples its resident memory, and ends it. What to do with
+ * its tasks when it dies is the pool's business (src/sandbox-pool.ts); this file only reports.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+
+import { Frame, FrameReader, decodeResult, jsonFrame, parseJson, taskFrameHead, type CallSpec, type ReceivedFrame, type Retirement } from './shared/channel';
+import type { TaskResult } from './shared/task';
+
+const SANDBOX_MAIN = path.join(__dirname, '..', 'workers', 'sandbox-main.js');
+/** isolated-vm needs --no-node-snapshot on Node 20+; the other flag is what `npm start` has always used. */
+const SANDBOX_NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
+const STDERR_TAIL_CHARS = 4_096;
+/**
+ * What V8 prints on stderr when it gives up on an isolate's heap ("<--- Last few GCs --->", "Fatal
+ * JavaScript out of memory", "FATAL ERROR: … Allocation failed"). With onCatastrophicError the thread
+ * then hangs; seeing this, the front ends the process at once instead of waiting for the watchdog.
+ */
+export const V8_OUT_OF_MEMORY = /Last few GCs|heap out of memory|Fatal JavaScript|FATAL ERROR|Allocation failed/i;
+const PAGE_BYTES = 4_096;
+
+export interface SandboxSettings {
+  readonly threads: number;
+  readonly memoryLimitMb: number;
+  readonly scriptTimeoutMs: number;
+}
+
+/** Why the front ended a sandbox process itself (the pool's restart reasons add crash and exit). */
+export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'stop';
+
+export interface SandboxExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly killedFor: KillReason | undefined;
+  readonly retirement: Retirement | undefined;
+  readonly stderrTail: string;
+  readonly wasReady: boolean;
+}
+
+export interface SandboxEvents {
+  ready(sandbox: SandboxProcess): void;
+  result(sandbox: SandboxProcess, taskId: number, result: TaskResult): void;
+  retire(sandbox: SandboxProcess, retirement: Retirement): void;
+  /** V8 said on stderr that it gave up on an isolate of this process (V8_OUT_OF_MEMORY). */
+  outOfMemory(sandbox: SandboxProcess): void;
+  exit(sandbox: SandboxProcess, exit: SandboxExit): void;
+}
+
+export interface TaskFrameFields {
+  readonly callId: number;
+  readonly call: CallSpec;
+  readonly rows: number;
+  readonly firstRow: number;
+  readonly spentMs: number;
+  readonly bytes: Uint8Array;
+}
+
+export class SandboxProcess {
+  readonly child: ChildProcess;
+  private readonly channel: Duplex;
+  private readonly knownCalls = new Set<number>();
+  private stderrTail = '';
+  private killedFor: KillReason | undefined;
+  private retirement: Retirement | undefined;
+  ready = false;
+  exited = false;
+  /** Task ids sent and not answered yet (the pool keeps the tasks themselves). */
+  readonly inFlight = new Set<number>();
+  /** Held free (no new tasks) for a task sent again after a sandbox died, and running it alone (see the pool). */
+  heldForRetry = false;
+  quarantined = false;
+
+  constructor(
+    readonly index: number,
+    readonly settings: SandboxSettings,
+    private readonly events: SandboxEvents,
+  ) {
+    this.child = spawn(process.execPath, [...SANDBOX_NODE_FLAGS, SANDBOX_MAIN, JSON.stringify(settings)], {
+      env: minimalEnv(),
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      windowsHide: true,
+    });
+    this.channel = this.child.stdio[3] as Duplex;
+    const reader = new FrameReader((frame) => this.onFrame(frame));
+    this.channel.on('data', (chunk: Buffer) => reader.push(chunk));
+    this.channel.on('error', () => undefined); // the exit event says what happened
+    this.child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_CHARS);
+      if (!this.ending && V8_OUT_OF_MEMORY.test(this.stderrTail)) this.events.outOfMemory(this);
+    });
+    this.child.once('exit', (code, signal) => {
+      this.exited = true;
+      this.channel.destroy();
+      this.events.exit(this, { code, signal, killedFor: this.killedFor, retirement: this.retirement, stderrTail: this.stderrTail.trim(), wasReady: this.ready });
+    });
+  }
+
+  /** Retiring or being ended: takes no new tasks. */
+  get ending(): boolean {
+    return this.killedFor !== undefined || this.retirement !== undefined;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Sends one task, with its call's spec first if this process has not seen the call: one writev. */
+  send(taskId: number, task: TaskFrameFields): void {
+    this.inFlight.add(taskId);
+    this.channel.cork();
+    if (!this.knownCalls.has(task.callId)) {
+      this.knownCalls.add(task.callId);
+      this.channel.write(jsonFrame(Frame.OPEN_CALL, task.callId, task.call));
+    }
+    this.channel.write(taskFrameHead(taskId, task, task.bytes.byteLength));
+    this.channel.write(task.bytes);
+    this.channel.uncork();
+  }
+
+  /** The call ended: the process may drop its spec and contexts. */
+  closeCall(callId: number): void {
+    if (!this.knownCalls.delete(callId) || this.exited) return;
+    this.channel.write(jsonFrame(Frame.CLOSE_CALL, callId, null));
+  }
+
+  /** Resident memory in bytes, from /proc (Linux); undefined elsewhere or once it is gone. */
+  residentBytes(): number | undefined {
+    if (this.exited || this.child.pid === undefined) return undefined;
+    try {
+      const statm = readFileSync(`/proc/${this.child.pid}/statm`, 'latin1');
+      return Number(statm.split(' ')[1]) * PAGE_BYTES;
+    } catch {
+      return undefined;
+    }
+  }
+
+  kill(reason: KillReason): void {
+    this.killedFor ??= reason;
+    if (!this.exited) this.child.kill('SIGKILL');
+  }
+
+  /** Closes the channel: the process ends itself (workers/sandbox-main.ts). */
+  end(): void {
+    this.killedFor ??= 'stop';
+    this.channel.end();
+  }
+
+  private onFrame(frame: ReceivedFrame): void {
+    switch (frame.kind) {
+      case Frame.READY:
+        this.ready = true;
+        this.events.ready(this);
+        return;
+      case Frame.RESULT:
+        if (!this.inFlight.delete(frame.id)) return;
+        this.events.result(this, frame.id, decodeResult(frame.payload));
+        return;
+      case Frame.RETIRE:
+        this.retirement = parseJson<Retirement>(frame.payload);
+        this.events.retire(this, this.retirement);
+        return;
+      default:
+        this.kill('stuck');
+    }
+  }
+}
+
+/** Nothing of the front's environment (no SSE_* settings, no paths to certificates); Windows needs SystemRoot to start. */
+function minimalEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  if (process.platform === 'win32' && process.env['SystemRoot'] !== undefined) env['SystemRoot'] = process.env['SystemRoot'];
+  return env;
+}

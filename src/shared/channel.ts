@@ -1,0 +1,225 @@
+/**
+ * The channel between the gRPC front and a sandbox process: length-prefixed binary frames over the
+ * child's fd 3 (a Unix socket pair). Rows travel as the raw BundledRows bytes the front cut at row
+ * boundaries, replies as the encoded BundledRows messages the sandbox made: neither side parses,
+ * clones or re-encodes the other's payload. Only small control data (a call's script spec, a
+ * failure, a retirement notice) is JSON.
+ *
+ * frame = u32 payload length | u8 kind | u32 id | payload            (little-endian)
+ *
+ * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
+ *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, rows
+ *                   CLOSE_CALL id = call   (its spec and contexts may go)
+ * sandbox -> front  READY      id = 0      payload = JSON { threads }
+ *                   RESULT     id = task   payload = encodeResult()
+ *                   RETIRE     id = 0      payload = JSON Retirement
+ */
+import type { ErrorData } from './errors';
+import type { ScriptSpec, TableChunk, TaskResult } from './task';
+
+export const Frame = {
+  OPEN_CALL: 1,
+  TASK: 2,
+  CLOSE_CALL: 3,
+  READY: 16,
+  RESULT: 17,
+  RETIRE: 18,
+} as const;
+export type FrameKind = (typeof Frame)[keyof typeof Frame];
+
+export const HEADER_BYTES = 9;
+const TASK_FIELDS_BYTES = 16;
+/** No frame is larger: a task is at most a few MiB of rows, a result at most a few replies and a table chunk. */
+export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
+
+/** What a sandbox process needs to know of a call once, before its first task. */
+export interface CallSpec {
+  readonly spec: ScriptSpec;
+  readonly callTimeoutMs: number;
+  readonly maxReplyBytes: number;
+}
+
+export interface TaskFrame {
+  readonly callId: number;
+  readonly rows: number;
+  readonly firstRow: number;
+  /** Script time the call had used, as the front knew it when it sent this task. */
+  readonly spentMs: number;
+  readonly bytes: Uint8Array;
+}
+
+/** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
+export interface Retirement {
+  readonly reason: 'fatal' | 'stuck';
+  readonly taskIds: readonly number[];
+  readonly detail: string;
+}
+
+export interface ReceivedFrame {
+  readonly kind: number;
+  readonly id: number;
+  readonly payload: Uint8Array;
+}
+
+export function frameHeader(kind: FrameKind, id: number, payloadBytes: number): Buffer {
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header.writeUInt32LE(payloadBytes, 0);
+  header.writeUInt8(kind, 4);
+  header.writeUInt32LE(id >>> 0, 5);
+  return header;
+}
+
+/** A whole frame with a JSON payload. */
+export function jsonFrame(kind: FrameKind, id: number, value: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  return Buffer.concat([frameHeader(kind, id, body.length), body]);
+}
+
+export function parseJson<T>(payload: Uint8Array): T {
+  return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')) as T;
+}
+
+/** The header and fixed fields of a TASK frame; the row bytes follow it on the channel unchanged. */
+export function taskFrameHead(taskId: number, task: Omit<TaskFrame, 'bytes'>, rowBytes: number): Buffer {
+  const head = Buffer.allocUnsafe(HEADER_BYTES + TASK_FIELDS_BYTES);
+  head.writeUInt32LE(TASK_FIELDS_BYTES + rowBytes, 0);
+  head.writeUInt8(Frame.TASK, 4);
+  head.writeUInt32LE(taskId >>> 0, 5);
+  head.writeUInt32LE(task.callId >>> 0, 9);
+  head.writeUInt32LE(task.rows >>> 0, 13);
+  head.writeUInt32LE(task.firstRow >>> 0, 17);
+  head.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.ceil(task.spentMs))), 21);
+  return head;
+}
+
+export function readTaskFrame(payload: Uint8Array): TaskFrame {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  return {
+    callId: view.getUint32(0, true),
+    rows: view.getUint32(4, true),
+    firstRow: view.getUint32(8, true),
+    spentMs: view.getUint32(12, true),
+    bytes: payload.subarray(TASK_FIELDS_BYTES),
+  };
+}
+
+/**
+ * Collects stream chunks and hands out whole frames. A frame inside one chunk is a view of it (no
+ * copy); one that spans chunks is joined once.
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly onFrame: (frame: ReceivedFrame) => void) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) return;
+      const head = this.peek(HEADER_BYTES);
+      const payloadBytes = head.readUInt32LE(0);
+      if (payloadBytes > MAX_FRAME_BYTES) throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
+      if (this.buffered < HEADER_BYTES + payloadBytes) return;
+      const frame = this.take(HEADER_BYTES + payloadBytes);
+      this.onFrame({ kind: frame.readUInt8(4), id: frame.readUInt32LE(5), payload: frame.subarray(HEADER_BYTES) });
+    }
+  }
+
+  private peek(bytes: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= bytes) return first;
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0] as Buffer;
+  }
+
+  private take(bytes: number): Buffer {
+    const first = this.peek(bytes);
+    this.buffered -= bytes;
+    if (first.length === bytes) this.chunks.shift();
+    else this.chunks[0] = first.subarray(bytes);
+    return first.subarray(0, bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RESULT payloads. Success: u8 1 | u8 nondeterministic | u32 rowsOut | f64 scriptMs | u32 replies
+// | u32 tableMetaBytes | u32 length per reply | replies | table (see encodeTable) ; failure: u8 0 | JSON.
+
+interface FailureData {
+  readonly error: ErrorData;
+  readonly scriptMs: number;
+  readonly isolateRebuilt: boolean;
+  readonly timedOut: boolean;
+}
+
+/** The pieces of a RESULT payload, to be written one after another (no join of the reply bytes). */
+export function encodeResult(result: TaskResult): Uint8Array[] {
+  if (!result.ok) {
+    const failure: FailureData = { error: result.error, scriptMs: result.scriptMs, isolateRebuilt: result.isolateRebuilt, timedOut: result.timedOut };
+    return [Uint8Array.of(0), Buffer.from(JSON.stringify(failure), 'utf8')];
+  }
+  const table = result.table === null ? [] : encodeTable(result.table);
+  const fixed = Buffer.allocUnsafe(22 + 4 * result.replies.length);
+  fixed.writeUInt8(1, 0);
+  fixed.writeUInt8(result.nondeterministic ? 1 : 0, 1);
+  fixed.writeUInt32LE(result.rowsOut, 2);
+  fixed.writeDoubleLE(result.scriptMs, 6);
+  fixed.writeUInt32LE(result.replies.length, 14);
+  fixed.writeUInt32LE(table[0]?.byteLength ?? 0, 18);
+  result.replies.forEach((reply, i) => fixed.writeUInt32LE(reply.byteLength, 22 + 4 * i));
+  return [fixed, ...result.replies, ...table];
+}
+
+export function decodeResult(payload: Uint8Array): TaskResult {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (buf.readUInt8(0) === 0) {
+    const failure = parseJson<FailureData>(buf.subarray(1));
+    return { ok: false, ...failure };
+  }
+  const replyCount = buf.readUInt32LE(14);
+  const tableMetaBytes = buf.readUInt32LE(18);
+  let at = 22 + 4 * replyCount;
+  const replies: Uint8Array[] = [];
+  for (let i = 0; i < replyCount; i++) {
+    const length = buf.readUInt32LE(22 + 4 * i);
+    replies.push(buf.subarray(at, at + length));
+    at += length;
+  }
+  return {
+    ok: true,
+    nondeterministic: buf.readUInt8(1) === 1,
+    rowsOut: buf.readUInt32LE(2),
+    scriptMs: buf.readDoubleLE(6),
+    replies,
+    table: tableMetaBytes === 0 ? null : decodeTable(buf.subarray(at), tableMetaBytes),
+  };
+}
+
+interface TableMeta {
+  readonly shape: TableChunk['shape'];
+  readonly keys: readonly string[];
+  readonly rows: number;
+  readonly cellBytes: number;
+}
+
+/** meta JSON | u32 end offset per cell | cell bytes | u8 kind per cell. */
+function encodeTable(table: TableChunk): Uint8Array[] {
+  const meta: TableMeta = { shape: table.shape, keys: table.keys, rows: table.rows, cellBytes: table.cells.byteLength };
+  const ends = new Uint8Array(table.cellEnds.buffer, table.cellEnds.byteOffset, table.cellEnds.byteLength);
+  return [Buffer.from(JSON.stringify(meta), 'utf8'), ends, table.cells, table.kinds];
+}
+
+function decodeTable(buf: Buffer, metaBytes: number): TableChunk {
+  const meta = parseJson<TableMeta>(buf.subarray(0, metaBytes));
+  const cellCount = meta.rows * meta.keys.length;
+  let at = metaBytes;
+  // Copied: a Uint32Array needs an aligned offset.
+  const cellEnds = new Uint32Array(cellCount);
+  new Uint8Array(cellEnds.buffer).set(buf.subarray(at, at + 4 * cellCount));
+  at += 4 * cellCount;
+  const cells = buf.subarray(at, at + meta.cellBytes);
+  at += meta.cellBytes;
+  return { shape: meta.shape, keys: meta.keys, rows: meta.rows, cellEnds, cells, kinds: buf.subarray(at, at + cellCount) };
+}

@@ -1,0 +1,131 @@
+/**
+ * A script that kills its sandbox costs nobody else anything. Sandbox processes are killed in the
+ * middle of another user's call (SIGKILL, SIGSEGV), crashed and wedged by scripts, and pushed past
+ * their memory fence, while other calls run: those calls answer right, the dead process is replaced,
+ * and the front (this test process) keeps serving.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { num, numbers } from '../helpers/qlik-client';
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { assertServing, evalRows, evalText, timed, waitFor } from '../helpers/sandbox-calls';
+
+const TIMEOUT_MS = 1_500;
+const SLOW_ROWS = Array.from({ length: 100 }, (_, i) => [num(i)]);
+/** About 600 ms of script over SLOW_ROWS, in one task. */
+const SLOW_DOUBLE = '{ const end = Date.now() + 6; while (Date.now() < end); return args[0] * 2; }';
+const DOUBLED = SLOW_ROWS.map((_, i) => i * 2);
+
+/** The pid of the sandbox process running a task now. */
+async function busyPid(t: TestPlugin): Promise<number> {
+  await waitFor('a busy sandbox process', () => t.plugin.pool.processes().some((p) => p.busy > 0), 2_000);
+  return t.plugin.pool.processes().find((p) => p.busy > 0)?.pid as number;
+}
+
+function residentMb(t: TestPlugin): number {
+  return t.plugin.pool.residentBytes().reduce((n, p) => n + p.bytes, 0) / 1048576;
+}
+
+describe('a sandbox process that dies under another user\'s call', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })));
+  after(async () => t.stop());
+
+  for (const signal of ['SIGKILL', 'SIGSEGV'] as const) {
+    it(`${signal}: the call is run again elsewhere and answers right; the process is replaced`, async () => {
+      const restarts = t.plugin.pool.restarts;
+      const call = evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
+      const pid = await busyPid(t);
+      process.kill(pid, signal);
+      const result = await call;
+      assert.equal(result.code, 0, result.details);
+      assert.deepEqual(numbers(result), DOUBLED);
+      assert.equal(t.plugin.pool.restarts, restarts + 1);
+      await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 5_000);
+      assert.ok(!t.plugin.pool.processes().some((p) => p.pid === pid));
+      await assertServing(t.client);
+    });
+  }
+});
+
+describe('scripts that kill or wedge their sandbox, while other clients stream steady calls', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MEMORY_LIMIT_MB: '32', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })));
+  after(async () => t.stop());
+
+  it('no steady call fails, the bombs fail clearly, and their memory goes back', async () => {
+    const baselineMb = residentMb(t);
+    let steady = true;
+    const steadyFailures: string[] = [];
+    let steadyCalls = 0;
+    const stream = async (): Promise<void> => {
+      while (steady) {
+        const rows = Array.from({ length: 20 }, (_, i) => [num(i)]);
+        const result = await evalRows(t.client, 'args[0] + 1', rows);
+        steadyCalls++;
+        if (result.code !== 0 || numbers(result).join() !== rows.map((_, i) => i + 1).join()) steadyFailures.push(`${result.code} ${result.details}`);
+      }
+    };
+    const streams = [stream(), stream()];
+    const bombs = [
+      'Array.from({ length: 1e8 }).length', // SIGSEGV of the sandbox process
+      'new Array(1e8).fill(0).length', // V8 gives up: the thread hangs (onCatastrophicError)
+      '{ const m = new Map(); for (let i = 0; ; i++) m.set(i, { i }); }',
+      '{ const o = {}; for (let i = 0; ; i++) o["k" + i] = i; }',
+    ];
+    for (const bomb of bombs) {
+      const { value: result, ms } = await timed(() => evalText(t.client, bomb));
+      assert.ok(result.code === 8 || result.code === 4 || result.code === 14, `${bomb}: ${result.code} ${result.details}`);
+      assert.match(result.details, /SSE_MEMORY_LIMIT_MB|SSE_SCRIPT_TIMEOUT_MS|ended twice/, bomb);
+      assert.ok(ms < TIMEOUT_MS * 2 + 4_000, `${bomb} took ${Math.round(ms)} ms`);
+    }
+    steady = false;
+    await Promise.all(streams);
+    assert.deepEqual(steadyFailures, []);
+    assert.ok(steadyCalls > 10, `${steadyCalls} steady calls`);
+    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    const backMs = await waitFor('the bombs\' memory back', () => residentMb(t) < baselineMb + 150, 10_000);
+    assert.ok(backMs < 10_000);
+    await assertServing(t.client);
+  });
+
+  it('a script that crashes every sandbox it touches fails clearly; others are served', async () => {
+    const crasher = 'new Array(1e8).fill(0).length';
+    const bystander = evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
+    const first = await evalText(t.client, crasher);
+    const second = await evalText(t.client, crasher);
+    for (const result of [first, second]) {
+      assert.ok([4, 8, 14].includes(result.code), `${result.code} ${result.details}`);
+      assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)|time limit of 1500 ms \(SSE_SCRIPT_TIMEOUT_MS\)|ended twice/);
+    }
+    const served = await bystander;
+    assert.equal(served.code, 0, served.details);
+    assert.deepEqual(numbers(served), DOUBLED);
+    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await assertServing(t.client);
+  });
+});
+
+describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MEMORY_LIMIT_MB: '32', SSE_SANDBOX_MEMORY_MB: '150', SSE_SCRIPT_TIMEOUT_MS: '30000' })));
+  after(async () => t.stop());
+
+  it('ends only the process past it; native memory outside the heap (Intl) is caught; the call fails naming the limit', async () => {
+    const fenced = t.plugin.pool.restartsFor('memory-fence');
+    const bomb = evalText(t.client, '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }');
+    await busyPid(t);
+    const bystander = await evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
+    const result = await bomb;
+    assert.equal(result.code, 8, result.details);
+    assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\).*SSE_SANDBOX_MEMORY_MB/);
+    // One process ended per attempt (the call and its one retry), each past the fence; no other.
+    assert.equal(t.plugin.pool.restartsFor('memory-fence'), fenced + 2);
+    assert.equal(t.plugin.pool.restarts, t.plugin.pool.restartsFor('memory-fence'));
+    assert.equal(bystander.code, 0, bystander.details);
+    assert.deepEqual(numbers(bystander), DOUBLED);
+    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await assertServing(t.client);
+  });
+});

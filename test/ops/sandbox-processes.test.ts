@@ -1,0 +1,97 @@
+/**
+ * Sandbox processes as an operator sees them, with the real entry point as a child process: they
+ * hold nothing of the front's environment, a graceful stop ends them after the calls in flight, and
+ * a front that is SIGKILLed leaves none behind (they notice their channel closed).
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { describe, it } from 'node:test';
+
+import { QlikClient } from '../helpers/qlik-client';
+import { evalRows, evalText, waitFor } from '../helpers/sandbox-calls';
+import { num, numbers } from '../helpers/qlik-client';
+import { startMain } from './process';
+
+/** Pids of a process's children (Linux). */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Descriptors through which a process could reach anything outside itself: sockets, files other
+ * than /dev/null, and any it was handed without close-on-exec (inherited). Node's own event-loop
+ * pipes and eventfds are not listed. A sandbox process should hold its stderr and its channel only.
+ */
+function inheritedDescriptors(pid: number): string[] {
+  const held: string[] = [];
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${name}`);
+      const flags = parseInt(/flags:\s*([0-7]+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${name}`, 'latin1'))?.[1] ?? '0', 8);
+      const inherited = (flags & 0o2000000) === 0;
+      const outward = target.startsWith('socket:') || (target.startsWith('/') && target !== '/dev/null');
+      if (outward || (inherited && target !== '/dev/null')) held.push(`${name} ${target.replace(/:\[\d+\]$/, '')}`);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return held.sort();
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+  } catch {
+    return false;
+  }
+}
+
+describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /proc' }, () => {
+  it('start with an empty environment and only the channel and stderr open', async () => {
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SECRET_TOKEN: 'hunter2' });
+    try {
+      const pids = childPids(plugin.child.pid as number);
+      assert.equal(pids.length, 2);
+      for (const pid of pids) {
+        assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /sandbox-main\.js/);
+        assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8'), '', 'environment');
+        assert.deepEqual(inheritedDescriptors(pid), ['2 socket', '3 socket']);
+      }
+      const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+      const result = await evalText(client, 'typeof process + "," + typeof require');
+      client.close();
+      assert.equal(result.code, 0, result.details);
+    } finally {
+      await plugin.kill();
+    }
+  });
+
+  it('a graceful stop finishes the call in flight, then ends every sandbox process', async () => {
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info' });
+    const pids = childPids(plugin.child.pid as number);
+    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+    const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
+    const call = evalRows(client, '{ const end = Date.now() + 10; while (Date.now() < end); return args[0] + 1; }', rows);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    plugin.child.kill('SIGTERM');
+    const result = await call;
+    client.close();
+    assert.equal(result.code, 0, result.details);
+    assert.deepEqual(numbers(result), rows.map((_, i) => i + 1));
+    assert.deepEqual(await plugin.exited, { code: 0, signal: null });
+    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);
+  });
+
+  it('a front killed with SIGKILL leaves no sandbox process behind', async () => {
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info' });
+    const pids = childPids(plugin.child.pid as number);
+    assert.equal(pids.length, 2);
+    await plugin.kill();
+    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);
+  });
+});

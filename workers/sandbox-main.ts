@@ -1,0 +1,137 @@
+/**
+ * Entry point of a sandbox process (started by src/sandbox-process.ts, never by a person). It owns a
+ * piscina pool of threads, each with its isolated-vm isolate, and talks to the front over fd 3 in
+ * the frames of src/shared/channel.ts: a call's spec once, then its tasks of raw row bytes; results
+ * go back as encoded reply bytes. Whatever a script does here costs this process, never the front.
+ *
+ * The process holds nothing it does not need: its environment is empty, its only descriptors are
+ * the channel and stderr, and its settings arrive as one argument. It ignores SIGINT and SIGTERM
+ * (Ctrl+C reaches the whole process group; the front drains calls first, then ends it) and ends
+ * itself at once when the channel closes, so a front that was killed leaves no sandbox behind.
+ */
+import { closeSync, readFileSync, readdirSync } from 'node:fs';
+import net from 'node:net';
+
+import { Frame, FrameReader, encodeResult, frameHeader, jsonFrame, parseJson, readTaskFrame, type CallSpec, type ReceivedFrame } from '../src/shared/channel';
+import { PluginError } from '../src/shared/errors';
+import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
+import type { SandboxLimits } from './sandbox';
+import { ThreadPool } from './thread-pool';
+
+export interface SandboxProcessOptions extends SandboxLimits {
+  readonly threads: number;
+}
+
+interface OpenCall {
+  readonly call: CallSpec;
+  /** Int32[BUDGET_SPENT_MS], shared by the call's tasks on this process's threads. */
+  readonly budget: SharedArrayBuffer;
+}
+
+/** Calls whose CLOSE_CALL was lost to a race are forgotten oldest first past this many. */
+const MAX_OPEN_CALLS = 4_096;
+const CHANNEL_FD = 3;
+
+/**
+ * A child inherits every descriptor its parent opened without close-on-exec (the front's own parent,
+ * a shell or a service manager, may have left some). Node and libuv open all of theirs with it, so
+ * past the channel any descriptor without it came from outside: closed before any script runs (Linux).
+ */
+function closeInheritedDescriptors(): void {
+  const O_CLOEXEC = 0o2000000;
+  let fds: string[];
+  try {
+    fds = readdirSync('/proc/self/fd');
+  } catch {
+    return;
+  }
+  for (const name of fds) {
+    const fd = Number(name);
+    if (!(fd > CHANNEL_FD)) continue;
+    try {
+      const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))?.[1];
+      if (flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0) closeSync(fd);
+    } catch {
+      // Gone already (the directory listing's own descriptor).
+    }
+  }
+}
+
+function main(): void {
+  closeInheritedDescriptors();
+  const options = JSON.parse(process.argv[2] ?? '{}') as SandboxProcessOptions;
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  const channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });
+  // A thread stuck in native code keeps a normal exit waiting for ever: only SIGKILL is sure.
+  const end = (): void => void process.kill(process.pid, 'SIGKILL');
+  channel.on('end', end).on('close', end).on('error', end);
+  const pool = new ThreadPool(options.threads, options, (retirement) => channel.write(jsonFrame(Frame.RETIRE, 0, retirement)));
+  const calls = new Map<number, OpenCall>();
+  const reader = new FrameReader((frame) => onFrame(frame, calls, pool, channel));
+  pool.ready().then(
+    () => {
+      channel.on('data', (chunk: Buffer) => reader.push(chunk));
+      channel.write(jsonFrame(Frame.READY, 0, { threads: options.threads }));
+    },
+    (error: unknown) => {
+      process.stderr.write(`sandbox process could not start its threads: ${error instanceof Error ? error.message : String(error)}\n`);
+      end();
+    },
+  );
+}
+
+function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: ThreadPool, channel: net.Socket): void {
+  switch (frame.kind) {
+    case Frame.OPEN_CALL:
+      calls.set(frame.id, { call: parseJson<CallSpec>(frame.payload), budget: newBudget() });
+      if (calls.size > MAX_OPEN_CALLS) calls.delete(calls.keys().next().value as number);
+      return;
+    case Frame.CLOSE_CALL:
+      calls.delete(frame.id);
+      return;
+    case Frame.TASK:
+      runTask(frame.id, frame.payload, calls, pool).then((result) => sendResult(channel, frame.id, result));
+      return;
+    default:
+      throw new Error(`unknown channel frame kind ${frame.kind}`);
+  }
+}
+
+async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, OpenCall>, pool: ThreadPool): Promise<TaskResult> {
+  const task = readTaskFrame(payload);
+  const open = calls.get(task.callId);
+  if (!open) return { ok: false, error: new PluginError('INTERNAL', 'internal error: a task arrived for a call the sandbox does not know').toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
+  // Tasks of one call may also run in other sandbox processes: the front's count of its script time wins when larger.
+  const spent = new Int32Array(open.budget);
+  if (task.spentMs > Atomics.load(spent, BUDGET_SPENT_MS)) Atomics.store(spent, BUDGET_SPENT_MS, task.spentMs);
+  // Its own buffer, moved to the thread (a view of the channel's chunk would be cloned whole).
+  const bytes = new Uint8Array(task.bytes); // a copy (Buffer#slice would share the chunk)
+  const { call } = open;
+  return pool.run(
+    taskId,
+    {
+      callId: task.callId,
+      spec: call.spec,
+      bundles: [bytes],
+      rows: task.rows,
+      firstRow: task.firstRow,
+      callTimeoutMs: call.callTimeoutMs,
+      budget: open.budget,
+      maxReplyBytes: call.maxReplyBytes,
+    },
+    [bytes.buffer],
+  );
+}
+
+function sendResult(channel: net.Socket, taskId: number, result: TaskResult): void {
+  const pieces = encodeResult(result);
+  const payloadBytes = pieces.reduce((n, piece) => n + piece.byteLength, 0);
+  // One writev for the header and every piece.
+  channel.cork();
+  channel.write(frameHeader(Frame.RESULT, taskId, payloadBytes));
+  for (const piece of pieces) channel.write(piece);
+  channel.uncork();
+}
+
+main();

@@ -1,0 +1,109 @@
+/**
+ * The piscina pool of one sandbox process: a thread per isolate. Tasks go in as EvaluateTask and
+ * come back as TaskResult; a thread that dies fails only its task, as data.
+ *
+ * A watchdog covers what isolated-vm cannot. Some allocations make V8 give up on an isolate
+ * (isolated-vm #107, #527): onCatastrophicError marks the task (TASK_FATAL) and its thread hangs
+ * for ever. Some native work cannot be interrupted (a regular expression with millions of
+ * alternatives compiles for seconds): the task runs on well past its time limit. Either way the
+ * thread is lost, and with it the memory it holds: the pool reports the task to blame through
+ * onRetire, takes no more work, and the front ends the whole process (src/sandbox-process.ts).
+ */
+import path from 'node:path';
+
+import Piscina from 'piscina';
+
+import { PluginError } from '../src/shared/errors';
+import { memoryLimitError } from '../src/shared/limit-errors';
+import { CONTROL_STATE, CONTROL_TIMEOUT_MS, TASK_FATAL, TASK_RUNNING, newControl, type EvaluateTask, type TaskResult } from '../src/shared/task';
+import type { Retirement } from '../src/shared/channel';
+import type { SandboxLimits } from './sandbox';
+
+const THREAD_FILE = path.join(__dirname, 'evaluate.js');
+/** How long past its time limit a running task may go before its thread is presumed stuck. */
+export const STUCK_GRACE_MS = 1_000;
+const WATCH_INTERVAL_MS = 50;
+
+/** Host-side heap of a thread (decoding, encoding, result copies), apart from the isolate's own heap. */
+export function threadHeapMb(memoryLimitMb: number): number {
+  return Math.max(256, memoryLimitMb * 4);
+}
+
+interface Watched {
+  readonly taskId: number;
+  readonly control: Int32Array;
+  startedAt: number;
+}
+
+export class ThreadPool {
+  private readonly piscina: Piscina<EvaluateTask | null, TaskResult>;
+  private readonly watched = new Set<Watched>();
+  private readonly watchdog: NodeJS.Timeout;
+  private retired = false;
+
+  constructor(
+    private readonly threads: number,
+    private readonly limits: SandboxLimits,
+    private readonly onRetire: (retirement: Retirement) => void,
+  ) {
+    this.piscina = new Piscina<EvaluateTask | null, TaskResult>({
+      filename: THREAD_FILE,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // async: a thread's event loop keeps running between tasks, so it can prepare the next context.
+      atomics: 'async',
+      workerData: limits,
+      resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
+    });
+    this.watchdog = setInterval(() => this.check(), WATCH_INTERVAL_MS).unref();
+  }
+
+  /** Resolves once every thread has built its isolate, so the first calls do not pay for it. */
+  async ready(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threads }, () => this.piscina.run(null, { name: 'warmUp' })));
+  }
+
+  /** Runs one task; never rejects: a thread that dies becomes a TaskFailure. */
+  async run(taskId: number, task: Omit<EvaluateTask, 'control'>, transferList: ArrayBuffer[]): Promise<TaskResult> {
+    const control = newControl();
+    const entry: Watched = { taskId, control: new Int32Array(control), startedAt: 0 };
+    this.watched.add(entry);
+    try {
+      return await this.piscina.run({ ...task, control }, { transferList });
+    } catch (error) {
+      return threadFailure(error, this.limits.memoryLimitMb);
+    } finally {
+      this.watched.delete(entry);
+    }
+  }
+
+  private check(): void {
+    if (this.retired) return;
+    const now = performance.now();
+    for (const entry of this.watched) {
+      const state = Atomics.load(entry.control, CONTROL_STATE);
+      if (state === TASK_FATAL) return this.retire('fatal', entry, 'V8 gave up on the sandbox (a fatal out-of-memory error)');
+      if (state !== TASK_RUNNING) continue;
+      if (entry.startedAt === 0) entry.startedAt = now;
+      else if (now - entry.startedAt > Atomics.load(entry.control, CONTROL_TIMEOUT_MS) + STUCK_GRACE_MS) {
+        return this.retire('stuck', entry, 'a sandbox thread stopped responding past its time limit');
+      }
+    }
+  }
+
+  private retire(reason: Retirement['reason'], entry: Watched, detail: string): void {
+    this.retired = true;
+    clearInterval(this.watchdog);
+    this.onRetire({ reason, taskIds: [entry.taskId], detail });
+  }
+}
+
+function threadFailure(error: unknown, memoryLimitMb: number): TaskResult {
+  const message = error instanceof Error ? error.message : String(error);
+  // Node: "Worker terminated due to reaching memory limit: JS heap out of memory".
+  const failure = /memory limit|out of memory/i.test(message)
+    ? memoryLimitError(memoryLimitMb, 'its sandbox thread ran out of memory and was replaced')
+    : new PluginError('UNAVAILABLE', `a sandbox thread stopped unexpectedly (${message}); the call was not completed, try again`);
+  return { ok: false, error: failure.toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
+}
