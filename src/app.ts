@@ -27,7 +27,7 @@ export interface Plugin {
   onDegraded(listener: () => void): void;
 }
 
-export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Plugin> {
+export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel, undefined, config.logFormat)): Promise<Plugin> {
   const pool = new WorkerPool(config);
   const metrics = new Metrics(pool);
   let draining = false;
