@@ -25,7 +25,7 @@ export interface Plugin {
 /** With no sandbox process ready for this long (a crash loop), health says NOT_SERVING. */
 const UNAVAILABLE_GRACE_MS = 5_000;
 
-export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Plugin> {
+export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel, undefined, config.logFormat)): Promise<Plugin> {
   let metrics: Metrics | undefined;
   let running: RunningServer | undefined;
   let draining = false;

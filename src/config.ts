@@ -21,6 +21,8 @@ export interface Config {
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
   readonly logLevel: LogLevel;
+  /** How log lines look: JSON lines, pino-pretty's readable lines, or pretty only at a terminal. */
+  readonly logFormat: LogFormat;
   /** Chunks of rows waiting for a worker, over all calls, before new calls are refused as busy. */
   readonly maxQueue: number;
   /** Largest request message (one BundledRows) the server accepts. */
@@ -31,6 +33,7 @@ export interface Config {
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'auto' | 'json' | 'pretty';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -63,6 +66,11 @@ const boolean: Variable<boolean> = {
 const logLevel: Variable<LogLevel> = {
   schema: z.enum(['debug', 'info', 'warn', 'error']),
   accepts: 'debug, info, warn or error',
+};
+
+const logFormat: Variable<LogFormat> = {
+  schema: z.enum(['auto', 'json', 'pretty']),
+  accepts: 'auto, json or pretty',
 };
 
 const nonEmpty: Variable<string> = {
@@ -108,6 +116,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),
     logLevel: read('SSE_LOG_LEVEL', logLevel, 'info'),
+    logFormat: read('SSE_LOG_FORMAT', logFormat, 'auto'),
     maxQueue: read('SSE_MAX_QUEUE', integer(1, 1_000_000), 512),
     maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
     metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),

@@ -77,7 +77,7 @@ async function main(): Promise<void> {
     failStart(undefined, error);
     return;
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, config.logFormat);
   let plugin: Plugin;
   let tls: TlsFiles | undefined;
   try {

@@ -1,6 +1,7 @@
 /**
  * Structured logs: one JSON line per EvaluateScript call with who, what and how it went, and never
  * the script text or row values at info (a script error message may quote a row: debug only).
+ * At a terminal, or with SSE_LOG_FORMAT=pretty, the same lines are readable text instead of JSON.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,6 +13,7 @@ import { startPlugin } from '../../src/app';
 import { loadConfig, type LogLevel } from '../../src/config';
 import { createLogger } from '../../src/log';
 import { DataType, QlikClient, strings, str } from '../helpers/qlik-client';
+import { spawnMain, startMain, type LogLine } from './process';
 
 /** Markers that must never reach an info log: one in the script text, one in the row values. */
 const SCRIPT_MARKER = 'zqxscriptmarker';
@@ -127,4 +129,41 @@ test('a script or rows passed to the logger by mistake are redacted', () => {
     bundles: '[redacted]',
   });
   assert.equal(text.join('').includes(SCRIPT_MARKER) || text.join('').includes(ROW_MARKER), false);
+});
+
+/** pino-pretty colours its output when it believes it may (FORCE_COLOR, CI); the words are what count. */
+const plain = (line: LogLine): string => String(line.msg).replace(/\x1b\[[0-9;]*m/g, '');
+
+describe('readable log lines (SSE_LOG_FORMAT)', () => {
+  test('pretty: the real process greets with readable lines, no JSON, and a one-line call summary', async () => {
+    const started = spawnMain({ SSE_LOG_FORMAT: 'pretty' });
+    try {
+      const listening = plain(await started.waitForLine((line) => plain(line).includes('listening on 127.0.0.1:')));
+      assert.match(listening, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening on 127\.0\.0\.1:\d+ \(plaintext, no TLS\) version=\S+ node=v20/);
+      await started.waitForLine((line) => plain(line).includes('listening on loopback only'));
+      const port = Number(/127\.0\.0\.1:(\d+)/.exec(listening)?.[1]);
+      const client = new QlikClient(`127.0.0.1:${port}`);
+      try {
+        assert.deepEqual(strings(await call(client, OK_SCRIPT, [`${ROW_MARKER}1`])), [`${ROW_MARKER}1-${SCRIPT_MARKER}`]);
+      } finally {
+        client.close();
+      }
+      const callLine = plain(await started.waitForLine((line) => plain(line).includes('EvaluateScript')));
+      assert.match(callLine, /INFO: EvaluateScript ScriptEvalStr OK: 1 row in, 1 out, [\d.]+ ms \(script [\d.]+ ms\) requestId=\S+ appId=app-42 userId="UserDirectory=CORP; UserId=ada"/);
+      assert.equal(started.lines.some((line) => line['notJson'] !== true), false, 'a JSON line on stdout');
+      assert.equal(started.lines.some((line) => plain(line).includes(ROW_MARKER) || plain(line).includes(SCRIPT_MARKER)), false);
+    } finally {
+      await started.kill();
+    }
+  });
+
+  test('the default with stdout not a terminal is JSON lines', async () => {
+    const started = await startMain({});
+    try {
+      assert.equal(started.lines.every((line) => line['notJson'] === undefined && typeof line.level === 'number'), true);
+      assert.match(String(started.lines[0]?.msg), /^listening on 127\.0\.0\.1:\d+/);
+    } finally {
+      await started.kill();
+    }
+  });
 });

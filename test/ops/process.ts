@@ -8,6 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 export const MAIN_JS = path.join(__dirname, '..', '..', 'src', 'main.js');
+const BECOME_USER_JS = path.join(__dirname, 'become-user.js');
 /** As `npm start` runs it. */
 export const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 
@@ -37,17 +38,22 @@ function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 export interface SpawnOptions {
-  /** Run as another user (the tests run as root in CI; a service runs as an unprivileged user). */
-  readonly user?: { readonly uid: number; readonly gid: number };
+  /**
+   * Start as root, load every module, then become this user just before the certificates are read
+   * (see become-user.ts for why the process is not simply spawned as that user).
+   */
+  readonly becomeUser?: { readonly uid: number; readonly gid: number };
   /** Its own process group, as in a terminal or under a service manager (signals to -pid reach all). */
   readonly ownGroup?: boolean;
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
-  const child = spawn(process.execPath, [...NODE_FLAGS, MAIN_JS], {
-    env: childEnv(env),
+  const become = options.becomeUser;
+  const preload = become ? ['--require', BECOME_USER_JS] : [];
+  const becomeEnv = become ? { TEST_BECOME_UID: String(become.uid), TEST_BECOME_GID: String(become.gid) } : {};
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...preload, MAIN_JS], {
+    env: childEnv({ ...env, ...becomeEnv }),
     stdio: ['ignore', 'pipe', 'pipe'],
-    ...(options.user ?? {}),
     detached: options.ownGroup === true,
   });
   const lines: LogLine[] = [];

@@ -104,13 +104,15 @@ describe('a broken certificate folder stops the start, naming the file and the r
   test('a key file the user running the plugin may not read', async () => {
     const dir = certificates().tlsDir({});
     const keyFile = path.join(dir, 'sse_server_key.pem');
-    // As root (CI), run the plugin as nobody, the way a service runs: root reads any file.
+    // Root reads any file: as root (CI), the plugin becomes nobody before it reads the certificates,
+    // the way a service runs as an unprivileged user. Only the certificate folders must be open to
+    // nobody, not the checkout (test/ops/become-user.ts says why).
     const asRoot = process.getuid?.() === 0;
     chmodSync(certificates().dir, 0o755);
     chmodSync(dir, 0o755);
     for (const name of ['root_cert.pem', 'sse_server_cert.pem']) chmodSync(path.join(dir, name), 0o644);
     chmodSync(keyFile, asRoot ? 0o600 : 0o000);
-    const started = spawnMain({ SSE_TLS_DIR: dir }, asRoot ? { user: { uid: 65_534, gid: 65_534 } } : {});
+    const started = spawnMain({ SSE_TLS_DIR: dir }, asRoot ? { becomeUser: { uid: 65_534, gid: 65_534 } } : {});
     assert.deepEqual(await started.exited, { code: 2, signal: null });
     assert.match(started.stderr(), /^configuration error: SSE_TLS_DIR: .*sse_server_key\.pem cannot be read by the user running the plugin \(EACCES\)/m);
   });

@@ -17,6 +17,7 @@ describe('loadConfig', () => {
     assert.equal(config.memoryLimitMb, 128);
     assert.equal(config.maxScriptBytes, 32768);
     assert.equal(config.logLevel, 'info');
+    assert.equal(config.logFormat, 'auto');
     assert.equal(config.maxQueue, 512);
     assert.equal(config.metricsPort, undefined);
     assert.equal(config.shutdownGraceMs, 10000);
@@ -48,6 +49,7 @@ describe('loadConfig', () => {
     ['SSE_MEMORY_LIMIT_MB', '4', /SSE_MEMORY_LIMIT_MB="4" is invalid: expected an integer from 8/],
     ['SSE_MAX_SCRIPT_BYTES', '49153', /SSE_MAX_SCRIPT_BYTES="49153" is invalid: expected an integer from 1 to 49152/],
     ['SSE_LOG_LEVEL', 'verbose', /SSE_LOG_LEVEL="verbose" is invalid: expected debug, info, warn or error/],
+    ['SSE_LOG_FORMAT', 'text', /SSE_LOG_FORMAT="text" is invalid: expected auto, json or pretty/],
     ['SSE_MAX_QUEUE', '0', /SSE_MAX_QUEUE="0"/],
     ['SSE_METRICS_PORT', 'x', /SSE_METRICS_PORT="x"/],
   ];
@@ -56,6 +58,10 @@ describe('loadConfig', () => {
       assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && message.test(error.message));
     });
   }
+
+  it('reads SSE_LOG_FORMAT', () => {
+    for (const format of ['auto', 'json', 'pretty'] as const) assert.equal(loadConfig({ SSE_LOG_FORMAT: format }).logFormat, format);
+  });
 
   it('reports every bad variable at once', () => {
     assert.throws(() => loadConfig({ SSE_PORT: 'x', SSE_WORKERS: 'y' }), (error: unknown) => error instanceof ConfigError && /SSE_PORT="x"/.test(error.message) && /SSE_WORKERS="y"/.test(error.message));

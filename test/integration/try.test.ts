@@ -1,0 +1,100 @@
+/**
+ * `npm run try`: the built command, run as a child process the way a user runs it, prints what the
+ * plugin answers for each kind of script function, a CSV file's columns, a table result, and a
+ * failing script (the gRPC status name and the plugin's message, exit code 1).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+
+const TRY_JS = path.join(__dirname, '..', '..', 'src', 'try', 'main.js');
+const BIN_JS = path.join(__dirname, '..', '..', 'src', 'try', 'bin.js');
+const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
+
+interface Ran {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Only PATH from the test's environment: no SSE_* variable of the runner changes the limits. */
+function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS]): Promise<Ran> {
+  const child = spawn(process.execPath, [...entry, ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+async function ok(args: readonly string[]): Promise<string> {
+  const ran = await run(args);
+  assert.equal(ran.code, 0, ran.stderr);
+  return ran.stdout;
+}
+
+const table = (...lines: string[]): string => `${lines.join('\n')}\n`;
+
+describe('npm run try', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sse-try-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('per row (ScriptEval): one result per value', async () => {
+    assert.equal(await ok(['args[0] * 2', '1', '2', '3']), table('ScriptEval', '----------', '2', '4', '6'));
+  });
+
+  test('aggregation (ScriptAggr): one result over every row', async () => {
+    assert.equal(await ok(['--fn', 'ScriptAggr', 'args[0].reduce((a, b) => a + b, 0)', '1', '2', '3']), table('ScriptAggr', '----------', '6'));
+  });
+
+  test('text (ScriptEvalStr, ScriptAggrStr)', async () => {
+    assert.equal(await ok(['--fn', 'ScriptEvalStr', 'args[0].toUpperCase()', 'ada', 'grace']), table('ScriptEvalStr', '-------------', 'ADA', 'GRACE'));
+    assert.equal(await ok(['--fn', 'ScriptAggrStr', 'args[0].join(", ")', 'a', 'b']), table('ScriptAggrStr', '-------------', 'a, b'));
+  });
+
+  test('…Ex type letters: text, number and dual parameters from --arg lists', async () => {
+    const padded = await ok(['--fn', 'ScriptEvalExStr', '--types', 'SN', 'args[0].padStart(args[1], "0")', '--arg', '12,345', '--arg', '5,6']);
+    assert.equal(padded, table('ScriptEvalExStr', '---------------', '00012', '000345'));
+    const dual = await ok(['--fn', 'ScriptAggrEx', '--types', 'D', 'args[0].filter((d) => d.str !== "x").length + args[0][0].num', '7', 'x', '8']);
+    assert.equal(dual, table('ScriptAggrEx', '------------', '9'));
+  });
+
+  test('a CSV file: the columns named by --columns, bound by name; an empty number cell is a Qlik null', async () => {
+    const file = path.join(dir, 'sales.csv');
+    writeFileSync(file, 'Name,Sales,Cost\nAda,100,40\n"Lovelace, A",50,\n');
+    assert.equal(await ok(['--csv', file, '--columns', 'Sales,Cost', 'Sales - Cost']), table('ScriptEval', '----------', '60', '-'));
+    const csv = await ok(['--csv', file, '--fn', 'ScriptEvalExStr', '--types', 'SN', '--columns', 'Name,Sales', '--format', 'csv', '`${Name}: ${Sales}`']);
+    assert.equal(csv, 'ScriptEvalExStr\r\nAda: 100\r\n"Lovelace, A: 50"\r\n');
+  });
+
+  test('a table return (LOAD … EXTENSION): objects become named columns, arrays Field1…N', async () => {
+    const objects = await ok(['({ id: args[0], square: args[0] * args[0], name: "n" + args[0] })', '1', '2']);
+    assert.equal(objects, table('id  square  name', '--  ------  ----', '1   1       n1', '2   4       n2'));
+    assert.equal(await ok(['--format', 'csv', '[args[0], "x,y"]', '1']), 'Field1,Field2\r\n1,"x,y"\r\n');
+  });
+
+  test('a script error: the gRPC status name and the plugin message, exit code 1', async () => {
+    const thrown = await run(['throw new Error("boom " + args[0])', '1']);
+    assert.deepEqual(thrown, { code: 1, stdout: '', stderr: 'INVALID_ARGUMENT: Error: boom 1 (at row 0)\n' });
+    const looping = await run(['--timeout-ms', '200', 'for (;;) {}', '1']);
+    assert.equal(looping.code, 1);
+    assert.match(looping.stderr, /^DEADLINE_EXCEEDED: .*200 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
+  });
+
+  test('a mistake on the command line: what is accepted, exit code 2, nothing started', async () => {
+    const ran = await run(['--fn', 'ScriptEvalEx', 'args[0]', '1']);
+    assert.equal(ran.code, 2);
+    assert.match(ran.stderr, /^try: ScriptEvalEx needs --types/);
+    const limit = await run(['--memory-mb', '1', 'args[0]', '1']);
+    assert.equal(limit.code, 2);
+    assert.match(limit.stderr, /^try: --memory-mb \(SSE_MEMORY_LIMIT_MB\)="1" is invalid: expected an integer from 8/);
+  });
+
+  test('the package command (npx qlik-sse-js try) starts Node with the flags the sandbox needs', async () => {
+    const ran = await run(['try', 'args[0] + 1', '41'], [BIN_JS]);
+    assert.deepEqual(ran, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
+  });
+});
