@@ -5,6 +5,7 @@
 import type http from 'node:http';
 
 import type { Config } from './config';
+import { FunctionRegistry } from './functions/registry';
 import { createLogger, type Logger } from './log';
 import { Metrics } from './metrics';
 import { WorkerPool } from './pool';
@@ -28,14 +29,17 @@ export interface Plugin {
 }
 
 export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Plugin> {
+  // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
+  const functions = config.functionsDir === undefined ? undefined : await FunctionRegistry.open(config.functionsDir, logger);
   const pool = new WorkerPool(config);
   const metrics = new Metrics(pool);
   let draining = false;
   let running: RunningServer;
   try {
     await pool.ready();
-    running = await startServer({ config, pool, logger, metrics, draining: () => draining });
+    running = await startServer({ config, pool, logger, metrics, draining: () => draining, functions });
   } catch (error) {
+    functions?.close();
     await pool.close();
     throw error;
   }
@@ -46,6 +50,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
       ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
     } catch (error) {
       running.server.forceShutdown();
+      functions?.close();
       await pool.close();
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, { cause: error });
@@ -67,6 +72,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     stopping ??= (async () => {
       const deadline = Date.now() + graceMs;
       draining = true;
+      functions?.close();
       running.setServing('NOT_SERVING');
       await callsEnded(metrics, deadline);
       if (metrics.callsInFlight > 0) logger.warn({ calls: metrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
