@@ -73,7 +73,8 @@ export class FunctionRegistry {
 
   private watch(): void {
     try {
-      this.watcher = watch(this.dir, { persistent: false }, () => this.schedule());
+      // Persistent: a change noticed is always applied; stop() closes the watcher.
+      this.watcher = watch(this.dir, () => this.schedule());
       this.watcher.on('error', (error) => {
         this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR any more: function files are no longer reloaded; restart the plugin');
       });
@@ -86,7 +87,6 @@ export class FunctionRegistry {
     if (this.closed) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.reloadSoon(), RELOAD_DEBOUNCE_MS);
-    this.timer.unref();
   }
 
   /** One reload at a time; changes that arrive during one cause one more. */
