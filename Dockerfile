@@ -45,6 +45,9 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/proto ./proto
 COPY --from=build /app/dist ./dist
+# The starter library: SSE_FUNCTIONS_DIR=/app/functions to use it, or mount your own folder
+# (read-only: -v /srv/sse-functions:/functions:ro -e SSE_FUNCTIONS_DIR=/functions).
+COPY functions ./functions
 # The node image's unprivileged user (uid 1000).
 USER node
 # 50051: gRPC (qlik.sse.Connector and grpc.health.v1.Health). 9464: /metrics when SSE_METRICS_PORT=9464.

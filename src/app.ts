@@ -5,6 +5,7 @@
 import type http from 'node:http';
 
 import type { Config } from './config';
+import { FunctionRegistry } from './functions/registry';
 import { createLogger, type Logger } from './log';
 import { Metrics } from './metrics';
 import { SandboxPool } from './sandbox-pool';
@@ -28,6 +29,8 @@ const UNAVAILABLE_GRACE_MS = 5_000;
 export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel, undefined, config.logFormat)): Promise<Plugin> {
   let metrics: Metrics | undefined;
   let running: RunningServer | undefined;
+  // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
+  const functions = config.functionsDir === undefined ? undefined : await FunctionRegistry.open(config.functionsDir, logger);
   let draining = false;
   let unavailableTimer: NodeJS.Timeout | undefined;
   const pool = new SandboxPool({ ...config }, logger, {
@@ -41,8 +44,9 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
   metrics = new Metrics(pool);
   try {
     await pool.start();
-    running = await startServer({ config, pool, logger, metrics, draining: () => draining });
+    running = await startServer({ config, pool, logger, metrics, draining: () => draining, functions });
   } catch (error) {
+    functions?.close();
     await pool.close();
     throw error;
   }
@@ -53,6 +57,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
       ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
     } catch (error) {
       running.server.forceShutdown();
+      functions?.close();
       await pool.close();
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, { cause: error });
@@ -67,6 +72,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     stopping ??= (async () => {
       const deadline = Date.now() + graceMs;
       draining = true;
+      functions?.close();
       clearTimeout(unavailableTimer);
       server.setServing('NOT_SERVING');
       await callsEnded(callMetrics, deadline);

@@ -1,4 +1,4 @@
-/** GetCapabilities: script support (unless disabled), no plugin-defined functions. */
+/** GetCapabilities: script support (unless disabled) and the plugin functions (src/functions/). */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -8,6 +8,6 @@ export const PLUGIN_VERSION: string = (
   JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
 ).version;
 
-export function capabilities(allowScript: boolean): Record<string, unknown> {
-  return { allowScript, functions: [], pluginIdentifier: PLUGIN_IDENTIFIER, pluginVersion: PLUGIN_VERSION };
+export function capabilities(allowScript: boolean, functions: readonly Record<string, unknown>[] = []): Record<string, unknown> {
+  return { allowScript, functions, pluginIdentifier: PLUGIN_IDENTIFIER, pluginVersion: PLUGIN_VERSION };
 }

@@ -30,6 +30,8 @@ export interface Config {
   readonly metricsPort: number | undefined;
   readonly metricsHost: string;
   readonly shutdownGraceMs: number;
+  /** Folder of the administrator's plugin function files (src/functions/); unset: no functions. */
+  readonly functionsDir: string | undefined;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -122,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
     metricsHost: read('SSE_METRICS_HOST', nonEmpty, host),
     shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
+    functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
   };
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return config;

@@ -1,12 +1,14 @@
 /**
  * The EvaluateScript handler: checks the call may run, reads its headers, hands it to a
- * CallPipeline, and writes one log line and the metrics when it ends.
+ * CallPipeline, and writes one log line and the metrics when it ends. ExecuteFunction
+ * (src/execute-function.ts) shares all of it but the reading of its headers: runCall.
  */
 import { createHash, randomUUID } from 'node:crypto';
 
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { Config } from './config';
+import type { FunctionRegistry } from './functions/registry';
 import { PluginError } from './shared/errors';
 import { statusName, toStatus } from './grpc-status';
 import type { Logger } from './log';
@@ -26,21 +28,38 @@ export interface HandlerDeps {
   readonly metrics: Metrics;
   /** True once shutdown began: new calls are refused. */
   readonly draining: () => boolean;
+  /** The administrator's plugin functions (SSE_FUNCTIONS_DIR), when configured. */
+  readonly functions?: FunctionRegistry | undefined;
 }
 
 export type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
+export type RpcName = 'EvaluateScript' | 'ExecuteFunction';
+
+/** A call whose headers have been read; logFields are what its RPC adds to the call's log line. */
+export interface PreparedCall extends ScriptCall {
+  readonly logFields?: Readonly<Record<string, unknown>>;
+}
+
 export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
+  const { config } = deps;
+  return runCall(deps, 'EvaluateScript', (call) => {
+    if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
+    return readScriptCall(call.metadata, config.maxScriptBytes);
+  });
+}
+
+/** Runs a call once prepare() has read its headers (it throws a PluginError to refuse the call). */
+export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) => PreparedCall): (call: Call) => void {
   const { config, pool, logger, metrics } = deps;
   return (call) => {
     const started = performance.now();
     const requestId = randomUUID();
     metrics.callStarted();
-    let scriptCall: ScriptCall;
+    let scriptCall: PreparedCall;
     try {
-      if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
-      scriptCall = readScriptCall(call.metadata, config.maxScriptBytes);
+      scriptCall = prepare(call);
       if (pool.saturated) {
         metrics.busyRefusals.inc();
         throw busyError(config.maxQueue);
@@ -48,7 +67,7 @@ export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
     } catch (error) {
       const failure = PluginError.from(error);
       call.emit('error', toStatus(failure));
-      logCall(deps, { requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
+      logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
       return;
     }
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
@@ -58,7 +77,7 @@ export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
       maxReplyBytes: MAX_REPLY_BYTES,
     });
     pipeline.run().then(
-      ({ error, summary }) => logCall(deps, { requestId, started, call, scriptCall, error, summary }),
+      ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),
       (error: unknown) => {
         metrics.callEnded();
         logger.error({ requestId, err: error }, 'call pipeline failed');
@@ -68,10 +87,11 @@ export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
 }
 
 interface CallRecord {
+  readonly rpc: RpcName;
   readonly requestId: string;
   readonly started: number;
   readonly call: Call;
-  readonly scriptCall: ScriptCall | undefined;
+  readonly scriptCall: PreparedCall | undefined;
   readonly error: PluginError | null;
   readonly summary: CallSummary | undefined;
 }
@@ -100,6 +120,7 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     userId: common.userId,
     peer: record.call.getPeer(),
     function: functionName,
+    ...scriptCall?.logFields,
     scriptHash: scriptCall ? createHash('sha256').update(scriptCall.spec.script).digest('hex').slice(0, 16) : undefined,
     scriptBytes: scriptCall?.scriptBytes,
     rowsIn: summary?.rowsIn ?? 0,
@@ -112,8 +133,8 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     // A script's own error message may quote row values: that only goes to debug.
     details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
   };
-  logger.info(line, 'EvaluateScript');
-  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, 'EvaluateScript failed');
+  logger.info(line, record.rpc);
+  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);
 }
 
 function safeCommonHeader(call: Call): { appId: string; userId: string } {

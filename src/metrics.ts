@@ -6,12 +6,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly calls = new Counter({ name: 'sse_calls_total', help: 'EvaluateScript calls by script function and gRPC status', labelNames: ['function', 'status'] as const, registers: [this.registry] });
+  readonly calls = new Counter({ name: 'sse_calls_total', help: 'EvaluateScript and ExecuteFunction calls by script function or plugin function name, and gRPC status', labelNames: ['function', 'status'] as const, registers: [this.registry] });
   readonly rowsIn = new Counter({ name: 'sse_rows_in_total', help: 'Rows received', registers: [this.registry] });
   readonly rowsOut = new Counter({ name: 'sse_rows_out_total', help: 'Rows answered', registers: [this.registry] });
   readonly duration = new Histogram({
     name: 'sse_call_duration_seconds',
-    help: 'Wall-clock duration of EvaluateScript calls',
+    help: 'Wall-clock duration of EvaluateScript and ExecuteFunction calls',
     labelNames: ['function'] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
@@ -45,7 +45,7 @@ export class Metrics {
       },
     });
     const calls = (): number => this.inFlight;
-    new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript calls running now', registers, collect() { this.set(calls()); } });
+    new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript and ExecuteFunction calls running now', registers, collect() { this.set(calls()); } });
     collectDefaultMetrics({ register: this.registry });
   }
 

@@ -10,6 +10,7 @@ import { DataType, FunctionType, type EvaluationMode, type ScriptSpec } from './
 
 export const SCRIPT_HEADER = 'qlik-scriptrequestheader-bin';
 export const COMMON_HEADER = 'qlik-commonrequestheader-bin';
+export const FUNCTION_HEADER = 'qlik-functionrequestheader-bin';
 
 export interface CommonHeader {
   readonly appId: string;
@@ -54,6 +55,13 @@ export function readCommonHeader(metadata: Metadata): CommonHeader {
     userId: String(common?.['userId'] ?? ''),
     cardinality: Number(common?.['cardinality'] ?? 0),
   };
+}
+
+/** The functionId of an ExecuteFunction call (Qlik echoes the id GetCapabilities gave it). */
+export function readFunctionId(metadata: Metadata): number {
+  const header = decodeHeader(metadata, FUNCTION_HEADER, messages.FunctionRequestHeader);
+  if (header === undefined) throw invalid(`the call has no ${FUNCTION_HEADER} header; it must name the function to run`);
+  return Number(header['functionId'] ?? 0);
 }
 
 function enumValue<T extends number>(value: unknown, allowed: Record<string, T>, field: string): T {

@@ -8,10 +8,9 @@ import { loadSync } from '@grpc/proto-loader';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 
 import { capabilities } from './capabilities';
-import { PluginError } from './shared/errors';
-import { toStatus } from './grpc-status';
 import { guardHeaderLimits } from './header-guard';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
+import { executeFunction } from './execute-function';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
 import { MAX_REPLY_BYTES } from './shared/replies';
 import { serverCredentials } from './tls';
@@ -54,12 +53,11 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   });
   server.addService(connectorService(), {
     GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-      logger.info({ peer: call.getPeer(), allowScript: config.allowScript }, 'GetCapabilities');
-      callback(null, capabilities(config.allowScript));
+      const functions = deps.functions?.definitions() ?? [];
+      logger.info({ peer: call.getPeer(), allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
+      callback(null, capabilities(config.allowScript, functions));
     },
-    ExecuteFunction: (call: grpc.ServerDuplexStream<Buffer, Uint8Array>) => {
-      call.emit('error', toStatus(new PluginError('UNIMPLEMENTED', 'this plugin offers no plugin functions; use the script functions (ScriptEval, ScriptAggr, …)')));
-    },
+    ExecuteFunction: executeFunction(deps),
     EvaluateScript: evaluateScript(deps),
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });

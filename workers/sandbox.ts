@@ -157,14 +157,15 @@ export class Sandbox {
 
   private compile(spec: ScriptSpec): ivm.Script {
     const params = ['args', ...spec.boundNames.filter((name) => name !== '')].join(', ');
-    const key = `${params}\u0000${spec.script}`;
+    // Plugin functions compile as they are (their key cannot clash: params always starts with args).
+    const key = `${spec.factory === true ? 'factory' : params}\u0000${spec.script}`;
     const cached = this.scripts.get(key);
     if (cached) {
       this.scripts.delete(key);
       this.scripts.set(key, cached);
       return cached;
     }
-    const script = this.compileWrapped(spec.script, params);
+    const script = spec.factory === true ? this.compileFactory(spec.script) : this.compileWrapped(spec.script, params);
     this.scripts.set(key, script);
     if (this.scripts.size > SCRIPT_CACHE_SIZE) {
       const oldest = this.scripts.keys().next().value;
@@ -186,6 +187,15 @@ export class Sandbox {
         const looksLikeBody = /;|\breturn\b/.test(expression);
         throw syntaxError(looksLikeBody ? bodyError : expressionError);
       }
+    }
+  }
+
+  /** A plugin function's script is already an expression whose value is the per-row function. */
+  private compileFactory(text: string): ivm.Script {
+    try {
+      return this.isolate.compileScriptSync(text, { filename: 'function.js' });
+    } catch (error) {
+      throw syntaxError(error);
     }
   }
 
@@ -230,7 +240,7 @@ export class Sandbox {
 function syntaxError(error: unknown): PluginError {
   const message = error instanceof Error ? error.message : String(error);
   const text = message.startsWith('SyntaxError') ? message : `SyntaxError: ${message}`;
-  return new PluginError('INVALID_ARGUMENT', text.replace(/ \[script\.js:\d+:\d+\]$/, ''));
+  return new PluginError('INVALID_ARGUMENT', text.replace(/ \[(script|function)\.js:\d+:\d+\]$/, ''));
 }
 
 /**

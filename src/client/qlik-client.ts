@@ -38,6 +38,12 @@ export interface ScriptCallOptions {
   readonly cancelAfterMs?: number;
 }
 
+export interface FunctionCallOptions extends Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'common' | 'deadlineMs' | 'cancelAfterMs'> {
+  readonly functionId: number;
+  /** Replaces the function header bytes; null omits the header. */
+  readonly functionHeaderBytes?: Buffer | null;
+}
+
 export interface CallResult {
   readonly code: grpc.status;
   readonly details: string;
@@ -96,7 +102,29 @@ export class QlikClient {
     return this.stream('/qlik.sse.Connector/EvaluateScript', scriptMetadata(options), options);
   }
 
-  stream(path: string, metadata: grpc.Metadata, options: Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'deadlineMs' | 'cancelAfterMs'>): Promise<CallResult> {
+  /** ExecuteFunction, as Qlik calls a plugin function by the id GetCapabilities gave it. */
+  executeFunction(options: FunctionCallOptions): Promise<CallResult> {
+    return this.stream('/qlik.sse.Connector/ExecuteFunction', functionMetadata(options), options);
+  }
+
+  /** An ExecuteFunction call whose rows the test sends when it chooses: send() then end(). */
+  openFunctionCall(options: FunctionCallOptions): { send(rows: readonly (readonly Dual[])[]): void; end(): Promise<CallResult> } {
+    let sendRows!: (rows: readonly (readonly Dual[])[]) => void;
+    let endCall!: () => void;
+    const result = this.stream('/qlik.sse.Connector/ExecuteFunction', functionMetadata(options), options, (call) => {
+      sendRows = (rows) => call.write(encodeBundle(rows));
+      endCall = () => call.end();
+    });
+    return { send: (rows) => sendRows(rows), end: () => (endCall(), result) };
+  }
+
+  stream(
+    path: string,
+    metadata: grpc.Metadata,
+    options: Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'deadlineMs' | 'cancelAfterMs'>,
+    /** Keeps the call open for the caller to write to, instead of sending the bundles and ending it. */
+    keepOpen?: (call: grpc.ClientDuplexStream<Buffer, Buffer>) => void,
+  ): Promise<CallResult> {
     const deadline = new Date(Date.now() + (options.deadlineMs ?? 30_000));
     const call = this.client.makeBidiStreamRequest(path, raw, raw, metadata, { deadline });
     const rows: Dual[][] = [];
@@ -115,12 +143,29 @@ export class QlikClient {
         resolve({ code: status.code, details: status.details, rows, messageSizes, initialMetadata, trailers });
       });
       call.on('error', () => undefined);
+      if (keepOpen) return keepOpen(call);
       const messagesToSend = options.rawMessages ?? (options.bundles ?? []).map(encodeBundle);
       for (const message of messagesToSend) call.write(message);
       call.end();
       if (options.cancelAfterMs !== undefined) setTimeout(() => call.cancel(), options.cancelAfterMs);
     });
   }
+}
+
+export function functionMetadata(options: FunctionCallOptions): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  // version is set as Qlik's own tests do: a header with functionId 0 alone would be empty.
+  const header = options.functionHeaderBytes === undefined ? encodeMessage(messages.FunctionRequestHeader, { functionId: options.functionId, version: '1' }) : options.functionHeaderBytes;
+  if (header !== null) metadata.set('qlik-functionrequestheader-bin', header);
+  setCommonHeader(metadata, options.common);
+  return metadata;
+}
+
+/** The common header as Qlik sends it (a default one unless given); null omits it. */
+function setCommonHeader(metadata: grpc.Metadata, common: ScriptCallOptions['common']): void {
+  if (common === null) return;
+  const value = common ?? { appId: 'test-app', userId: 'UserDirectory=TEST; UserId=tester', cardinality: 0 };
+  metadata.set('qlik-commonrequestheader-bin', encodeMessage(messages.CommonRequestHeader, { ...value }));
 }
 
 export function scriptHeader(options: ScriptCallOptions): Buffer {
@@ -136,10 +181,7 @@ export function scriptMetadata(options: ScriptCallOptions): grpc.Metadata {
   const metadata = new grpc.Metadata();
   const header = options.scriptHeaderBytes === undefined ? scriptHeader(options) : options.scriptHeaderBytes;
   if (header !== null) metadata.set('qlik-scriptrequestheader-bin', header);
-  if (options.common !== null) {
-    const common = options.common ?? { appId: 'test-app', userId: 'UserDirectory=TEST; UserId=tester', cardinality: 0 };
-    metadata.set('qlik-commonrequestheader-bin', encodeMessage(messages.CommonRequestHeader, { ...common }));
-  }
+  setCommonHeader(metadata, options.common);
   return metadata;
 }
 

@@ -25,6 +25,11 @@ export interface ScriptSpec {
   readonly mode: EvaluationMode;
   /** TENSOR calls may answer with a table (every row an array, or every row a plain object). */
   readonly tableAllowed: boolean;
+  /**
+   * Plugin functions (src/functions/): `script` is an expression whose value is the per-row function
+   * itself, `(args) => …`, evaluated once per call context, instead of an expression or body run per row.
+   */
+  readonly factory?: boolean;
 }
 
 export interface EvaluateTask {

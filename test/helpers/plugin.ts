@@ -1,7 +1,7 @@
 /** Starts the real plugin on 127.0.0.1:0 with a real pool, and a client connected to it. */
 import { startPlugin, type Plugin } from '../../src/app';
 import { loadConfig, type Config } from '../../src/config';
-import { createLogger } from '../../src/log';
+import { createLogger, type Logger } from '../../src/log';
 import { QlikClient } from './qlik-client';
 
 export interface TestPlugin {
@@ -12,9 +12,10 @@ export interface TestPlugin {
   stop(): Promise<void>;
 }
 
-export async function startTestPlugin(env: Record<string, string> = {}): Promise<TestPlugin> {
+/** logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines). */
+export async function startTestPlugin(env: Record<string, string> = {}, logger?: Logger): Promise<TestPlugin> {
   const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error', ...env });
-  const plugin = await startPlugin(config, createLogger(config.logLevel));
+  const plugin = await startPlugin(config, logger ?? createLogger(config.logLevel));
   const address = `127.0.0.1:${plugin.port}`;
   const client = new QlikClient(address);
   return {

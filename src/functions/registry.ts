@@ -1,0 +1,150 @@
+/**
+ * The plugin functions in force, and their hot reload. The folder is read at start and again, after
+ * a short quiet time, whenever fs.watch reports a change in it (editors save in bursts: write, rename,
+ * chmod). A reload builds a new immutable FunctionSet and swaps it in one assignment: a call keeps
+ * the PluginFunction (and its ScriptSpec) it looked up when it started, so a call in flight always
+ * finishes on the version it started with, and no call ever fails because of a reload.
+ *
+ * The log says what was loaded, changed, removed or refused. Qlik reads the function list only when
+ * it connects, so a change of names or signatures is logged with what the administrator must do.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { stat } from 'node:fs/promises';
+
+import { ConfigError } from '../config';
+import type { Logger } from '../log';
+import { EMPTY_FUNCTION_SET, loadFunctionFolder, type FunctionSet } from './load-folder';
+import { functionDefinition, type PluginFunction } from './signature';
+
+/** Quiet time after the last change event before the folder is read again. */
+export const RELOAD_DEBOUNCE_MS = 200;
+
+export class FunctionRegistry {
+  private current: FunctionSet = EMPTY_FUNCTION_SET;
+  private watcher: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private reloading: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+  /** Resolves after each completed reload (tests and callers that must see a change take effect). */
+  private reloadListeners: (() => void)[] = [];
+
+  private constructor(
+    readonly dir: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Reads the folder and starts watching it; a folder that cannot be read stops the start. */
+  static async open(dir: string, logger: Logger): Promise<FunctionRegistry> {
+    const info = await stat(dir).catch((error: unknown) => {
+      throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} cannot be read: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    if (!info.isDirectory()) throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} is not a folder: expected a folder of .js function files`);
+    const registry = new FunctionRegistry(dir, logger);
+    await registry.reload();
+    registry.watch();
+    return registry;
+  }
+
+  get functions(): FunctionSet {
+    return this.current;
+  }
+
+  lookup(id: number): PluginFunction | undefined {
+    return this.current.byId.get(id);
+  }
+
+  /** The FunctionDefinitions for GetCapabilities. */
+  definitions(): Record<string, unknown>[] {
+    return this.current.functions.map(functionDefinition);
+  }
+
+  /** Resolves once a reload that starts after this call has completed. */
+  nextReload(): Promise<void> {
+    return new Promise((resolve) => this.reloadListeners.push(resolve));
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+
+  private watch(): void {
+    try {
+      // Persistent: a change noticed is always applied; stop() closes the watcher.
+      this.watcher = watch(this.dir, () => this.schedule());
+      this.watcher.on('error', (error) => {
+        this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR any more: function files are no longer reloaded; restart the plugin');
+      });
+    } catch (error) {
+      this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR: function files are read at start only');
+    }
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.reloadSoon(), RELOAD_DEBOUNCE_MS);
+  }
+
+  /** One reload at a time; changes that arrive during one cause one more. */
+  private async reloadSoon(): Promise<void> {
+    if (this.reloading) {
+      this.again = true;
+      return;
+    }
+    do {
+      this.again = false;
+      this.reloading = this.reload();
+      await this.reloading;
+      this.reloading = undefined;
+    } while (this.again && !this.closed);
+  }
+
+  private async reload(): Promise<void> {
+    let next: FunctionSet;
+    try {
+      next = await loadFunctionFolder(this.dir);
+    } catch (error) {
+      this.logger.error({ dir: this.dir, err: error }, 'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before');
+      return this.notify();
+    }
+    const previous = this.current;
+    this.current = next;
+    logChanges(this.logger, this.dir, previous, next, previous === EMPTY_FUNCTION_SET);
+    this.notify();
+  }
+
+  private notify(): void {
+    for (const listener of this.reloadListeners.splice(0)) listener();
+  }
+}
+
+function logChanges(logger: Logger, dir: string, before: FunctionSet, after: FunctionSet, atStart: boolean): void {
+  const old = new Map(before.functions.map((fn) => [fn.id, fn]));
+  let signaturesChanged = false;
+  for (const fn of after.functions) {
+    const was = old.get(fn.id);
+    old.delete(fn.id);
+    const fields = { function: fn.name, functionId: fn.id, file: fn.file, line: fn.line, kind: fn.kind, version: fn.version };
+    if (!was) {
+      signaturesChanged = true;
+      logger.info(fields, 'plugin function loaded');
+    } else if (was.version !== fn.version) {
+      if (JSON.stringify(functionDefinition(was)) !== JSON.stringify(functionDefinition(fn))) signaturesChanged = true;
+      logger.info({ ...fields, previousVersion: was.version }, 'plugin function changed');
+    }
+  }
+  for (const fn of old.values()) {
+    signaturesChanged = true;
+    logger.info({ function: fn.name, functionId: fn.id, file: fn.file }, 'plugin function removed');
+  }
+  for (const problem of after.problems) logger.warn({ file: problem.file, line: problem.line, problem: problem.message }, 'plugin function refused');
+  if (after.functions.length === 0) logger.warn({ dir, refused: after.problems.length }, 'SSE_FUNCTIONS_DIR has no valid plugin function');
+  else logger.info({ dir, functions: after.functions.length, refused: after.problems.length }, atStart ? 'plugin functions read' : 'plugin functions reloaded');
+  if (signaturesChanged && !atStart) {
+    logger.info('the list of plugin functions changed: Qlik reads it when it connects, so reload the analytic connection (restart the Qlik engine service, or Desktop) for apps to see it');
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * What a plugin function is once its file has been read: its Qlik signature (name, kind, typed
+ * parameters, return type), a stable id, where it was defined, and the script text the sandbox runs.
+ *
+ * The id is derived from the function's name alone (a hash into the positive int32 range), so adding,
+ * removing or editing one function never changes another's id, across reloads and restarts: Qlik
+ * keeps the ids it read from GetCapabilities and sends them back in every ExecuteFunction call.
+ *
+ * The script text is an expression whose value is the per-row function (ScriptSpec.factory): the
+ * sandbox evaluates it once per call context, so `run` is created once per call, never per row, and
+ * the text is the same for every call, so each sandbox compiles it once (workers/sandbox.ts caches by
+ * text). `run` sees only its own parameters: the wrapper's `args` is outside its scope.
+ */
+import { createHash } from 'node:crypto';
+
+import { DataType, FunctionType, type EvaluationMode, type ScriptSpec } from '../shared/task';
+
+/** How the file says it: `kind`. */
+export const KINDS = { row: FunctionType.SCALAR, tensor: FunctionType.TENSOR, aggregation: FunctionType.AGGREGATION } as const;
+export type KindName = keyof typeof KINDS;
+
+/** How the file says it: the type of each entry of `params`. */
+export const PARAM_TYPES = { number: DataType.NUMERIC, text: DataType.STRING, dual: DataType.DUAL } as const;
+export type ParamTypeName = keyof typeof PARAM_TYPES;
+
+/** How the file says it: `returns`. */
+export const RETURN_TYPES = { number: DataType.NUMERIC, text: DataType.STRING } as const;
+export type ReturnTypeName = keyof typeof RETURN_TYPES;
+
+/** Letters, digits and `_` (what Qlik accepts in a function name), not starting with a digit. */
+export const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const MAX_NAME_CHARS = 64;
+
+/** Qlik adds these to the connection when scripts are allowed: a plugin function must not shadow them. */
+export const SCRIPT_FUNCTION_NAMES = [
+  'ScriptEval', 'ScriptEvalStr', 'ScriptEvalEx', 'ScriptEvalExStr',
+  'ScriptAggr', 'ScriptAggrStr', 'ScriptAggrEx', 'ScriptAggrExStr',
+] as const;
+
+export interface FunctionParam {
+  readonly name: string;
+  readonly type: ParamTypeName;
+}
+
+/** A function as the file states it, before an id is given. */
+export interface FunctionSource {
+  readonly name: string;
+  readonly kind: KindName;
+  readonly params: readonly FunctionParam[];
+  readonly returns: ReturnTypeName;
+  /** `run` as a function expression, cut from the file. */
+  readonly runSource: string;
+  /** The file, as logs and messages name it, and the 1-based line of the definition. */
+  readonly file: string;
+  readonly line: number;
+}
+
+export interface PluginFunction extends FunctionSource {
+  readonly id: number;
+  readonly spec: ScriptSpec;
+  /** Short hash of the signature and code: tells versions apart in logs. */
+  readonly version: string;
+}
+
+/** The first 31 bits of SHA-256 of the lower-cased name (Qlik names are case-insensitive); never 0. */
+export function functionId(name: string): number {
+  const id = createHash('sha256').update(name.toLowerCase(), 'utf8').digest().readUInt32BE(0) & 0x7fffffff;
+  return id === 0 ? 1 : id;
+}
+
+export function toPluginFunction(source: FunctionSource): PluginFunction {
+  const spec = functionSpec(source);
+  const version = createHash('sha256').update(JSON.stringify([source.kind, source.params, source.returns, spec.script])).digest('hex').slice(0, 12);
+  return { ...source, id: functionId(source.name), spec, version };
+}
+
+/** The same ScriptSpec EvaluateScript builds, with the function's declared types instead of a header's. */
+function functionSpec(source: FunctionSource): ScriptSpec {
+  const functionType = KINDS[source.kind];
+  const mode: EvaluationMode = source.params.length === 0 ? 'once' : functionType === FunctionType.AGGREGATION ? 'aggregate' : 'rows';
+  return {
+    script: factoryScript(source.runSource, source.params.length),
+    paramTypes: source.params.map((p) => PARAM_TYPES[p.type]),
+    boundNames: [],
+    returnType: RETURN_TYPES[source.returns],
+    mode,
+    tableAllowed: functionType === FunctionType.TENSOR && mode === 'rows',
+    factory: true,
+  };
+}
+
+/** An expression evaluating to `(args) => run(args[0], …)`; `run` is built once, when it is evaluated. */
+export function factoryScript(runSource: string, paramCount: number): string {
+  const argList = Array.from({ length: paramCount }, (_, i) => `args[${i}]`).join(', ');
+  return `(function () {\nconst run = (\n${runSource}\n);\nreturn function (args) { return run(${argList}); };\n})()`;
+}
+
+/** The FunctionDefinition message GetCapabilities lists. */
+export function functionDefinition(fn: PluginFunction): Record<string, unknown> {
+  return {
+    name: fn.name,
+    functionType: KINDS[fn.kind],
+    returnType: RETURN_TYPES[fn.returns],
+    params: fn.params.map((p) => ({ name: p.name, dataType: PARAM_TYPES[p.type] })),
+    functionId: fn.id,
+  };
+}

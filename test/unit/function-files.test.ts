@@ -1,0 +1,171 @@
+/**
+ * The plugin function loader on its own: what a file may say, every refusal with its file, line and
+ * what to change, stable ids, and the registry's reload and logs. Files are parsed, never run.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+
+import { ConfigError } from '../../src/config';
+import { loadFunctionFolder } from '../../src/functions/load-folder';
+import { parseFunctionFile } from '../../src/functions/parse-file';
+import { FunctionRegistry } from '../../src/functions/registry';
+import { functionId, toPluginFunction } from '../../src/functions/signature';
+import { createLogger } from '../../src/log';
+import { DataType } from '../../src/shared/task';
+
+const GOOD = `// two ways of writing a definition
+exports.Slug = {
+  kind: 'row',
+  params: { text: 'text', width: 'number', d: 'dual' },
+  returns: 'text',
+  run(text, width, d) { return text.slice(0, width) + d.str; },
+};
+exports['Sum2'] = { kind: 'aggregation', params: { v: 'number' }, returns: 'number', run: (v) => v.reduce((a, b) => a + b, 0) };
+`;
+
+const messages = (text: string): string[] => parseFunctionFile(text, 'f.js').problems.map((p) => `${p.file}:${p.line} ${p.message}`);
+
+describe('parseFunctionFile', () => {
+  it('reads the signature from literal syntax, in parameter order, and cuts run out of the file', () => {
+    const { functions, problems } = parseFunctionFile(GOOD, 'text.js');
+    assert.deepEqual(problems, []);
+    const [slug, sum] = functions;
+    assert.deepEqual({ name: slug?.name, kind: slug?.kind, params: slug?.params, returns: slug?.returns, line: slug?.line }, {
+      name: 'Slug', kind: 'row', returns: 'text', line: 2,
+      params: [{ name: 'text', type: 'text' }, { name: 'width', type: 'number' }, { name: 'd', type: 'dual' }],
+    });
+    assert.equal(slug?.runSource, 'function run(text, width, d) { return text.slice(0, width) + d.str; }');
+    assert.equal(sum?.runSource, '(v) => v.reduce((a, b) => a + b, 0)');
+    assert.equal(sum?.line, 8);
+  });
+
+  it('reads module.exports = { Name: { … } } and puts the file\'s helpers before run', () => {
+    const text = `function twice(x) { return 2 * x; }\nconst K = 3;\nmodule.exports = { Six: { kind: 'tensor', params: { x: 'number' }, returns: 'number', run(x) { return twice(x) * K; } } };\n`;
+    const [six] = parseFunctionFile(text, 'm.js').functions;
+    assert.equal(six?.name, 'Six');
+    assert.match(six?.runSource ?? '', /function twice\(x\)[\s\S]*const K = 3;[\s\S]*return \(\nfunction run\(x\)/);
+  });
+
+  it('builds the ScriptSpec a script call would, with the declared types', () => {
+    const [slug, sum] = parseFunctionFile(GOOD, 'text.js').functions.map(toPluginFunction);
+    assert.deepEqual(slug?.spec.paramTypes, [DataType.STRING, DataType.NUMERIC, DataType.DUAL]);
+    assert.equal(slug?.spec.returnType, DataType.STRING);
+    assert.equal(slug?.spec.mode, 'rows');
+    assert.equal(slug?.spec.tableAllowed, false);
+    assert.equal(slug?.spec.factory, true);
+    assert.equal(sum?.spec.mode, 'aggregate');
+  });
+
+  it('reports a syntax error with its line, and loads nothing of that file', () => {
+    const [problem] = messages(`exports.A = {\n  kind: 'row',\n  params: { x: 'number' ,\n  returns: 'number',\n};\n`);
+    assert.match(problem ?? '', /^f\.js:5 syntax error: Unexpected token; the file is not loaded$/);
+  });
+
+  it('reports each wrong or missing part with its line and the choices', () => {
+    const text = `exports.A = {\n  kind: 'rows',\n  params: { x: 'numeric', y: 'text', Y: 'text' },\n  returns: 'string',\n  run(x) {},\n  extra: 1,\n};\nexports.B = { kind: 'row', params: {}, returns: 'number' };\n`;
+    assert.deepEqual(messages(text), [
+      "f.js:6 A: unknown key extra: a definition has only kind, params, returns, run",
+      "f.js:2 A: kind must be one of 'row', 'tensor', 'aggregation' written as a string literal (got 'rows')",
+      "f.js:4 A: returns must be one of 'number', 'text' written as a string literal (got 'string')",
+      "f.js:3 A: the type of parameter x must be 'number', 'text', 'dual' (got 'numeric')",
+      'f.js:3 A: the parameter Y is declared twice: rename one',
+      "f.js:8 B: add run(…) { … }: the JavaScript that computes the result, one parameter per entry of params",
+    ]);
+  });
+
+  it('refuses invalid names, Qlik script function names, arity mismatches and async run', () => {
+    const text = [
+      "exports['my-fn'] = { kind: 'row', params: {}, returns: 'number', run() { return 1; } };",
+      "exports.scriptevalstr = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };",
+      "exports.Two = { kind: 'row', params: { a: 'number', b: 'number' }, returns: 'number', run(a) { return a; } };",
+      "exports.Later = { kind: 'row', params: {}, returns: 'number', async run() { return 1; } };",
+    ].join('\n');
+    const found = messages(text);
+    assert.equal(found.length, 4);
+    assert.match(found[0] ?? '', /^f\.js:1 my-fn: the function name "my-fn" is invalid: use letters, digits and _/);
+    assert.match(found[1] ?? '', /^f\.js:2 scriptevalstr: .* one of Qlik's script functions: choose another name$/);
+    assert.match(found[2] ?? '', /^f\.js:3 Two: run takes 1 parameter\(s\) but params declares 2/);
+    assert.match(found[3] ?? '', /^f\.js:4 Later: run must not be async/);
+  });
+
+  it('keeps the good definitions of a file whose other definitions are refused', () => {
+    const text = `exports.Good = { kind: 'row', params: {}, returns: 'number', run() { return 1; } };\nexports.Bad = { kind: 'row', params: {}, returns: 'nope', run() {} };\n`;
+    const { functions, problems } = parseFunctionFile(text, 'f.js');
+    assert.deepEqual(functions.map((f) => f.name), ['Good']);
+    assert.equal(problems.length, 1);
+  });
+
+  it('refuses a file that requires a module or has top-level code that would never run', () => {
+    assert.match(messages(`const fs = require('fs');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '', /^f\.js:1 require cannot work here: .*sandbox.*; the file is not loaded$/);
+    assert.match(messages(`console.log('hi');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '', /^f\.js:1 only exports\.Name = \{ … \} definitions .* this expression statement would never run; the file is not loaded$/);
+  });
+});
+
+describe('function ids', () => {
+  it('are a hash of the name alone: positive int32, case-insensitive, fixed across releases', () => {
+    assert.equal(functionId('Slugify'), 674090459);
+    assert.equal(functionId('slugify'), functionId('SLUGIFY'));
+    for (const name of ['A', 'Median', 'x_1', 'ParseDate']) {
+      const id = functionId(name);
+      assert.ok(Number.isInteger(id) && id > 0 && id <= 0x7fffffff, `${name}: ${id}`);
+    }
+  });
+});
+
+describe('loadFunctionFolder and FunctionRegistry', () => {
+  const dirs: string[] = [];
+  after(async () => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+  const folder = async (files: Record<string, string>): Promise<string> => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'sse-functions-'));
+    dirs.push(dir);
+    for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+    return dir;
+  };
+  const one = (name: string, value: number): string => `exports.${name} = { kind: 'row', params: {}, returns: 'number', run() { return ${value}; } };\n`;
+
+  it('keeps the first of two functions of the same name (by file name) and names both places', async () => {
+    const dir = await folder({ 'b.js': one('Same', 2), 'a.js': one('same', 1), 'notes.txt': 'ignored', 'c.js': 'exports.X = {' });
+    const set = await loadFunctionFolder(dir);
+    assert.deepEqual(set.functions.map((f) => `${f.file}:${f.name}`), ['a.js:same']);
+    assert.deepEqual(set.problems.map((p) => `${p.file}:${p.line}`), ['b.js:1', 'c.js:1']);
+    assert.match(set.problems[0]?.message ?? '', /already defined at a\.js:1/);
+  });
+
+  it('a folder with no valid function logs a warning and starts; a missing folder is a configuration error', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(JSON.parse(String(chunk)) as Record<string, unknown>), done()) }));
+    const registry = await FunctionRegistry.open(await folder({ 'bad.js': 'exports.X = 1;\n' }), logger);
+    registry.close();
+    assert.deepEqual(registry.definitions(), []);
+    assert.ok(lines.some((l) => l['msg'] === 'plugin function refused' && l['file'] === 'bad.js' && l['line'] === 1));
+    assert.ok(lines.some((l) => l['msg'] === 'SSE_FUNCTIONS_DIR has no valid plugin function' && l['level'] === 40));
+    await assert.rejects(FunctionRegistry.open(path.join(tmpdir(), 'no-such-folder-for-sse'), logger), (e: unknown) => e instanceof ConfigError && /SSE_FUNCTIONS_DIR/.test(e.message));
+  });
+
+  it('reloads when a file changes, keeps the ids of the functions that stay, and logs what changed', { timeout: 20_000 }, async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(JSON.parse(String(chunk)) as Record<string, unknown>), done()) }));
+    const dir = await folder({ 'a.js': one('Keep', 1) + one('Edit', 1) + one('Drop', 1) });
+    const registry = await FunctionRegistry.open(dir, logger);
+    try {
+      const before = registry.functions;
+      const reloaded = registry.nextReload();
+      await writeFile(path.join(dir, 'a.js'), one('Keep', 1) + one('Edit', 2) + one('Added', 1));
+      await reloaded;
+      const after = registry.functions;
+      assert.notEqual(after, before);
+      assert.deepEqual(after.functions.map((f) => [f.name, f.id]), [['Keep', functionId('Keep')], ['Edit', functionId('Edit')], ['Added', functionId('Added')]]);
+      assert.equal(after.functions[0]?.version, before.functions[0]?.version);
+      assert.notEqual(after.functions[1]?.version, before.functions[1]?.version);
+      const said = (msg: string, fn: string): boolean => lines.some((l) => l['msg'] === msg && l['function'] === fn);
+      assert.ok(said('plugin function changed', 'Edit') && said('plugin function removed', 'Drop') && said('plugin function loaded', 'Added'));
+      assert.ok(lines.some((l) => typeof l['msg'] === 'string' && l['msg'].includes('reload the analytic connection')));
+    } finally {
+      registry.close();
+    }
+  });
+});
