@@ -47,7 +47,7 @@ describe('graceful stop of the real process', () => {
         const stopping = plugin.lines.find((line) => String(line.msg).startsWith('stopping'));
         assert.equal(stopping?.['reason'], signal);
         assert.equal(stopping?.['graceMs'], 10_000);
-        assert.ok(plugin.lines.some((line) => line.msg === 'stopped: sandboxes disposed, pool closed'));
+        assert.ok(plugin.lines.some((line) => line.msg === 'stopped: sandbox processes ended'));
         assert.equal(plugin.lines.some((line) => String(line.msg).startsWith('still running after stop')), false);
         assert.doesNotMatch(plugin.stderr(), /segmentation|fatal|abort/i);
       } finally {
