@@ -8,7 +8,8 @@
  * - BENCH_QUIET_WAIT_MS (10000), BENCH_QUIET_BUDGET_MS (60000): how long to wait for other
  *   processes to leave the CPUs alone before each part and each timed call, and in all;
  * - BENCH_PLUGIN_FLAGS: extra node flags for the plugin (experiments only);
- * - BENCH_COMMIT: what to print as the code measured, outside a git checkout.
+ * - BENCH_COMMIT: what to print as the code measured, outside a git checkout;
+ * - BENCH_ONLY=latency: only the small-call parts (for iterating on latency).
  */
 import { execSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -23,7 +24,7 @@ import { NoiseMonitor } from './noise';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from './servers';
 import { benchSizes, type Sizes } from './sizes';
 import { ms, ratio } from './stats';
-import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, stringWorkload, type Workload } from './workloads';
+import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, scalarWorkload, stringWorkload, type Workload } from './workloads';
 
 /** Before each part, wait up to QUIET_WAIT_MS for a second in which others use under QUIET_SHARE of the CPUs. */
 const QUIET_SHARE = 0.1;
@@ -50,6 +51,7 @@ function encodeWorkloads(sizes: Sizes): Record<string, Workload> {
     strings: stringWorkload(sizes.stringRows, sizes.rowsPerBundle),
     aggregate: aggregateWorkload(sizes.aggregateRows, sizes.rowsPerBundle),
     small: numericWorkload(sizes.smallCallRows, sizes.rowsPerBundle),
+    scalar: scalarWorkload(),
     perClient: numericWorkload(sizes.clientCallRows, sizes.rowsPerBundle),
     soakNumeric: numericWorkload(sizes.soakRows, sizes.rowsPerBundle),
     soakStrings: stringWorkload(sizes.soakRows, sizes.rowsPerBundle),
@@ -126,6 +128,27 @@ class Parts {
     if (numericPlugin) printInFlight(`ScriptEval streaming ${this.w('numeric').rowsIn} rows`, numericPlugin, this.w('numeric').requestBytes);
   }
 
+  /** The LOAD pattern (issue 9): one 1-row SCALAR call per row, one after another, then from 4 clients. */
+  async scalar(): Promise<void> {
+    const { bench, ceiling, plugin, sizes } = this;
+    const one = await bench.part('scalar', async () => ({
+      ceiling: await sequentialLatency(ceiling, this.w('scalar'), sizes.scalarCalls, sizes.smallWarmupCalls),
+      plugin: await sequentialLatency(plugin, this.w('scalar'), sizes.scalarCalls, sizes.smallWarmupCalls),
+    }));
+    if (one) printLatency(`${sizes.scalarCalls} sequential 1-row SCALAR calls (the LOAD pattern)`, one.ceiling, one.plugin);
+    const p50GapMs = one ? one.plugin.p50Ms - one.ceiling.p50Ms : Number.NaN;
+    const p99GapMs = one ? one.plugin.p99Ms - one.ceiling.p99Ms : Number.NaN;
+    bench.check('1-row SCALAR p50 minus ceiling p50', p50GapMs, `+${ms(p50GapMs)}`, '<= 0.15 ms', (v) => v <= 0.15);
+    bench.check('1-row SCALAR p99 minus ceiling p99', p99GapMs, `+${ms(p99GapMs)}`, '<= 1 ms', (v) => v <= 1);
+    const many = await bench.part('scalarConcurrent', async () => ({
+      ceiling: await concurrentClients(ceiling, this.w('scalar'), sizes.scalarClients, sizes.scalarCallsPerClient),
+      plugin: await concurrentClients(plugin, this.w('scalar'), sizes.scalarClients, sizes.scalarCallsPerClient),
+    }));
+    if (many) printConcurrent(`${sizes.scalarClients} clients, ${sizes.scalarCallsPerClient} sequential 1-row SCALAR calls each (calls/s = rows/s)`, many.ceiling, many.plugin);
+    const callRatio = many ? many.plugin.rowsPerSec / many.ceiling.rowsPerSec : Number.NaN;
+    bench.check(`${sizes.scalarClients}-client 1-row calls/s vs ceiling`, callRatio, ratio(callRatio), '>= 0.70', (v) => v >= 0.7);
+  }
+
   async latency(): Promise<void> {
     const { bench, ceiling, plugin, sizes } = this;
     const small = await bench.part('small', async () => ({
@@ -134,7 +157,7 @@ class Parts {
     }));
     if (small) printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
     const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
-    bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 1 ms', (v) => v <= 1);
+    bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 0.25 ms', (v) => v <= 0.25);
     const concurrent = await bench.part('concurrent', async () => ({
       ceiling: await concurrentClients(ceiling, this.w('perClient'), sizes.clients, sizes.callsPerClient),
       plugin: await concurrentClients(plugin, this.w('perClient'), sizes.clients, sizes.callsPerClient),
@@ -189,8 +212,10 @@ async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Work
   print(`plugin RSS after start (all its processes): ${(pluginServer.rssBytes() / 1024 / 1024).toFixed(1)} MiB`);
   const parts = new Parts(bench, sizes, workloads, ceiling, plugin);
   try {
-    await parts.throughputs();
+    if (process.env['BENCH_ONLY'] !== 'latency') await parts.throughputs();
+    await parts.scalar();
     await parts.latency();
+    if (process.env['BENCH_ONLY'] === 'latency') return parts.summary();
     await parts.soak();
     await parts.scaling(servers);
     parts.summary();

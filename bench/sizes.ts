@@ -10,6 +10,10 @@ export interface Sizes {
   readonly smallCallRows: number;
   readonly smallCalls: number;
   readonly smallWarmupCalls: number;
+  /** Sequential 1-row SCALAR calls (the LOAD pattern), and the same from several clients at once. */
+  readonly scalarCalls: number;
+  readonly scalarClients: number;
+  readonly scalarCallsPerClient: number;
   readonly clients: number;
   readonly callsPerClient: number;
   readonly clientCallRows: number;
@@ -34,6 +38,9 @@ export function benchSizes(env: NodeJS.ProcessEnv = process.env): Sizes {
     smallCallRows: 10,
     smallCalls: quick ? 100 : 500,
     smallWarmupCalls: 50,
+    scalarCalls: quick ? 200 : 1_000,
+    scalarClients: 4,
+    scalarCallsPerClient: quick ? 100 : 500,
     clients: 16,
     callsPerClient: quick ? 3 : 20,
     clientCallRows: 10_000,

@@ -76,6 +76,22 @@ export function numericWorkload(rows: number, rowsPerBundle: number): Workload {
   });
 }
 
+/** `args[0] * 2` over one NUMERIC row, as Qlik calls ScriptEval in a regular LOAD: once per row. */
+export function scalarWorkload(): Workload {
+  return build({
+    name: '1-row SCALAR',
+    script: 'args[0] * 2',
+    functionType: FunctionType.SCALAR,
+    returnType: DataType.NUMERIC,
+    params: [DataType.NUMERIC],
+    rows: 1,
+    rowsPerBundle: 1,
+    row: () => [{ numData: 21 }],
+    rowsOut: 1,
+    expected: () => 42,
+  });
+}
+
 const text = (i: number): string => `qlik row ${i} abc`;
 
 /** `args[0].toUpperCase()` over one STRING column (ScriptEvalStr). ASCII: same length back. */

@@ -13,6 +13,7 @@ import { PluginError } from './shared/errors';
 import { statusName, toStatus } from './grpc-status';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
+import { contextKey } from './context-key';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { busyError, type SandboxPool } from './sandbox-pool';
 import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
@@ -75,6 +76,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       maxInFlight: config.workers + 1,
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
+      contextKey: contextKey(scriptCall.common, scriptCall.spec),
     });
     pipeline.run().then(
       ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),

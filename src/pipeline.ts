@@ -25,6 +25,8 @@ export interface PipelineOptions {
   /** Script time of the whole call, all tasks together. */
   readonly timeoutMs: number;
   readonly maxReplyBytes: number;
+  /** Calls with the same key may reuse a sandbox context in turn (src/context-key.ts). */
+  readonly contextKey: string;
 }
 
 export interface CallSummary {
@@ -86,7 +88,7 @@ export class CallPipeline {
     private readonly options: PipelineOptions,
   ) {
     if (!spec.tableAllowed) this.tableState = 'streaming';
-    this.callSpec = { spec, callTimeoutMs: options.timeoutMs, maxReplyBytes: options.maxReplyBytes };
+    this.callSpec = { spec, contextKey: options.contextKey, callTimeoutMs: options.timeoutMs, maxReplyBytes: options.maxReplyBytes };
     this.taskBytes = options.chunkBytes;
   }
 

@@ -9,13 +9,14 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 
-import { Frame, FrameReader, decodeResult, jsonFrame, parseJson, taskFrameHead, type CallSpec, type ReceivedFrame, type Retirement } from './shared/channel';
+import { Frame, FrameReader, decodeResult, frameHeader, jsonFrame, parseJson, taskFrameHead, type CallSpec, type ReceivedFrame, type Retirement } from './shared/channel';
 import type { TaskResult } from './shared/task';
 
 const SANDBOX_MAIN = path.join(__dirname, '..', 'workers', 'sandbox-main.js');
 /** isolated-vm needs --no-node-snapshot on Node 20+; the other flag is what `npm start` has always used. */
 const SANDBOX_NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 const STDERR_TAIL_CHARS = 4_096;
+const CLOSE_FLUSH_MS = 20;
 /**
  * What V8 prints on stderr when it gives up on an isolate's heap ("<--- Last few GCs --->", "Fatal
  * JavaScript out of memory", "FATAL ERROR: … Allocation failed"). With onCatastrophicError the thread
@@ -64,6 +65,9 @@ export class SandboxProcess {
   readonly child: ChildProcess;
   private readonly channel: Duplex;
   private readonly knownCalls = new Set<number>();
+  /** CLOSE_CALL frames not written yet: they ride along with the next task, or go after CLOSE_FLUSH_MS. */
+  private pendingCloses: Buffer[] = [];
+  private closeTimer: NodeJS.Timeout | undefined;
   private stderrTail = '';
   private killedFor: KillReason | undefined;
   private retirement: Retirement | undefined;
@@ -95,6 +99,7 @@ export class SandboxProcess {
     });
     this.child.once('exit', (code, signal) => {
       this.exited = true;
+      clearTimeout(this.closeTimer);
       this.channel.destroy();
       this.events.exit(this, { code, signal, killedFor: this.killedFor, retirement: this.retirement, stderrTail: this.stderrTail.trim(), wasReady: this.ready });
     });
@@ -113,6 +118,7 @@ export class SandboxProcess {
   send(taskId: number, task: TaskFrameFields): void {
     this.inFlight.add(taskId);
     this.channel.cork();
+    this.writeCloses();
     if (!this.knownCalls.has(task.callId)) {
       this.knownCalls.add(task.callId);
       this.channel.write(jsonFrame(Frame.OPEN_CALL, task.callId, task.call));
@@ -122,10 +128,23 @@ export class SandboxProcess {
     this.channel.uncork();
   }
 
-  /** The call ended: the process may drop its spec and contexts. */
+  /**
+   * The call ended: the process may drop its spec. Not written at once: a one-row call then costs
+   * one write to the sandbox (its spec and task), not two.
+   */
   closeCall(callId: number): void {
     if (!this.knownCalls.delete(callId) || this.exited) return;
-    this.channel.write(jsonFrame(Frame.CLOSE_CALL, callId, null));
+    this.pendingCloses.push(frameHeader(Frame.CLOSE_CALL, callId, 0));
+    this.closeTimer ??= setTimeout(() => this.writeCloses(), CLOSE_FLUSH_MS);
+  }
+
+  private writeCloses(): void {
+    clearTimeout(this.closeTimer);
+    this.closeTimer = undefined;
+    if (this.pendingCloses.length === 0 || this.exited) return;
+    const frames = this.pendingCloses.length === 1 ? (this.pendingCloses[0] as Buffer) : Buffer.concat(this.pendingCloses);
+    this.pendingCloses = [];
+    this.channel.write(frames);
   }
 
   /** Resident memory in bytes, from /proc (Linux); undefined elsewhere or once it is gone. */

@@ -99,7 +99,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
     const { spec } = task;
     const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
     const input = runtimeInput(spec, columns, task);
-    const output = sandbox.evaluate(spec, input, timeoutMs, task.callId);
+    const output = sandbox.evaluate(spec, input, timeoutMs, task.callId, task.contextKey);
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
     checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);
@@ -148,6 +148,8 @@ function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: fa
   switch (output.kind) {
     case 'size':
       return new PluginError('RESOURCE_EXHAUSTED', `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
+    case 'dirty':
+      return new PluginError('INTERNAL', 'internal error: a sandbox context could not be reset');
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
     case 'throw':

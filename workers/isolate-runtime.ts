@@ -19,6 +19,8 @@ export interface RuntimeInput {
   readonly bound: readonly number[];
   readonly cols: readonly { t: number; n: Float64Array | null; s: string | null; l: Uint32Array | null }[];
   readonly maxChars: number;
+  /** A new call on a context an earlier call of the same key used: reset the global object first. */
+  readonly reset?: boolean;
 }
 
 export interface RuntimeTable {
@@ -40,7 +42,9 @@ export type RuntimeOutput =
       nondet: boolean;
       table: RuntimeTable | null;
     }
-  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number };
+  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number }
+  /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
+  | { ok: false; kind: 'dirty'; name: string; message: string; row: number };
 
 export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
   'use strict';
@@ -75,6 +79,31 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   // SharedArrayBuffer has no use in a single-threaded sandbox and only enables Atomics.wait tricks.
   delete global['WebAssembly'];
   delete global['SharedArrayBuffer'];
+
+  // The global object as the runtime leaves it: what a reset brings back (see resetGlobals).
+  const ownKeys = Reflect.ownKeys;
+  const getDescriptor = Reflect.getOwnPropertyDescriptor;
+  const defineProperty = Reflect.defineProperty;
+  const deleteProperty = Reflect.deleteProperty;
+  const initialGlobals = new Map<PropertyKey, PropertyDescriptor>();
+  for (const key of ownKeys(global)) initialGlobals.set(key, getDescriptor(global, key) as PropertyDescriptor);
+
+  /**
+   * Deletes every global an earlier call added and restores every one it replaced or deleted, so the
+   * next call of the same script, user and app starts from the same global object as a fresh context.
+   * False when that is not possible (a non-configurable global was added or changed).
+   */
+  function resetGlobals(): boolean {
+    for (const key of ownKeys(global)) {
+      if (!initialGlobals.has(key) && !deleteProperty(global, key)) return false;
+    }
+    for (const [key, initial] of initialGlobals) {
+      const now = getDescriptor(global, key);
+      if (now && now.value === initial.value && now.get === initial.get && now.set === initial.set && now.writable === initial.writable) continue;
+      if (!defineProperty(global, key, initial)) return false;
+    }
+    return true;
+  }
 
   let nondet = false;
   const realRandom = Math.random;
@@ -341,6 +370,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   }
 
   return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+    if (input.reset === true && !resetGlobals()) return { ok: false, kind: 'dirty', name: 'Error', message: 'global object not resettable', row: 0 };
     nondet = false;
     const { mode, ret, bound, maxChars } = input;
     const call = fn as (...a: unknown[]) => unknown;

@@ -112,6 +112,7 @@ async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, O
     taskId,
     {
       callId: task.callId,
+      contextKey: call.contextKey,
       spec: call.spec,
       bundles: [bytes],
       rows: task.rows,

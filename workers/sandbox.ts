@@ -1,6 +1,9 @@
 /**
- * One isolated-vm isolate per worker thread. Every task gets a fresh context (so nothing a script
- * does is visible to the next call), prepared ahead of time because creating one costs ~0.8 ms.
+ * One isolated-vm isolate per thread. A context is never shared between calls of different apps,
+ * users or scripts: its key (src/context-key.ts) is a hash of the three, so a context left by one
+ * call is reused only by the next call of the same script, from the same user in the same app (the
+ * row-by-row calls of one LOAD), and then with its global object reset (isolate-runtime.ts). Any
+ * other call gets a fresh context, prepared ahead of time because creating one costs ~0.9 ms.
  * Compiled scripts are cached per isolate by text; a script compiled once runs in any context.
  * After the isolate hits its memory limit it is disposed by isolated-vm and rebuilt here.
  */
@@ -19,15 +22,17 @@ interface PreparedContext {
   readonly run: ivm.Reference<(fn: unknown, input: RuntimeInput) => RuntimeOutput>;
 }
 
-interface CallContext extends PreparedContext {
-  readonly fn: ivm.Reference<unknown>;
+interface KeptContext extends PreparedContext {
+  fn: ivm.Reference<unknown>;
+  /** The call that used it last: another call of the same key gets it with its globals reset. */
+  callId: number;
   idle: NodeJS.Timeout | undefined;
 }
 
-/** Two calls interleaving on one worker both stay warm; a third evicts the oldest. */
-const MAX_CALL_CONTEXTS = 2;
-/** A call's next chunk arrives within milliseconds; after this its context is released. */
-const CALL_CONTEXT_IDLE_MS = 250;
+/** Contexts kept per thread (a few interleaving calls or loads stay warm); more evict the oldest. */
+const MAX_KEPT_CONTEXTS = 4;
+/** A call's next chunk, or a LOAD's next row, comes within milliseconds; after this a context is released. */
+const KEPT_CONTEXT_IDLE_MS = 1_000;
 
 export interface SandboxLimits {
   readonly memoryLimitMb: number;
@@ -38,8 +43,8 @@ export class Sandbox {
   private isolate: ivm.Isolate;
   private runtime: ivm.Script;
   private readonly scripts = new Map<string, ivm.Script>();
-  /** Contexts of recent calls, oldest first. */
-  private readonly calls = new Map<number, CallContext>();
+  /** Contexts of recent calls by context key, oldest first. */
+  private readonly kept = new Map<string, KeptContext>();
   private spare: PreparedContext | null = null;
   private spareScheduled = false;
   rebuilds = 0;
@@ -53,24 +58,31 @@ export class Sandbox {
   }
 
   /**
-   * Runs the script over the given input; throws PluginError for every failure. Tasks of the same
-   * call (callId) on this worker reuse that call's context: V8 keeps optimised code per context, and
-   * a fresh one per chunk ran ~10x slower (bench/RESULTS.md). Another call never sees it.
+   * Runs the script over the given input; throws PluginError for every failure. Tasks with the same
+   * context key reuse its context: V8 keeps optimised code per context (a fresh one per chunk ran ~10x
+   * slower) and creating one costs ~0.9 ms a call (bench/RESULTS.md).
    */
-  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number): RuntimeOutput {
+  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number, contextKey: string): RuntimeOutput {
     const started = performance.now();
     let inScript = false;
-    let call: CallContext | undefined;
+    let context: KeptContext | undefined;
     try {
-      call = this.callContext(spec, callId, timeoutMs);
-      const inputCopy = new ivm.ExternalCopy(input).copyInto({ release: true });
+      context = this.contextFor(spec, contextKey, timeoutMs);
+      const reset = context.callId !== callId && context.callId !== 0;
+      context.callId = callId;
+      // A plugin function's file-level helpers live in the closure its factory made: a new call gets a new one.
+      if (reset && spec.factory === true) this.renew(context, spec, timeoutMs);
+      const inputCopy = new ivm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
       const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
       inScript = true;
-      const output = call.run.applySync(undefined, [call.fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
-      this.keep(callId, call);
+      const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
+      // A global the script made that cannot be deleted: the context cannot be made clean again.
+      if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
+      else this.release(context);
+      if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
       return output;
     } catch (error) {
-      if (call) this.release(call);
+      if (context) this.release(context);
       throw this.failure(error, inScript);
     } finally {
       this.scheduleSpare();
@@ -78,17 +90,17 @@ export class Sandbox {
   }
 
   dispose(): void {
-    this.dropCallContexts();
+    this.dropKept();
     if (this.spare) this.release(this.spare);
     this.spare = null;
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 
-  /** The call's own context with its compiled function, or a fresh one for a new call. */
-  private callContext(spec: ScriptSpec, callId: number, timeoutMs: number): CallContext {
-    const kept = this.calls.get(callId);
+  /** The kept context of this key, or a fresh one with the script instantiated in it. */
+  private contextFor(spec: ScriptSpec, contextKey: string, timeoutMs: number): KeptContext {
+    const kept = this.kept.get(contextKey);
     if (kept) {
-      this.calls.delete(callId);
+      this.kept.delete(contextKey);
       clearTimeout(kept.idle);
       return kept;
     }
@@ -96,33 +108,39 @@ export class Sandbox {
     const prepared = this.takeContext();
     try {
       const fn = script.runSync(prepared.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
-      return { ...prepared, fn, idle: undefined };
+      return { ...prepared, fn, callId: 0, idle: undefined };
     } catch (error) {
       this.release(prepared);
       throw error;
     }
   }
 
-  /** Keeps a call's context for its next chunk, briefly: an old call's garbage must not fill the heap. */
-  private keep(callId: number, call: CallContext): void {
-    call.idle = setTimeout(() => this.drop(callId), CALL_CONTEXT_IDLE_MS);
-    this.calls.set(callId, call);
-    for (const [oldest] of this.calls) {
-      if (this.calls.size <= MAX_CALL_CONTEXTS) break;
+  private renew(context: KeptContext, spec: ScriptSpec, timeoutMs: number): void {
+    const fn = this.compile(spec).runSync(context.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+    context.fn.release();
+    context.fn = fn;
+  }
+
+  /** Keeps a context for the next task of its key, briefly: an old call's garbage must not fill the heap. */
+  private keep(contextKey: string, context: KeptContext): void {
+    context.idle = setTimeout(() => this.drop(contextKey), KEPT_CONTEXT_IDLE_MS);
+    this.kept.set(contextKey, context);
+    for (const [oldest] of this.kept) {
+      if (this.kept.size <= MAX_KEPT_CONTEXTS) break;
       this.drop(oldest);
     }
   }
 
-  private drop(callId: number): void {
-    const call = this.calls.get(callId);
-    if (!call) return;
-    clearTimeout(call.idle);
-    this.calls.delete(callId);
-    this.release(call);
+  private drop(contextKey: string): void {
+    const context = this.kept.get(contextKey);
+    if (!context) return;
+    clearTimeout(context.idle);
+    this.kept.delete(contextKey);
+    this.release(context);
   }
 
-  private dropCallContexts(): void {
-    for (const callId of [...this.calls.keys()]) this.drop(callId);
+  private dropKept(): void {
+    for (const contextKey of [...this.kept.keys()]) this.drop(contextKey);
   }
 
   /**
@@ -148,7 +166,7 @@ export class Sandbox {
 
   private rebuild(): void {
     this.rebuilds++;
-    this.dropCallContexts();
+    this.dropKept();
     this.spare = null;
     this.scripts.clear();
     this.isolate = newIsolate(this.limits.memoryLimitMb, this.onCatastrophicError);

@@ -35,6 +35,8 @@ export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
 /** What a sandbox process needs to know of a call once, before its first task. */
 export interface CallSpec {
   readonly spec: ScriptSpec;
+  /** Calls with the same key may reuse a sandbox context in turn (src/context-key.ts). */
+  readonly contextKey: string;
   readonly callTimeoutMs: number;
   readonly maxReplyBytes: number;
 }

@@ -35,6 +35,8 @@ export interface ScriptSpec {
 export interface EvaluateTask {
   /** Unique per call within the front: a thread may keep a call's context for its next chunk. */
   readonly callId: number;
+  /** Calls with the same key (app, user and script: src/context-key.ts) may reuse a context in turn. */
+  readonly contextKey: string;
   readonly spec: ScriptSpec;
   /** Serialised BundledRows messages; their concatenation is itself one BundledRows. */
   readonly bundles: readonly Uint8Array[];

@@ -1,0 +1,19 @@
+/**
+ * Which calls may use a sandbox context one after another: calls of the same app, by the same user,
+ * of the same script (with the same parameter names bound). That is exactly the row-by-row SCALAR
+ * calls of one LOAD (one user's reload of one app), and a chart's repeated calls for one user; charts
+ * of different users, other apps and other scripts never share a context. Between two calls the
+ * sandbox resets the global object (workers/isolate-runtime.ts), so only changes a script makes to
+ * built-ins (Array.prototype, Math…) can reach its own next call: see security.md.
+ */
+import { createHash } from 'node:crypto';
+
+import type { ScriptSpec } from './shared/task';
+
+export function contextKey(common: { readonly appId: string; readonly userId: string }, spec: ScriptSpec): string {
+  const hash = createHash('sha256');
+  for (const part of [common.appId, common.userId, spec.factory === true ? 'factory' : 'script', spec.boundNames.join(','), spec.script]) {
+    hash.update(part).update('\u0000');
+  }
+  return hash.digest('base64url');
+}
