@@ -11,6 +11,7 @@ import { guardHeaderLimits } from './header-guard';
 import { PluginHealth, boundHealthRequests, type ServingStatus } from './health';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
 import { executeFunction } from './execute-function';
+import { FirstCallPerHost } from './peer-log';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
 import { MAX_REPLY_BYTES } from './shared/replies';
 import { serverCredentials } from './tls';
@@ -52,10 +53,12 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
     'grpc.max_send_message_length': MAX_REPLY_BYTES,
     interceptors: [boundHealthRequests],
   });
+  const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {
     GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const functions = deps.functions?.definitions() ?? [];
-      logger.info({ peer: call.getPeer(), allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
+      const peer = call.getPeer();
+      logger[firstCalls.isFirst(peer) ? 'info' : 'debug']({ peer, allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
       callback(null, capabilities(config.allowScript, functions));
     },
     ExecuteFunction: executeFunction(deps),
