@@ -1,16 +1,17 @@
 /**
  * The gRPC server: the qlik.sse.Connector service with raw-bytes (de)serialisers for the row
- * streams (rows are decoded in the workers, not here), the standard health service, message-size
+ * streams (rows are decoded in the workers, not here), the health service (src/health.ts), message-size
  * limits, and insecure or mutual-TLS credentials.
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 
 import { capabilities } from './capabilities';
 import { guardHeaderLimits } from './header-guard';
+import { PluginHealth, boundHealthRequests, type ServingStatus } from './health';
 import { evaluateScript, type HandlerDeps } from './evaluate-script';
 import { executeFunction } from './execute-function';
+import { FirstCallPerHost } from './peer-log';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
 import { MAX_REPLY_BYTES } from './shared/replies';
 import { serverCredentials } from './tls';
@@ -50,17 +51,20 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': MAX_REPLY_BYTES,
+    interceptors: [boundHealthRequests],
   });
+  const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {
     GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const functions = deps.functions?.definitions() ?? [];
-      logger.info({ peer: call.getPeer(), allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
+      const peer = call.getPeer();
+      logger[firstCalls.isFirst(peer) ? 'info' : 'debug']({ peer, allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
       callback(null, capabilities(config.allowScript, functions));
     },
     ExecuteFunction: executeFunction(deps),
     EvaluateScript: evaluateScript(deps),
   });
-  const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  const health = new PluginHealth(['', SERVICE_NAME]);
   health.addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) => (error ? reject(error) : resolve(bound)));
@@ -69,10 +73,7 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   return {
     server,
     port,
-    setServing(status) {
-      health.setStatus('', status);
-      health.setStatus(SERVICE_NAME, status);
-    },
+    setServing: (status) => health.setAll(status),
   };
 }
 

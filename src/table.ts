@@ -9,11 +9,11 @@
 import { Metadata } from '@grpc/grpc-js';
 
 import { tableTooLargeError } from './shared/limit-errors';
-import { encodeMessage, messages } from './proto';
 import { NULL_CELL, RowMessageWriter } from './shared/replies';
 import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './shared/task';
+import { tableHeader } from './table-header';
 
-export const TABLE_HEADER = 'qlik-tabledescription-bin';
+export { TABLE_HEADER } from './table-header';
 
 export interface EncodedTable {
   readonly metadata: Metadata;
@@ -46,9 +46,8 @@ export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits
     chunk.keys.forEach((key, c) => (map[index.get(key) as number] = c));
     return map;
   });
+  const metadata = tableHeader(fieldTypes(chunks, keys, index), totalRows);
   const replies = joinRows(chunks, columnMaps, keys.length, joinedBytes, limits.maxReplyBytes);
-  const metadata = new Metadata();
-  metadata.set(TABLE_HEADER, encodeMessage(messages.TableDescription, { fields: fieldTypes(chunks, keys, index), numberOfRows: totalRows }));
   return { metadata, replies, rows: totalRows };
 }
 

@@ -3,16 +3,12 @@
  * hang — with grpc-js clients and with a gRPC C-core client, the library Qlik's engine uses.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
+import { ccoreCall, hasCcore, type CcoreOutcome } from '../helpers/ccore';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, num, numbers } from '../helpers/qlik-client';
 
-const PYTHON = '/usr/bin/python3';
-const CCORE_CLIENT = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'ccore_client.py');
 const DEADLINE_S = 10;
 /** Prompt: far below the client's deadline. */
 const PROMPT_MS = 3_000;
@@ -22,16 +18,10 @@ function scriptOf(bytes: number): string {
   return `${head}${'x'.repeat(bytes - head.length - 2)}*/`;
 }
 
-interface Outcome {
-  readonly code: string;
-  readonly details: string;
-  readonly ms: number;
-  readonly rows: number;
-}
+type Outcome = Omit<CcoreOutcome, 'table_header_bytes'>;
 
-async function ccore(port: number, bytes: number): Promise<Outcome> {
-  const { stdout } = await promisify(execFile)(PYTHON, [CCORE_CLIENT, String(port), String(bytes), String(DEADLINE_S)], { timeout: 30_000 });
-  return JSON.parse(stdout) as Outcome;
+function ccore(port: number, bytes: number): Promise<Outcome> {
+  return ccoreCall(port, bytes, DEADLINE_S);
 }
 
 async function grpcJs(t: TestPlugin, bytes: number): Promise<Outcome> {
@@ -39,9 +29,6 @@ async function grpcJs(t: TestPlugin, bytes: number): Promise<Outcome> {
   const r = await t.client.evaluate({ script: scriptOf(bytes), params: [{ dataType: DataType.NUMERIC, name: 'X' }], bundles: [[[num(1)]]], deadlineMs: DEADLINE_S * 1000 });
   return { code: String(r.code), details: r.details, ms: Date.now() - started, rows: numbers(r).filter((v) => v === 2).length };
 }
-
-/** .ci/run installs Debian's python3-grpcio; without it the C-core cases are skipped, loudly. */
-const hasCcore = spawnSync(PYTHON, ['-c', 'import grpc']).status === 0;
 
 describe('script size at the default limit (32768 bytes)', () => {
   let t: TestPlugin;

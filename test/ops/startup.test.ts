@@ -11,6 +11,7 @@ import { certificatesForSuite } from '../helpers/certs';
 import { QlikClient } from '../helpers/qlik-client';
 import { spawnMain, startMain, type LogLine, type PluginProcess } from './process';
 
+const DEBUG = 20;
 const INFO = 30;
 const WARN = 40;
 
@@ -68,18 +69,25 @@ describe('start-up diagnostics of the real process', () => {
     }
   });
 
-  test('every GetCapabilities call is logged with the peer address', async () => {
-    const plugin = await startMain({});
-    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+  test('the first GetCapabilities call from a host is logged at info with the peer address, later ones at debug', async () => {
+    const plugin = await startMain({ SSE_LOG_LEVEL: 'debug' });
+    // Two connections: the same host from two ports.
+    const first = new QlikClient(`127.0.0.1:${plugin.port}`);
+    const second = new QlikClient(`127.0.0.1:${plugin.port}`, undefined, { 'grpc.use_local_subchannel_pool': 1 });
     try {
-      const capabilities = await client.getCapabilities();
+      const capabilities = await first.getCapabilities();
       assert.equal(capabilities['allowScript'], true);
-      await client.getCapabilities();
-      const line = await plugin.waitForLine((l) => l.msg === 'GetCapabilities');
-      assert.match(String(line['peer']), /^127\.0\.0\.1:\d+$/);
-      await plugin.waitForLine(() => plugin.lines.filter((l) => l.msg === 'GetCapabilities').length === 2);
+      for (let i = 0; i < 5; i++) await first.getCapabilities();
+      for (let i = 0; i < 4; i++) await second.getCapabilities();
+      const lines = () => plugin.lines.filter((l) => l.msg === 'GetCapabilities');
+      await plugin.waitForLine(() => lines().length === 10);
+      const ports = new Set(lines().map((l) => String(l['peer'])));
+      assert.equal(ports.size, 2, `two connections: ${[...ports].join(', ')}`);
+      for (const peer of ports) assert.match(peer, /^127\.0\.0\.1:\d+$/);
+      assert.deepEqual(lines().map((l) => l.level), [INFO, ...new Array<number>(9).fill(DEBUG)]);
     } finally {
-      client.close();
+      first.close();
+      second.close();
       await stopped(plugin);
     }
   });
