@@ -9,7 +9,9 @@
  *   processes to leave the CPUs alone before each part and each timed call, and in all;
  * - BENCH_PLUGIN_FLAGS: extra node flags for the plugin (experiments only);
  * - BENCH_COMMIT: what to print as the code measured, outside a git checkout;
- * - BENCH_ONLY=latency: only the small-call parts (for iterating on latency).
+ * - BENCH_ONLY=latency: only the small-call parts (for iterating on latency);
+ * - BENCH_BASELINE=<dir>: a built checkout of another commit, run beside the plugin in the
+ *   throughput and 10-row parts as "baseline" (e.g. the thread design at 5c40db7, see RESULTS.md).
  */
 import { execSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -31,6 +33,7 @@ const QUIET_SHARE = 0.1;
 const QUIET_WAIT_MS = Number(process.env['BENCH_QUIET_WAIT_MS'] ?? '10000');
 
 const ONE_WORKER = 'plugin-1w';
+const BASELINE = 'baseline';
 
 const print = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -105,7 +108,21 @@ class Parts {
     private readonly workloads: Record<string, Workload>,
     private readonly ceiling: Target,
     private readonly plugin: Target,
+    private readonly baseline: Target | undefined,
   ) {}
+
+  /** The servers of a throughput part: the ceiling, the plugin, and the baseline when there is one. */
+  private get compared(): Target[] {
+    return this.baseline ? [this.ceiling, this.plugin, this.baseline] : [this.ceiling, this.plugin];
+  }
+
+  private checkBaseline(name: string, results: Map<string, Throughput> | undefined): void {
+    const base = results?.get(BASELINE)?.rowsPerSec;
+    if (base === undefined) return;
+    const value = (results?.get(PLUGIN)?.rowsPerSec ?? Number.NaN) / base;
+    print(`  plugin/baseline ${ratio(value)} in rows/s`);
+    this.bench.check(`${name} rows/s vs baseline`, value, ratio(value), '>= 0.90', (v) => v >= 0.9);
+  }
 
   private w(key: string): Workload {
     return this.workloads[key] as Workload;
@@ -113,11 +130,13 @@ class Parts {
 
   async throughputs(): Promise<void> {
     const { bench, ceiling, plugin, sizes } = this;
-    const numeric = await bench.part('numeric', () => throughput([ceiling, plugin], this.w('numeric'), sizes.reps));
+    const numeric = await bench.part('numeric', () => throughput(this.compared, this.w('numeric'), sizes.reps));
     const numericRatio = numeric ? printThroughput(this.w('numeric'), numeric) : Number.NaN;
+    this.checkBaseline('numeric', numeric);
     bench.check('numeric rows/s vs ceiling', numericRatio, ratio(numericRatio), '>= 0.70', (v) => v >= 0.7);
-    const strings = await bench.part('strings', () => throughput([ceiling, plugin], this.w('strings'), sizes.reps));
+    const strings = await bench.part('strings', () => throughput(this.compared, this.w('strings'), sizes.reps));
     const stringRatio = strings ? printThroughput(this.w('strings'), strings) : Number.NaN;
+    this.checkBaseline('string', strings);
     bench.check('string rows/s vs ceiling', stringRatio, ratio(stringRatio), '>= 0.40', (v) => v >= 0.4);
     const aggregate = await bench.part('aggregate', () => throughput([ceiling, plugin], this.w('aggregate'), sizes.reps));
     if (aggregate) printThroughput(this.w('aggregate'), aggregate);
@@ -154,8 +173,10 @@ class Parts {
     const small = await bench.part('small', async () => ({
       ceiling: await sequentialLatency(ceiling, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
       plugin: await sequentialLatency(plugin, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
+      baseline: this.baseline ? await sequentialLatency(this.baseline, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls) : undefined,
     }));
     if (small) printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
+    if (small?.baseline) print(`  baseline p50 ${ms(small.baseline.p50Ms)}: plugin p50 ${small.plugin.p50Ms <= small.baseline.p50Ms ? 'no worse' : 'worse'} (${ms(small.plugin.p50Ms - small.baseline.p50Ms)})`);
     const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
     bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 0.25 ms', (v) => v <= 0.25);
     const concurrent = await bench.part('concurrent', async () => ({
@@ -210,7 +231,9 @@ async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Work
   const plugin = target(PLUGIN, pluginServer, true);
   bench.json['idleRssBytes'] = pluginServer.rssBytes();
   print(`plugin RSS after start (all its processes): ${(pluginServer.rssBytes() / 1024 / 1024).toFixed(1)} MiB`);
-  const parts = new Parts(bench, sizes, workloads, ceiling, plugin);
+  const baselineDir = process.env['BENCH_BASELINE'];
+  const baseline = baselineDir ? target(BASELINE, bench.serve(await startPlugin(2, pluginFlagsFromEnv(), {}, baselineDir), servers), true) : undefined;
+  const parts = new Parts(bench, sizes, workloads, ceiling, plugin, baseline);
   try {
     if (process.env['BENCH_ONLY'] !== 'latency') await parts.throughputs();
     await parts.scalar();
@@ -221,6 +244,7 @@ async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Work
     parts.summary();
   } finally {
     plugin.client.close();
+    baseline?.client.close();
   }
 }
 

@@ -7,11 +7,14 @@ const DIST = path.join(__dirname, '..');
 const PLUGIN_ENTRY = path.join(DIST, 'src', 'main.js');
 const CEILING_ENTRY = path.join(DIST, 'bench', 'ceiling-server.js');
 
-/** The real plugin, as `npm start` runs it, with extra node flags (e.g. --cpu-prof) when asked. */
-export function startPlugin(workers: number, extraNodeFlags: readonly string[] = [], env: Record<string, string> = {}): Promise<ChildServer> {
+/**
+ * The real plugin, as `npm start` runs it, with extra node flags (e.g. --cpu-prof) when asked;
+ * `checkout` runs another built checkout of it instead (BENCH_BASELINE).
+ */
+export function startPlugin(workers: number, extraNodeFlags: readonly string[] = [], env: Record<string, string> = {}, checkout?: string): Promise<ChildServer> {
   return ChildServer.start({
-    name: `plugin (${workers} workers)`,
-    entry: PLUGIN_ENTRY,
+    name: `plugin (${workers} workers)${checkout === undefined ? '' : ` from ${checkout}`}`,
+    entry: checkout === undefined ? PLUGIN_ENTRY : path.join(checkout, 'dist', 'src', 'main.js'),
     portVariable: 'SSE_PORT',
     // A generous script time limit: a CPU-heavy call on a busy machine must not fail the bench.
     env: { SSE_HOST: '127.0.0.1', SSE_LOG_LEVEL: 'warn', SSE_WORKERS: String(workers), SSE_SCRIPT_TIMEOUT_MS: '60000', ...env },
