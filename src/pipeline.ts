@@ -105,7 +105,9 @@ export class CallPipeline {
     this.call.on('error', (error: unknown) => this.fail(PluginError.from(error)));
     this.call.on('drain', () => {
       this.writeBlocked = false;
-      this.updateReading();
+      // Dispatch paused while writes were blocked: start again (pump also resumes reading).
+      this.pump();
+      this.maybeFinish();
     });
     return outcome;
   }
