@@ -6,6 +6,7 @@ import type http from 'node:http';
 
 import type { Config } from './config';
 import { FunctionRegistry } from './functions/registry';
+import { HeldBytes } from './held-bytes';
 import { createLogger, type Logger } from './log';
 import { Metrics } from './metrics';
 import { SandboxPool } from './sandbox-pool';
@@ -15,6 +16,8 @@ export interface Plugin {
   readonly port: number;
   readonly metricsPort: number | undefined;
   readonly pool: SandboxPool;
+  /** Bytes held for all calls together (SSE_MAX_HELD_MB). */
+  readonly held: HeldBytes;
   readonly logger: Logger;
   /**
    * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), end the
@@ -41,10 +44,11 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
       if (!available) unavailableTimer = setTimeout(() => running?.setServing('NOT_SERVING'), UNAVAILABLE_GRACE_MS).unref();
     },
   });
-  metrics = new Metrics(pool);
+  const held = new HeldBytes(config.maxHeldMb);
+  metrics = new Metrics(pool, held);
   try {
     await pool.start();
-    running = await startServer({ config, pool, logger, metrics, draining: () => draining, functions });
+    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions });
   } catch (error) {
     functions?.close();
     await pool.close();
@@ -83,7 +87,7 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, logger, stop };
+  return { port: running.port, metricsPort, pool, held, logger, stop };
 }
 
 const DRAIN_POLL_MS = 25;

@@ -25,6 +25,11 @@ export interface Config {
   readonly logFormat: LogFormat;
   /** Chunks of rows waiting for a worker, over all calls, before new calls are refused as busy. */
   readonly maxQueue: number;
+  /**
+   * Bytes the front holds for all calls together, in MB: rows waiting for or in a sandbox, results
+   * waiting their turn, held tables, replies the client has not taken (src/held-bytes.ts).
+   */
+  readonly maxHeldMb: number;
   /** Largest request message (one BundledRows) the server accepts. */
   readonly maxMessageBytes: number;
   readonly metricsPort: number | undefined;
@@ -43,6 +48,14 @@ export class ConfigError extends Error {
 
 /** The hard ceiling for SSE_MAX_SCRIPT_BYTES: base64 of 49152 bytes is 64 KiB, HTTP/2's header field limit. */
 export const MAX_SCRIPT_BYTES_CEILING = 49_152;
+
+/**
+ * The front's default budget of bytes held for calls (SSE_MAX_HELD_MB): a full queue of rows at the
+ * defaults (SSE_MAX_QUEUE x 256 KiB = 128 MB) plus one table of the largest size a call may return
+ * (SSE_MEMORY_LIMIT_MB, 128 MB) while its chunks and the joined copy both exist (256 MB), and room
+ * for replies on their way: together with Node's own ~100 MB the front stays within about 650 MB.
+ */
+export const DEFAULT_MAX_HELD_MB = 512;
 
 interface Variable<T> {
   readonly schema: z.ZodType<T, string>;
@@ -120,6 +133,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: read('SSE_LOG_LEVEL', logLevel, 'info'),
     logFormat: read('SSE_LOG_FORMAT', logFormat, 'auto'),
     maxQueue: read('SSE_MAX_QUEUE', integer(1, 1_000_000), 512),
+    maxHeldMb: read('SSE_MAX_HELD_MB', integer(16, 1_048_576), DEFAULT_MAX_HELD_MB),
     maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
     metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
     metricsHost: read('SSE_METRICS_HOST', nonEmpty, host),

@@ -9,6 +9,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { Config } from './config';
 import type { FunctionRegistry } from './functions/registry';
+import type { HeldBytes } from './held-bytes';
 import { PluginError } from './shared/errors';
 import { statusName, toStatus } from './grpc-status';
 import type { Logger } from './log';
@@ -25,6 +26,8 @@ export const CHUNK_BYTES = 256 * 1024;
 export interface HandlerDeps {
   readonly config: Config;
   readonly pool: SandboxPool;
+  /** The front-wide budget of bytes held for calls (SSE_MAX_HELD_MB). */
+  readonly held: HeldBytes;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** True once shutdown began: new calls are refused. */
@@ -77,6 +80,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: contextKey(scriptCall.common, scriptCall.spec),
+      held: deps.held,
     });
     pipeline.run().then(
       ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),

@@ -29,8 +29,9 @@ export class Metrics {
   /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
   private inFlight = 0;
 
-  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] }) {
+  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] }, held?: { bytes: number }) {
     const registers = [this.registry];
+    new Gauge({ name: 'sse_held_bytes', help: 'Bytes the front holds for calls: rows, results, tables, replies not yet taken (bounded by SSE_MAX_HELD_MB)', registers, collect() { this.set(held?.bytes ?? 0); } });
     new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox thread', registers, collect() { this.set(pool.queueSize); } });
     new Gauge({ name: 'sse_busy_workers', help: 'Sandbox threads running a task', registers, collect() { this.set(pool.busyWorkers); } });
     new Gauge({ name: 'sse_workers', help: 'Sandbox threads in sandbox processes that are ready', registers, collect() { this.set(pool.threads); } });

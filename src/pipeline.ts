@@ -3,17 +3,23 @@
  * about CHUNK_BYTES, sent to the pool with a bounded number in flight (reads pause when saturated),
  * and their encoded replies written back strictly in request order. The call's time budget is
  * shared by all its tasks. Table-shaped results are held until the last row is known.
+ *
+ * Everything the call keeps in this process is counted in its account of the front-wide budget
+ * (src/held-bytes.ts, SSE_MAX_HELD_MB) from the moment it is kept to the moment it is gone: rows from
+ * arrival until their task's result, results until written, written replies until gRPC has handed
+ * them on. Nothing more is produced while the client is not taking replies (writeBlocked).
  */
 import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
 import { memoryLimitError, tableTooLargeError, timeLimitError } from './shared/limit-errors';
+import type { HeldAccount, HeldBytes } from './held-bytes';
 import type { CallBudget, SandboxPool } from './sandbox-pool';
 import type { CallSpec } from './shared/channel';
 import { packChunks, splitRows, type RowChunk } from './shared/rows';
 import { assembleTable } from './table';
-import type { ScriptSpec, TaskSuccess } from './shared/task';
+import type { ScriptSpec, TaskResult, TaskSuccess } from './shared/task';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -27,6 +33,8 @@ export interface PipelineOptions {
   readonly maxReplyBytes: number;
   /** Calls with the same key may reuse a sandbox context in turn (src/context-key.ts). */
   readonly contextKey: string;
+  /** The front-wide budget of bytes held for calls (SSE_MAX_HELD_MB). */
+  readonly held: HeldBytes;
 }
 
 export interface CallSummary {
@@ -60,7 +68,11 @@ export class CallPipeline {
   private readonly done = new Map<number, TaskSuccess>();
   private inputEnded = false;
   private readPaused = false;
-  private writeBlocked = false;
+  /** Bytes of replies handed to call.write() whose write has not completed: the client has not taken them. */
+  private writingBytes = 0;
+  /** Bytes of results kept here (done, held): counted in the account until written or dropped. */
+  private resultBytes = 0;
+  private readonly account: HeldAccount;
   private scriptMs = 0;
   private nondeterministic = false;
   private timedOut = false;
@@ -90,6 +102,15 @@ export class CallPipeline {
     if (!spec.tableAllowed) this.tableState = 'streaming';
     this.callSpec = { spec, contextKey: options.contextKey, callTimeoutMs: options.timeoutMs, maxReplyBytes: options.maxReplyBytes };
     this.taskBytes = options.chunkBytes;
+    this.account = options.held.open();
+  }
+
+  /**
+   * While the client is not taking replies (gRPC's buffer is full, or a reply message's worth is still
+   * on its way), nothing more is produced: replies in memory per call stay about one message ahead.
+   */
+  private get writeBlocked(): boolean {
+    return this.writingBytes > this.options.maxReplyBytes || this.call.writableNeedDrain;
   }
 
   /** Runs the call to its end; resolves with the error that ended it, if any (never rejects). */
@@ -103,12 +124,9 @@ export class CallPipeline {
     });
     this.call.on('cancelled', () => this.fail(new PluginError('CANCELLED', 'the client cancelled the call')));
     this.call.on('error', (error: unknown) => this.fail(PluginError.from(error)));
-    this.call.on('drain', () => {
-      this.writeBlocked = false;
-      // Dispatch paused while writes were blocked: start again (pump also resumes reading).
-      this.pump();
-      this.maybeFinish();
-    });
+    this.call.on('drain', () => this.pump());
+    // However the call ends, what its account still holds (replies the client never took) goes back.
+    for (const event of ['finish', 'close', 'cancelled']) this.call.once(event, () => this.account.close());
     return outcome;
   }
 
@@ -119,7 +137,9 @@ export class CallPipeline {
       if (this.spec.mode === 'once') return;
       // Pieces small enough to make tasks of any size from (see adaptTaskBytes).
       const target = this.spec.mode === 'rows' ? Math.min(this.options.chunkBytes, 4 * MIN_TASK_BYTES) : Number.POSITIVE_INFINITY;
-      for (const chunk of splitRows(message, target)) {
+      const chunks = splitRows(message, target);
+      this.account.hold(chunks.reduce((n, chunk) => n + chunk.bytes.length, 0));
+      for (const chunk of chunks) {
         this.pending.push(chunk);
         this.pendingBytes += chunk.bytes.length;
         this.pendingRows += chunk.rows;
@@ -174,25 +194,37 @@ export class CallPipeline {
     this.pool.run(request).then(
       (result) => {
         this.inFlight--;
-        this.scriptMs += result.scriptMs;
-        this.budget.spentMs += result.scriptMs;
-        this.adaptTaskBytes(bytes, result.scriptMs);
-        if (result.ok) {
-          this.done.set(index, result);
-          this.writeReady();
-        } else {
-          if (result.isolateRebuilt) this.isolateRebuilds++;
-          if (result.timedOut) this.timedOut = true;
-          this.fail(PluginError.fromData(result.error));
-        }
-        this.pump();
-        this.maybeFinish();
+        this.account.release(bytes);
+        this.onResult(index, bytes, result);
       },
       (error: unknown) => {
         this.inFlight--;
+        this.account.release(bytes);
         this.fail(PluginError.from(error));
       },
     );
+  }
+
+  private onResult(index: number, bytes: number, result: TaskResult): void {
+    this.scriptMs += result.scriptMs;
+    this.budget.spentMs += result.scriptMs;
+    if (this.finished) return;
+    this.adaptTaskBytes(bytes, result.scriptMs);
+    try {
+      if (!result.ok) {
+        if (result.isolateRebuilt) this.isolateRebuilds++;
+        if (result.timedOut) this.timedOut = true;
+        throw PluginError.fromData(result.error);
+      }
+      this.account.hold(resultBytes(result));
+      this.resultBytes += resultBytes(result);
+      this.done.set(index, result);
+      this.writeReady();
+    } catch (error) {
+      return this.fail(PluginError.from(error));
+    }
+    this.pump();
+    this.maybeFinish();
   }
 
   /** The waiting chunks of one task: about taskBytes of them, or all for an aggregation. */
@@ -244,7 +276,7 @@ export class CallPipeline {
         this.tableState = 'holding';
         this.held.push(result);
         // Held tables wait in this process until the last row: cap them like any result.
-        this.heldBytes += result.table.cells.byteLength + result.replies.reduce((n, reply) => n + reply.byteLength, 0);
+        this.heldBytes += resultBytes(result);
         if (this.heldBytes > this.memoryLimitBytes) return this.fail(tableTooLargeError(this.pool.settings.memoryLimitMb));
         continue;
       }
@@ -254,11 +286,24 @@ export class CallPipeline {
     }
   }
 
+  /** Writes a kept result: its table cells are dropped, its replies stay counted until written. */
   private write(result: TaskSuccess): void {
     this.rowsOut += result.rowsOut;
-    for (const reply of result.replies) {
-      if (!this.call.write(reply)) this.writeBlocked = true;
-    }
+    const cellBytes = result.table?.cells.byteLength ?? 0;
+    this.resultBytes -= resultBytes(result);
+    this.account.release(cellBytes);
+    for (const reply of result.replies) this.writeReply(reply);
+  }
+
+  /** Writes a reply whose bytes the account already holds; they go back once gRPC has passed it on. */
+  private writeReply(reply: Uint8Array): void {
+    const bytes = reply.byteLength;
+    this.writingBytes += bytes;
+    this.call.write(reply, () => {
+      this.writingBytes -= bytes;
+      this.account.release(bytes);
+      if (!this.finished && !this.writeBlocked) this.pump();
+    });
   }
 
   private maybeFinish(): void {
@@ -280,18 +325,29 @@ export class CallPipeline {
 
   private writeHeld(): void {
     const chunks = this.held.map((r) => r.table).filter((t) => t !== null);
-    const limits = { maxReplyBytes: this.options.maxReplyBytes, maxBytes: this.memoryLimitBytes, memoryLimitMb: this.pool.settings.memoryLimitMb };
+    let joinedBytes = 0;
+    const limits = {
+      maxReplyBytes: this.options.maxReplyBytes,
+      maxBytes: this.memoryLimitBytes,
+      memoryLimitMb: this.pool.settings.memoryLimitMb,
+      // The joined table is counted before it is built, beside the chunks it is built from.
+      reserve: (bytes: number) => this.account.hold((joinedBytes = bytes)),
+    };
     const table = chunks.length === this.held.length ? assembleTable(chunks, limits) : null;
     if (table === null) {
       for (const result of this.held.splice(0)) this.write(result);
       return;
     }
     this.held.length = 0;
+    this.account.release(this.resultBytes);
+    this.resultBytes = 0;
     if (this.nondeterministic) table.metadata.set(CACHE_HEADER, 'no-store');
     this.call.sendMetadata(table.metadata);
     this.wroteTable = true;
     this.rowsOut += table.rows;
-    for (const reply of table.replies) this.call.write(reply);
+    const replyBytes = table.replies.reduce((n, reply) => n + reply.byteLength, 0);
+    this.account.release(joinedBytes - replyBytes);
+    for (const reply of table.replies) this.writeReply(reply);
   }
 
   private fail(error: PluginError): void {
@@ -303,6 +359,10 @@ export class CallPipeline {
     this.pendingHead = 0;
     this.held.length = 0;
     this.done.clear();
+    // Dropped here; rows of tasks in flight go back as they settle, replies being written as they are.
+    this.account.release(this.pendingBytes + this.resultBytes);
+    this.pendingBytes = 0;
+    this.resultBytes = 0;
     if (this.readPaused) this.call.resume();
     if (error.code !== 'CANCELLED') this.call.emit('error', toStatus(error));
     this.settle({ error, summary: this.summary() });
@@ -319,4 +379,9 @@ export class CallPipeline {
       isolateRebuilds: this.isolateRebuilds,
     };
   }
+}
+
+/** What a result takes while kept here: its replies and its encoded table cells. */
+function resultBytes(result: TaskSuccess): number {
+  return result.replies.reduce((n, reply) => n + reply.byteLength, 0) + (result.table?.cells.byteLength ?? 0);
 }

@@ -56,6 +56,8 @@ export interface QueuedTask {
   retried: boolean;
   sentAt: number;
   settled: boolean;
+  /** Removed from the call's signal when the task settles: a listener left behind keeps the task's rows alive until the call ends. */
+  onAbort?: () => void;
 }
 
 export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'start-failure';
@@ -156,7 +158,8 @@ export class SandboxPool {
       const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, sentAt: 0, settled: false };
       this.tasks.set(task.id, task);
       this.queue.push(task);
-      request.signal?.addEventListener('abort', () => this.dropQueued(task), { once: true });
+      task.onAbort = () => this.dropQueued(task);
+      request.signal?.addEventListener('abort', task.onAbort, { once: true });
       this.pump();
     });
   }
@@ -316,6 +319,7 @@ export class SandboxPool {
     if (task.settled) return;
     task.settled = true;
     this.tasks.delete(task.id);
+    if (task.onAbort) task.request.signal?.removeEventListener('abort', task.onAbort);
     if (outcome instanceof PluginError) task.reject(outcome);
     else task.resolve(outcome);
   }

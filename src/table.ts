@@ -26,6 +26,8 @@ export interface TableLimits {
   /** The most bytes the joined table may take (SSE_MEMORY_LIMIT_MB). */
   readonly maxBytes: number;
   readonly memoryLimitMb: number;
+  /** Called with the joined size before the table is built; throws to refuse it (SSE_MAX_HELD_MB). */
+  readonly reserve?: (bytes: number) => void;
 }
 
 /** Row entries take at most this much framing each (tag and a length of up to 5 bytes). */
@@ -39,6 +41,7 @@ export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits
   const totalRows = chunks.reduce((n, c) => n + c.rows, 0);
   const joinedBytes = chunks.reduce((n, c) => n + c.cells.byteLength + (keys.length - c.keys.length) * c.rows * NULL_CELL.byteLength + c.rows * ROW_FRAMING_BYTES, 0);
   if (joinedBytes > limits.maxBytes) throw tableTooLargeError(limits.memoryLimitMb);
+  limits.reserve?.(joinedBytes);
   const index = new Map(keys.map((key, i) => [key, i]));
   // For each chunk, the chunk's column holding each table column (or -1).
   const columnMaps = chunks.map((chunk) => {

@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import * as grpc from '@grpc/grpc-js';
+
 import { num, numbers } from '../helpers/qlik-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { assertServing, evalRows, evalText, timed, waitFor } from '../helpers/sandbox-calls';
@@ -125,6 +127,16 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
     assert.equal(t.plugin.pool.restarts, t.plugin.pool.restartsFor('memory-fence'));
     assert.equal(bystander.code, 0, bystander.details);
     assert.deepEqual(numbers(bystander), DOUBLED);
+    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await assertServing(t.client);
+  });
+
+  it('Intl.Collator (native memory outside the heap, issue 12 item 7) is caught the same way', async () => {
+    const fenced = t.plugin.pool.restartsFor('memory-fence');
+    const result = await evalText(t.client, '{ const a = []; for (let i = 0; ; i++) a.push(new Intl.Collator(["de", "fr", "en"][i % 3], { sensitivity: "base", numeric: true })); }');
+    assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
+    assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)/);
+    assert.ok(t.plugin.pool.restartsFor('memory-fence') > fenced, `no process passed its fence: ${result.details}`);
     await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
     await assertServing(t.client);
   });

@@ -39,6 +39,11 @@ describe('loadConfig', () => {
     );
   });
 
+  it('holds 512 MB for all calls together unless SSE_MAX_HELD_MB says otherwise', () => {
+    assert.equal(loadConfig({}).maxHeldMb, 512);
+    assert.equal(loadConfig({ SSE_MAX_HELD_MB: '64' }).maxHeldMb, 64);
+  });
+
   const bad: [string, string, RegExp][] = [
     ['SSE_PORT', '70000', /SSE_PORT="70000" is invalid: expected an integer from 0 to 65535/],
     ['SSE_PORT', 'abc', /SSE_PORT="abc"/],
@@ -51,6 +56,7 @@ describe('loadConfig', () => {
     ['SSE_LOG_LEVEL', 'verbose', /SSE_LOG_LEVEL="verbose" is invalid: expected debug, info, warn or error/],
     ['SSE_LOG_FORMAT', 'text', /SSE_LOG_FORMAT="text" is invalid: expected auto, json or pretty/],
     ['SSE_MAX_QUEUE', '0', /SSE_MAX_QUEUE="0"/],
+    ['SSE_MAX_HELD_MB', '8', /SSE_MAX_HELD_MB="8" is invalid: expected an integer from 16 to 1048576/],
     ['SSE_METRICS_PORT', 'x', /SSE_METRICS_PORT="x"/],
   ];
   for (const [name, value, message] of bad) {

@@ -1,0 +1,99 @@
+/**
+ * A script call whose replies the test counts without decoding them (a 200,000-row table decoded by
+ * protobufjs would block this process, which is also the front's, and blur what the front does), or
+ * never reads at all: the client Qlik would be if it stopped taking replies.
+ */
+import http2 from 'node:http2';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { encodeBundle, scriptMetadata, type Dual, type ScriptCallOptions } from './qlik-client';
+
+export interface RawResult {
+  readonly code: grpc.status;
+  readonly details: string;
+  readonly replyBytes: number;
+  readonly replies: number;
+  readonly initialMetadata: grpc.Metadata | undefined;
+  /** The reply messages themselves, when asked for (keep), to decode once the measuring is over. */
+  readonly messages: Buffer[];
+}
+
+export interface RawCall {
+  readonly call: grpc.ClientDuplexStream<Buffer, Buffer>;
+  readonly result: Promise<RawResult>;
+  send(rows: readonly (readonly Dual[])[]): boolean;
+}
+
+const raw = (value: Buffer): Buffer => value;
+
+/** Opens a call; read: false never takes a reply (the stream is never made to flow). */
+export function openRawCall(client: grpc.Client, options: ScriptCallOptions, read = true, keep = false): RawCall {
+  const call = client.makeBidiStreamRequest('/qlik.sse.Connector/EvaluateScript', raw, raw, scriptMetadata(options), { deadline: Date.now() + 60_000 });
+  let replyBytes = 0;
+  let replies = 0;
+  let initialMetadata: grpc.Metadata | undefined;
+  const messages: Buffer[] = [];
+  const result = new Promise<RawResult>((resolve) => {
+    call.on('metadata', (md: grpc.Metadata) => (initialMetadata = md));
+    if (read) {
+      call.on('data', (message: Buffer) => {
+        replies++;
+        replyBytes += message.length;
+        if (keep) messages.push(message);
+      });
+    }
+    call.on('status', (status: grpc.StatusObject) => resolve({ code: status.code, details: status.details, replyBytes, replies, initialMetadata, messages }));
+    call.on('error', () => undefined);
+  });
+  return { call, result, send: (rows) => call.write(encodeBundle(rows)) };
+}
+
+/** Sends every bundle, half-closes, and resolves with what came back. */
+export function rawCall(client: grpc.Client, options: ScriptCallOptions, bundles: readonly (readonly (readonly Dual[])[])[], keep = false): Promise<RawResult> {
+  const open = openRawCall(client, options, true, keep);
+  for (const rows of bundles) open.send(rows);
+  open.call.end();
+  return open.result;
+}
+
+export interface StalledCall {
+  send(rows: readonly (readonly Dual[])[]): void;
+  end(): void;
+  cancel(): void;
+  /** Resolves when the stream is closed, whichever side closed it. */
+  readonly closed: Promise<void>;
+}
+
+/**
+ * A call from a client that never reads: a bare HTTP/2 stream that is paused from the start, so Node
+ * stops taking its data and HTTP/2 flow control holds the plugin's writes. (A grpc-js client keeps
+ * reading from the connection into its own memory even when nobody reads the call: it cannot show this.)
+ */
+export function openStalledCall(address: string, options: ScriptCallOptions): StalledCall {
+  const session = http2.connect(`http://${address}`);
+  session.on('error', () => undefined);
+  const stream = session.request({
+    ...scriptMetadata(options).toHttp2Headers(),
+    ':method': 'POST',
+    ':path': '/qlik.sse.Connector/EvaluateScript',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  stream.on('error', () => undefined);
+  stream.pause();
+  const closed = new Promise<void>((resolve) => stream.on('close', () => resolve()));
+  void closed.then(() => session.close());
+  return {
+    send(rows) {
+      const message = encodeBundle(rows);
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      stream.write(frame);
+    },
+    end: () => stream.end(),
+    cancel: () => stream.close(http2.constants.NGHTTP2_CANCEL),
+    closed,
+  };
+}
