@@ -1,21 +1,33 @@
 /**
- * The front's queue of tasks waiting for a sandbox thread: first in, first out, with tasks sent
- * back to the head when their sandbox process died, and removal of a cancelled call's tasks in
- * constant time (a Map keeps insertion order), so no operation grows with the queue's length.
+ * The front's queue of tasks waiting for a sandbox thread, fair between calls: each call has its own
+ * first-in-first-out line, and the next free thread takes the first task of the next call in turn.
+ * So a small call waits behind at most one task of each other call, never behind the whole backlog
+ * of a large or hostile one (with 2 threads, a normal call answered within a second while another
+ * call ran 200,000 rows of slow script; first-in-first-out it waited behind all of them).
+ * Tasks sent back because their sandbox process died go first. No operation grows with the queue.
  */
 import type { QueuedTask } from './sandbox-pool';
 
 export class TaskQueue {
   /** Tasks put back at the head, last one first. */
   private readonly head: QueuedTask[] = [];
-  private readonly fifo = new Map<number, QueuedTask>();
+  /** Each waiting call's tasks in order; the Map's order is the turn (a call goes to the back after its turn). */
+  private readonly calls = new Map<number, Map<number, QueuedTask>>();
+  private count = 0;
 
   get length(): number {
-    return this.head.length + this.fifo.size;
+    return this.head.length + this.count;
   }
 
   push(task: QueuedTask): void {
-    this.fifo.set(task.id, task);
+    const callId = task.request.callId;
+    let line = this.calls.get(callId);
+    if (!line) {
+      line = new Map();
+      this.calls.set(callId, line);
+    }
+    line.set(task.id, task);
+    this.count++;
   }
 
   unshift(task: QueuedTask): void {
@@ -25,23 +37,36 @@ export class TaskQueue {
   shift(): QueuedTask | undefined {
     const back = this.head.pop();
     if (back) return back;
-    for (const [id, task] of this.fifo) {
-      this.fifo.delete(id);
-      return task;
+    for (const [callId, line] of this.calls) {
+      const [first] = line;
+      this.calls.delete(callId);
+      if (!first) continue;
+      line.delete(first[0]);
+      this.count--;
+      // The call's turn is over: it goes to the back of the line of calls.
+      if (line.size > 0) this.calls.set(callId, line);
+      return first[1];
     }
     return undefined;
   }
 
   remove(task: QueuedTask): void {
-    if (this.fifo.delete(task.id)) return;
+    const line = this.calls.get(task.request.callId);
+    if (line?.delete(task.id)) {
+      this.count--;
+      if (line.size === 0) this.calls.delete(task.request.callId);
+      return;
+    }
     const at = this.head.indexOf(task);
     if (at >= 0) this.head.splice(at, 1);
   }
 
   drain(): QueuedTask[] {
-    const all = [...this.head.reverse(), ...this.fifo.values()];
+    const all = [...this.head.reverse()];
+    for (const line of this.calls.values()) all.push(...line.values());
     this.head.length = 0;
-    this.fifo.clear();
+    this.calls.clear();
+    this.count = 0;
     return all;
   }
 }
