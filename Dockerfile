@@ -9,12 +9,12 @@
 #     -e SSE_TLS_DIR=/certs/server \
 #     --health-cmd 'node dist/src/healthcheck.js /certs/client' qlik-sse-js
 #
-# A restart policy is required (--restart on-failure; compose `restart: on-failure`; Kubernetes restarts by
-# default): once max(2, SSE_WORKERS) sandbox threads are stuck after fatal V8 errors in scripts, the plugin
-# drains and ends itself with SIGKILL (exit 137) to give their memory back, and some scripts crash it
-# outright. Docker does not restart a container for being unhealthy. --memory is the only hard bound on the
-# one process's memory (planning figure in README.md, "Memory"); --ulimit core=0 keeps a crash
-# from writing row values and the TLS key to disk.
+# Scripts cannot end the container: a sandbox process that crashes, hangs or passes its memory fence
+# (SSE_SANDBOX_MEMORY_MB) is replaced by the front. A restart policy is still advised for the front itself
+# (--restart on-failure; compose `restart: on-failure`; Kubernetes restarts by default); Docker does not
+# restart a container for being unhealthy. --memory is a backstop above the plugin's bound (README.md,
+# "Memory": ~2.0 GB for 4 workers at the defaults); --ulimit core=0 keeps a crashing sandbox process or
+# front from writing row values and the TLS key to disk.
 #
 # See README.md, "Configuration", for every variable.
 
@@ -58,6 +58,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 # SIGTERM: refuse new calls, finish the calls in flight (SSE_SHUTDOWN_GRACE_MS, default 10 s), exit 0.
 # Give `docker stop` more than that (--stop-timeout 30 or compose stop_grace_period: 30s).
 STOPSIGNAL SIGTERM
-# The same command as `npm start`; the sandbox worker threads run in this process. Exec form, so the
-# plugin itself receives SIGTERM.
+# The same command as `npm start`. Exec form, so the front itself receives SIGTERM; it starts the sandbox
+# processes as its children and ends them after draining (they also end at once if the front dies).
 CMD ["node", "--no-node-snapshot", "--no-concurrent-recompilation", "dist/src/main.js"]
