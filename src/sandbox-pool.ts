@@ -13,12 +13,12 @@
  *   of everyone else answer right, only later.
  * The dead process is replaced at once, or after a growing delay when they keep dying (a crash loop).
  */
-import { memoryLimitError } from './shared/limit-errors';
 import { PluginError } from './shared/errors';
 import type { Logger } from './log';
 import type { CallSpec, Retirement } from './shared/channel';
 import type { TaskResult } from './shared/task';
-import { SandboxProcess, V8_OUT_OF_MEMORY, type SandboxExit, type SandboxSettings } from './sandbox-process';
+import { SandboxProcess, type SandboxExit, type SandboxSettings } from './sandbox-process';
+import { culpritError, describeExit, lastLine, restartReason, suspectError, type RestartReason } from './sandbox-recovery';
 import { TaskQueue } from './task-queue';
 
 export interface PoolSettings {
@@ -60,7 +60,7 @@ export interface QueuedTask {
   onAbort?: () => void;
 }
 
-export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'start-failure';
+export type { RestartReason };
 
 export interface PoolEvents {
   restarted?(reason: RestartReason): void;
@@ -68,6 +68,8 @@ export interface PoolEvents {
 }
 
 const FENCE_INTERVAL_MS = 200;
+/** Past a task's time limit, how long the front waits for any answer before it ends the sandbox process. */
+const UNANSWERED_GRACE_MS = 5_000;
 const START_TIMEOUT_MS = 30_000;
 /** A process that lived this long ends a crash loop: the next replacement starts at once. */
 const STABLE_AFTER_MS = 10_000;
@@ -105,7 +107,7 @@ export class SandboxPool {
   ) {
     this.threadCounts = threadSplit(settings.workers, settings.sandboxProcesses);
     this.sandboxes = this.threadCounts.map(() => undefined);
-    this.fence = setInterval(() => this.checkMemory(), FENCE_INTERVAL_MS).unref();
+    this.fence = setInterval(() => this.checkSandboxes(), FENCE_INTERVAL_MS).unref();
   }
 
   /** Starts every sandbox process; rejects with the last thing one said on stderr if one cannot start. */
@@ -221,7 +223,13 @@ export class SandboxPool {
 
   private onExit(sandbox: SandboxProcess, exit: SandboxExit): void {
     this.sandboxes[sandbox.index] = undefined;
-    if (this.closing && exit.killedFor === 'stop') return;
+    if (this.closing) {
+      for (const taskId of sandbox.inFlight) {
+        const task = this.tasks.get(taskId);
+        if (task) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
+      }
+      return;
+    }
     const reason = restartReason(exit);
     const culprits = new Set(exit.retirement?.taskIds ?? []);
     for (const taskId of sandbox.inFlight) {
@@ -253,8 +261,9 @@ export class SandboxPool {
     if (culprits.size > 0) return this.requeue(task, this.queue);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));
     task.retried = true;
-    // The attempt's time counts: a script that kills sandboxes slowly still meets its time limit.
-    task.request.budget.spentMs += performance.now() - task.sentAt;
+    // The attempt's time counts: a script that kills sandboxes slowly still meets its time limit. Not
+    // so when the process stopped answering: its main thread runs no script, so that is not the script.
+    if (reason !== 'unanswered') task.request.budget.spentMs += performance.now() - task.sentAt;
     this.requeue(task, this.retries);
   }
 
@@ -335,15 +344,34 @@ export class SandboxPool {
     return this.settings.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, this.settings.memoryLimitMb);
   }
 
-  private checkMemory(): void {
+  /**
+   * The memory fence, and a backstop for a sandbox process that stopped answering altogether (its
+   * own watchdog answers for a stuck thread within its time limit + 1 s): a task sent
+   * UNANSWERED_GRACE_MS past its time limit ends its process, and is handled as for a crash.
+   */
+  private checkSandboxes(): void {
+    const now = performance.now();
     for (const sandbox of this.sandboxes) {
       if (!sandbox || sandbox.exited || sandbox.ending) continue;
-      const fenceMb = this.fenceMb(sandbox.settings.threads);
-      const bytes = sandbox.residentBytes();
-      if (bytes === undefined || bytes <= fenceMb * 1024 * 1024) continue;
-      this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb }, 'sandbox process past its memory fence (SSE_SANDBOX_MEMORY_MB): ending it');
-      sandbox.kill('memory-fence');
+      const overdue = [...sandbox.inFlight].some((taskId) => {
+        const task = this.tasks.get(taskId);
+        return task !== undefined && now - task.sentAt > task.request.call.callTimeoutMs + UNANSWERED_GRACE_MS;
+      });
+      if (overdue) {
+        this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid }, 'sandbox process stopped answering: ending it');
+        sandbox.kill('unanswered');
+        continue;
+      }
+      this.checkMemory(sandbox);
     }
+  }
+
+  private checkMemory(sandbox: SandboxProcess): void {
+    const fenceMb = this.fenceMb(sandbox.settings.threads);
+    const bytes = sandbox.residentBytes();
+    if (bytes === undefined || bytes <= fenceMb * 1024 * 1024) return;
+    this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb }, 'sandbox process past its memory fence (SSE_SANDBOX_MEMORY_MB): ending it');
+    sandbox.kill('memory-fence');
   }
 
   private restartDelay(): number {
@@ -360,34 +388,6 @@ export class SandboxPool {
     this.wasAvailable = available;
     this.events.availability?.(available);
   }
-}
-
-function restartReason(exit: SandboxExit): RestartReason {
-  if (!exit.wasReady) return 'start-failure';
-  if (exit.killedFor !== undefined && exit.killedFor !== 'stop') return exit.killedFor;
-  return exit.signal !== null ? 'crash' : 'exit';
-}
-
-function culpritError(exit: SandboxExit, settings: PoolSettings): PluginError {
-  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) {
-    return new PluginError('DEADLINE_EXCEEDED', `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`);
-  }
-  return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on the sandbox and it was replaced');
-}
-
-/** A task that was running in two sandbox processes that both died. */
-function suspectError(exit: SandboxExit, reason: RestartReason, settings: PoolSettings): PluginError {
-  if (reason === 'memory-fence') return memoryLimitError(settings.memoryLimitMb, 'its sandbox process passed its memory fence (SSE_SANDBOX_MEMORY_MB) twice and was replaced');
-  if (reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail)) return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on its sandbox twice and it was replaced');
-  return new PluginError('UNAVAILABLE', `the sandbox process running this call's script ended twice (${describeExit(exit)}); the call was not completed`);
-}
-
-function describeExit(exit: SandboxExit): string {
-  return exit.signal !== null ? `signal ${exit.signal}` : `exit code ${String(exit.code)}`;
-}
-
-function lastLine(text: string): string {
-  return text.split('\n').filter((line) => line.trim() !== '').pop() ?? '';
 }
 
 export function busyError(maxQueue: number): PluginError {

@@ -32,7 +32,7 @@ export interface SandboxSettings {
 }
 
 /** Why the front ended a sandbox process itself (the pool's restart reasons add crash and exit). */
-export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'stop';
+export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'stop';
 
 export interface SandboxExit {
   readonly code: number | null;

@@ -34,6 +34,19 @@ describe('a sandbox process that dies under another user\'s call', () => {
   before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })));
   after(async () => t.stop());
 
+  it('SIGSTOP (a process that stops answering): it is ended past the time limit + 5 s, the call answers right', async () => {
+    const restarts = t.plugin.pool.restartsFor('unanswered');
+    const call = evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
+    const pid = await busyPid(t);
+    process.kill(pid, 'SIGSTOP');
+    const { value: result, ms } = await timed(() => call);
+    assert.equal(result.code, 0, result.details);
+    assert.deepEqual(numbers(result), DOUBLED);
+    assert.equal(t.plugin.pool.restartsFor('unanswered'), restarts + 1);
+    assert.ok(ms < TIMEOUT_MS + 5_000 + 3_000, `${Math.round(ms)} ms`);
+    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 5_000);
+  });
+
   for (const signal of ['SIGKILL', 'SIGSEGV'] as const) {
     it(`${signal}: the call is run again elsewhere and answers right; the process is replaced`, async () => {
       const restarts = t.plugin.pool.restarts;
