@@ -52,7 +52,7 @@ function alive(pid: number): boolean {
 }
 
 describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /proc' }, () => {
-  it('start with an empty environment and only the channel and stderr open', async () => {
+  it('hold isolated-vm (the front does not), start with an empty environment and only the channel and stderr open', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SECRET_TOKEN: 'hunter2' });
     try {
       const pids = childPids(plugin.child.pid as number);
@@ -62,6 +62,9 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
         assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8'), '', 'environment');
         assert.deepEqual(inheritedDescriptors(pid), ['2 socket', '3 socket']);
       }
+      // isolated-vm's native module is mapped in the sandbox processes only, never in the front.
+      assert.doesNotMatch(readFileSync(`/proc/${plugin.child.pid as number}/maps`, 'utf8'), /isolated_vm/);
+      for (const pid of pids) assert.match(readFileSync(`/proc/${pid}/maps`, 'utf8'), /isolated_vm/);
       const client = new QlikClient(`127.0.0.1:${plugin.port}`);
       const result = await evalText(client, 'typeof process + "," + typeof require');
       client.close();
