@@ -53,6 +53,8 @@ export class ThreadPool {
       idleTimeout: Number.POSITIVE_INFINITY,
       // async: a thread's event loop keeps running between tasks, so it can prepare the next context.
       atomics: 'async',
+      // Timing histograms are piscina's; the plugin measures its own (sse_call_duration_seconds).
+      recordTiming: false,
       workerData: limits,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
