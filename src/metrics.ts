@@ -22,7 +22,7 @@ export class Metrics {
   readonly busyRefusals = new Counter({ name: 'sse_busy_refusals_total', help: 'Calls refused because the queue was full', registers: [this.registry] });
   readonly sandboxRestarts = new Counter({
     name: 'sse_sandbox_restarts_total',
-    help: 'Sandbox processes replaced, by reason (crash, exit, memory-fence, stuck, fatal, unanswered, start-failure)',
+    help: 'Sandbox processes replaced, by reason (crash, exit, memory-fence, stuck, fatal, unanswered, protocol, start-failure)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

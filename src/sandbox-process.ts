@@ -32,7 +32,7 @@ export interface SandboxSettings {
 }
 
 /** Why the front ended a sandbox process itself (the pool's restart reasons add crash and exit). */
-export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'stop';
+export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'protocol' | 'stop';
 
 export interface SandboxExit {
   readonly code: number | null;
@@ -91,7 +91,15 @@ export class SandboxProcess {
     });
     this.channel = this.child.stdio[3] as Duplex;
     const reader = new FrameReader((frame) => this.onFrame(frame));
-    this.channel.on('data', (chunk: Buffer) => reader.push(chunk));
+    // What a sandbox process sends is not trusted (a script that escaped V8 would own it): a frame the
+    // front cannot read ends that process, never the front.
+    this.channel.on('data', (chunk: Buffer) => {
+      try {
+        if (!this.ending) reader.push(chunk);
+      } catch {
+        this.kill('protocol');
+      }
+    });
     this.channel.on('error', () => undefined); // the exit event says what happened
     this.child.stderr?.setEncoding('utf8').on('data', (text: string) => {
       this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_CHARS);
@@ -184,7 +192,7 @@ export class SandboxProcess {
         this.events.retire(this, this.retirement);
         return;
       default:
-        this.kill('stuck');
+        throw new Error(`unknown channel frame kind ${frame.kind}`);
     }
   }
 }

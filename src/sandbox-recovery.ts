@@ -7,7 +7,7 @@ import { PluginError } from './shared/errors';
 import { memoryLimitError } from './shared/limit-errors';
 import { V8_OUT_OF_MEMORY, type SandboxExit } from './sandbox-process';
 
-export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'start-failure';
+export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'protocol' | 'start-failure';
 
 /** The settings the messages name. */
 export interface LimitSettings {
