@@ -30,6 +30,8 @@ export interface Config {
    * waiting their turn, held tables, replies the client has not taken (src/held-bytes.ts).
    */
   readonly maxHeldMb: number;
+  /** Target size of one chunk (one task's rows), cut at row boundaries (KiB): see bench/RESULTS.md. */
+  readonly chunkKb: number;
   /** Largest request message (one BundledRows) the server accepts. */
   readonly maxMessageBytes: number;
   readonly metricsPort: number | undefined;
@@ -134,6 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logFormat: read('SSE_LOG_FORMAT', logFormat, 'auto'),
     maxQueue: read('SSE_MAX_QUEUE', integer(1, 1_000_000), 512),
     maxHeldMb: read('SSE_MAX_HELD_MB', integer(16, 1_048_576), DEFAULT_MAX_HELD_MB),
+    chunkKb: read('SSE_CHUNK_KB', integer(16, 4_096), 256),
     maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
     metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
     metricsHost: read('SSE_METRICS_HOST', nonEmpty, host),

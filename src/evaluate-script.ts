@@ -20,9 +20,6 @@ import { busyError, type SandboxPool } from './sandbox-pool';
 import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
 import { MAX_REPLY_BYTES } from './shared/replies';
 
-/** Rows of one task: measured in bench/ (see bench/RESULTS.md). */
-export const CHUNK_BYTES = 256 * 1024;
-
 export interface HandlerDeps {
   readonly config: Config;
   readonly pool: SandboxPool;
@@ -75,7 +72,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       return;
     }
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
-      chunkBytes: CHUNK_BYTES,
+      chunkBytes: config.chunkKb * 1024,
       maxInFlight: config.workers + 1,
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,

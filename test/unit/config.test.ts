@@ -58,12 +58,20 @@ describe('loadConfig', () => {
     ['SSE_MAX_QUEUE', '0', /SSE_MAX_QUEUE="0"/],
     ['SSE_MAX_HELD_MB', '8', /SSE_MAX_HELD_MB="8" is invalid: expected an integer from 16 to 1048576/],
     ['SSE_METRICS_PORT', 'x', /SSE_METRICS_PORT="x"/],
+    ['SSE_CHUNK_KB', '8', /SSE_CHUNK_KB="8" is invalid: expected an integer from 16 to 4096/],
+    ['SSE_CHUNK_KB', '4097', /SSE_CHUNK_KB="4097"/],
   ];
   for (const [name, value, message] of bad) {
     it(`refuses ${name}=${value}`, () => {
       assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && message.test(error.message));
     });
   }
+
+  it('reads SSE_CHUNK_KB, 256 KiB by default', () => {
+    assert.equal(loadConfig({}).chunkKb, 256);
+    assert.equal(loadConfig({ SSE_CHUNK_KB: '16' }).chunkKb, 16);
+    assert.equal(loadConfig({ SSE_CHUNK_KB: '4096' }).chunkKb, 4096);
+  });
 
   it('reads SSE_LOG_FORMAT', () => {
     for (const format of ['auto', 'json', 'pretty'] as const) assert.equal(loadConfig({ SSE_LOG_FORMAT: format }).logFormat, format);

@@ -1,54 +1,50 @@
 /**
- * Tries plugin variants side by side, without editing src/ or workers/: each variant restarts the
- * plugin with experiment preloads, then runs the chosen workloads against it and the ceiling,
- * alternating, as `npm run bench` does. Used to choose CHUNK_BYTES and to price a warm JIT.
+ * Tries settings of the plugin side by side: each variant restarts the plugin (the front and its
+ * sandbox processes) with its own environment, then runs the chosen workloads against it and the
+ * ceiling, alternating, as `npm run bench` does. Only real options are varied, so what wins can be
+ * set in production as it was measured. Used to choose SSE_CHUNK_KB (bench/RESULTS.md).
  *
- *   node --no-node-snapshot dist/bench/experiment.js base chunk=64 chunk=1024 warm chunk=1024+warm
+ *   npm run build
+ *   node --no-node-snapshot --no-concurrent-recompilation dist/bench/experiments/experiment.js base chunk=128 chunk=512
+ *   BENCH_QUICK=1 BENCH_EXPERIMENT_WORKLOADS=numeric,small node --no-node-snapshot dist/bench/experiments/experiment.js chunk=64
  *
- * Variant options, joined by '+': base; chunk=<KiB> (CHUNK_BYTES); warm (UNSAFE: one context for
- * every task of a sandbox process, see warm-context-override.ts); rr (tasks to workers round robin).
+ * A variant is options joined by '+': base (the defaults); chunk=<KiB> (SSE_CHUNK_KB); or any
+ * SSE_<NAME>=<value> the plugin reads, e.g. chunk=128+SSE_SANDBOX_PROCESSES=1. The bench's own
+ * settings (SSE_WORKERS, SSE_SCRIPT_TIMEOUT_MS, ...) stay unless a variant names them.
  * BENCH_EXPERIMENT_WORKLOADS: comma list of numeric, string, cpu (2 and 1 workers), small.
+ * BENCH_QUICK=1 (a tenth of the sizes) and BENCH_PLUGIN_FLAGS (extra node flags for the front) apply.
  */
-import path from 'node:path';
-
-import { sequentialLatency, target, throughput, type Target } from './measure';
-import { NoiseMonitor } from './noise';
-import { CEILING, PLUGIN } from './report';
-import { startCeiling, startPlugin } from './servers';
-import { benchSizes, type Sizes } from './sizes';
-import { ms, rate, ratio } from './stats';
-import { cpuHeavyWorkload, numericWorkload, stringWorkload, type Workload } from './workloads';
+import { sequentialLatency, target, throughput, type Target } from '../measure';
+import { NoiseMonitor } from '../noise';
+import { CEILING, PLUGIN } from '../report';
+import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
+import { benchSizes, type Sizes } from '../sizes';
+import { ms, rate, ratio } from '../stats';
+import { cpuHeavyWorkload, numericWorkload, stringWorkload, type Workload } from '../workloads';
 
 interface Variant {
   readonly name: string;
-  readonly flags: string[];
   readonly env: Record<string, string>;
 }
 
+const PLUGIN_VARIABLE = /^SSE_[A-Z_]+$/;
+
 function parseVariant(text: string): Variant {
-  const flags: string[] = [];
   const env: Record<string, string> = {};
   for (const option of text.split('+')) {
-    const [key, value] = option.split('=');
-    if (key === 'chunk') {
-      flags.push('-r', path.join(__dirname, 'chunk-override.js'));
-      env['BENCH_CHUNK_BYTES'] = String(Number(value) * 1024);
-    } else if (key === 'warm') {
-      flags.push('-r', path.join(__dirname, 'warm-context-override.js'), '-r', path.join(__dirname, 'fork-override.js'));
-      env['BENCH_SANDBOX_FLAGS'] = `-r ${path.join(__dirname, 'warm-context-override.js')}`;
-      env['BENCH_WARM_CONTEXT'] = '1';
-    } else if (key === 'rr') {
-      flags.push('-r', path.join(__dirname, 'round-robin-override.js'));
-      env['BENCH_ROUND_ROBIN'] = '1';
-    } else if (key !== 'base') {
-      throw new Error(`unknown variant option ${option}: base, chunk=<KiB>, warm or rr`);
-    }
+    const [key = '', value] = option.split('=');
+    if (key === 'base' && value === undefined) continue;
+    if (value === undefined || value === '') throw new Error(`variant option ${option} has no value: base, chunk=<KiB> or SSE_<NAME>=<value>`);
+    if (key === 'chunk') env['SSE_CHUNK_KB'] = value;
+    else if (PLUGIN_VARIABLE.test(key)) env[key] = value;
+    else throw new Error(`unknown variant option ${option}: base, chunk=<KiB> or SSE_<NAME>=<value>`);
   }
-  return { name: text, flags, env };
+  return { name: text, env };
 }
 
 async function withPlugin<T>(variant: Variant, workers: number, body: (plugin: Target) => Promise<T>): Promise<T> {
-  const server = await startPlugin(workers, variant.flags, variant.env);
+  // An invalid value stops the plugin at start with the variable's name (exit 2): ChildServer reports it.
+  const server = await startPlugin(workers, pluginFlagsFromEnv(), variant.env);
   const plugin = target(PLUGIN, server, true);
   try {
     return await body(plugin);

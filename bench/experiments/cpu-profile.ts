@@ -3,6 +3,9 @@
  * summarises where each one's busy time went: top functions by self time, and by total time for
  * the project's own functions. Time inside an isolated-vm isolate is not sampled by the host's
  * profiler; it shows as self time of the call into the isolate (applySync / runSync).
+ * bench/experiments/profile.ts uses it; on its own it summarises a folder of profiles:
+ *
+ *   node dist/bench/experiments/cpu-profile.js <folder of .cpuprofile files> [pid of the front]
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -42,7 +45,7 @@ function label(node: ProfileNode): string {
 /** CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile */
 function threadName(file: string, pluginPid: number): string {
   const [, pid, tid] = /\.(\d+)\.(\d+)\.\d+\.cpuprofile$/.exec(file) ?? [];
-  const owner = Number(pid) === pluginPid ? 'plugin main process' : `sandbox process ${pid ?? '?'}`;
+  const owner = Number(pid) === pluginPid ? 'plugin front process' : `process ${pid ?? '?'}`;
   return tid === '0' ? owner : `${owner}, worker thread ${tid ?? '?'}`;
 }
 
@@ -102,5 +105,15 @@ export function printSummary(summary: ThreadSummary, top = 12): void {
   out('   total ms  total %  project function (inclusive)');
   for (const f of summary.functions.filter((fn) => OWN_CODE.test(fn.name)).sort((a, b) => b.totalMs - a.totalMs).slice(0, top)) {
     out(`   ${f.totalMs.toFixed(0).padStart(8)}  ${((f.totalMs / summary.busyMs) * 100).toFixed(1).padStart(6)}%  ${f.name}`);
+  }
+}
+
+if (require.main === module) {
+  const [dir, pid] = process.argv.slice(2);
+  if (dir === undefined) {
+    process.stderr.write('usage: node dist/bench/experiments/cpu-profile.js <folder of .cpuprofile files> [pid of the front]\n');
+    process.exitCode = 2;
+  } else {
+    for (const summary of summariseDir(dir, Number(pid ?? -1))) printSummary(summary);
   }
 }
