@@ -1,6 +1,6 @@
 /**
  * The glue of one EvaluateScript call: incoming BundledRows are cut at row boundaries into tasks of
- * about CHUNK_BYTES, sent to the pool with a bounded number in flight (reads pause when saturated),
+ * about SSE_CHUNK_KB, sent to the pool with a bounded number in flight (reads pause when saturated),
  * and their encoded replies written back strictly in request order. The call's time budget is
  * shared by all its tasks. Table-shaped results are held until the last row is known.
  *
