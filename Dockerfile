@@ -37,6 +37,7 @@ RUN npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
     SSE_HOST=0.0.0.0 \
+    SSE_METRICS_HOST=0.0.0.0 \
     SSE_PORT=50051
 WORKDIR /app
 # Owned by root and read-only for the service user: a script escaping the sandbox still cannot

@@ -139,7 +139,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     chunkKb: read('SSE_CHUNK_KB', integer(16, 4_096), 256),
     maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
     metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
-    metricsHost: read('SSE_METRICS_HOST', nonEmpty, host),
+    // Loopback unless said otherwise: the endpoint has no authentication (a scrape flood slows calls).
+    metricsHost: read('SSE_METRICS_HOST', nonEmpty, '127.0.0.1'),
     shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
     functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
   };

@@ -58,19 +58,25 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     const requestId = randomUUID();
     metrics.callStarted();
     let scriptCall: PreparedCall;
+    // An open call costs the front its headers and its state, rows or not: counted in the budget.
+    const callAccount = deps.held.open();
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
+      callAccount.hold(openCallBytes(call.metadata));
       scriptCall = prepare(call);
       if (pool.saturated) {
         metrics.busyRefusals.inc();
         throw busyError(config.maxQueue);
       }
     } catch (error) {
+      callAccount.close();
       const failure = PluginError.from(error);
       call.emit('error', toStatus(failure));
       logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
       return;
     }
+    // However the call ends (its pipeline may never settle if the client just goes away).
+    for (const event of ['close', 'cancelled', 'finish', 'error']) call.once(event, () => callAccount.close());
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
       chunkBytes: config.chunkKb * 1024,
       maxInFlight: config.workers + 1,
@@ -80,13 +86,26 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       held: deps.held,
     });
     pipeline.run().then(
-      ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),
+      ({ error, summary }) => {
+        callAccount.close();
+        logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary });
+      },
       (error: unknown) => {
+        callAccount.close();
         metrics.callEnded();
         logger.error({ requestId, err: error }, 'call pipeline failed');
       },
     );
   };
+}
+
+/** What the front keeps for an open call besides its rows: about three copies of its headers (the HTTP/2 text, base64, decoded) and its state. */
+const CALL_STATE_BYTES = 16 * 1024;
+
+export function openCallBytes(metadata: Call['metadata']): number {
+  let headerBytes = 0;
+  for (const [key, value] of Object.entries(metadata.getMap())) headerBytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  return CALL_STATE_BYTES + 3 * headerBytes;
 }
 
 interface CallRecord {

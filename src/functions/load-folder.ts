@@ -43,7 +43,7 @@ export async function loadFunctionFolder(dir: string): Promise<FunctionSet> {
 async function readOneFile(filePath: string, name: string): Promise<{ functions: ReturnType<typeof parseFunctionFile>['functions']; problems: Problem[] }> {
   try {
     const info = await stat(filePath);
-    if (!info.isFile()) return { functions: [], problems: [] };
+    if (!info.isFile()) return { functions: [], problems: [{ file: name, line: 0, message: 'not a regular file (a folder, a pipe or a device): skipped' }] };
     if (info.size > MAX_FUNCTION_FILE_BYTES) {
       return { functions: [], problems: [{ file: name, line: 0, message: `the file is ${info.size} bytes, more than ${MAX_FUNCTION_FILE_BYTES}: split it; the file is not loaded` }] };
     }

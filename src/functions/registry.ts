@@ -7,6 +7,11 @@
  *
  * The log says what was loaded, changed, removed or refused. Qlik reads the function list only when
  * it connects, so a change of names or signatures is logged with what the administrator must do.
+ *
+ * A deployment may replace the whole folder (`rm -rf functions && cp -r new functions`): a watch
+ * follows one folder, not a path, so when the folder is gone or another one stands at its path the
+ * registry watches the path again (checking every REWATCH_MS while it is missing), keeping the
+ * functions loaded before meanwhile.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -18,10 +23,15 @@ import { functionDefinition, type PluginFunction } from './signature';
 
 /** Quiet time after the last change event before the folder is read again. */
 export const RELOAD_DEBOUNCE_MS = 200;
+/** While the folder is missing, how often to look for it again. */
+const REWATCH_MS = 1_000;
 
 export class FunctionRegistry {
   private current: FunctionSet = EMPTY_FUNCTION_SET;
   private watcher: FSWatcher | undefined;
+  /** The folder the watcher follows (its inode): another one at the path needs a new watch. */
+  private watchedIno: number | undefined;
+  private rewatchTimer: NodeJS.Timeout | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reloading: Promise<void> | undefined;
   private again = false;
@@ -42,7 +52,7 @@ export class FunctionRegistry {
     if (!info.isDirectory()) throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} is not a folder: expected a folder of .js function files`);
     const registry = new FunctionRegistry(dir, logger);
     await registry.reload();
-    registry.watch();
+    registry.watch(info.ino);
     return registry;
   }
 
@@ -67,20 +77,42 @@ export class FunctionRegistry {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.rewatchTimer);
     this.watcher?.close();
     this.watcher = undefined;
   }
 
-  private watch(): void {
+  private watch(ino: number): void {
+    this.watcher?.close();
+    this.watchedIno = ino;
     try {
-      // Persistent: a change noticed is always applied; stop() closes the watcher.
+      // Persistent: a change noticed is always applied; close() closes the watcher.
       this.watcher = watch(this.dir, () => this.schedule());
-      this.watcher.on('error', (error) => {
-        this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR any more: function files are no longer reloaded; restart the plugin');
-      });
+      this.watcher.on('error', () => this.rewatchLater());
     } catch (error) {
-      this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR: function files are read at start only');
+      this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR: looking for it again every second');
+      this.rewatchLater();
     }
+  }
+
+  /** The folder is gone (or unwatchable): keep what is loaded, look for the path again until it is back. */
+  private rewatchLater(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.closed || this.rewatchTimer !== undefined) return;
+    this.rewatchTimer = setTimeout(() => {
+      this.rewatchTimer = undefined;
+      stat(this.dir).then(
+        (info) => {
+          if (this.closed) return;
+          if (!info.isDirectory()) return this.rewatchLater();
+          this.logger.info({ dir: this.dir }, 'SSE_FUNCTIONS_DIR is back: watching it again');
+          this.watch(info.ino);
+          this.schedule();
+        },
+        () => this.rewatchLater(),
+      );
+    }, REWATCH_MS);
   }
 
   private schedule(): void {
@@ -107,8 +139,16 @@ export class FunctionRegistry {
     let next: FunctionSet;
     try {
       next = await loadFunctionFolder(this.dir);
+      const info = await stat(this.dir);
+      // Another folder now stands at the path (replaced whole): watch that one.
+      if (this.watchedIno !== undefined && info.ino !== this.watchedIno && !this.closed) {
+        this.watch(info.ino);
+        // What changed between this read and the new watch would go unseen: read once more.
+        this.schedule();
+      }
     } catch (error) {
-      this.logger.error({ dir: this.dir, err: error }, 'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before');
+      this.logger.error({ dir: this.dir, err: error }, 'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before, and looking for the folder again every second');
+      if (this.watchedIno !== undefined) this.rewatchLater();
       return this.notify();
     }
     const previous = this.current;

@@ -6,7 +6,7 @@
  * a dual both. CSV is parsed by csv-parse, so quoting, embedded commas and line breaks behave as
  * in any spreadsheet export.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 
 import { parse } from 'csv-parse/sync';
 
@@ -55,11 +55,18 @@ function parseList(list: string): string[] {
   return records[0] ?? [];
 }
 
+/** A CSV read whole into memory for trying a script: larger is not a try (and /dev/zero never ends). */
+const MAX_CSV_BYTES = 256 * 1024 * 1024;
+
 function csvColumns(file: string, wanted: readonly string[] | undefined): Column[] {
   let text: string;
   try {
+    const info = statSync(file);
+    if (!info.isFile()) throw new UsageError(`--csv ${file}: not a regular file`);
+    if (info.size > MAX_CSV_BYTES) throw new UsageError(`--csv ${file}: ${info.size} bytes, more than the ${MAX_CSV_BYTES} a try reads; take a sample of its rows`);
     text = readFileSync(file, 'utf8');
   } catch (error) {
+    if (error instanceof UsageError) throw error;
     throw new UsageError(`--csv ${file}: ${error instanceof Error ? error.message : String(error)}`);
   }
   const [header, ...records] = parseCsv(text, `--csv ${file}`);

@@ -17,7 +17,7 @@ import { statusName } from '../grpc-status';
 import { createLogger } from '../log';
 import { callInput, type CallInput } from './input';
 import { FLAG_OF_VARIABLE, USAGE, UsageError, parseTryArgs, type TryOptions } from './options';
-import { isNoStore, render, resultTable } from './output';
+import { isNoStore, render, resultTable, safeText } from './output';
 
 const EXIT_CALL_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -49,7 +49,7 @@ async function run(argv: readonly string[]): Promise<number> {
   }
   const result = await callPlugin(config, options, input);
   if (result.code !== 0) {
-    process.stderr.write(`${statusName(result.code)}: ${result.details}\n`);
+    process.stderr.write(`${statusName(result.code)}: ${safeText(result.details)}\n`);
     return EXIT_CALL_FAILED;
   }
   process.stdout.write(render(resultTable(result, options.functionName, options.returnType), options.format));

@@ -59,7 +59,7 @@ export function render(table: ResultTable, format: OutputFormat): string {
 }
 
 function renderCsv(table: ResultTable): string {
-  const lines = [table.columns, ...table.rows].map((row) => row.map((cell) => csvField(cell ?? '')).join(','));
+  const lines = [table.columns, ...table.rows].map((row) => row.map((cell) => csvField(safeText(cell ?? ''))).join(','));
   return `${lines.join('\r\n')}\r\n`;
 }
 
@@ -73,9 +73,18 @@ function renderTable(table: ResultTable): string {
   return `${[line(header), rule, ...rows.map(line)].join('\n')}\n`;
 }
 
-/** A line break inside a cell would break the table's rows apart. */
+/**
+ * A line break inside a cell would break the table's rows apart, and a control character (an escape
+ * sequence a script returned) would act on the terminal: both are shown escaped.
+ */
 function oneLine(text: string): string {
-  return text.replace(/\r?\n/g, '\\n');
+  return safeText(text.replace(/\r?\n/g, '\\n'));
+}
+
+/** Control characters but line breaks and tabs, shown as \u escapes instead of reaching the terminal. */
+export function safeText(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+  return text.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** RFC 4180 quoting: only fields holding a quote, comma or line break are quoted. */

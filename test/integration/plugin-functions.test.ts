@@ -5,7 +5,7 @@
  * library in functions/; the reload tests edit it while the plugin runs.
  */
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -242,5 +242,21 @@ describe('hot reload', () => {
     assert.deepEqual(numbers(await call('Added', [])), [7]);
     assert.match((await call('JsonField', [[str('{}'), str('a')]])).details, /unknown functionId/);
     assert.ok(logLines.some((l) => l['msg'] === 'plugin function removed' && l['function'] === 'JsonField'));
+  });
+
+  it('a folder replaced whole (rm -rf, then a new one) is watched again: its functions take effect', async () => {
+    await writeFile(path.join(dir, 'version.js'), version('before'));
+    await until(() => answersWith('before'));
+    const files = await readdir(dir);
+    const saved = await Promise.all(files.map(async (name) => [name, await readFile(path.join(dir, name), 'utf8')] as const));
+    await rm(dir, { recursive: true, force: true });
+    // Meanwhile the functions loaded before keep answering.
+    assert.equal(await answersWith('before'), true);
+    await mkdir(dir);
+    for (const [name, text] of saved) await writeFile(path.join(dir, name), name === 'version.js' ? version('after') : text);
+    await until(() => answersWith('after'));
+    // And the new folder is watched: a later edit takes effect too.
+    await writeFile(path.join(dir, 'version.js'), version('later'));
+    await until(() => answersWith('later'));
   });
 });

@@ -93,6 +93,22 @@ describe('npm run try', () => {
     assert.match(limit.stderr, /^try: --memory-mb \(SSE_MEMORY_LIMIT_MB\)="1" is invalid: expected an integer from 8/);
   });
 
+  test('control characters a script returns or throws are shown escaped, never sent to the terminal', async () => {
+    const shown = await ok(['--fn', 'ScriptEvalStr', '"\\u001b[2J" + args[0]', 'x']);
+    assert.ok(!shown.includes('\u001b'), JSON.stringify(shown));
+    assert.match(shown, /\\u001b\[2Jx/);
+    const failed = await run(['(() => { throw new Error("\\u001b]0;title\\u0007boom"); })()', '1']);
+    assert.equal(failed.code, 1);
+    assert.ok(!failed.stderr.includes('\u001b') && !failed.stderr.includes('\u0007'), JSON.stringify(failed.stderr));
+    assert.match(failed.stderr, /boom/);
+  });
+
+  test('a --csv that is not a regular file (a device, a pipe) is refused before anything is read', async () => {
+    const ran = await run(['--csv', '/dev/zero', 'args[0]']);
+    assert.equal(ran.code, 2);
+    assert.match(ran.stderr, /--csv \/dev\/zero: not a regular file/);
+  });
+
   test('the package command (npx qlik-sse-js try) starts Node with the flags the sandbox needs', async () => {
     const ran = await run(['try', 'args[0] + 1', '41'], [BIN_JS]);
     assert.deepEqual(ran, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });

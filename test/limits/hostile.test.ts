@@ -177,6 +177,40 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     await Promise.all(calls.map((call) => call.result));
   });
 
+  it('open calls that send only (large) headers are counted in SSE_MAX_HELD_MB and refused as busy past it', async (ctx) => {
+    const calls: RawCall[] = [];
+    const settled: { code: grpc.status; details: string }[] = [];
+    const comment = 'x'.repeat(30_000);
+    const { report } = await withBystander(
+      t.address,
+      async () => {
+        // About 16 KiB + 3 x 46 KB a call: a 16 MB budget holds about a hundred; 300 are opened.
+        for (let i = 0; i < 300; i++) {
+          const call = openRawCall(t.client.client, {
+            script: `${i} /*${comment}*/`,
+            functionType: FunctionType.AGGREGATION,
+            returnType: DataType.NUMERIC,
+            params: [{ dataType: DataType.NUMERIC }],
+            common: { appId: 'a'.repeat(8_000), userId: 'u'.repeat(8_000), cardinality: 0 },
+          });
+          void call.result.then((r) => settled.push(r));
+          calls.push(call);
+        }
+        await waitFor('open calls refused', () => settled.length >= 150, 10_000);
+      },
+      { allowBusy: BUSY_HELD },
+    );
+    ctx.diagnostic(`${settled.length} of 300 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB; ${describeReport(report)}`);
+    for (const result of settled) {
+      assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
+      assert.match(result.details, BUSY_HELD);
+    }
+    assert.ok(settled.length < 300, 'every call was refused');
+    assert.ok(t.plugin.held.peakBytes <= 16 * MB);
+    for (const call of calls) call.call.cancel();
+    await Promise.all(calls.map((call) => call.result));
+  });
+
   it('item 6: SSE_MAX_QUEUE bounds the queue per task, not only when a call starts', async (ctx) => {
     const script = '{ let x = 0; for (let i = 0; i < 20000; i++) x += i; return args[0].length + x * 0; }';
     const { value, report } = await withBystander(

@@ -75,3 +75,16 @@ describe('context reuse between calls', () => {
     }
   });
 });
+
+describe('context keys', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '1' })));
+  after(async () => t.stop());
+
+  it('ids that join to the same text (a NUL inside) are still different apps and users', async () => {
+    assert.equal(await textAs(t.client, LEAVER, 'a\u0000b', 'c'), FRESH);
+    assert.equal(await textAs(t.client, LEAVER, 'a', 'b\u0000c'), FRESH);
+    assert.equal(await textAs(t.client, LEAVER, 'a\u0000', 'b'), FRESH);
+    assert.equal(await textAs(t.client, LEAVER, 'a', '\u0000b'), FRESH);
+  });
+});
