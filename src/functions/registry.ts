@@ -15,6 +15,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import path from 'node:path';
 
 import { ConfigError } from '../config';
 import type { Logger } from '../log';
@@ -87,7 +88,9 @@ export class FunctionRegistry {
     this.watchedIno = ino;
     try {
       // Persistent: a change noticed is always applied; close() closes the watcher.
-      this.watcher = watch(this.dir, () => this.schedule());
+      // An event naming the folder itself: it was removed or renamed, and the watch died with it.
+      const self = path.basename(path.resolve(this.dir));
+      this.watcher = watch(this.dir, (_event, name) => (name === self ? this.rewatchLater() : this.schedule()));
       this.watcher.on('error', () => this.rewatchLater());
     } catch (error) {
       this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR: looking for it again every second');
@@ -141,6 +144,7 @@ export class FunctionRegistry {
       next = await loadFunctionFolder(this.dir);
       const info = await stat(this.dir);
       // Another folder now stands at the path (replaced whole): watch that one.
+      // Another folder now stands at the path (replaced whole; the inode may even be reused): watch that one.
       if (this.watchedIno !== undefined && info.ino !== this.watchedIno && !this.closed) {
         this.watch(info.ino);
         // What changed between this read and the new watch would go unseen: read once more.
