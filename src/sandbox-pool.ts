@@ -15,11 +15,12 @@
  */
 import { PluginError } from './shared/errors';
 import type { Logger } from './log';
-import type { CallSpec, Retirement } from './shared/channel';
+import type { Retirement } from './shared/channel';
 import type { TaskResult } from './shared/task';
 import { SandboxProcess, type SandboxExit, type SandboxSettings } from './sandbox-process';
 import { culpritError, describeExit, lastLine, restartReason, suspectError, type RestartReason } from './sandbox-recovery';
 import { TaskQueue } from './task-queue';
+import type { TaskRequest, TaskRunner } from './task-runner';
 
 export interface PoolSettings {
   readonly workers: number;
@@ -29,22 +30,6 @@ export interface PoolSettings {
   readonly maxQueue: number;
   /** Resident memory past which a sandbox process is ended, in MB; undefined: defaultSandboxMemoryMb. */
   readonly sandboxMemoryMb: number | undefined;
-}
-
-/** A call's script time, shared by its tasks: the front adds each result's, and sends the sum with each task. */
-export interface CallBudget {
-  spentMs: number;
-}
-
-export interface TaskRequest {
-  readonly callId: number;
-  readonly call: CallSpec;
-  readonly bytes: Uint8Array;
-  readonly rows: number;
-  readonly firstRow: number;
-  readonly budget: CallBudget;
-  /** Aborted when the call ends early: its tasks still queued are dropped. */
-  readonly signal?: AbortSignal;
 }
 
 export interface QueuedTask {
@@ -85,7 +70,7 @@ export function threadSplit(workers: number, processes: number): number[] {
   return Array.from({ length: processes }, (_, i) => Math.floor(workers / processes) + (i < workers % processes ? 1 : 0));
 }
 
-export class SandboxPool {
+export class SandboxPool implements TaskRunner {
   private readonly sandboxes: (SandboxProcess | undefined)[];
   private readonly tasks = new Map<number, QueuedTask>();
   private readonly queue = new TaskQueue();
