@@ -253,7 +253,8 @@ export class CallPipeline {
       try {
         ready = this.tables.take(result, resultBytes(result));
       } catch (error) {
-        return this.fail(PluginError.from(error));
+        this.fail(PluginError.from(error));
+        return;
       }
       for (const next of ready) this.write(next);
     }

@@ -6,11 +6,11 @@
  */
 import { EventEmitter } from 'node:events';
 
-import { Metadata, type StatusObject } from '@grpc/grpc-js';
+import type { Metadata, StatusObject } from '@grpc/grpc-js';
 
 import { HeldBytes } from '../../src/held-bytes';
 import { CallPipeline, type CallOutcome, type CallStream } from '../../src/pipeline';
-import { PluginError } from '../../src/shared/errors';
+import type { PluginError } from '../../src/shared/errors';
 import { encodeDualCell } from '../../src/shared/replies';
 import { CELL_NUMBER, DataType, type EvaluationMode, type TableChunk, type TaskResult, type TaskSuccess } from '../../src/shared/task';
 import type { TaskRequest, TaskRunner } from '../../src/task-runner';
