@@ -8,18 +8,25 @@
  * (src/held-bytes.ts, SSE_MAX_HELD_MB) from the moment it is kept to the moment it is gone: rows from
  * arrival until their task's result, results until written, written replies until gRPC has handed
  * them on. Nothing more is produced while the client is not taking replies (writeBlocked).
+ *
+ * Its parts live beside it: rows waiting for a task in src/pending-rows.ts, the put-back-in-order
+ * buffer in src/reorder.ts, table results held until the last row in src/table.ts. It asks only a
+ * TaskRunner (src/task-runner.ts) to run tasks, so test/unit/pipeline.test.ts drives it with a fake.
  */
-import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, type StatusObject } from '@grpc/grpc-js';
 
 import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
-import { memoryLimitError, tableTooLargeError, timeLimitError } from './shared/limit-errors';
+import { memoryLimitError, timeLimitError } from './shared/limit-errors';
 import type { HeldAccount, HeldBytes } from './held-bytes';
-import type { CallBudget, SandboxPool } from './sandbox-pool';
+import { PendingRows } from './pending-rows';
+import { ReorderBuffer } from './reorder';
+import { ReplyWriter, type ReplyStream } from './reply-writer';
 import type { CallSpec } from './shared/channel';
-import { packChunks, splitRows, type RowChunk } from './shared/rows';
-import { assembleTable } from './table';
+import { packChunks, splitRows } from './shared/rows';
 import type { ScriptSpec, TaskResult, TaskSuccess } from './shared/task';
+import { TableHold } from './table';
+import type { CallBudget, TaskRunner } from './task-runner';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -47,41 +54,53 @@ export interface CallSummary {
   readonly isolateRebuilds: number;
 }
 
-type Stream = ServerDuplexStream<Buffer, Uint8Array>;
+/** What the pipeline uses of grpc-js's ServerDuplexStream (test/unit/pipeline.test.ts gives it a fake). */
+export interface CallStream extends ReplyStream {
+  on(event: 'data', listener: (message: Buffer) => void): unknown;
+  on(event: 'end' | 'cancelled' | 'drain', listener: () => void): unknown;
+  on(event: 'error', listener: (error: unknown) => void): unknown;
+  once(event: string, listener: () => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  sendMetadata(metadata: Metadata): void;
+  end(trailers: Metadata): unknown;
+  emit(event: 'error', status: StatusObject): boolean;
+}
+
+export interface CallOutcome {
+  readonly error: PluginError | null;
+  readonly summary: CallSummary;
+}
 
 let nextCallId = 1;
-const TARGET_TASK_MS = 20;
-const MIN_TASK_BYTES = 16 * 1024;
 
 export class CallPipeline {
-  /** Row chunks not yet sent, from pendingHead on (an index, not shift(): a call may bring 100,000s of messages). */
-  private pending: RowChunk[] = [];
-  private pendingHead = 0;
-  private pendingBytes = 0;
-  private pendingRows = 0;
-  private rowsIn = 0;
+  /** Rows not yet sent to the runner. */
+  private readonly pending: PendingRows;
+  /** What the call's log line and metrics report (summary()). */
+  private readonly counts: { -readonly [K in keyof CallSummary]: CallSummary[K] } = {
+    rowsIn: 0,
+    rowsOut: 0,
+    scriptMs: 0,
+    nondeterministic: false,
+    table: false,
+    timedOut: false,
+    isolateRebuilds: 0,
+  };
   private rowsDispatched = 0;
-  private rowsOut = 0;
   private nextTask = 0;
-  private nextToWrite = 0;
   private inFlight = 0;
-  private readonly done = new Map<number, TaskSuccess>();
+  /** Results that came back before an earlier task's. */
+  private readonly done = new ReorderBuffer<TaskSuccess>();
   private inputEnded = false;
   private readPaused = false;
-  /** Bytes of replies handed to call.write() whose write has not completed: the client has not taken them. */
-  private writingBytes = 0;
-  /** Bytes of results kept here (done, held): counted in the account until written or dropped. */
+  /** Writes replies; blocked while the client is not taking them. */
+  private readonly writer: ReplyWriter;
+  /** Bytes of results kept here (done, tables): counted in the account until written or dropped. */
   private resultBytes = 0;
   private readonly account: HeldAccount;
-  private scriptMs = 0;
-  private nondeterministic = false;
-  private timedOut = false;
-  private isolateRebuilds = 0;
-  /** undecided until the first chunk's result: held while every chunk so far is table-shaped. */
-  private tableState: 'undecided' | 'holding' | 'streaming' = 'undecided';
-  private readonly held: TaskSuccess[] = [];
-  private heldBytes = 0;
-  private wroteTable = false;
+  /** Results held while every one so far is table-shaped. */
+  private readonly tables: TableHold;
   private finished = false;
   /** Aborted when the call ends early, so the pool drops its queued tasks. */
   private readonly ended = new AbortController();
@@ -89,33 +108,31 @@ export class CallPipeline {
   private readonly budget: CallBudget = { spentMs: 0 };
   private readonly callId = nextCallId++;
   private readonly callSpec: CallSpec;
-  /** Rows of one task, in bytes: chunkBytes, less for slow scripts (adaptTaskBytes). */
-  private taskBytes: number;
-  private settle!: (outcome: { error: PluginError | null; summary: CallSummary }) => void;
+  private settle!: (outcome: CallOutcome) => void;
 
   constructor(
-    private readonly call: Stream,
+    private readonly call: CallStream,
     private readonly spec: ScriptSpec,
-    private readonly pool: SandboxPool,
+    private readonly pool: TaskRunner,
     private readonly options: PipelineOptions,
   ) {
-    if (!spec.tableAllowed) this.tableState = 'streaming';
     this.callSpec = { spec, contextKey: options.contextKey, callTimeoutMs: options.timeoutMs, maxReplyBytes: options.maxReplyBytes };
-    this.taskBytes = options.chunkBytes;
+    this.pending = new PendingRows(spec.mode, options.chunkBytes);
+    this.tables = new TableHold(spec.tableAllowed, this.memoryLimitBytes, pool.settings.memoryLimitMb);
     this.account = options.held.open();
+    this.writer = new ReplyWriter(call, options.maxReplyBytes, this.account, () => {
+      if (!this.finished && !this.writeBlocked) this.pump();
+    });
   }
 
-  /**
-   * While the client is not taking replies (gRPC's buffer is full, or a reply message's worth is still
-   * on its way), nothing more is produced: replies in memory per call stay about one message ahead.
-   */
+  /** Nothing more is produced while the client is not taking replies (src/reply-writer.ts). */
   private get writeBlocked(): boolean {
-    return this.writingBytes > this.options.maxReplyBytes || this.call.writableNeedDrain;
+    return this.writer.blocked;
   }
 
   /** Runs the call to its end; resolves with the error that ended it, if any (never rejects). */
-  run(): Promise<{ error: PluginError | null; summary: CallSummary }> {
-    const outcome = new Promise<{ error: PluginError | null; summary: CallSummary }>((resolve) => (this.settle = resolve));
+  run(): Promise<CallOutcome> {
+    const outcome = new Promise<CallOutcome>((resolve) => (this.settle = resolve));
     this.call.on('data', (message: Buffer) => this.onMessage(message));
     this.call.on('end', () => {
       this.inputEnded = true;
@@ -135,19 +152,13 @@ export class CallPipeline {
     try {
       // Parameterless calls run once, whatever arrives; aggregations keep every row until the end.
       if (this.spec.mode === 'once') return;
-      // Pieces small enough to make tasks of any size from (see adaptTaskBytes).
-      const target = this.spec.mode === 'rows' ? Math.min(this.options.chunkBytes, 4 * MIN_TASK_BYTES) : Number.POSITIVE_INFINITY;
-      const chunks = splitRows(message, target);
+      const chunks = splitRows(message, this.pending.pieceBytes);
       this.account.hold(chunks.reduce((n, chunk) => n + chunk.bytes.length, 0));
-      for (const chunk of chunks) {
-        this.pending.push(chunk);
-        this.pendingBytes += chunk.bytes.length;
-        this.pendingRows += chunk.rows;
-        this.rowsIn += chunk.rows;
-      }
+      this.pending.push(chunks);
+      for (const chunk of chunks) this.counts.rowsIn += chunk.rows;
       // An aggregation's rows all go into one sandbox: more than its heap can hold cannot succeed.
-      if (this.spec.mode === 'aggregate' && this.pendingBytes > this.memoryLimitBytes) {
-        return this.fail(memoryLimitError(this.pool.settings.memoryLimitMb, `the aggregation's rows (${this.pendingBytes} bytes) do not fit`));
+      if (this.spec.mode === 'aggregate' && this.pending.bytes > this.memoryLimitBytes) {
+        return this.fail(memoryLimitError(this.pool.settings.memoryLimitMb, `the aggregation's rows (${this.pending.bytes} bytes) do not fit`));
       }
       this.pump();
     } catch (error) {
@@ -165,9 +176,8 @@ export class CallPipeline {
    */
   private pump(): void {
     while (!this.finished && !this.writeBlocked && this.inFlight < this.options.maxInFlight) {
-      const full = this.spec.mode === 'rows' && this.pendingBytes >= this.taskBytes;
-      const last = this.inputEnded && (this.pendingRows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
-      if (!full && !last) break;
+      const last = this.inputEnded && (this.pending.rows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
+      if (!this.pending.full && !last) break;
       this.dispatch();
     }
     this.updateReading();
@@ -176,15 +186,7 @@ export class CallPipeline {
   /** Sends the waiting chunks, up to about taskBytes, to the pool as one task. */
   private dispatch(): void {
     if (this.options.timeoutMs - this.budget.spentMs <= 0) return this.failTimeout();
-    const chunks = this.takePending();
-    let bytes = 0;
-    let rows = 0;
-    for (const chunk of chunks) {
-      bytes += chunk.bytes.length;
-      rows += chunk.rows;
-    }
-    this.pendingBytes -= bytes;
-    this.pendingRows -= rows;
+    const { chunks, bytes, rows } = this.pending.take();
     const firstRow = this.rowsDispatched;
     this.rowsDispatched += rows;
     const index = this.nextTask++;
@@ -206,19 +208,19 @@ export class CallPipeline {
   }
 
   private onResult(index: number, bytes: number, result: TaskResult): void {
-    this.scriptMs += result.scriptMs;
+    this.counts.scriptMs += result.scriptMs;
     this.budget.spentMs += result.scriptMs;
     if (this.finished) return;
-    this.adaptTaskBytes(bytes, result.scriptMs);
+    this.pending.adapt(bytes, result.scriptMs);
     try {
       if (!result.ok) {
-        if (result.isolateRebuilt) this.isolateRebuilds++;
-        if (result.timedOut) this.timedOut = true;
+        if (result.isolateRebuilt) this.counts.isolateRebuilds++;
+        if (result.timedOut) this.counts.timedOut = true;
         throw PluginError.fromData(result.error);
       }
       this.account.hold(resultBytes(result));
       this.resultBytes += resultBytes(result);
-      this.done.set(index, result);
+      this.done.put(index, result);
       this.writeReady();
     } catch (error) {
       return this.fail(PluginError.from(error));
@@ -227,32 +229,8 @@ export class CallPipeline {
     this.maybeFinish();
   }
 
-  /** The waiting chunks of one task: about taskBytes of them, or all for an aggregation. */
-  private takePending(): RowChunk[] {
-    let end = this.pendingHead;
-    let bytes = 0;
-    while (end < this.pending.length && (bytes < this.taskBytes || this.spec.mode !== 'rows')) bytes += (this.pending[end++] as RowChunk).bytes.length;
-    const chunks = this.pending.slice(this.pendingHead, end);
-    this.pendingHead = end;
-    if (this.pendingHead === this.pending.length) {
-      this.pending = [];
-      this.pendingHead = 0;
-    }
-    return chunks;
-  }
-
-  /**
-   * Slow scripts get smaller tasks, so the call's last round does not leave workers idle: a task
-   * should take about TARGET_TASK_MS. Fast scripts keep chunkBytes (measured best: bench/RESULTS.md).
-   */
-  private adaptTaskBytes(bytes: number, scriptMs: number): void {
-    if (this.spec.mode !== 'rows' || scriptMs <= TARGET_TASK_MS) return;
-    const fitting = Math.floor((bytes * TARGET_TASK_MS) / scriptMs);
-    this.taskBytes = Math.max(MIN_TASK_BYTES, Math.min(this.taskBytes, fitting));
-  }
-
   private failTimeout(): void {
-    this.timedOut = true;
+    this.counts.timedOut = true;
     this.fail(timeLimitError(this.options.timeoutMs));
   }
 
@@ -261,56 +239,41 @@ export class CallPipeline {
    * the workers) or Qlik is not taking replies; aggregations read everything.
    */
   private updateReading(): void {
-    const saturated = this.spec.mode === 'rows' && this.pendingBytes >= this.taskBytes;
-    const shouldPause = !this.finished && (saturated || this.writeBlocked);
+    const shouldPause = !this.finished && (this.pending.full || this.writeBlocked);
     if (shouldPause && !this.readPaused) this.call.pause();
     else if (!shouldPause && this.readPaused) this.call.resume();
     this.readPaused = shouldPause;
   }
 
+  /** Writes the results now in request order; table-shaped ones are held (src/table.ts). */
   private writeReady(): void {
-    for (let result = this.done.get(this.nextToWrite); result !== undefined && !this.finished; result = this.done.get(this.nextToWrite)) {
-      this.done.delete(this.nextToWrite++);
-      if (result.nondeterministic) this.nondeterministic = true;
-      if (this.tableState !== 'streaming' && result.table !== null) {
-        this.tableState = 'holding';
-        this.held.push(result);
-        // Held tables wait in this process until the last row: cap them like any result.
-        this.heldBytes += resultBytes(result);
-        if (this.heldBytes > this.memoryLimitBytes) return this.fail(tableTooLargeError(this.pool.settings.memoryLimitMb));
-        continue;
+    for (let result = this.done.shift(); result !== undefined; result = this.finished ? undefined : this.done.shift()) {
+      if (result.nondeterministic) this.counts.nondeterministic = true;
+      let ready: TaskSuccess[];
+      try {
+        ready = this.tables.take(result, resultBytes(result));
+      } catch (error) {
+        this.fail(PluginError.from(error));
+        return;
       }
-      this.tableState = 'streaming';
-      for (const earlier of this.held.splice(0)) this.write(earlier);
-      this.write(result);
+      for (const next of ready) this.write(next);
     }
   }
 
   /** Writes a kept result: its table cells are dropped, its replies stay counted until written. */
   private write(result: TaskSuccess): void {
-    this.rowsOut += result.rowsOut;
+    this.counts.rowsOut += result.rowsOut;
     const cellBytes = result.table?.cells.byteLength ?? 0;
     this.resultBytes -= resultBytes(result);
     this.account.release(cellBytes);
-    for (const reply of result.replies) this.writeReply(reply);
-  }
-
-  /** Writes a reply whose bytes the account already holds; they go back once gRPC has passed it on. */
-  private writeReply(reply: Uint8Array): void {
-    const bytes = reply.byteLength;
-    this.writingBytes += bytes;
-    this.call.write(reply, () => {
-      this.writingBytes -= bytes;
-      this.account.release(bytes);
-      if (!this.finished && !this.writeBlocked) this.pump();
-    });
+    for (const reply of result.replies) this.writer.write(reply);
   }
 
   private maybeFinish(): void {
-    if (this.finished || !this.inputEnded || this.inFlight > 0 || this.pendingRows > 0 || this.done.size > 0) return;
+    if (this.finished || !this.inputEnded || this.inFlight > 0 || this.pending.rows > 0 || this.done.size > 0) return;
     if (this.spec.mode !== 'rows' && this.nextTask === 0) return;
     try {
-      if (this.held.length > 0) this.writeHeld();
+      if (this.tables.size > 0) this.writeHeld();
     } catch (error) {
       this.fail(PluginError.from(error));
       return;
@@ -318,13 +281,13 @@ export class CallPipeline {
     this.finished = true;
     this.pool.closeCall(this.callId);
     const trailers = new Metadata();
-    if (this.nondeterministic) trailers.set(CACHE_HEADER, 'no-store');
+    if (this.counts.nondeterministic) trailers.set(CACHE_HEADER, 'no-store');
     this.call.end(trailers);
     this.settle({ error: null, summary: this.summary() });
   }
 
+  /** The call's last row is in: its held tables are joined and written, or written as they are. */
   private writeHeld(): void {
-    const chunks = this.held.map((r) => r.table).filter((t) => t !== null);
     let joinedBytes = 0;
     const limits = {
       maxReplyBytes: this.options.maxReplyBytes,
@@ -333,21 +296,20 @@ export class CallPipeline {
       // The joined table is counted before it is built, beside the chunks it is built from.
       reserve: (bytes: number) => this.account.hold((joinedBytes = bytes)),
     };
-    const table = chunks.length === this.held.length ? assembleTable(chunks, limits) : null;
+    const table = this.tables.join(limits);
     if (table === null) {
-      for (const result of this.held.splice(0)) this.write(result);
+      for (const result of this.tables.drain()) this.write(result);
       return;
     }
-    this.held.length = 0;
     this.account.release(this.resultBytes);
     this.resultBytes = 0;
-    if (this.nondeterministic) table.metadata.set(CACHE_HEADER, 'no-store');
+    if (this.counts.nondeterministic) table.metadata.set(CACHE_HEADER, 'no-store');
     this.call.sendMetadata(table.metadata);
-    this.wroteTable = true;
-    this.rowsOut += table.rows;
+    this.counts.table = true;
+    this.counts.rowsOut += table.rows;
     const replyBytes = table.replies.reduce((n, reply) => n + reply.byteLength, 0);
     this.account.release(joinedBytes - replyBytes);
-    for (const reply of table.replies) this.writeReply(reply);
+    for (const reply of table.replies) this.writer.write(reply);
   }
 
   private fail(error: PluginError): void {
@@ -355,13 +317,10 @@ export class CallPipeline {
     this.finished = true;
     this.ended.abort();
     this.pool.closeCall(this.callId);
-    this.pending = [];
-    this.pendingHead = 0;
-    this.held.length = 0;
+    this.tables.drain();
     this.done.clear();
     // Dropped here; rows of tasks in flight go back as they settle, replies being written as they are.
-    this.account.release(this.pendingBytes + this.resultBytes);
-    this.pendingBytes = 0;
+    this.account.release(this.pending.clear() + this.resultBytes);
     this.resultBytes = 0;
     if (this.readPaused) this.call.resume();
     if (error.code !== 'CANCELLED') this.call.emit('error', toStatus(error));
@@ -369,15 +328,7 @@ export class CallPipeline {
   }
 
   private summary(): CallSummary {
-    return {
-      rowsIn: this.rowsIn,
-      rowsOut: this.rowsOut,
-      scriptMs: this.scriptMs,
-      nondeterministic: this.nondeterministic,
-      table: this.wroteTable,
-      timedOut: this.timedOut,
-      isolateRebuilds: this.isolateRebuilds,
-    };
+    return { ...this.counts };
   }
 }
 

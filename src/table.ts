@@ -5,12 +5,16 @@
  * is Qlik's null. The joined size is computed from the chunks before anything is built, so a table
  * whose union of keys would multiply its size (a new key every few rows) fails at once instead of
  * growing rows x keys cells on the event loop.
+ *
+ * The field types need every row, so a call's table-shaped results are held (TableHold) until its
+ * last row is evaluated and joined then; the first result that is not a table turns the call to
+ * streaming, and what was held is written as it is, ahead of it.
  */
 import { Metadata } from '@grpc/grpc-js';
 
 import { tableTooLargeError } from './shared/limit-errors';
 import { NULL_CELL, RowMessageWriter } from './shared/replies';
-import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk } from './shared/task';
+import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk, type TaskSuccess } from './shared/task';
 import { tableHeader } from './table-header';
 
 export { TABLE_HEADER } from './table-header';
@@ -28,6 +32,61 @@ export interface TableLimits {
   readonly memoryLimitMb: number;
   /** Called with the joined size before the table is built; throws to refuse it (SSE_MAX_HELD_MB). */
   readonly reserve?: (bytes: number) => void;
+}
+
+/**
+ * A call's results in request order, held while every one so far is table-shaped. Held tables wait
+ * in the front until the last row, so together they are capped like any result (the heap limit).
+ */
+export class TableHold {
+  /** undecided until the first result: held while every result so far is table-shaped. */
+  private state: 'undecided' | 'holding' | 'streaming';
+  private readonly held: TaskSuccess[] = [];
+  private heldBytes = 0;
+
+  constructor(
+    tableAllowed: boolean,
+    private readonly maxBytes: number,
+    private readonly memoryLimitMb: number,
+  ) {
+    this.state = tableAllowed ? 'undecided' : 'streaming';
+  }
+
+  /** Results held now. */
+  get size(): number {
+    return this.held.length;
+  }
+
+  /**
+   * Takes the next result in request order (`bytes`: what it takes while kept); returns what to write
+   * now, held results first, or [] when it is held. Throws when the held tables pass the heap limit.
+   */
+  take(result: TaskSuccess, bytes: number): TaskSuccess[] {
+    if (this.state !== 'streaming' && result.table !== null) {
+      this.state = 'holding';
+      this.held.push(result);
+      this.heldBytes += bytes;
+      if (this.heldBytes > this.maxBytes) throw tableTooLargeError(this.memoryLimitMb);
+      return [];
+    }
+    this.state = 'streaming';
+    const ready = this.held.splice(0);
+    ready.push(result);
+    return ready;
+  }
+
+  /** At the call's end: the held results joined into one table, or null for mixed shapes (see drain). */
+  join(limits: TableLimits): EncodedTable | null {
+    const chunks = this.held.map((r) => r.table).filter((t) => t !== null);
+    const table = chunks.length === this.held.length ? assembleTable(chunks, limits) : null;
+    if (table !== null) this.held.length = 0;
+    return table;
+  }
+
+  /** Takes the held results, to be written as they are (or dropped when the call failed). */
+  drain(): TaskSuccess[] {
+    return this.held.splice(0);
+  }
 }
 
 /** Row entries take at most this much framing each (tag and a length of up to 5 bytes). */

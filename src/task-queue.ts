@@ -6,7 +6,23 @@
  * call ran 200,000 rows of slow script; first-in-first-out it waited behind all of them).
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue.
  */
-import type { QueuedTask } from './sandbox-pool';
+import type { PluginError } from './shared/errors';
+import type { TaskResult } from './shared/task';
+import type { TaskRequest } from './task-runner';
+
+/** A task from the moment it is queued until it settles (src/sandbox-pool.ts keeps them by id). */
+export interface QueuedTask {
+  readonly id: number;
+  readonly request: TaskRequest;
+  readonly resolve: (result: TaskResult) => void;
+  readonly reject: (error: PluginError) => void;
+  /** Sent again after a sandbox died with no culprit named: at most once. */
+  retried: boolean;
+  sentAt: number;
+  settled: boolean;
+  /** Removed from the call's signal when the task settles: a listener left behind keeps the task's rows alive until the call ends. */
+  onAbort?: () => void;
+}
 
 export class TaskQueue {
   /** Tasks put back at the head, last one first. */

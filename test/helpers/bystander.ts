@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
+import { status } from '@grpc/grpc-js';
+
 import { QlikClient, num, numbers } from './qlik-client';
 import { evalRows } from './sandbox-calls';
 
@@ -42,7 +44,7 @@ export async function withBystander<T>(address: string, attack: () => Promise<T>
       calls++;
       slowestMs = Math.max(slowestMs, ms);
       const busy = options.allowBusy !== undefined && options.allowBusy.test(result.details);
-      if (!busy && (result.code !== 0 || numbers(result).join() !== EXPECTED.join())) failures.push(`${result.code} ${result.details}`);
+      if (!busy && (result.code !== status.OK || numbers(result).join() !== EXPECTED.join())) failures.push(`${result.code} ${result.details}`);
       if (ms > maxCallMs) failures.push(`a normal call took ${Math.round(ms)} ms`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -1,6 +1,8 @@
 /** Short-hands for the sandbox and limits suites: one-row script calls and a "still serving" check. */
 import assert from 'node:assert/strict';
 
+import { status } from '@grpc/grpc-js';
+
 import { DataType, FunctionType, num, numbers, str, strings, type CallResult, type Dual, type QlikClient, type ScriptCallOptions } from './qlik-client';
 
 export { DataType, FunctionType };
@@ -43,7 +45,7 @@ export async function waitFor(what: string, test: () => boolean, withinMs: numbe
 /** The text a one-row call answered, after asserting it succeeded. */
 export async function textOf(client: QlikClient, script: string): Promise<string> {
   const result = await evalText(client, script);
-  assert.equal(result.code, 0, `${script} failed: ${result.details}`);
+  assert.equal(result.code, status.OK, `${script} failed: ${result.details}`);
   assert.equal(result.rows.length, 1);
   return strings(result)[0] as string;
 }
@@ -60,7 +62,7 @@ export async function assertServing(client: QlikClient, workers = 2, withinMs = 
   const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
   const { value: results, ms } = await timed(() => Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows))));
   for (const result of results) {
-    assert.equal(result.code, 0, `a normal call failed: ${result.details}`);
+    assert.equal(result.code, status.OK, `a normal call failed: ${result.details}`);
     assert.deepEqual(numbers(result), rows.map((_, i) => i * 2 + 1));
   }
   assert.ok(ms < withinMs, `normal calls took ${Math.round(ms)} ms`);

@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { encodeMessage, messages } from '../../src/proto';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, scriptMetadata, type CallResult } from '../helpers/qlik-client';
@@ -116,7 +118,7 @@ describe('limits', () => {
   it('a script past its time limit → DEADLINE_EXCEEDED naming the limit and the variable', async () => {
     const started = Date.now();
     const r = await t.client.evaluate({ script: 'while (true) {}', params: [{ dataType: N }], bundles: [[[num(1)]]] });
-    assert.equal(r.code, 4);
+    assert.equal(r.code, status.DEADLINE_EXCEEDED);
     assert.match(r.details, /500 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
     assert.ok(Date.now() - started < 500 + 1500, `${Date.now() - started} ms`);
     await assertStillServing();
@@ -128,7 +130,7 @@ describe('ExecuteFunction', () => {
     const md = scriptMetadata({ script: 'x' });
     md.set('qlik-functionrequestheader-bin', encodeMessage(messages.FunctionRequestHeader, { functionId: 0, version: '1' }));
     const r = await t.client.stream('/qlik.sse.Connector/ExecuteFunction', md, { bundles: [[[num(1)]]] });
-    assert.equal(r.code, 12);
+    assert.equal(r.code, status.UNIMPLEMENTED);
     assertOneLine(r);
   });
 });
@@ -140,7 +142,7 @@ describe('scripts disabled', () => {
       const caps = await off.client.getCapabilities();
       assert.equal(caps['allowScript'], false);
       const r = await off.client.evaluate({ script: '1', params: [{ dataType: N }], bundles: [[[num(1)]]] });
-      assert.equal(r.code, 7);
+      assert.equal(r.code, status.PERMISSION_DENIED);
       assert.match(r.details, /scripts are disabled.*SSE_ALLOW_SCRIPT=false/);
     } finally {
       await off.stop();

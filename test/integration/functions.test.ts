@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, dual, num, numbers, str, strings, type Dual } from '../helpers/qlik-client';
 
@@ -18,7 +20,7 @@ const duals14: Dual[][] = [[dual(10, '10')], [dual(NaN, 'ten')], [dual(11, '11')
 describe('ScriptEval family (TENSOR, once per row)', () => {
   it('ScriptEval adds two numeric columns, row by row', async () => {
     const r = await t.client.evaluate({ script: 'args[0] + args[1]', params: [{ dataType: N, name: 'A' }, { dataType: N, name: 'B' }], bundles: [[[num(1), num(10)], [num(2), num(20)], [num(3), num(30)]]] });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(numbers(r), [11, 22, 33]);
   });
 
@@ -45,7 +47,7 @@ describe('ScriptEval family (TENSOR, once per row)', () => {
       ],
       bundles: [[[num(100), num(7), num(10), num(99), num(5), num(6)]]],
     });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(numbers(r), [111]);
   });
 

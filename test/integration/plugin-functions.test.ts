@@ -11,6 +11,8 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { functionId } from '../../src/functions/signature';
 import { createLogger } from '../../src/log';
 import { decodeMessage, messages } from '../../src/proto';
@@ -87,7 +89,7 @@ describe('GetCapabilities', () => {
 describe('ExecuteFunction by kind and type', () => {
   it('row (SCALAR): one result per row, in order; number parameters take Qlik nulls as NaN', async () => {
     const r = await call('PadLeft', [[str('42'), num(5), str('0')], [str('7'), num(3), str('')], [str('x'), num(NaN), str('0')]]);
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(strings(r), ['00042', '  7', 'x']);
   });
 
@@ -95,7 +97,7 @@ describe('ExecuteFunction by kind and type', () => {
     const r = await call('Twice', [], [[[num(1)], [num(2)]], [[num(NaN)], [num(-4)]]]);
     assert.deepEqual(numbers(r), [2, 4, NaN, -8]);
     const table = await call('SplitName', [[str('Ada Lovelace')], [str('Alan Turing')]]);
-    assert.equal(table.code, 0, table.details);
+    assert.equal(table.code, status.OK, table.details);
     assert.deepEqual(table.rows.map((row) => row.map((d) => d.strData)), [['Ada', 'Lovelace'], ['Alan', 'Turing']]);
     const description = decodeMessage(messages.TableDescription, table.initialMetadata?.get('qlik-tabledescription-bin')[0] as Buffer);
     assert.deepEqual((description['fields'] as { name: string }[]).map((f) => f.name), ['first', 'last']);
@@ -133,18 +135,18 @@ describe('ExecuteFunction by kind and type', () => {
 describe('ExecuteFunction errors', () => {
   it('a function that throws fails the call with its error and the row', async () => {
     const r = await call('Fails', [[num(1)], [num(5)]]);
-    assert.equal(r.code, 3);
+    assert.equal(r.code, status.INVALID_ARGUMENT);
     assert.match(r.details, /^RangeError: too big: 5 \(at row 1\)$/);
   });
 
   it('an unknown functionId is INVALID_ARGUMENT naming it; a call without the function header too', async () => {
     const r = await t.client.executeFunction({ functionId: 123456, bundles: [[[num(1)]]] });
-    assert.equal(r.code, 3);
+    assert.equal(r.code, status.INVALID_ARGUMENT);
     assert.match(r.details, /unknown functionId 123456/);
     const refusedName = await call('BadReturn', [[num(1)]]);
     assert.match(refusedName.details, new RegExp(`unknown functionId ${functionId('BadReturn')}`));
     const none = await t.client.executeFunction({ functionId: 0, functionHeaderBytes: null, bundles: [] });
-    assert.equal(none.code, 3);
+    assert.equal(none.code, status.INVALID_ARGUMENT);
     assert.match(none.details, /no qlik-functionrequestheader-bin header/);
   });
 
@@ -154,14 +156,14 @@ describe('ExecuteFunction errors', () => {
 
   it('a function that loops for ever gets DEADLINE_EXCEEDED, and the plugin answers the next call', async () => {
     const r = await call('Forever', [[num(1)]]);
-    assert.equal(r.code, 4);
+    assert.equal(r.code, status.DEADLINE_EXCEEDED);
     assert.match(r.details, /1000 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
     assert.deepEqual(numbers(await call('GoodOne', [[num(1)]])), [2]);
   });
 
   it('locked-down mode: scripts are refused while the functions run', async () => {
     const r = await t.client.evaluate({ script: 'args[0]', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] });
-    assert.equal(r.code, 7);
+    assert.equal(r.code, status.PERMISSION_DENIED);
     assert.deepEqual(numbers(await call('Twice', [[num(21)]])), [42]);
   });
 });
@@ -221,7 +223,7 @@ describe('hot reload', () => {
     await until(() => answersWith('v2'));
     open.send([[num(0)]]);
     const r = await open.end();
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(strings(r), ['v1', 'v1']);
   });
 

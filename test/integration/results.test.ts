@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { decodeMessage, messages } from '../../src/proto';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, str, strings, type CallResult } from '../helpers/qlik-client';
@@ -21,14 +23,14 @@ function evalRows(script: string, returnType: DataType, xs: number[] = [1]): Pro
 
 async function numeric(script: string): Promise<number> {
   const r = await evalRows(script, N);
-  assert.equal(r.code, 0, r.details);
+  assert.equal(r.code, status.OK, r.details);
   assert.equal(r.rows.length, 1);
   return numbers(r)[0] as number;
 }
 
 async function text(script: string): Promise<string> {
   const r = await evalRows(script, S);
-  assert.equal(r.code, 0, r.details);
+  assert.equal(r.code, status.OK, r.details);
   assert.equal(r.rows.length, 1);
   return strings(r)[0] as string;
 }
@@ -105,7 +107,7 @@ describe('STRING return', () => {
   });
   it('an object JSON cannot represent fails the call naming the row', async () => {
     const r = await evalRows('x === 2 ? (() => { const o = {}; o.o = o; return o; })() : 1', S, [1, 2]);
-    assert.equal(r.code, 3);
+    assert.equal(r.code, status.INVALID_ARGUMENT);
     assert.match(r.details, /row 1/);
     assert.match(r.details, /circular/i);
   });
@@ -120,7 +122,7 @@ function tableDescription(r: CallResult): { fields: { name: string; dataType: nu
 describe('table results (TENSOR, every row an array or a plain object)', () => {
   it('arrays become Field1..FieldN NUMERIC columns', async () => {
     const r = await t.client.evaluate({ script: '[args[0], args[0] * 2]', params: [{ dataType: N, name: 'x' }], bundles: [[[num(1)], [num(2)]]] });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(r.rows.map((row) => row.map((d) => d.numData)), [[1, 2], [2, 4]]);
     const desc = tableDescription(r);
     assert.deepEqual(desc.fields.map((f) => [f.name, f.dataType]), [['Field1', N], ['Field2', N]]);
@@ -133,7 +135,7 @@ describe('table results (TENSOR, every row an array or a plain object)', () => {
       params: [{ dataType: N, name: 'x' }],
       bundles: [[[num(1)], [num(2)]], [[num(3)]]],
     });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     const desc = tableDescription(r);
     assert.deepEqual(desc.fields.map((f) => [f.name, f.dataType]), [['id', N], ['name', S], ['when', N], ['mixed', DataType.DUAL]]);
     assert.equal(r.rows.length, 3);
@@ -154,7 +156,7 @@ describe('table results (TENSOR, every row an array or a plain object)', () => {
     const rows = 60_000;
     const bundles = Array.from({ length: 30 }, (_, b) => Array.from({ length: rows / 30 }, (_, i) => [num(b * (rows / 30) + i)]));
     const r = await t.client.evaluate({ script: '({ id: args[0], square: args[0] * args[0] })', params: [{ dataType: N, name: 'id' }], bundles });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.equal(tableDescription(r).numberOfRows, rows);
     assert.equal(r.rows.length, rows);
     assert.ok(r.rows.every((row, i) => row[0]?.numData === i && row[1]?.numData === i * i));
@@ -188,7 +190,7 @@ describe('caching', () => {
   for (const script of ['Math.random()', 'Date.now()', 'Date()', 'new Date().getTime()']) {
     it(`${script} answers with qlik-cache: no-store`, async () => {
       const r = await evalRows(script, S);
-      assert.equal(r.code, 0, r.details);
+      assert.equal(r.code, status.OK, r.details);
       assert.ok(noStore(r));
     });
   }
@@ -196,7 +198,7 @@ describe('caching', () => {
   it('deterministic scripts, and Dates with arguments, carry no qlik-cache', async () => {
     for (const script of ['x * 2', 'new Date(2020, 1, 1).getTime()', 'Date.UTC(2020, 1, 1)']) {
       const r = await evalRows(script, N);
-      assert.equal(r.code, 0, r.details);
+      assert.equal(r.code, status.OK, r.details);
       assert.equal(noStore(r), false, script);
     }
   });

@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { MAX_REPLY_BYTES } from '../../src/shared/replies';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
@@ -24,7 +26,7 @@ function sequence(rows: number, perBundle: number, at: (i: number) => number = (
 describe('row order', () => {
   it('200,000 rows in 2000-row bundles come back in order, each message ≤ 4 MiB', async () => {
     const r = await t.client.evaluate({ script: 'args[0] + 1', params: [{ dataType: N }], bundles: sequence(200_000, 2000) });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.equal(r.rows.length, 200_000);
     assert.ok(numbers(r).every((v, i) => v === i + 1), 'every row in its place');
     assert.ok(r.messageSizes.every((size) => size <= MAX_REPLY_BYTES));
@@ -34,7 +36,7 @@ describe('row order', () => {
     // Rows < 30000 spin a little: the early chunks finish after later ones on the other worker.
     const script = 'if (args[0] < 30000) { let s = 0; for (let i = 0; i < 300; i++) s += i; } return args[0] * 3;';
     const r = await t.client.evaluate({ script, params: [{ dataType: N }], bundles: sequence(120_000, 5000) });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.ok(numbers(r).every((v, i) => v === i * 3));
   });
 
@@ -53,7 +55,7 @@ describe('reply size', () => {
   it('10,000 rows of 4000-character strings are split into messages ≤ 4 MiB', async () => {
     const bundles = [Array.from({ length: 10_000 }, () => [str('abcd')])];
     const r = await t.client.evaluate({ script: 'args[0].repeat(1000)', returnType: S, params: [{ dataType: S }], bundles });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.equal(r.rows.length, 10_000);
     assert.ok(strings(r).every((s) => s.length === 4000 && s.startsWith('abcdabcd')));
     assert.ok(r.messageSizes.length >= 10, `${r.messageSizes.length} messages`);
@@ -62,7 +64,7 @@ describe('reply size', () => {
 
   it('a single value larger than one reply message fails with RESOURCE_EXHAUSTED', async () => {
     const r = await t.client.evaluate({ script: '"x".repeat(5 * 1024 * 1024)', functionType: FunctionType.SCALAR, returnType: S, params: [{ dataType: N }], bundles: [[[num(1)]]] });
-    assert.equal(r.code, 8);
+    assert.equal(r.code, status.RESOURCE_EXHAUSTED);
     assert.match(r.details, /reply message/);
   });
 });
@@ -70,7 +72,7 @@ describe('reply size', () => {
 describe('aggregation across bundles and workers', () => {
   it('sums 300,000 rows from 150 bundles in one answer', async () => {
     const r = await t.client.evaluate({ script: 'args[0].reduce((a, b) => a + b, 0)', functionType: FunctionType.AGGREGATION, params: [{ dataType: N }], bundles: sequence(300_000, 2000) });
-    assert.equal(r.code, 0, r.details);
+    assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(numbers(r), [(299_999 * 300_000) / 2]);
   });
 });
@@ -81,7 +83,7 @@ describe('no state between calls', () => {
     const check = 'return (typeof leak) + "," + (typeof v) + "," + ([].polluted === undefined);';
     for (let i = 0; i < 6; i++) {
       const a = await t.client.evaluate({ script: set, functionType: FunctionType.SCALAR, params: [{ dataType: N }], bundles: [[[num(1)]]] });
-      assert.equal(a.code, 0, a.details);
+      assert.equal(a.code, status.OK, a.details);
       const b = await t.client.evaluate({ script: check, functionType: FunctionType.SCALAR, returnType: S, params: [{ dataType: N }], bundles: [[[num(1)]]] });
       assert.deepEqual(strings(b), ['undefined,undefined,true']);
     }
@@ -93,7 +95,7 @@ describe('no state between calls', () => {
     );
     const results = await Promise.all(calls);
     results.forEach((r, k) => {
-      assert.equal(r.code, 0, r.details);
+      assert.equal(r.code, status.OK, r.details);
       assert.ok(numbers(r).every((v, i) => v === i + k), `call ${k}`);
     });
   });

@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, str, type CallResult } from '../helpers/qlik-client';
 import { DataType, FunctionType, assertServing, bigRow, evalRows, evalText, textOf, timed, waitFor } from '../helpers/sandbox-calls';
@@ -28,11 +30,11 @@ describe('a full queue refuses new calls as busy', () => {
     const loops = Array.from({ length: 4 }, () => evalText(t.client, 'for (;;) {}'));
     await waitFor('two waiting chunks', () => t.plugin.pool.queueSize === 2, 2_000);
     const { value: refused, ms } = await timed(() => evalText(t.client, 'args[0]'));
-    assert.equal(refused.code, 8, refused.details);
+    assert.equal(refused.code, status.RESOURCE_EXHAUSTED, refused.details);
     assert.match(refused.details, /busy/);
     assert.match(refused.details, /SSE_MAX_QUEUE/);
     assert.ok(ms < 300, `the refusal took ${Math.round(ms)} ms`);
-    for (const loop of await Promise.all(loops)) assert.equal(loop.code, 4, loop.details);
+    for (const loop of await Promise.all(loops)) assert.equal(loop.code, status.DEADLINE_EXCEEDED, loop.details);
     assert.equal(t.plugin.pool.queueSize, 0);
     await assertServing(t.client);
   });
@@ -42,7 +44,7 @@ describe('a full queue refuses new calls as busy', () => {
     const sampler = setInterval(() => (deepest = Math.max(deepest, t.plugin.pool.queueSize)), 5);
     try {
       const result = await spinningCall(t, 8, 50);
-      assert.equal(result.code, 0, result.details);
+      assert.equal(result.code, status.OK, result.details);
       assert.equal(result.rows.length, 8);
     } finally {
       clearInterval(sampler);
@@ -62,7 +64,7 @@ describe('eight endless loops on two workers', () => {
   it('all end in DEADLINE_EXCEEDED (queue time not counted) and a normal call right after succeeds promptly', async () => {
     const { value: loops, ms } = await timed(() => Promise.all(Array.from({ length: 8 }, () => evalText(t.client, 'while (true) {}'))));
     for (const loop of loops) {
-      assert.equal(loop.code, 4, loop.details);
+      assert.equal(loop.code, status.DEADLINE_EXCEEDED, loop.details);
       assert.match(loop.details, /1000 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
     }
     // Four rounds of one second on each worker, plus the kill grace at worst.
@@ -84,7 +86,7 @@ describe('a client that cancels', () => {
 
   it('drops its queued chunks at once; its running chunks end at their time limit; nothing leaks', async () => {
     const result = await spinningCall(t, 6, -1, { cancelAfterMs: 300 });
-    assert.equal(result.code, 1, `expected CANCELLED, got ${result.code} ${result.details}`);
+    assert.equal(result.code, status.CANCELLED, `expected CANCELLED, got ${result.code} ${result.details}`);
     await waitFor('no queued chunk', () => t.plugin.pool.queueSize === 0, 200);
     // A running chunk is not interrupted (that would cost its thread): its time limit ends it.
     const freedMs = await waitFor('an idle pool', () => t.plugin.pool.busyWorkers === 0, LIMIT_MS + 1_000);
@@ -95,7 +97,7 @@ describe('a client that cancels', () => {
 
   it('lets short running chunks finish and drops the queued ones', async () => {
     const result = await spinningCall(t, 12, 100, { cancelAfterMs: 150 });
-    assert.equal(result.code, 1, result.details);
+    assert.equal(result.code, status.CANCELLED, result.details);
     await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 1_000);
     assert.equal(t.plugin.pool.restarts, 0);
     assert.equal(t.plugin.pool.threads, 2);
@@ -104,7 +106,7 @@ describe('a client that cancels', () => {
 
   it('many cancelled calls in a row leave nothing behind', async () => {
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => spinningCall(t, 3, 20, { cancelAfterMs: 10 + i * 5 })));
-    for (const result of results) assert.ok(result.code === 1 || result.code === 0, `${result.code} ${result.details}`);
+    for (const result of results) assert.ok(result.code === status.CANCELLED || result.code === status.OK, `${result.code} ${result.details}`);
     await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 2_000);
     await assertServing(t.client);
   });
@@ -119,7 +121,7 @@ describe('size limits of the wire', () => {
 
   it('refuses a request message larger than SSE_MAX_MESSAGE_BYTES with RESOURCE_EXHAUSTED', async () => {
     const result = await evalRows(t.client, 'args[0].length', [[str('x'.repeat(100_000))]], { paramType: DataType.STRING });
-    assert.equal(result.code, 8, result.details);
+    assert.equal(result.code, status.RESOURCE_EXHAUSTED, result.details);
     assert.match(result.details, /larger than max/i);
   });
 
@@ -131,14 +133,14 @@ describe('size limits of the wire', () => {
       params: [{ dataType: DataType.STRING }],
       bundles: [[[str('x'.repeat(50_000))]], [[str('y'.repeat(50_000))]]], // two messages
     });
-    assert.equal(result.code, 0, result.details);
+    assert.equal(result.code, status.OK, result.details);
     assert.deepEqual(numbers(result), [50_000, 50_000]);
   });
 
   it('refuses a script longer than SSE_MAX_SCRIPT_BYTES with INVALID_ARGUMENT naming its size and the limit', async () => {
     const script = `args[0] + ${'1'.repeat(150)}`;
     const result = await evalText(t.client, script);
-    assert.equal(result.code, 3, result.details);
+    assert.equal(result.code, status.INVALID_ARGUMENT, result.details);
     assert.match(result.details, new RegExp(`${Buffer.byteLength(script)} bytes`));
     assert.match(result.details, /100 bytes \(SSE_MAX_SCRIPT_BYTES\)/);
     assert.deepEqual(numbers(await evalRows(t.client, 'args[0] + 1', [[num(1)]])), [2]);

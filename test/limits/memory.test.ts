@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, strings, type CallResult } from '../helpers/qlik-client';
 import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
@@ -29,7 +31,7 @@ async function withPeakRss(run: () => Promise<CallResult>): Promise<{ result: Ca
 }
 
 function assertMemoryLimit(result: CallResult, limitMb = LIMIT_MB): void {
-  assert.equal(result.code, 8, `expected RESOURCE_EXHAUSTED, got ${result.code} ${result.details}`);
+  assert.equal(result.code, status.RESOURCE_EXHAUSTED, `expected RESOURCE_EXHAUSTED, got ${result.code} ${result.details}`);
   assert.match(result.details, new RegExp(`${limitMb} MB`));
   assert.match(result.details, /SSE_MEMORY_LIMIT_MB/);
 }
@@ -72,7 +74,7 @@ describe('memory limit', () => {
 
   it('WebAssembly (memory outside the heap limit) is not there', async () => {
     const result = await evalText(t.client, 'new WebAssembly.Memory({ initial: 1000 }).buffer.byteLength');
-    assert.equal(result.code, 3);
+    assert.equal(result.code, status.INVALID_ARGUMENT);
     assert.match(result.details, /ReferenceError: WebAssembly is not defined/);
   });
 
@@ -113,7 +115,7 @@ describe('result size', () => {
   it('one row larger than a reply message (4 MiB): RESOURCE_EXHAUSTED naming the message limit', async () => {
     // 2.5 M characters are under the limit's 4 M; in UTF-8 they are 5 MB.
     const result = await evalText(t.client, "'é'.repeat(2.5e6)");
-    assert.equal(result.code, 8, result.details);
+    assert.equal(result.code, status.RESOURCE_EXHAUSTED, result.details);
     // In an 8 MB sandbox the 5 MB of UTF-8 may meet the heap limit before the message limit
     // (test/integration/streaming.test.ts checks the message limit alone, at the default heap).
     assert.match(result.details, /4194304 bytes|8 MB \(SSE_MEMORY_LIMIT_MB\)/);
@@ -124,7 +126,7 @@ describe('result size', () => {
     // row in the plugin process, so their total is capped too.
     const rows = Array.from({ length: 100_000 }, (_, i) => [num(i)]);
     const result = await evalRows(t.client, "[args[0], 'x'.repeat(75)]", rows, TABLE);
-    assert.equal(result.code, 8, result.details);
+    assert.equal(result.code, status.RESOURCE_EXHAUSTED, result.details);
     // Either the sandbox's heap fills while it builds a chunk's cells, or the front's cap on what a
     // call's table holds is reached first: both name the limit.
     assert.match(result.details, /table|went past its memory limit/);
@@ -134,7 +136,7 @@ describe('result size', () => {
   it('a table within the limit still works', async () => {
     const rows = Array.from({ length: 1_000 }, (_, i) => [num(i)]);
     const result = await evalRows(t.client, "[args[0], 'v' + args[0]]", rows, TABLE);
-    assert.equal(result.code, 0, result.details);
+    assert.equal(result.code, status.OK, result.details);
     assert.equal(result.rows.length, 1_000);
     assert.equal(result.rows[999]?.[1]?.strData, 'v999');
   });

@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, str, strings, type CallResult } from '../helpers/qlik-client';
 import { DataType, assertServing, bigRow, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
@@ -16,7 +18,7 @@ const SLACK_MS = 500;
 const TEXT_IN = { paramType: DataType.STRING };
 
 function assertDeadline(result: CallResult, ms: number): void {
-  assert.equal(result.code, 4, `expected DEADLINE_EXCEEDED, got ${result.code} ${result.details}`);
+  assert.equal(result.code, status.DEADLINE_EXCEEDED, `expected DEADLINE_EXCEEDED, got ${result.code} ${result.details}`);
   assert.match(result.details, /1000 ms/);
   assert.match(result.details, /SSE_SCRIPT_TIMEOUT_MS/);
   assert.ok(ms < LIMIT_MS + SLACK_MS, `the call took ${Math.round(ms)} ms`);
@@ -50,11 +52,11 @@ describe('time limit', () => {
   it('Atomics.wait has nothing to wait on: SharedArrayBuffer is gone and a plain buffer throws at once', async () => {
     assert.equal(await textOf(t.client, 'typeof SharedArrayBuffer + "," + typeof WebAssembly'), 'undefined,undefined');
     const { value, ms } = await timed(() => evalText(t.client, 'Atomics.wait(new Int32Array(4), 0, 0, 5000)'));
-    assert.equal(value.code, 3);
+    assert.equal(value.code, status.INVALID_ARGUMENT);
     assert.match(value.details, /TypeError: .*not a shared typed array/);
     assert.ok(ms < 500, `took ${Math.round(ms)} ms`);
     const viaMemory = await evalText(t.client, 'Atomics.wait(new Int32Array(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer), 0, 0)');
-    assert.equal(viaMemory.code, 3);
+    assert.equal(viaMemory.code, status.INVALID_ARGUMENT);
     assert.match(viaMemory.details, /ReferenceError: WebAssembly is not defined/);
   });
 
@@ -64,7 +66,7 @@ describe('time limit', () => {
     assert.ok(ms < 500, `took ${Math.round(ms)} ms`);
     assert.equal(await textOf(t.client, 'Promise.resolve(42)'), '{}');
     const numeric = await evalRows(t.client, 'new Promise(() => {})', [[num(1)]]);
-    assert.equal(numeric.code, 0);
+    assert.equal(numeric.code, status.OK);
     assert.ok(Number.isNaN(numbers(numeric)[0]));
   });
 
@@ -88,7 +90,7 @@ describe('time limit', () => {
   it('work within the budget succeeds: 3 chunks of 100 ms', async () => {
     const rows = Array.from({ length: 3 }, () => bigRow(300_000));
     const result = await evalRows(t.client, 'const end = Date.now() + 100; while (Date.now() < end); return args[0].length;', rows, TEXT_IN);
-    assert.equal(result.code, 0, result.details);
+    assert.equal(result.code, status.OK, result.details);
     assert.deepEqual(numbers(result), [300_000, 300_000, 300_000]);
   });
 
@@ -96,10 +98,10 @@ describe('time limit', () => {
     const loop = evalText(t.client, 'for (;;) {}');
     await new Promise((resolve) => setTimeout(resolve, 100));
     const { value, ms } = await timed(() => evalRows(t.client, 'args[0]', [[str('hi')]], { paramType: DataType.STRING, returnType: DataType.STRING }));
-    assert.equal(value.code, 0, value.details);
+    assert.equal(value.code, status.OK, value.details);
     assert.deepEqual(strings(value), ['hi']);
     assert.ok(ms < 500, `a normal call waited ${Math.round(ms)} ms behind a loop`);
-    assert.equal((await loop).code, 4);
+    assert.equal((await loop).code, status.DEADLINE_EXCEEDED);
   });
 
   it('keeps serving on every worker after all of the above', async () => {

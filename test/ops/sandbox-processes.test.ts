@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { QlikClient } from '../helpers/qlik-client';
 import { evalRows, evalText, waitFor } from '../helpers/sandbox-calls';
 import { num, numbers } from '../helpers/qlik-client';
@@ -68,7 +70,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
       const client = new QlikClient(`127.0.0.1:${plugin.port}`);
       const result = await evalText(client, 'typeof process + "," + typeof require');
       client.close();
-      assert.equal(result.code, 0, result.details);
+      assert.equal(result.code, status.OK, result.details);
     } finally {
       await plugin.kill();
     }
@@ -84,7 +86,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
     plugin.child.kill('SIGTERM');
     const result = await call;
     client.close();
-    assert.equal(result.code, 0, result.details);
+    assert.equal(result.code, status.OK, result.details);
     assert.deepEqual(numbers(result), rows.map((_, i) => i + 1));
     assert.deepEqual(await plugin.exited, { code: 0, signal: null });
     await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);

@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { status } from '@grpc/grpc-js';
+
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, str, strings, type CallResult } from '../helpers/qlik-client';
 import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
@@ -89,7 +91,7 @@ describe('sandbox: no state across calls', () => {
     const results = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((who) => call(who)));
     results.forEach((result, i) => {
       const who = ['alice', 'bob', 'carol', 'dave'][i] as string;
-      assert.equal(result.code, 0, result.details);
+      assert.equal(result.code, status.OK, result.details);
       assert.deepEqual(new Set(strings(result)), new Set([`only ${who}`]));
     });
   });
@@ -103,7 +105,7 @@ describe('sandbox: no state across calls', () => {
     ];
     for (const script of attempts) {
       const { value: result, ms } = await timed(() => evalText(t.client, script));
-      assert.equal(result.code, 3, `${script}: ${result.details}`);
+      assert.equal(result.code, status.INVALID_ARGUMENT, `${script}: ${result.details}`);
       assert.match(result.details, /TypeError/);
       assert.ok(ms < 500, `${script} took ${Math.round(ms)} ms`);
     }
@@ -125,13 +127,13 @@ describe('sandbox: no state across calls', () => {
     const rows = [[num(1)], [num(2)], [num(3)]];
     for (const script of tampering) {
       const result = await evalRows(t.client, script, rows, TABLE);
-      assert.equal(result.code, 3, `${script}: ${result.code} ${result.details}`);
+      assert.equal(result.code, status.INVALID_ARGUMENT, `${script}: ${result.code} ${result.details}`);
     }
     // Text results are encoded without the array built-ins: this rewrite no longer even bends its own call.
     const text = await evalRows(t.client, "{ Object.defineProperty(Array.prototype, '1', { set() {}, configurable: true }); return 'text'; }", rows, TABLE);
     assert.deepEqual([text.code, strings(text)], [0, ['text', 'text', 'text']]);
     const table = await evalRows(t.client, '[args[0], "v" + args[0]]', rows, TABLE);
-    assert.equal(table.code, 0, table.details);
+    assert.equal(table.code, status.OK, table.details);
     assert.deepEqual(table.rows.map((row) => row[1]?.strData), ['v1', 'v2', 'v3']);
   });
 

@@ -2,8 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import type { QueuedTask } from '../../src/sandbox-pool';
-import { TaskQueue } from '../../src/task-queue';
+import { TaskQueue, type QueuedTask } from '../../src/task-queue';
 
 let nextId = 1;
 function task(callId: number): QueuedTask {

@@ -1,0 +1,32 @@
+/**
+ * What a call's pipeline (src/pipeline.ts) asks of whatever runs its tasks: run one task, forget a
+ * call that ended, and the sandbox heap limit its checks name. The sandbox pool (src/sandbox-pool.ts)
+ * is the one real runner; the pipeline depends on this interface only, so its unit tests give it a
+ * fake that holds tasks and finishes them in any order they like, without sandboxes or timing.
+ */
+import type { CallSpec } from './shared/channel';
+import type { TaskResult } from './shared/task';
+
+/** A call's script time, shared by its tasks: the front adds each result's, and sends the sum with each task. */
+export interface CallBudget {
+  spentMs: number;
+}
+
+export interface TaskRequest {
+  readonly callId: number;
+  readonly call: CallSpec;
+  readonly bytes: Uint8Array;
+  readonly rows: number;
+  readonly firstRow: number;
+  readonly budget: CallBudget;
+  /** Aborted when the call ends early: its tasks still queued are dropped. */
+  readonly signal?: AbortSignal;
+}
+
+export interface TaskRunner {
+  /** Resolves with the task's result (a script error included); rejects when it could not run. */
+  run(request: TaskRequest): Promise<TaskResult>;
+  /** The call ended: whatever kept state for it may forget it. */
+  closeCall(callId: number): void;
+  readonly settings: { readonly memoryLimitMb: number };
+}
