@@ -4,7 +4,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 
-import { ChildServer } from './child';
+import type { ChildServer } from './child';
 import { NoiseMonitor } from './noise';
 import { cpuTicks, processTree } from './proc';
 import { connect, evaluate, expectOk, type CallOutcome } from './client';

@@ -24,7 +24,7 @@ function compileFormat(format) {
       i += 1;
     }
   }
-  return { re: new RegExp(source + '\\s*$'), fields };
+  return { re: new RegExp(`${source}\\s*$`), fields };
 }
 
 function serialDate(text, format) {

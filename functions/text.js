@@ -5,7 +5,7 @@
 // Compiled patterns of this call: a column of rows usually repeats one pattern.
 const patterns = new Map();
 function pattern(source, flags) {
-  const key = flags + '/' + source;
+  const key = `${flags}/${source}`;
   let re = patterns.get(key);
   if (re === undefined) {
     re = new RegExp(source, flags);

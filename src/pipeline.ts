@@ -294,7 +294,10 @@ export class CallPipeline {
       maxBytes: this.memoryLimitBytes,
       memoryLimitMb: this.pool.settings.memoryLimitMb,
       // The joined table is counted before it is built, beside the chunks it is built from.
-      reserve: (bytes: number) => this.account.hold((joinedBytes = bytes)),
+      reserve: (bytes: number) => {
+        joinedBytes = bytes;
+        this.account.hold(bytes);
+      },
     };
     const table = this.tables.join(limits);
     if (table === null) {

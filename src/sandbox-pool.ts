@@ -182,7 +182,7 @@ export class SandboxPool implements TaskRunner {
    */
   private pumpRetries(): void {
     while (this.retries.length > 0) {
-      const usable = this.sandboxes.filter((s): s is SandboxProcess => s !== undefined && s.ready && !s.exited && !s.ending && !s.quarantined);
+      const usable = this.sandboxes.filter((s): s is SandboxProcess => s?.ready === true && !s.exited && !s.ending && !s.quarantined);
       const idle = usable.find((s) => s.inFlight.size === 0);
       if (!idle) {
         const least = usable.sort((a, b) => a.inFlight.size - b.inFlight.size)[0];
@@ -201,7 +201,7 @@ export class SandboxPool implements TaskRunner {
     let best: SandboxProcess | undefined;
     let bestFree = 0;
     for (const sandbox of this.sandboxes) {
-      if (!sandbox || !sandbox.ready || sandbox.exited || sandbox.ending || sandbox.heldForRetry || sandbox.quarantined) continue;
+      if (!sandbox?.ready || sandbox.exited || sandbox.ending || sandbox.heldForRetry || sandbox.quarantined) continue;
       const free = sandbox.settings.threads - sandbox.inFlight.size;
       if (free > bestFree) {
         best = sandbox;

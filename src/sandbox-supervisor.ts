@@ -200,7 +200,7 @@ export class SandboxSupervisor {
   }
 
   updateAvailability(): void {
-    const available = this.sandboxes.some((s) => s !== undefined && s.ready && !s.exited);
+    const available = this.sandboxes.some((s) => s?.ready && !s.exited);
     if (available === this.wasAvailable) return;
     this.wasAvailable = available;
     this.events.availability?.(available);

@@ -10,7 +10,7 @@
  * last row is evaluated and joined then; the first result that is not a table turns the call to
  * streaming, and what was held is written as it is, ahead of it.
  */
-import { Metadata } from '@grpc/grpc-js';
+import type { Metadata } from '@grpc/grpc-js';
 
 import { tableTooLargeError } from './shared/limit-errors';
 import { NULL_CELL, RowMessageWriter } from './shared/replies';
@@ -105,7 +105,9 @@ export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits
   // For each chunk, the chunk's column holding each table column (or -1).
   const columnMaps = chunks.map((chunk) => {
     const map = new Int32Array(keys.length).fill(-1);
-    chunk.keys.forEach((key, c) => (map[index.get(key) as number] = c));
+    chunk.keys.forEach((key, c) => {
+      map[index.get(key) as number] = c;
+    });
     return map;
   });
   const metadata = tableHeader(fieldTypes(chunks, keys, index), totalRows);

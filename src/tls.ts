@@ -110,7 +110,7 @@ export function loadTlsFiles(dir: string, now: Date = new Date()): TlsFiles {
   const server = chain[0] as X509Certificate;
   const privateKey = parsePrivateKey(keyFile, key);
   checkDates(rootFile, rootCertificate, now);
-  chain.forEach((certificate) => checkDates(certFile, certificate, now));
+  for (const certificate of chain) checkDates(certFile, certificate, now);
   if (!server.checkPrivateKey(privateKey)) {
     fail(keyFile, `does not match ${certFile} (the key belongs to another certificate); use the key generated together with this certificate`);
   }

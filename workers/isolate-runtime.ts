@@ -1,3 +1,7 @@
+// biome-ignore-all lint/suspicious/noSelfCompare: n !== n is the NaN test that needs no global (a script may replace Number.isNaN)
+// biome-ignore-all lint/complexity/useMathMinMax: Math is the script's to replace; the runtime uses none of it
+// biome-ignore-all lint/style/useTemplate: the runtime runs as source text in the sandbox, written plainly
+// biome-ignore-all lint/suspicious/noRedundantUseStrict: the function is turned into source text and run as a script, where it is not strict otherwise
 /**
  * Code that runs INSIDE each sandbox context, not in Node. `installRuntime` is turned into source
  * text with Function.prototype.toString and evaluated once per fresh context, so it must not use
@@ -47,7 +51,7 @@ export type RuntimeOutput =
   | { ok: false; kind: 'dirty'; name: string; message: string; row: number };
 
 export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
-  'use strict';
+  
   const apply = Reflect.apply;
   const NumberFn = Number;
   const StringFn = String;

@@ -91,7 +91,14 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
       calls.delete(frame.id);
       return;
     case Frame.TASK:
-      runTask(frame.id, frame.payload, calls, pool).then((result) => sendResult(channel, frame.id, result));
+      runTask(frame.id, frame.payload, calls, pool).then(
+        (result) => sendResult(channel, frame.id, result),
+        // runTask turns every failure into a result; anything else is a bug of this process: end it.
+        (error: unknown) => {
+          process.stderr.write(`sandbox process failed: ${error instanceof Error ? error.message : String(error)}\n`);
+          process.kill(process.pid, 'SIGKILL');
+        },
+      );
       return;
     default:
       throw new Error(`unknown channel frame kind ${frame.kind}`);

@@ -115,7 +115,13 @@ export class QlikClient {
       sendRows = (rows) => call.write(encodeBundle(rows));
       endCall = () => call.end();
     });
-    return { send: (rows) => sendRows(rows), end: () => (endCall(), result) };
+    return {
+      send: (rows) => sendRows(rows),
+      end: () => {
+        endCall();
+        return result;
+      },
+    };
   }
 
   stream(

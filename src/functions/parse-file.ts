@@ -104,7 +104,7 @@ function isIgnorable(statement: Node): boolean {
 }
 
 function describe(statement: Node): string {
-  return statement.type.replace(/Statement$|Declaration$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase() + ' statement';
+  return `${statement.type.replace(/Statement$|Declaration$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase()} statement`;
 }
 
 /**

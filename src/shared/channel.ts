@@ -170,7 +170,9 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
   fixed.writeDoubleLE(result.scriptMs, 6);
   fixed.writeUInt32LE(result.replies.length, 14);
   fixed.writeUInt32LE(table[0]?.byteLength ?? 0, 18);
-  result.replies.forEach((reply, i) => fixed.writeUInt32LE(reply.byteLength, 22 + 4 * i));
+  result.replies.forEach((reply, i) => {
+    fixed.writeUInt32LE(reply.byteLength, 22 + 4 * i);
+  });
   return [fixed, ...result.replies, ...table];
 }
 

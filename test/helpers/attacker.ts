@@ -33,7 +33,7 @@ async function main(address: string, count: number): Promise<void> {
   const result = await client.evaluate({ script: `args[0].length + args[0][${count - 1}]`, functionType: FunctionType.AGGREGATION, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], rawMessages, deadlineMs: 60_000 });
   const ms = performance.now() - started;
   client.close();
-  process.stdout.write(JSON.stringify({ code: result.code, details: result.details, value: result.rows[0]?.[0]?.numData, ms }) + '\n');
+  process.stdout.write(`${JSON.stringify({ code: result.code, details: result.details, value: result.rows[0]?.[0]?.numData, ms })}\n`);
 }
 
 if (require.main === module) void main(process.argv[2] as string, Number(process.argv[3]));

@@ -43,7 +43,7 @@ export async function withBystander<T>(address: string, attack: () => Promise<T>
       const ms = performance.now() - started;
       calls++;
       slowestMs = Math.max(slowestMs, ms);
-      const busy = options.allowBusy !== undefined && options.allowBusy.test(result.details);
+      const busy = options.allowBusy?.test(result.details);
       if (!busy && (result.code !== status.OK || numbers(result).join() !== EXPECTED.join())) failures.push(`${result.code} ${result.details}`);
       if (ms > maxCallMs) failures.push(`a normal call took ${Math.round(ms)} ms`);
       await new Promise((resolve) => setTimeout(resolve, 100));

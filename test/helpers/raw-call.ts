@@ -5,7 +5,7 @@
  */
 import http2 from 'node:http2';
 
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 
 import { encodeBundle, scriptMetadata, type Dual, type ScriptCallOptions } from './qlik-client';
 

@@ -28,7 +28,12 @@ before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'sse-plugin-functions-'));
   await cp(path.join(REPO, 'functions'), dir, { recursive: true });
   await cp(path.join(REPO, 'test', 'fixtures', 'functions'), dir, { recursive: true });
-  const sink = new Writable({ write: (chunk: Buffer, _e, done) => (logLines.push(...String(chunk).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)), done()) });
+  const sink = new Writable({
+    write: (chunk: Buffer, _e, done) => {
+      logLines.push(...String(chunk).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
+      done();
+    },
+  });
   const env = { SSE_FUNCTIONS_DIR: dir, SSE_ALLOW_SCRIPT: 'false', SSE_SCRIPT_TIMEOUT_MS: '1000', SSE_METRICS_PORT: '0', SSE_METRICS_HOST: '127.0.0.1', SSE_LOG_LEVEL: 'info' };
   t = await startTestPlugin(env, createLogger('info', sink));
 });

@@ -66,7 +66,9 @@ describe('npm run try', () => {
     const file = path.join(dir, 'sales.csv');
     writeFileSync(file, 'Name,Sales,Cost\nAda,100,40\n"Lovelace, A",50,\n');
     assert.equal(await ok(['--csv', file, '--columns', 'Sales,Cost', 'Sales - Cost']), table('ScriptEval', '----------', '60', '-'));
-    const csv = await ok(['--csv', file, '--fn', 'ScriptEvalExStr', '--types', 'SN', '--columns', 'Name,Sales', '--format', 'csv', '`${Name}: ${Sales}`']);
+    const csv = await ok(['--csv', file, '--fn', 'ScriptEvalExStr', '--types', 'SN', '--columns', 'Name,Sales', '--format', 'csv', // biome-ignore lint/suspicious/noTemplateCurlyInString: the script is a template literal, run in the sandbox
+      '`${Name}: ${Sales}`',
+    ]);
     assert.equal(csv, 'ScriptEvalExStr\r\nAda: 100\r\n"Lovelace, A: 50"\r\n');
   });
 

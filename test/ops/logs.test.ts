@@ -132,6 +132,7 @@ test('a script or rows passed to the logger by mistake are redacted', () => {
 });
 
 /** pino-pretty colours its output when it believes it may (FORCE_COLOR, CI); the words are what count. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: stripping the terminal's colour escapes is the point
 const plain = (line: LogLine): string => String(line.msg).replace(/\x1b\[[0-9;]*m/g, '');
 
 describe('readable log lines (SSE_LOG_FORMAT)', () => {

@@ -71,7 +71,12 @@ export function spawnMain(env: Record<string, string>, options: SpawnOptions = {
   });
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  exited.then(() => [...waiters].forEach((wake) => wake()), () => undefined);
+  exited.then(
+    () => {
+      for (const wake of [...waiters]) wake();
+    },
+    () => undefined,
+  );
   let hasExited = false;
   void exited.then(() => (hasExited = true));
 

@@ -137,7 +137,7 @@ describe('loadFunctionFolder and FunctionRegistry', () => {
 
   it('a folder with no valid function logs a warning and starts; a missing folder is a configuration error', async () => {
     const lines: Record<string, unknown>[] = [];
-    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(JSON.parse(String(chunk)) as Record<string, unknown>), done()) }));
+    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); done(); } }));
     const registry = await FunctionRegistry.open(await folder({ 'bad.js': 'exports.X = 1;\n' }), logger);
     registry.close();
     assert.deepEqual(registry.definitions(), []);
@@ -148,7 +148,7 @@ describe('loadFunctionFolder and FunctionRegistry', () => {
 
   it('reloads when a file changes, keeps the ids of the functions that stay, and logs what changed', { timeout: 20_000 }, async () => {
     const lines: Record<string, unknown>[] = [];
-    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(JSON.parse(String(chunk)) as Record<string, unknown>), done()) }));
+    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); done(); } }));
     const dir = await folder({ 'a.js': one('Keep', 1) + one('Edit', 1) + one('Drop', 1) });
     const registry = await FunctionRegistry.open(dir, logger);
     try {

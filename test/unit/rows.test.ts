@@ -57,7 +57,10 @@ describe('decodeColumns', () => {
 
   it('decodes every value exactly as Node decodes it alone, valid UTF-8 or not (random bytes)', () => {
     let seed = 7;
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     const alphabet = [0x41, 0x7a, 0xc3, 0xa5, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0, 0x80, 0xff, 0xc0];
     for (let round = 0; round < 200; round++) {
       const values = Array.from({ length: 1 + Math.floor(random() * 6) }, () =>
