@@ -51,7 +51,8 @@ export type RuntimeOutput =
   | { ok: false; kind: 'dirty'; name: string; message: string; row: number };
 
 export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
-  
+  // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
+  'use strict';
   const apply = Reflect.apply;
   const NumberFn = Number;
   const StringFn = String;
