@@ -57,7 +57,8 @@ function main(): void {
   server.addService(
     { GetCapabilities: method('GetCapabilities', false), EvaluateScript: method('EvaluateScript', true) },
     {
-      GetCapabilities: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, Buffer.alloc(0)),
+      GetCapabilities: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+        callback(null, Buffer.alloc(0)),
       EvaluateScript: evaluateScript,
     },
   );

@@ -30,7 +30,12 @@ export function connect(address: string): grpc.Client {
   });
 }
 
-export function evaluate(client: grpc.Client, metadata: grpc.Metadata, messages: readonly Buffer[], keepReplies = false): Promise<CallOutcome> {
+export function evaluate(
+  client: grpc.Client,
+  metadata: grpc.Metadata,
+  messages: readonly Buffer[],
+  keepReplies = false,
+): Promise<CallOutcome> {
   const started = performance.now();
   const call = client.makeBidiStreamRequest(EVALUATE_SCRIPT, raw, raw, metadata.clone(), { deadline: Date.now() + 60_000 });
   let rows = 0;

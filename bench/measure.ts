@@ -56,7 +56,11 @@ async function measuredCall(t: Target, workload: Workload): Promise<MeasuredCall
   const baseRssBytes = t.server.rssBytes();
   const cpuBeforeMs = serverCpuMs(t.server);
   const clientBefore = process.cpuUsage();
-  const outcome = expectOk(await evaluate(t.client, workload.metadata, workload.messages, true), workload.rowsOut, `${t.name} ${workload.name}`);
+  const outcome = expectOk(
+    await evaluate(t.client, workload.metadata, workload.messages, true),
+    workload.rowsOut,
+    `${t.name} ${workload.name}`,
+  );
   const clientUsage = process.cpuUsage(clientBefore);
   const clientCpuMs = (clientUsage.user + clientUsage.system) / 1000;
   const cpuMs = serverCpuMs(t.server) - cpuBeforeMs;
@@ -113,7 +117,12 @@ export async function throughput(targets: readonly Target[], workload: Workload,
 }
 
 /** `calls` sequential calls after `warmupCalls`; per-call wall time from first write to status. */
-export async function sequentialLatency(t: Target, workload: Workload, calls: number, warmupCalls: number): Promise<Latency & { valuesChecked: number }> {
+export async function sequentialLatency(
+  t: Target,
+  workload: Workload,
+  calls: number,
+  warmupCalls: number,
+): Promise<Latency & { valuesChecked: number }> {
   for (let i = 0; i < warmupCalls; i++) expectOk(await evaluate(t.client, workload.metadata, workload.messages), workload.rowsOut, t.name);
   const timesMs: number[] = [];
   let valuesChecked = 0;
@@ -142,14 +151,23 @@ export async function concurrentClients(t: Target, workload: Workload, clients: 
     await Promise.all(
       channels.map(async (channel) => {
         for (let i = 0; i < callsPerClient; i++) {
-          const outcome = expectOk(await evaluate(channel, workload.metadata, workload.messages, i === 0 && t.checkValues), workload.rowsOut, t.name);
+          const outcome = expectOk(
+            await evaluate(channel, workload.metadata, workload.messages, i === 0 && t.checkValues),
+            workload.rowsOut,
+            t.name,
+          );
           if (i === 0 && t.checkValues) verifyReplies(workload, outcome.replies);
           timesMs.push(outcome.ms);
         }
       }),
     );
     const wallMs = performance.now() - started;
-    return { ...latency(timesMs), rowsPerSec: (clients * callsPerClient * workload.rowsIn) / (wallMs / 1000), wallMs, peakRssBytes: t.server.peakRssBytes() };
+    return {
+      ...latency(timesMs),
+      rowsPerSec: (clients * callsPerClient * workload.rowsIn) / (wallMs / 1000),
+      wallMs,
+      peakRssBytes: t.server.peakRssBytes(),
+    };
   } finally {
     for (const c of channels) c.close();
   }
@@ -164,7 +182,13 @@ export interface Soak {
 }
 
 /** `calls` calls cycling through the workloads, RSS sampled along the way. */
-export async function soak(t: Target, workloads: readonly Workload[], calls: number, everyCalls: number, warmupCalls: number): Promise<Soak> {
+export async function soak(
+  t: Target,
+  workloads: readonly Workload[],
+  calls: number,
+  everyCalls: number,
+  warmupCalls: number,
+): Promise<Soak> {
   const call = async (i: number): Promise<void> => {
     const w = workloads[i % workloads.length] as Workload;
     expectOk(await evaluate(t.client, w.metadata, w.messages), w.rowsOut, `${t.name} soak`);

@@ -62,7 +62,10 @@ export function printLatency(title: string, ceiling: Latency, plugin: Latency & 
 
 export function printConcurrent(title: string, ceiling: Concurrent, plugin: Concurrent): void {
   heading(title);
-  for (const [name, c] of [[CEILING, ceiling], [PLUGIN, plugin]] as const) {
+  for (const [name, c] of [
+    [CEILING, ceiling],
+    [PLUGIN, plugin],
+  ] as const) {
     print(`${latencyLine(name, c)}  ${rate(c.rowsPerSec).padStart(15)} over ${ms(c.wallMs)}  peak RSS ${mb(c.peakRssBytes)}`);
   }
   print(`  plugin/ceiling rows/s ${ratio(plugin.rowsPerSec / ceiling.rowsPerSec)}, p50 ratio ${ratio(plugin.p50Ms / ceiling.p50Ms)}`);
@@ -84,7 +87,9 @@ export function printSoak(soak: Soak, rowsPerCall: number): void {
 export function printInFlight(label: string, t: Throughput, wireBytes: number): number {
   const extra = t.peakRssBytes - t.baseRssBytes;
   const multiple = extra / wireBytes;
-  print(`  ${label}: RSS ${mb(t.baseRssBytes)} before, peak ${mb(t.peakRssBytes)} (+${mb(extra)}) for ${mb(wireBytes)} on the wire = ${ratio(multiple)}x wire size`);
+  print(
+    `  ${label}: RSS ${mb(t.baseRssBytes)} before, peak ${mb(t.peakRssBytes)} (+${mb(extra)}) for ${mb(wireBytes)} on the wire = ${ratio(multiple)}x wire size`,
+  );
   return multiple;
 }
 

@@ -20,7 +20,16 @@ import { cpus } from 'node:os';
 import type { ChildServer } from './child';
 import { concurrentClients, sequentialLatency, soak, target, throughput, type Soak, type Target, type Throughput } from './measure';
 import {
-  CEILING, PLUGIN, heading, printConcurrent, printInFlight, printLatency, printSoak, printTargets, printThroughput, type TargetCheck,
+  CEILING,
+  PLUGIN,
+  heading,
+  printConcurrent,
+  printInFlight,
+  printLatency,
+  printSoak,
+  printTargets,
+  printThroughput,
+  type TargetCheck,
 } from './report';
 import { NoiseMonitor } from './noise';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from './servers';
@@ -142,9 +151,15 @@ class Parts {
     if (aggregate) printThroughput(this.w('aggregate'), aggregate);
     this.aggregatePlugin = aggregate?.get(PLUGIN);
     heading('memory with rows in flight (plugin peak RSS over the call minus RSS before it)');
-    if (this.aggregatePlugin) printInFlight(`ScriptAggr, all ${this.w('aggregate').rowsIn} rows held at once`, this.aggregatePlugin, this.w('aggregate').requestBytes);
+    if (this.aggregatePlugin)
+      printInFlight(
+        `ScriptAggr, all ${this.w('aggregate').rowsIn} rows held at once`,
+        this.aggregatePlugin,
+        this.w('aggregate').requestBytes,
+      );
     const numericPlugin = numeric?.get(PLUGIN);
-    if (numericPlugin) printInFlight(`ScriptEval streaming ${this.w('numeric').rowsIn} rows`, numericPlugin, this.w('numeric').requestBytes);
+    if (numericPlugin)
+      printInFlight(`ScriptEval streaming ${this.w('numeric').rowsIn} rows`, numericPlugin, this.w('numeric').requestBytes);
   }
 
   /** The LOAD pattern (issue 9): one 1-row SCALAR call per row, one after another, then from 4 clients. */
@@ -163,7 +178,12 @@ class Parts {
       ceiling: await concurrentClients(ceiling, this.w('scalar'), sizes.scalarClients, sizes.scalarCallsPerClient),
       plugin: await concurrentClients(plugin, this.w('scalar'), sizes.scalarClients, sizes.scalarCallsPerClient),
     }));
-    if (many) printConcurrent(`${sizes.scalarClients} clients, ${sizes.scalarCallsPerClient} sequential 1-row SCALAR calls each (calls/s = rows/s)`, many.ceiling, many.plugin);
+    if (many)
+      printConcurrent(
+        `${sizes.scalarClients} clients, ${sizes.scalarCallsPerClient} sequential 1-row SCALAR calls each (calls/s = rows/s)`,
+        many.ceiling,
+        many.plugin,
+      );
     const callRatio = many ? many.plugin.rowsPerSec / many.ceiling.rowsPerSec : Number.NaN;
     bench.check(`${sizes.scalarClients}-client 1-row calls/s vs ceiling`, callRatio, ratio(callRatio), '>= 0.70', (v) => v >= 0.7);
   }
@@ -173,10 +193,16 @@ class Parts {
     const small = await bench.part('small', async () => ({
       ceiling: await sequentialLatency(ceiling, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
       plugin: await sequentialLatency(plugin, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
-      baseline: this.baseline ? await sequentialLatency(this.baseline, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls) : undefined,
+      baseline: this.baseline
+        ? await sequentialLatency(this.baseline, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls)
+        : undefined,
     }));
-    if (small) printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
-    if (small?.baseline) print(`  baseline p50 ${ms(small.baseline.p50Ms)}: plugin p50 ${small.plugin.p50Ms <= small.baseline.p50Ms ? 'no worse' : 'worse'} (${ms(small.plugin.p50Ms - small.baseline.p50Ms)})`);
+    if (small)
+      printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
+    if (small?.baseline)
+      print(
+        `  baseline p50 ${ms(small.baseline.p50Ms)}: plugin p50 ${small.plugin.p50Ms <= small.baseline.p50Ms ? 'no worse' : 'worse'} (${ms(small.plugin.p50Ms - small.baseline.p50Ms)})`,
+      );
     const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
     bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 0.25 ms', (v) => v <= 0.25);
     const concurrent = await bench.part('concurrent', async () => ({
@@ -226,13 +252,21 @@ class Parts {
   }
 }
 
-async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Workload>, ceiling: Target, servers: ChildServer[]): Promise<void> {
+async function runAll(
+  bench: Bench,
+  sizes: Sizes,
+  workloads: Record<string, Workload>,
+  ceiling: Target,
+  servers: ChildServer[],
+): Promise<void> {
   const pluginServer = bench.serve(await startPlugin(2, pluginFlagsFromEnv()), servers);
   const plugin = target(PLUGIN, pluginServer, true);
   bench.json['idleRssBytes'] = pluginServer.rssBytes();
   print(`plugin RSS after start (all its processes): ${(pluginServer.rssBytes() / 1024 / 1024).toFixed(1)} MiB`);
   const baselineDir = process.env['BENCH_BASELINE'];
-  const baseline = baselineDir ? target(BASELINE, bench.serve(await startPlugin(2, pluginFlagsFromEnv(), {}, baselineDir), servers), true) : undefined;
+  const baseline = baselineDir
+    ? target(BASELINE, bench.serve(await startPlugin(2, pluginFlagsFromEnv(), {}, baselineDir), servers), true)
+    : undefined;
   const parts = new Parts(bench, sizes, workloads, ceiling, plugin, baseline);
   try {
     if (process.env['BENCH_ONLY'] !== 'latency') await parts.throughputs();
@@ -251,8 +285,16 @@ async function runAll(bench: Bench, sizes: Sizes, workloads: Record<string, Work
 async function main(): Promise<void> {
   const sizes = benchSizes();
   const started = performance.now();
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, code: describeCode(), when: new Date().toISOString() };
-  print(`bench: ${machine.nproc} CPUs (${machine.cpu}), node ${machine.node}, code ${machine.code}, ${sizes.quick ? 'QUICK sizes' : 'full sizes'}, ${sizes.rowsPerBundle} rows a request message`);
+  const machine = {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    code: describeCode(),
+    when: new Date().toISOString(),
+  };
+  print(
+    `bench: ${machine.nproc} CPUs (${machine.cpu}), node ${machine.node}, code ${machine.code}, ${sizes.quick ? 'QUICK sizes' : 'full sizes'}, ${sizes.rowsPerBundle} rows a request message`,
+  );
   const encodeStarted = performance.now();
   const workloads = encodeWorkloads(sizes);
   print(`encoded every request once in ${ms(performance.now() - encodeStarted)} (before any timing)`);
@@ -274,7 +316,9 @@ async function main(): Promise<void> {
   print(`  ${[...bench.foreign].map(([name, share]) => `${name} ${(share * 100).toFixed(0)}%`).join(', ')}`);
   const jsonPath = process.env['BENCH_JSON'];
   if (jsonPath) writeFileSync(jsonPath, JSON.stringify(bench.json, null, 2));
-  print(`\nbench finished in ${((performance.now() - started) / 1000).toFixed(1)} s${bench.failures.length > 0 ? `; FAILED parts: ${bench.failures.join(', ')}` : ''}`);
+  print(
+    `\nbench finished in ${((performance.now() - started) / 1000).toFixed(1)} s${bench.failures.length > 0 ? `; FAILED parts: ${bench.failures.join(', ')}` : ''}`,
+  );
   if (bench.failures.length > 0) process.exitCode = 1;
 }
 

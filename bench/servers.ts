@@ -11,7 +11,12 @@ const CEILING_ENTRY = path.join(DIST, 'bench', 'ceiling-server.js');
  * The real plugin, as `npm start` runs it, with extra node flags (e.g. --cpu-prof) when asked;
  * `checkout` runs another built checkout of it instead (BENCH_BASELINE).
  */
-export function startPlugin(workers: number, extraNodeFlags: readonly string[] = [], env: Record<string, string> = {}, checkout?: string): Promise<ChildServer> {
+export function startPlugin(
+  workers: number,
+  extraNodeFlags: readonly string[] = [],
+  env: Record<string, string> = {},
+  checkout?: string,
+): Promise<ChildServer> {
   return ChildServer.start({
     name: `plugin (${workers} workers)${checkout === undefined ? '' : ` from ${checkout}`}`,
     entry: checkout === undefined ? PLUGIN_ENTRY : path.join(checkout, 'dist', 'src', 'main.js'),

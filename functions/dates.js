@@ -3,9 +3,17 @@
 const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
 // Longest tokens first, so that YYYY is not read as YY + YY.
 const TOKENS = [
-  ['YYYY', '(\\d{4})', 'year'], ['YY', '(\\d{2})', 'year2'], ['MMM', '([A-Za-z]{3})[A-Za-z]*', 'monthName'],
-  ['MM', '(\\d{2})', 'month'], ['M', '(\\d{1,2})', 'month'], ['DD', '(\\d{2})', 'day'], ['D', '(\\d{1,2})', 'day'],
-  ['hh', '(\\d{2})', 'hour'], ['h', '(\\d{1,2})', 'hour'], ['mm', '(\\d{2})', 'minute'], ['ss', '(\\d{2})', 'second'],
+  ['YYYY', '(\\d{4})', 'year'],
+  ['YY', '(\\d{2})', 'year2'],
+  ['MMM', '([A-Za-z]{3})[A-Za-z]*', 'monthName'],
+  ['MM', '(\\d{2})', 'month'],
+  ['M', '(\\d{1,2})', 'month'],
+  ['DD', '(\\d{2})', 'day'],
+  ['D', '(\\d{1,2})', 'day'],
+  ['hh', '(\\d{2})', 'hour'],
+  ['h', '(\\d{1,2})', 'hour'],
+  ['mm', '(\\d{2})', 'minute'],
+  ['ss', '(\\d{2})', 'second'],
 ];
 const formats = new Map();
 
@@ -45,7 +53,8 @@ function serialDate(text, format) {
   const ms = Date.UTC(v.year, v.month - 1, v.day, v.hour, v.minute, v.second);
   const check = new Date(ms);
   // 31.02.2024 is not a date: refuse it rather than roll over into March.
-  if (v.month < 1 || check.getUTCMonth() !== v.month - 1 || check.getUTCDate() !== v.day || v.hour > 23 || v.minute > 59 || v.second > 59) return null;
+  if (v.month < 1 || check.getUTCMonth() !== v.month - 1 || check.getUTCDate() !== v.day || v.hour > 23 || v.minute > 59 || v.second > 59)
+    return null;
   return ms / 86400000 + 25569;
 }
 

@@ -29,6 +29,9 @@ exports.Percentile = {
   params: { values: 'number', p: 'number' },
   returns: 'number',
   run(values, p) {
-    return percentile(sortedNumbers(values), p.find((x) => Number.isFinite(x)));
+    return percentile(
+      sortedNumbers(values),
+      p.find((x) => Number.isFinite(x)),
+    );
   },
 };

@@ -81,7 +81,7 @@ exports.RegexExtract = {
   returns: 'text',
   run(text, source, group) {
     const match = pattern(source, 'u').exec(text);
-    return match === null ? '' : match[Number.isFinite(group) ? group : 0] ?? '';
+    return match === null ? '' : (match[Number.isFinite(group) ? group : 0] ?? '');
   },
 };
 

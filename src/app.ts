@@ -29,7 +29,10 @@ export interface Plugin {
 /** With no sandbox process ready for this long (a crash loop), health says NOT_SERVING. */
 const UNAVAILABLE_GRACE_MS = 5_000;
 
-export async function startPlugin(config: Config, logger: Logger = createLogger(config.logLevel, undefined, config.logFormat)): Promise<Plugin> {
+export async function startPlugin(
+  config: Config,
+  logger: Logger = createLogger(config.logLevel, undefined, config.logFormat),
+): Promise<Plugin> {
   let metrics: Metrics | undefined;
   let running: RunningServer | undefined;
   // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
@@ -64,7 +67,9 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
       functions?.close();
       await pool.close();
       const reason = error instanceof Error ? error.message : String(error);
-      throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, { cause: error });
+      throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, {
+        cause: error,
+      });
     }
   }
   running.setServing('SERVING');
@@ -80,7 +85,8 @@ export async function startPlugin(config: Config, logger: Logger = createLogger(
       clearTimeout(unavailableTimer);
       server.setServing('NOT_SERVING');
       await callsEnded(callMetrics, deadline);
-      if (callMetrics.callsInFlight > 0) logger.warn({ calls: callMetrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
+      if (callMetrics.callsInFlight > 0)
+        logger.warn({ calls: callMetrics.callsInFlight, graceMs }, 'grace period over: cancelling the calls still running');
       await shutdownServer(server, deadline);
       await pool.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));

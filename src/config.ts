@@ -66,11 +66,7 @@ interface Variable<T> {
 
 function integer(min: number, max: number): Variable<number> {
   return {
-    schema: z
-      .string()
-      .regex(/^\d+$/)
-      .transform(Number)
-      .pipe(z.number().int().min(min).max(max)),
+    schema: z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max)),
     accepts: `an integer from ${min} to ${max}`,
   };
 }

@@ -14,7 +14,13 @@ export function contextKey(common: { readonly appId: string; readonly userId: st
   const hash = createHash('sha256');
   // Each part with its length first: ids are the client's text and may hold any character, so no
   // separator could keep ('a\0b', 'c') and ('a', 'b\0c') apart.
-  for (const part of [common.appId, common.userId, spec.factory === true ? 'factory' : 'script', JSON.stringify(spec.boundNames), spec.script]) {
+  for (const part of [
+    common.appId,
+    common.userId,
+    spec.factory === true ? 'factory' : 'script',
+    JSON.stringify(spec.boundNames),
+    spec.script,
+  ]) {
     const bytes = Buffer.from(part, 'utf8');
     hash.update(`${bytes.length}:`).update(bytes);
   }

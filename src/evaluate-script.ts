@@ -104,7 +104,8 @@ const CALL_STATE_BYTES = 16 * 1024;
 
 export function openCallBytes(metadata: Call['metadata']): number {
   let headerBytes = 0;
-  for (const [key, value] of Object.entries(metadata.getMap())) headerBytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  for (const [key, value] of Object.entries(metadata.getMap()))
+    headerBytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
   return CALL_STATE_BYTES + 3 * headerBytes;
 }
 

@@ -16,7 +16,15 @@ export function executeFunction(deps: HandlerDeps): (call: Call) => void {
   const registry = deps.functions;
   if (registry === undefined) {
     return (call) => {
-      call.emit('error', toStatus(new PluginError('UNIMPLEMENTED', 'this plugin offers no plugin functions (SSE_FUNCTIONS_DIR is not set); use the script functions (ScriptEval, ScriptAggr, …)')));
+      call.emit(
+        'error',
+        toStatus(
+          new PluginError(
+            'UNIMPLEMENTED',
+            'this plugin offers no plugin functions (SSE_FUNCTIONS_DIR is not set); use the script functions (ScriptEval, ScriptAggr, …)',
+          ),
+        ),
+      );
     };
   }
   return runCall(deps, 'ExecuteFunction', (call) => prepareFunctionCall(call, registry));

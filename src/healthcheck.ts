@@ -32,10 +32,19 @@ export function clientCredentials(clientCertDir: string | undefined): grpc.Chann
 }
 
 /** Asks grpc.health.v1.Health/Check; rejects when the plugin cannot be reached. */
-export function checkHealth(address: string, credentials: grpc.ChannelCredentials, serviceName = '', deadlineMs = PROBE_DEADLINE_MS): Promise<HealthStatus> {
+export function checkHealth(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  serviceName = '',
+  deadlineMs = PROBE_DEADLINE_MS,
+): Promise<HealthStatus> {
   const client = new HealthClient(address, credentials);
   return new Promise<HealthStatus>((resolve, reject) => {
-    const check = client['Check'] as (request: unknown, options: grpc.CallOptions, callback: grpc.requestCallback<{ status: HealthStatus }>) => void;
+    const check = client['Check'] as (
+      request: unknown,
+      options: grpc.CallOptions,
+      callback: grpc.requestCallback<{ status: HealthStatus }>,
+    ) => void;
     check.call(client, { service: serviceName }, { deadline: Date.now() + deadlineMs }, (error, response) => {
       client.close();
       if (error) reject(error);

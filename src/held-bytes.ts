@@ -98,7 +98,13 @@ export class HeldAccount {
 /** alone: the call by itself holds more than the whole budget (so waiting would not help). */
 export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
   if (alone) {
-    return new PluginError('RESOURCE_EXHAUSTED', `the plugin is busy: this call's rows and results waiting in the plugin pass the ${maxHeldMb} MB it holds for all calls together (SSE_MAX_HELD_MB)`);
+    return new PluginError(
+      'RESOURCE_EXHAUSTED',
+      `the plugin is busy: this call's rows and results waiting in the plugin pass the ${maxHeldMb} MB it holds for all calls together (SSE_MAX_HELD_MB)`,
+    );
   }
-  return new PluginError('RESOURCE_EXHAUSTED', `the plugin is busy: its calls already hold close to ${maxHeldMb} MB of rows and results waiting (SSE_MAX_HELD_MB); try again shortly`);
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the plugin is busy: its calls already hold close to ${maxHeldMb} MB of rows and results waiting (SSE_MAX_HELD_MB); try again shortly`,
+  );
 }

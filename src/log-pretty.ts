@@ -55,7 +55,7 @@ function simpleFields(log: LogRecord, skip: ReadonlySet<string>): string[] {
 }
 
 function text(value: unknown): string {
-  return typeof value === 'string' ? value : JSON.stringify(value) ?? '';
+  return typeof value === 'string' ? value : (JSON.stringify(value) ?? '');
 }
 
 function quoteIfNeeded(value: string): string {

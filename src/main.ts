@@ -40,7 +40,10 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
       exitNow(logger, plugin, EXIT_FAILURE);
     }
     const started = performance.now();
-    logger.info({ reason, graceMs: config.shutdownGraceMs }, 'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)');
+    logger.info(
+      { reason, graceMs: config.shutdownGraceMs },
+      'stopping: refusing new calls, finishing calls in flight (SSE_SHUTDOWN_GRACE_MS)',
+    );
     plugin.stop().then(
       () => {
         logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandbox processes ended');

@@ -6,7 +6,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly calls = new Counter({ name: 'sse_calls_total', help: 'EvaluateScript and ExecuteFunction calls by script function or plugin function name, and gRPC status', labelNames: ['function', 'status'] as const, registers: [this.registry] });
+  readonly calls = new Counter({
+    name: 'sse_calls_total',
+    help: 'EvaluateScript and ExecuteFunction calls by script function or plugin function name, and gRPC status',
+    labelNames: ['function', 'status'] as const,
+    registers: [this.registry],
+  });
   readonly rowsIn = new Counter({ name: 'sse_rows_in_total', help: 'Rows received', registers: [this.registry] });
   readonly rowsOut = new Counter({ name: 'sse_rows_out_total', help: 'Rows answered', registers: [this.registry] });
   readonly duration = new Histogram({
@@ -16,10 +21,26 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
-  readonly timeouts = new Counter({ name: 'sse_script_timeouts_total', help: 'Calls that ran past SSE_SCRIPT_TIMEOUT_MS', registers: [this.registry] });
-  readonly memoryDisposals = new Counter({ name: 'sse_memory_limit_disposals_total', help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB', registers: [this.registry] });
-  readonly isolateRebuilds = new Counter({ name: 'sse_isolate_rebuilds_total', help: 'Sandboxes rebuilt after a disposal', registers: [this.registry] });
-  readonly busyRefusals = new Counter({ name: 'sse_busy_refusals_total', help: 'Calls refused because the queue was full', registers: [this.registry] });
+  readonly timeouts = new Counter({
+    name: 'sse_script_timeouts_total',
+    help: 'Calls that ran past SSE_SCRIPT_TIMEOUT_MS',
+    registers: [this.registry],
+  });
+  readonly memoryDisposals = new Counter({
+    name: 'sse_memory_limit_disposals_total',
+    help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB',
+    registers: [this.registry],
+  });
+  readonly isolateRebuilds = new Counter({
+    name: 'sse_isolate_rebuilds_total',
+    help: 'Sandboxes rebuilt after a disposal',
+    registers: [this.registry],
+  });
+  readonly busyRefusals = new Counter({
+    name: 'sse_busy_refusals_total',
+    help: 'Calls refused because the queue was full',
+    registers: [this.registry],
+  });
   readonly sandboxRestarts = new Counter({
     name: 'sse_sandbox_restarts_total',
     help: 'Sandbox processes replaced, by reason (crash, exit, memory-fence, stuck, fatal, unanswered, protocol, start-failure)',
@@ -29,12 +50,43 @@ export class Metrics {
   /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
   private inFlight = 0;
 
-  constructor(pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] }, held?: { bytes: number }) {
+  constructor(
+    pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] },
+    held?: { bytes: number },
+  ) {
     const registers = [this.registry];
-    new Gauge({ name: 'sse_held_bytes', help: 'Bytes the front holds for calls: rows, results, tables, replies not yet taken (bounded by SSE_MAX_HELD_MB)', registers, collect() { this.set(held?.bytes ?? 0); } });
-    new Gauge({ name: 'sse_queue_depth', help: 'Chunks of rows waiting for a sandbox thread', registers, collect() { this.set(pool.queueSize); } });
-    new Gauge({ name: 'sse_busy_workers', help: 'Sandbox threads running a task', registers, collect() { this.set(pool.busyWorkers); } });
-    new Gauge({ name: 'sse_workers', help: 'Sandbox threads in sandbox processes that are ready', registers, collect() { this.set(pool.threads); } });
+    new Gauge({
+      name: 'sse_held_bytes',
+      help: 'Bytes the front holds for calls: rows, results, tables, replies not yet taken (bounded by SSE_MAX_HELD_MB)',
+      registers,
+      collect() {
+        this.set(held?.bytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'sse_queue_depth',
+      help: 'Chunks of rows waiting for a sandbox thread',
+      registers,
+      collect() {
+        this.set(pool.queueSize);
+      },
+    });
+    new Gauge({
+      name: 'sse_busy_workers',
+      help: 'Sandbox threads running a task',
+      registers,
+      collect() {
+        this.set(pool.busyWorkers);
+      },
+    });
+    new Gauge({
+      name: 'sse_workers',
+      help: 'Sandbox threads in sandbox processes that are ready',
+      registers,
+      collect() {
+        this.set(pool.threads);
+      },
+    });
     new Gauge({
       name: 'sse_sandbox_resident_bytes',
       help: 'Resident memory of each sandbox process (Linux)',
@@ -46,7 +98,14 @@ export class Metrics {
       },
     });
     const calls = (): number => this.inFlight;
-    new Gauge({ name: 'sse_calls_in_flight', help: 'EvaluateScript and ExecuteFunction calls running now', registers, collect() { this.set(calls()); } });
+    new Gauge({
+      name: 'sse_calls_in_flight',
+      help: 'EvaluateScript and ExecuteFunction calls running now',
+      registers,
+      collect() {
+        this.set(calls());
+      },
+    });
     collectDefaultMetrics({ register: this.registry });
   }
 

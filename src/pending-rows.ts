@@ -66,7 +66,8 @@ export class PendingRows {
   take(): TakenRows {
     let end = this.head;
     let bytes = 0;
-    while (end < this.pending.length && (bytes < this.size || this.mode !== 'rows')) bytes += (this.pending[end++] as RowChunk).bytes.length;
+    while (end < this.pending.length && (bytes < this.size || this.mode !== 'rows'))
+      bytes += (this.pending[end++] as RowChunk).bytes.length;
     const chunks = this.pending.slice(this.head, end);
     this.head = end;
     if (this.head === this.pending.length) {

@@ -158,7 +158,9 @@ export class CallPipeline {
       for (const chunk of chunks) this.counts.rowsIn += chunk.rows;
       // An aggregation's rows all go into one sandbox: more than its heap can hold cannot succeed.
       if (this.spec.mode === 'aggregate' && this.pending.bytes > this.memoryLimitBytes) {
-        return this.fail(memoryLimitError(this.pool.settings.memoryLimitMb, `the aggregation's rows (${this.pending.bytes} bytes) do not fit`));
+        return this.fail(
+          memoryLimitError(this.pool.settings.memoryLimitMb, `the aggregation's rows (${this.pending.bytes} bytes) do not fit`),
+        );
       }
       this.pump();
     } catch (error) {
@@ -192,7 +194,15 @@ export class CallPipeline {
     const index = this.nextTask++;
     this.inFlight++;
     // One packed copy: the chunks are views of gRPC's message buffers, which need not stay alive.
-    const request = { callId: this.callId, call: this.callSpec, bytes: packChunks(chunks), rows, firstRow, budget: this.budget, signal: this.ended.signal };
+    const request = {
+      callId: this.callId,
+      call: this.callSpec,
+      bytes: packChunks(chunks),
+      rows,
+      firstRow,
+      budget: this.budget,
+      signal: this.ended.signal,
+    };
     this.pool.run(request).then(
       (result) => {
         this.inFlight--;

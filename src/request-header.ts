@@ -38,7 +38,11 @@ function headerBytes(metadata: Metadata, key: string): Buffer | undefined {
   return Buffer.isBuffer(value) ? value : Buffer.from(String(value), 'base64');
 }
 
-function decodeHeader(metadata: Metadata, key: string, type: (typeof messages)[keyof typeof messages]): Record<string, unknown> | undefined {
+function decodeHeader(
+  metadata: Metadata,
+  key: string,
+  type: (typeof messages)[keyof typeof messages],
+): Record<string, unknown> | undefined {
   const bytes = headerBytes(metadata, key);
   if (bytes === undefined) return undefined;
   try {

@@ -119,7 +119,8 @@ export class SandboxPool implements TaskRunner {
     if (this.closing) return;
     this.closing = true;
     this.supervisor.stop();
-    for (const task of [...this.queue.drain(), ...this.retries.drain()]) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
+    for (const task of [...this.queue.drain(), ...this.retries.drain()])
+      this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
     await this.supervisor.endAll();
   }
 
@@ -214,7 +215,14 @@ export class SandboxPool implements TaskRunner {
   private send(sandbox: SandboxProcess, task: QueuedTask): void {
     const { request } = task;
     task.sentAt = performance.now();
-    sandbox.send(task.id, { callId: request.callId, call: request.call, rows: request.rows, firstRow: request.firstRow, spentMs: request.budget.spentMs, bytes: request.bytes });
+    sandbox.send(task.id, {
+      callId: request.callId,
+      call: request.call,
+      rows: request.rows,
+      firstRow: request.firstRow,
+      spentMs: request.budget.spentMs,
+      bytes: request.bytes,
+    });
   }
 
   private settle(task: QueuedTask, outcome: TaskResult | PluginError): void {
@@ -239,5 +247,8 @@ export class SandboxPool implements TaskRunner {
 }
 
 export function busyError(maxQueue: number): PluginError {
-  return new PluginError('RESOURCE_EXHAUSTED', `the plugin is busy: ${maxQueue} chunks are already waiting for a sandbox (SSE_MAX_QUEUE); try again shortly`);
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the plugin is busy: ${maxQueue} chunks are already waiting for a sandbox (SSE_MAX_QUEUE); try again shortly`,
+  );
 }

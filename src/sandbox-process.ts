@@ -9,7 +9,18 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 
-import { Frame, FrameReader, decodeResult, frameHeader, jsonFrame, parseJson, taskFrameHead, type CallSpec, type ReceivedFrame, type Retirement } from './shared/channel';
+import {
+  Frame,
+  FrameReader,
+  decodeResult,
+  frameHeader,
+  jsonFrame,
+  parseJson,
+  taskFrameHead,
+  type CallSpec,
+  type ReceivedFrame,
+  type Retirement,
+} from './shared/channel';
 import type { TaskResult } from './shared/task';
 
 const SANDBOX_MAIN = path.join(__dirname, '..', 'workers', 'sandbox-main.js');
@@ -109,7 +120,14 @@ export class SandboxProcess {
       this.exited = true;
       clearTimeout(this.closeTimer);
       this.channel.destroy();
-      this.events.exit(this, { code, signal, killedFor: this.killedFor, retirement: this.retirement, stderrTail: this.stderrTail.trim(), wasReady: this.ready });
+      this.events.exit(this, {
+        code,
+        signal,
+        killedFor: this.killedFor,
+        retirement: this.retirement,
+        stderrTail: this.stderrTail.trim(),
+        wasReady: this.ready,
+      });
     });
   }
 

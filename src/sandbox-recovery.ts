@@ -23,16 +23,27 @@ export function restartReason(exit: SandboxExit): RestartReason {
 
 export function culpritError(exit: SandboxExit, settings: LimitSettings): PluginError {
   if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) {
-    return new PluginError('DEADLINE_EXCEEDED', `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`);
+    return new PluginError(
+      'DEADLINE_EXCEEDED',
+      `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
+    );
   }
   return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on the sandbox and it was replaced');
 }
 
 /** A task that was running in two sandbox processes that both died. */
 export function suspectError(exit: SandboxExit, reason: RestartReason, settings: LimitSettings): PluginError {
-  if (reason === 'memory-fence') return memoryLimitError(settings.memoryLimitMb, 'its sandbox process passed its memory fence (SSE_SANDBOX_MEMORY_MB) twice and was replaced');
-  if (reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail)) return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on its sandbox twice and it was replaced');
-  return new PluginError('UNAVAILABLE', `the sandbox process running this call's script ended twice (${describeExit(exit)}); the call was not completed`);
+  if (reason === 'memory-fence')
+    return memoryLimitError(
+      settings.memoryLimitMb,
+      'its sandbox process passed its memory fence (SSE_SANDBOX_MEMORY_MB) twice and was replaced',
+    );
+  if (reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail))
+    return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on its sandbox twice and it was replaced');
+  return new PluginError(
+    'UNAVAILABLE',
+    `the sandbox process running this call's script ended twice (${describeExit(exit)}); the call was not completed`,
+  );
 }
 
 export function describeExit(exit: SandboxExit): string {
@@ -40,5 +51,10 @@ export function describeExit(exit: SandboxExit): string {
 }
 
 export function lastLine(text: string): string {
-  return text.split('\n').filter((line) => line.trim() !== '').pop() ?? '';
+  return (
+    text
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .pop() ?? ''
+  );
 }

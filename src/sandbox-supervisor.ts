@@ -104,7 +104,11 @@ export class SandboxSupervisor {
 
   private startOne(index: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const settings: SandboxSettings = { threads: this.threadCounts[index] as number, memoryLimitMb: this.settings.memoryLimitMb, scriptTimeoutMs: this.settings.scriptTimeoutMs };
+      const settings: SandboxSettings = {
+        threads: this.threadCounts[index] as number,
+        memoryLimitMb: this.settings.memoryLimitMb,
+        scriptTimeoutMs: this.settings.scriptTimeoutMs,
+      };
       const timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
       const sandbox = new SandboxProcess(index, settings, {
         ready: () => {
@@ -116,7 +120,10 @@ export class SandboxSupervisor {
         result: (_, taskId, result) => this.hooks.result(sandbox, taskId, result),
         retire: (_, retirement) => this.onRetire(sandbox, retirement),
         outOfMemory: () => {
-          this.logger.warn({ sandbox: index, pid: sandbox.pid }, 'V8 gave up on a sandbox heap (out of memory): ending its process, sending its tasks elsewhere');
+          this.logger.warn(
+            { sandbox: index, pid: sandbox.pid },
+            'V8 gave up on a sandbox heap (out of memory): ending its process, sending its tasks elsewhere',
+          );
           sandbox.kill('fatal');
         },
         exit: (_, exit) => {
@@ -130,7 +137,10 @@ export class SandboxSupervisor {
   }
 
   private onRetire(sandbox: SandboxProcess, retirement: Retirement): void {
-    this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid, reason: retirement.reason, detail: retirement.detail }, 'sandbox process retiring: a thread was lost; ending it and sending its other tasks elsewhere');
+    this.logger.warn(
+      { sandbox: sandbox.index, pid: sandbox.pid, reason: retirement.reason, detail: retirement.detail },
+      'sandbox process retiring: a thread was lost; ending it and sending its other tasks elsewhere',
+    );
     sandbox.kill(retirement.reason);
   }
 
@@ -144,12 +154,22 @@ export class SandboxSupervisor {
     this.events.restarted?.(reason);
     const delayMs = this.restartDelay();
     this.logger.warn(
-      { sandbox: sandbox.index, pid: sandbox.pid, reason, code: exit.code, signal: exit.signal, restartInMs: delayMs, stderr: exit.stderrTail.slice(-1500) || undefined },
+      {
+        sandbox: sandbox.index,
+        pid: sandbox.pid,
+        reason,
+        code: exit.code,
+        signal: exit.signal,
+        restartInMs: delayMs,
+        stderr: exit.stderrTail.slice(-1500) || undefined,
+      },
       'sandbox process ended; starting a new one',
     );
     const timer = setTimeout(() => {
       this.startTimers.delete(timer);
-      this.startOne(sandbox.index).catch((error: unknown) => this.logger.error({ sandbox: sandbox.index, err: error }, 'a new sandbox process could not start'));
+      this.startOne(sandbox.index).catch((error: unknown) =>
+        this.logger.error({ sandbox: sandbox.index, err: error }, 'a new sandbox process could not start'),
+      );
     }, delayMs);
     this.startTimers.add(timer);
     this.updateAvailability();
@@ -187,7 +207,10 @@ export class SandboxSupervisor {
     const fenceMb = this.fenceMb(sandbox.settings.threads);
     const bytes = sandbox.residentBytes();
     if (bytes === undefined || bytes <= fenceMb * 1024 * 1024) return;
-    this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb }, 'sandbox process past its memory fence (SSE_SANDBOX_MEMORY_MB): ending it');
+    this.logger.warn(
+      { sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb },
+      'sandbox process past its memory fence (SSE_SANDBOX_MEMORY_MB): ending it',
+    );
     sandbox.kill('memory-fence');
   }
 

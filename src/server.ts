@@ -18,11 +18,14 @@ import { serverCredentials } from './tls';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';
 
-const identity = (value: Buffer | Uint8Array): Buffer => (Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+const identity = (value: Buffer | Uint8Array): Buffer =>
+  Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
 
 /** The Connector service as proto-loader describes it, with the streaming methods moving raw bytes. */
 export function connectorService(): grpc.ServiceDefinition {
-  const definition = loadSync(PROTO_PATH, { keepCase: true, enums: Number, longs: Number, defaults: true })[SERVICE_NAME] as grpc.ServiceDefinition;
+  const definition = loadSync(PROTO_PATH, { keepCase: true, enums: Number, longs: Number, defaults: true })[
+    SERVICE_NAME
+  ] as grpc.ServiceDefinition;
   const raw = (method: grpc.MethodDefinition<unknown, unknown>): grpc.MethodDefinition<Buffer, Uint8Array> => ({
     ...method,
     requestSerialize: identity,
@@ -58,7 +61,10 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
     GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const functions = deps.functions?.definitions() ?? [];
       const peer = call.getPeer();
-      logger[firstCalls.isFirst(peer) ? 'info' : 'debug']({ peer, allowScript: config.allowScript, functions: functions.length }, 'GetCapabilities');
+      logger[firstCalls.isFirst(peer) ? 'info' : 'debug'](
+        { peer, allowScript: config.allowScript, functions: functions.length },
+        'GetCapabilities',
+      );
       callback(null, capabilities(config.allowScript, functions));
     },
     ExecuteFunction: executeFunction(deps),
@@ -67,7 +73,9 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   const health = new PluginHealth(['', SERVICE_NAME]);
   health.addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) => (error ? reject(error) : resolve(bound)));
+    server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    );
   });
   guardHeaderLimits(server);
   return {

@@ -27,7 +27,16 @@ export function logStartup(logger: Logger, config: Config, listening: Listening)
   const { port, metricsPort, tls } = listening;
   const metricsUrl = metricsPort === undefined ? undefined : `http://${config.metricsHost}:${metricsPort}/metrics`;
   logger.info(
-    { version: PLUGIN_VERSION, node: process.version, pid: process.pid, host: config.host, port, tls: tls !== undefined, tlsDir: config.tlsDir, metrics: metricsUrl },
+    {
+      version: PLUGIN_VERSION,
+      node: process.version,
+      pid: process.pid,
+      host: config.host,
+      port,
+      tls: tls !== undefined,
+      tlsDir: config.tlsDir,
+      metrics: metricsUrl,
+    },
     `listening on ${config.host}:${port} (${tls ? 'mutual TLS: clients must present a certificate signed by root_cert.pem' : 'plaintext, no TLS'})`,
   );
   logLimits(logger, config);
@@ -35,7 +44,9 @@ export function logStartup(logger: Logger, config: Config, listening: Listening)
   if (tls) logCertificates(logger, tls, host);
   logQlikSettings(logger, host, port, tls !== undefined);
   if (LOOPBACK_HOSTS.includes(config.host)) {
-    logger.warn(`listening on loopback only (SSE_HOST=${config.host}): a Qlik engine on another machine cannot connect; set SSE_HOST=0.0.0.0 (and SSE_TLS_DIR) to accept remote engines`);
+    logger.warn(
+      `listening on loopback only (SSE_HOST=${config.host}): a Qlik engine on another machine cannot connect; set SSE_HOST=0.0.0.0 (and SSE_TLS_DIR) to accept remote engines`,
+    );
   }
 }
 
@@ -50,7 +61,9 @@ function logLimits(logger: Logger, config: Config): void {
     SSE_SHUTDOWN_GRACE_MS: config.shutdownGraceMs,
     SSE_ALLOW_SCRIPT: config.allowScript,
   };
-  const text = Object.entries(limits).map(([name, value]) => `${name}=${String(value)}`).join(' ');
+  const text = Object.entries(limits)
+    .map(([name, value]) => `${name}=${String(value)}`)
+    .join(' ');
   logger.info({ limits }, `limits: ${text}`);
 }
 
@@ -58,7 +71,8 @@ function logLimits(logger: Logger, config: Config): void {
 function qlikHost(config: Config, tls: TlsFiles | undefined): string {
   const host = WILDCARD_HOSTS.includes(config.host) ? hostname() : config.host;
   // Qlik's certificate guide puts localhost (not 127.0.0.1) in the server certificate.
-  if (tls && LOOPBACK_HOSTS.includes(host) && !certificateNamesHost(tls.server, host) && certificateNamesHost(tls.server, 'localhost')) return 'localhost';
+  if (tls && LOOPBACK_HOSTS.includes(host) && !certificateNamesHost(tls.server, host) && certificateNamesHost(tls.server, 'localhost'))
+    return 'localhost';
   return host;
 }
 
@@ -69,7 +83,10 @@ function logCertificates(logger: Logger, tls: TlsFiles, host: string): void {
     `server certificate ${summary.serverSubject} for ${summary.serverNames.join(', ') || 'no subjectAltName'}, valid until ${summary.validTo} (${summary.daysLeft} days); clients must present a certificate signed by ${summary.rootSubject}`,
   );
   if (summary.daysLeft < EXPIRY_WARNING_DAYS) {
-    logger.warn({ validTo: summary.validTo }, `the server certificate expires in ${summary.daysLeft} days: generate new certificates before ${summary.validTo}`);
+    logger.warn(
+      { validTo: summary.validTo },
+      `the server certificate expires in ${summary.daysLeft} days: generate new certificates before ${summary.validTo}`,
+    );
   }
   if (!certificateNamesHost(tls.server, host)) {
     logger.warn(
@@ -83,6 +100,8 @@ function logQlikSettings(logger: Logger, host: string, port: number, tls: boolea
   const settingsIni = `SSEPlugin=${CONNECTION_NAME},${host}:${port}${tls ? `,${CLIENT_CERT_FOLDER}` : ''}`;
   logger.info({ settingsIni }, `Qlik Settings.ini, section [Settings 7] (end the file with an empty line): ${settingsIni}`);
   const qmc = { Name: CONNECTION_NAME, Host: host, Port: port, 'Certificate file path': tls ? CLIENT_CERT_FOLDER : '(empty: no TLS)' };
-  const text = Object.entries(qmc).map(([field, value]) => `${field}=${String(value)}`).join(', ');
+  const text = Object.entries(qmc)
+    .map(([field, value]) => `${field}=${String(value)}`)
+    .join(', ');
   logger.info({ qmc }, `QMC > Analytic connections > Create new: ${text}`);
 }

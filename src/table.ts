@@ -98,7 +98,10 @@ export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits
   if (shape === undefined || chunks.some((c) => c.shape !== shape)) return null;
   const keys = unionKeys(chunks, shape);
   const totalRows = chunks.reduce((n, c) => n + c.rows, 0);
-  const joinedBytes = chunks.reduce((n, c) => n + c.cells.byteLength + (keys.length - c.keys.length) * c.rows * NULL_CELL.byteLength + c.rows * ROW_FRAMING_BYTES, 0);
+  const joinedBytes = chunks.reduce(
+    (n, c) => n + c.cells.byteLength + (keys.length - c.keys.length) * c.rows * NULL_CELL.byteLength + c.rows * ROW_FRAMING_BYTES,
+    0,
+  );
   if (joinedBytes > limits.maxBytes) throw tableTooLargeError(limits.memoryLimitMb);
   limits.reserve?.(joinedBytes);
   const index = new Map(keys.map((key, i) => [key, i]));
@@ -115,7 +118,13 @@ export function assembleTable(chunks: readonly TableChunk[], limits: TableLimits
   return { metadata, replies, rows: totalRows };
 }
 
-function joinRows(chunks: readonly TableChunk[], columnMaps: readonly Int32Array[], width: number, joinedBytes: number, maxReplyBytes: number): Uint8Array[] {
+function joinRows(
+  chunks: readonly TableChunk[],
+  columnMaps: readonly Int32Array[],
+  width: number,
+  joinedBytes: number,
+  maxReplyBytes: number,
+): Uint8Array[] {
   const writer = new RowMessageWriter(maxReplyBytes, joinedBytes);
   let row = 0;
   let written = 0;
@@ -154,7 +163,11 @@ function cellBytes(cellEnds: Uint32Array, i: number): number {
 }
 
 /** numbers only -> NUMERIC, text only -> STRING, both -> DUAL; nulls do not count. */
-function fieldTypes(chunks: readonly TableChunk[], keys: readonly string[], index: Map<string, number>): { name: string; dataType: DataType }[] {
+function fieldTypes(
+  chunks: readonly TableChunk[],
+  keys: readonly string[],
+  index: Map<string, number>,
+): { name: string; dataType: DataType }[] {
   const seen = keys.map(() => ({ number: false, text: false }));
   for (const chunk of chunks) {
     chunk.keys.forEach((key, c) => {

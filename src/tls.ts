@@ -41,7 +41,11 @@ function readTlsFile(file: string): Buffer {
     return readFileSync(file);
   } catch (error) {
     const code = error instanceof Error && 'code' in error ? String(error.code) : '';
-    if (code === 'ENOENT') fail(file, 'does not exist (the folder must hold root_cert.pem, sse_server_cert.pem and sse_server_key.pem, named as Qlik\'s certificate guide names them)');
+    if (code === 'ENOENT')
+      fail(
+        file,
+        "does not exist (the folder must hold root_cert.pem, sse_server_cert.pem and sse_server_key.pem, named as Qlik's certificate guide names them)",
+      );
     if (code === 'EACCES' || code === 'EPERM') fail(file, `cannot be read by the user running the plugin (${code})`);
     if (code === 'EISDIR') fail(file, 'is a folder, not a file');
     fail(file, `cannot be read (${code || String(error)})`);
@@ -70,7 +74,7 @@ function parsePrivateKey(file: string, pem: Buffer): KeyObject {
   } catch (error) {
     const text = pem.toString('latin1');
     if (/BEGIN CERTIFICATE/.test(text)) fail(file, 'holds a certificate, not a private key: are the files swapped?');
-    if (/ENCRYPTED/.test(text)) fail(file, 'is encrypted with a passphrase; the plugin needs the unencrypted key Qlik\'s guide produces');
+    if (/ENCRYPTED/.test(text)) fail(file, "is encrypted with a passphrase; the plugin needs the unencrypted key Qlik's guide produces");
     return fail(file, `holds no readable PEM private key (${error instanceof Error ? error.message : String(error)})`);
   }
 }
@@ -90,7 +94,10 @@ function checkSignedByRoot(certFile: string, rootFile: string, chain: readonly X
     if (subject.fingerprint256 === root.fingerprint256) return;
     if (!subject.verify(issuer.publicKey)) {
       const by = i + 1 < chain.length ? `the next certificate in ${certFile}` : rootFile;
-      fail(certFile, `is not signed by ${by} (certificate ${i + 1}: ${oneLineName(subject.subject)}, issued by ${oneLineName(subject.issuer)}; root: ${oneLineName(root.subject)}); use the root_cert.pem generated together with this certificate`);
+      fail(
+        certFile,
+        `is not signed by ${by} (certificate ${i + 1}: ${oneLineName(subject.subject)}, issued by ${oneLineName(subject.issuer)}; root: ${oneLineName(root.subject)}); use the root_cert.pem generated together with this certificate`,
+      );
     }
   }
 }
@@ -112,7 +119,10 @@ export function loadTlsFiles(dir: string, now: Date = new Date()): TlsFiles {
   checkDates(rootFile, rootCertificate, now);
   for (const certificate of chain) checkDates(certFile, certificate, now);
   if (!server.checkPrivateKey(privateKey)) {
-    fail(keyFile, `does not match ${certFile} (the key belongs to another certificate); use the key generated together with this certificate`);
+    fail(
+      keyFile,
+      `does not match ${certFile} (the key belongs to another certificate); use the key generated together with this certificate`,
+    );
   }
   checkSignedByRoot(certFile, rootFile, chain, rootCertificate);
   return { root, cert, key, server, rootCertificate };
@@ -137,7 +147,10 @@ export function summarizeTls(files: TlsFiles, now: Date = new Date()): TlsSummar
   const validTo = new Date(files.server.validTo);
   return {
     serverSubject: oneLineName(files.server.subject),
-    serverNames: (files.server.subjectAltName ?? '').split(',').map((name) => name.trim()).filter((name) => name !== ''),
+    serverNames: (files.server.subjectAltName ?? '')
+      .split(',')
+      .map((name) => name.trim())
+      .filter((name) => name !== ''),
     validTo: validTo.toISOString(),
     daysLeft: Math.floor((validTo.getTime() - now.getTime()) / DAY_MS),
     rootSubject: oneLineName(files.rootCertificate.subject),
@@ -151,5 +164,8 @@ export function certificateNamesHost(certificate: X509Certificate, host: string)
 }
 
 function oneLineName(name: string): string {
-  return name.split('\n').filter((part) => part !== '').join(', ');
+  return name
+    .split('\n')
+    .filter((part) => part !== '')
+    .join(', ');
 }

@@ -147,14 +147,18 @@ function scriptFailure(spec: ScriptSpec, output: Extract<RuntimeOutput, { ok: fa
   const row = firstRow + output.row;
   switch (output.kind) {
     case 'size':
-      return new PluginError('RESOURCE_EXHAUSTED', `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
+      return new PluginError(
+        'RESOURCE_EXHAUSTED',
+        `the result is larger than the memory limit of ${limits.memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
+      );
     case 'dirty':
       return new PluginError('INTERNAL', 'internal error: a sandbox context could not be reset');
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
     case 'throw':
       // V8 and isolated-vm's allocator refuse a too-large buffer or string with a RangeError.
-      if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message)) return memoryLimitError(limits.memoryLimitMb, `${thrown} (at row ${row})`);
+      if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message))
+        return memoryLimitError(limits.memoryLimitMb, `${thrown} (at row ${row})`);
       if (spec.mode === 'aggregate') return new PluginError('INVALID_ARGUMENT', `${thrown} (the aggregation failed)`);
       if (spec.mode === 'once') return new PluginError('INVALID_ARGUMENT', thrown);
       return new PluginError('INVALID_ARGUMENT', `${thrown} (at row ${row})`);

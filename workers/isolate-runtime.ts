@@ -104,7 +104,8 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     }
     for (const [key, initial] of initialGlobals) {
       const now = getDescriptor(global, key);
-      if (now && now.value === initial.value && now.get === initial.get && now.set === initial.set && now.writable === initial.writable) continue;
+      if (now && now.value === initial.value && now.get === initial.get && now.set === initial.set && now.writable === initial.writable)
+        continue;
       if (!defineProperty(global, key, initial)) return false;
     }
     return true;
@@ -375,7 +376,8 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   }
 
   return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
-    if (input.reset === true && !resetGlobals()) return { ok: false, kind: 'dirty', name: 'Error', message: 'global object not resettable', row: 0 };
+    if (input.reset === true && !resetGlobals())
+      return { ok: false, kind: 'dirty', name: 'Error', message: 'global object not resettable', row: 0 };
     nondet = false;
     const { mode, ret, bound, maxChars } = input;
     const call = fn as (...a: unknown[]) => unknown;
@@ -448,7 +450,8 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
         return { ok: false, kind: 'convert', name, message, row: 0 };
       }
     }
-    if (tableVals !== null && tableShape !== null && table === null) return { ok: false, kind: 'size', name: 'RangeError', message: 'table too large', row: 0 };
+    if (tableVals !== null && tableShape !== null && table === null)
+      return { ok: false, kind: 'size', name: 'RangeError', message: 'table too large', row: 0 };
     const text = parts ? (apply(join, parts, ['']) as string) : null;
     const utf8 = byteLens ? (apply(u8Slice, out, [0, outPos]) as Uint8Array) : null;
     return { ok: true, nums, text, lens, utf8, byteLens, nondet, table };

@@ -11,8 +11,10 @@ import type { RuntimeOutput, RuntimeTable } from './isolate-runtime';
 type Success = Extract<RuntimeOutput, { ok: true }>;
 
 export function checkOutput(output: Success, rows: number, returnType: DataType): void {
-  const fine = numbersFine(output, rows, returnType) && textFine(output, rows, returnType) && (output.table === null || tableFine(output.table, rows));
-  if (!fine) throw new PluginError('INVALID_ARGUMENT', 'the result of the script could not be read back (did it change built-in prototypes?)');
+  const fine =
+    numbersFine(output, rows, returnType) && textFine(output, rows, returnType) && (output.table === null || tableFine(output.table, rows));
+  if (!fine)
+    throw new PluginError('INVALID_ARGUMENT', 'the result of the script could not be read back (did it change built-in prototypes?)');
 }
 
 function numbersFine({ nums }: Success, rows: number, returnType: DataType): boolean {

@@ -12,7 +12,17 @@
 import { closeSync, readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 
-import { Frame, FrameReader, encodeResult, frameHeader, jsonFrame, parseJson, readTaskFrame, type CallSpec, type ReceivedFrame } from '../src/shared/channel';
+import {
+  Frame,
+  FrameReader,
+  encodeResult,
+  frameHeader,
+  jsonFrame,
+  parseJson,
+  readTaskFrame,
+  type CallSpec,
+  type ReceivedFrame,
+} from '../src/shared/channel';
 import { PluginError } from '../src/shared/errors';
 import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
 import type { SandboxLimits } from './sandbox';
@@ -108,7 +118,14 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
 async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, OpenCall>, pool: ThreadPool): Promise<TaskResult> {
   const task = readTaskFrame(payload);
   const open = calls.get(task.callId);
-  if (!open) return { ok: false, error: new PluginError('INTERNAL', 'internal error: a task arrived for a call the sandbox does not know').toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
+  if (!open)
+    return {
+      ok: false,
+      error: new PluginError('INTERNAL', 'internal error: a task arrived for a call the sandbox does not know').toData(),
+      scriptMs: 0,
+      isolateRebuilt: false,
+      timedOut: false,
+    };
   // Tasks of one call may also run in other sandbox processes: the front's count of its script time wins when larger.
   const spent = new Int32Array(open.budget);
   if (task.spentMs > Atomics.load(spent, BUDGET_SPENT_MS)) Atomics.store(spent, BUDGET_SPENT_MS, task.spentMs);

@@ -79,11 +79,15 @@ export class Sandbox {
       const inputCopy = new ivm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
       const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
       inScript = true;
-      const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], { timeout: left, result: { copy: true } }) as RuntimeOutput;
+      const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], {
+        timeout: left,
+        result: { copy: true },
+      }) as RuntimeOutput;
       // A global the script made that cannot be deleted: the context cannot be made clean again.
       if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
       else this.release(context);
-      if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
+      if (!output.ok && output.kind === 'dirty')
+        return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
       return output;
     } catch (error) {
       if (context) this.release(context);

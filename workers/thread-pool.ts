@@ -15,7 +15,15 @@ import Piscina from 'piscina';
 
 import { PluginError } from '../src/shared/errors';
 import { memoryLimitError } from '../src/shared/limit-errors';
-import { CONTROL_STATE, CONTROL_TIMEOUT_MS, TASK_FATAL, TASK_RUNNING, newControl, type EvaluateTask, type TaskResult } from '../src/shared/task';
+import {
+  CONTROL_STATE,
+  CONTROL_TIMEOUT_MS,
+  TASK_FATAL,
+  TASK_RUNNING,
+  newControl,
+  type EvaluateTask,
+  type TaskResult,
+} from '../src/shared/task';
 import type { Retirement } from '../src/shared/channel';
 import type { SandboxLimits } from './sandbox';
 

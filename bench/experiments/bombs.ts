@@ -34,7 +34,10 @@ const BOMBS: readonly (readonly [string, string])[] = [
   ['an object grown with keys', '{ const o = {}; for (let i = 0; ; i++) o["k" + i] = i; }'],
   ['new Array(1e8).fill(0)', 'new Array(1e8).fill(0).length'],
   ['Array.from({ length: 1e8 })', 'Array.from({ length: 1e8 }).length'],
-  ['Intl.DateTimeFormat objects for ever', '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }'],
+  [
+    'Intl.DateTimeFormat objects for ever',
+    '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }',
+  ],
   ['new Float64Array(1e9)', 'new Float64Array(1e9).length'],
   ['typed arrays allocated for ever', '{ const a = []; for (;;) a.push(new Float64Array(1e6)); }'],
   ["'x'.repeat(2 ** 29)", "'x'.repeat(2 ** 29).length"],
@@ -58,7 +61,14 @@ interface Outcome {
   readonly load1: number;
 }
 
-const STATUS_NAMES: Record<number, string> = { 0: 'OK', 3: 'INVALID_ARGUMENT', 4: 'DEADLINE_EXCEEDED', 8: 'RESOURCE_EXHAUSTED', 13: 'INTERNAL', 14: 'UNAVAILABLE' };
+const STATUS_NAMES: Record<number, string> = {
+  0: 'OK',
+  3: 'INVALID_ARGUMENT',
+  4: 'DEADLINE_EXCEEDED',
+  8: 'RESOURCE_EXHAUSTED',
+  13: 'INTERNAL',
+  14: 'UNAVAILABLE',
+};
 
 function residentByIndex(t: TestPlugin): Map<number, number> {
   return new Map(t.plugin.pool.residentBytes().map(({ index, bytes }) => [index, bytes]));
@@ -78,7 +88,12 @@ async function allReady(t: TestPlugin, processes: number, withinMs: number): Pro
 }
 
 async function runBomb(limitMb: number, name: string, script: string, timeoutMs: number): Promise<Outcome> {
-  const t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MEMORY_LIMIT_MB: String(limitMb), SSE_SCRIPT_TIMEOUT_MS: String(timeoutMs) });
+  const t = await startTestPlugin({
+    SSE_WORKERS: '2',
+    SSE_SANDBOX_PROCESSES: '2',
+    SSE_MEMORY_LIMIT_MB: String(limitMb),
+    SSE_SCRIPT_TIMEOUT_MS: String(timeoutMs),
+  });
   try {
     await sleep(500); // let start-up garbage settle before the idle figures
     const idle = residentByIndex(t);
@@ -140,7 +155,10 @@ function line(o: Outcome): string {
 }
 
 async function main(): Promise<void> {
-  const limits = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const limits = process.argv
+    .slice(2)
+    .map(Number)
+    .filter((n) => n > 0);
   const timeoutMs = Number(process.env['BOMBS_TIMEOUT_MS'] ?? '3000');
   const runs = Number(process.env['BOMBS_RUNS'] ?? '1');
   const only = process.env['BOMBS_ONLY'];

@@ -103,7 +103,10 @@ export function printSummary(summary: ThreadSummary, top = 12): void {
     out(`   ${f.selfMs.toFixed(0).padStart(7)}  ${((f.selfMs / summary.busyMs) * 100).toFixed(1).padStart(6)}%  ${f.name}`);
   }
   out('   total ms  total %  project function (inclusive)');
-  for (const f of summary.functions.filter((fn) => OWN_CODE.test(fn.name)).sort((a, b) => b.totalMs - a.totalMs).slice(0, top)) {
+  for (const f of summary.functions
+    .filter((fn) => OWN_CODE.test(fn.name))
+    .sort((a, b) => b.totalMs - a.totalMs)
+    .slice(0, top)) {
     out(`   ${f.totalMs.toFixed(0).padStart(8)}  ${((f.totalMs / summary.busyMs) * 100).toFixed(1).padStart(6)}%  ${f.name}`);
   }
 }

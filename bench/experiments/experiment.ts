@@ -34,7 +34,8 @@ function parseVariant(text: string): Variant {
   for (const option of text.split('+')) {
     const [key = '', value] = option.split('=');
     if (key === 'base' && value === undefined) continue;
-    if (value === undefined || value === '') throw new Error(`variant option ${option} has no value: base, chunk=<KiB> or SSE_<NAME>=<value>`);
+    if (value === undefined || value === '')
+      throw new Error(`variant option ${option} has no value: base, chunk=<KiB> or SSE_<NAME>=<value>`);
     if (key === 'chunk') env['SSE_CHUNK_KB'] = value;
     else if (PLUGIN_VARIABLE.test(key)) env[key] = value;
     else throw new Error(`unknown variant option ${option}: base, chunk=<KiB> or SSE_<NAME>=<value>`);
@@ -67,8 +68,10 @@ async function compare(ceiling: Target, plugin: Target, workload: Workload, reps
 async function runVariant(variant: Variant, kinds: readonly string[], sizes: Sizes, ceiling: Target): Promise<void> {
   const out: string[] = [];
   await withPlugin(variant, 2, async (plugin) => {
-    if (kinds.includes('numeric')) out.push(`numeric ${await compare(ceiling, plugin, numericWorkload(sizes.numericRows, sizes.rowsPerBundle), sizes.reps)}`);
-    if (kinds.includes('string')) out.push(`string ${await compare(ceiling, plugin, stringWorkload(sizes.stringRows, sizes.rowsPerBundle), sizes.reps)}`);
+    if (kinds.includes('numeric'))
+      out.push(`numeric ${await compare(ceiling, plugin, numericWorkload(sizes.numericRows, sizes.rowsPerBundle), sizes.reps)}`);
+    if (kinds.includes('string'))
+      out.push(`string ${await compare(ceiling, plugin, stringWorkload(sizes.stringRows, sizes.rowsPerBundle), sizes.reps)}`);
     if (kinds.includes('small')) {
       const small = numericWorkload(sizes.smallCallRows, sizes.rowsPerBundle);
       const c = await sequentialLatency(ceiling, small, sizes.smallCalls, sizes.smallWarmupCalls);
@@ -84,7 +87,9 @@ async function runVariant(variant: Variant, kinds: readonly string[], sizes: Siz
     const before = noise.sample();
     const two = await rowsPerSec(2);
     const one = await rowsPerSec(1);
-    out.push(`cpu-heavy 2w ${rate(two)}, 1w ${rate(one)}, scaling ${(two / one).toFixed(2)}x (others ${(noise.foreignShare(before) * 100).toFixed(0)}%)`);
+    out.push(
+      `cpu-heavy 2w ${rate(two)}, 1w ${rate(one)}, scaling ${(two / one).toFixed(2)}x (others ${(noise.foreignShare(before) * 100).toFixed(0)}%)`,
+    );
   }
   process.stdout.write(`${variant.name.padEnd(16)} | ${out.join(' | ')}\n`);
 }

@@ -40,7 +40,19 @@ micros('request id (randomUUID)', () => randomUUID());
 micros('context key (sha256 of app, user, script)', () => contextKey(call.common, call.spec));
 micros('script hash for the log (sha256)', () => createHash('sha256').update(call.spec.script).digest('hex').slice(0, 16));
 micros('call log line (pino, JSON)', () =>
-  logger.info({ requestId: 'x', appId: call.common.appId, userId: call.common.userId, function: call.functionName, rowsIn: 1, rowsOut: 1, durationMs: 1.234, status: 'OK' }, 'EvaluateScript'),
+  logger.info(
+    {
+      requestId: 'x',
+      appId: call.common.appId,
+      userId: call.common.userId,
+      function: call.functionName,
+      rowsIn: 1,
+      rowsOut: 1,
+      durationMs: 1.234,
+      status: 'OK',
+    },
+    'EvaluateScript',
+  ),
 );
 micros('metrics (counter, histogram, rows)', () => {
   metrics.calls.inc({ function: call.functionName, status: 'OK' });

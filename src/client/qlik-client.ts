@@ -38,7 +38,8 @@ export interface ScriptCallOptions {
   readonly cancelAfterMs?: number;
 }
 
-export interface FunctionCallOptions extends Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'common' | 'deadlineMs' | 'cancelAfterMs'> {
+export interface FunctionCallOptions
+  extends Pick<ScriptCallOptions, 'bundles' | 'rawMessages' | 'common' | 'deadlineMs' | 'cancelAfterMs'> {
   readonly functionId: number;
   /** Replaces the function header bytes; null omits the header. */
   readonly functionHeaderBytes?: Buffer | null;
@@ -161,7 +162,10 @@ export class QlikClient {
 export function functionMetadata(options: FunctionCallOptions): grpc.Metadata {
   const metadata = new grpc.Metadata();
   // version is set as Qlik's own tests do: a header with functionId 0 alone would be empty.
-  const header = options.functionHeaderBytes === undefined ? encodeMessage(messages.FunctionRequestHeader, { functionId: options.functionId, version: '1' }) : options.functionHeaderBytes;
+  const header =
+    options.functionHeaderBytes === undefined
+      ? encodeMessage(messages.FunctionRequestHeader, { functionId: options.functionId, version: '1' })
+      : options.functionHeaderBytes;
   if (header !== null) metadata.set('qlik-functionrequestheader-bin', header);
   setCommonHeader(metadata, options.common);
   return metadata;

@@ -40,12 +40,25 @@ export async function loadFunctionFolder(dir: string): Promise<FunctionSet> {
   return { functions, byId: new Map(functions.map((fn) => [fn.id, fn])), problems };
 }
 
-async function readOneFile(filePath: string, name: string): Promise<{ functions: ReturnType<typeof parseFunctionFile>['functions']; problems: Problem[] }> {
+async function readOneFile(
+  filePath: string,
+  name: string,
+): Promise<{ functions: ReturnType<typeof parseFunctionFile>['functions']; problems: Problem[] }> {
   try {
     const info = await stat(filePath);
-    if (!info.isFile()) return { functions: [], problems: [{ file: name, line: 0, message: 'not a regular file (a folder, a pipe or a device): skipped' }] };
+    if (!info.isFile())
+      return { functions: [], problems: [{ file: name, line: 0, message: 'not a regular file (a folder, a pipe or a device): skipped' }] };
     if (info.size > MAX_FUNCTION_FILE_BYTES) {
-      return { functions: [], problems: [{ file: name, line: 0, message: `the file is ${info.size} bytes, more than ${MAX_FUNCTION_FILE_BYTES}: split it; the file is not loaded` }] };
+      return {
+        functions: [],
+        problems: [
+          {
+            file: name,
+            line: 0,
+            message: `the file is ${info.size} bytes, more than ${MAX_FUNCTION_FILE_BYTES}: split it; the file is not loaded`,
+          },
+        ],
+      };
     }
     return parseFunctionFile(await readFile(filePath, 'utf8'), name);
   } catch (error) {
@@ -57,8 +70,9 @@ async function readOneFile(filePath: string, name: string): Promise<{ functions:
 
 function clashProblem(fn: PluginFunction, kept: PluginFunction): Problem {
   const where = `${kept.file}:${kept.line}`;
-  const message = kept.name.toLowerCase() === fn.name.toLowerCase()
-    ? `${fn.name}: a function of that name is already defined at ${where} (Qlik names are case-insensitive): rename or remove one`
-    : `${fn.name}: its function id ${fn.id} is the id of ${kept.name} (${where}), a hash collision: rename one of them`;
+  const message =
+    kept.name.toLowerCase() === fn.name.toLowerCase()
+      ? `${fn.name}: a function of that name is already defined at ${where} (Qlik names are case-insensitive): rename or remove one`
+      : `${fn.name}: its function id ${fn.id} is the id of ${kept.name} (${where}), a hash collision: rename one of them`;
   return { file: fn.file, line: fn.line, message };
 }

@@ -43,10 +43,15 @@ export function parseFunctionFile(text: string, file: string): ParsedFile {
     if (found) definitions.push(...found);
     else if (isHelper(statement)) helpers.push(text.slice(statement.start, statement.end));
     else if (!isIgnorable(statement)) {
-      problems.push({ file, line: lineOf(statement), message: `only exports.Name = { … } definitions and helper declarations (function, class, const, let) may stand at the top of a function file: this ${describe(statement)} would never run` });
+      problems.push({
+        file,
+        line: lineOf(statement),
+        message: `only exports.Name = { … } definitions and helper declarations (function, class, const, let) may stand at the top of a function file: this ${describe(statement)} would never run`,
+      });
     }
   }
-  if (problems.length > 0) return { functions: [], problems: problems.map((p) => ({ ...p, message: `${p.message}; the file is not loaded` })) };
+  if (problems.length > 0)
+    return { functions: [], problems: problems.map((p) => ({ ...p, message: `${p.message}; the file is not loaded` })) };
   const functions: FunctionSource[] = [];
   const prelude = helpers.join('\n');
   for (const { name, nameNode, value } of definitions) {
@@ -81,7 +86,8 @@ function definitionsIn(statement: Statement | AnyNode): { name: string; nameNode
   if (left.type !== 'MemberExpression' || !(isExports(left.object) || isModuleExports(left.object))) return undefined;
   const property = left.property;
   if (!left.computed && property.type === 'Identifier') return [{ name: property.name, nameNode: left, value: right }];
-  if (left.computed && property.type === 'Literal' && typeof property.value === 'string') return [{ name: property.value, nameNode: left, value: right }];
+  if (left.computed && property.type === 'Literal' && typeof property.value === 'string')
+    return [{ name: property.value, nameNode: left, value: right }];
   return undefined;
 }
 
@@ -100,11 +106,17 @@ function isHelper(statement: Node): boolean {
 
 /** Empty statements and directives such as 'use strict'. */
 function isIgnorable(statement: Node): boolean {
-  return statement.type === 'EmptyStatement' || (statement.type === 'ExpressionStatement' && typeof (statement as { directive?: string }).directive === 'string');
+  return (
+    statement.type === 'EmptyStatement' ||
+    (statement.type === 'ExpressionStatement' && typeof (statement as { directive?: string }).directive === 'string')
+  );
 }
 
 function describe(statement: Node): string {
-  return `${statement.type.replace(/Statement$|Declaration$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase()} statement`;
+  return `${statement.type
+    .replace(/Statement$|Declaration$/, '')
+    .replace(/([a-z])([A-Z])/g, '$1 $2')
+    .toLowerCase()} statement`;
 }
 
 /**
@@ -116,7 +128,11 @@ function hostReach(program: Program, file: string): Problem[] {
   visit(program, (node) => {
     const isRequire = node.type === 'CallExpression' && isNamed(node.callee, 'require');
     if (isRequire || node.type === 'ImportExpression') {
-      problems.push({ file, line: lineOf(node), message: `${isRequire ? 'require' : 'import()'} cannot work here: function code runs in a sandbox with no modules and no access to the host; copy the code you need into the file` });
+      problems.push({
+        file,
+        line: lineOf(node),
+        message: `${isRequire ? 'require' : 'import()'} cannot work here: function code runs in a sandbox with no modules and no access to the host; copy the code you need into the file`,
+      });
     }
   });
   return problems;
@@ -136,5 +152,10 @@ function visit(node: AnyNode, onNode: (node: AnyNode) => void): void {
 }
 
 function isNode(value: unknown): value is AnyNode {
-  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && typeof (value as { start?: unknown }).start === 'number';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { type?: unknown }).type === 'string' &&
+    typeof (value as { start?: unknown }).start === 'number'
+  );
 }

@@ -6,8 +6,17 @@
 import type { Expression, Node, ObjectExpression, Pattern, Property, SpreadElement } from 'acorn';
 
 import {
-  KINDS, MAX_NAME_CHARS, NAME_PATTERN, PARAM_TYPES, RETURN_TYPES, SCRIPT_FUNCTION_NAMES,
-  type FunctionParam, type FunctionSource, type KindName, type ParamTypeName, type ReturnTypeName,
+  KINDS,
+  MAX_NAME_CHARS,
+  NAME_PATTERN,
+  PARAM_TYPES,
+  RETURN_TYPES,
+  SCRIPT_FUNCTION_NAMES,
+  type FunctionParam,
+  type FunctionSource,
+  type KindName,
+  type ParamTypeName,
+  type ReturnTypeName,
 } from './signature';
 
 export interface Problem {
@@ -51,9 +60,15 @@ export function keyName(property: Property): string | undefined {
   return undefined;
 }
 
-export function readDefinition(name: string, nameNode: Node, value: Expression, source: FileText): { fn?: FunctionSource; problems: Problem[] } {
+export function readDefinition(
+  name: string,
+  nameNode: Node,
+  value: Expression,
+  source: FileText,
+): { fn?: FunctionSource; problems: Problem[] } {
   const problems: Problem[] = [];
-  const problem = (node: Node, message: string): void => void problems.push({ file: source.file, line: lineOf(node), message: `${name}: ${message}` });
+  const problem = (node: Node, message: string): void =>
+    void problems.push({ file: source.file, line: lineOf(node), message: `${name}: ${message}` });
   const badName = nameProblem(name);
   if (badName !== undefined) problem(nameNode, badName);
   if (value.type !== 'ObjectExpression') {
@@ -66,7 +81,8 @@ export function readDefinition(name: string, nameNode: Node, value: Expression, 
   const params = readParams(parts.params, value, problem);
   const runSource = parts.run ? readRun(parts.run, params?.length, source.text, problem) : undefined;
   if (!parts.run) problem(value, `add run(…) { … }: the JavaScript that computes the result, one parameter per entry of params`);
-  if (problems.length > 0 || kind === undefined || returns === undefined || params === undefined || runSource === undefined) return { problems };
+  if (problems.length > 0 || kind === undefined || returns === undefined || params === undefined || runSource === undefined)
+    return { problems };
   return { fn: { name, kind, params, returns, runSource, file: source.file, line: lineOf(nameNode) }, problems };
 }
 
@@ -91,7 +107,13 @@ function definitionParts(object: ObjectExpression, problem: Report): Partial<Rec
   return parts;
 }
 
-function literalChoice(property: Property | undefined, choices: Record<string, number>, key: string, owner: Node, problem: Report): string | undefined {
+function literalChoice(
+  property: Property | undefined,
+  choices: Record<string, number>,
+  key: string,
+  owner: Node,
+  problem: Report,
+): string | undefined {
   const allowed = quoted(Object.keys(choices));
   if (!property) {
     problem(owner, `add ${key}: one of ${allowed}`);
@@ -159,7 +181,10 @@ function readRun(property: Property, paramCount: number | undefined, text: strin
     return undefined;
   }
   if (paramCount !== undefined && !value.params.some((p: Pattern) => p.type === 'RestElement') && value.params.length !== paramCount) {
-    problem(property, `run takes ${value.params.length} parameter(s) but params declares ${paramCount}: give run one parameter per entry of params, in the same order`);
+    problem(
+      property,
+      `run takes ${value.params.length} parameter(s) but params declares ${paramCount}: give run one parameter per entry of params, in the same order`,
+    );
     return undefined;
   }
   const code = text.slice(value.start, value.end);

@@ -48,9 +48,12 @@ export class FunctionRegistry {
   /** Reads the folder and starts watching it; a folder that cannot be read stops the start. */
   static async open(dir: string, logger: Logger): Promise<FunctionRegistry> {
     const info = await stat(dir).catch((error: unknown) => {
-      throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} cannot be read: ${error instanceof Error ? error.message : String(error)}`);
+      throw new ConfigError(
+        `SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} cannot be read: ${error instanceof Error ? error.message : String(error)}`,
+      );
     });
-    if (!info.isDirectory()) throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} is not a folder: expected a folder of .js function files`);
+    if (!info.isDirectory())
+      throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} is not a folder: expected a folder of .js function files`);
     const registry = new FunctionRegistry(dir, logger);
     await registry.reload();
     registry.watch(info.ino);
@@ -151,7 +154,10 @@ export class FunctionRegistry {
         this.schedule();
       }
     } catch (error) {
-      this.logger.error({ dir: this.dir, err: error }, 'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before, and looking for the folder again every second');
+      this.logger.error(
+        { dir: this.dir, err: error },
+        'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before, and looking for the folder again every second',
+      );
       if (this.watchedIno !== undefined) this.rewatchLater();
       return this.notify();
     }
@@ -185,10 +191,17 @@ function logChanges(logger: Logger, dir: string, before: FunctionSet, after: Fun
     signaturesChanged = true;
     logger.info({ function: fn.name, functionId: fn.id, file: fn.file }, 'plugin function removed');
   }
-  for (const problem of after.problems) logger.warn({ file: problem.file, line: problem.line, problem: problem.message }, 'plugin function refused');
+  for (const problem of after.problems)
+    logger.warn({ file: problem.file, line: problem.line, problem: problem.message }, 'plugin function refused');
   if (after.functions.length === 0) logger.warn({ dir, refused: after.problems.length }, 'SSE_FUNCTIONS_DIR has no valid plugin function');
-  else logger.info({ dir, functions: after.functions.length, refused: after.problems.length }, atStart ? 'plugin functions read' : 'plugin functions reloaded');
+  else
+    logger.info(
+      { dir, functions: after.functions.length, refused: after.problems.length },
+      atStart ? 'plugin functions read' : 'plugin functions reloaded',
+    );
   if (signaturesChanged && !atStart) {
-    logger.info('the list of plugin functions changed: Qlik reads it when it connects, so reload the analytic connection (restart the Qlik engine service, or Desktop) for apps to see it');
+    logger.info(
+      'the list of plugin functions changed: Qlik reads it when it connects, so reload the analytic connection (restart the Qlik engine service, or Desktop) for apps to see it',
+    );
   }
 }

@@ -33,8 +33,14 @@ export const MAX_NAME_CHARS = 64;
 
 /** Qlik adds these to the connection when scripts are allowed: a plugin function must not shadow them. */
 export const SCRIPT_FUNCTION_NAMES = [
-  'ScriptEval', 'ScriptEvalStr', 'ScriptEvalEx', 'ScriptEvalExStr',
-  'ScriptAggr', 'ScriptAggrStr', 'ScriptAggrEx', 'ScriptAggrExStr',
+  'ScriptEval',
+  'ScriptEvalStr',
+  'ScriptEvalEx',
+  'ScriptEvalExStr',
+  'ScriptAggr',
+  'ScriptAggrStr',
+  'ScriptAggrEx',
+  'ScriptAggrExStr',
 ] as const;
 
 export interface FunctionParam {
@@ -70,7 +76,10 @@ export function functionId(name: string): number {
 
 export function toPluginFunction(source: FunctionSource): PluginFunction {
   const spec = functionSpec(source);
-  const version = createHash('sha256').update(JSON.stringify([source.kind, source.params, source.returns, spec.script])).digest('hex').slice(0, 12);
+  const version = createHash('sha256')
+    .update(JSON.stringify([source.kind, source.params, source.returns, spec.script]))
+    .digest('hex')
+    .slice(0, 12);
   return { ...source, id: functionId(source.name), spec, version };
 }
 

@@ -159,7 +159,12 @@ interface FailureData {
 /** The pieces of a RESULT payload, to be written one after another (no join of the reply bytes). */
 export function encodeResult(result: TaskResult): Uint8Array[] {
   if (!result.ok) {
-    const failure: FailureData = { error: result.error, scriptMs: result.scriptMs, isolateRebuilt: result.isolateRebuilt, timedOut: result.timedOut };
+    const failure: FailureData = {
+      error: result.error,
+      scriptMs: result.scriptMs,
+      isolateRebuilt: result.isolateRebuilt,
+      timedOut: result.timedOut,
+    };
     return [Uint8Array.of(0), Buffer.from(JSON.stringify(failure), 'utf8')];
   }
   const table = result.table === null ? [] : encodeTable(result.table);

@@ -12,5 +12,8 @@ export function memoryLimitError(memoryLimitMb: number, detail?: string): Plugin
 }
 
 export function tableTooLargeError(memoryLimitMb: number): PluginError {
-  return new PluginError('RESOURCE_EXHAUSTED', `the table result is larger than the memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`);
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the table result is larger than the memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
+  );
 }

@@ -144,7 +144,12 @@ export function encodeUtf8(bytes: Uint8Array, byteLengths: Uint32Array, maxBytes
 }
 
 /** Rows of cells (several columns, or both numData and strData): the general, slower encoder. */
-export function encodeCells(rows: number, width: number, cellAt: (row: number, col: number, cell: Cell) => void, maxBytes: number = MAX_REPLY_BYTES): Uint8Array[] {
+export function encodeCells(
+  rows: number,
+  width: number,
+  cellAt: (row: number, col: number, cell: Cell) => void,
+  maxBytes: number = MAX_REPLY_BYTES,
+): Uint8Array[] {
   const writer = new ReplyWriter(maxBytes, rows * width * 16);
   const cell: Cell = { num: undefined, str: undefined };
   const dualSizes = new Array<number>(width);

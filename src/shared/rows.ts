@@ -240,12 +240,7 @@ function arityError(row: number, got: number, want: number): PluginError {
  * Decodes rows into one column per parameter. Absent fields take protobuf defaults (0 and ''),
  * which is how Qlik's NaN-for-null and empty-string-for-null arrive.
  */
-export function decodeColumns(
-  bundles: readonly Uint8Array[],
-  rows: number,
-  paramTypes: readonly DataType[],
-  firstRow: number,
-): Column[] {
+export function decodeColumns(bundles: readonly Uint8Array[], rows: number, paramTypes: readonly DataType[], firstRow: number): Column[] {
   const expectedBytes = bundles.reduce((n, b) => n + b.length, 0);
   const builders = paramTypes.map((type) => new ColumnBuilder(type, rows, expectedBytes));
   const width = builders.length;

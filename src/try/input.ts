@@ -34,9 +34,14 @@ export function callInput(options: TryOptions): CallInput {
   const types = parameterTypes(options, columns.length);
   const rowCount = columns[0]?.values.length ?? 0;
   const uneven = columns.find((column) => column.values.length !== rowCount);
-  if (uneven) throw new UsageError(`every parameter needs the same number of values: the first has ${rowCount}, ${uneven.label} has ${uneven.values.length}`);
+  if (uneven)
+    throw new UsageError(
+      `every parameter needs the same number of values: the first has ${rowCount}, ${uneven.label} has ${uneven.values.length}`,
+    );
   const params = columns.map((column, i) => ({ name: column.name, dataType: types[i] ?? DataType.NUMERIC }));
-  const rows = Array.from({ length: rowCount }, (_, row) => columns.map((column, i) => toDual(column.values[row] ?? '', types[i] ?? DataType.NUMERIC)));
+  const rows = Array.from({ length: rowCount }, (_, row) =>
+    columns.map((column, i) => toDual(column.values[row] ?? '', types[i] ?? DataType.NUMERIC)),
+  );
   return { params, rows };
 }
 
@@ -63,7 +68,8 @@ function csvColumns(file: string, wanted: readonly string[] | undefined): Column
   try {
     const info = statSync(file);
     if (!info.isFile()) throw new UsageError(`--csv ${file}: not a regular file`);
-    if (info.size > MAX_CSV_BYTES) throw new UsageError(`--csv ${file}: ${info.size} bytes, more than the ${MAX_CSV_BYTES} a try reads; take a sample of its rows`);
+    if (info.size > MAX_CSV_BYTES)
+      throw new UsageError(`--csv ${file}: ${info.size} bytes, more than the ${MAX_CSV_BYTES} a try reads; take a sample of its rows`);
     text = readFileSync(file, 'utf8');
   } catch (error) {
     if (error instanceof UsageError) throw error;
@@ -74,7 +80,10 @@ function csvColumns(file: string, wanted: readonly string[] | undefined): Column
   const names = wanted ?? header;
   return names.map((name) => {
     const index = header.indexOf(name);
-    if (index < 0) throw new UsageError(`--columns: ${file} has no column ${JSON.stringify(name)}; it has ${header.map((h) => JSON.stringify(h)).join(', ')}`);
+    if (index < 0)
+      throw new UsageError(
+        `--columns: ${file} has no column ${JSON.stringify(name)}; it has ${header.map((h) => JSON.stringify(h)).join(', ')}`,
+      );
     return { name, label: `column ${name}`, values: records.map((record) => record[index] ?? '') };
   });
 }
@@ -88,7 +97,8 @@ function parseCsv(text: string, what: string): string[][] {
 }
 
 function parameterTypes(options: TryOptions, count: number): DataType[] {
-  if (options.typeLetters === undefined) return Array.from({ length: count }, () => (options.returnType === DataType.STRING ? DataType.STRING : DataType.NUMERIC));
+  if (options.typeLetters === undefined)
+    return Array.from({ length: count }, () => (options.returnType === DataType.STRING ? DataType.STRING : DataType.NUMERIC));
   if (options.typeLetters.length !== count) {
     throw new UsageError(`--types ${options.typeLetters} names ${options.typeLetters.length} parameter(s), but ${count} were given`);
   }

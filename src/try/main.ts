@@ -53,18 +53,33 @@ async function run(argv: readonly string[]): Promise<number> {
     return EXIT_CALL_FAILED;
   }
   process.stdout.write(render(resultTable(result, options.functionName, options.returnType), options.format));
-  if (isNoStore(result)) process.stderr.write('note: the script read the clock or Math.random, so the reply tells Qlik not to cache it (qlik-cache: no-store)\n');
+  if (isNoStore(result))
+    process.stderr.write(
+      'note: the script read the clock or Math.random, so the reply tells Qlik not to cache it (qlik-cache: no-store)\n',
+    );
   return 0;
 }
 
 /** The plugin's configuration, on a free loopback port, with the limits of the environment and the flags. */
 function tryConfig(options: TryOptions): Config {
-  const fromEnvironment = Object.fromEntries(LIMIT_VARIABLES.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]]])));
+  const fromEnvironment = Object.fromEntries(
+    LIMIT_VARIABLES.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]]])),
+  );
   try {
-    return loadConfig({ ...fromEnvironment, ...options.limits, SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '1', SSE_LOG_LEVEL: 'error' });
+    return loadConfig({
+      ...fromEnvironment,
+      ...options.limits,
+      SSE_PORT: '0',
+      SSE_HOST: '127.0.0.1',
+      SSE_WORKERS: '1',
+      SSE_LOG_LEVEL: 'error',
+    });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    const message = Object.entries(FLAG_OF_VARIABLE).reduce((text, [variable, flag]) => (options.limits[variable] === undefined ? text : text.replace(variable, `${flag} (${variable})`)), error.message);
+    const message = Object.entries(FLAG_OF_VARIABLE).reduce(
+      (text, [variable, flag]) => (options.limits[variable] === undefined ? text : text.replace(variable, `${flag} (${variable})`)),
+      error.message,
+    );
     throw new ConfigError(message);
   }
 }

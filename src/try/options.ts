@@ -32,7 +32,16 @@ export interface TryOptions {
   readonly limits: Readonly<Record<string, string>>;
 }
 
-export const SCRIPT_FUNCTIONS = ['ScriptEval', 'ScriptEvalStr', 'ScriptEvalEx', 'ScriptEvalExStr', 'ScriptAggr', 'ScriptAggrStr', 'ScriptAggrEx', 'ScriptAggrExStr'] as const;
+export const SCRIPT_FUNCTIONS = [
+  'ScriptEval',
+  'ScriptEvalStr',
+  'ScriptEvalEx',
+  'ScriptEvalExStr',
+  'ScriptAggr',
+  'ScriptAggrStr',
+  'ScriptAggrEx',
+  'ScriptAggrExStr',
+] as const;
 
 export const USAGE = `Runs a script as the plugin runs it for Qlik, over values from the command line or a CSV file.
 
@@ -92,7 +101,8 @@ function parseStrict(argv: readonly string[]): ReturnType<typeof parseArgs<{ opt
 }
 
 function scriptFunction(name: string): Pick<TryOptions, 'functionName' | 'functionType' | 'returnType'> {
-  if (!(SCRIPT_FUNCTIONS as readonly string[]).includes(name)) throw new UsageError(`--fn ${name}: expected one of ${SCRIPT_FUNCTIONS.join(', ')}`);
+  if (!(SCRIPT_FUNCTIONS as readonly string[]).includes(name))
+    throw new UsageError(`--fn ${name}: expected one of ${SCRIPT_FUNCTIONS.join(', ')}`);
   return {
     functionName: name,
     // ScriptEval* as in a chart (TENSOR): one value per row, and a table when every row returns an object or array.
@@ -103,15 +113,25 @@ function scriptFunction(name: string): Pick<TryOptions, 'functionName' | 'functi
 
 function typeLetters(functionName: string, types: string | undefined): string | undefined {
   const ex = functionName.includes('Ex');
-  if (!ex && types !== undefined) throw new UsageError(`--types is for the …Ex functions; ${functionName} passes every parameter as ${functionName.endsWith('Str') ? 'text' : 'a number'}`);
+  if (!ex && types !== undefined)
+    throw new UsageError(
+      `--types is for the …Ex functions; ${functionName} passes every parameter as ${functionName.endsWith('Str') ? 'text' : 'a number'}`,
+    );
   if (ex && types === undefined) throw new UsageError(`${functionName} needs --types, one letter per parameter (N number, S text, D dual)`);
-  if (types !== undefined && !/^[NSD]+$/i.test(types)) throw new UsageError(`--types ${types}: expected the letters N, S and D only, one per parameter`);
+  if (types !== undefined && !/^[NSD]+$/i.test(types))
+    throw new UsageError(`--types ${types}: expected the letters N, S and D only, one per parameter`);
   return types?.toUpperCase();
 }
 
-function valueSource(listed: readonly string[], lists: readonly string[], csv: string | undefined, columns: string | undefined): ValueSource {
+function valueSource(
+  listed: readonly string[],
+  lists: readonly string[],
+  csv: string | undefined,
+  columns: string | undefined,
+): ValueSource {
   if (csv !== undefined) {
-    if (listed.length > 0 || lists.length > 0) throw new UsageError('--csv takes the parameters from the file: give no values and no --arg with it');
+    if (listed.length > 0 || lists.length > 0)
+      throw new UsageError('--csv takes the parameters from the file: give no values and no --arg with it');
     return { kind: 'csv', file: csv, columns: columns?.split(',').map((name) => name.trim()) };
   }
   if (columns !== undefined) throw new UsageError('--columns is for --csv');
@@ -133,4 +153,7 @@ function limits(timeoutMs: string | undefined, memoryMb: string | undefined): Re
 }
 
 /** The plugin's own message names the variable; the user typed the flag. */
-export const FLAG_OF_VARIABLE: Readonly<Record<string, string>> = { SSE_SCRIPT_TIMEOUT_MS: '--timeout-ms', SSE_MEMORY_LIMIT_MB: '--memory-mb' };
+export const FLAG_OF_VARIABLE: Readonly<Record<string, string>> = {
+  SSE_SCRIPT_TIMEOUT_MS: '--timeout-ms',
+  SSE_MEMORY_LIMIT_MB: '--memory-mb',
+};

@@ -43,7 +43,10 @@ function tableFields(result: CallResult): Field[] | undefined {
   const bytes = result.initialMetadata?.get(TABLE_HEADER)[0];
   if (!Buffer.isBuffer(bytes)) return undefined;
   const description = decodeMessage(messages.TableDescription, bytes) as { fields?: { name?: string; dataType?: number }[] };
-  return (description.fields ?? []).map((field) => ({ name: field.name ?? '', dataType: (field.dataType ?? DataType.NUMERIC) as DataType }));
+  return (description.fields ?? []).map((field) => ({
+    name: field.name ?? '',
+    dataType: (field.dataType ?? DataType.NUMERIC) as DataType,
+  }));
 }
 
 function cellText(dual: Dual | undefined, dataType: DataType): string | null {
@@ -68,7 +71,11 @@ function renderTable(table: ResultTable): string {
   const rows = table.rows.map((row) => row.map((cell) => oneLine(cell ?? NULL_IN_TABLE)));
   const header = table.columns.map(oneLine);
   const widths = header.map((name, i) => Math.max(name.length, ...rows.map((row) => row[i]?.length ?? 0)));
-  const line = (cells: readonly string[]): string => cells.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   const rule = widths.map((width) => '-'.repeat(width)).join('  ');
   return `${[line(header), rule, ...rows.map(line)].join('\n')}\n`;
 }

@@ -22,7 +22,9 @@ export function aggregateOneRowMessages(address: string, messages: number): Prom
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as AttackResult) : reject(new Error(`the attacker exited with ${String(code)}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out) as AttackResult) : reject(new Error(`the attacker exited with ${String(code)}`)),
+    );
   });
 }
 
@@ -30,7 +32,14 @@ async function main(address: string, count: number): Promise<void> {
   const client = new QlikClient(address);
   const rawMessages = Array.from({ length: count }, (_, i) => encodeBundle([[num(i)]]));
   const started = performance.now();
-  const result = await client.evaluate({ script: `args[0].length + args[0][${count - 1}]`, functionType: FunctionType.AGGREGATION, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], rawMessages, deadlineMs: 60_000 });
+  const result = await client.evaluate({
+    script: `args[0].length + args[0][${count - 1}]`,
+    functionType: FunctionType.AGGREGATION,
+    returnType: DataType.NUMERIC,
+    params: [{ dataType: DataType.NUMERIC }],
+    rawMessages,
+    deadlineMs: 60_000,
+  });
   const ms = performance.now() - started;
   client.close();
   process.stdout.write(`${JSON.stringify({ code: result.code, details: result.details, value: result.rows[0]?.[0]?.numData, ms })}\n`);

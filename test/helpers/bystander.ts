@@ -27,7 +27,11 @@ const EXPECTED = ROWS.map((_, i) => i * 2 + 1);
  * Runs attack() while another client makes a normal call every 100 ms, noting each that did not answer
  * right within maxCallMs (a call refused as busy counts as an answer only when allowBusy): assertServed.
  */
-export async function withBystander<T>(address: string, attack: () => Promise<T>, options: { maxCallMs?: number; allowBusy?: RegExp } = {}): Promise<{ value: T; report: BystanderReport }> {
+export async function withBystander<T>(
+  address: string,
+  attack: () => Promise<T>,
+  options: { maxCallMs?: number; allowBusy?: RegExp } = {},
+): Promise<{ value: T; report: BystanderReport }> {
   const maxCallMs = options.maxCallMs ?? 1_000;
   const client = new QlikClient(address);
   const loop = monitorEventLoopDelay({ resolution: 10 });
@@ -44,7 +48,8 @@ export async function withBystander<T>(address: string, attack: () => Promise<T>
       calls++;
       slowestMs = Math.max(slowestMs, ms);
       const busy = options.allowBusy?.test(result.details);
-      if (!busy && (result.code !== status.OK || numbers(result).join() !== EXPECTED.join())) failures.push(`${result.code} ${result.details}`);
+      if (!busy && (result.code !== status.OK || numbers(result).join() !== EXPECTED.join()))
+        failures.push(`${result.code} ${result.details}`);
       if (ms > maxCallMs) failures.push(`a normal call took ${Math.round(ms)} ms`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -37,12 +37,19 @@ export interface Certificates {
 }
 
 function serverExtensions(names: string): string {
-  return ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', `subjectAltName=${names}`].join('\n');
+  return [
+    'basicConstraints=CA:FALSE',
+    'keyUsage=digitalSignature,keyEncipherment',
+    'extendedKeyUsage=serverAuth',
+    `subjectAltName=${names}`,
+  ].join('\n');
 }
 
 const SERVER_EXTENSIONS = serverExtensions('DNS:localhost,IP:127.0.0.1');
 
-const CLIENT_EXTENSIONS = ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth'].join('\n');
+const CLIENT_EXTENSIONS = ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth'].join(
+  '\n',
+);
 
 function openssl(cwd: string, args: readonly string[]): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -50,16 +57,60 @@ function openssl(cwd: string, args: readonly string[]): void {
 
 function makeRoot(cwd: string, name: string, commonName: string): void {
   writeFileSync(path.join(cwd, `${name}.cnf`), `[req]\ndistinguished_name=dn\nprompt=no\n[dn]\nCN=${commonName}\n`);
-  openssl(cwd, ['req', '-x509', '-config', `${name}.cnf`, '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}_key.pem`, '-out', `${name}_cert.pem`, '-days', '3650']);
+  openssl(cwd, [
+    'req',
+    '-x509',
+    '-config',
+    `${name}.cnf`,
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    `${name}_key.pem`,
+    '-out',
+    `${name}_cert.pem`,
+    '-days',
+    '3650',
+  ]);
 }
 
 function makeRequest(cwd: string, name: string, commonName: string): void {
-  openssl(cwd, ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}_key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${commonName}`]);
+  openssl(cwd, [
+    'req',
+    '-new',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    `${name}_key.pem`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${commonName}`,
+  ]);
 }
 
 function sign(cwd: string, request: string, out: string, ca: string, extensions: string, serial: number, days = 3650): void {
   writeFileSync(path.join(cwd, `${out}.ext`), extensions);
-  openssl(cwd, ['x509', '-req', '-in', `${request}.csr`, '-CA', `${ca}_cert.pem`, '-CAkey', `${ca}_key.pem`, '-set_serial', String(serial), '-days', String(days), '-sha256', '-extfile', `${out}.ext`, '-out', `${out}_cert.pem`]);
+  openssl(cwd, [
+    'x509',
+    '-req',
+    '-in',
+    `${request}.csr`,
+    '-CA',
+    `${ca}_cert.pem`,
+    '-CAkey',
+    `${ca}_key.pem`,
+    '-set_serial',
+    String(serial),
+    '-days',
+    String(days),
+    '-sha256',
+    '-extfile',
+    `${out}.ext`,
+    '-out',
+    `${out}_cert.pem`,
+  ]);
 }
 
 /** `openssl ca` is the one OpenSSL 3.0 command that takes explicit start and end dates. */
@@ -70,9 +121,42 @@ function signExpired(cwd: string, name: string, ca: string): void {
   writeFileSync(path.join(cwd, `${name}.ext`), SERVER_EXTENSIONS);
   writeFileSync(
     path.join(cwd, 'ca.cnf'),
-    ['[ca]', 'default_ca=test_ca', '[test_ca]', 'database=ca/index.txt', 'new_certs_dir=ca', 'serial=ca/serial', 'default_md=sha256', 'policy=any', 'unique_subject=no', '[any]', 'commonName=supplied', ''].join('\n'),
+    [
+      '[ca]',
+      'default_ca=test_ca',
+      '[test_ca]',
+      'database=ca/index.txt',
+      'new_certs_dir=ca',
+      'serial=ca/serial',
+      'default_md=sha256',
+      'policy=any',
+      'unique_subject=no',
+      '[any]',
+      'commonName=supplied',
+      '',
+    ].join('\n'),
   );
-  openssl(cwd, ['ca', '-batch', '-config', 'ca.cnf', '-cert', `${ca}_cert.pem`, '-keyfile', `${ca}_key.pem`, '-in', 'server.csr', '-extfile', `${name}.ext`, '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-notext', '-out', `${name}_cert.pem`]);
+  openssl(cwd, [
+    'ca',
+    '-batch',
+    '-config',
+    'ca.cnf',
+    '-cert',
+    `${ca}_cert.pem`,
+    '-keyfile',
+    `${ca}_key.pem`,
+    '-in',
+    'server.csr',
+    '-extfile',
+    `${name}.ext`,
+    '-startdate',
+    '20200101000000Z',
+    '-enddate',
+    '20200102000000Z',
+    '-notext',
+    '-out',
+    `${name}_cert.pem`,
+  ]);
 }
 
 export function makeCertificates(): Certificates {

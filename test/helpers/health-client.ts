@@ -26,7 +26,9 @@ export interface CheckOutcome {
 export function check(client: HealthStub, service: string): Promise<CheckOutcome> {
   return new Promise((resolve) => {
     client['Check']?.({ service }, { deadline: Date.now() + 10_000 }, (error: grpc.ServiceError | null, response?: { status: string }) => {
-      resolve(error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: '', status: response?.status ?? 'UNKNOWN' });
+      resolve(
+        error ? { code: error.code, details: error.details } : { code: grpc.status.OK, details: '', status: response?.status ?? 'UNKNOWN' },
+      );
     });
   });
 }
@@ -59,10 +61,14 @@ export type Tally = Record<string, number>;
 /** Runs the hostile client in a child process and returns its tally. */
 export function watchFlood(port: number, calls: number, nameBytes: number): Promise<Tally> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [__filename, String(port), String(calls), String(nameBytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [__filename, String(port), String(calls), String(nameBytes)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-    child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Tally) : reject(new Error(`health flood exited ${code}: ${out}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out) as Tally) : reject(new Error(`health flood exited ${code}: ${out}`)),
+    );
   });
 }
 

@@ -133,7 +133,14 @@ export function success(n: number, rows = 1, extra: Partial<TaskSuccess> = {}): 
 export function tableResult(n: number, shape: TableChunk['shape'] = 'object', key = 'value'): TaskSuccess {
   const cells = Buffer.alloc(32);
   const end = encodeDualCell(cells, 0, n, String(n));
-  const table: TableChunk = { shape, keys: [shape === 'array' ? 'Field1' : key], rows: 1, cells: cells.subarray(0, end), cellEnds: Uint32Array.of(end), kinds: Uint8Array.of(CELL_NUMBER) };
+  const table: TableChunk = {
+    shape,
+    keys: [shape === 'array' ? 'Field1' : key],
+    rows: 1,
+    cells: cells.subarray(0, end),
+    cellEnds: Uint32Array.of(end),
+    kinds: Uint8Array.of(CELL_NUMBER),
+  };
   return success(n, 1, { table });
 }
 
@@ -157,11 +164,20 @@ export interface PipelineUnderTest {
  * A pipeline over the fakes. chunkBytes 1 makes every row a task of its own (a row is a full task),
  * so task n holds row n.
  */
-export function startPipeline(options: { mode?: EvaluationMode; tableAllowed?: boolean; maxInFlight?: number; maxReplyBytes?: number } = {}): PipelineUnderTest {
+export function startPipeline(
+  options: { mode?: EvaluationMode; tableAllowed?: boolean; maxInFlight?: number; maxReplyBytes?: number } = {},
+): PipelineUnderTest {
   const stream = new FakeCallStream();
   const runner = new FakeRunner();
   const held = new HeldBytes(64);
-  const spec = { script: 'args[0]', paramTypes: [DataType.NUMERIC], boundNames: [''], returnType: DataType.NUMERIC, mode: options.mode ?? 'rows', tableAllowed: options.tableAllowed ?? false };
+  const spec = {
+    script: 'args[0]',
+    paramTypes: [DataType.NUMERIC],
+    boundNames: [''],
+    returnType: DataType.NUMERIC,
+    mode: options.mode ?? 'rows',
+    tableAllowed: options.tableAllowed ?? false,
+  };
   const pipeline = new CallPipeline(stream, spec, runner, {
     chunkBytes: 1,
     maxInFlight: options.maxInFlight ?? 4,

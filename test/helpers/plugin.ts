@@ -14,7 +14,13 @@ export interface TestPlugin {
 
 /** logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines). */
 export async function startTestPlugin(env: Record<string, string> = {}, logger?: Logger): Promise<TestPlugin> {
-  const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '2', SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error', ...env });
+  const config = loadConfig({
+    SSE_PORT: '0',
+    SSE_HOST: '127.0.0.1',
+    SSE_WORKERS: '2',
+    SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
+    ...env,
+  });
   const plugin = await startPlugin(config, logger ?? createLogger(config.logLevel));
   const address = `127.0.0.1:${plugin.port}`;
   const client = new QlikClient(address);

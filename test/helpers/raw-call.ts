@@ -29,7 +29,9 @@ const raw = (value: Buffer): Buffer => value;
 
 /** Opens a call; read: false never takes a reply (the stream is never made to flow). */
 export function openRawCall(client: grpc.Client, options: ScriptCallOptions, read = true, keep = false): RawCall {
-  const call = client.makeBidiStreamRequest('/qlik.sse.Connector/EvaluateScript', raw, raw, scriptMetadata(options), { deadline: Date.now() + 60_000 });
+  const call = client.makeBidiStreamRequest('/qlik.sse.Connector/EvaluateScript', raw, raw, scriptMetadata(options), {
+    deadline: Date.now() + 60_000,
+  });
   let replyBytes = 0;
   let replies = 0;
   let initialMetadata: grpc.Metadata | undefined;
@@ -43,14 +45,21 @@ export function openRawCall(client: grpc.Client, options: ScriptCallOptions, rea
         if (keep) messages.push(message);
       });
     }
-    call.on('status', (status: grpc.StatusObject) => resolve({ code: status.code, details: status.details, replyBytes, replies, initialMetadata, messages }));
+    call.on('status', (status: grpc.StatusObject) =>
+      resolve({ code: status.code, details: status.details, replyBytes, replies, initialMetadata, messages }),
+    );
     call.on('error', () => undefined);
   });
   return { call, result, send: (rows) => call.write(encodeBundle(rows)) };
 }
 
 /** Sends every bundle, half-closes, and resolves with what came back. */
-export function rawCall(client: grpc.Client, options: ScriptCallOptions, bundles: readonly (readonly (readonly Dual[])[])[], keep = false): Promise<RawResult> {
+export function rawCall(
+  client: grpc.Client,
+  options: ScriptCallOptions,
+  bundles: readonly (readonly (readonly Dual[])[])[],
+  keep = false,
+): Promise<RawResult> {
   const open = openRawCall(client, options, true, keep);
   for (const rows of bundles) open.send(rows);
   open.call.end();

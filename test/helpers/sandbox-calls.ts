@@ -3,13 +3,31 @@ import assert from 'node:assert/strict';
 
 import { status } from '@grpc/grpc-js';
 
-import { DataType, FunctionType, num, numbers, str, strings, type CallResult, type Dual, type QlikClient, type ScriptCallOptions } from './qlik-client';
+import {
+  DataType,
+  FunctionType,
+  num,
+  numbers,
+  str,
+  strings,
+  type CallResult,
+  type Dual,
+  type QlikClient,
+  type ScriptCallOptions,
+} from './qlik-client';
 
 export { DataType, FunctionType };
 
 /** A SCALAR call of `script` over one numeric row (args[0] = 1), answering text. */
 export function evalText(client: QlikClient, script: string, extra: Partial<ScriptCallOptions> = {}): Promise<CallResult> {
-  return client.evaluate({ script, functionType: FunctionType.SCALAR, returnType: DataType.STRING, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]], ...extra });
+  return client.evaluate({
+    script,
+    functionType: FunctionType.SCALAR,
+    returnType: DataType.STRING,
+    params: [{ dataType: DataType.NUMERIC }],
+    bundles: [[[num(1)]]],
+    ...extra,
+  });
 }
 
 export interface CallShape {
@@ -21,7 +39,12 @@ export interface CallShape {
 }
 
 /** A call of `script` over `rows` (one value each), SCALAR and NUMERIC in and out unless said. */
-export function evalRows(client: QlikClient, script: string, rows: readonly (readonly Dual[])[], shape: CallShape = {}): Promise<CallResult> {
+export function evalRows(
+  client: QlikClient,
+  script: string,
+  rows: readonly (readonly Dual[])[],
+  shape: CallShape = {},
+): Promise<CallResult> {
   return client.evaluate({
     script,
     functionType: shape.functionType ?? FunctionType.SCALAR,
@@ -60,10 +83,15 @@ export async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: n
 /** Proves the plugin still answers correctly, on every worker (one call per worker, concurrently). */
 export async function assertServing(client: QlikClient, workers = 2, withinMs = 2_000): Promise<void> {
   const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
-  const { value: results, ms } = await timed(() => Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows))));
+  const { value: results, ms } = await timed(() =>
+    Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows))),
+  );
   for (const result of results) {
     assert.equal(result.code, status.OK, `a normal call failed: ${result.details}`);
-    assert.deepEqual(numbers(result), rows.map((_, i) => i * 2 + 1));
+    assert.deepEqual(
+      numbers(result),
+      rows.map((_, i) => i * 2 + 1),
+    );
   }
   assert.ok(ms < withinMs, `normal calls took ${Math.round(ms)} ms`);
 }

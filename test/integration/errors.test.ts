@@ -22,7 +22,11 @@ function assertOneLine(r: CallResult): void {
 }
 
 async function assertStillServing(): Promise<void> {
-  const r = await t.client.evaluate({ script: 'args[0] + args[1]', params: [{ dataType: N }, { dataType: N }], bundles: [[[num(1), num(10)]]] });
+  const r = await t.client.evaluate({
+    script: 'args[0] + args[1]',
+    params: [{ dataType: N }, { dataType: N }],
+    bundles: [[[num(1), num(10)]]],
+  });
   assert.deepEqual(numbers(r), [11]);
 }
 
@@ -53,7 +57,11 @@ describe('request errors → INVALID_ARGUMENT', () => {
   });
 
   it('a row with fewer values than parameters fails promptly, naming the row', async () => {
-    const r = await t.client.evaluate({ script: 'args[0]', params: [{ dataType: N }, { dataType: N }], bundles: [[[num(1), num(2)], [num(1)]]] });
+    const r = await t.client.evaluate({
+      script: 'args[0]',
+      params: [{ dataType: N }, { dataType: N }],
+      bundles: [[[num(1), num(2)], [num(1)]]],
+    });
     assert.equal(r.code, INVALID_ARGUMENT);
     assert.match(r.details, /row 1 has 1 value but the script takes 2 parameters/);
     await assertStillServing();
@@ -89,7 +97,11 @@ describe('script errors → INVALID_ARGUMENT', () => {
   });
 
   it('a thrown error carries its name, message and 0-based row', async () => {
-    const r = await t.client.evaluate({ script: 'if (args[0] === 2) throw new RangeError("boom\\nsecond line"); return 1;', params: [{ dataType: N }], bundles: [[[num(1)]], [[num(2)]]] });
+    const r = await t.client.evaluate({
+      script: 'if (args[0] === 2) throw new RangeError("boom\\nsecond line"); return 1;',
+      params: [{ dataType: N }],
+      bundles: [[[num(1)]], [[num(2)]]],
+    });
     assert.equal(r.code, INVALID_ARGUMENT);
     assert.equal(r.details, 'RangeError: boom (at row 1)');
     await assertStillServing();
@@ -102,7 +114,12 @@ describe('script errors → INVALID_ARGUMENT', () => {
   });
 
   it('a failing aggregation says the aggregation failed', async () => {
-    const r = await t.client.evaluate({ script: 'args[0].nope()', functionType: FunctionType.AGGREGATION, params: [{ dataType: N }], bundles: [[[num(1)]]] });
+    const r = await t.client.evaluate({
+      script: 'args[0].nope()',
+      functionType: FunctionType.AGGREGATION,
+      params: [{ dataType: N }],
+      bundles: [[[num(1)]]],
+    });
     assert.equal(r.code, INVALID_ARGUMENT);
     assert.match(r.details, /^TypeError: .*nope.* \(the aggregation failed\)$/);
   });

@@ -30,11 +30,23 @@ before(async () => {
   await cp(path.join(REPO, 'test', 'fixtures', 'functions'), dir, { recursive: true });
   const sink = new Writable({
     write: (chunk: Buffer, _e, done) => {
-      logLines.push(...String(chunk).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
+      logLines.push(
+        ...String(chunk)
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+      );
       done();
     },
   });
-  const env = { SSE_FUNCTIONS_DIR: dir, SSE_ALLOW_SCRIPT: 'false', SSE_SCRIPT_TIMEOUT_MS: '1000', SSE_METRICS_PORT: '0', SSE_METRICS_HOST: '127.0.0.1', SSE_LOG_LEVEL: 'info' };
+  const env = {
+    SSE_FUNCTIONS_DIR: dir,
+    SSE_ALLOW_SCRIPT: 'false',
+    SSE_SCRIPT_TIMEOUT_MS: '1000',
+    SSE_METRICS_PORT: '0',
+    SSE_METRICS_HOST: '127.0.0.1',
+    SSE_LOG_LEVEL: 'info',
+  };
   t = await startTestPlugin(env, createLogger('info', sink));
 });
 after(async () => {
@@ -70,13 +82,33 @@ describe('GetCapabilities', () => {
       name: 'PadLeft',
       functionType: FunctionType.SCALAR,
       returnType: DataType.STRING,
-      params: [{ name: 'text', dataType: DataType.STRING }, { name: 'width', dataType: DataType.NUMERIC }, { name: 'fill', dataType: DataType.STRING }],
+      params: [
+        { name: 'text', dataType: DataType.STRING },
+        { name: 'width', dataType: DataType.NUMERIC },
+        { name: 'fill', dataType: DataType.STRING },
+      ],
       functionId: functionId('PadLeft'),
     });
     assert.equal(defs.get('Median')?.['functionType'], FunctionType.AGGREGATION);
     assert.equal(defs.get('Twice')?.['functionType'], FunctionType.TENSOR);
     assert.deepEqual(defs.get('Describe')?.['params'], [{ name: 'd', dataType: DataType.DUAL }]);
-    for (const name of ['Slugify', 'PadRight', 'RegexMatch', 'RegexExtract', 'Levenshtein', 'FuzzyMatch', 'ParseDate', 'JsonField', 'JsonNumber', 'Percentile', 'SplitName', 'Answer', 'Concat', 'HostProbe', 'GoodOne']) {
+    for (const name of [
+      'Slugify',
+      'PadRight',
+      'RegexMatch',
+      'RegexExtract',
+      'Levenshtein',
+      'FuzzyMatch',
+      'ParseDate',
+      'JsonField',
+      'JsonNumber',
+      'Percentile',
+      'SplitName',
+      'Answer',
+      'Concat',
+      'HostProbe',
+      'GoodOne',
+    ]) {
       assert.ok(defs.has(name), name);
     }
   });
@@ -93,19 +125,39 @@ describe('GetCapabilities', () => {
 
 describe('ExecuteFunction by kind and type', () => {
   it('row (SCALAR): one result per row, in order; number parameters take Qlik nulls as NaN', async () => {
-    const r = await call('PadLeft', [[str('42'), num(5), str('0')], [str('7'), num(3), str('')], [str('x'), num(NaN), str('0')]]);
+    const r = await call('PadLeft', [
+      [str('42'), num(5), str('0')],
+      [str('7'), num(3), str('')],
+      [str('x'), num(NaN), str('0')],
+    ]);
     assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(strings(r), ['00042', '  7', 'x']);
   });
 
   it('tensor: once per row over several bundles; a table-shaped result comes back as a table', async () => {
-    const r = await call('Twice', [], [[[num(1)], [num(2)]], [[num(NaN)], [num(-4)]]]);
+    const r = await call(
+      'Twice',
+      [],
+      [
+        [[num(1)], [num(2)]],
+        [[num(NaN)], [num(-4)]],
+      ],
+    );
     assert.deepEqual(numbers(r), [2, 4, NaN, -8]);
     const table = await call('SplitName', [[str('Ada Lovelace')], [str('Alan Turing')]]);
     assert.equal(table.code, status.OK, table.details);
-    assert.deepEqual(table.rows.map((row) => row.map((d) => d.strData)), [['Ada', 'Lovelace'], ['Alan', 'Turing']]);
+    assert.deepEqual(
+      table.rows.map((row) => row.map((d) => d.strData)),
+      [
+        ['Ada', 'Lovelace'],
+        ['Alan', 'Turing'],
+      ],
+    );
     const description = decodeMessage(messages.TableDescription, table.initialMetadata?.get('qlik-tabledescription-bin')[0] as Buffer);
-    assert.deepEqual((description['fields'] as { name: string }[]).map((f) => f.name), ['first', 'last']);
+    assert.deepEqual(
+      (description['fields'] as { name: string }[]).map((f) => f.name),
+      ['first', 'last'],
+    );
   });
 
   it('aggregation: once over every row of every bundle, one result', async () => {
@@ -175,19 +227,53 @@ describe('ExecuteFunction errors', () => {
 
 describe('the starter library (functions/)', () => {
   it('Slugify, PadLeft, PadRight', async () => {
-    assert.deepEqual(strings(await call('Slugify', [[str('Crème Brûlée, 2 pers.')], [str('  Hello  World!  ')], [str('')]])), ['creme-brulee-2-pers', 'hello-world', '']);
+    assert.deepEqual(strings(await call('Slugify', [[str('Crème Brûlée, 2 pers.')], [str('  Hello  World!  ')], [str('')]])), [
+      'creme-brulee-2-pers',
+      'hello-world',
+      '',
+    ]);
     assert.deepEqual(strings(await call('PadRight', [[str('ab'), num(4), str('.')]])), ['ab..']);
   });
 
   it('RegexMatch and RegexExtract', async () => {
-    assert.deepEqual(numbers(await call('RegexMatch', [[str('Order SE-1234'), str('^order\\s')], [str('Invoice'), str('^order\\s')]])), [1, 0]);
-    const extract = await call('RegexExtract', [[str('Order SE-1234'), str('([A-Z]{2})-(\\d+)'), num(2)], [str('none'), str('(\\d+)'), num(1)], [str('SE-9'), str('[A-Z]+-\\d'), num(NaN)]]);
+    assert.deepEqual(
+      numbers(
+        await call('RegexMatch', [
+          [str('Order SE-1234'), str('^order\\s')],
+          [str('Invoice'), str('^order\\s')],
+        ]),
+      ),
+      [1, 0],
+    );
+    const extract = await call('RegexExtract', [
+      [str('Order SE-1234'), str('([A-Z]{2})-(\\d+)'), num(2)],
+      [str('none'), str('(\\d+)'), num(1)],
+      [str('SE-9'), str('[A-Z]+-\\d'), num(NaN)],
+    ]);
     assert.deepEqual(strings(extract), ['1234', '', 'SE-9']);
   });
 
   it('Levenshtein and FuzzyMatch', async () => {
-    assert.deepEqual(numbers(await call('Levenshtein', [[str('kitten'), str('sitting')], [str(''), str('abc')], [str('same'), str('same')]])), [3, 3, 0]);
-    assert.deepEqual(numbers(await call('FuzzyMatch', [[str('Stockholm '), str('stockholm')], [str('abcd'), str('abce')], [str(''), str('')]])), [1, 0.75, 1]);
+    assert.deepEqual(
+      numbers(
+        await call('Levenshtein', [
+          [str('kitten'), str('sitting')],
+          [str(''), str('abc')],
+          [str('same'), str('same')],
+        ]),
+      ),
+      [3, 3, 0],
+    );
+    assert.deepEqual(
+      numbers(
+        await call('FuzzyMatch', [
+          [str('Stockholm '), str('stockholm')],
+          [str('abcd'), str('abce')],
+          [str(''), str('')],
+        ]),
+      ),
+      [1, 0.75, 1],
+    );
   });
 
   it('ParseDate gives Qlik serial dates for a format, null when the text does not fit', async () => {
@@ -203,20 +289,59 @@ describe('the starter library (functions/)', () => {
 
   it('JsonField and JsonNumber read a path out of a text column of JSON', async () => {
     const doc = str('{"customer":{"name":"Ada","tags":["vip","eu"]},"total":"12.5","items":[{"qty":3}]}');
-    const fields = await call('JsonField', [[doc, str('customer.name')], [doc, str('customer.tags[1]')], [doc, str('customer.tags')], [doc, str('missing.path')], [str('not json'), str('a')]]);
+    const fields = await call('JsonField', [
+      [doc, str('customer.name')],
+      [doc, str('customer.tags[1]')],
+      [doc, str('customer.tags')],
+      [doc, str('missing.path')],
+      [str('not json'), str('a')],
+    ]);
     assert.deepEqual(strings(fields), ['Ada', 'eu', '["vip","eu"]', '', '']);
-    assert.deepEqual(numbers(await call('JsonNumber', [[doc, str('items[0].qty')], [doc, str('total')], [doc, str('customer.name')]])), [3, 12.5, NaN]);
+    assert.deepEqual(
+      numbers(
+        await call('JsonNumber', [
+          [doc, str('items[0].qty')],
+          [doc, str('total')],
+          [doc, str('customer.name')],
+        ]),
+      ),
+      [3, 12.5, NaN],
+    );
   });
 
   it('Median and Percentile over all rows, Qlik nulls left out', async () => {
-    assert.deepEqual(numbers(await call('Median', [], [[[num(5)], [num(1)], [num(NaN)]], [[num(3)], [num(100)]]])), [4]);
-    assert.deepEqual(numbers(await call('Percentile', [[num(10), num(0.9)], [num(20), num(0.9)], [num(30), num(0.9)], [num(40), num(0.9)], [num(50), num(0.9)]])), [46]);
+    assert.deepEqual(
+      numbers(
+        await call(
+          'Median',
+          [],
+          [
+            [[num(5)], [num(1)], [num(NaN)]],
+            [[num(3)], [num(100)]],
+          ],
+        ),
+      ),
+      [4],
+    );
+    assert.deepEqual(
+      numbers(
+        await call('Percentile', [
+          [num(10), num(0.9)],
+          [num(20), num(0.9)],
+          [num(30), num(0.9)],
+          [num(40), num(0.9)],
+          [num(50), num(0.9)],
+        ]),
+      ),
+      [46],
+    );
     assert.deepEqual(numbers(await call('Median', [[num(NaN)]])), [NaN]);
   });
 });
 
 describe('hot reload', () => {
-  const version = (v: string): string => `exports.Version = { kind: 'row', params: { x: 'number' }, returns: 'text', run(x) { return '${v}'; } };\n`;
+  const version = (v: string): string =>
+    `exports.Version = { kind: 'row', params: { x: 'number' }, returns: 'text', run(x) { return '${v}'; } };\n`;
   const answersWith = async (v: string): Promise<boolean> => strings(await call('Version', [[num(0)]]))[0] === v;
 
   it('a call in flight finishes on the version it started with; new calls get the new one', async () => {

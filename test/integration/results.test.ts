@@ -121,11 +121,27 @@ function tableDescription(r: CallResult): { fields: { name: string; dataType: nu
 
 describe('table results (TENSOR, every row an array or a plain object)', () => {
   it('arrays become Field1..FieldN NUMERIC columns', async () => {
-    const r = await t.client.evaluate({ script: '[args[0], args[0] * 2]', params: [{ dataType: N, name: 'x' }], bundles: [[[num(1)], [num(2)]]] });
+    const r = await t.client.evaluate({
+      script: '[args[0], args[0] * 2]',
+      params: [{ dataType: N, name: 'x' }],
+      bundles: [[[num(1)], [num(2)]]],
+    });
     assert.equal(r.code, status.OK, r.details);
-    assert.deepEqual(r.rows.map((row) => row.map((d) => d.numData)), [[1, 2], [2, 4]]);
+    assert.deepEqual(
+      r.rows.map((row) => row.map((d) => d.numData)),
+      [
+        [1, 2],
+        [2, 4],
+      ],
+    );
     const desc = tableDescription(r);
-    assert.deepEqual(desc.fields.map((f) => [f.name, f.dataType]), [['Field1', N], ['Field2', N]]);
+    assert.deepEqual(
+      desc.fields.map((f) => [f.name, f.dataType]),
+      [
+        ['Field1', N],
+        ['Field2', N],
+      ],
+    );
     assert.equal(desc.numberOfRows, 2);
   });
 
@@ -137,7 +153,15 @@ describe('table results (TENSOR, every row an array or a plain object)', () => {
     });
     assert.equal(r.code, status.OK, r.details);
     const desc = tableDescription(r);
-    assert.deepEqual(desc.fields.map((f) => [f.name, f.dataType]), [['id', N], ['name', S], ['when', N], ['mixed', DataType.DUAL]]);
+    assert.deepEqual(
+      desc.fields.map((f) => [f.name, f.dataType]),
+      [
+        ['id', N],
+        ['name', S],
+        ['when', N],
+        ['mixed', DataType.DUAL],
+      ],
+    );
     assert.equal(r.rows.length, 3);
     assert.deepEqual(r.rows[0]?.[0], { numData: 1, strData: '1' });
     assert.equal(r.rows[0]?.[1]?.strData, 'one');
@@ -149,13 +173,23 @@ describe('table results (TENSOR, every row an array or a plain object)', () => {
 
   it('a column of only nulls is NUMERIC', async () => {
     const r = await t.client.evaluate({ script: '({ a: x, b: null })', params: [{ dataType: N, name: 'x' }], bundles: [[[num(1)]]] });
-    assert.deepEqual(tableDescription(r).fields.map((f) => [f.name, f.dataType]), [['a', N], ['b', N]]);
+    assert.deepEqual(
+      tableDescription(r).fields.map((f) => [f.name, f.dataType]),
+      [
+        ['a', N],
+        ['b', N],
+      ],
+    );
   });
 
   it('is a table across many chunks and workers (LOAD * EXTENSION with many rows)', async () => {
     const rows = 60_000;
     const bundles = Array.from({ length: 30 }, (_, b) => Array.from({ length: rows / 30 }, (_, i) => [num(b * (rows / 30) + i)]));
-    const r = await t.client.evaluate({ script: '({ id: args[0], square: args[0] * args[0] })', params: [{ dataType: N, name: 'id' }], bundles });
+    const r = await t.client.evaluate({
+      script: '({ id: args[0], square: args[0] * args[0] })',
+      params: [{ dataType: N, name: 'id' }],
+      bundles,
+    });
     assert.equal(r.code, status.OK, r.details);
     assert.equal(tableDescription(r).numberOfRows, rows);
     assert.equal(r.rows.length, rows);
@@ -163,19 +197,35 @@ describe('table results (TENSOR, every row an array or a plain object)', () => {
   });
 
   it('is not a table when one row is not table-shaped: arrays map to null / JSON', async () => {
-    const r = await t.client.evaluate({ script: 'x === 3 ? 7 : [x]', returnType: S, params: [{ dataType: N, name: 'x' }], bundles: [[[num(1)], [num(2)], [num(3)]]] });
+    const r = await t.client.evaluate({
+      script: 'x === 3 ? 7 : [x]',
+      returnType: S,
+      params: [{ dataType: N, name: 'x' }],
+      bundles: [[[num(1)], [num(2)], [num(3)]]],
+    });
     assert.equal(r.initialMetadata?.get('qlik-tabledescription-bin').length ?? 0, 0);
     assert.deepEqual(strings(r), ['[1]', '[2]', '7']);
   });
 
   it('{ num, str } rows are duals, not tables', async () => {
-    const r = await t.client.evaluate({ script: '({ num: x, str: "n" + x })', returnType: S, params: [{ dataType: N, name: 'x' }], bundles: [[[num(1)]]] });
+    const r = await t.client.evaluate({
+      script: '({ num: x, str: "n" + x })',
+      returnType: S,
+      params: [{ dataType: N, name: 'x' }],
+      bundles: [[[num(1)]]],
+    });
     assert.equal(r.initialMetadata?.get('qlik-tabledescription-bin').length ?? 0, 0);
     assert.deepEqual(strings(r), ['n1']);
   });
 
   it('aggregations and SCALAR calls never answer tables', async () => {
-    const r = await t.client.evaluate({ script: '[1, 2]', functionType: FunctionType.AGGREGATION, returnType: S, params: [{ dataType: N }], bundles: [[[num(1)]]] });
+    const r = await t.client.evaluate({
+      script: '[1, 2]',
+      functionType: FunctionType.AGGREGATION,
+      returnType: S,
+      params: [{ dataType: N }],
+      bundles: [[[num(1)]]],
+    });
     assert.deepEqual(strings(r), ['[1,2]']);
     assert.equal(r.initialMetadata?.get('qlik-tabledescription-bin').length ?? 0, 0);
   });

@@ -29,8 +29,18 @@ function ccore(port: number, bytes: number): Promise<Outcome> {
 /** The status by name, as the C-core client reports it. */
 async function grpcJs(t: TestPlugin, bytes: number): Promise<Outcome> {
   const started = Date.now();
-  const r = await t.client.evaluate({ script: scriptOf(bytes), params: [{ dataType: DataType.NUMERIC, name: 'X' }], bundles: [[[num(1)]]], deadlineMs: DEADLINE_S * 1000 });
-  return { code: status[r.code] ?? String(r.code), details: r.details, ms: Date.now() - started, rows: numbers(r).filter((v) => v === 2).length };
+  const r = await t.client.evaluate({
+    script: scriptOf(bytes),
+    params: [{ dataType: DataType.NUMERIC, name: 'X' }],
+    bundles: [[[num(1)]]],
+    deadlineMs: DEADLINE_S * 1000,
+  });
+  return {
+    code: status[r.code] ?? String(r.code),
+    details: r.details,
+    ms: Date.now() - started,
+    rows: numbers(r).filter((v) => v === 2).length,
+  };
 }
 
 describe('script size at the default limit (32768 bytes)', () => {
@@ -70,7 +80,9 @@ describe('script size at the largest limit (49152 bytes)', () => {
       assert.ok(o.ms < PROMPT_MS, `${o.ms} ms`);
     });
 
-    it(`a ${bytes}-byte script fails promptly (C-core client, as Qlik's engine)`, { skip: !hasCcore && 'python3-grpcio is not installed' }, async () => {
+    it(`a ${bytes}-byte script fails promptly (C-core client, as Qlik's engine)`, {
+      skip: !hasCcore && 'python3-grpcio is not installed',
+    }, async () => {
       const o = await ccore(t.plugin.port, bytes);
       assert.ok(['RESOURCE_EXHAUSTED', 'UNAVAILABLE', 'INTERNAL'].includes(o.code), `${o.code}: ${o.details}`);
       assert.ok(o.ms < PROMPT_MS, `${o.ms} ms: must not wait for the ${DEADLINE_S} s deadline`);

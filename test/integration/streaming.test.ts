@@ -28,7 +28,10 @@ describe('row order', () => {
     const r = await t.client.evaluate({ script: 'args[0] + 1', params: [{ dataType: N }], bundles: sequence(200_000, 2000) });
     assert.equal(r.code, status.OK, r.details);
     assert.equal(r.rows.length, 200_000);
-    assert.ok(numbers(r).every((v, i) => v === i + 1), 'every row in its place');
+    assert.ok(
+      numbers(r).every((v, i) => v === i + 1),
+      'every row in its place',
+    );
     assert.ok(r.messageSizes.every((size) => size <= MAX_REPLY_BYTES));
   });
 
@@ -42,11 +45,18 @@ describe('row order', () => {
 
   it('one row per bundle, 3000 bundles', async () => {
     const r = await t.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: N }], bundles: sequence(3000, 1) });
-    assert.deepEqual(numbers(r), Array.from({ length: 3000 }, (_, i) => i * 2));
+    assert.deepEqual(
+      numbers(r),
+      Array.from({ length: 3000 }, (_, i) => i * 2),
+    );
   });
 
   it('empty bundles between full ones change nothing', async () => {
-    const r = await t.client.evaluate({ script: 'args[0]', params: [{ dataType: N }], bundles: [[], [[num(1)]], [], [[num(2)], [num(3)]], []] });
+    const r = await t.client.evaluate({
+      script: 'args[0]',
+      params: [{ dataType: N }],
+      bundles: [[], [[num(1)]], [], [[num(2)], [num(3)]], []],
+    });
     assert.deepEqual(numbers(r), [1, 2, 3]);
   });
 });
@@ -63,7 +73,13 @@ describe('reply size', () => {
   });
 
   it('a single value larger than one reply message fails with RESOURCE_EXHAUSTED', async () => {
-    const r = await t.client.evaluate({ script: '"x".repeat(5 * 1024 * 1024)', functionType: FunctionType.SCALAR, returnType: S, params: [{ dataType: N }], bundles: [[[num(1)]]] });
+    const r = await t.client.evaluate({
+      script: '"x".repeat(5 * 1024 * 1024)',
+      functionType: FunctionType.SCALAR,
+      returnType: S,
+      params: [{ dataType: N }],
+      bundles: [[[num(1)]]],
+    });
     assert.equal(r.code, status.RESOURCE_EXHAUSTED);
     assert.match(r.details, /reply message/);
   });
@@ -71,7 +87,12 @@ describe('reply size', () => {
 
 describe('aggregation across bundles and workers', () => {
   it('sums 300,000 rows from 150 bundles in one answer', async () => {
-    const r = await t.client.evaluate({ script: 'args[0].reduce((a, b) => a + b, 0)', functionType: FunctionType.AGGREGATION, params: [{ dataType: N }], bundles: sequence(300_000, 2000) });
+    const r = await t.client.evaluate({
+      script: 'args[0].reduce((a, b) => a + b, 0)',
+      functionType: FunctionType.AGGREGATION,
+      params: [{ dataType: N }],
+      bundles: sequence(300_000, 2000),
+    });
     assert.equal(r.code, status.OK, r.details);
     assert.deepEqual(numbers(r), [(299_999 * 300_000) / 2]);
   });
@@ -82,21 +103,39 @@ describe('no state between calls', () => {
     const set = 'globalThis.leak = (globalThis.leak || 0) + 1; var v = 5; Array.prototype.polluted = 1; return 1;';
     const check = 'return (typeof leak) + "," + (typeof v) + "," + ([].polluted === undefined);';
     for (let i = 0; i < 6; i++) {
-      const a = await t.client.evaluate({ script: set, functionType: FunctionType.SCALAR, params: [{ dataType: N }], bundles: [[[num(1)]]] });
+      const a = await t.client.evaluate({
+        script: set,
+        functionType: FunctionType.SCALAR,
+        params: [{ dataType: N }],
+        bundles: [[[num(1)]]],
+      });
       assert.equal(a.code, status.OK, a.details);
-      const b = await t.client.evaluate({ script: check, functionType: FunctionType.SCALAR, returnType: S, params: [{ dataType: N }], bundles: [[[num(1)]]] });
+      const b = await t.client.evaluate({
+        script: check,
+        functionType: FunctionType.SCALAR,
+        returnType: S,
+        params: [{ dataType: N }],
+        bundles: [[[num(1)]]],
+      });
       assert.deepEqual(strings(b), ['undefined,undefined,true']);
     }
   });
 
   it('20 concurrent calls see only their own rows', async () => {
     const calls = Array.from({ length: 20 }, (_, k) =>
-      t.client.evaluate({ script: `globalThis.k = ${k}; return args[0] + globalThis.k;`, params: [{ dataType: N }], bundles: sequence(2000, 500, (i) => i) }),
+      t.client.evaluate({
+        script: `globalThis.k = ${k}; return args[0] + globalThis.k;`,
+        params: [{ dataType: N }],
+        bundles: sequence(2000, 500, (i) => i),
+      }),
     );
     const results = await Promise.all(calls);
     results.forEach((r, k) => {
       assert.equal(r.code, status.OK, r.details);
-      assert.ok(numbers(r).every((v, i) => v === i + k), `call ${k}`);
+      assert.ok(
+        numbers(r).every((v, i) => v === i + k),
+        `call ${k}`,
+      );
     });
   });
 });

@@ -22,7 +22,10 @@ interface Ran {
 
 /** Only PATH from the test's environment: no SSE_* variable of the runner changes the limits. */
 function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS]): Promise<Ran> {
-  const child = spawn(process.execPath, [...entry, ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...entry, ...args], {
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -47,18 +50,43 @@ describe('npm run try', () => {
   });
 
   test('aggregation (ScriptAggr): one result over every row', async () => {
-    assert.equal(await ok(['--fn', 'ScriptAggr', 'args[0].reduce((a, b) => a + b, 0)', '1', '2', '3']), table('ScriptAggr', '----------', '6'));
+    assert.equal(
+      await ok(['--fn', 'ScriptAggr', 'args[0].reduce((a, b) => a + b, 0)', '1', '2', '3']),
+      table('ScriptAggr', '----------', '6'),
+    );
   });
 
   test('text (ScriptEvalStr, ScriptAggrStr)', async () => {
-    assert.equal(await ok(['--fn', 'ScriptEvalStr', 'args[0].toUpperCase()', 'ada', 'grace']), table('ScriptEvalStr', '-------------', 'ADA', 'GRACE'));
+    assert.equal(
+      await ok(['--fn', 'ScriptEvalStr', 'args[0].toUpperCase()', 'ada', 'grace']),
+      table('ScriptEvalStr', '-------------', 'ADA', 'GRACE'),
+    );
     assert.equal(await ok(['--fn', 'ScriptAggrStr', 'args[0].join(", ")', 'a', 'b']), table('ScriptAggrStr', '-------------', 'a, b'));
   });
 
   test('…Ex type letters: text, number and dual parameters from --arg lists', async () => {
-    const padded = await ok(['--fn', 'ScriptEvalExStr', '--types', 'SN', 'args[0].padStart(args[1], "0")', '--arg', '12,345', '--arg', '5,6']);
+    const padded = await ok([
+      '--fn',
+      'ScriptEvalExStr',
+      '--types',
+      'SN',
+      'args[0].padStart(args[1], "0")',
+      '--arg',
+      '12,345',
+      '--arg',
+      '5,6',
+    ]);
     assert.equal(padded, table('ScriptEvalExStr', '---------------', '00012', '000345'));
-    const dual = await ok(['--fn', 'ScriptAggrEx', '--types', 'D', 'args[0].filter((d) => d.str !== "x").length + args[0][0].num', '7', 'x', '8']);
+    const dual = await ok([
+      '--fn',
+      'ScriptAggrEx',
+      '--types',
+      'D',
+      'args[0].filter((d) => d.str !== "x").length + args[0][0].num',
+      '7',
+      'x',
+      '8',
+    ]);
     assert.equal(dual, table('ScriptAggrEx', '------------', '9'));
   });
 
@@ -66,7 +94,17 @@ describe('npm run try', () => {
     const file = path.join(dir, 'sales.csv');
     writeFileSync(file, 'Name,Sales,Cost\nAda,100,40\n"Lovelace, A",50,\n');
     assert.equal(await ok(['--csv', file, '--columns', 'Sales,Cost', 'Sales - Cost']), table('ScriptEval', '----------', '60', '-'));
-    const csv = await ok(['--csv', file, '--fn', 'ScriptEvalExStr', '--types', 'SN', '--columns', 'Name,Sales', '--format', 'csv', // biome-ignore lint/suspicious/noTemplateCurlyInString: the script is a template literal, run in the sandbox
+    const csv = await ok([
+      '--csv',
+      file,
+      '--fn',
+      'ScriptEvalExStr',
+      '--types',
+      'SN',
+      '--columns',
+      'Name,Sales',
+      '--format',
+      'csv', // biome-ignore lint/suspicious/noTemplateCurlyInString: the script is a template literal, run in the sandbox
       '`${Name}: ${Sales}`',
     ]);
     assert.equal(csv, 'ScriptEvalExStr\r\nAda: 100\r\n"Lovelace, A: 50"\r\n');

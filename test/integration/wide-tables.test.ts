@@ -47,7 +47,11 @@ describe('wide tables through the real plugin', () => {
   after(async () => t.stop());
 
   const call = (keys: readonly string[]) =>
-    t.client.evaluate({ script: objectScript(keys), params: [{ dataType: DataType.NUMERIC, name: 'X' }], bundles: [[[num(1)], [num(2)], [num(3)]]] });
+    t.client.evaluate({
+      script: objectScript(keys),
+      params: [{ dataType: DataType.NUMERIC, name: 'X' }],
+      bundles: [[[num(1)], [num(2)], [num(3)]]],
+    });
 
   it('50 columns: a table with its description', async () => {
     const r = await call(names(50, 8));
@@ -55,14 +59,27 @@ describe('wide tables through the real plugin', () => {
     const description = r.initialMetadata?.get(TABLE_HEADER)[0];
     assert.ok(Buffer.isBuffer(description));
     const decoded = messages.TableDescription.toObject(messages.TableDescription.decode(description)) as { fields: { name: string }[] };
-    assert.deepEqual(decoded.fields.map((f) => f.name), names(50, 8));
-    assert.deepEqual(r.rows.map((row) => [row.length, row[0]?.numData, row[49]?.numData]), [[50, 1, 1], [50, 2, 2], [50, 3, 3]]);
+    assert.deepEqual(
+      decoded.fields.map((f) => f.name),
+      names(50, 8),
+    );
+    assert.deepEqual(
+      r.rows.map((row) => [row.length, row[0]?.numData, row[49]?.numData]),
+      [
+        [50, 1, 1],
+        [50, 2, 2],
+        [50, 3, 3],
+      ],
+    );
   });
 
   it('1,000 columns: RESOURCE_EXHAUSTED naming the columns and the limit', async () => {
     const r = await call(names(1_000, 8));
     assert.equal(r.code, grpc.status.RESOURCE_EXHAUSTED, r.details);
-    assert.match(r.details, /^the table has 1000 columns: their description \(\d+ bytes\) is larger than a Qlik engine reads \(7680 bytes of its 8192-byte header limit\); return fewer columns or shorter names$/);
+    assert.match(
+      r.details,
+      /^the table has 1000 columns: their description \(\d+ bytes\) is larger than a Qlik engine reads \(7680 bytes of its 8192-byte header limit\); return fewer columns or shorter names$/,
+    );
     assert.equal(r.initialMetadata?.get(TABLE_HEADER).length ?? 0, 0);
   });
 
@@ -72,7 +89,9 @@ describe('wide tables through the real plugin', () => {
     assert.match(r.details, /^the table has 150 columns/);
   });
 
-  it('the widest table the plugin sends is read by a C-core client; one column more is refused by the plugin', { skip: NO_CCORE }, async () => {
+  it('the widest table the plugin sends is read by a C-core client; one column more is refused by the plugin', {
+    skip: NO_CCORE,
+  }, async () => {
     const columns = widestAllowed(8);
     const widest = await ccoreCall(t.plugin.port, 0, 10, objectScript(names(columns, 8)));
     assert.equal(widest.code, 'OK', widest.details);

@@ -26,7 +26,8 @@ const BUSY_HELD = /the plugin is busy.*SSE_MAX_HELD_MB/;
 /** rows numbered from 0, `perBundle` to a BundledRows message. */
 function numberBundles(rows: number, perBundle: number): Dual[][][] {
   const bundles: Dual[][][] = [];
-  for (let from = 0; from < rows; from += perBundle) bundles.push(Array.from({ length: Math.min(perBundle, rows - from) }, (_, i) => [num(from + i)]));
+  for (let from = 0; from < rows; from += perBundle)
+    bundles.push(Array.from({ length: Math.min(perBundle, rows - from) }, (_, i) => [num(from + i)]));
   return bundles;
 }
 
@@ -50,7 +51,11 @@ async function sampling<T>(f: () => number, run: () => Promise<T>): Promise<{ va
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function assertReleased(t: TestPlugin): Promise<void> {
-  await waitFor('every held byte given back and every call account closed', () => t.plugin.held.bytes === 0 && t.plugin.held.accounts === 0, 5_000);
+  await waitFor(
+    'every held byte given back and every call account closed',
+    () => t.plugin.held.bytes === 0 && t.plugin.held.accounts === 0,
+    5_000,
+  );
 }
 
 describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_HELD_MB=16)', () => {
@@ -68,7 +73,9 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
       ),
     );
     const { value: results, peak } = value;
-    ctx.diagnostic(`held peak ${(peak / MB).toFixed(1)} MB of 16; outcomes ${results.map((r) => grpc.status[r.code]).join(', ')}; ${describeReport(report)}`);
+    ctx.diagnostic(
+      `held peak ${(peak / MB).toFixed(1)} MB of 16; outcomes ${results.map((r) => grpc.status[r.code]).join(', ')}; ${describeReport(report)}`,
+    );
     assertServed(report);
     assert.ok(peak <= 16 * MB, `held ${peak} bytes`);
     for (const result of results) {
@@ -78,8 +85,14 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
         assert.match(result.details, BUSY_HELD);
       }
     }
-    assert.ok(results.some((r) => r.code === grpc.status.OK), 'no table was answered');
-    assert.ok(results.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED), 'no call was refused: the budget was never reached');
+    assert.ok(
+      results.some((r) => r.code === grpc.status.OK),
+      'no table was answered',
+    );
+    assert.ok(
+      results.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED),
+      'no call was refused: the budget was never reached',
+    );
   });
 
   it('item 3: an aggregation sent as 50,000 one-row messages finishes promptly without blocking the event loop', async (ctx) => {
@@ -94,9 +107,13 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
 
   it('item 3: a table with a new key every 2,000 rows over 200,000 rows is bounded and never blocks the event loop for long', async (ctx) => {
     const script = "({ ['k' + Math.floor(args[0] / 2000)]: 1 })";
-    const { value, report } = await withBystander(t.address, () => timed(() => rawCall(t.client.client, { script, ...TABLE }, numberBundles(200_000, 10_000))));
+    const { value, report } = await withBystander(t.address, () =>
+      timed(() => rawCall(t.client.client, { script, ...TABLE }, numberBundles(200_000, 10_000))),
+    );
     const result = value.value;
-    ctx.diagnostic(`${grpc.status[result.code]} in ${Math.round(value.ms)} ms (${(result.replyBytes / MB).toFixed(1)} MB of replies) ${result.details}; ${describeReport(report)}`);
+    ctx.diagnostic(
+      `${grpc.status[result.code]} in ${Math.round(value.ms)} ms (${(result.replyBytes / MB).toFixed(1)} MB of replies) ${result.details}; ${describeReport(report)}`,
+    );
     assertServed(report);
     if (result.code === grpc.status.OK) assert.ok(result.initialMetadata?.get('qlik-tabledescription-bin').length === 1);
     else assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
@@ -109,12 +126,16 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
   ] as const) {
     it(`item 4: \`${script}\` over 100,000 rows answers 100,000 rows, {} as a row of nulls`, async (ctx) => {
       // Decoded after the attack: protobufjs decoding 100,000 rows would block this process, which is the front's too.
-      const { value: result, report } = await withBystander(t.address, () => rawCall(t.client.client, { script, ...TABLE }, numberBundles(100_000, 5_000), true));
+      const { value: result, report } = await withBystander(t.address, () =>
+        rawCall(t.client.client, { script, ...TABLE }, numberBundles(100_000, 5_000), true),
+      );
       ctx.diagnostic(describeReport(report));
       assertServed(report);
       assert.ok(report.maxLoopDelayMs < 500, `the event loop was blocked ${Math.round(report.maxLoopDelayMs)} ms`);
       assert.equal(result.code, grpc.status.OK, result.details);
-      const rows = result.messages.flatMap((m) => (decodeMessage(messages.BundledRows, m) as { rows: { duals: Dual[] }[] }).rows.map((r) => r.duals));
+      const rows = result.messages.flatMap((m) =>
+        (decodeMessage(messages.BundledRows, m) as { rows: { duals: Dual[] }[] }).rows.map((r) => r.duals),
+      );
       assert.equal(rows.length, 100_000);
       const wrong = rows.findIndex((row, i) => (objects(i) ? row[0]?.numData !== 1 : !Number.isNaN(row[0]?.numData)));
       assert.equal(wrong, -1, `row ${wrong} is ${JSON.stringify(rows[wrong])}`);
@@ -128,7 +149,12 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
         () => t.plugin.held.bytes,
         async () => {
           // 13 MB of rows whose replies (4 x larger: 52 MB) nobody takes.
-          stalled = openStalledCall(t.address, { script: 'args[0].repeat(4)', functionType: FunctionType.TENSOR, returnType: DataType.STRING, params: [{ dataType: DataType.STRING }] });
+          stalled = openStalledCall(t.address, {
+            script: 'args[0].repeat(4)',
+            functionType: FunctionType.TENSOR,
+            returnType: DataType.STRING,
+            params: [{ dataType: DataType.STRING }],
+          });
           for (const rows of textBundles(13, 1_000, 1_000)) stalled.send(rows);
           stalled.end();
           await sleep(3_000);
@@ -136,7 +162,9 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
         },
       ),
     );
-    ctx.diagnostic(`held after 3 s: ${(value.value / MB).toFixed(1)} MB, peak ${(value.peak / MB).toFixed(1)} MB (one reply message: ${MAX_REPLY_BYTES / MB} MB; the replies: 52 MB); ${describeReport(report)}`);
+    ctx.diagnostic(
+      `held after 3 s: ${(value.value / MB).toFixed(1)} MB, peak ${(value.peak / MB).toFixed(1)} MB (one reply message: ${MAX_REPLY_BYTES / MB} MB; the replies: 52 MB); ${describeReport(report)}`,
+    );
     assertServed(report);
     assert.ok(value.value > 0, 'the call is not holding anything: did the client read after all?');
     assert.ok(value.peak < 3 * MAX_REPLY_BYTES, `the front held ${(value.peak / MB).toFixed(1)} MB for a client that reads nothing`);
@@ -147,7 +175,9 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
 
 describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MAX_QUEUE=8)', () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MAX_HELD_MB: '16', SSE_MAX_QUEUE: '8' })));
+  before(
+    async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MAX_HELD_MB: '16', SSE_MAX_QUEUE: '8' })),
+  );
   after(async () => t.stop());
   afterEach(async () => assertReleased(t));
 
@@ -156,7 +186,12 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     const settled: { code: grpc.status; details: string }[] = [];
     const { report } = await withBystander(t.address, async () => {
       for (let i = 0; i < 20; i++) {
-        const call = openRawCall(t.client.client, { script: 'args[0].length', functionType: FunctionType.AGGREGATION, returnType: DataType.NUMERIC, params: [{ dataType: DataType.STRING }] });
+        const call = openRawCall(t.client.client, {
+          script: 'args[0].length',
+          functionType: FunctionType.AGGREGATION,
+          returnType: DataType.NUMERIC,
+          params: [{ dataType: DataType.STRING }],
+        });
         void call.result.then((r) => settled.push(r));
         for (const rows of textBundles(2, 1_000, 1_000)) call.send(rows);
         calls.push(call);
@@ -165,7 +200,9 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
       await waitFor('12 aggregations refused', () => settled.length >= 12, 10_000);
       await sleep(300);
     });
-    ctx.diagnostic(`${settled.length} of 20 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB by the ${20 - settled.length} still open; ${describeReport(report)}`);
+    ctx.diagnostic(
+      `${settled.length} of 20 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB by the ${20 - settled.length} still open; ${describeReport(report)}`,
+    );
     assertServed(report);
     for (const result of settled) {
       assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
@@ -218,7 +255,16 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
       () =>
         sampling(
           () => t.plugin.pool.queueSize,
-          () => Promise.all(Array.from({ length: 6 }, () => rawCall(t.client.client, { script, functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.STRING }] }, textBundles(4, 500, 500)))),
+          () =>
+            Promise.all(
+              Array.from({ length: 6 }, () =>
+                rawCall(
+                  t.client.client,
+                  { script, functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.STRING }] },
+                  textBundles(4, 500, 500),
+                ),
+              ),
+            ),
         ),
       { allowBusy: /SSE_MAX_QUEUE/ },
     );
@@ -229,7 +275,10 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     for (const result of value.value) {
       if (result.code !== grpc.status.OK) assert.match(result.details, /the plugin is busy.*SSE_MAX_QUEUE/);
     }
-    assert.ok(value.value.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED), 'the queue bound was never reached');
+    assert.ok(
+      value.value.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED),
+      'the queue bound was never reached',
+    );
   });
 });
 
@@ -242,10 +291,19 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
   it('item 8: costs one sandbox process, and the call says the script stopped responding past its time limit', async (ctx) => {
     // Built in ~25 ms (so the time limit cannot stop it before the compile), compiled in ~4 s on the
     // test machine in one uninterruptible step of V8: 1.2 million alternatives.
-    const script = "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); return new RegExp((p + '|').repeat(300) + 'zz').test('zz') ? 1 : 0; }";
+    const script =
+      "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); return new RegExp((p + '|').repeat(300) + 'zz').test('zz') ? 1 : 0; }";
     const stuck = t.plugin.pool.restartsFor('stuck');
     const { value, report } = await withBystander(t.address, () =>
-      timed(() => t.client.evaluate({ script, functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] })),
+      timed(() =>
+        t.client.evaluate({
+          script,
+          functionType: FunctionType.SCALAR,
+          returnType: DataType.NUMERIC,
+          params: [{ dataType: DataType.NUMERIC }],
+          bundles: [[[num(1)]]],
+        }),
+      ),
     );
     const result = value.value;
     ctx.diagnostic(`${grpc.status[result.code]} after ${Math.round(value.ms)} ms: ${result.details}; ${describeReport(report)}`);

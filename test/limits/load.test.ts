@@ -16,7 +16,12 @@ import { DataType, FunctionType, assertServing, bigRow, evalRows, evalText, text
 /** A call of `chunks` chunks (rows over 256 KiB each), each spinning for `spinMs` (or for ever when negative). */
 function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}): Promise<CallResult> {
   const body = spinMs < 0 ? 'for (;;) {}' : `const end = Date.now() + ${spinMs}; while (Date.now() < end); return 1;`;
-  return evalRows(t.client, body, Array.from({ length: chunks }, () => bigRow(300_000)), { paramType: DataType.STRING, ...extra });
+  return evalRows(
+    t.client,
+    body,
+    Array.from({ length: chunks }, () => bigRow(300_000)),
+    { paramType: DataType.STRING, ...extra },
+  );
 }
 
 describe('a full queue refuses new calls as busy', () => {
@@ -106,7 +111,8 @@ describe('a client that cancels', () => {
 
   it('many cancelled calls in a row leave nothing behind', async () => {
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => spinningCall(t, 3, 20, { cancelAfterMs: 10 + i * 5 })));
-    for (const result of results) assert.ok(result.code === status.CANCELLED || result.code === status.OK, `${result.code} ${result.details}`);
+    for (const result of results)
+      assert.ok(result.code === status.CANCELLED || result.code === status.OK, `${result.code} ${result.details}`);
     await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 2_000);
     await assertServing(t.client);
   });

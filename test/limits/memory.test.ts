@@ -64,7 +64,9 @@ describe('memory limit', () => {
       runs.forEach(({ result, peakMb, ms }, at) => {
         assertMemoryLimit(result);
         const grownMb = peakMb - baselineMb;
-        ctx.diagnostic(`${pair[at]?.[0]}: the plugin's RSS peaked ${Math.round(grownMb)} MB over its baseline for a ${LIMIT_MB} MB limit (two bombs at once), ${Math.round(ms)} ms`);
+        ctx.diagnostic(
+          `${pair[at]?.[0]}: the plugin's RSS peaked ${Math.round(grownMb)} MB over its baseline for a ${LIMIT_MB} MB limit (two bombs at once), ${Math.round(ms)} ms`,
+        );
         // Two sandboxes at once, each allowed its soft limit and isolated-vm's slack (security.md).
         assert.ok(grownMb < 2 * 8 * LIMIT_MB, `the plugin grew ${Math.round(grownMb)} MB`);
       });

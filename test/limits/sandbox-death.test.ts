@@ -29,9 +29,11 @@ function residentMb(t: TestPlugin): number {
   return t.plugin.pool.residentBytes().reduce((n, p) => n + p.bytes, 0) / 1048576;
 }
 
-describe('a sandbox process that dies under another user\'s call', () => {
+describe("a sandbox process that dies under another user's call", () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })));
+  before(
+    async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })),
+  );
   after(async () => t.stop());
 
   it('SIGSTOP (a process that stops answering): it is ended past the time limit + 5 s, the call answers right', async () => {
@@ -66,7 +68,15 @@ describe('a sandbox process that dies under another user\'s call', () => {
 
 describe('scripts that kill or wedge their sandbox, while other clients stream steady calls', () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MEMORY_LIMIT_MB: '32', SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS) })));
+  before(
+    async () =>
+      (t = await startTestPlugin({
+        SSE_WORKERS: '2',
+        SSE_SANDBOX_PROCESSES: '2',
+        SSE_MEMORY_LIMIT_MB: '32',
+        SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS),
+      })),
+  );
   after(async () => t.stop());
 
   it('no steady call fails, the bombs fail clearly, and their memory goes back', async () => {
@@ -79,7 +89,8 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
         const rows = Array.from({ length: 20 }, (_, i) => [num(i)]);
         const result = await evalRows(t.client, 'args[0] + 1', rows);
         steadyCalls++;
-        if (result.code !== grpc.status.OK || numbers(result).join() !== rows.map((_, i) => i + 1).join()) steadyFailures.push(`${result.code} ${result.details}`);
+        if (result.code !== grpc.status.OK || numbers(result).join() !== rows.map((_, i) => i + 1).join())
+          steadyFailures.push(`${result.code} ${result.details}`);
       }
     };
     const streams = [stream(), stream()];
@@ -91,7 +102,12 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
     ];
     for (const bomb of bombs) {
       const { value: result, ms } = await timed(() => evalText(t.client, bomb));
-      assert.ok(result.code === grpc.status.RESOURCE_EXHAUSTED || result.code === grpc.status.DEADLINE_EXCEEDED || result.code === grpc.status.UNAVAILABLE, `${bomb}: ${result.code} ${result.details}`);
+      assert.ok(
+        result.code === grpc.status.RESOURCE_EXHAUSTED ||
+          result.code === grpc.status.DEADLINE_EXCEEDED ||
+          result.code === grpc.status.UNAVAILABLE,
+        `${bomb}: ${result.code} ${result.details}`,
+      );
       assert.match(result.details, /SSE_MEMORY_LIMIT_MB|SSE_SCRIPT_TIMEOUT_MS|ended twice/, bomb);
       assert.ok(ms < TIMEOUT_MS * 2 + 4_000, `${bomb} took ${Math.round(ms)} ms`);
     }
@@ -100,7 +116,7 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
     assert.deepEqual(steadyFailures, []);
     assert.ok(steadyCalls > 10, `${steadyCalls} steady calls`);
     await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
-    const backMs = await waitFor('the bombs\' memory back', () => residentMb(t) < baselineMb + 150, 10_000);
+    const backMs = await waitFor("the bombs' memory back", () => residentMb(t) < baselineMb + 150, 10_000);
     assert.ok(backMs < 10_000);
     await assertServing(t.client);
   });
@@ -111,8 +127,14 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
     const first = await evalText(t.client, crasher);
     const second = await evalText(t.client, crasher);
     for (const result of [first, second]) {
-      assert.ok([grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.UNAVAILABLE].includes(result.code), `${result.code} ${result.details}`);
-      assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)|time limit of 1500 ms \(SSE_SCRIPT_TIMEOUT_MS\)|ended twice/);
+      assert.ok(
+        [grpc.status.DEADLINE_EXCEEDED, grpc.status.RESOURCE_EXHAUSTED, grpc.status.UNAVAILABLE].includes(result.code),
+        `${result.code} ${result.details}`,
+      );
+      assert.match(
+        result.details,
+        /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)|time limit of 1500 ms \(SSE_SCRIPT_TIMEOUT_MS\)|ended twice/,
+      );
     }
     const served = await bystander;
     assert.equal(served.code, grpc.status.OK, served.details);
@@ -124,12 +146,24 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
 
 describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_MEMORY_LIMIT_MB: '32', SSE_SANDBOX_MEMORY_MB: '150', SSE_SCRIPT_TIMEOUT_MS: '30000' })));
+  before(
+    async () =>
+      (t = await startTestPlugin({
+        SSE_WORKERS: '2',
+        SSE_SANDBOX_PROCESSES: '2',
+        SSE_MEMORY_LIMIT_MB: '32',
+        SSE_SANDBOX_MEMORY_MB: '150',
+        SSE_SCRIPT_TIMEOUT_MS: '30000',
+      })),
+  );
   after(async () => t.stop());
 
   it('ends only the process past it; native memory outside the heap (Intl) is caught; the call fails naming the limit', async () => {
     const fenced = t.plugin.pool.restartsFor('memory-fence');
-    const bomb = evalText(t.client, '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }');
+    const bomb = evalText(
+      t.client,
+      '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }',
+    );
     await busyPid(t);
     const bystander = await evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
     const result = await bomb;
@@ -146,7 +180,10 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
 
   it('Intl.Collator (native memory outside the heap, issue 12 item 7) is caught the same way', async () => {
     const fenced = t.plugin.pool.restartsFor('memory-fence');
-    const result = await evalText(t.client, '{ const a = []; for (let i = 0; ; i++) a.push(new Intl.Collator(["de", "fr", "en"][i % 3], { sensitivity: "base", numeric: true })); }');
+    const result = await evalText(
+      t.client,
+      '{ const a = []; for (let i = 0; ; i++) a.push(new Intl.Collator(["de", "fr", "en"][i % 3], { sensitivity: "base", numeric: true })); }',
+    );
     assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
     assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)/);
     assert.ok(t.plugin.pool.restartsFor('memory-fence') > fenced, `no process passed its fence: ${result.details}`);

@@ -55,7 +55,10 @@ describe('time limit', () => {
     assert.equal(value.code, status.INVALID_ARGUMENT);
     assert.match(value.details, /TypeError: .*not a shared typed array/);
     assert.ok(ms < 500, `took ${Math.round(ms)} ms`);
-    const viaMemory = await evalText(t.client, 'Atomics.wait(new Int32Array(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer), 0, 0)');
+    const viaMemory = await evalText(
+      t.client,
+      'Atomics.wait(new Int32Array(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer), 0, 0)',
+    );
     assert.equal(viaMemory.code, status.INVALID_ARGUMENT);
     assert.match(viaMemory.details, /ReferenceError: WebAssembly is not defined/);
   });
@@ -89,7 +92,12 @@ describe('time limit', () => {
 
   it('work within the budget succeeds: 3 chunks of 100 ms', async () => {
     const rows = Array.from({ length: 3 }, () => bigRow(300_000));
-    const result = await evalRows(t.client, 'const end = Date.now() + 100; while (Date.now() < end); return args[0].length;', rows, TEXT_IN);
+    const result = await evalRows(
+      t.client,
+      'const end = Date.now() + 100; while (Date.now() < end); return args[0].length;',
+      rows,
+      TEXT_IN,
+    );
     assert.equal(result.code, status.OK, result.details);
     assert.deepEqual(numbers(result), [300_000, 300_000, 300_000]);
   });
@@ -97,7 +105,9 @@ describe('time limit', () => {
   it('an endless loop on one worker does not delay a call on the other', async () => {
     const loop = evalText(t.client, 'for (;;) {}');
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const { value, ms } = await timed(() => evalRows(t.client, 'args[0]', [[str('hi')]], { paramType: DataType.STRING, returnType: DataType.STRING }));
+    const { value, ms } = await timed(() =>
+      evalRows(t.client, 'args[0]', [[str('hi')]], { paramType: DataType.STRING, returnType: DataType.STRING }),
+    );
     assert.equal(value.code, status.OK, value.details);
     assert.deepEqual(strings(value), ['hi']);
     assert.ok(ms < 500, `a normal call waited ${Math.round(ms)} ms behind a loop`);

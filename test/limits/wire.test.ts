@@ -36,12 +36,21 @@ const bundle = (...rows: Buffer[]): Buffer => Buffer.concat(rows.map((row) => le
 const row = (...duals: Buffer[]): Buffer => Buffer.concat(duals.map((dual) => lengthDelimited(1, dual)));
 const textDual = (utf8: Buffer): Buffer => lengthDelimited(2, utf8);
 
-const ONE_NUMBER: Partial<ScriptCallOptions> = { functionType: FunctionType.SCALAR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }] };
-const ONE_STRING: Partial<ScriptCallOptions> = { functionType: FunctionType.SCALAR, returnType: DataType.STRING, params: [{ dataType: DataType.STRING }] };
+const ONE_NUMBER: Partial<ScriptCallOptions> = {
+  functionType: FunctionType.SCALAR,
+  returnType: DataType.NUMERIC,
+  params: [{ dataType: DataType.NUMERIC }],
+};
+const ONE_STRING: Partial<ScriptCallOptions> = {
+  functionType: FunctionType.SCALAR,
+  returnType: DataType.STRING,
+  params: [{ dataType: DataType.STRING }],
+};
 
 describe('bad wire input', () => {
   let t: TestPlugin;
-  const call = (options: Partial<ScriptCallOptions> & { script?: string }): Promise<CallResult> => t.client.evaluate({ script: 'args[0]', ...options });
+  const call = (options: Partial<ScriptCallOptions> & { script?: string }): Promise<CallResult> =>
+    t.client.evaluate({ script: 'args[0]', ...options });
   function assertInvalid(result: CallResult, pattern: RegExp): void {
     assert.equal(result.code, INVALID_ARGUMENT, `expected INVALID_ARGUMENT, got ${result.code} ${result.details}`);
     assert.match(result.details, pattern);
@@ -55,7 +64,10 @@ describe('bad wire input', () => {
 
   describe('headers', () => {
     it('a missing script header', async () => {
-      assertInvalid(await call({ ...ONE_NUMBER, scriptHeaderBytes: null, bundles: [[[num(1)]]] }), /no qlik-scriptrequestheader-bin header/);
+      assertInvalid(
+        await call({ ...ONE_NUMBER, scriptHeaderBytes: null, bundles: [[[num(1)]]] }),
+        /no qlik-scriptrequestheader-bin header/,
+      );
     });
 
     it('a garbled script header (random bytes)', async () => {
@@ -65,7 +77,10 @@ describe('bad wire input', () => {
 
     it('a truncated script header', async () => {
       const header = scriptHeader({ script: 'args[0] + 1', ...ONE_NUMBER });
-      assertInvalid(await call({ ...ONE_NUMBER, scriptHeaderBytes: header.subarray(0, header.length - 3), bundles: [[[num(1)]]] }), /cannot be read/);
+      assertInvalid(
+        await call({ ...ONE_NUMBER, scriptHeaderBytes: header.subarray(0, header.length - 3), bundles: [[[num(1)]]] }),
+        /cannot be read/,
+      );
     });
 
     it('wrong field types in the script header: the script as a number, an unknown return type', async () => {
@@ -74,7 +89,12 @@ describe('bad wire input', () => {
       assert.equal(result.code, INVALID_ARGUMENT, result.details);
       const unknownReturn = Buffer.concat([lengthDelimited(1, Buffer.from('args[0]')), tag(3, 0), varint(99)]);
       assertInvalid(await call({ ...ONE_NUMBER, scriptHeaderBytes: unknownReturn, bundles: [[[num(1)]]] }), /unknown returnType 99/);
-      const unknownParamType = Buffer.concat([lengthDelimited(1, Buffer.from('args[0]')), tag(3, 0), varint(1), lengthDelimited(4, Buffer.concat([tag(1, 0), varint(7)]))]);
+      const unknownParamType = Buffer.concat([
+        lengthDelimited(1, Buffer.from('args[0]')),
+        tag(3, 0),
+        varint(1),
+        lengthDelimited(4, Buffer.concat([tag(1, 0), varint(7)])),
+      ]);
       assertInvalid(await call({ ...ONE_NUMBER, scriptHeaderBytes: unknownParamType, bundles: [[[num(1)]]] }), /unknown/);
     });
 
@@ -104,11 +124,18 @@ describe('bad wire input', () => {
     });
 
     it('ten thousand rows without values for a one-parameter call', async () => {
-      assertInvalid(await call({ ...ONE_NUMBER, rawMessages: [bundle(...Array.from({ length: 10_000 }, () => row()))] }), /row 0 has 0 values but the script takes 1 parameter/);
+      assertInvalid(
+        await call({ ...ONE_NUMBER, rawMessages: [bundle(...Array.from({ length: 10_000 }, () => row()))] }),
+        /row 0 has 0 values but the script takes 1 parameter/,
+      );
     });
 
     it('ten thousand rows of empty duals take the protobuf defaults (0, empty text), answered row for row', async () => {
-      const result = await call({ ...ONE_NUMBER, script: 'args[0] + 1', rawMessages: [bundle(...Array.from({ length: 10_000 }, () => row(Buffer.alloc(0))))] });
+      const result = await call({
+        ...ONE_NUMBER,
+        script: 'args[0] + 1',
+        rawMessages: [bundle(...Array.from({ length: 10_000 }, () => row(Buffer.alloc(0))))],
+      });
       assert.equal(result.code, OK, result.details);
       assert.equal(result.rows.length, 10_000);
       assert.ok(numbers(result).every((n) => n === 1));
@@ -127,14 +154,23 @@ describe('bad wire input', () => {
 
     it('invalid UTF-8 in strData becomes U+FFFD, never an error or a crash', async () => {
       const invalid = [Buffer.from([0xff, 0xfe]), Buffer.from([0xc3]), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0x61, 0x80, 0x62])];
-      const result = await call({ ...ONE_STRING, script: 'args[0].length + ":" + args[0]', rawMessages: [bundle(...invalid.map((bytes) => row(textDual(bytes))))] });
+      const result = await call({
+        ...ONE_STRING,
+        script: 'args[0].length + ":" + args[0]',
+        rawMessages: [bundle(...invalid.map((bytes) => row(textDual(bytes))))],
+      });
       assert.equal(result.code, OK, result.details);
       assert.deepEqual(strings(result), ['2:\uFFFD\uFFFD', '1:\uFFFD', '3:\uFFFD\uFFFD\uFFFD', '3:a\uFFFDb']);
     });
 
     it('zero-length and 1 MB strings', async () => {
       const long = 'é'.repeat(500_000);
-      const result = await call({ ...ONE_STRING, script: 'args[0].length', returnType: DataType.NUMERIC, bundles: [[[str('')], [str(long)], [{}]]] });
+      const result = await call({
+        ...ONE_STRING,
+        script: 'args[0].length',
+        returnType: DataType.NUMERIC,
+        bundles: [[[str('')], [str(long)], [{}]]],
+      });
       assert.equal(result.code, OK, result.details);
       assert.deepEqual(numbers(result), [0, 500_000, 0]);
       const echoed = await call({ ...ONE_STRING, bundles: [[[str(long)]]] });

@@ -29,7 +29,7 @@ function heapUsedBytes(): number {
 const MIB = 1024 * 1024;
 
 describe('health requests from a hostile client', () => {
-  test('watch-and-cancel with 40 distinct 1 MiB names: each refused, the plugin\'s heap as it was', async () => {
+  test("watch-and-cancel with 40 distinct 1 MiB names: each refused, the plugin's heap as it was", async () => {
     const t = await startTestPlugin();
     try {
       assert.deepEqual(await watchFlood(t.plugin.port, 1, 16), { SERVICE_UNKNOWN: 1 });
@@ -44,7 +44,7 @@ describe('health requests from a hostile client', () => {
     }
   });
 
-  test('a 15 MiB health request is refused from its length prefix while another client\'s script call answers', async () => {
+  test("a 15 MiB health request is refused from its length prefix while another client's script call answers", async () => {
     const t = await startTestPlugin();
     const attacker = healthClient(t.address);
     try {
@@ -79,7 +79,8 @@ describe('PluginHealth keeps state only for the names it serves', () => {
     );
     const client = healthClient(`127.0.0.1:${port}`);
     try {
-      for (let i = 0; i < 300; i++) assert.deepEqual(await watchOnce(client, distinctName(i, MAX_HEALTH_REQUEST_BYTES - 8)), { first: 'SERVICE_UNKNOWN' });
+      for (let i = 0; i < 300; i++)
+        assert.deepEqual(await watchOnce(client, distinctName(i, MAX_HEALTH_REQUEST_BYTES - 8)), { first: 'SERVICE_UNKNOWN' });
       assert.deepEqual(health.stateSize(), { names: 2, watchers: 0 });
       assert.deepEqual(await check(client, 'no.such.Service'), {
         code: grpc.status.NOT_FOUND,
@@ -100,7 +101,13 @@ describe('PluginHealth keeps state only for the names it serves', () => {
       assert.deepEqual(seen, ['SERVING', 'NOT_SERVING']);
       assert.deepEqual(health.stateSize(), { names: 2, watchers: 1 });
       call.cancel();
-      assert.equal(await until(() => health.stateSize().watchers, (watchers) => watchers === 0), 0);
+      assert.equal(
+        await until(
+          () => health.stateSize().watchers,
+          (watchers) => watchers === 0,
+        ),
+        0,
+      );
     } finally {
       client.close();
       server.forceShutdown();

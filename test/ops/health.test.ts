@@ -29,7 +29,10 @@ describe('grpc.health.v1.Health', () => {
       await assert.rejects(checkHealth(address, insecure, 'no.such.Service'), { code: grpc.status.NOT_FOUND });
 
       const slow = client.evaluate({ script: SLOW_SCRIPT, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(7)]]] });
-      await until(async () => plugin.pool.busyWorkers, (busy) => busy === 1);
+      await until(
+        async () => plugin.pool.busyWorkers,
+        (busy) => busy === 1,
+      );
       const stopping = plugin.stop(10_000);
 
       assert.equal(await checkHealth(address, insecure), 'NOT_SERVING');
@@ -86,7 +89,10 @@ describe('the HEALTHCHECK probe (node dist/src/healthcheck.js)', () => {
       assert.deepEqual(await probe(env, [clientDir]), { code: 0, stdout: 'SERVING\n' });
       const withoutCertificate = await probe(env);
       assert.equal(withoutCertificate.code, 1);
-      assert.match(withoutCertificate.stdout, /^unhealthy: SSE_TLS_DIR is set: pass a folder with root_cert\.pem, sse_client_cert\.pem, sse_client_key\.pem/);
+      assert.match(
+        withoutCertificate.stdout,
+        /^unhealthy: SSE_TLS_DIR is set: pass a folder with root_cert\.pem, sse_client_cert\.pem, sse_client_key\.pem/,
+      );
     } finally {
       plugin.child.kill('SIGTERM');
       assert.deepEqual(await plugin.exited, { code: 0, signal: null });

@@ -53,69 +53,71 @@ function call(client: QlikClient, script: string, rows: readonly string[]): Retu
 const sha16 = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
 describe('one JSON log line per call', () => {
-  test('request id, app, user, script hash, function, rows, duration, status; no script text or row values', () => capturing('info', async (captured) => {
-    const ok = await call(captured.client, OK_SCRIPT, [`${ROW_MARKER}1`, `${ROW_MARKER}2`]);
-    assert.deepEqual(strings(ok), [`${ROW_MARKER}1-${SCRIPT_MARKER}`, `${ROW_MARKER}2-${SCRIPT_MARKER}`]);
-    assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}3`])).code, grpc.status.INVALID_ARGUMENT);
-    assert.equal((await call(captured.client, SYNTAX_ERROR_SCRIPT, [`${ROW_MARKER}4`])).code, grpc.status.INVALID_ARGUMENT);
-    assert.equal((await call(captured.client, LOOPING_SCRIPT, [`${ROW_MARKER}5`])).code, grpc.status.DEADLINE_EXCEEDED);
+  test('request id, app, user, script hash, function, rows, duration, status; no script text or row values', () =>
+    capturing('info', async (captured) => {
+      const ok = await call(captured.client, OK_SCRIPT, [`${ROW_MARKER}1`, `${ROW_MARKER}2`]);
+      assert.deepEqual(strings(ok), [`${ROW_MARKER}1-${SCRIPT_MARKER}`, `${ROW_MARKER}2-${SCRIPT_MARKER}`]);
+      assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}3`])).code, grpc.status.INVALID_ARGUMENT);
+      assert.equal((await call(captured.client, SYNTAX_ERROR_SCRIPT, [`${ROW_MARKER}4`])).code, grpc.status.INVALID_ARGUMENT);
+      assert.equal((await call(captured.client, LOOPING_SCRIPT, [`${ROW_MARKER}5`])).code, grpc.status.DEADLINE_EXCEEDED);
 
-    const calls = captured.lines().filter((line) => line['msg'] === 'EvaluateScript');
-    assert.equal(calls.length, 4);
-    const [first] = calls;
-    assert.deepEqual(
-      { ...first, requestId: undefined, time: undefined, peer: undefined, durationMs: undefined, scriptMs: undefined },
-      {
-        level: 30,
-        service: 'qlik-sse-js',
-        msg: 'EvaluateScript',
-        requestId: undefined,
-        time: undefined,
-        peer: undefined,
-        durationMs: undefined,
-        scriptMs: undefined,
-        appId: 'app-42',
-        userId: 'UserDirectory=CORP; UserId=ada',
-        function: 'ScriptEvalStr',
-        scriptHash: sha16(OK_SCRIPT),
-        scriptBytes: Buffer.byteLength(OK_SCRIPT),
-        rowsIn: 2,
-        rowsOut: 2,
-        table: false,
-        noStore: false,
-        status: 'OK',
-      },
-    );
-    assert.match(String(first?.['peer']), /^127\.0\.0\.1:\d+$/);
-    assert.equal(typeof first?.['durationMs'], 'number');
-    assert.deepEqual(
-      calls.map((line) => [line['status'], line['scriptHash']]),
-      [
-        ['OK', sha16(OK_SCRIPT)],
-        ['INVALID_ARGUMENT', sha16(THROWING_SCRIPT)],
-        ['INVALID_ARGUMENT', sha16(SYNTAX_ERROR_SCRIPT)],
-        ['DEADLINE_EXCEEDED', sha16(LOOPING_SCRIPT)],
-      ],
-    );
-    const ids = calls.map((line) => String(line['requestId']));
-    assert.equal(new Set(ids).size, 4);
-    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      const calls = captured.lines().filter((line) => line['msg'] === 'EvaluateScript');
+      assert.equal(calls.length, 4);
+      const [first] = calls;
+      assert.deepEqual(
+        { ...first, requestId: undefined, time: undefined, peer: undefined, durationMs: undefined, scriptMs: undefined },
+        {
+          level: 30,
+          service: 'qlik-sse-js',
+          msg: 'EvaluateScript',
+          requestId: undefined,
+          time: undefined,
+          peer: undefined,
+          durationMs: undefined,
+          scriptMs: undefined,
+          appId: 'app-42',
+          userId: 'UserDirectory=CORP; UserId=ada',
+          function: 'ScriptEvalStr',
+          scriptHash: sha16(OK_SCRIPT),
+          scriptBytes: Buffer.byteLength(OK_SCRIPT),
+          rowsIn: 2,
+          rowsOut: 2,
+          table: false,
+          noStore: false,
+          status: 'OK',
+        },
+      );
+      assert.match(String(first?.['peer']), /^127\.0\.0\.1:\d+$/);
+      assert.equal(typeof first?.['durationMs'], 'number');
+      assert.deepEqual(
+        calls.map((line) => [line['status'], line['scriptHash']]),
+        [
+          ['OK', sha16(OK_SCRIPT)],
+          ['INVALID_ARGUMENT', sha16(THROWING_SCRIPT)],
+          ['INVALID_ARGUMENT', sha16(SYNTAX_ERROR_SCRIPT)],
+          ['DEADLINE_EXCEEDED', sha16(LOOPING_SCRIPT)],
+        ],
+      );
+      const ids = calls.map((line) => String(line['requestId']));
+      assert.equal(new Set(ids).size, 4);
+      for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 
-    const everything = captured.text.join('');
-    assert.equal(everything.includes(SCRIPT_MARKER), false, 'script text at info');
-    assert.equal(everything.includes(ROW_MARKER), false, 'row values at info');
-  }));
+      const everything = captured.text.join('');
+      assert.equal(everything.includes(SCRIPT_MARKER), false, 'script text at info');
+      assert.equal(everything.includes(ROW_MARKER), false, 'row values at info');
+    }));
 });
 
 describe('at debug level', () => {
-  test('a script error message (which may quote a row) goes to a debug line with the same request id', () => capturing('debug', async (captured) => {
-    assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}6`])).code, grpc.status.INVALID_ARGUMENT);
-    const lines = captured.lines();
-    const info = lines.find((line) => line['msg'] === 'EvaluateScript');
-    const debug = lines.find((line) => line['level'] === 20 && line['requestId'] === info?.['requestId']);
-    assert.match(String(debug?.['details']), new RegExp(`bad ${ROW_MARKER}6`));
-    assert.equal(JSON.stringify(info).includes(ROW_MARKER), false);
-  }));
+  test('a script error message (which may quote a row) goes to a debug line with the same request id', () =>
+    capturing('debug', async (captured) => {
+      assert.equal((await call(captured.client, THROWING_SCRIPT, [`${ROW_MARKER}6`])).code, grpc.status.INVALID_ARGUMENT);
+      const lines = captured.lines();
+      const info = lines.find((line) => line['msg'] === 'EvaluateScript');
+      const debug = lines.find((line) => line['level'] === 20 && line['requestId'] === info?.['requestId']);
+      assert.match(String(debug?.['details']), new RegExp(`bad ${ROW_MARKER}6`));
+      assert.equal(JSON.stringify(info).includes(ROW_MARKER), false);
+    }));
 });
 
 test('a script or rows passed to the logger by mistake are redacted', () => {
@@ -140,7 +142,10 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
     const started = spawnMain({ SSE_LOG_FORMAT: 'pretty' });
     try {
       const listening = plain(await started.waitForLine((line) => plain(line).includes('listening on 127.0.0.1:')));
-      assert.match(listening, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening on 127\.0\.0\.1:\d+ \(plaintext, no TLS\) version=\S+ node=v20/);
+      assert.match(
+        listening,
+        /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening on 127\.0\.0\.1:\d+ \(plaintext, no TLS\) version=\S+ node=v20/,
+      );
       await started.waitForLine((line) => plain(line).includes('listening on loopback only'));
       const port = Number(/127\.0\.0\.1:(\d+)/.exec(listening)?.[1]);
       const client = new QlikClient(`127.0.0.1:${port}`);
@@ -150,9 +155,19 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
         client.close();
       }
       const callLine = plain(await started.waitForLine((line) => plain(line).includes('EvaluateScript')));
-      assert.match(callLine, /INFO: EvaluateScript ScriptEvalStr OK: 1 row in, 1 out, [\d.]+ ms \(script [\d.]+ ms\) requestId=\S+ appId=app-42 userId="UserDirectory=CORP; UserId=ada"/);
-      assert.equal(started.lines.some((line) => line['notJson'] !== true), false, 'a JSON line on stdout');
-      assert.equal(started.lines.some((line) => plain(line).includes(ROW_MARKER) || plain(line).includes(SCRIPT_MARKER)), false);
+      assert.match(
+        callLine,
+        /INFO: EvaluateScript ScriptEvalStr OK: 1 row in, 1 out, [\d.]+ ms \(script [\d.]+ ms\) requestId=\S+ appId=app-42 userId="UserDirectory=CORP; UserId=ada"/,
+      );
+      assert.equal(
+        started.lines.some((line) => line['notJson'] !== true),
+        false,
+        'a JSON line on stdout',
+      );
+      assert.equal(
+        started.lines.some((line) => plain(line).includes(ROW_MARKER) || plain(line).includes(SCRIPT_MARKER)),
+        false,
+      );
     } finally {
       await started.kill();
     }
@@ -161,7 +176,10 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
   test('the default with stdout not a terminal is JSON lines', async () => {
     const started = await startMain({});
     try {
-      assert.equal(started.lines.every((line) => line['notJson'] === undefined && typeof line.level === 'number'), true);
+      assert.equal(
+        started.lines.every((line) => line['notJson'] === undefined && typeof line.level === 'number'),
+        true,
+      );
       assert.match(String(started.lines[0]?.msg), /^listening on 127\.0\.0\.1:\d+/);
     } finally {
       await started.kill();

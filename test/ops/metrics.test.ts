@@ -53,10 +53,15 @@ describe('Prometheus metrics', () => {
 
   test('an OK call moves calls, rows and the duration histogram', async () => {
     const before = await metricsText(port);
-    const result = await plugin.client.evaluate({ script: 'args[0] + 1', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)], [num(2)]], [[num(3)]]] });
+    const result = await plugin.client.evaluate({
+      script: 'args[0] + 1',
+      params: [{ dataType: DataType.NUMERIC }],
+      bundles: [[[num(1)], [num(2)]], [[num(3)]]],
+    });
     assert.deepEqual(numbers(result), [2, 3, 4]);
     const text = await metricsText(port);
-    const delta = (name: string, labels: Record<string, string> = {}): number => sampleValue(text, name, labels) - sampleValue(before, name, labels);
+    const delta = (name: string, labels: Record<string, string> = {}): number =>
+      sampleValue(text, name, labels) - sampleValue(before, name, labels);
     assert.equal(delta('sse_calls_total', { function: 'ScriptEval', status: 'OK' }), 1);
     assert.equal(delta('sse_rows_in_total'), 3);
     assert.equal(delta('sse_rows_out_total'), 3);
@@ -67,15 +72,30 @@ describe('Prometheus metrics', () => {
 
   test('failures are counted by function and status: script error, timeout, memory limit', async () => {
     const before = await metricsText(port);
-    const thrown = await plugin.client.evaluate({ script: 'throw new Error("no")', returnType: DataType.STRING, params: [{ dataType: DataType.STRING }], bundles: [[[str('a')]]] });
+    const thrown = await plugin.client.evaluate({
+      script: 'throw new Error("no")',
+      returnType: DataType.STRING,
+      params: [{ dataType: DataType.STRING }],
+      bundles: [[[str('a')]]],
+    });
     assert.equal(thrown.code, grpc.status.INVALID_ARGUMENT);
-    const timedOut = await plugin.client.evaluate({ script: 'while (true) {}', functionType: FunctionType.AGGREGATION, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] });
+    const timedOut = await plugin.client.evaluate({
+      script: 'while (true) {}',
+      functionType: FunctionType.AGGREGATION,
+      params: [{ dataType: DataType.NUMERIC }],
+      bundles: [[[num(1)]]],
+    });
     assert.equal(timedOut.code, grpc.status.DEADLINE_EXCEEDED);
-    const tooBig = await plugin.client.evaluate({ script: 'const a = []; for (;;) a.push(new Array(100000).fill(args[0]));', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(1)]]] });
+    const tooBig = await plugin.client.evaluate({
+      script: 'const a = []; for (;;) a.push(new Array(100000).fill(args[0]));',
+      params: [{ dataType: DataType.NUMERIC }],
+      bundles: [[[num(1)]]],
+    });
     assert.equal(tooBig.code, grpc.status.RESOURCE_EXHAUSTED, tooBig.details);
 
     const text = await metricsText(port);
-    const delta = (name: string, labels: Record<string, string> = {}): number => sampleValue(text, name, labels) - sampleValue(before, name, labels);
+    const delta = (name: string, labels: Record<string, string> = {}): number =>
+      sampleValue(text, name, labels) - sampleValue(before, name, labels);
     assert.equal(delta('sse_calls_total', { function: 'ScriptEvalStr', status: 'INVALID_ARGUMENT' }), 1);
     assert.equal(delta('sse_calls_total', { function: 'ScriptAggr', status: 'DEADLINE_EXCEEDED' }), 1);
     assert.equal(delta('sse_calls_total', { function: 'ScriptEval', status: 'RESOURCE_EXHAUSTED' }), 1);
@@ -86,7 +106,10 @@ describe('Prometheus metrics', () => {
 
   test('busy workers and calls in flight while a call runs, back to 0 after', async () => {
     const slow = plugin.client.evaluate({ script: SLOW_SCRIPT, params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(9)]]] });
-    const during = await until(() => metricsText(port), (text) => sampleValue(text, 'sse_busy_workers') === 1);
+    const during = await until(
+      () => metricsText(port),
+      (text) => sampleValue(text, 'sse_busy_workers') === 1,
+    );
     assert.equal(sampleValue(during, 'sse_busy_workers'), 1);
     assert.equal(sampleValue(during, 'sse_calls_in_flight'), 1);
     assert.equal(sampleValue(during, 'sse_queue_depth'), 0);
@@ -99,9 +122,15 @@ describe('Prometheus metrics', () => {
   test('a sandbox process that dies is counted by reason and replaced', async () => {
     const pid = plugin.plugin.pool.processes()[0]?.pid as number;
     process.kill(pid, 'SIGKILL');
-    const text = await until(() => metricsText(port), (body) => sampleValue(body, 'sse_sandbox_restarts_total', { reason: 'crash' }) === 1);
+    const text = await until(
+      () => metricsText(port),
+      (body) => sampleValue(body, 'sse_sandbox_restarts_total', { reason: 'crash' }) === 1,
+    );
     assert.equal(sampleValue(text, 'sse_sandbox_restarts_total', { reason: 'crash' }), 1);
-    const ready = await until(() => metricsText(port), (body) => sampleValue(body, 'sse_workers') === 2);
+    const ready = await until(
+      () => metricsText(port),
+      (body) => sampleValue(body, 'sse_workers') === 2,
+    );
     assert.equal(sampleValue(ready, 'sse_workers'), 2);
   });
 });

@@ -39,7 +39,12 @@ function loopbackConfig(source: string, dir: string, listenPort: number, upstrea
   text = swap(text, /^(\s*)access_log \S+ sse_grpc;$/, (_m, indent = '') => `${indent}access_log ${dir}/access.log sse_grpc;`);
   text = swap(text, /^(\s*)listen 50051 http2;$/, (_m, indent = '') => `${indent}listen 127.0.0.1:${listenPort} http2;`);
   let next = 0;
-  text = swap(text, /^(\s*)server 10\.0\.0\.\d+:50051 (.*);$/, (_m, indent = '', options = '') => `${indent}server 127.0.0.1:${upstreamPorts[next++]} ${options};`, upstreamPorts.length);
+  text = swap(
+    text,
+    /^(\s*)server 10\.0\.0\.\d+:50051 (.*);$/,
+    (_m, indent = '', options = '') => `${indent}server 127.0.0.1:${upstreamPorts[next++]} ${options};`,
+    upstreamPorts.length,
+  );
   const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((name) => `    ${name}_temp_path ${dir}/${name};`).join('\n');
   return swap(text, /^http \{$/, () => `http {\n${temp}`);
 }
@@ -64,14 +69,17 @@ async function listening(port: number): Promise<boolean> {
 
 const nginx = findNginx();
 
-describe('nginx (deploy/nginx/nginx.conf) in front of two plugin processes', { skip: nginx ? false : 'nginx is not installed (.ci/run installs it)' }, () => {
+describe('nginx (deploy/nginx/nginx.conf) in front of two plugin processes', {
+  skip: nginx ? false : 'nginx is not installed (.ci/run installs it)',
+}, () => {
   let dir: string;
   let plugins: PluginProcess[];
   let balancer: ChildProcess;
   let client: QlikClient;
   let address: string;
 
-  const callsServed = async (plugin: PluginProcess): Promise<number> => sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_calls_total', { status: 'OK' });
+  const callsServed = async (plugin: PluginProcess): Promise<number> =>
+    sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_calls_total', { status: 'OK' });
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'sse-nginx-'));
@@ -81,11 +89,28 @@ describe('nginx (deploy/nginx/nginx.conf) in front of two plugin processes', { s
     plugins = await Promise.all([startMain(env), startMain(env)]);
     const port = await freePort();
     const config = path.join(dir, 'nginx.conf');
-    writeFileSync(config, loopbackConfig(readFileSync(NGINX_CONF, 'utf8'), dir, port, plugins.map((p) => p.port)));
+    writeFileSync(
+      config,
+      loopbackConfig(
+        readFileSync(NGINX_CONF, 'utf8'),
+        dir,
+        port,
+        plugins.map((p) => p.port),
+      ),
+    );
     const checked = spawnSync(nginx as string, ['-t', '-p', dir, '-c', config, '-e', path.join(dir, 'error.log')], { encoding: 'utf8' });
     assert.equal(checked.status, 0, checked.stderr);
-    balancer = spawn(nginx as string, ['-p', dir, '-c', config, '-e', path.join(dir, 'error.log'), '-g', 'daemon off;'], { stdio: 'ignore' });
-    assert.equal(await until(() => listening(port), (up) => up), true, 'nginx did not start listening');
+    balancer = spawn(nginx as string, ['-p', dir, '-c', config, '-e', path.join(dir, 'error.log'), '-g', 'daemon off;'], {
+      stdio: 'ignore',
+    });
+    assert.equal(
+      await until(
+        () => listening(port),
+        (up) => up,
+      ),
+      true,
+      'nginx did not start listening',
+    );
     address = `127.0.0.1:${port}`;
     client = new QlikClient(address);
   });
@@ -105,18 +130,27 @@ describe('nginx (deploy/nginx/nginx.conf) in front of two plugin processes', { s
     const before = await Promise.all(plugins.map(callsServed));
     const calls = 20;
     const results = await Promise.all(
-      Array.from({ length: calls }, (_, i) => client.evaluate({ script: 'args[0] * 10 + 1', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(i)], [num(i + 1)]]] })),
+      Array.from({ length: calls }, (_, i) =>
+        client.evaluate({ script: 'args[0] * 10 + 1', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(i)], [num(i + 1)]]] }),
+      ),
     );
     results.forEach((result, i) => {
       assert.equal(result.code, grpc.status.OK, result.details);
       assert.deepEqual(numbers(result), [i * 10 + 1, (i + 1) * 10 + 1]);
     });
     const served = (await Promise.all(plugins.map(callsServed))).map((n, i) => n - (before[i] ?? 0));
-    assert.equal(served.reduce((a, b) => a + b, 0), calls);
+    assert.equal(
+      served.reduce((a, b) => a + b, 0),
+      calls,
+    );
     for (const n of served) assert.ok(n >= 3, `each plugin served some of the calls: ${served.join(' / ')}`);
 
     const accessLog = readFileSync(path.join(dir, 'access.log'), 'utf8');
-    for (const plugin of plugins) assert.match(accessLog, new RegExp(`"POST /qlik\\.sse\\.Connector/EvaluateScript HTTP/2\\.0" http=200 grpc=0 upstream=127\\.0\\.0\\.1:${plugin.port} `));
+    for (const plugin of plugins)
+      assert.match(
+        accessLog,
+        new RegExp(`"POST /qlik\\.sse\\.Connector/EvaluateScript HTTP/2\\.0" http=200 grpc=0 upstream=127\\.0\\.0\\.1:${plugin.port} `),
+      );
   });
 
   test('the largest script the plugin accepts, and more than 1 MiB of rows in several bundles, pass through', async () => {

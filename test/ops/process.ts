@@ -82,7 +82,10 @@ export function spawnMain(env: Record<string, string>, options: SpawnOptions = {
 
   const waitForLine = (match: (line: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`no matching log line within ${timeoutMs} ms; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`)), timeoutMs);
+      const timer = setTimeout(
+        () => done(new Error(`no matching log line within ${timeoutMs} ms; stdout: ${JSON.stringify(lines)}; stderr: ${stderr}`)),
+        timeoutMs,
+      );
       const check = (): void => {
         const found = lines.find(match);
         if (found) done(null, found);

@@ -87,7 +87,10 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
     const result = await call;
     client.close();
     assert.equal(result.code, status.OK, result.details);
-    assert.deepEqual(numbers(result), rows.map((_, i) => i + 1));
+    assert.deepEqual(
+      numbers(result),
+      rows.map((_, i) => i + 1),
+    );
     assert.deepEqual(await plugin.exited, { code: 0, signal: null });
     await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);
   });

@@ -62,7 +62,10 @@ describe('start-up diagnostics of the real process', () => {
       assert.match(message(settings), /^Qlik Settings\.ini, section \[Settings 7\]/);
       assert.deepEqual(qmc?.['qmc'], { Name: 'JS', Host: '127.0.0.1', Port: plugin.port, 'Certificate file path': '(empty: no TLS)' });
       assert.equal(loopback?.level, WARN);
-      assert.match(message(loopback), /^listening on loopback only \(SSE_HOST=127\.0\.0\.1\): a Qlik engine on another machine cannot connect/);
+      assert.match(
+        message(loopback),
+        /^listening on loopback only \(SSE_HOST=127\.0\.0\.1\): a Qlik engine on another machine cannot connect/,
+      );
       assert.equal(plugin.lines.filter((line) => line.level !== INFO && line.level !== WARN).length, 0);
     } finally {
       await stopped(plugin);
@@ -84,7 +87,10 @@ describe('start-up diagnostics of the real process', () => {
       const ports = new Set(lines().map((l) => String(l['peer'])));
       assert.equal(ports.size, 2, `two connections: ${[...ports].join(', ')}`);
       for (const peer of ports) assert.match(peer, /^127\.0\.0\.1:\d+$/);
-      assert.deepEqual(lines().map((l) => l.level), [INFO, ...new Array<number>(9).fill(DEBUG)]);
+      assert.deepEqual(
+        lines().map((l) => l.level),
+        [INFO, ...new Array<number>(9).fill(DEBUG)],
+      );
     } finally {
       first.close();
       second.close();
@@ -95,11 +101,20 @@ describe('start-up diagnostics of the real process', () => {
   test('mutual TLS: the certificate line, and the Settings.ini line names the client certificate folder', async () => {
     const plugin = await startMain({ SSE_TLS_DIR: certificates().serverDir });
     try {
-      assert.equal(message(plugin.lines[0]), `listening on 127.0.0.1:${plugin.port} (mutual TLS: clients must present a certificate signed by root_cert.pem)`);
+      assert.equal(
+        message(plugin.lines[0]),
+        `listening on 127.0.0.1:${plugin.port} (mutual TLS: clients must present a certificate signed by root_cert.pem)`,
+      );
       const certificate = plugin.lines.find(startsWith('server certificate'));
-      assert.match(message(certificate), /^server certificate CN=sse_server for DNS:localhost, IP Address:127\.0\.0\.1, valid until \d{4}-.*\(36\d\d days\); clients must present a certificate signed by CN=sse_root$/);
+      assert.match(
+        message(certificate),
+        /^server certificate CN=sse_server for DNS:localhost, IP Address:127\.0\.0\.1, valid until \d{4}-.*\(36\d\d days\); clients must present a certificate signed by CN=sse_root$/,
+      );
       const settings = plugin.lines.find((line) => line['settingsIni'] !== undefined);
-      assert.equal(settings?.['settingsIni'], `SSEPlugin=JS,127.0.0.1:${plugin.port},<folder on the Qlik machine with root_cert.pem, sse_client_cert.pem, sse_client_key.pem>`);
+      assert.equal(
+        settings?.['settingsIni'],
+        `SSEPlugin=JS,127.0.0.1:${plugin.port},<folder on the Qlik machine with root_cert.pem, sse_client_cert.pem, sse_client_key.pem>`,
+      );
       assert.equal(plugin.lines.some(startsWith('the server certificate')), false);
     } finally {
       await stopped(plugin);
@@ -111,7 +126,10 @@ describe('start-up diagnostics of the real process', () => {
     try {
       const warning = remote.lines.find(startsWith('the server certificate does not name'));
       assert.equal(warning?.level, WARN);
-      assert.match(message(warning), /^the server certificate does not name 127\.0\.0\.1: a Qlik engine connecting to 127\.0\.0\.1 will refuse it/);
+      assert.match(
+        message(warning),
+        /^the server certificate does not name 127\.0\.0\.1: a Qlik engine connecting to 127\.0\.0\.1 will refuse it/,
+      );
       assert.deepEqual(warning?.['serverNames'], ['DNS:plugin.example.com']);
     } finally {
       await stopped(remote);
@@ -130,7 +148,10 @@ describe('start-up diagnostics of the real process', () => {
     await withBusyPort(async (port) => {
       const started = spawnMain({ SSE_PORT: String(port) });
       assert.deepEqual(await started.exited, { code: 1, signal: null });
-      assert.match(started.stderr(), /^failed to start: .*EADDRINUSE.*another process already uses that port: stop it or choose another SSE_PORT$/m);
+      assert.match(
+        started.stderr(),
+        /^failed to start: .*EADDRINUSE.*another process already uses that port: stop it or choose another SSE_PORT$/m,
+      );
     });
   });
 
@@ -138,7 +159,13 @@ describe('start-up diagnostics of the real process', () => {
     await withBusyPort(async (port) => {
       const started = spawnMain({ SSE_METRICS_PORT: String(port) });
       assert.deepEqual(await started.exited, { code: 1, signal: null });
-      assert.match(started.stderr(), new RegExp(`^failed to start: cannot serve metrics on 127\\.0\\.0\\.1:${port} \\(SSE_METRICS_PORT\\): .*EADDRINUSE.* choose another SSE_METRICS_PORT$`, 'm'));
+      assert.match(
+        started.stderr(),
+        new RegExp(
+          `^failed to start: cannot serve metrics on 127\\.0\\.0\\.1:${port} \\(SSE_METRICS_PORT\\): .*EADDRINUSE.* choose another SSE_METRICS_PORT$`,
+          'm',
+        ),
+      );
     });
   });
 

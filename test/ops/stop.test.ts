@@ -15,7 +15,10 @@ import { SLOW_SCRIPT, SLOW_SCRIPT_MS, metricsText, sampleValue, startMain, until
 const ONE_NUMBER = { params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(5)]]] };
 
 async function oneCallRunning(plugin: PluginProcess): Promise<void> {
-  const running = await until(async () => sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_busy_workers'), (busy) => busy === 1);
+  const running = await until(
+    async () => sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_busy_workers'),
+    (busy) => busy === 1,
+  );
   assert.equal(running, 1);
 }
 
@@ -48,7 +51,10 @@ describe('graceful stop of the real process', () => {
         assert.equal(stopping?.['reason'], signal);
         assert.equal(stopping?.['graceMs'], 10_000);
         assert.ok(plugin.lines.some((line) => line.msg === 'stopped: sandbox processes ended'));
-        assert.equal(plugin.lines.some((line) => String(line.msg).startsWith('still running after stop')), false);
+        assert.equal(
+          plugin.lines.some((line) => String(line.msg).startsWith('still running after stop')),
+          false,
+        );
         assert.doesNotMatch(plugin.stderr(), /segmentation|fatal|abort/i);
       } finally {
         client.close();
@@ -75,7 +81,12 @@ describe('graceful stop of the real process', () => {
   });
 
   test('past SSE_SHUTDOWN_GRACE_MS the call still running is cancelled and the process still exits 0', async () => {
-    const plugin = await startMain({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '5000', SSE_SHUTDOWN_GRACE_MS: '200', SSE_METRICS_PORT: '0' });
+    const plugin = await startMain({
+      SSE_WORKERS: '1',
+      SSE_SCRIPT_TIMEOUT_MS: '5000',
+      SSE_SHUTDOWN_GRACE_MS: '200',
+      SSE_METRICS_PORT: '0',
+    });
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
     try {
       const slow = client.evaluate({ script: SLOW_SCRIPT, ...ONE_NUMBER });

@@ -19,7 +19,8 @@ import { spawnMain } from './process';
 const certificates = certificatesForSuite();
 
 function tlsClient(address: string, files: ClientFiles | { root: Buffer }): QlikClient {
-  const credentials = 'cert' in files ? grpc.credentials.createSsl(files.root, files.key, files.cert) : grpc.credentials.createSsl(files.root);
+  const credentials =
+    'cert' in files ? grpc.credentials.createSsl(files.root, files.key, files.cert) : grpc.credentials.createSsl(files.root);
   return new QlikClient(address, credentials);
 }
 
@@ -54,7 +55,10 @@ describe('mutual TLS on the gRPC port', () => {
     ['a plaintext client', () => new QlikClient(`127.0.0.1:${plugin.plugin.port}`)],
     ['a TLS client without a certificate', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { root: certificates().client.root })],
     // It trusts the plugin's root, so only its own certificate can be the reason for the refusal.
-    ['a client whose certificate another CA signed', () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { ...certificates().rogueClient, root: certificates().client.root })],
+    [
+      'a client whose certificate another CA signed',
+      () => tlsClient(`127.0.0.1:${plugin.plugin.port}`, { ...certificates().rogueClient, root: certificates().client.root }),
+    ],
   ];
   for (const [name, connect] of refused) {
     test(`${name} is refused, and the plugin keeps serving good clients`, async () => {
@@ -83,10 +87,26 @@ describe('a broken certificate folder stops the start, naming the file and the r
     ['sse_server_cert.pem missing', () => certificates().tlsDir({ cert: null }), /sse_server_cert\.pem does not exist/],
     ['sse_server_key.pem missing', () => certificates().tlsDir({ key: null }), /sse_server_key\.pem does not exist/],
     ['an unreadable key (a folder in its place)', () => unreadableKeyDir(), /sse_server_key\.pem is a folder, not a file/],
-    ['an expired server certificate', () => certificates().tlsDir({ cert: 'expired_server_cert.pem' }), /sse_server_cert\.pem expired on 2020-01-02T00:00:00\.000Z/],
-    ['a key that does not match the certificate', () => certificates().tlsDir({ key: 'other_key.pem' }), /sse_server_key\.pem does not match .*sse_server_cert\.pem/],
-    ['a server certificate another CA signed', () => certificates().tlsDir({ cert: 'rogue_server_cert.pem' }), /sse_server_cert\.pem is not signed by .*root_cert\.pem .*issued by CN=rogue_root; root: CN=sse_root/],
-    ['the key and the certificate swapped', () => certificates().tlsDir({ cert: 'server_key.pem', key: 'server_cert.pem' }), /sse_server_cert\.pem holds no PEM certificate .*are the files swapped/],
+    [
+      'an expired server certificate',
+      () => certificates().tlsDir({ cert: 'expired_server_cert.pem' }),
+      /sse_server_cert\.pem expired on 2020-01-02T00:00:00\.000Z/,
+    ],
+    [
+      'a key that does not match the certificate',
+      () => certificates().tlsDir({ key: 'other_key.pem' }),
+      /sse_server_key\.pem does not match .*sse_server_cert\.pem/,
+    ],
+    [
+      'a server certificate another CA signed',
+      () => certificates().tlsDir({ cert: 'rogue_server_cert.pem' }),
+      /sse_server_cert\.pem is not signed by .*root_cert\.pem .*issued by CN=rogue_root; root: CN=sse_root/,
+    ],
+    [
+      'the key and the certificate swapped',
+      () => certificates().tlsDir({ cert: 'server_key.pem', key: 'server_cert.pem' }),
+      /sse_server_cert\.pem holds no PEM certificate .*are the files swapped/,
+    ],
     ['a root file that is not PEM', () => garbageRootDir(), /root_cert\.pem holds no PEM certificate/],
   ];
   for (const [name, makeDir, reason] of cases) {
@@ -97,7 +117,10 @@ describe('a broken certificate folder stops the start, naming the file and the r
       assert.match(started.stderr(), new RegExp(`^configuration error: SSE_TLS_DIR.*${reason.source}`, 'm'));
       const fatal = started.lines.find((line) => line.level === 60);
       assert.match(String(fatal?.msg), reason);
-      assert.equal(started.lines.some((line) => String(line.msg).startsWith('listening')), false);
+      assert.equal(
+        started.lines.some((line) => String(line.msg).startsWith('listening')),
+        false,
+      );
     });
   }
 
@@ -114,12 +137,18 @@ describe('a broken certificate folder stops the start, naming the file and the r
     chmodSync(keyFile, asRoot ? 0o600 : 0o000);
     const started = spawnMain({ SSE_TLS_DIR: dir }, asRoot ? { becomeUser: { uid: 65_534, gid: 65_534 } } : {});
     assert.deepEqual(await started.exited, { code: 2, signal: null });
-    assert.match(started.stderr(), /^configuration error: SSE_TLS_DIR: .*sse_server_key\.pem cannot be read by the user running the plugin \(EACCES\)/m);
+    assert.match(
+      started.stderr(),
+      /^configuration error: SSE_TLS_DIR: .*sse_server_key\.pem cannot be read by the user running the plugin \(EACCES\)/m,
+    );
   });
 
   test('a certificate that is not valid yet', () => {
     const dir = certificates().tlsDir({});
-    assert.throws(() => loadTlsFiles(dir, new Date('2001-01-01T00:00:00Z')), /root_cert\.pem is not valid yet: valid from .*check this machine's clock/);
+    assert.throws(
+      () => loadTlsFiles(dir, new Date('2001-01-01T00:00:00Z')),
+      /root_cert\.pem is not valid yet: valid from .*check this machine's clock/,
+    );
   });
 
   test('the good folder passes, and the summary names the certificate', () => {

@@ -27,7 +27,8 @@ async function textAs(client: QlikClient, script: string, appId: string, userId:
 }
 
 /** Leaves a global, a replaced global and a prototype change behind, and reports what it found. */
-const LEAVER = '{ const seen = [typeof globalThis.left, typeof JSON.parse, typeof [].polluted].join(); globalThis.left = 1; JSON = { parse: 1 }; Array.prototype.polluted = 1; return seen; }';
+const LEAVER =
+  '{ const seen = [typeof globalThis.left, typeof JSON.parse, typeof [].polluted].join(); globalThis.left = 1; JSON = { parse: 1 }; Array.prototype.polluted = 1; return seen; }';
 const FRESH = 'undefined,function,undefined';
 
 describe('context reuse between calls', () => {
@@ -54,7 +55,8 @@ describe('context reuse between calls', () => {
   });
 
   it('a global the script makes permanent does not survive: the next call gets a fresh context', async () => {
-    const script = '{ const had = typeof globalThis.stuck; Object.defineProperty(globalThis, "stuck", { value: 1, configurable: false }); return had; }';
+    const script =
+      '{ const had = typeof globalThis.stuck; Object.defineProperty(globalThis, "stuck", { value: 1, configurable: false }); return had; }';
     assert.equal(await textAs(t.client, script, 'app-4', 'user-4'), 'undefined');
     assert.equal(await textAs(t.client, script, 'app-4', 'user-4'), 'undefined');
   });

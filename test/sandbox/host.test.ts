@@ -28,38 +28,83 @@ describe('sandbox: nothing of the host', () => {
   after(async () => t.stop());
 
   it('Node globals are not defined: process, require, module, exports, Buffer, global, __dirname, timers, fetch', async () => {
-    const names = ['process', 'require', 'module', 'exports', 'Buffer', 'global', '__dirname', '__filename', 'setTimeout', 'setInterval', 'setImmediate', 'queueMicrotask', 'fetch', 'structuredClone', 'performance', 'TextEncoder', 'URL'];
+    const names = [
+      'process',
+      'require',
+      'module',
+      'exports',
+      'Buffer',
+      'global',
+      '__dirname',
+      '__filename',
+      'setTimeout',
+      'setInterval',
+      'setImmediate',
+      'queueMicrotask',
+      'fetch',
+      'structuredClone',
+      'performance',
+      'TextEncoder',
+      'URL',
+    ];
     const types = await textOf(t.client, `[${names.map((n) => `typeof ${n}`).join(', ')}].join()`);
     assert.equal(types, names.map(() => 'undefined').join());
   });
 
   it('isolated-vm handles are not reachable: $0, ivm, _ivm, and no symbol-keyed globals', async () => {
-    assert.equal(await textOf(t.client, '[typeof $0, typeof ivm, typeof _ivm, typeof $1].join()'), 'undefined,undefined,undefined,undefined');
+    assert.equal(
+      await textOf(t.client, '[typeof $0, typeof ivm, typeof _ivm, typeof $1].join()'),
+      'undefined,undefined,undefined,undefined',
+    );
     assert.equal(await textOf(t.client, 'Reflect.ownKeys(globalThis).filter((k) => typeof k === "symbol").length'), '0');
   });
 
   it('the global object holds only the standard built-ins', async () => {
     const names = (await textOf(t.client, 'Reflect.ownKeys(globalThis).map(String).join(" ")')).split(' ');
-    assert.deepEqual(names.filter((n) => !STANDARD_GLOBALS.includes(n)), []);
+    assert.deepEqual(
+      names.filter((n) => !STANDARD_GLOBALS.includes(n)),
+      [],
+    );
     assert.equal(await textOf(t.client, 'Object.getPrototypeOf(Object.getPrototypeOf(globalThis)) === Object.prototype'), 'true');
   });
 
   it("constructor chains reach the sandbox's own Function: this.constructor.constructor('return process')()", async () => {
-    assert.equal(await textOf(t.client, "{ try { return String(this.constructor.constructor('return process')()); } catch (e) { return e.name + ': ' + e.message; } }"), 'ReferenceError: process is not defined');
+    assert.equal(
+      await textOf(
+        t.client,
+        "{ try { return String(this.constructor.constructor('return process')()); } catch (e) { return e.name + ': ' + e.message; } }",
+      ),
+      'ReferenceError: process is not defined',
+    );
     assert.equal(await textOf(t.client, "args.constructor.constructor('return typeof process')()"), 'undefined');
-    assert.equal(await textOf(t.client, "Object.getPrototypeOf(function* () {}).constructor('yield typeof Buffer')().next().value"), 'undefined');
+    assert.equal(
+      await textOf(t.client, "Object.getPrototypeOf(function* () {}).constructor('yield typeof Buffer')().next().value"),
+      'undefined',
+    );
   });
 
   it("Function('return this')() gives the sandbox global, which has nothing of the host", async () => {
-    assert.equal(await textOf(t.client, "{ const g = Function('return this')(); return [g === globalThis, typeof g.process, typeof g.require, 'Buffer' in g].join(); }"), 'true,undefined,undefined,false');
+    assert.equal(
+      await textOf(
+        t.client,
+        "{ const g = Function('return this')(); return [g === globalThis, typeof g.process, typeof g.require, 'Buffer' in g].join(); }",
+      ),
+      'true,undefined,undefined,false',
+    );
     assert.equal(await textOf(t.client, "(0, eval)('this') === globalThis"), 'true');
   });
 
-  it('import() is refused: the promise rejects and the call fails as the script\'s own error', async () => {
+  it("import() is refused: the promise rejects and the call fails as the script's own error", async () => {
     const result = await evalText(t.client, "import('node:fs')");
     assert.equal(result.code, status.INVALID_ARGUMENT, result.details);
     assert.match(result.details, /never handled/);
-    assert.equal(await textOf(t.client, "{ let outcome = 'pending'; import('node:child_process').then(() => (outcome = 'loaded'), (e) => (outcome = 'refused')); return outcome; }"), 'pending');
+    assert.equal(
+      await textOf(
+        t.client,
+        "{ let outcome = 'pending'; import('node:child_process').then(() => (outcome = 'loaded'), (e) => (outcome = 'refused')); return outcome; }",
+      ),
+      'pending',
+    );
     assert.equal(await textOf(t.client, "{ try { return String(eval('import.meta')); } catch (e) { return e.name; } }"), 'SyntaxError');
   });
 

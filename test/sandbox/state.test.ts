@@ -58,7 +58,8 @@ describe('sandbox: no state across calls', () => {
   });
 
   it('globals set by one call are gone in the next', async () => {
-    for (const answer of await everywhere(t, '{ globalThis.leaked = "secret"; var leakedVar = 1; this.leaked2 = 2; return "set"; }', 3)) assert.equal(answer, 'set');
+    for (const answer of await everywhere(t, '{ globalThis.leaked = "secret"; var leakedVar = 1; this.leaked2 = 2; return "set"; }', 3))
+      assert.equal(answer, 'set');
     for (const answer of await everywhere(t, CHECK)) assert.equal(answer, CLEAN);
     assert.equal(await textOf(t.client, 'typeof leaked2'), 'undefined');
   });
@@ -87,7 +88,12 @@ describe('sandbox: no state across calls', () => {
     const script = `{ if (globalThis.marker !== undefined && globalThis.marker !== args[0]) return 'saw ' + globalThis.marker;
       globalThis.marker = args[0]; const end = Date.now() + 2; while (Date.now() < end); return 'only ' + globalThis.marker; }`;
     const call = (who: string): Promise<CallResult> =>
-      evalRows(t.client, script, Array.from({ length: 100 }, () => [str(who)]), { paramType: DataType.STRING, returnType: DataType.STRING });
+      evalRows(
+        t.client,
+        script,
+        Array.from({ length: 100 }, () => [str(who)]),
+        { paramType: DataType.STRING, returnType: DataType.STRING },
+      );
     const results = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((who) => call(who)));
     results.forEach((result, i) => {
       const who = ['alice', 'bob', 'carol', 'dave'][i] as string;
@@ -97,7 +103,8 @@ describe('sandbox: no state across calls', () => {
   });
 
   it('SharedArrayBuffer and Atomics give nothing to share or wait on, in any call', async () => {
-    for (const answer of await everywhere(t, 'typeof SharedArrayBuffer + "," + typeof WebAssembly', 3)) assert.equal(answer, 'undefined,undefined');
+    for (const answer of await everywhere(t, 'typeof SharedArrayBuffer + "," + typeof WebAssembly', 3))
+      assert.equal(answer, 'undefined,undefined');
     const attempts = [
       'Atomics.wait(new Int32Array(4), 0, 0, 1000)',
       'Atomics.waitAsync(new Int32Array(4), 0, 0, 1000)',
@@ -110,7 +117,10 @@ describe('sandbox: no state across calls', () => {
       assert.ok(ms < 500, `${script} took ${Math.round(ms)} ms`);
     }
     // A growable or transferred ArrayBuffer is still the call's own.
-    assert.equal(await textOf(t.client, '{ const b = new ArrayBuffer(8); new Int32Array(b)[0] = 7; return new Int32Array(b.slice(0))[0]; }'), '7');
+    assert.equal(
+      await textOf(t.client, '{ const b = new ArrayBuffer(8); new Int32Array(b)[0] = 7; return new Int32Array(b.slice(0))[0]; }'),
+      '7',
+    );
   });
 
   it('state kept in a closure does not leak through the compiled-script cache', async () => {
@@ -130,11 +140,19 @@ describe('sandbox: no state across calls', () => {
       assert.equal(result.code, status.INVALID_ARGUMENT, `${script}: ${result.code} ${result.details}`);
     }
     // Text results are encoded without the array built-ins: this rewrite no longer even bends its own call.
-    const text = await evalRows(t.client, "{ Object.defineProperty(Array.prototype, '1', { set() {}, configurable: true }); return 'text'; }", rows, TABLE);
+    const text = await evalRows(
+      t.client,
+      "{ Object.defineProperty(Array.prototype, '1', { set() {}, configurable: true }); return 'text'; }",
+      rows,
+      TABLE,
+    );
     assert.deepEqual([text.code, strings(text)], [0, ['text', 'text', 'text']]);
     const table = await evalRows(t.client, '[args[0], "v" + args[0]]', rows, TABLE);
     assert.equal(table.code, status.OK, table.details);
-    assert.deepEqual(table.rows.map((row) => row[1]?.strData), ['v1', 'v2', 'v3']);
+    assert.deepEqual(
+      table.rows.map((row) => row[1]?.strData),
+      ['v1', 'v2', 'v3'],
+    );
   });
 
   it('keeps serving', async () => {

@@ -30,11 +30,30 @@ describe('loadConfig', () => {
 
   it('reads every variable', () => {
     const config = loadConfig({
-      SSE_PORT: '6000', SSE_ALLOW_SCRIPT: 'false', SSE_WORKERS: '3', SSE_SCRIPT_TIMEOUT_MS: '250', SSE_MEMORY_LIMIT_MB: '64',
-      SSE_MAX_SCRIPT_BYTES: '49152', SSE_LOG_LEVEL: 'debug', SSE_MAX_QUEUE: '9', SSE_METRICS_PORT: '9100', SSE_SHUTDOWN_GRACE_MS: '0',
+      SSE_PORT: '6000',
+      SSE_ALLOW_SCRIPT: 'false',
+      SSE_WORKERS: '3',
+      SSE_SCRIPT_TIMEOUT_MS: '250',
+      SSE_MEMORY_LIMIT_MB: '64',
+      SSE_MAX_SCRIPT_BYTES: '49152',
+      SSE_LOG_LEVEL: 'debug',
+      SSE_MAX_QUEUE: '9',
+      SSE_METRICS_PORT: '9100',
+      SSE_SHUTDOWN_GRACE_MS: '0',
     });
     assert.deepEqual(
-      [config.port, config.allowScript, config.workers, config.scriptTimeoutMs, config.memoryLimitMb, config.maxScriptBytes, config.logLevel, config.maxQueue, config.metricsPort, config.shutdownGraceMs],
+      [
+        config.port,
+        config.allowScript,
+        config.workers,
+        config.scriptTimeoutMs,
+        config.memoryLimitMb,
+        config.maxScriptBytes,
+        config.logLevel,
+        config.maxQueue,
+        config.metricsPort,
+        config.shutdownGraceMs,
+      ],
       [6000, false, 3, 250, 64, 49152, 'debug', 9, 9100, 0],
     );
   });
@@ -63,7 +82,10 @@ describe('loadConfig', () => {
   ];
   for (const [name, value, message] of bad) {
     it(`refuses ${name}=${value}`, () => {
-      assert.throws(() => loadConfig({ [name]: value }), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+      assert.throws(
+        () => loadConfig({ [name]: value }),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
     });
   }
 
@@ -78,6 +100,9 @@ describe('loadConfig', () => {
   });
 
   it('reports every bad variable at once', () => {
-    assert.throws(() => loadConfig({ SSE_PORT: 'x', SSE_WORKERS: 'y' }), (error: unknown) => error instanceof ConfigError && /SSE_PORT="x"/.test(error.message) && /SSE_WORKERS="y"/.test(error.message));
+    assert.throws(
+      () => loadConfig({ SSE_PORT: 'x', SSE_WORKERS: 'y' }),
+      (error: unknown) => error instanceof ConfigError && /SSE_PORT="x"/.test(error.message) && /SSE_WORKERS="y"/.test(error.message),
+    );
   });
 });

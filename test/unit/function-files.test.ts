@@ -34,16 +34,26 @@ describe('parseFunctionFile', () => {
     const { functions, problems } = parseFunctionFile(GOOD, 'text.js');
     assert.deepEqual(problems, []);
     const [slug, sum] = functions;
-    assert.deepEqual({ name: slug?.name, kind: slug?.kind, params: slug?.params, returns: slug?.returns, line: slug?.line }, {
-      name: 'Slug', kind: 'row', returns: 'text', line: 2,
-      params: [{ name: 'text', type: 'text' }, { name: 'width', type: 'number' }, { name: 'd', type: 'dual' }],
-    });
+    assert.deepEqual(
+      { name: slug?.name, kind: slug?.kind, params: slug?.params, returns: slug?.returns, line: slug?.line },
+      {
+        name: 'Slug',
+        kind: 'row',
+        returns: 'text',
+        line: 2,
+        params: [
+          { name: 'text', type: 'text' },
+          { name: 'width', type: 'number' },
+          { name: 'd', type: 'dual' },
+        ],
+      },
+    );
     assert.equal(slug?.runSource, 'function run(text, width, d) { return text.slice(0, width) + d.str; }');
     assert.equal(sum?.runSource, '(v) => v.reduce((a, b) => a + b, 0)');
     assert.equal(sum?.line, 8);
   });
 
-  it('reads module.exports = { Name: { … } } and puts the file\'s helpers before run', () => {
+  it("reads module.exports = { Name: { … } } and puts the file's helpers before run", () => {
     const text = `function twice(x) { return 2 * x; }\nconst K = 3;\nmodule.exports = { Six: { kind: 'tensor', params: { x: 'number' }, returns: 'number', run(x) { return twice(x) * K; } } };\n`;
     const [six] = parseFunctionFile(text, 'm.js').functions;
     assert.equal(six?.name, 'Six');
@@ -68,12 +78,12 @@ describe('parseFunctionFile', () => {
   it('reports each wrong or missing part with its line and the choices', () => {
     const text = `exports.A = {\n  kind: 'rows',\n  params: { x: 'numeric', y: 'text', Y: 'text' },\n  returns: 'string',\n  run(x) {},\n  extra: 1,\n};\nexports.B = { kind: 'row', params: {}, returns: 'number' };\n`;
     assert.deepEqual(messages(text), [
-      "f.js:6 A: unknown key extra: a definition has only kind, params, returns, run",
+      'f.js:6 A: unknown key extra: a definition has only kind, params, returns, run',
       "f.js:2 A: kind must be one of 'row', 'tensor', 'aggregation' written as a string literal (got 'rows')",
       "f.js:4 A: returns must be one of 'number', 'text' written as a string literal (got 'string')",
       "f.js:3 A: the type of parameter x must be 'number', 'text', 'dual' (got 'numeric')",
       'f.js:3 A: the parameter Y is declared twice: rename one',
-      "f.js:8 B: add run(…) { … }: the JavaScript that computes the result, one parameter per entry of params",
+      'f.js:8 B: add run(…) { … }: the JavaScript that computes the result, one parameter per entry of params',
     ]);
   });
 
@@ -95,13 +105,22 @@ describe('parseFunctionFile', () => {
   it('keeps the good definitions of a file whose other definitions are refused', () => {
     const text = `exports.Good = { kind: 'row', params: {}, returns: 'number', run() { return 1; } };\nexports.Bad = { kind: 'row', params: {}, returns: 'nope', run() {} };\n`;
     const { functions, problems } = parseFunctionFile(text, 'f.js');
-    assert.deepEqual(functions.map((f) => f.name), ['Good']);
+    assert.deepEqual(
+      functions.map((f) => f.name),
+      ['Good'],
+    );
     assert.equal(problems.length, 1);
   });
 
   it('refuses a file that requires a module or has top-level code that would never run', () => {
-    assert.match(messages(`const fs = require('fs');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '', /^f\.js:1 require cannot work here: .*sandbox.*; the file is not loaded$/);
-    assert.match(messages(`console.log('hi');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '', /^f\.js:1 only exports\.Name = \{ … \} definitions .* this expression statement would never run; the file is not loaded$/);
+    assert.match(
+      messages(`const fs = require('fs');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '',
+      /^f\.js:1 require cannot work here: .*sandbox.*; the file is not loaded$/,
+    );
+    assert.match(
+      messages(`console.log('hi');\nexports.A = { kind: 'row', params: {}, returns: 'text', run() { return ''; } };`)[0] ?? '',
+      /^f\.js:1 only exports\.Name = \{ … \} definitions .* this expression statement would never run; the file is not loaded$/,
+    );
   });
 });
 
@@ -125,30 +144,56 @@ describe('loadFunctionFolder and FunctionRegistry', () => {
     for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
     return dir;
   };
-  const one = (name: string, value: number): string => `exports.${name} = { kind: 'row', params: {}, returns: 'number', run() { return ${value}; } };\n`;
+  const one = (name: string, value: number): string =>
+    `exports.${name} = { kind: 'row', params: {}, returns: 'number', run() { return ${value}; } };\n`;
 
   it('keeps the first of two functions of the same name (by file name) and names both places', async () => {
     const dir = await folder({ 'b.js': one('Same', 2), 'a.js': one('same', 1), 'notes.txt': 'ignored', 'c.js': 'exports.X = {' });
     const set = await loadFunctionFolder(dir);
-    assert.deepEqual(set.functions.map((f) => `${f.file}:${f.name}`), ['a.js:same']);
-    assert.deepEqual(set.problems.map((p) => `${p.file}:${p.line}`), ['b.js:1', 'c.js:1']);
+    assert.deepEqual(
+      set.functions.map((f) => `${f.file}:${f.name}`),
+      ['a.js:same'],
+    );
+    assert.deepEqual(
+      set.problems.map((p) => `${p.file}:${p.line}`),
+      ['b.js:1', 'c.js:1'],
+    );
     assert.match(set.problems[0]?.message ?? '', /already defined at a\.js:1/);
   });
 
   it('a folder with no valid function logs a warning and starts; a missing folder is a configuration error', async () => {
     const lines: Record<string, unknown>[] = [];
-    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); done(); } }));
+    const logger = createLogger(
+      'info',
+      new Writable({
+        write: (chunk: Buffer, _e, done) => {
+          lines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+          done();
+        },
+      }),
+    );
     const registry = await FunctionRegistry.open(await folder({ 'bad.js': 'exports.X = 1;\n' }), logger);
     registry.close();
     assert.deepEqual(registry.definitions(), []);
     assert.ok(lines.some((l) => l['msg'] === 'plugin function refused' && l['file'] === 'bad.js' && l['line'] === 1));
     assert.ok(lines.some((l) => l['msg'] === 'SSE_FUNCTIONS_DIR has no valid plugin function' && l['level'] === 40));
-    await assert.rejects(FunctionRegistry.open(path.join(tmpdir(), 'no-such-folder-for-sse'), logger), (e: unknown) => e instanceof ConfigError && /SSE_FUNCTIONS_DIR/.test(e.message));
+    await assert.rejects(
+      FunctionRegistry.open(path.join(tmpdir(), 'no-such-folder-for-sse'), logger),
+      (e: unknown) => e instanceof ConfigError && /SSE_FUNCTIONS_DIR/.test(e.message),
+    );
   });
 
   it('reloads when a file changes, keeps the ids of the functions that stay, and logs what changed', { timeout: 20_000 }, async () => {
     const lines: Record<string, unknown>[] = [];
-    const logger = createLogger('info', new Writable({ write: (chunk: Buffer, _e, done) => { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); done(); } }));
+    const logger = createLogger(
+      'info',
+      new Writable({
+        write: (chunk: Buffer, _e, done) => {
+          lines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+          done();
+        },
+      }),
+    );
     const dir = await folder({ 'a.js': one('Keep', 1) + one('Edit', 1) + one('Drop', 1) });
     const registry = await FunctionRegistry.open(dir, logger);
     try {
@@ -158,11 +203,20 @@ describe('loadFunctionFolder and FunctionRegistry', () => {
       await reloaded;
       const after = registry.functions;
       assert.notEqual(after, before);
-      assert.deepEqual(after.functions.map((f) => [f.name, f.id]), [['Keep', functionId('Keep')], ['Edit', functionId('Edit')], ['Added', functionId('Added')]]);
+      assert.deepEqual(
+        after.functions.map((f) => [f.name, f.id]),
+        [
+          ['Keep', functionId('Keep')],
+          ['Edit', functionId('Edit')],
+          ['Added', functionId('Added')],
+        ],
+      );
       assert.equal(after.functions[0]?.version, before.functions[0]?.version);
       assert.notEqual(after.functions[1]?.version, before.functions[1]?.version);
       const said = (msg: string, fn: string): boolean => lines.some((l) => l['msg'] === msg && l['function'] === fn);
-      assert.ok(said('plugin function changed', 'Edit') && said('plugin function removed', 'Drop') && said('plugin function loaded', 'Added'));
+      assert.ok(
+        said('plugin function changed', 'Edit') && said('plugin function removed', 'Drop') && said('plugin function loaded', 'Added'),
+      );
       assert.ok(lines.some((l) => typeof l['msg'] === 'string' && l['msg'].includes('reload the analytic connection')));
     } finally {
       registry.close();

@@ -17,7 +17,10 @@ describe('hostOf', () => {
 describe('FirstCallPerHost', () => {
   test('first call per host only, whatever the port', () => {
     const first = new FirstCallPerHost();
-    assert.deepEqual(['10.0.0.1:1', '10.0.0.1:2', '10.0.0.2:1', '10.0.0.1:3'].map((peer) => first.isFirst(peer)), [true, false, true, false]);
+    assert.deepEqual(
+      ['10.0.0.1:1', '10.0.0.1:2', '10.0.0.2:1', '10.0.0.1:3'].map((peer) => first.isFirst(peer)),
+      [true, false, true, false],
+    );
   });
 
   test('remembers at most maxHosts, forgetting the least recently seen', () => {
@@ -35,8 +38,14 @@ describe('FirstCallPerHost', () => {
   test('at most maxLinesPerMinute first-seen lines a minute', () => {
     let nowMs = 0;
     const first = new FirstCallPerHost(1_000, 2, () => nowMs);
-    assert.deepEqual(['a', 'b', 'c', 'd'].map((host) => first.isFirst(`${host}:1`)), [true, true, false, false]);
+    assert.deepEqual(
+      ['a', 'b', 'c', 'd'].map((host) => first.isFirst(`${host}:1`)),
+      [true, true, false, false],
+    );
     nowMs = 60_000;
-    assert.deepEqual(['e', 'f', 'g'].map((host) => first.isFirst(`${host}:1`)), [true, true, false]);
+    assert.deepEqual(
+      ['e', 'f', 'g'].map((host) => first.isFirst(`${host}:1`)),
+      [true, true, false],
+    );
   });
 });

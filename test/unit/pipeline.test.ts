@@ -16,7 +16,11 @@ import { TABLE_HEADER } from '../../src/table';
 import { bundle, failure, settle, startPipeline, success, tableResult } from '../helpers/pipeline-fakes';
 
 function tableValues(replies: Uint8Array[]): number[] {
-  return replies.flatMap((bytes) => (decodeMessage(messages.BundledRows, bytes) as { rows: { duals: { numData: number }[] }[] }).rows.map((r) => r.duals[0]?.numData ?? NaN));
+  return replies.flatMap((bytes) =>
+    (decodeMessage(messages.BundledRows, bytes) as { rows: { duals: { numData: number }[] }[] }).rows.map(
+      (r) => r.duals[0]?.numData ?? NaN,
+    ),
+  );
 }
 
 describe('CallPipeline: order', () => {
@@ -25,8 +29,16 @@ describe('CallPipeline: order', () => {
     stream.emit('data', bundle(4));
     stream.emit('end');
     assert.equal(runner.tasks.length, 4);
-    assert.deepEqual(runner.tasks.map((t) => t.request.firstRow), [0, 1, 2, 3]);
-    for (const [n, expected] of [[3, []], [1, []], [0, [0, 1]], [2, [0, 1, 2, 3]]] as const) {
+    assert.deepEqual(
+      runner.tasks.map((t) => t.request.firstRow),
+      [0, 1, 2, 3],
+    );
+    for (const [n, expected] of [
+      [3, []],
+      [1, []],
+      [0, [0, 1]],
+      [2, [0, 1, 2, 3]],
+    ] as const) {
       runner.finish(n);
       await settle();
       assert.deepEqual(stream.writtenTasks, expected, `after task ${n}`);
@@ -191,7 +203,10 @@ describe('CallPipeline: failing', () => {
     assert.equal(stream.errors[0]?.details, 'Error: boom (at row 1)');
     assert.deepEqual(stream.written, [], 'nothing after the failure, and task 0 never came before it');
     assert.equal(runner.tasks.length, 4, 'no task dispatched after the failure');
-    assert.ok(runner.tasks.every((t) => t.request.signal?.aborted), 'queued tasks are told to drop');
+    assert.ok(
+      runner.tasks.every((t) => t.request.signal?.aborted),
+      'queued tasks are told to drop',
+    );
     assert.equal(runner.closedCalls.length, 1);
     assert.equal(stream.paused, false);
     assert.equal(held.bytes, 0);

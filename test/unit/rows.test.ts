@@ -10,7 +10,9 @@ import { DataType } from '../../src/shared/task';
 import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
 
 function decodeReplies(replies: Uint8Array[]): { numData: number; strData: string }[][] {
-  return replies.flatMap((bytes) => (decodeMessage(messages.BundledRows, bytes) as { rows: { duals: { numData: number; strData: string }[] }[] }).rows.map((r) => r.duals));
+  return replies.flatMap((bytes) =>
+    (decodeMessage(messages.BundledRows, bytes) as { rows: { duals: { numData: number; strData: string }[] }[] }).rows.map((r) => r.duals),
+  );
 }
 
 describe('splitRows', () => {
@@ -18,20 +20,29 @@ describe('splitRows', () => {
     const bundle = encodeBundle(Array.from({ length: 100 }, (_, i) => [num(i), str(`s${i}`)]));
     const chunks = splitRows(bundle, 200);
     assert.ok(chunks.length > 1);
-    assert.equal(chunks.reduce((n, c) => n + c.rows, 0), 100);
+    assert.equal(
+      chunks.reduce((n, c) => n + c.rows, 0),
+      100,
+    );
     const rows = chunks.flatMap((c) => (decodeMessage(messages.BundledRows, c.bytes) as { rows: unknown[] }).rows);
     assert.equal(rows.length, 100);
   });
 
   it('refuses a truncated message', () => {
     const bundle = encodeBundle([[num(1)]]);
-    assert.throws(() => splitRows(bundle.subarray(0, bundle.length - 1), 1000), (e: unknown) => e instanceof PluginError && e.code === 'INVALID_ARGUMENT');
+    assert.throws(
+      () => splitRows(bundle.subarray(0, bundle.length - 1), 1000),
+      (e: unknown) => e instanceof PluginError && e.code === 'INVALID_ARGUMENT',
+    );
   });
 
   it('reads the hex vector of sse-protocol.md: one row of duals 1 and 10', () => {
     const vector = Buffer.from('0a16' + '0a09' + '09000000000000f03f' + '0a09' + '090000000000002440', 'hex');
     assert.equal(splitRows(vector, 1000)[0]?.rows, 1);
-    assert.deepEqual(decodeColumns([vector], 1, [DataType.NUMERIC, DataType.NUMERIC], 0).map((c) => Array.from(c.nums ?? [])), [[1], [10]]);
+    assert.deepEqual(
+      decodeColumns([vector], 1, [DataType.NUMERIC, DataType.NUMERIC], 0).map((c) => Array.from(c.nums ?? [])),
+      [[1], [10]],
+    );
   });
 });
 
@@ -75,7 +86,11 @@ describe('decodeColumns', () => {
       const [s] = decodeColumns([bundle], values.length, [DataType.STRING], 0);
       const expected = values.map((v) => v.toString('utf8'));
       assert.equal(s?.strs?.text, expected.join(''), `round ${round}`);
-      assert.deepEqual(Array.from(s?.strs?.lengths ?? []), expected.map((e) => e.length), `round ${round}`);
+      assert.deepEqual(
+        Array.from(s?.strs?.lengths ?? []),
+        expected.map((e) => e.length),
+        `round ${round}`,
+      );
     }
   });
 
@@ -91,7 +106,10 @@ describe('encoders', () => {
     const nums = Float64Array.from({ length: 1000 }, (_, i) => i - 0.5);
     const replies = encodeNumbers(nums, 13 * 300);
     assert.equal(replies.length, 4);
-    assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.numData), Array.from(nums));
+    assert.deepEqual(
+      decodeReplies(replies).map((r) => r[0]?.numData),
+      Array.from(nums),
+    );
   });
 
   it('encodeUtf8 handles ASCII, multi-byte text and empty strings', () => {
@@ -99,10 +117,25 @@ describe('encoders', () => {
     const replies = encodeUtf8(Buffer.from(values.join(''), 'utf8'), Uint32Array.from(values.map((v) => Buffer.byteLength(v))), 200);
     assert.ok(replies.length >= 2);
     assert.ok(replies.every((r) => r.length <= 200));
-    assert.deepEqual(decodeReplies(replies).map((r) => r[0]?.strData), values);
+    assert.deepEqual(
+      decodeReplies(replies).map((r) => r[0]?.strData),
+      values,
+    );
   });
 
   it('encodeCells refuses a row larger than a reply message', () => {
-    assert.throws(() => encodeCells(1, 1, (_r, _c, cell) => { cell.num = undefined; cell.str = 'x'.repeat(100); }, 50), (e: unknown) => e instanceof PluginError && e.code === 'RESOURCE_EXHAUSTED');
+    assert.throws(
+      () =>
+        encodeCells(
+          1,
+          1,
+          (_r, _c, cell) => {
+            cell.num = undefined;
+            cell.str = 'x'.repeat(100);
+          },
+          50,
+        ),
+      (e: unknown) => e instanceof PluginError && e.code === 'RESOURCE_EXHAUSTED',
+    );
   });
 });

@@ -23,7 +23,10 @@ describe('TaskQueue', () => {
     const order = [queue.shift(), queue.shift(), queue.shift(), queue.shift(), queue.shift()];
     // The small call's one task goes second, not fifth.
     assert.deepEqual(calls(order), [1, 2, 1, 1, 1]);
-    assert.deepEqual(order.filter((t) => t?.request.callId === 1), big);
+    assert.deepEqual(
+      order.filter((t) => t?.request.callId === 1),
+      big,
+    );
     assert.equal(queue.shift(), undefined);
     assert.equal(queue.length, 0);
   });
