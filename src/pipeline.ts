@@ -90,6 +90,10 @@ export class CallPipeline {
   private rowsDispatched = 0;
   private nextTask = 0;
   private inFlight = 0;
+  /** Indexes of the tasks sent and not finished. */
+  private readonly running = new Set<number>();
+  /** The earliest chunk's script error, held until every chunk before it has finished. */
+  private scriptError: { readonly index: number; readonly error: PluginError } | undefined;
   /** Results that came back before an earlier task's. */
   private readonly done = new ReorderBuffer<TaskSuccess>();
   private inputEnded = false;
@@ -177,7 +181,7 @@ export class CallPipeline {
    * Qlik takes the replies: while writes are blocked nothing more is produced.
    */
   private pump(): void {
-    while (!this.finished && !this.writeBlocked && this.inFlight < this.options.maxInFlight) {
+    while (!this.finished && !this.writeBlocked && this.scriptError === undefined && this.inFlight < this.options.maxInFlight) {
       const last = this.inputEnded && (this.pending.rows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
       if (!this.pending.full && !last) break;
       this.dispatch();
@@ -193,6 +197,7 @@ export class CallPipeline {
     this.rowsDispatched += rows;
     const index = this.nextTask++;
     this.inFlight++;
+    this.running.add(index);
     // One packed copy: the chunks are views of gRPC's message buffers, which need not stay alive.
     const request = {
       callId: this.callId,
@@ -206,11 +211,13 @@ export class CallPipeline {
     this.pool.run(request).then(
       (result) => {
         this.inFlight--;
+        this.running.delete(index);
         this.account.release(bytes);
         this.onResult(index, bytes, result);
       },
       (error: unknown) => {
         this.inFlight--;
+        this.running.delete(index);
         this.account.release(bytes);
         this.fail(PluginError.from(error));
       },
@@ -226,7 +233,8 @@ export class CallPipeline {
       if (!result.ok) {
         if (result.isolateRebuilt) this.counts.isolateRebuilds++;
         if (result.timedOut) this.counts.timedOut = true;
-        throw PluginError.fromData(result.error);
+        if (result.error.code !== 'INVALID_ARGUMENT') throw PluginError.fromData(result.error);
+        return this.holdScriptError(index, PluginError.fromData(result.error));
       }
       this.account.hold(resultBytes(result));
       this.resultBytes += resultBytes(result);
@@ -235,8 +243,26 @@ export class CallPipeline {
     } catch (error) {
       return this.fail(PluginError.from(error));
     }
+    this.failOnEarliestScriptError();
     this.pump();
     this.maybeFinish();
+  }
+
+  /**
+   * A script error names the row it failed on; chunks finish in any order, so the call fails with the
+   * error of the earliest chunk that failed, once every chunk before it has finished: the row an app
+   * author is told is the first row that fails. Nothing more is sent meanwhile.
+   */
+  private holdScriptError(index: number, error: PluginError): void {
+    if (this.scriptError === undefined || index < this.scriptError.index) this.scriptError = { index, error };
+    this.failOnEarliestScriptError();
+  }
+
+  private failOnEarliestScriptError(): void {
+    const held = this.scriptError;
+    if (held === undefined) return;
+    for (const index of this.running) if (index < held.index) return;
+    this.fail(held.error);
   }
 
   private failTimeout(): void {

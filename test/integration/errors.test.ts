@@ -96,6 +96,14 @@ describe('script errors → INVALID_ARGUMENT', () => {
     assert.match(r.details, /SyntaxError: Unexpected token ';'/);
   });
 
+  it('over many chunks, the error names the first row that fails, whichever chunk finishes first', async () => {
+    const bundles = [0, 1, 2].map((b) => Array.from({ length: 50_000 }, (_, i) => [num(b * 50_000 + i)]));
+    const r = await t.client.evaluate({ script: 'null.x', params: [{ dataType: N }], bundles });
+    assert.equal(r.code, INVALID_ARGUMENT);
+    assert.match(r.details, /^TypeError: .*\(at row 0\)$/);
+    await assertStillServing();
+  });
+
   it('a thrown error carries its name, message and 0-based row', async () => {
     const r = await t.client.evaluate({
       script: 'if (args[0] === 2) throw new RangeError("boom\\nsecond line"); return 1;',

@@ -201,7 +201,8 @@ describe('CallPipeline: failing', () => {
     assert.equal(stream.errors.length, 1);
     assert.equal(stream.errors[0]?.code, status.INVALID_ARGUMENT);
     assert.equal(stream.errors[0]?.details, 'Error: boom (at row 1)');
-    assert.deepEqual(stream.written, [], 'nothing after the failure, and task 0 never came before it');
+    // The failure waited for task 0 (before the failing chunk): its rows went out, nothing after them.
+    assert.equal(stream.written.length, 1);
     assert.equal(runner.tasks.length, 4, 'no task dispatched after the failure');
     assert.ok(
       runner.tasks.every((t) => t.request.signal?.aborted),
@@ -209,6 +210,23 @@ describe('CallPipeline: failing', () => {
     );
     assert.equal(runner.closedCalls.length, 1);
     assert.equal(stream.paused, false);
+    assert.equal(held.bytes, 0);
+  });
+
+  it('a script error names the earliest failing row, whichever chunk finished first', async () => {
+    const { stream, runner, held, outcome } = startPipeline({ maxInFlight: 3 });
+    stream.emit('data', bundle(3));
+    stream.emit('end');
+    runner.finish(2, failure('INVALID_ARGUMENT', 'TypeError: late (at row 2)'));
+    await settle();
+    runner.finish(1, failure('INVALID_ARGUMENT', 'TypeError: early (at row 1)'));
+    await settle();
+    assert.equal(stream.errors.length, 0, 'chunk 0 may still fail earlier');
+    runner.finish(0);
+    const { error } = await outcome;
+    assert.equal(error?.message, 'TypeError: early (at row 1)');
+    assert.equal(stream.errors.length, 1);
+    assert.equal(stream.errors[0]?.code, status.INVALID_ARGUMENT);
     assert.equal(held.bytes, 0);
   });
 
