@@ -58,6 +58,25 @@ describe('loadConfig', () => {
     );
   });
 
+  it('splits SSE_WORKERS over sandbox processes, two threads a process, at least two processes', () => {
+    assert.equal(loadConfig({ SSE_WORKERS: '1' }).sandboxProcesses, 1);
+    assert.equal(loadConfig({ SSE_WORKERS: '2' }).sandboxProcesses, 2);
+    assert.equal(loadConfig({ SSE_WORKERS: '3' }).sandboxProcesses, 2);
+    assert.equal(loadConfig({ SSE_WORKERS: '8' }).sandboxProcesses, 4);
+    assert.equal(loadConfig({ SSE_WORKERS: '4', SSE_SANDBOX_PROCESSES: '4' }).sandboxProcesses, 4);
+    assert.throws(
+      () => loadConfig({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '3' }),
+      /SSE_SANDBOX_PROCESSES="3" is invalid: expected an integer from 1 to 2/,
+    );
+    assert.equal(loadConfig({}).sandboxMemoryMb, undefined);
+    assert.equal(loadConfig({ SSE_SANDBOX_MEMORY_MB: '300' }).sandboxMemoryMb, 300);
+  });
+
+  it('serves metrics on loopback unless SSE_METRICS_HOST says otherwise, even when gRPC listens everywhere', () => {
+    assert.equal(loadConfig({ SSE_HOST: '0.0.0.0' }).metricsHost, '127.0.0.1');
+    assert.equal(loadConfig({ SSE_METRICS_HOST: '0.0.0.0' }).metricsHost, '0.0.0.0');
+  });
+
   it('holds 512 MB for all calls together unless SSE_MAX_HELD_MB says otherwise', () => {
     assert.equal(loadConfig({}).maxHeldMb, 512);
     assert.equal(loadConfig({ SSE_MAX_HELD_MB: '64' }).maxHeldMb, 64);
@@ -79,6 +98,9 @@ describe('loadConfig', () => {
     ['SSE_METRICS_PORT', 'x', /SSE_METRICS_PORT="x"/],
     ['SSE_CHUNK_KB', '8', /SSE_CHUNK_KB="8" is invalid: expected an integer from 16 to 4096/],
     ['SSE_CHUNK_KB', '4097', /SSE_CHUNK_KB="4097"/],
+    ['SSE_SANDBOX_PROCESSES', '0', /SSE_SANDBOX_PROCESSES="0" is invalid: expected an integer from 1 to/],
+    ['SSE_SANDBOX_MEMORY_MB', '10', /SSE_SANDBOX_MEMORY_MB="10" is invalid: expected an integer from 64/],
+    ['SSE_METRICS_HOST', ' ', /SSE_METRICS_HOST=" " is invalid/],
   ];
   for (const [name, value, message] of bad) {
     it(`refuses ${name}=${value}`, () => {
