@@ -23,7 +23,7 @@ import { PendingRows } from './pending-rows';
 import { ReorderBuffer } from './reorder';
 import { ReplyWriter, type ReplyStream } from './reply-writer';
 import type { CallSpec } from './shared/channel';
-import { packChunks, splitRows } from './shared/rows';
+import { splitRows } from './shared/rows';
 import type { ScriptSpec, TaskResult, TaskSuccess } from './shared/task';
 import { TableHold } from './table';
 import type { CallBudget, TaskRunner } from './task-runner';
@@ -198,11 +198,11 @@ export class CallPipeline {
     const index = this.nextTask++;
     this.inFlight++;
     this.running.add(index);
-    // One packed copy: the chunks are views of gRPC's message buffers, which need not stay alive.
+    // No copy: the views keep gRPC's message buffers alive until the task's result (held bytes count them).
     const request = {
       callId: this.callId,
       call: this.callSpec,
-      bytes: packChunks(chunks),
+      chunks: chunks.map((chunk) => chunk.bytes),
       rows,
       firstRow,
       budget: this.budget,

@@ -221,7 +221,7 @@ export class SandboxPool implements TaskRunner {
       rows: request.rows,
       firstRow: request.firstRow,
       spentMs: request.budget.spentMs,
-      bytes: request.bytes,
+      chunks: request.chunks,
     });
   }
 

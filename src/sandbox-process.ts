@@ -69,7 +69,8 @@ export interface TaskFrameFields {
   readonly rows: number;
   readonly firstRow: number;
   readonly spentMs: number;
-  readonly bytes: Uint8Array;
+  /** Row bytes in pieces (views of gRPC's messages), written one after another. */
+  readonly chunks: readonly Uint8Array[];
 }
 
 export class SandboxProcess {
@@ -149,8 +150,8 @@ export class SandboxProcess {
       this.knownCalls.add(task.callId);
       this.channel.write(jsonFrame(Frame.OPEN_CALL, task.callId, task.call));
     }
-    this.channel.write(taskFrameHead(taskId, task, task.bytes.byteLength));
-    this.channel.write(task.bytes);
+    this.channel.write(taskFrameHead(taskId, task, task.chunks.reduce((n, chunk) => n + chunk.byteLength, 0)));
+    for (const chunk of task.chunks) this.channel.write(chunk);
     this.channel.uncork();
   }
 

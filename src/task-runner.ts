@@ -15,7 +15,8 @@ export interface CallBudget {
 export interface TaskRequest {
   readonly callId: number;
   readonly call: CallSpec;
-  readonly bytes: Uint8Array;
+  /** The rows, as the views of gRPC's messages they were cut from: written to the sandbox as they are. */
+  readonly chunks: readonly Uint8Array[];
   readonly rows: number;
   readonly firstRow: number;
   readonly budget: CallBudget;

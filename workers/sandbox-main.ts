@@ -101,7 +101,7 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
       calls.delete(frame.id);
       return;
     case Frame.TASK:
-      runTask(frame.id, frame.payload, calls, pool).then(
+      runTask(frame.id, frame.payload, frame.owned, calls, pool).then(
         (result) => sendResult(channel, frame.id, result),
         // runTask turns every failure into a result; anything else is a bug of this process: end it.
         (error: unknown) => {
@@ -115,7 +115,7 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
   }
 }
 
-async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, OpenCall>, pool: ThreadPool): Promise<TaskResult> {
+async function runTask(taskId: number, payload: Uint8Array, owned: boolean, calls: Map<number, OpenCall>, pool: ThreadPool): Promise<TaskResult> {
   const task = readTaskFrame(payload);
   const open = calls.get(task.callId);
   if (!open)
@@ -129,8 +129,9 @@ async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, O
   // Tasks of one call may also run in other sandbox processes: the front's count of its script time wins when larger.
   const spent = new Int32Array(open.budget);
   if (task.spentMs > Atomics.load(spent, BUDGET_SPENT_MS)) Atomics.store(spent, BUDGET_SPENT_MS, task.spentMs);
-  // Its own buffer, moved to the thread (a view of the channel's chunk would be cloned whole).
-  const bytes = new Uint8Array(task.bytes); // a copy (Buffer#slice would share the chunk)
+  // Moved to the thread: as it is when the frame owns its buffer, else a copy (a view of the
+  // channel's chunk would be cloned whole, and Buffer#slice would share it).
+  const bytes = owned ? task.bytes : new Uint8Array(task.bytes);
   const { call } = open;
   return pool.run(
     taskId,
@@ -145,7 +146,7 @@ async function runTask(taskId: number, payload: Uint8Array, calls: Map<number, O
       budget: open.budget,
       maxReplyBytes: call.maxReplyBytes,
     },
-    [bytes.buffer],
+    [bytes.buffer as ArrayBuffer],
   );
 }
 

@@ -61,6 +61,8 @@ export interface ReceivedFrame {
   readonly kind: number;
   readonly id: number;
   readonly payload: Uint8Array;
+  /** The payload's ArrayBuffer holds this frame alone (it may be moved to a thread). */
+  readonly owned: boolean;
 }
 
 export function frameHeader(kind: FrameKind, id: number, payloadBytes: number): Buffer {
@@ -107,41 +109,53 @@ export function readTaskFrame(payload: Uint8Array): TaskFrame {
 
 /**
  * Collects stream chunks and hands out whole frames. A frame inside one chunk is a view of it (no
- * copy); one that spans chunks is joined once.
+ * copy). A frame that spans chunks is gathered, as its chunks arrive, into a buffer of its own
+ * allocated once its length is known: one copy, and that frame owns its memory (`owned`), so the
+ * sandbox process can move it to a thread without copying it again.
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  /** The start of a frame whose header is not complete yet (fewer than HEADER_BYTES). */
+  private partial: Buffer | undefined;
+  /** A frame larger than what has arrived: its own buffer, and how much of it is filled. */
+  private gathering: { readonly frame: Buffer; filled: number } | undefined;
 
   constructor(private readonly onFrame: (frame: ReceivedFrame) => void) {}
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    for (;;) {
-      if (this.buffered < HEADER_BYTES) return;
-      const head = this.peek(HEADER_BYTES);
-      const payloadBytes = head.readUInt32LE(0);
+    let data = this.partial ? Buffer.concat([this.partial, chunk]) : chunk;
+    this.partial = undefined;
+    if (this.gathering) data = this.gather(data);
+    let at = 0;
+    while (data.length - at >= HEADER_BYTES) {
+      const payloadBytes = data.readUInt32LE(at);
       if (payloadBytes > MAX_FRAME_BYTES) throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
-      if (this.buffered < HEADER_BYTES + payloadBytes) return;
-      const frame = this.take(HEADER_BYTES + payloadBytes);
-      this.onFrame({ kind: frame.readUInt8(4), id: frame.readUInt32LE(5), payload: frame.subarray(HEADER_BYTES) });
+      const frameBytes = HEADER_BYTES + payloadBytes;
+      if (data.length - at < frameBytes) {
+        this.gathering = { frame: Buffer.allocUnsafeSlow(frameBytes), filled: 0 };
+        this.gather(data.subarray(at));
+        return;
+      }
+      this.emit(data.subarray(at, at + frameBytes), false);
+      at += frameBytes;
     }
+    if (at < data.length) this.partial = Buffer.from(data.subarray(at));
   }
 
-  private peek(bytes: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    if (first.length >= bytes) return first;
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0] as Buffer;
+  /** Copies what belongs to the frame being gathered; returns what is left of `data` after it. */
+  private gather(data: Buffer): Buffer {
+    const gathering = this.gathering as { readonly frame: Buffer; filled: number };
+    const bytes = Math.min(data.length, gathering.frame.length - gathering.filled);
+    data.copy(gathering.frame, gathering.filled, 0, bytes);
+    gathering.filled += bytes;
+    if (gathering.filled === gathering.frame.length) {
+      this.gathering = undefined;
+      this.emit(gathering.frame, true);
+    }
+    return data.subarray(bytes);
   }
 
-  private take(bytes: number): Buffer {
-    const first = this.peek(bytes);
-    this.buffered -= bytes;
-    if (first.length === bytes) this.chunks.shift();
-    else this.chunks[0] = first.subarray(bytes);
-    return first.subarray(0, bytes);
+  private emit(frame: Buffer, owned: boolean): void {
+    this.onFrame({ kind: frame.readUInt8(4), id: frame.readUInt32LE(5), payload: frame.subarray(HEADER_BYTES), owned });
   }
 }
 

@@ -320,15 +320,3 @@ function countDuals(buf: Uint8Array, start: number, end: number): number {
   }
   return n;
 }
-
-/** Copies row chunks into one buffer that owns its memory, so it can be transferred to a worker. */
-export function packChunks(chunks: readonly RowChunk[]): Uint8Array {
-  const total = chunks.reduce((n, c) => n + c.bytes.length, 0);
-  const packed = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    packed.set(chunk.bytes, at);
-    at += chunk.bytes.length;
-  }
-  return packed;
-}

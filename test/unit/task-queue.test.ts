@@ -6,7 +6,7 @@ import { TaskQueue, type QueuedTask } from '../../src/task-queue';
 
 let nextId = 1;
 function task(callId: number): QueuedTask {
-  const request = { callId, call: {} as never, bytes: new Uint8Array(), rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+  const request = { callId, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, sentAt: 0, settled: false };
 }
 
