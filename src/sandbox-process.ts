@@ -150,7 +150,13 @@ export class SandboxProcess {
       this.knownCalls.add(task.callId);
       this.channel.write(jsonFrame(Frame.OPEN_CALL, task.callId, task.call));
     }
-    this.channel.write(taskFrameHead(taskId, task, task.chunks.reduce((n, chunk) => n + chunk.byteLength, 0)));
+    this.channel.write(
+      taskFrameHead(
+        taskId,
+        task,
+        task.chunks.reduce((n, chunk) => n + chunk.byteLength, 0),
+      ),
+    );
     for (const chunk of task.chunks) this.channel.write(chunk);
     this.channel.uncork();
   }

@@ -115,7 +115,13 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
   }
 }
 
-async function runTask(taskId: number, payload: Uint8Array, owned: boolean, calls: Map<number, OpenCall>, pool: ThreadPool): Promise<TaskResult> {
+async function runTask(
+  taskId: number,
+  payload: Uint8Array,
+  owned: boolean,
+  calls: Map<number, OpenCall>,
+  pool: ThreadPool,
+): Promise<TaskResult> {
   const task = readTaskFrame(payload);
   const open = calls.get(task.callId);
   if (!open)
