@@ -92,11 +92,14 @@ const nonEmpty: Variable<string> = {
 };
 
 /**
- * Two threads a process: a process that dies takes at most two threads' tasks with it (they are sent
- * again), while each process costs its own Node.js runtime (~45 MB): see README "Sandbox processes".
+ * Up to four threads a process. Measured with 2 workers on 2 cores (bench/RESULTS.md): one process
+ * of two threads ran 0.92-0.96 of the thread design's rows/s and idled at 87 MB, two processes of
+ * one thread 0.75-0.81 and 138 MB (every process is a Node.js runtime and a channel more, competing
+ * for the same cores). A process that dies costs the tasks of its threads a retry (README "Sandbox
+ * processes"): four bounds that.
  */
 export function defaultSandboxProcesses(workers: number): number {
-  return Math.max(Math.min(workers, 2), Math.ceil(workers / 2));
+  return Math.ceil(workers / 4);
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

@@ -58,11 +58,11 @@ describe('loadConfig', () => {
     );
   });
 
-  it('splits SSE_WORKERS over sandbox processes, two threads a process, at least two processes', () => {
+  it('splits SSE_WORKERS over sandbox processes, up to four threads a process', () => {
     assert.equal(loadConfig({ SSE_WORKERS: '1' }).sandboxProcesses, 1);
-    assert.equal(loadConfig({ SSE_WORKERS: '2' }).sandboxProcesses, 2);
-    assert.equal(loadConfig({ SSE_WORKERS: '3' }).sandboxProcesses, 2);
-    assert.equal(loadConfig({ SSE_WORKERS: '8' }).sandboxProcesses, 4);
+    assert.equal(loadConfig({ SSE_WORKERS: '2' }).sandboxProcesses, 1);
+    assert.equal(loadConfig({ SSE_WORKERS: '5' }).sandboxProcesses, 2);
+    assert.equal(loadConfig({ SSE_WORKERS: '16' }).sandboxProcesses, 4);
     assert.equal(loadConfig({ SSE_WORKERS: '4', SSE_SANDBOX_PROCESSES: '4' }).sandboxProcesses, 4);
     assert.throws(
       () => loadConfig({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '3' }),
