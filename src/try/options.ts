@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 
 import { DataType, FunctionType } from '../shared/task';
 import { csvField, type OutputFormat } from './output';
+import { SCRIPT_FUNCTION_NAMES } from '../functions/signature';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -32,16 +33,8 @@ export interface TryOptions {
   readonly limits: Readonly<Record<string, string>>;
 }
 
-export const SCRIPT_FUNCTIONS = [
-  'ScriptEval',
-  'ScriptEvalStr',
-  'ScriptEvalEx',
-  'ScriptEvalExStr',
-  'ScriptAggr',
-  'ScriptAggrStr',
-  'ScriptAggrEx',
-  'ScriptAggrExStr',
-] as const;
+/** The eight script functions Qlik offers (the plugin-function reader refuses these names too). */
+export const SCRIPT_FUNCTIONS = SCRIPT_FUNCTION_NAMES;
 
 export const USAGE = `Runs a script as the plugin runs it for Qlik, over values from the command line or a CSV file.
 
