@@ -183,7 +183,10 @@ export class CallPipeline {
   private pump(): void {
     while (!this.finished && !this.writeBlocked && this.scriptError === undefined && this.inFlight < this.options.maxInFlight) {
       const last = this.inputEnded && (this.pending.rows > 0 || (this.spec.mode !== 'rows' && this.nextTask === 0));
-      if (!this.pending.full && !last) break;
+      // The first rows go at once, whatever their size: a script that does not compile, or fails on
+      // its first row, is reported while the client is still sending, not after its last message.
+      const first = this.spec.mode === 'rows' && this.nextTask === 0 && this.pending.rows > 0;
+      if (!this.pending.full && !last && !first) break;
       this.dispatch();
     }
     this.updateReading();

@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js';
 
 import { encodeMessage, messages } from '../../src/proto';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { openRawCall } from '../helpers/raw-call';
 import { DataType, FunctionType, num, numbers, scriptMetadata, type CallResult } from '../helpers/qlik-client';
 
 const N = DataType.NUMERIC;
@@ -94,6 +95,15 @@ describe('script errors → INVALID_ARGUMENT', () => {
     const r = await t.client.evaluate({ script: 'const x = ; return x;', params: [{ dataType: N }], bundles: [[[num(1)]]] });
     assert.equal(r.code, INVALID_ARGUMENT);
     assert.match(r.details, /SyntaxError: Unexpected token ';'/);
+  });
+
+  it('a script that does not compile fails while the client is still sending (no half-close needed)', async () => {
+    const open = openRawCall(t.client.client, { script: 'args[0](', functionType: FunctionType.TENSOR, params: [{ dataType: N }] });
+    open.send([[num(1)], [num(2)]]);
+    const result = await open.result;
+    assert.equal(result.code, status.INVALID_ARGUMENT);
+    assert.match(result.details, /SyntaxError/);
+    open.call.end();
   });
 
   it('over many chunks, the error names the first row that fails, whichever chunk finishes first', async () => {
