@@ -79,7 +79,7 @@ function timedOut(callTimeoutMs: number): TaskResult {
   return { ok: false, error: timeLimitError(callTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true };
 }
 
-/** Hands the reply buffers to the main thread without copying them (each owns its ArrayBuffer). */
+/** Hands the reply buffers to the sandbox process's main thread without copying them (each owns its ArrayBuffer). */
 function movable(result: TaskSuccess): unknown {
   const buffers = new Set<ArrayBuffer>();
   for (const reply of result.replies) buffers.add(reply.buffer as ArrayBuffer);

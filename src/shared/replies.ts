@@ -43,7 +43,7 @@ function tooLarge(row: number, bytes: number, maxBytes: number): PluginError {
 
 /**
  * Cuts encoded rows into messages of at most maxBytes. Buffers are never from Node's shared pool, so
- * each reply owns its ArrayBuffer and can be transferred to the main thread instead of copied.
+ * each reply owns its ArrayBuffer and can be moved from a sandbox thread to its process's main thread instead of copied.
  */
 class ReplyWriter {
   private readonly replies: Uint8Array[] = [];
