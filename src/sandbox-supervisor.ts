@@ -146,13 +146,17 @@ export class SandboxSupervisor {
 
   private onExit(sandbox: SandboxProcess, exit: SandboxExit): void {
     this.sandboxes[sandbox.index] = undefined;
+    // Ended while running scripts: a script's doing, whose call fails after one retry, so the loop ends
+    // with the script. Replace it at once: others' calls are waiting. Deaths with nothing running (a
+    // process that cannot start, or dies by itself) back off.
+    const scriptDeath = exit.wasReady && sandbox.inFlight.size > 0;
     this.hooks.ended(sandbox, exit);
     if (this.closing) return;
     const reason = restartReason(exit);
     this.restarts++;
     this.restartCounts.set(reason, this.restartsFor(reason) + 1);
     this.events.restarted?.(reason);
-    const delayMs = this.restartDelay();
+    const delayMs = scriptDeath ? 0 : this.restartDelay();
     this.logger.warn(
       {
         sandbox: sandbox.index,

@@ -29,6 +29,8 @@ interface KeptContext extends PreparedContext {
   idle: NodeJS.Timeout | undefined;
 }
 
+/** A context is kept for its key's next call only while the isolate's heap is under limit / this. */
+const KEEP_HEAP_FRACTION = 4;
 /** Idle time after which a thread prepares its next fresh context (see scheduleSpare). */
 const SPARE_IDLE_MS = 2;
 /** Contexts kept per thread (a few interleaving calls or loads stay warm); more evict the oldest. */
@@ -83,8 +85,10 @@ export class Sandbox {
         timeout: left,
         result: { copy: true },
       }) as RuntimeOutput;
-      // A global the script made that cannot be deleted: the context cannot be made clean again.
-      if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
+      // A global the script made that cannot be deleted: the context cannot be made clean again. And
+      // a context is kept only while the isolate's heap is small: every context of this thread
+      // shares its limit, so what one app's kept context holds must not fail another app's call.
+      if ((output.ok || output.kind !== 'dirty') && this.heapAllowsKeeping()) this.keep(contextKey, context);
       else this.release(context);
       if (!output.ok && output.kind === 'dirty')
         return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
@@ -95,6 +99,12 @@ export class Sandbox {
     } finally {
       this.scheduleSpare();
     }
+  }
+
+  /** Under a quarter of the memory limit used (live data and garbage not yet collected alike). */
+  private heapAllowsKeeping(): boolean {
+    const { used_heap_size: usedBytes } = this.isolate.getHeapStatisticsSync();
+    return usedBytes < (this.limits.memoryLimitMb * 1024 * 1024) / KEEP_HEAP_FRACTION;
   }
 
   dispose(): void {

@@ -90,3 +90,20 @@ describe('context keys', () => {
     assert.equal(await textAs(t.client, LEAVER, 'a', '\u0000b'), FRESH);
   });
 });
+
+describe('kept contexts and the heap every context of a thread shares', () => {
+  let t: TestPlugin;
+  // One thread, a small heap: what one app's kept context held would fail the next app's call.
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '1', SSE_MEMORY_LIMIT_MB: '32' })));
+  after(async () => t.stop());
+
+  it('a call that leaves a large heap behind does not keep its context: the next app gets the whole limit', async () => {
+    for (let round = 0; round < 3; round++) {
+      assert.equal(
+        await textAs(t.client, '{ globalThis.big = new Array(3.5e6).fill(0.5); return "held"; }', 'app-big', 'user-big'),
+        'held',
+      );
+      assert.equal(await textAs(t.client, 'new Array(2e6).fill(0.5).length', 'app-other', 'user-other'), '2000000');
+    }
+  });
+});
