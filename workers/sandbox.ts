@@ -29,7 +29,7 @@ interface KeptContext extends PreparedContext {
   idle: NodeJS.Timeout | undefined;
 }
 
-/** A context is kept for its key's next call only while the isolate's heap is under limit / this. */
+/** Past limit / this of heap used, other keys' kept contexts are let go before a call runs. */
 const KEEP_HEAP_FRACTION = 4;
 /** Idle time after which a thread prepares its next fresh context (see scheduleSpare). */
 const SPARE_IDLE_MS = 2;
@@ -73,6 +73,7 @@ export class Sandbox {
     let inScript = false;
     let context: KeptContext | undefined;
     try {
+      this.makeRoomFor(contextKey);
       context = this.contextFor(spec, contextKey, timeoutMs);
       const reset = context.callId !== callId && context.callId !== 0;
       context.callId = callId;
@@ -85,10 +86,8 @@ export class Sandbox {
         timeout: left,
         result: { copy: true },
       }) as RuntimeOutput;
-      // A global the script made that cannot be deleted: the context cannot be made clean again. And
-      // a context is kept only while the isolate's heap is small: every context of this thread
-      // shares its limit, so what one app's kept context holds must not fail another app's call.
-      if ((output.ok || output.kind !== 'dirty') && this.heapAllowsKeeping()) this.keep(contextKey, context);
+      // A global the script made that cannot be deleted: the context cannot be made clean again.
+      if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
       else this.release(context);
       if (!output.ok && output.kind === 'dirty')
         return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
@@ -101,10 +100,16 @@ export class Sandbox {
     }
   }
 
-  /** Under a quarter of the memory limit used (live data and garbage not yet collected alike). */
-  private heapAllowsKeeping(): boolean {
+  /**
+   * Every context of this thread shares the isolate's memory limit: what another key's kept context
+   * holds must not fail this call. When the heap is past a quarter of the limit (live data and garbage
+   * alike), the other keys' contexts are let go before this call runs, so the collector may take them.
+   */
+  private makeRoomFor(contextKey: string): void {
+    if (this.kept.size === 0 || (this.kept.size === 1 && this.kept.has(contextKey))) return;
     const { used_heap_size: usedBytes } = this.isolate.getHeapStatisticsSync();
-    return usedBytes < (this.limits.memoryLimitMb * 1024 * 1024) / KEEP_HEAP_FRACTION;
+    if (usedBytes < (this.limits.memoryLimitMb * 1024 * 1024) / KEEP_HEAP_FRACTION) return;
+    for (const key of [...this.kept.keys()]) if (key !== contextKey) this.drop(key);
   }
 
   dispose(): void {
