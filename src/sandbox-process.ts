@@ -19,6 +19,7 @@ import {
   taskFrameHead,
   type CallSpec,
   type ReceivedFrame,
+  type SandboxSettings,
   type Retirement,
 } from './shared/channel';
 import type { TaskResult } from './shared/task';
@@ -35,12 +36,6 @@ const CLOSE_FLUSH_MS = 20;
  */
 export const V8_OUT_OF_MEMORY = /Last few GCs|heap out of memory|Fatal JavaScript|FATAL ERROR|Allocation failed/i;
 const PAGE_BYTES = 4_096;
-
-export interface SandboxSettings {
-  readonly threads: number;
-  readonly memoryLimitMb: number;
-  readonly scriptTimeoutMs: number;
-}
 
 /** Why the front ended a sandbox process itself (the pool's restart reasons add crash and exit). */
 export type KillReason = 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'protocol' | 'stop';

@@ -9,7 +9,8 @@
 import type { Logger } from './log';
 import type { Retirement } from './shared/channel';
 import type { TaskResult } from './shared/task';
-import { SandboxProcess, type SandboxExit, type SandboxSettings } from './sandbox-process';
+import type { SandboxSettings } from './shared/channel';
+import { SandboxProcess, type SandboxExit } from './sandbox-process';
 import { describeExit, lastLine, restartReason, type RestartReason } from './sandbox-recovery';
 import type { QueuedTask } from './task-queue';
 

@@ -22,15 +22,11 @@ import {
   readTaskFrame,
   type CallSpec,
   type ReceivedFrame,
+  type SandboxSettings,
 } from '../src/shared/channel';
 import { PluginError } from '../src/shared/errors';
 import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
-import type { SandboxLimits } from './sandbox';
 import { ThreadPool } from './thread-pool';
-
-export interface SandboxProcessOptions extends SandboxLimits {
-  readonly threads: number;
-}
 
 interface OpenCall {
   readonly call: CallSpec;
@@ -69,7 +65,7 @@ function closeInheritedDescriptors(): void {
 
 function main(): void {
   closeInheritedDescriptors();
-  const options = JSON.parse(process.argv[2] ?? '{}') as SandboxProcessOptions;
+  const options = JSON.parse(process.argv[2] ?? '{}') as SandboxSettings;
   process.on('SIGINT', () => undefined);
   process.on('SIGTERM', () => undefined);
   const channel = new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true });

@@ -3,8 +3,9 @@
  * come back as TaskResult; a thread that dies fails only its task, as data.
  *
  * A watchdog covers what isolated-vm cannot. Some allocations make V8 give up on an isolate
- * (isolated-vm #107, #527): onCatastrophicError marks the task (TASK_FATAL) and its thread hangs
- * for ever. Some native work cannot be interrupted (a regular expression with millions of
+ * (isolated-vm #107, #527): its thread hangs for ever, and onCatastrophicError marks the task
+ * (TASK_FATAL) when it gets to run (measured: it did not before the front, reading V8's report on
+ * stderr, ended the process). Some native work cannot be interrupted (a regular expression with millions of
  * alternatives compiles for seconds): the task runs on well past its time limit. Either way the
  * thread is lost, and with it the memory it holds: the pool reports the task to blame through
  * onRetire, takes no more work, and the front ends the whole process (src/sandbox-process.ts).

@@ -50,6 +50,13 @@ export interface TaskFrame {
   readonly bytes: Uint8Array;
 }
 
+/** What a sandbox process is started with (its one argument, JSON): the front writes it, the process reads it. */
+export interface SandboxSettings {
+  readonly threads: number;
+  readonly memoryLimitMb: number;
+  readonly scriptTimeoutMs: number;
+}
+
 /** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
 export interface Retirement {
   readonly reason: 'fatal' | 'stuck';

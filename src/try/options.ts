@@ -33,9 +33,6 @@ export interface TryOptions {
   readonly limits: Readonly<Record<string, string>>;
 }
 
-/** The eight script functions Qlik offers (the plugin-function reader refuses these names too). */
-export const SCRIPT_FUNCTIONS = SCRIPT_FUNCTION_NAMES;
-
 export const USAGE = `Runs a script as the plugin runs it for Qlik, over values from the command line or a CSV file.
 
 usage: npm run try -- [options] <script> [value ...]
@@ -43,7 +40,7 @@ usage: npm run try -- [options] <script> [value ...]
 
   <script>            JavaScript, as in JS.ScriptEval('<script>', …): an expression or a function body
   [value ...]         the values of one parameter, one row each (args[0])
-  --fn <name>         ${SCRIPT_FUNCTIONS.join(', ')} (default ScriptEval)
+  --fn <name>         ${SCRIPT_FUNCTION_NAMES.join(', ')} (default ScriptEval)
   --types <letters>   for the …Ex functions, one letter per parameter: N number, S text, D dual (e.g. NS)
   --arg <v1,v2,...>   the values of one more parameter, comma-separated (CSV quoting: "a,b"); repeat per parameter
   --csv <file>        parameters from a CSV file whose first line names the columns
@@ -94,8 +91,8 @@ function parseStrict(argv: readonly string[]): ReturnType<typeof parseArgs<{ opt
 }
 
 function scriptFunction(name: string): Pick<TryOptions, 'functionName' | 'functionType' | 'returnType'> {
-  if (!(SCRIPT_FUNCTIONS as readonly string[]).includes(name))
-    throw new UsageError(`--fn ${name}: expected one of ${SCRIPT_FUNCTIONS.join(', ')}`);
+  if (!(SCRIPT_FUNCTION_NAMES as readonly string[]).includes(name))
+    throw new UsageError(`--fn ${name}: expected one of ${SCRIPT_FUNCTION_NAMES.join(', ')}`);
   return {
     functionName: name,
     // ScriptEval* as in a chart (TENSOR): one value per row, and a table when every row returns an object or array.

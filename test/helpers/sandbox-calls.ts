@@ -100,3 +100,12 @@ export async function assertServing(client: QlikClient, workers = 2, withinMs = 
 export function bigRow(chars: number, fill = 'x'): ReturnType<typeof str>[] {
   return [str(fill.repeat(chars))];
 }
+
+/** Waits until `count` sandbox processes are ready again (after one was replaced). */
+export async function readySandboxes(
+  t: { readonly plugin: { readonly pool: { processes(): { ready: boolean }[] } } },
+  count: number,
+  withinMs: number,
+): Promise<void> {
+  await waitFor(`${count} ready sandbox processes`, () => t.plugin.pool.processes().filter((p) => p.ready).length === count, withinMs);
+}

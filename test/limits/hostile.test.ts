@@ -15,7 +15,7 @@ import { assertServed, describeReport, withBystander } from '../helpers/bystande
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, str, type Dual } from '../helpers/qlik-client';
 import { openRawCall, openStalledCall, rawCall, type RawCall, type StalledCall } from '../helpers/raw-call';
-import { timed, waitFor } from '../helpers/sandbox-calls';
+import { readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
 import { decodeMessage, messages } from '../../src/proto';
 import { MAX_REPLY_BYTES } from '../../src/shared/replies';
 
@@ -312,6 +312,6 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
     assert.match(result.details, /stopped responding past its time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
     assert.doesNotMatch(result.details, /memory/);
     assert.equal(t.plugin.pool.restartsFor('stuck'), stuck + 1);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await readySandboxes(t, 2, 10_000);
   });
 });

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { num, numbers } from '../helpers/qlik-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { assertServing, evalRows, evalText, timed, waitFor } from '../helpers/sandbox-calls';
+import { assertServing, evalRows, evalText, readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
 
 const TIMEOUT_MS = 1_500;
 const SLOW_ROWS = Array.from({ length: 100 }, (_, i) => [num(i)]);
@@ -46,7 +46,7 @@ describe("a sandbox process that dies under another user's call", () => {
     assert.deepEqual(numbers(result), DOUBLED);
     assert.equal(t.plugin.pool.restartsFor('unanswered'), restarts + 1);
     assert.ok(ms < TIMEOUT_MS + 5_000 + 3_000, `${Math.round(ms)} ms`);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 5_000);
+    await readySandboxes(t, 2, 5_000);
   });
 
   for (const signal of ['SIGKILL', 'SIGSEGV'] as const) {
@@ -59,7 +59,7 @@ describe("a sandbox process that dies under another user's call", () => {
       assert.equal(result.code, grpc.status.OK, result.details);
       assert.deepEqual(numbers(result), DOUBLED);
       assert.equal(t.plugin.pool.restarts, restarts + 1);
-      await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 5_000);
+      await readySandboxes(t, 2, 5_000);
       assert.ok(!t.plugin.pool.processes().some((p) => p.pid === pid));
       await assertServing(t.client);
     });
@@ -115,7 +115,7 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
     await Promise.all(streams);
     assert.deepEqual(steadyFailures, []);
     assert.ok(steadyCalls > 10, `${steadyCalls} steady calls`);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await readySandboxes(t, 2, 10_000);
     const backMs = await waitFor("the bombs' memory back", () => residentMb(t) < baselineMb + 150, 10_000);
     assert.ok(backMs < 10_000);
     await assertServing(t.client);
@@ -139,7 +139,7 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
     const served = await bystander;
     assert.equal(served.code, grpc.status.OK, served.details);
     assert.deepEqual(numbers(served), DOUBLED);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await readySandboxes(t, 2, 10_000);
     await assertServing(t.client);
   });
 });
@@ -174,7 +174,7 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
     assert.equal(t.plugin.pool.restarts, t.plugin.pool.restartsFor('memory-fence'));
     assert.equal(bystander.code, grpc.status.OK, bystander.details);
     assert.deepEqual(numbers(bystander), DOUBLED);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await readySandboxes(t, 2, 10_000);
     await assertServing(t.client);
   });
 
@@ -187,7 +187,7 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
     assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
     assert.match(result.details, /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)/);
     assert.ok(t.plugin.pool.restartsFor('memory-fence') > fenced, `no process passed its fence: ${result.details}`);
-    await waitFor('two ready sandbox processes', () => t.plugin.pool.processes().filter((p) => p.ready).length === 2, 10_000);
+    await readySandboxes(t, 2, 10_000);
     await assertServing(t.client);
   });
 });
