@@ -123,15 +123,32 @@ export async function sequentialLatency(
   calls: number,
   warmupCalls: number,
 ): Promise<Latency & { valuesChecked: number }> {
-  for (let i = 0; i < warmupCalls; i++) expectOk(await evaluate(t.client, workload.metadata, workload.messages), workload.rowsOut, t.name);
-  const timesMs: number[] = [];
-  let valuesChecked = 0;
+  const results = await sequentialLatencies([t], workload, calls, warmupCalls);
+  return results.get(t.name) as Latency & { valuesChecked: number };
+}
+
+/**
+ * The same, for several servers at once, call by call in turn (one call to each, then the next
+ * round), so a noisy moment of the machine falls on all of them alike: by server name.
+ */
+export async function sequentialLatencies(
+  targets: readonly Target[],
+  workload: Workload,
+  calls: number,
+  warmupCalls: number,
+): Promise<Map<string, Latency & { valuesChecked: number }>> {
+  for (let i = 0; i < warmupCalls; i++)
+    for (const t of targets) expectOk(await evaluate(t.client, workload.metadata, workload.messages), workload.rowsOut, t.name);
+  const timesMs = targets.map((): number[] => []);
+  const valuesChecked = targets.map(() => 0);
   for (let i = 0; i < calls; i++) {
-    const outcome = expectOk(await evaluate(t.client, workload.metadata, workload.messages, t.checkValues), workload.rowsOut, t.name);
-    timesMs.push(outcome.ms);
-    if (t.checkValues && i % 50 === 0) valuesChecked += verifyReplies(workload, outcome.replies);
+    for (const [k, t] of targets.entries()) {
+      const outcome = expectOk(await evaluate(t.client, workload.metadata, workload.messages, t.checkValues), workload.rowsOut, t.name);
+      timesMs[k]?.push(outcome.ms);
+      if (t.checkValues && i % 50 === 0) valuesChecked[k] = (valuesChecked[k] ?? 0) + verifyReplies(workload, outcome.replies);
+    }
   }
-  return { ...latency(timesMs), valuesChecked };
+  return new Map(targets.map((t, k) => [t.name, { ...latency(timesMs[k] ?? []), valuesChecked: valuesChecked[k] ?? 0 }]));
 }
 
 export interface Concurrent extends Latency {

@@ -11,14 +11,14 @@
  * - BENCH_COMMIT: what to print as the code measured, outside a git checkout;
  * - BENCH_ONLY=latency: only the small-call parts (for iterating on latency);
  * - BENCH_BASELINE=<dir>: a built checkout of another commit, run beside the plugin in the
- *   throughput and 10-row parts as "baseline" (e.g. the thread design at 5c40db7, see RESULTS.md).
+ *   throughput, 1-row and 10-row parts as "baseline" (e.g. the thread design at 5c40db7, see RESULTS.md).
  */
 import { execSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 import type { ChildServer } from './child';
-import { concurrentClients, sequentialLatency, soak, target, throughput, type Soak, type Target, type Throughput } from './measure';
+import { concurrentClients, sequentialLatencies, soak, target, throughput, type Soak, type Target, type Throughput } from './measure';
 import {
   CEILING,
   PLUGIN,
@@ -34,7 +34,7 @@ import {
 import { NoiseMonitor } from './noise';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from './servers';
 import { benchSizes, type Sizes } from './sizes';
-import { ms, ratio } from './stats';
+import { ms, ratio, type Latency } from './stats';
 import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, scalarWorkload, stringWorkload, type Workload } from './workloads';
 
 /** Before each part, wait up to QUIET_WAIT_MS for a second in which others use under QUIET_SHARE of the CPUs. */
@@ -43,6 +43,23 @@ const QUIET_WAIT_MS = Number(process.env['BENCH_QUIET_WAIT_MS'] ?? '10000');
 
 const ONE_WORKER = 'plugin-1w';
 const BASELINE = 'baseline';
+
+type LatencyChecked = Latency & { valuesChecked: number };
+
+interface SequentialParts {
+  readonly ceiling: LatencyChecked;
+  readonly plugin: LatencyChecked;
+  readonly baseline: LatencyChecked | undefined;
+}
+
+function printBaselineLatency(plugin: Latency, baseline: Latency | undefined): void {
+  if (!baseline) return;
+  const p50 = plugin.p50Ms - baseline.p50Ms;
+  const p99 = plugin.p99Ms - baseline.p99Ms;
+  print(
+    `  baseline p50 ${ms(baseline.p50Ms)} p99 ${ms(baseline.p99Ms)}: plugin-baseline p50 ${p50 < 0 ? '' : '+'}${ms(p50)}, p99 ${p99 < 0 ? '' : '+'}${ms(p99)}`,
+  );
+}
 
 const print = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -120,6 +137,13 @@ class Parts {
     private readonly baseline: Target | undefined,
   ) {}
 
+  /** Sequential calls to the ceiling, the plugin and the baseline (if any), call by call in turn. */
+  private async sequential(workload: Workload, calls: number): Promise<SequentialParts> {
+    const results = await sequentialLatencies(this.compared, workload, calls, this.sizes.smallWarmupCalls);
+    const get = (name: string): LatencyChecked => results.get(name) as LatencyChecked;
+    return { ceiling: get(CEILING), plugin: get(PLUGIN), baseline: this.baseline ? get(BASELINE) : undefined };
+  }
+
   /** The servers of a throughput part: the ceiling, the plugin, and the baseline when there is one. */
   private get compared(): Target[] {
     return this.baseline ? [this.ceiling, this.plugin, this.baseline] : [this.ceiling, this.plugin];
@@ -165,11 +189,11 @@ class Parts {
   /** The LOAD pattern (issue 9): one 1-row SCALAR call per row, one after another, then from 4 clients. */
   async scalar(): Promise<void> {
     const { bench, ceiling, plugin, sizes } = this;
-    const one = await bench.part('scalar', async () => ({
-      ceiling: await sequentialLatency(ceiling, this.w('scalar'), sizes.scalarCalls, sizes.smallWarmupCalls),
-      plugin: await sequentialLatency(plugin, this.w('scalar'), sizes.scalarCalls, sizes.smallWarmupCalls),
-    }));
-    if (one) printLatency(`${sizes.scalarCalls} sequential 1-row SCALAR calls (the LOAD pattern)`, one.ceiling, one.plugin);
+    const one = await bench.part('scalar', () => this.sequential(this.w('scalar'), sizes.scalarCalls));
+    if (one) {
+      printLatency(`${sizes.scalarCalls} sequential 1-row SCALAR calls (the LOAD pattern)`, one.ceiling, one.plugin);
+      printBaselineLatency(one.plugin, one.baseline);
+    }
     const p50GapMs = one ? one.plugin.p50Ms - one.ceiling.p50Ms : Number.NaN;
     const p99GapMs = one ? one.plugin.p99Ms - one.ceiling.p99Ms : Number.NaN;
     bench.check('1-row SCALAR p50 minus ceiling p50', p50GapMs, `+${ms(p50GapMs)}`, '<= 0.15 ms', (v) => v <= 0.15);
@@ -190,19 +214,11 @@ class Parts {
 
   async latency(): Promise<void> {
     const { bench, ceiling, plugin, sizes } = this;
-    const small = await bench.part('small', async () => ({
-      ceiling: await sequentialLatency(ceiling, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
-      plugin: await sequentialLatency(plugin, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls),
-      baseline: this.baseline
-        ? await sequentialLatency(this.baseline, this.w('small'), sizes.smallCalls, sizes.smallWarmupCalls)
-        : undefined,
-    }));
-    if (small)
+    const small = await bench.part('small', () => this.sequential(this.w('small'), sizes.smallCalls));
+    if (small) {
       printLatency(`${sizes.smallCalls} sequential ${sizes.smallCallRows}-row chart calls (numeric x 2 cols)`, small.ceiling, small.plugin);
-    if (small?.baseline)
-      print(
-        `  baseline p50 ${ms(small.baseline.p50Ms)}: plugin p50 ${small.plugin.p50Ms <= small.baseline.p50Ms ? 'no worse' : 'worse'} (${ms(small.plugin.p50Ms - small.baseline.p50Ms)})`,
-      );
+      printBaselineLatency(small.plugin, small.baseline);
+    }
     const p50GapMs = small ? small.plugin.p50Ms - small.ceiling.p50Ms : Number.NaN;
     bench.check(`${sizes.smallCallRows}-row call p50 minus ceiling p50`, p50GapMs, `+${ms(p50GapMs)}`, '<= 0.25 ms', (v) => v <= 0.25);
     const concurrent = await bench.part('concurrent', async () => ({

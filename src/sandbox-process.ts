@@ -1,6 +1,6 @@
 /**
  * The front's handle on one sandbox process (workers/sandbox-main.ts): starts it with nothing of the
- * front's (an empty environment, no TLS files, no descriptor but its channel on fd 3 and stderr),
+ * front's (an empty environment, no TLS files, no descriptor but its sockets on fds 3 and 4 and stderr),
  * writes frames to it, reads frames back, samples its resident memory, and ends it. What to do with
  * its tasks when it dies is the pool's business (src/sandbox-pool.ts); this file only reports.
  */
@@ -10,8 +10,10 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 
 import {
+  CHANNEL_FD,
   Frame,
   FrameReader,
+  RESULTS_FD,
   decodeResult,
   frameHeader,
   jsonFrame,
@@ -71,6 +73,7 @@ export interface TaskFrameFields {
 export class SandboxProcess {
   readonly child: ChildProcess;
   private readonly channel: Duplex;
+  private readonly results: Duplex;
   private readonly knownCalls = new Set<number>();
   /** CLOSE_CALL frames not written yet: they ride along with the next task, or go after CLOSE_FLUSH_MS. */
   private pendingCloses: Buffer[] = [];
@@ -93,21 +96,17 @@ export class SandboxProcess {
   ) {
     this.child = spawn(process.execPath, [...SANDBOX_NODE_FLAGS, SANDBOX_MAIN, JSON.stringify(settings)], {
       env: minimalEnv(),
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      // fd 3: the channel; fd 4: results, written by the sandbox's threads (src/shared/channel.ts).
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
       windowsHide: true,
     });
-    this.channel = this.child.stdio[3] as Duplex;
-    const reader = new FrameReader((frame) => this.onFrame(frame));
-    // What a sandbox process sends is not trusted (a script that escaped V8 would own it): a frame the
-    // front cannot read ends that process, never the front.
-    this.channel.on('data', (chunk: Buffer) => {
-      try {
-        if (!this.ending) reader.push(chunk);
-      } catch {
-        this.kill('protocol');
-      }
+    this.channel = this.child.stdio[CHANNEL_FD] as Duplex;
+    this.results = this.child.stdio[RESULTS_FD] as Duplex;
+    this.read(this.channel, (frame) => this.onFrame(frame));
+    this.read(this.results, (frame) => {
+      if (frame.kind !== Frame.RESULT) throw new Error(`frame kind ${frame.kind} on the results socket`);
+      this.onFrame(frame);
     });
-    this.channel.on('error', () => undefined); // the exit event says what happened
     this.child.stderr?.setEncoding('utf8').on('data', (text: string) => {
       this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_CHARS);
       if (!this.ending && V8_OUT_OF_MEMORY.test(this.stderrTail)) this.events.outOfMemory(this);
@@ -116,6 +115,7 @@ export class SandboxProcess {
       this.exited = true;
       clearTimeout(this.closeTimer);
       this.channel.destroy();
+      this.results.destroy();
       this.events.exit(this, {
         code,
         signal,
@@ -125,6 +125,22 @@ export class SandboxProcess {
         wasReady: this.ready,
       });
     });
+  }
+
+  /**
+   * What a sandbox process sends is not trusted (a script that escaped V8 would own it): a frame the
+   * front cannot read ends that process, never the front.
+   */
+  private read(socket: Duplex, onFrame: (frame: ReceivedFrame) => void): void {
+    const reader = new FrameReader(onFrame);
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        if (!this.ending) reader.push(chunk);
+      } catch {
+        this.kill('protocol');
+      }
+    });
+    socket.on('error', () => undefined); // the exit event says what happened
   }
 
   /** Retiring or being ended: takes no new tasks. */

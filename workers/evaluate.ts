@@ -28,7 +28,9 @@ import {
 } from '../src/shared/task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
-import { Sandbox, type SandboxLimits } from './sandbox';
+import { ResultWriter } from './result-writer';
+import { Sandbox } from './sandbox';
+import type { ThreadData } from './thread-pool';
 import { encodeTableChunk } from './table-cells';
 
 /** A table chunk's encoded cells may take up to the memory limit (the front bounds the joined table again). */
@@ -36,7 +38,8 @@ function tableBytes(): number {
   return limits.memoryLimitMb * 1024 * 1024;
 }
 
-const limits = workerData as SandboxLimits;
+const limits = workerData as ThreadData;
+const results = new ResultWriter(limits.resultLock);
 let sandbox: Sandbox | undefined;
 /** The control cell of the task running now: onCatastrophicError marks it (see newSandbox). */
 let runningControl: Int32Array | undefined;
@@ -61,7 +64,11 @@ function newSandbox(): Sandbox {
   });
 }
 
-export default function evaluate(task: EvaluateTask): TaskResult {
+/**
+ * Runs one task and writes its result to the front; returns null once written, or the result for
+ * the sandbox's main thread to send when this thread could not.
+ */
+export default function evaluate(task: EvaluateTask): TaskResult | null {
   const control = new Int32Array(task.control);
   const spent = new Int32Array(task.budget);
   // The call's budget is read now, not when the task was queued: its other tasks may have used it.
@@ -73,6 +80,7 @@ export default function evaluate(task: EvaluateTask): TaskResult {
   runningControl = undefined;
   Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
   Atomics.store(control, CONTROL_STATE, TASK_DONE);
+  if (results.write(task.taskId, result)) return null;
   return result.ok ? (movable(result) as unknown as TaskResult) : result;
 }
 

@@ -1,11 +1,12 @@
 /**
  * Entry point of a sandbox process (started by src/sandbox-process.ts, never by a person). It owns a
  * piscina pool of threads, each with its isolated-vm isolate, and talks to the front over fd 3 in
- * the frames of src/shared/channel.ts: a call's spec once, then its tasks of raw row bytes; results
- * go back as encoded reply bytes. Whatever a script does here costs this process, never the front.
+ * the frames of src/shared/channel.ts: a call's spec once, then its tasks of raw row bytes. Results
+ * go back as encoded reply bytes on fd 4, written by the threads themselves. Whatever a script does
+ * here costs this process, never the front.
  *
  * The process holds nothing it does not need: its environment is empty, its only descriptors are
- * the channel and stderr, and its settings arrive as one argument. It ignores SIGINT and SIGTERM
+ * the two sockets and stderr, and its settings arrive as one argument. It ignores SIGINT and SIGTERM
  * (Ctrl+C reaches the whole process group; the front drains calls first, then ends it) and ends
  * itself at once when the channel closes, so a front that was killed leaves no sandbox behind.
  */
@@ -13,15 +14,16 @@ import { closeSync, readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 
 import {
+  CHANNEL_FD,
   Frame,
   FrameReader,
-  encodeResult,
-  frameHeader,
+  RESULTS_FD,
   jsonFrame,
   parseJson,
   readTaskFrame,
   type CallSpec,
   type ReceivedFrame,
+  resultFrame,
   type SandboxSettings,
 } from '../src/shared/channel';
 import { PluginError } from '../src/shared/errors';
@@ -36,7 +38,6 @@ interface OpenCall {
 
 /** Calls whose CLOSE_CALL was lost to a race are forgotten oldest first past this many. */
 const MAX_OPEN_CALLS = 4_096;
-const CHANNEL_FD = 3;
 
 /**
  * A child inherits every descriptor its parent opened without close-on-exec (the front's own parent,
@@ -53,7 +54,7 @@ function closeInheritedDescriptors(): void {
   }
   for (const name of fds) {
     const fd = Number(name);
-    if (!(fd > CHANNEL_FD)) continue;
+    if (!(fd > RESULTS_FD)) continue;
     try {
       const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'))?.[1];
       if (flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0) closeSync(fd);
@@ -98,7 +99,9 @@ function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: Threa
       return;
     case Frame.TASK:
       runTask(frame.id, frame.payload, frame.owned, calls, pool).then(
-        (result) => sendResult(channel, frame.id, result),
+        (result) => {
+          if (result) sendResult(channel, frame.id, result);
+        },
         // runTask turns every failure into a result; anything else is a bug of this process: end it.
         (error: unknown) => {
           process.stderr.write(`sandbox process failed: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -117,7 +120,7 @@ async function runTask(
   owned: boolean,
   calls: Map<number, OpenCall>,
   pool: ThreadPool,
-): Promise<TaskResult> {
+): Promise<TaskResult | null> {
   const task = readTaskFrame(payload);
   const open = calls.get(task.callId);
   if (!open)
@@ -136,8 +139,8 @@ async function runTask(
   const bytes = owned ? task.bytes : new Uint8Array(task.bytes);
   const { call } = open;
   return pool.run(
-    taskId,
     {
+      taskId,
       callId: task.callId,
       contextKey: call.contextKey,
       spec: call.spec,
@@ -152,13 +155,10 @@ async function runTask(
   );
 }
 
+/** A result its thread could not write (workers/result-writer.ts), or that no thread made: one writev on the channel. */
 function sendResult(channel: net.Socket, taskId: number, result: TaskResult): void {
-  const pieces = encodeResult(result);
-  const payloadBytes = pieces.reduce((n, piece) => n + piece.byteLength, 0);
-  // One writev for the header and every piece.
   channel.cork();
-  channel.write(frameHeader(Frame.RESULT, taskId, payloadBytes));
-  for (const piece of pieces) channel.write(piece);
+  for (const piece of resultFrame(taskId, result)) channel.write(piece);
   channel.uncork();
 }
 

@@ -26,6 +26,7 @@ import {
   type TaskResult,
 } from '../src/shared/task';
 import type { Retirement } from '../src/shared/channel';
+import { newResultLock } from './result-writer';
 import type { SandboxLimits } from './sandbox';
 
 const THREAD_FILE = path.join(__dirname, 'evaluate.js');
@@ -38,6 +39,11 @@ export function threadHeapMb(memoryLimitMb: number): number {
   return Math.max(256, memoryLimitMb * 4);
 }
 
+/** What each thread starts with: the limits, and the lock its results socket is written under. */
+export interface ThreadData extends SandboxLimits {
+  readonly resultLock: SharedArrayBuffer;
+}
+
 interface Watched {
   readonly taskId: number;
   readonly control: Int32Array;
@@ -45,7 +51,7 @@ interface Watched {
 }
 
 export class ThreadPool {
-  private readonly piscina: Piscina<EvaluateTask | null, TaskResult>;
+  private readonly piscina: Piscina<EvaluateTask | null, TaskResult | null>;
   private readonly watched = new Set<Watched>();
   private readonly watchdog: NodeJS.Timeout;
   private retired = false;
@@ -55,7 +61,7 @@ export class ThreadPool {
     private readonly limits: SandboxLimits,
     private readonly onRetire: (retirement: Retirement) => void,
   ) {
-    this.piscina = new Piscina<EvaluateTask | null, TaskResult>({
+    this.piscina = new Piscina<EvaluateTask | null, TaskResult | null>({
       filename: THREAD_FILE,
       minThreads: threads,
       maxThreads: threads,
@@ -64,7 +70,7 @@ export class ThreadPool {
       atomics: 'async',
       // Timing histograms are piscina's; the plugin measures its own (sse_call_duration_seconds).
       recordTiming: false,
-      workerData: limits,
+      workerData: { ...limits, resultLock: newResultLock() } satisfies ThreadData,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
     this.watchdog = setInterval(() => this.check(), WATCH_INTERVAL_MS).unref();
@@ -75,8 +81,12 @@ export class ThreadPool {
     await Promise.all(Array.from({ length: this.threads }, () => this.piscina.run(null, { name: 'warmUp' })));
   }
 
-  /** Runs one task; never rejects: a thread that dies becomes a TaskFailure. */
-  async run(taskId: number, task: Omit<EvaluateTask, 'control'>, transferList: ArrayBuffer[]): Promise<TaskResult> {
+  /**
+   * Runs one task; never rejects: a thread that dies becomes a TaskFailure. Resolves with null when
+   * the thread wrote the result to the front itself, else with the result for the caller to send.
+   */
+  async run(task: Omit<EvaluateTask, 'control'>, transferList: ArrayBuffer[]): Promise<TaskResult | null> {
+    const { taskId } = task;
     const control = newControl();
     const entry: Watched = { taskId, control: new Int32Array(control), startedAt: 0 };
     this.watched.add(entry);

@@ -4,7 +4,7 @@
  * profile, and prints a summary (bench/experiments/cpu-profile.ts).
  *
  *   npm run build
- *   node --no-node-snapshot dist/bench/experiments/profile.js numeric|string|aggregate|small|cpu [workers]
+ *   node --no-node-snapshot dist/bench/experiments/profile.js numeric|string|aggregate|small|scalar|cpu [workers]
  *   BENCH_QUICK=1 node --no-node-snapshot dist/bench/experiments/profile.js small 2
  *
  * Only the front (the gRPC process) is profiled: it starts its sandbox processes itself with a fixed
@@ -21,7 +21,7 @@ import { sequentialLatency, target, throughput } from '../measure';
 import { pluginFlagsFromEnv, startPlugin } from '../servers';
 import { benchSizes, type Sizes } from '../sizes';
 import { ms, rate } from '../stats';
-import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, stringWorkload, type Workload } from '../workloads';
+import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
 import { printSummary, summariseDir } from './cpu-profile';
 
 function workloadFor(kind: string, sizes: Sizes): Workload {
@@ -34,10 +34,12 @@ function workloadFor(kind: string, sizes: Sizes): Workload {
       return aggregateWorkload(sizes.aggregateRows, sizes.rowsPerBundle);
     case 'small':
       return numericWorkload(sizes.smallCallRows, sizes.rowsPerBundle);
+    case 'scalar':
+      return scalarWorkload();
     case 'cpu':
       return cpuHeavyWorkload(sizes.cpuRows, sizes.rowsPerBundle, sizes.sinesPerRow);
     default:
-      throw new Error(`unknown workload ${kind}: numeric, string, aggregate, small or cpu`);
+      throw new Error(`unknown workload ${kind}: numeric, string, aggregate, small, scalar or cpu`);
   }
 }
 
@@ -51,9 +53,10 @@ async function main(): Promise<void> {
   const server = await startPlugin(workers, [...extraFlags, '--cpu-prof', `--cpu-prof-dir=${dir}`]);
   const plugin = target('plugin', server, true);
   try {
-    if (kind === 'small') {
-      const l = await sequentialLatency(plugin, workload, sizes.smallCalls, sizes.smallWarmupCalls);
-      process.stdout.write(`${workload.name} x ${sizes.smallCalls}: p50 ${ms(l.p50Ms)} p95 ${ms(l.p95Ms)} p99 ${ms(l.p99Ms)}\n`);
+    if (kind === 'small' || kind === 'scalar') {
+      const calls = kind === 'scalar' ? sizes.scalarCalls : sizes.smallCalls;
+      const l = await sequentialLatency(plugin, workload, calls, sizes.smallWarmupCalls);
+      process.stdout.write(`${workload.name} x ${calls}: p50 ${ms(l.p50Ms)} p95 ${ms(l.p95Ms)} p99 ${ms(l.p99Ms)}\n`);
     } else {
       const result = (await throughput([plugin], workload, sizes.reps)).get('plugin');
       process.stdout.write(`${workload.name}: ${rate(result?.rowsPerSec ?? 0)} under the profiler (${sizes.reps} calls after 1 warm-up)\n`);

@@ -13,6 +13,11 @@
  * sandbox -> front  READY      id = 0      payload = JSON { threads }
  *                   RESULT     id = task   payload = encodeResult()
  *                   RETIRE     id = 0      payload = JSON Retirement
+ *
+ * RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
+ * themselves (workers/result-writer.ts): a result crosses no thread on its way back, so a one-row
+ * call pays one write and one read each way. The sandbox's main thread writes a RESULT on fd 3 only
+ * for a task its thread could not answer (the thread died, or could not write).
  */
 import type { ErrorData } from './errors';
 import type { ScriptSpec, TableChunk, TaskResult } from './task';
@@ -26,6 +31,10 @@ export const Frame = {
   RETIRE: 18,
 } as const;
 export type FrameKind = (typeof Frame)[keyof typeof Frame];
+
+/** The child's descriptors: control frames both ways, and results from the threads. */
+export const CHANNEL_FD = 3;
+export const RESULTS_FD = 4;
 
 export const HEADER_BYTES = 9;
 const TASK_FIELDS_BYTES = 16;
@@ -200,6 +209,13 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
     fixed.writeUInt32LE(reply.byteLength, 22 + 4 * i);
   });
   return [fixed, ...result.replies, ...table];
+}
+
+/** A whole RESULT frame, header first, in pieces for one writev. */
+export function resultFrame(taskId: number, result: TaskResult): Uint8Array[] {
+  const pieces = encodeResult(result);
+  const payloadBytes = pieces.reduce((n, piece) => n + piece.byteLength, 0);
+  return [frameHeader(Frame.RESULT, taskId, payloadBytes), ...pieces];
 }
 
 export function decodeResult(payload: Uint8Array): TaskResult {

@@ -33,6 +33,8 @@ export interface ScriptSpec {
 }
 
 export interface EvaluateTask {
+  /** The front's id of the task: its thread writes the RESULT frame itself (workers/result-writer.ts). */
+  readonly taskId: number;
   /** Unique per call within the front: a thread may keep a call's context for its next chunk. */
   readonly callId: number;
   /** Calls with the same key (app, user and script: src/context-key.ts) may reuse a context in turn. */

@@ -54,7 +54,7 @@ function alive(pid: number): boolean {
 }
 
 describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /proc' }, () => {
-  it('hold isolated-vm (the front does not), start with an empty environment and only the channel and stderr open', async () => {
+  it('hold isolated-vm (the front does not), start with an empty environment and only its two sockets and stderr open', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SECRET_TOKEN: 'hunter2' });
     try {
       const pids = childPids(plugin.child.pid as number);
@@ -62,7 +62,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
       for (const pid of pids) {
         assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /sandbox-main\.js/);
         assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8'), '', 'environment');
-        assert.deepEqual(inheritedDescriptors(pid), ['2 socket', '3 socket']);
+        assert.deepEqual(inheritedDescriptors(pid), ['2 socket', '3 socket', '4 socket']);
       }
       // isolated-vm's native module is mapped in the sandbox processes only, never in the front.
       assert.doesNotMatch(readFileSync(`/proc/${plugin.child.pid as number}/maps`, 'utf8'), /isolated_vm/);

@@ -1,0 +1,73 @@
+/**
+ * What one small call costs each process in CPU time, beside its latency: the ceiling, the plugin
+ * (its front and each sandbox process apart) and, with BENCH_BASELINE, another built checkout, all
+ * driven call by call in turn. CPU time per call is steadier than latency on a shared VM, and it is
+ * what several clients at once run out of.
+ *
+ *   npm run build
+ *   node --no-node-snapshot dist/bench/experiments/call-cpu.js [scalar|small] [calls]
+ *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/call-cpu.js scalar 3000
+ */
+import { readFileSync } from 'node:fs';
+
+import type { ChildServer } from '../child';
+import { sequentialLatencies, target, type Target } from '../measure';
+import { CEILING, PLUGIN } from '../report';
+import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
+import { ms } from '../stats';
+import { numericWorkload, scalarWorkload } from '../workloads';
+
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** user + system CPU of one process, in ms (Linux /proc/<pid>/stat, fields 14 and 15). */
+function cpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+function sample(server: ChildServer): Map<number, number> {
+  return new Map(server.processes().map((pid) => [pid, cpuMs(pid)]));
+}
+
+async function main(): Promise<void> {
+  const kind = process.argv[2] ?? 'scalar';
+  const calls = Number(process.argv[3] ?? '2000');
+  const workload = kind === 'small' ? numericWorkload(10, 2000) : scalarWorkload();
+  const servers: [string, ChildServer][] = [
+    [CEILING, await startCeiling()],
+    [PLUGIN, await startPlugin(2, pluginFlagsFromEnv())],
+  ];
+  const baseline = process.env['BENCH_BASELINE'];
+  if (baseline) servers.push(['baseline', await startPlugin(2, pluginFlagsFromEnv(), {}, baseline)]);
+  const targets: Target[] = servers.map(([name, server]) => target(name, server, name !== CEILING));
+  try {
+    await sequentialLatencies(targets, workload, 200, 100);
+    const before = servers.map(([, server]) => sample(server));
+    const clientBefore = process.cpuUsage();
+    const results = await sequentialLatencies(targets, workload, calls, 0);
+    const client = process.cpuUsage(clientBefore);
+    process.stdout.write(`${calls} sequential ${workload.name} calls per server, in turn; CPU µs per call\n`);
+    servers.forEach(([name, server], k) => {
+      const after = sample(server);
+      const parts = [...after].map(([pid, cpu], i) => {
+        const used = ((cpu - (before[k]?.get(pid) ?? cpu)) * 1000) / calls;
+        return `${i === 0 ? 'main' : `sandbox ${i}`} ${used.toFixed(0)}`;
+      });
+      const latency = results.get(name);
+      process.stdout.write(
+        `  ${name.padEnd(9)} p50 ${ms(latency?.p50Ms ?? Number.NaN)}  p99 ${ms(latency?.p99Ms ?? Number.NaN)}  CPU ${parts.join(', ')}\n`,
+      );
+    });
+    process.stdout.write(`  client ${Math.round((client.user + client.system) / (calls * servers.length))} µs a call\n`);
+  } finally {
+    for (const t of targets) t.client.close();
+    for (const [, server] of servers) await server.stop();
+  }
+}
+
+void main();

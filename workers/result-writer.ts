@@ -1,0 +1,77 @@
+/**
+ * A sandbox thread's way back to the front: the RESULT frame of a task goes straight onto the
+ * results socket (fd 4, src/shared/channel.ts) from the thread that ran it, as one writev, instead
+ * of through the sandbox's main thread, which would be one more thread to wake per task (for a
+ * one-row call that hand-off cost about as much as running the script: bench/RESULTS.md).
+ *
+ * The threads share the socket, so a frame is written whole under a lock they share (an Int32 in a
+ * SharedArrayBuffer from the thread pool). Nothing in the sandbox process opens fd 4 as a stream,
+ * so it stays blocking: a write waits while the front is not reading, which is the backpressure
+ * wanted. When nothing could be written (no such descriptor), the caller hands the result to the
+ * main thread instead, as before; a frame cut short ends the process (the front retries its tasks).
+ */
+import { writevSync } from 'node:fs';
+
+import { RESULTS_FD, resultFrame } from '../src/shared/channel';
+import type { TaskResult } from '../src/shared/task';
+
+const UNLOCKED = 0;
+const LOCKED = 1;
+
+/** The lock the threads of one sandbox process share (made once by the pool). */
+export function newResultLock(): SharedArrayBuffer {
+  return new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+}
+
+export class ResultWriter {
+  private readonly lock: Int32Array;
+  private broken = false;
+
+  constructor(
+    lock: SharedArrayBuffer,
+    private readonly fd = RESULTS_FD,
+  ) {
+    this.lock = new Int32Array(lock);
+  }
+
+  /** Writes the task's RESULT frame; false when it could not (nothing was written then, or the front is gone). */
+  write(taskId: number, result: TaskResult): boolean {
+    if (this.broken) return false;
+    const pieces = resultFrame(taskId, result);
+    const progress = { bytes: 0 };
+    while (Atomics.compareExchange(this.lock, 0, UNLOCKED, LOCKED) !== UNLOCKED) Atomics.wait(this.lock, 0, LOCKED);
+    try {
+      writeAll(this.fd, pieces, progress);
+      return true;
+    } catch {
+      // Nothing written (EBADF: no results socket here): the main thread's channel carries results.
+      // Half a frame (the front went away mid-write): the socket can carry nothing more that the front
+      // could read, so this process ends; the front retries its tasks elsewhere.
+      if (progress.bytes > 0) process.kill(process.pid, 'SIGKILL');
+      this.broken = true;
+      return false;
+    } finally {
+      Atomics.store(this.lock, 0, UNLOCKED);
+      Atomics.notify(this.lock, 0, 1);
+    }
+  }
+}
+
+/** writev until every byte is out: a blocking stream socket may still take part of a large frame per call. */
+function writeAll(fd: number, pieces: Uint8Array[], progress: { bytes: number }): void {
+  let rest = pieces;
+  for (;;) {
+    let written = writevSync(fd, rest);
+    progress.bytes += written;
+    const next: Uint8Array[] = [];
+    for (const piece of rest) {
+      if (written >= piece.byteLength) written -= piece.byteLength;
+      else {
+        next.push(written === 0 ? piece : piece.subarray(written));
+        written = 0;
+      }
+    }
+    if (next.length === 0) return;
+    rest = next;
+  }
+}
