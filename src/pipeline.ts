@@ -143,7 +143,10 @@ export class CallPipeline {
       this.pump();
       this.maybeFinish();
     });
-    this.call.on('cancelled', () => this.fail(new PluginError('CANCELLED', 'the client cancelled the call')));
+    // grpc-js says 'cancelled' when any call's stream closes, finished or not: an error is made only for an unfinished one.
+    this.call.on('cancelled', () => {
+      if (!this.finished) this.fail(new PluginError('CANCELLED', 'the client cancelled the call'));
+    });
     this.call.on('error', (error: unknown) => this.fail(PluginError.from(error)));
     this.call.on('drain', () => this.pump());
     // However the call ends, what its account still holds (replies the client never took) goes back.

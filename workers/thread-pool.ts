@@ -53,7 +53,8 @@ interface Watched {
 export class ThreadPool {
   private readonly piscina: Piscina<EvaluateTask | null, TaskResult | null>;
   private readonly watched = new Set<Watched>();
-  private readonly watchdog: NodeJS.Timeout;
+  /** Runs only while tasks do: an idle sandbox process wakes for nothing. */
+  private watchdog: NodeJS.Timeout | undefined;
   private retired = false;
 
   constructor(
@@ -73,7 +74,6 @@ export class ThreadPool {
       workerData: { ...limits, resultLock: newResultLock() } satisfies ThreadData,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
-    this.watchdog = setInterval(() => this.check(), WATCH_INTERVAL_MS).unref();
   }
 
   /** Resolves once every thread has built its isolate, so the first calls do not pay for it. */
@@ -90,12 +90,14 @@ export class ThreadPool {
     const control = newControl();
     const entry: Watched = { taskId, control: new Int32Array(control), startedAt: 0 };
     this.watched.add(entry);
+    if (!this.retired) this.watchdog ??= setInterval(() => this.check(), WATCH_INTERVAL_MS).unref();
     try {
       return await this.piscina.run({ ...task, control }, { transferList });
     } catch (error) {
       return threadFailure(error, this.limits.memoryLimitMb);
     } finally {
       this.watched.delete(entry);
+      if (this.watched.size === 0) this.stopWatching();
     }
   }
 
@@ -113,9 +115,14 @@ export class ThreadPool {
     }
   }
 
+  private stopWatching(): void {
+    clearInterval(this.watchdog);
+    this.watchdog = undefined;
+  }
+
   private retire(reason: Retirement['reason'], entry: Watched, detail: string): void {
     this.retired = true;
-    clearInterval(this.watchdog);
+    this.stopWatching();
     this.onRetire({ reason, taskIds: [entry.taskId], detail });
   }
 }

@@ -11,16 +11,17 @@
  * A variant is options joined by '+': base (the defaults); chunk=<KiB> (SSE_CHUNK_KB); or any
  * SSE_<NAME>=<value> the plugin reads, e.g. chunk=128+SSE_SANDBOX_PROCESSES=1. The bench's own
  * settings (SSE_WORKERS, SSE_SCRIPT_TIMEOUT_MS, ...) stay unless a variant names them.
- * BENCH_EXPERIMENT_WORKLOADS: comma list of numeric, string, cpu (2 and 1 workers), small.
+ * BENCH_EXPERIMENT_WORKLOADS: comma list of numeric, string, cpu (2 and 1 workers), small (10-row),
+ * scalar (1-row, sequential) and scalar4 (1-row from several clients).
  * BENCH_QUICK=1 (a tenth of the sizes) and BENCH_PLUGIN_FLAGS (extra node flags for the front) apply.
  */
-import { sequentialLatency, target, throughput, type Target } from '../measure';
+import { concurrentClients, sequentialLatencies, sequentialLatency, target, throughput, type Target } from '../measure';
 import { NoiseMonitor } from '../noise';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
 import { benchSizes, type Sizes } from '../sizes';
 import { ms, rate, ratio } from '../stats';
-import { cpuHeavyWorkload, numericWorkload, stringWorkload, type Workload } from '../workloads';
+import { cpuHeavyWorkload, numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
 
 interface Variant {
   readonly name: string;
@@ -77,6 +78,19 @@ async function runVariant(variant: Variant, kinds: readonly string[], sizes: Siz
       const c = await sequentialLatency(ceiling, small, sizes.smallCalls, sizes.smallWarmupCalls);
       const p = await sequentialLatency(plugin, small, sizes.smallCalls, sizes.smallWarmupCalls);
       out.push(`10-row p50 ${ms(p.p50Ms)} vs ceiling ${ms(c.p50Ms)} (+${ms(p.p50Ms - c.p50Ms)})`);
+    }
+    if (kinds.includes('scalar')) {
+      const results = await sequentialLatencies([ceiling, plugin], scalarWorkload(), sizes.scalarCalls, sizes.smallWarmupCalls);
+      const c = results.get(CEILING);
+      const p = results.get(PLUGIN);
+      if (c && p) out.push(`1-row p50 ${ms(p.p50Ms)} vs ceiling ${ms(c.p50Ms)} (+${ms(p.p50Ms - c.p50Ms)})`);
+    }
+    if (kinds.includes('scalar4')) {
+      const c = await concurrentClients(ceiling, scalarWorkload(), sizes.scalarClients, sizes.scalarCallsPerClient);
+      const p = await concurrentClients(plugin, scalarWorkload(), sizes.scalarClients, sizes.scalarCallsPerClient);
+      out.push(
+        `${sizes.scalarClients} clients 1-row ${rate(p.rowsPerSec)} = ${ratio(p.rowsPerSec / c.rowsPerSec)} of ceiling, p50 ${ms(p.p50Ms)}`,
+      );
     }
   });
   if (kinds.includes('cpu')) {
