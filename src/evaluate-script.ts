@@ -3,7 +3,7 @@
  * CallPipeline, and writes one log line and the metrics when it ends. ExecuteFunction
  * (src/execute-function.ts) shares all of it but the reading of its headers: runCall.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 
@@ -17,7 +17,8 @@ import type { Metrics } from './metrics';
 import { contextKey } from './context-key';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { busyError, type SandboxPool } from './sandbox-pool';
-import { readCommonHeader, readScriptCall, type ScriptCall } from './request-header';
+import { PreparedScripts, scriptHash } from './prepared-scripts';
+import { readCommonHeader, type ScriptCall } from './request-header';
 import { MAX_REPLY_BYTES } from './shared/replies';
 
 export interface HandlerDeps {
@@ -37,16 +38,23 @@ export type Call = ServerDuplexStream<Buffer, Uint8Array>;
 
 export type RpcName = 'EvaluateScript' | 'ExecuteFunction';
 
-/** A call whose headers have been read; logFields are what its RPC adds to the call's log line. */
+/**
+ * A call whose headers have been read; logFields are what its RPC adds to the call's log line. The
+ * context key and script hash come with it when they were kept for its headers (src/prepared-scripts.ts).
+ */
 export interface PreparedCall extends ScriptCall {
   readonly logFields?: Readonly<Record<string, unknown>>;
+  readonly contextKey?: string;
+  readonly scriptHash?: string;
 }
 
 export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
   const { config } = deps;
+  const scripts = new PreparedScripts(config.maxScriptBytes);
   return runCall(deps, 'EvaluateScript', (call) => {
     if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
-    return readScriptCall(call.metadata, config.maxScriptBytes);
+    const prepared = scripts.prepare(call.metadata);
+    return { ...prepared.call, contextKey: prepared.contextKey, scriptHash: prepared.scriptHash };
   });
 }
 
@@ -82,7 +90,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       maxInFlight: config.workers + 1,
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
-      contextKey: contextKey(scriptCall.common, scriptCall.spec),
+      contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
       held: deps.held,
     });
     pipeline.run().then(
@@ -144,7 +152,7 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     peer: record.call.getPeer(),
     function: functionName,
     ...scriptCall?.logFields,
-    scriptHash: scriptCall ? createHash('sha256').update(scriptCall.spec.script).digest('hex').slice(0, 16) : undefined,
+    scriptHash: scriptCall ? (scriptCall.scriptHash ?? scriptHash(scriptCall.spec.script)) : undefined,
     scriptBytes: scriptCall?.scriptBytes,
     rowsIn: summary?.rowsIn ?? 0,
     rowsOut: summary?.rowsOut ?? 0,

@@ -16,7 +16,7 @@ import {
   RESULTS_FD,
   decodeResult,
   frameHeader,
-  jsonFrame,
+  openCallFrame,
   parseJson,
   taskFrameHead,
   type CallSpec,
@@ -164,7 +164,7 @@ export class SandboxProcess {
     this.writeCloses();
     if (!this.knownCalls.has(task.callId)) {
       this.knownCalls.add(task.callId);
-      this.channel.write(jsonFrame(Frame.OPEN_CALL, task.callId, task.call));
+      for (const piece of openCallFrame(task.callId, task.call)) this.channel.write(piece);
     }
     this.channel.write(
       taskFrameHead(

@@ -4,7 +4,7 @@
  * profile, and prints a summary (bench/experiments/cpu-profile.ts).
  *
  *   npm run build
- *   node --no-node-snapshot dist/bench/experiments/profile.js numeric|string|aggregate|small|scalar|cpu [workers]
+ *   node --no-node-snapshot dist/bench/experiments/profile.js numeric|string|aggregate|small|scalar|scalar4|cpu [workers]
  *   BENCH_QUICK=1 node --no-node-snapshot dist/bench/experiments/profile.js small 2
  *
  * Only the front (the gRPC process) is profiled: it starts its sandbox processes itself with a fixed
@@ -17,7 +17,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { sequentialLatency, target, throughput } from '../measure';
+import { concurrentClients, sequentialLatency, target, throughput } from '../measure';
 import { pluginFlagsFromEnv, startPlugin } from '../servers';
 import { benchSizes, type Sizes } from '../sizes';
 import { ms, rate } from '../stats';
@@ -35,11 +35,12 @@ function workloadFor(kind: string, sizes: Sizes): Workload {
     case 'small':
       return numericWorkload(sizes.smallCallRows, sizes.rowsPerBundle);
     case 'scalar':
+    case 'scalar4':
       return scalarWorkload();
     case 'cpu':
       return cpuHeavyWorkload(sizes.cpuRows, sizes.rowsPerBundle, sizes.sinesPerRow);
     default:
-      throw new Error(`unknown workload ${kind}: numeric, string, aggregate, small, scalar or cpu`);
+      throw new Error(`unknown workload ${kind}: numeric, string, aggregate, small, scalar, scalar4 or cpu`);
   }
 }
 
@@ -53,7 +54,10 @@ async function main(): Promise<void> {
   const server = await startPlugin(workers, [...extraFlags, '--cpu-prof', `--cpu-prof-dir=${dir}`]);
   const plugin = target('plugin', server, true);
   try {
-    if (kind === 'small' || kind === 'scalar') {
+    if (kind === 'scalar4') {
+      const c = await concurrentClients(plugin, workload, sizes.scalarClients, sizes.scalarCallsPerClient * 4);
+      process.stdout.write(`${workload.name} from ${sizes.scalarClients} clients: ${rate(c.rowsPerSec)} calls/s, p50 ${ms(c.p50Ms)}\n`);
+    } else if (kind === 'small' || kind === 'scalar') {
       const calls = kind === 'scalar' ? sizes.scalarCalls : sizes.smallCalls;
       const l = await sequentialLatency(plugin, workload, calls, sizes.smallWarmupCalls);
       process.stdout.write(`${workload.name} x ${calls}: p50 ${ms(l.p50Ms)} p95 ${ms(l.p95Ms)} p99 ${ms(l.p99Ms)}\n`);

@@ -95,6 +95,26 @@ export function jsonFrame(kind: FrameKind, id: number, value: unknown): Buffer {
   return Buffer.concat([frameHeader(kind, id, body.length), body]);
 }
 
+/**
+ * A call's OPEN_CALL frame. Calls prepared from the same headers share their spec object
+ * (src/prepared-scripts.ts), so its JSON is made once for all of them, not once a call.
+ */
+export function openCallFrame(callId: number, call: CallSpec): Buffer[] {
+  let kept = openCallBodies.get(call.spec);
+  if (
+    kept === undefined ||
+    kept.contextKey !== call.contextKey ||
+    kept.callTimeoutMs !== call.callTimeoutMs ||
+    kept.maxReplyBytes !== call.maxReplyBytes
+  ) {
+    kept = { ...call, body: Buffer.from(JSON.stringify(call), 'utf8') };
+    openCallBodies.set(call.spec, kept);
+  }
+  return [frameHeader(Frame.OPEN_CALL, callId, kept.body.length), kept.body];
+}
+
+const openCallBodies = new WeakMap<ScriptSpec, CallSpec & { readonly body: Buffer }>();
+
 export function parseJson<T>(payload: Uint8Array): T {
   return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')) as T;
 }
