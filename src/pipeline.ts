@@ -26,7 +26,7 @@ import type { CallSpec } from './shared/channel';
 import { splitRows } from './shared/rows';
 import type { ScriptSpec, TaskResult, TaskSuccess } from './shared/task';
 import { TableHold } from './table';
-import type { CallBudget, TaskRunner } from './task-runner';
+import { CallSignal, type CallBudget, type TaskRunner } from './task-runner';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -107,7 +107,7 @@ export class CallPipeline {
   private readonly tables: TableHold;
   private finished = false;
   /** Aborted when the call ends early, so the pool drops its queued tasks. */
-  private readonly ended = new AbortController();
+  private readonly ended = new CallSignal();
   /** Script time the call's tasks have used, as their results come back. */
   private readonly budget: CallBudget = { spentMs: 0 };
   private readonly callId = nextCallId++;
@@ -212,7 +212,7 @@ export class CallPipeline {
       rows,
       firstRow,
       budget: this.budget,
-      signal: this.ended.signal,
+      signal: this.ended,
     };
     this.pool.run(request).then(
       (result) => {

@@ -104,7 +104,7 @@ export class SandboxPool implements TaskRunner {
       this.tasks.set(task.id, task);
       this.queue.push(task);
       task.onAbort = () => this.dropQueued(task);
-      request.signal?.addEventListener('abort', task.onAbort, { once: true });
+      request.signal?.add(task.onAbort);
       this.pump();
     });
   }
@@ -229,7 +229,7 @@ export class SandboxPool implements TaskRunner {
     if (task.settled) return;
     task.settled = true;
     this.tasks.delete(task.id);
-    if (task.onAbort) task.request.signal?.removeEventListener('abort', task.onAbort);
+    if (task.onAbort) task.request.signal?.remove(task.onAbort);
     if (outcome instanceof PluginError) task.reject(outcome);
     else task.resolve(outcome);
   }

@@ -21,7 +21,7 @@ export interface TaskRequest {
   readonly firstRow: number;
   readonly budget: CallBudget;
   /** Aborted when the call ends early: its tasks still queued are dropped. */
-  readonly signal?: AbortSignal;
+  readonly signal?: CallSignal;
 }
 
 export interface TaskRunner {
@@ -30,4 +30,29 @@ export interface TaskRunner {
   /** The call ended: whatever kept state for it may forget it. */
   closeCall(callId: number): void;
   readonly settings: { readonly memoryLimitMb: number };
+}
+
+/**
+ * A call's early end, as its queued tasks need to know it: a flag and the listeners to tell. An
+ * AbortController (an EventTarget) per call cost the front ~15 µs of each one-row call (profile).
+ */
+export class CallSignal {
+  aborted = false;
+  private readonly listeners = new Set<() => void>();
+
+  add(listener: () => void): void {
+    if (!this.aborted) this.listeners.add(listener);
+  }
+
+  remove(listener: () => void): void {
+    this.listeners.delete(listener);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const listeners = [...this.listeners];
+    this.listeners.clear();
+    for (const listener of listeners) listener();
+  }
 }
