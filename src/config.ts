@@ -17,6 +17,8 @@ export interface Config {
   readonly sandboxProcesses: number;
   /** Resident memory past which the front ends a sandbox process (MB); undefined: from its thread count (defaultSandboxMemoryMb). */
   readonly sandboxMemoryMb: number | undefined;
+  /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
+  readonly sandboxNice: number;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -98,6 +100,15 @@ const nonEmpty: Variable<string> = {
  * for the same cores). A process that dies costs the tasks of its threads a retry (README "Sandbox
  * processes"): four bounds that.
  */
+/**
+ * Sandbox threads run at niceness 10, the front at its own (0 as usually started): on a contended CPU
+ * the front's gRPC work goes first, so scripts that keep every core busy cannot starve health checks,
+ * cancellations or other calls' replies, and a woken sandbox no longer preempts the front in the middle
+ * of a write. Measured (bench/RESULTS.md): numeric rows/s +16 % on average of four runs, text +5 %,
+ * small-call latency unchanged.
+ */
+export const DEFAULT_SANDBOX_NICE = 10;
+
 export function defaultSandboxProcesses(workers: number): number {
   return Math.ceil(workers / 4);
 }
@@ -128,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workers,
     sandboxProcesses,
     sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
+    sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),

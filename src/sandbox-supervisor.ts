@@ -22,6 +22,8 @@ export interface PoolSettings {
   readonly maxQueue: number;
   /** Resident memory past which a sandbox process is ended, in MB; undefined: defaultSandboxMemoryMb. */
   readonly sandboxMemoryMb: number | undefined;
+  /** Niceness of the sandbox processes' threads (SSE_SANDBOX_NICE); 0 when not given. */
+  readonly sandboxNice?: number;
 }
 
 export interface PoolEvents {
@@ -109,6 +111,7 @@ export class SandboxSupervisor {
         threads: this.threadCounts[index] as number,
         memoryLimitMb: this.settings.memoryLimitMb,
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
+        nice: this.settings.sandboxNice ?? 0,
       };
       const timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
       const sandbox = new SandboxProcess(index, settings, {

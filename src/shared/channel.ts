@@ -64,6 +64,8 @@ export interface SandboxSettings {
   readonly threads: number;
   readonly memoryLimitMb: number;
   readonly scriptTimeoutMs: number;
+  /** Niceness the process gives all its threads before any script runs (SSE_SANDBOX_NICE). */
+  readonly nice: number;
 }
 
 /** Why a sandbox process asks to be ended, and the tasks it holds to blame. */

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
@@ -28,6 +29,14 @@ function childPids(pid: number): number[] {
  * than /dev/null, and any it was handed without close-on-exec (inherited). Node's own event-loop
  * pipes and eventfds are not listed. A sandbox process should hold its stderr and its channel only.
  */
+/** The niceness of each thread of a process (field 19 of /proc/<pid>/task/<tid>/stat). */
+function threadNiceness(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
 function inheritedDescriptors(pid: number): string[] {
   const held: string[] = [];
   for (const name of readdirSync(`/proc/${pid}/fd`)) {
@@ -63,9 +72,12 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
         assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /sandbox-main\.js/);
         assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8'), '', 'environment');
         assert.deepEqual(inheritedDescriptors(pid), ['2 socket', '3 socket', '4 socket']);
+        // Every thread of a sandbox process (its main thread, piscina's, V8's) yields the CPU to the front.
+        assert.deepEqual([...new Set(threadNiceness(pid))], [Math.max(10, getPriority())]);
       }
       // isolated-vm's native module is mapped in the sandbox processes only, never in the front.
       assert.doesNotMatch(readFileSync(`/proc/${plugin.child.pid as number}/maps`, 'utf8'), /isolated_vm/);
+      assert.deepEqual([...new Set(threadNiceness(plugin.child.pid as number))], [getPriority()], 'the front keeps its own priority');
       for (const pid of pids) assert.match(readFileSync(`/proc/${pid}/maps`, 'utf8'), /isolated_vm/);
       const client = new QlikClient(`127.0.0.1:${plugin.port}`);
       const result = await evalText(client, 'typeof process + "," + typeof require');

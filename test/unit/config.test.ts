@@ -72,6 +72,13 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ SSE_SANDBOX_MEMORY_MB: '300' }).sandboxMemoryMb, 300);
   });
 
+  it('runs sandbox threads at niceness 10 unless SSE_SANDBOX_NICE says otherwise (0-19)', () => {
+    assert.equal(loadConfig({}).sandboxNice, 10);
+    assert.equal(loadConfig({ SSE_SANDBOX_NICE: '0' }).sandboxNice, 0);
+    assert.equal(loadConfig({ SSE_SANDBOX_NICE: '19' }).sandboxNice, 19);
+    assert.throws(() => loadConfig({ SSE_SANDBOX_NICE: '-5' }), /SSE_SANDBOX_NICE="-5" is invalid: expected an integer from 0 to 19/);
+  });
+
   it('serves metrics on loopback unless SSE_METRICS_HOST says otherwise, even when gRPC listens everywhere', () => {
     assert.equal(loadConfig({ SSE_HOST: '0.0.0.0' }).metricsHost, '127.0.0.1');
     assert.equal(loadConfig({ SSE_METRICS_HOST: '0.0.0.0' }).metricsHost, '0.0.0.0');
