@@ -234,10 +234,17 @@ export class SandboxPool implements TaskRunner {
     else task.resolve(outcome);
   }
 
+  /**
+   * The call ended: its task is dropped if it waits in either queue, whether it never ran or waits to
+   * run again after its sandbox process died (a task running now ends on its own; its result is ignored).
+   */
   private dropQueued(task: QueuedTask): void {
-    if (task.settled || task.sentAt !== 0) return;
-    this.queue.remove(task);
+    if (task.settled) return;
+    const wasRetry = this.retries.remove(task);
+    if (!wasRetry && !this.queue.remove(task)) return;
     this.settle(task, new PluginError('CANCELLED', 'the call ended before this chunk ran'));
+    // A process held back for that retry may take work again.
+    if (wasRetry) this.pump();
   }
 
   /** The memory fence of a sandbox process with this many threads, in MB. */

@@ -66,15 +66,17 @@ export class TaskQueue {
     return undefined;
   }
 
-  remove(task: QueuedTask): void {
+  /** True when the task was waiting here. */
+  remove(task: QueuedTask): boolean {
     const line = this.calls.get(task.request.callId);
     if (line?.delete(task.id)) {
       this.count--;
       if (line.size === 0) this.calls.delete(task.request.callId);
-      return;
+      return true;
     }
     const at = this.head.indexOf(task);
     if (at >= 0) this.head.splice(at, 1);
+    return at >= 0;
   }
 
   drain(): QueuedTask[] {

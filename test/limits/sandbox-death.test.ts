@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { num, numbers } from '../helpers/qlik-client';
+import { DataType, FunctionType, encodeBundle, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { assertServing, evalRows, evalText, readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
 
@@ -64,6 +64,45 @@ describe("a sandbox process that dies under another user's call", () => {
       await assertServing(t.client);
     });
   }
+});
+
+describe('a call cancelled while its chunk waits to run again after its sandbox process died', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '1', SSE_SCRIPT_TIMEOUT_MS: '5000' })));
+  after(async () => t.stop());
+
+  it('the chunk is dropped: nothing of the call runs after the cancel, and the pool is free', async () => {
+    let call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+    const result = t.client.stream(
+      '/qlik.sse.Connector/EvaluateScript',
+      scriptMetadata({
+        script: SLOW_DOUBLE,
+        functionType: FunctionType.SCALAR,
+        returnType: DataType.NUMERIC,
+        params: [{ dataType: DataType.NUMERIC }],
+      }),
+      {},
+      (opened) => {
+        call = opened;
+        opened.write(encodeBundle(SLOW_ROWS));
+        opened.end();
+      },
+    );
+    const pid = await busyPid(t);
+    process.kill(pid, 'SIGKILL');
+    // No culprit named: the chunk waits to run again, alone, on the replacement (not ready yet).
+    await waitFor('the chunk queued to run again', () => t.plugin.pool.queueSize === 1, 2_000);
+    call?.cancel();
+    assert.equal((await result).code, grpc.status.CANCELLED);
+    await waitFor('the queue to empty', () => t.plugin.pool.queueSize === 0, 2_000);
+    await readySandboxes(t, 1, 5_000);
+    // Had the chunk stayed queued, the replacement would be running it now (for ~600 ms).
+    assert.deepEqual(
+      t.plugin.pool.processes().map((p) => p.busy),
+      [0],
+    );
+    await assertServing(t.client);
+  });
 });
 
 describe('scripts that kill or wedge their sandbox, while other clients stream steady calls', () => {
