@@ -144,7 +144,7 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
       const listening = plain(await started.waitForLine((line) => plain(line).includes('listening on 127.0.0.1:')));
       assert.match(
         listening,
-        /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening on 127\.0\.0\.1:\d+ \(plaintext, no TLS\) version=\S+ node=v20/,
+        /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening on 127\.0\.0\.1:\d+ \(plaintext, no TLS\) version=\S+ node=v\d+\./,
       );
       await started.waitForLine((line) => plain(line).includes('listening on loopback only'));
       const port = Number(/127\.0\.0\.1:(\d+)/.exec(listening)?.[1]);

@@ -17,7 +17,9 @@ const STANDARD_GLOBALS = (
   'FinalizationRegistry Float32Array Float64Array Function Infinity Int16Array Int32Array Int8Array Intl JSON Map Math NaN ' +
   'Number Object Promise Proxy RangeError ReferenceError Reflect RegExp Set String Symbol SyntaxError TypeError URIError ' +
   'Uint16Array Uint32Array Uint8Array Uint8ClampedArray WeakMap WeakRef WeakSet console decodeURI decodeURIComponent ' +
-  'encodeURI encodeURIComponent escape eval globalThis isFinite isNaN parseFloat parseInt undefined unescape'
+  'encodeURI encodeURIComponent escape eval globalThis isFinite isNaN parseFloat parseInt undefined unescape ' +
+  // ES2025's iterator helpers: V8 12 (Node 22) has the global, V8 11 (Node 20) has not.
+  'Iterator'
 ).split(' ');
 
 describe('sandbox: nothing of the host', () => {
