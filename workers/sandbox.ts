@@ -7,12 +7,13 @@
  * Compiled scripts are cached per isolate by text; a script compiled once runs in any context.
  * After the isolate hits its memory limit it is disposed by isolated-vm and rebuilt here.
  */
-import ivm from 'isolated-vm';
+import type ivm from 'isolated-vm';
 
 import { PluginError } from '../src/shared/errors';
 import { memoryLimitError, timeLimitError } from '../src/shared/limit-errors';
 import type { ScriptSpec } from '../src/shared/task';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
+import { isolatedVm } from './isolated-vm';
 
 const RUNTIME_SOURCE = `(${installRuntime.toString()})(globalThis)`;
 const SCRIPT_CACHE_SIZE = 64;
@@ -79,7 +80,7 @@ export class Sandbox {
       context.callId = callId;
       // A plugin function's file-level helpers live in the closure its factory made: a new call gets a new one.
       if (reset && spec.factory === true) this.renew(context, spec, timeoutMs);
-      const inputCopy = new ivm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
+      const inputCopy = new isolatedVm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
       const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
       inScript = true;
       const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], {
@@ -300,5 +301,5 @@ function syntaxError(error: unknown): PluginError {
  * its other tasks are retried elsewhere and the front ends it (workers/thread-pool.ts).
  */
 function newIsolate(memoryLimitMb: number, onCatastrophicError: () => void): ivm.Isolate {
-  return new ivm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError });
+  return new isolatedVm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError });
 }

@@ -18,8 +18,9 @@ const STANDARD_GLOBALS = (
   'Number Object Promise Proxy RangeError ReferenceError Reflect RegExp Set String Symbol SyntaxError TypeError URIError ' +
   'Uint16Array Uint32Array Uint8Array Uint8ClampedArray WeakMap WeakRef WeakSet console decodeURI decodeURIComponent ' +
   'encodeURI encodeURIComponent escape eval globalThis isFinite isNaN parseFloat parseInt undefined unescape ' +
-  // ES2025's iterator helpers: V8 12 (Node 22) has the global, V8 11 (Node 20) has not.
-  'Iterator'
+  // Standard globals newer V8s add: iterator helpers (V8 12, Node 22); explicit resource management
+  // and Float16Array (V8 13, Node 24).
+  'Iterator SuppressedError DisposableStack AsyncDisposableStack Float16Array'
 ).split(' ');
 
 describe('sandbox: nothing of the host', () => {
