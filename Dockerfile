@@ -16,8 +16,8 @@
 # "Memory": ~2.0 GB for 4 workers at the defaults); --ulimit core=0 keeps a crashing sandbox process or
 # front from writing row values and the TLS key to disk.
 #
-# See README.md, "Configuration", for every variable. Node 22: Node 20 reached its end of life in April
-# 2026; the suite passes on both (README.md, "Node versions").
+# See README.md, "Configuration", for every variable. Node 22 (20, 22 and 24 are supported; Node 20 reached
+# its end of life in April 2026): README.md, "Node versions".
 
 # ---- build: compile TypeScript, then keep only the production dependencies ----
 FROM node:22-bookworm-slim AS build
