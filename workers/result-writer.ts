@@ -17,6 +17,18 @@ import type { TaskResult } from '../src/shared/task';
 
 const UNLOCKED = 0;
 const LOCKED = 1;
+/**
+ * Longest a thread waits for the lock. A write takes milliseconds (the front always reads); a lock
+ * held this long belongs to a thread that died holding it (ended by its heap limit mid-write) or to a
+ * front that stopped reading: either way the socket is lost, and the process ends at once rather than
+ * wait for the front's backstop (a task's time limit + 5 s).
+ */
+export const LOCK_WAIT_MS = 5_000;
+
+/** Ends this sandbox process: the front replaces it and runs its tasks again. */
+function endProcess(): void {
+  process.kill(process.pid, 'SIGKILL');
+}
 
 /** The lock the threads of one sandbox process share (made once by the pool). */
 export function newResultLock(): SharedArrayBuffer {
@@ -30,6 +42,9 @@ export class ResultWriter {
   constructor(
     lock: SharedArrayBuffer,
     private readonly fd = RESULTS_FD,
+    private readonly lockWaitMs = LOCK_WAIT_MS,
+    /** What to do when the socket is lost (tests pass their own). */
+    private readonly lost: () => void = endProcess,
   ) {
     this.lock = new Int32Array(lock);
   }
@@ -39,7 +54,16 @@ export class ResultWriter {
     if (this.broken) return false;
     const pieces = resultFrame(taskId, result);
     const progress = { bytes: 0 };
-    while (Atomics.compareExchange(this.lock, 0, UNLOCKED, LOCKED) !== UNLOCKED) Atomics.wait(this.lock, 0, LOCKED);
+    const deadline = performance.now() + this.lockWaitMs;
+    while (Atomics.compareExchange(this.lock, 0, UNLOCKED, LOCKED) !== UNLOCKED) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        this.broken = true;
+        this.lost();
+        return false;
+      }
+      Atomics.wait(this.lock, 0, LOCKED, left);
+    }
     try {
       writeAll(this.fd, pieces, progress);
       return true;
@@ -47,7 +71,7 @@ export class ResultWriter {
       // Nothing written (EBADF: no results socket here): the main thread's channel carries results.
       // Half a frame (the front went away mid-write): the socket can carry nothing more that the front
       // could read, so this process ends; the front retries its tasks elsewhere.
-      if (progress.bytes > 0) process.kill(process.pid, 'SIGKILL');
+      if (progress.bytes > 0) this.lost();
       this.broken = true;
       return false;
     } finally {

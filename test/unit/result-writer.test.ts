@@ -66,6 +66,18 @@ describe('ResultWriter', () => {
     assert.equal(writer.write(2, ok([])), false);
   });
 
+  it('a lock held past its wait (a thread that died holding it) ends the process instead of waiting for ever', () => {
+    const lock = newResultLock();
+    Atomics.store(new Int32Array(lock), 0, 1);
+    let lost = 0;
+    const writer = new ResultWriter(lock, 987_654, 50, () => lost++);
+    assert.equal(writer.write(1, ok([])), false);
+    assert.equal(lost, 1);
+    // Once lost, the thread does not wait again: its results go to the main thread until the process ends.
+    assert.equal(writer.write(2, ok([])), false);
+    assert.equal(lost, 1);
+  });
+
   it('frames from several threads at once never interleave', async () => {
     // A pipe, as the results socket, cuts writes larger than PIPE_BUF where another writer may come in.
     const fifo = path.join(mkdtempSync(path.join(tmpdir(), 'sse-results-')), 'results');
