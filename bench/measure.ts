@@ -6,7 +6,7 @@ import type * as grpc from '@grpc/grpc-js';
 
 import type { ChildServer } from './child';
 import { NoiseMonitor } from './noise';
-import { cpuTicks, processTree } from './proc';
+import { TICK_MS, cpuTicks, processTree } from './proc';
 import { connect, evaluate, expectOk, type CallOutcome } from './client';
 import { latency, median, type Latency } from './stats';
 import { verifyReplies, type Workload } from './workloads';
@@ -24,7 +24,6 @@ export function target(name: string, server: ChildServer, checkValues: boolean):
 }
 
 /** Clock ticks a second in /proc/<pid>/stat (USER_HZ, 100 on Linux). */
-const TICK_MS = 10;
 
 /** CPU time of the server's processes, in ms (10 ms resolution). */
 function serverCpuMs(server: ChildServer): number {

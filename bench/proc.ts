@@ -32,6 +32,9 @@ export function processTree(root: number): number[] {
   return tree;
 }
 
+/** Linux's clock tick (USER_HZ): /proc/<pid>/stat counts CPU time in these. */
+export const TICK_MS = 10;
+
 /**
  * CPU time in clock ticks of the process and of its children it has reaped (utime, stime, cutime,
  * cstime), so a child's time stays counted after it exits; 0 for a process that is gone.

@@ -8,30 +8,16 @@
  *   node --no-node-snapshot dist/bench/experiments/call-cpu.js [scalar|small] [calls]
  *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/call-cpu.js scalar 3000
  */
-import { readFileSync } from 'node:fs';
-
 import type { ChildServer } from '../child';
 import { sequentialLatencies, target, type Target } from '../measure';
+import { TICK_MS, cpuTicks } from '../proc';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
 import { ms } from '../stats';
 import { numericWorkload, scalarWorkload } from '../workloads';
 
-const CLOCK_TICKS_PER_SECOND = 100;
-
-/** user + system CPU of one process, in ms (Linux /proc/<pid>/stat, fields 14 and 15). */
-function cpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return 0;
-  }
-}
-
 function sample(server: ChildServer): Map<number, number> {
-  return new Map(server.processes().map((pid) => [pid, cpuMs(pid)]));
+  return new Map(server.processes().map((pid) => [pid, cpuTicks(pid) * TICK_MS]));
 }
 
 async function main(): Promise<void> {
