@@ -17,7 +17,7 @@ export function contextKey(common: { readonly appId: string; readonly userId: st
   for (const part of [
     common.appId,
     common.userId,
-    spec.factory === true ? 'factory' : 'script',
+    spec.factory === true ? `factory ${spec.entry ?? ''}` : 'script',
     JSON.stringify(spec.boundNames),
     spec.script,
   ]) {

@@ -91,6 +91,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
+      owner: scriptCall.common,
       held: deps.held,
     });
     pipeline.run().then(

@@ -9,6 +9,7 @@ import { PluginError } from './shared/errors';
 import { toStatus } from './grpc-status';
 import type { FunctionRegistry } from './functions/registry';
 import { KINDS } from './functions/signature';
+import { contextKey } from './context-key';
 import { runCall, type Call, type HandlerDeps, type PreparedCall } from './evaluate-script';
 import { readCommonHeader, readFunctionId } from './request-header';
 
@@ -39,12 +40,16 @@ function prepareFunctionCall(call: Call, registry: FunctionRegistry): PreparedCa
       `unknown functionId ${id}: this plugin has no such function (removed or renamed since Qlik read the function list? reload the analytic connection)`,
     );
   }
+  const common = readCommonHeader(call.metadata);
   return {
     spec: fn.spec,
     functionName: fn.name,
     functionType: KINDS[fn.kind],
-    common: readCommonHeader(call.metadata),
-    scriptBytes: Buffer.byteLength(fn.spec.script, 'utf8'),
+    common,
+    // From the file's script as it was read once: a call does not hash or measure a file of up to 1 MiB again.
+    scriptBytes: fn.script.bytes,
+    scriptHash: fn.script.digest.slice(0, 16),
+    contextKey: contextKey(common, { ...fn.spec, script: fn.script.digest }),
     logFields: { functionId: fn.id, functionVersion: fn.version, file: fn.file },
   };
 }

@@ -26,7 +26,7 @@ import type { CallSpec } from './shared/channel';
 import { splitRows } from './shared/rows';
 import type { ScriptSpec, TaskResult, TaskSuccess } from './shared/task';
 import { TableHold } from './table';
-import { CallSignal, type CallBudget, type TaskRunner } from './task-runner';
+import { CallSignal, type CallBudget, type TaskOwner, type TaskRunner } from './task-runner';
 
 export const CACHE_HEADER = 'qlik-cache';
 
@@ -40,6 +40,8 @@ export interface PipelineOptions {
   readonly maxReplyBytes: number;
   /** Calls with the same key may reuse a sandbox context in turn (src/context-key.ts). */
   readonly contextKey: string;
+  /** The app and user of the call (its request header), for the queue's fairness. */
+  readonly owner: TaskOwner;
   /** The front-wide budget of bytes held for calls (SSE_MAX_HELD_MB). */
   readonly held: HeldBytes;
 }
@@ -207,6 +209,7 @@ export class CallPipeline {
     // No copy: the views keep gRPC's message buffers alive until the task's result (held bytes count them).
     const request = {
       callId: this.callId,
+      owner: this.options.owner,
       call: this.callSpec,
       chunks: chunks.map((chunk) => chunk.bytes),
       rows,

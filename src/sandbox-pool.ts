@@ -125,6 +125,7 @@ export class SandboxPool implements TaskRunner {
   }
 
   private onResult(sandbox: SandboxProcess, taskId: number, result: TaskResult): void {
+    this.queue.finished(taskId);
     const task = this.tasks.get(taskId);
     if (sandbox.quarantined && sandbox.inFlight.size === 0) sandbox.quarantined = sandbox.heldForRetry = false;
     if (task) this.settle(task, result);
@@ -133,6 +134,7 @@ export class SandboxPool implements TaskRunner {
 
   /** A process ended (the supervisor replaces it): its tasks in flight are settled or sent again. */
   private onExit(sandbox: SandboxProcess, exit: SandboxExit): void {
+    for (const taskId of sandbox.inFlight) this.queue.finished(taskId);
     if (this.closing) {
       for (const taskId of sandbox.inFlight) {
         const task = this.tasks.get(taskId);
@@ -215,6 +217,8 @@ export class SandboxPool implements TaskRunner {
   private send(sandbox: SandboxProcess, task: QueuedTask): void {
     const { request } = task;
     task.sentAt = performance.now();
+    // Counted running for its app, user and call, however it was queued: the fair queue's turns see it.
+    this.queue.started(task);
     sandbox.send(task.id, {
       callId: request.callId,
       call: request.call,

@@ -12,8 +12,15 @@ export interface CallBudget {
   spentMs: number;
 }
 
+/** Whose call it is, from its request header: the queue shares threads fairly between apps, then their users. */
+export interface TaskOwner {
+  readonly appId: string;
+  readonly userId: string;
+}
+
 export interface TaskRequest {
   readonly callId: number;
+  readonly owner: TaskOwner;
   readonly call: CallSpec;
   /** The rows, as the views of gRPC's messages they were cut from: written to the sandbox as they are. */
   readonly chunks: readonly Uint8Array[];

@@ -131,7 +131,7 @@ export class Sandbox {
     const script = this.compile(spec);
     const prepared = this.takeContext();
     try {
-      const fn = script.runSync(prepared.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+      const fn = this.instantiate(script, prepared.context, spec, timeoutMs);
       return { ...prepared, fn, callId: 0, idle: undefined };
     } catch (error) {
       this.release(prepared);
@@ -140,9 +140,20 @@ export class Sandbox {
   }
 
   private renew(context: KeptContext, spec: ScriptSpec, timeoutMs: number): void {
-    const fn = this.compile(spec).runSync(context.context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+    const fn = this.instantiate(this.compile(spec), context.context, spec, timeoutMs);
     context.fn.release();
     context.fn = fn;
+  }
+
+  /** The script's value in the context; for a plugin function file's script, the function of its entry. */
+  private instantiate(script: ivm.Script, context: ivm.Context, spec: ScriptSpec, timeoutMs: number): ivm.Reference<unknown> {
+    const value = script.runSync(context, { reference: true, timeout: timeoutMs }) as ivm.Reference<unknown>;
+    if (spec.factory !== true || spec.entry === undefined) return value;
+    try {
+      return value.applySync(undefined, [spec.entry], { result: { reference: true }, timeout: timeoutMs }) as ivm.Reference<unknown>;
+    } finally {
+      value.release();
+    }
   }
 
   /** Keeps a context for the next task of its key, briefly: an old call's garbage must not fill the heap. */

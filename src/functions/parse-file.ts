@@ -3,9 +3,9 @@
  *
  * A file is CommonJS-looking plain JavaScript an editor understands:
  *   exports.Name = { kind, params, returns, run(…) { … } };   (or module.exports = { Name: { … }, … })
- * plus, optionally, top-level helper declarations (function, class, const/let/var). The helpers'
- * text is placed before each function's `run` in the sandbox, so functions of one file can share
- * them; nothing else at the top level is allowed, because it would never run.
+ * plus, optionally, top-level helper declarations (function, class, const/let/var). The file's
+ * functions share one script (src/functions/signature.ts, fileScript): its helpers, then every `run`
+ * in their scope; nothing else at the top level is allowed, because it would never run.
  *
  * File-level problems (a syntax error, a stray statement, a `require` or `import()`) refuse the whole
  * file; a problem in one definition refuses only that function. Every problem has a line.
@@ -13,7 +13,7 @@
 import { parse, type AnyNode, type Expression, type Node, type Program, type Statement } from 'acorn';
 
 import { keyName, lineOf, readDefinition, type FileText, type Problem } from './read-definition';
-import type { FunctionSource } from './signature';
+import { fileScript, type DefinedFunction, type FunctionSource } from './signature';
 
 export type { Problem } from './read-definition';
 
@@ -25,18 +25,28 @@ export interface ParsedFile {
 /** The ECMAScript version Node 20's V8 runs: newer syntax would pass here and fail in the sandbox. */
 const ECMA_VERSION = 2023;
 
+/**
+ * Deeper nesting is refused with its line: hand-written code never comes near it, the sandbox's V8
+ * compiles it, and acorn (recursive) ran out of stack on a 200,000-deep member chain.
+ */
+export const MAX_NESTING_DEPTH = 1_000;
+
 export function parseFunctionFile(text: string, file: string): ParsedFile {
   let program: Program;
   try {
     program = parse(text, { ecmaVersion: ECMA_VERSION, sourceType: 'script', locations: true, allowHashBang: true });
   } catch (error) {
     const line = (error as { loc?: { line?: number } }).loc?.line ?? 0;
+    // acorn says "Not enough stack space" (or the stack overflows) on absurd nesting: not a syntax error.
+    if (error instanceof RangeError || /stack space/.test(String(error))) return refused(file, line, tooDeep());
     const message = error instanceof Error ? error.message.replace(/ \(\d+:\d+\)$/, '') : String(error);
-    return { functions: [], problems: [{ file, line, message: `syntax error: ${message}; the file is not loaded` }] };
+    return refused(file, line, `syntax error: ${message}`);
   }
   const source: FileText = { text, file };
   const helpers: string[] = [];
   const definitions: { name: string; nameNode: Node; value: Expression }[] = [];
+  const deep = deepestNode(program);
+  if (deep !== undefined) return refused(file, lineOf(deep), tooDeep());
   const problems: Problem[] = hostReach(program, file);
   for (const statement of program.body) {
     const found = definitionsIn(statement);
@@ -52,19 +62,23 @@ export function parseFunctionFile(text: string, file: string): ParsedFile {
   }
   if (problems.length > 0)
     return { functions: [], problems: problems.map((p) => ({ ...p, message: `${p.message}; the file is not loaded` })) };
-  const functions: FunctionSource[] = [];
-  const prelude = helpers.join('\n');
+  const defined: DefinedFunction[] = [];
   for (const { name, nameNode, value } of definitions) {
     const read = readDefinition(name, nameNode, value, source);
     problems.push(...read.problems);
-    if (read.fn) functions.push(prelude === '' ? read.fn : { ...read.fn, runSource: withHelpers(prelude, read.fn.runSource) });
+    if (read.fn) defined.push(read.fn);
   }
-  return { functions, problems };
+  if (defined.length === 0) return { functions: [], problems };
+  const script = fileScript(helpers.join('\n'), defined);
+  return { functions: defined.map((fn, entry) => ({ ...fn, script, entry })), problems };
 }
 
-/** Helpers and run in one expression: a function expression closing over the file's helpers. */
-function withHelpers(prelude: string, runSource: string): string {
-  return `(function () {\n${prelude}\nreturn (\n${runSource}\n);\n})()`;
+function refused(file: string, line: number, message: string): ParsedFile {
+  return { functions: [], problems: [{ file, line, message: `${message}; the file is not loaded` }] };
+}
+
+function tooDeep(): string {
+  return `the file nests expressions deeper than ${MAX_NESTING_DEPTH} levels: split the expression or build it in steps`;
 }
 
 /** `exports.X = …`, `module.exports.X = …`, `exports['X'] = …`, or `module.exports = { X: …, … }`. */
@@ -142,13 +156,34 @@ function isNamed(node: AnyNode, name: string): boolean {
   return node.type === 'Identifier' && node.name === name;
 }
 
-function visit(node: AnyNode, onNode: (node: AnyNode) => void): void {
-  onNode(node);
+/** Every node, parents first, with an explicit stack: an AST as deep as a file allows costs no call stack. */
+function visit(root: AnyNode, onNode: (node: AnyNode) => void): void {
+  const stack: AnyNode[] = [root];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    onNode(node);
+    const children = childrenOf(node);
+    for (let i = children.length - 1; i >= 0; i--) stack.push(children[i] as AnyNode);
+  }
+}
+
+/** The first node nested deeper than MAX_NESTING_DEPTH, or undefined. */
+function deepestNode(root: AnyNode): AnyNode | undefined {
+  const stack: { node: AnyNode; depth: number }[] = [{ node: root, depth: 0 }];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    if (top.depth > MAX_NESTING_DEPTH) return top.node;
+    for (const child of childrenOf(top.node)) stack.push({ node: child, depth: top.depth + 1 });
+  }
+  return undefined;
+}
+
+function childrenOf(node: AnyNode): AnyNode[] {
+  const children: AnyNode[] = [];
   for (const value of Object.values(node)) {
     if (Array.isArray(value)) {
-      for (const item of value) if (isNode(item)) visit(item, onNode);
-    } else if (isNode(value)) visit(value, onNode);
+      for (const item of value) if (isNode(item)) children.push(item);
+    } else if (isNode(value)) children.push(value);
   }
+  return children;
 }
 
 function isNode(value: unknown): value is AnyNode {

@@ -13,7 +13,7 @@ import {
   RETURN_TYPES,
   SCRIPT_FUNCTION_NAMES,
   type FunctionParam,
-  type FunctionSource,
+  type DefinedFunction,
   type KindName,
   type ParamTypeName,
   type ReturnTypeName,
@@ -65,7 +65,7 @@ export function readDefinition(
   nameNode: Node,
   value: Expression,
   source: FileText,
-): { fn?: FunctionSource; problems: Problem[] } {
+): { fn?: DefinedFunction; problems: Problem[] } {
   const problems: Problem[] = [];
   const problem = (node: Node, message: string): void =>
     void problems.push({ file: source.file, line: lineOf(node), message: `${name}: ${message}` });

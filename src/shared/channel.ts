@@ -109,13 +109,43 @@ export function openCallFrame(callId: number, call: CallSpec): Buffer[] {
     kept.callTimeoutMs !== call.callTimeoutMs ||
     kept.maxReplyBytes !== call.maxReplyBytes
   ) {
-    kept = { ...call, body: Buffer.from(JSON.stringify(call), 'utf8') };
+    kept = { ...call, body: call.spec.entry === undefined ? Buffer.from(JSON.stringify(call), 'utf8') : fileScriptBody(call) };
     openCallBodies.set(call.spec, kept);
   }
-  return [frameHeader(Frame.OPEN_CALL, callId, kept.body.length), kept.body];
+  if (Buffer.isBuffer(kept.body)) return [frameHeader(Frame.OPEN_CALL, callId, kept.body.length), kept.body];
+  const script = fileScriptJson(call.spec.script);
+  const [head, tail] = kept.body;
+  return [frameHeader(Frame.OPEN_CALL, callId, head.length + script.length + tail.length), head, script, tail];
 }
 
-const openCallBodies = new WeakMap<ScriptSpec, CallSpec & { readonly body: Buffer }>();
+const openCallBodies = new WeakMap<ScriptSpec, CallSpec & { readonly body: Buffer | readonly [Buffer, Buffer] }>();
+
+/**
+ * A plugin function's spec: the JSON around its script, which is its file's, shared by all the
+ * file's functions (up to 1 MiB): kept once per file (fileScriptJson), not once per function.
+ */
+function fileScriptBody(call: CallSpec): [Buffer, Buffer] {
+  const { script: _script, ...rest } = call.spec;
+  const { spec: _spec, ...others } = call;
+  const tail = `,${JSON.stringify(rest).slice(1)},${JSON.stringify(others).slice(1)}`;
+  return [Buffer.from('{"spec":{"script":', 'utf8'), Buffer.from(tail, 'utf8')];
+}
+
+/** The JSON of the few file scripts in use lately (the key is the spec's own string: hashed once). */
+const fileScriptJsons = new Map<string, Buffer>();
+const FILE_SCRIPTS_KEPT = 4;
+
+function fileScriptJson(script: string): Buffer {
+  let json = fileScriptJsons.get(script);
+  if (json === undefined) json = Buffer.from(JSON.stringify(script), 'utf8');
+  else fileScriptJsons.delete(script);
+  fileScriptJsons.set(script, json);
+  for (const [oldest] of fileScriptJsons) {
+    if (fileScriptJsons.size <= FILE_SCRIPTS_KEPT) break;
+    fileScriptJsons.delete(oldest);
+  }
+  return json;
+}
 
 export function parseJson<T>(payload: Uint8Array): T {
   return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')) as T;

@@ -30,6 +30,11 @@ export interface ScriptSpec {
    * itself, `(args) => …`, evaluated once per call context, instead of an expression or body run per row.
    */
   readonly factory?: boolean;
+  /**
+   * With factory: `script` is a plugin function file's script, shared by its functions, and its value
+   * is a selector; called with `entry` it makes this function's per-row function.
+   */
+  readonly entry?: number;
 }
 
 export interface EvaluateTask {

@@ -184,6 +184,7 @@ export function startPipeline(
     timeoutMs: 5_000,
     maxReplyBytes: options.maxReplyBytes ?? 1024,
     contextKey: 'test',
+    owner: { appId: 'app', userId: 'user' },
     held,
   });
   return { stream, runner, held, outcome: pipeline.run() };

@@ -276,6 +276,16 @@ describe('the starter library (functions/)', () => {
     );
   });
 
+  it('functions of one file called in turn by the same app and user each run their own code', async () => {
+    const pair = [str('kitten'), str('sitting')];
+    const answers: number[] = [];
+    for (const name of ['Levenshtein', 'FuzzyMatch', 'Levenshtein', 'FuzzyMatch']) answers.push(...numbers(await call(name, [pair])));
+    assert.deepEqual(
+      answers.map((n) => Math.round(n * 1000) / 1000),
+      [3, 0.571, 3, 0.571],
+    );
+  });
+
   it('ParseDate gives Qlik serial dates for a format, null when the text does not fit', async () => {
     const r = await call('ParseDate', [
       [str('24.12.2023'), str('DD.MM.YYYY')],

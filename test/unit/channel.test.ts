@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Frame, FrameReader, frameHeader, jsonFrame, type ReceivedFrame } from '../../src/shared/channel';
+import { Frame, FrameReader, frameHeader, jsonFrame, openCallFrame, type CallSpec, type ReceivedFrame } from '../../src/shared/channel';
+import { DataType } from '../../src/shared/task';
 
 function frame(id: number, payloadBytes: number): Buffer {
   const payload = Buffer.alloc(payloadBytes, id % 251);
@@ -63,5 +64,36 @@ describe('FrameReader', () => {
     const header = frameHeader(Frame.RESULT, 1, 0);
     header.writeUInt32LE(0xffffffff, 0);
     assert.throws(() => reader.push(header), /larger than any the other side sends/);
+  });
+});
+
+describe('OPEN_CALL frames of plugin functions', () => {
+  it("carry their file's script, whose bytes are shared by the file's functions, and read back as the call", () => {
+    const script = `(function () { ${'/* helpers */ '.repeat(10_000)} })()`;
+    const spec = (entry: number): CallSpec['spec'] => ({
+      script,
+      paramTypes: [DataType.NUMERIC],
+      boundNames: [],
+      returnType: DataType.NUMERIC,
+      mode: 'rows',
+      tableAllowed: false,
+      factory: true,
+      entry,
+    });
+    const calls: CallSpec[] = [0, 1].map((entry) => ({
+      spec: spec(entry),
+      contextKey: `k${entry}`,
+      callTimeoutMs: 5_000,
+      maxReplyBytes: 1024,
+    }));
+    const frames = calls.map((call, i) => openCallFrame(i + 1, call));
+    for (const [i, pieces] of frames.entries()) {
+      const [received] = read(Buffer.concat(pieces), []);
+      assert.equal(received?.kind, Frame.OPEN_CALL);
+      assert.deepEqual(JSON.parse(Buffer.from(received?.payload ?? []).toString('utf8')), calls[i]);
+    }
+    const big = (pieces: Buffer[]): Buffer[] => pieces.filter((piece) => piece.length > script.length);
+    assert.equal(big(frames[0] ?? []).length, 1);
+    assert.equal(big(frames[0] ?? [])[0], big(frames[1] ?? [])[0]);
   });
 });

@@ -10,8 +10,8 @@ import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 
 import { ConfigError } from '../../src/config';
-import { loadFunctionFolder } from '../../src/functions/load-folder';
-import { parseFunctionFile } from '../../src/functions/parse-file';
+import { MAX_FUNCTION_FILES, MAX_FUNCTION_FOLDER_BYTES, loadFunctionFolder } from '../../src/functions/load-folder';
+import { MAX_NESTING_DEPTH, parseFunctionFile } from '../../src/functions/parse-file';
 import { FunctionRegistry } from '../../src/functions/registry';
 import { functionId, toPluginFunction } from '../../src/functions/signature';
 import { createLogger } from '../../src/log';
@@ -57,7 +57,8 @@ describe('parseFunctionFile', () => {
     const text = `function twice(x) { return 2 * x; }\nconst K = 3;\nmodule.exports = { Six: { kind: 'tensor', params: { x: 'number' }, returns: 'number', run(x) { return twice(x) * K; } } };\n`;
     const [six] = parseFunctionFile(text, 'm.js').functions;
     assert.equal(six?.name, 'Six');
-    assert.match(six?.runSource ?? '', /function twice\(x\)[\s\S]*const K = 3;[\s\S]*return \(\nfunction run\(x\)/);
+    assert.equal(six?.runSource, 'function run(x) { return twice(x) * K; }');
+    assert.match(six?.script.text ?? '', /function twice\(x\)[\s\S]*const K = 3;[\s\S]*case 0: [^\n]*\nfunction run\(x\)/);
   });
 
   it('builds the ScriptSpec a script call would, with the declared types', () => {
@@ -124,6 +125,58 @@ describe('parseFunctionFile', () => {
   });
 });
 
+describe('the cost of a function file', () => {
+  /** A file of `count` small functions after `helperCount` helpers of ~80 bytes each. */
+  function generated(helperCount: number, count: number, helperBody = 'x + 1'): string {
+    const helpers = Array.from({ length: helperCount }, (_, i) => `function helper${i}(x) { return ${helperBody} + ${i}; } // padding`);
+    const fns = Array.from(
+      { length: count },
+      (_, i) => `exports.F${i} = { kind: 'row', params: { x: 'number' }, returns: 'number', run(x) { return helper0(x) + ${i}; } };`,
+    );
+    return `${helpers.join('\n')}\n${fns.join('\n')}\n`;
+  }
+
+  it("shares one script among a file's functions: its size follows the file's, not helpers × functions", () => {
+    const text = generated(400, 2_000);
+    const functions = parseFunctionFile(text, 'big.js').functions.map(toPluginFunction);
+    assert.equal(functions.length, 2_000);
+    const first = functions[0]?.spec.script ?? '';
+    assert.ok(functions.every((fn) => fn.spec.script === first));
+    assert.deepEqual(
+      functions.slice(0, 3).map((fn) => fn.spec.entry),
+      [0, 1, 2],
+    );
+    const distinctScriptChars = new Set(functions.map((fn) => fn.spec.script)).size * first.length;
+    assert.ok(distinctScriptChars < 2 * text.length, `${distinctScriptChars} chars of scripts for a file of ${text.length}`);
+  });
+
+  it("changes every function's version when a helper changes, and only its own when its run changes", () => {
+    const versions = (text: string): string[] => parseFunctionFile(text, 'v.js').functions.map((fn) => toPluginFunction(fn).version);
+    const base = versions(generated(2, 3));
+    const helperEdited = versions(generated(2, 3, 'x + 2'));
+    const runEdited = versions(generated(2, 3).replace('helper0(x) + 1;', 'helper0(x) + 11;'));
+    assert.ok(base.every((v, i) => v !== helperEdited[i]));
+    assert.deepEqual(
+      base.map((v, i) => v === runEdited[i]),
+      [true, false, true],
+    );
+  });
+
+  it('refuses a file nesting expressions 200,000 deep with what is wrong and its line', () => {
+    for (const deep of [`a${'.b'.repeat(200_000)}`, `f${'()'.repeat(200_000)}`, `${'('.repeat(200_000)}1${')'.repeat(200_000)}`]) {
+      const text = `// deep\nconst x = ${deep};\nexports.A = { kind: 'row', params: {}, returns: 'number', run() { return 1; } };\n`;
+      assert.deepEqual(messages(text), [
+        `f.js:2 the file nests expressions deeper than ${MAX_NESTING_DEPTH} levels: split the expression or build it in steps; the file is not loaded`,
+      ]);
+    }
+  });
+
+  it('reads a file nesting as deep as the limit allows', () => {
+    const text = `const x = [${'['.repeat(MAX_NESTING_DEPTH - 10)}${']'.repeat(MAX_NESTING_DEPTH - 10)}];\nexports.A = { kind: 'row', params: {}, returns: 'number', run() { return x.length; } };\n`;
+    assert.deepEqual(messages(text), []);
+  });
+});
+
 describe('function ids', () => {
   it('are a hash of the name alone: positive int32, case-insensitive, fixed across releases', () => {
     assert.equal(functionId('Slugify'), 674090459);
@@ -159,6 +212,47 @@ describe('loadFunctionFolder and FunctionRegistry', () => {
       ['b.js:1', 'c.js:1'],
     );
     assert.match(set.problems[0]?.message ?? '', /already defined at a\.js:1/);
+  });
+
+  it('keeps the other files loaded when one nests expressions 200,000 deep', async () => {
+    const dir = await folder({ 'a.js': `const x = a${'.b'.repeat(200_000)};\n${one('A', 1)}`, 'b.js': one('B', 2) });
+    const set = await loadFunctionFolder(dir);
+    assert.deepEqual(
+      set.functions.map((f) => f.name),
+      ['B'],
+    );
+    assert.deepEqual(
+      set.problems.map((p) => `${p.file}:${p.line} ${p.message}`),
+      [
+        `a.js:1 the file nests expressions deeper than ${MAX_NESTING_DEPTH} levels: split the expression or build it in steps; the file is not loaded`,
+      ],
+    );
+  });
+
+  it('refuses the files past the bounds of a folder (files, bytes), in name order, naming the limit', async () => {
+    const files: Record<string, string> = {};
+    for (let i = 0; i <= MAX_FUNCTION_FILES; i++) files[`f${String(i).padStart(4, '0')}.js`] = one(`F${i}`, i);
+    const many = await loadFunctionFolder(await folder(files));
+    assert.equal(many.functions.length, MAX_FUNCTION_FILES);
+    assert.deepEqual(
+      many.problems.map((p) => `${p.file} ${p.message}`),
+      [
+        `f${MAX_FUNCTION_FILES}.js 1 .js files from f${MAX_FUNCTION_FILES}.js on are not read: a functions folder holds at most ${MAX_FUNCTION_FILES} files (MAX_FUNCTION_FILES)`,
+      ],
+    );
+    // Files of a little under 1 MiB (mostly a comment): the folder's bytes run out before the last one.
+    const fileBytes = 1_000_000;
+    const count = Math.floor(MAX_FUNCTION_FOLDER_BYTES / fileBytes) + 1;
+    const big: Record<string, string> = {};
+    for (let i = 0; i < count; i++) big[`b${String(i).padStart(2, '0')}.js`] = `${one(`B${i}`, i)}//${'x'.repeat(fileBytes - 100)}\n`;
+    const heavy = await loadFunctionFolder(await folder(big));
+    assert.equal(heavy.functions.length, count - 1);
+    assert.equal(heavy.problems.length, 1);
+    assert.match(
+      heavy.problems[0]?.message ?? '',
+      new RegExp(`pass ${MAX_FUNCTION_FOLDER_BYTES} bytes together \\(MAX_FUNCTION_FOLDER_BYTES\\)`),
+    );
+    assert.equal(heavy.problems[0]?.file, `b${String(count - 1).padStart(2, '0')}.js`);
   });
 
   it('a folder with no valid function logs a warning and starts; a missing folder is a configuration error', async () => {

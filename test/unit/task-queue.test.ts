@@ -1,16 +1,28 @@
-/** The front's task queue: fair between calls, retried tasks first, removal of a cancelled call's task. */
+/**
+ * The front's task queue: fair between apps, then users, then calls (the fewest running first, in
+ * turn among equals); retried tasks first; removal of a cancelled call's task. Pure: no clocks, the
+ * threads are simulated by started()/finished().
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { TaskQueue, type QueuedTask } from '../../src/task-queue';
 
 let nextId = 1;
-function task(callId: number): QueuedTask {
-  const request = { callId, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+function task(callId: number, appId = 'app', userId = 'user'): QueuedTask {
+  const request = { callId, owner: { appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, sentAt: 0, settled: false };
 }
 
 const calls = (tasks: (QueuedTask | undefined)[]): number[] => tasks.map((t) => t?.request.callId ?? -1);
+const apps = (tasks: (QueuedTask | undefined)[]): string[] => tasks.map((t) => t?.request.owner.appId ?? '-');
+
+/** Takes the next task and counts it running, as the pool does when it sends one to a thread. */
+function take(queue: TaskQueue): QueuedTask | undefined {
+  const next = queue.shift();
+  if (next) queue.started(next);
+  return next;
+}
 
 describe('TaskQueue', () => {
   it('takes the calls in turn, each call in its own order', () => {
@@ -31,15 +43,120 @@ describe('TaskQueue', () => {
     assert.equal(queue.length, 0);
   });
 
-  it('serves tasks put back at the head first, last one first', () => {
+  it('takes apps in turn, then the users of an app, then the calls of a user', () => {
+    const queue = new TaskQueue();
+    for (const t of [task(1, 'A', 'u1'), task(1, 'A', 'u1'), task(1, 'A', 'u1')]) queue.push(t);
+    for (const t of [task(2, 'A', 'u2'), task(2, 'A', 'u2')]) queue.push(t);
+    for (const t of [task(3, 'B', 'v'), task(3, 'B', 'v')]) queue.push(t);
+    const order = Array.from({ length: 8 }, () => queue.shift());
+    assert.deepEqual(calls(order), [1, 3, 2, 3, 1, 2, 1, -1]);
+  });
+
+  it('gives the next free thread to an app with nothing running, whatever another app has queued', () => {
+    const queue = new TaskQueue();
+    // App A: 30 one-task calls on 2 threads, both busy with A.
+    for (let call = 1; call <= 30; call++) queue.push(task(call, 'A'));
+    const running = [take(queue), take(queue)];
+    const trivial = task(100, 'B');
+    queue.push(trivial);
+    // One of A's tasks ends: B's call takes that thread, ahead of A's 28 waiting tasks.
+    queue.finished((running[0] as QueuedTask).id);
+    assert.equal(take(queue), trivial);
+    // While B runs one and A one, A's tasks follow (B has nothing more queued).
+    queue.finished((running[1] as QueuedTask).id);
+    assert.equal(take(queue)?.request.owner.appId, 'A');
+    assert.equal(queue.length, 27);
+  });
+
+  it('gives the next free thread to a user of the app with nothing running, whatever another user has queued', () => {
+    const queue = new TaskQueue();
+    for (let call = 1; call <= 20; call++) queue.push(task(call, 'A', 'heavy'));
+    const running = take(queue) as QueuedTask;
+    take(queue);
+    const light = task(100, 'A', 'light');
+    queue.push(light);
+    queue.finished(running.id);
+    assert.equal(take(queue), light);
+  });
+
+  it('shares threads between apps by tasks running, with many apps, users and calls (simulated threads)', () => {
+    const queue = new TaskQueue();
+    const threads = 3;
+    // A deterministic mix: app i has i+1 users, user j has j+1 calls, call k has 4 tasks.
+    const appIds = ['A', 'B', 'C', 'D', 'E'];
+    const waiting = new Set<QueuedTask>();
+    let callId = 1;
+    for (const [i, appId] of appIds.entries())
+      for (let j = 0; j <= i; j++)
+        for (let k = 0; k <= j; k++, callId++)
+          for (let n = 0; n < 4; n++) {
+            const t = task(callId, appId, `u${j}`);
+            queue.push(t);
+            waiting.add(t);
+          }
+    const running: QueuedTask[] = [];
+    const served: QueuedTask[] = [];
+    const runningOf = (match: (t: QueuedTask) => boolean): number => running.filter(match).length;
+    for (let step = 0; waiting.size > 0 || running.length > 0; step++) {
+      while (running.length < threads && waiting.size > 0) {
+        const next = take(queue) as QueuedTask;
+        const { appId, userId } = next.request.owner;
+        // The app served has the fewest tasks running of the apps with tasks waiting, and so has its user within the app.
+        const fewestInApps = Math.min(...[...waiting].map((w) => runningOf((t) => t.request.owner.appId === w.request.owner.appId)));
+        assert.equal(
+          runningOf((t) => t.request.owner.appId === appId),
+          fewestInApps,
+          `step ${step}: app ${appId}`,
+        );
+        const users = [...waiting].filter((w) => w.request.owner.appId === appId);
+        const sameUser = (userOf: string) => (t: QueuedTask) => t.request.owner.appId === appId && t.request.owner.userId === userOf;
+        const fewestInUsers = Math.min(...users.map((w) => runningOf(sameUser(w.request.owner.userId))));
+        assert.equal(runningOf(sameUser(userId)), fewestInUsers, `step ${step}: user ${userId} of ${appId}`);
+        assert.ok(waiting.delete(next));
+        running.push(next);
+        served.push(next);
+      }
+      // Threads finish in a fixed rotating order: no clock.
+      const done = running.splice(step % running.length, 1)[0] as QueuedTask;
+      queue.finished(done.id);
+    }
+    // The first round serves each app once before any app twice.
+    assert.deepEqual(new Set(apps(served.slice(0, appIds.length))), new Set(appIds));
+    // Within each call, tasks keep their order.
+    for (let id = 1; id < callId; id++) {
+      const ofCall = served.filter((t) => t.request.callId === id).map((t) => t.id);
+      assert.deepEqual(
+        ofCall,
+        [...ofCall].sort((a, b) => a - b),
+      );
+    }
+    assert.equal(served.length, 4 * 35);
+    assert.equal(queue.length, 0);
+    assert.equal(queue.shift(), undefined);
+  });
+
+  it('serves tasks put back at the head first, last one first, before any app', () => {
     const queue = new TaskQueue();
     queue.push(task(1));
-    const a = task(2);
-    const b = task(3);
+    const a = task(2, 'other');
+    const b = task(3, 'other');
     queue.unshift(a);
     queue.unshift(b);
+    assert.equal(queue.length, 3);
     assert.deepEqual([queue.shift(), queue.shift()], [b, a]);
     assert.equal(queue.length, 1);
+  });
+
+  it('removes a task put back at the head without serving it', () => {
+    const queue = new TaskQueue();
+    const [a, b] = [task(1), task(2)];
+    queue.unshift(a);
+    queue.unshift(b);
+    assert.equal(queue.remove(b), true);
+    assert.equal(queue.remove(b), false);
+    assert.equal(queue.length, 1);
+    assert.equal(queue.shift(), a);
+    assert.equal(queue.shift(), undefined);
   });
 
   it('removes a task of a cancelled call, and drains everything', () => {
@@ -48,9 +165,27 @@ describe('TaskQueue', () => {
     queue.push(x);
     queue.push(y);
     queue.push(z);
-    queue.remove(x);
+    assert.equal(queue.remove(x), true);
+    assert.equal(queue.remove(x), false);
     assert.equal(queue.length, 2);
     assert.deepEqual(queue.drain(), [y, z]);
     assert.equal(queue.length, 0);
+    assert.equal(queue.shift(), undefined);
+  });
+
+  it('ignores a finish of a task it never saw start, and a second start or finish', () => {
+    const queue = new TaskQueue();
+    for (let call = 1; call <= 3; call++) queue.push(task(call, 'A'));
+    const first = take(queue) as QueuedTask;
+    queue.started(first);
+    queue.finished(999_999);
+    const b = task(9, 'B');
+    queue.push(b);
+    // A has one running (counted once), B none: B goes first.
+    assert.equal(take(queue), b);
+    queue.finished(first.id);
+    queue.finished(first.id);
+    // A 0 running, B 1: A goes.
+    assert.equal(take(queue)?.request.owner.appId, 'A');
   });
 });

@@ -1,0 +1,89 @@
+/**
+ * Fairness between apps and between users, with real sandboxes on 2 threads: one app (or one user)
+ * keeps many CPU-heavy calls waiting, then another app (or user) sends a trivial call. Its answer must
+ * come while most of the heavy calls are still unanswered: it waits for about one running task, not
+ * behind the busy app's queue. Asserted as an order (answers counted), not as a time.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { status } from '@grpc/grpc-js';
+
+import { functionId } from '../../src/functions/signature';
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { num, str, strings, type CallResult } from '../helpers/qlik-client';
+import { evalText, waitFor } from '../helpers/sandbox-calls';
+
+/** Heavy calls of one app or user: a few hundred ms of CPU each, far below the 5 s time limit. */
+const HEAVY_CALLS = 12;
+const SPIN = 'const end = Date.now() + 300; while (Date.now() < end); return "heavy";';
+
+interface Heavy {
+  readonly all: Promise<CallResult[]>;
+  answered(): number;
+}
+
+function startHeavy(t: TestPlugin, common: { appId: string; userId: string }): Heavy {
+  let answered = 0;
+  const calls = Array.from({ length: HEAVY_CALLS }, () =>
+    evalText(t.client, SPIN, { common }).then((result) => {
+      answered++;
+      return result;
+    }),
+  );
+  return { all: Promise.all(calls), answered: () => answered };
+}
+
+async function assertHeavyAnswered(heavy: Heavy): Promise<void> {
+  for (const result of await heavy.all) {
+    assert.equal(result.code, status.OK, result.details);
+    assert.deepEqual(strings(result), ['heavy']);
+  }
+}
+
+describe('two threads shared fairly between apps and users', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '2', SSE_FUNCTIONS_DIR: path.resolve('functions') });
+  });
+  after(async () => t.stop());
+
+  it("another app's trivial call is answered while most of one app's CPU-heavy calls still wait", async () => {
+    const heavy = startHeavy(t, { appId: 'busy-app', userId: 'u1' });
+    await waitFor('the heavy calls queued', () => t.plugin.pool.queueSize >= HEAVY_CALLS - 2, 5_000);
+    const trivial = await evalText(t.client, 'args[0] * 7', { common: { appId: 'quiet-app', userId: 'u2' } });
+    const answeredBefore = heavy.answered();
+    assert.equal(trivial.code, status.OK, trivial.details);
+    assert.deepEqual(strings(trivial), ['7']);
+    // It took the first thread that came free: at most the two running then (and a straggler) ended first.
+    assert.ok(answeredBefore <= 3, `${answeredBefore} of ${HEAVY_CALLS} heavy calls were answered before the trivial one`);
+    await assertHeavyAnswered(heavy);
+  });
+
+  it("another app's plugin function call (ExecuteFunction) also waits for about one running task", async () => {
+    const heavy = startHeavy(t, { appId: 'busy-app', userId: 'u1' });
+    await waitFor('the heavy calls queued', () => t.plugin.pool.queueSize >= HEAVY_CALLS - 2, 5_000);
+    const trivial = await t.client.executeFunction({
+      functionId: functionId('PadLeft'),
+      bundles: [[[str('42'), num(5), str('0')]]],
+      common: { appId: 'quiet-app', userId: 'u2' },
+    });
+    const answeredBefore = heavy.answered();
+    assert.equal(trivial.code, status.OK, trivial.details);
+    assert.deepEqual(strings(trivial), ['00042']);
+    assert.ok(answeredBefore <= 3, `${answeredBefore} of ${HEAVY_CALLS} heavy calls were answered before the function call`);
+    await assertHeavyAnswered(heavy);
+  });
+
+  it("within one app, another user's trivial call is answered while most of one user's heavy calls still wait", async () => {
+    const heavy = startHeavy(t, { appId: 'shared-app', userId: 'busy-user' });
+    await waitFor('the heavy calls queued', () => t.plugin.pool.queueSize >= HEAVY_CALLS - 2, 5_000);
+    const trivial = await evalText(t.client, 'args[0] * 7', { common: { appId: 'shared-app', userId: 'quiet-user' } });
+    const answeredBefore = heavy.answered();
+    assert.equal(trivial.code, status.OK, trivial.details);
+    assert.deepEqual(strings(trivial), ['7']);
+    assert.ok(answeredBefore <= 3, `${answeredBefore} of ${HEAVY_CALLS} heavy calls were answered before the trivial one`);
+    await assertHeavyAnswered(heavy);
+  });
+});
