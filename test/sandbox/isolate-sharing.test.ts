@@ -78,6 +78,53 @@ describe('one isolate, many tenants: time', () => {
   }
 });
 
+describe('one isolate, many tenants: speed', () => {
+  let t: TestPlugin;
+  before(async () => (t = await startTestPlugin(ONE_THREAD)));
+  after(async () => t.stop());
+
+  /**
+   * The same script of the same app and user reuses its kept context, where its own prototype change
+   * is still seen; a rebuilt isolate has no kept context. So the second call answers 'number' when the
+   * isolate was kept between the two calls, 'undefined' when it was rebuilt.
+   */
+  const KEEPER = '{ const had = typeof [].mark; Array.prototype.mark = 1; return had; }';
+  async function isolateKeptAcross(between: string, appId: string): Promise<boolean> {
+    assert.equal(await textAs(t.client, KEEPER, appId), 'undefined');
+    const result = await callAs(t.client, `{ ${between}; return 'changed'; }`, 'changer');
+    assert.equal(result.code, status.OK, result.details);
+    return (await textAs(t.client, KEEPER, appId)) === 'number';
+  }
+
+  const guarded: Record<string, string> = {
+    'Array.prototype[Symbol.iterator]':
+      'const it = Array.prototype[Symbol.iterator]; Array.prototype[Symbol.iterator] = function () { return it.call(this); }',
+    'the array iterator next':
+      'const p = Object.getPrototypeOf([][Symbol.iterator]()); const n = p.next; p.next = function () { return n.call(this); }',
+    'Array[Symbol.species]': 'Object.defineProperty(Array, Symbol.species, { get() { return Array; } })',
+    'Array.prototype.constructor': 'Array.prototype.constructor = function () {}',
+    'Promise.prototype.then':
+      'const then = Promise.prototype.then; Promise.prototype.then = function (a, b) { return then.call(this, a, b); }',
+    'Promise.resolve': 'Promise.resolve = function (v) { return new Promise((r) => r(v)); }',
+    'an element on Array.prototype': 'Array.prototype[3] = 1',
+    'an element on Object.prototype': 'Object.prototype[7] = 1',
+    'Symbol.isConcatSpreadable on Array.prototype': 'Array.prototype[Symbol.isConcatSpreadable] = true',
+    'Symbol.split on String.prototype': 'String.prototype[Symbol.split] = function () { return []; }',
+    'the typed array species': 'Object.defineProperty(Object.getPrototypeOf(Int8Array), Symbol.species, { get() { return Int8Array; } })',
+  };
+  for (const [name, change] of Object.entries(guarded)) {
+    it(`a script that changes ${name} leaves another app's next call a fresh isolate`, async () => {
+      assert.equal(await isolateKeptAcross(change, `app-${name}`), false);
+    });
+  }
+
+  it('a script that adds its own methods to built-ins keeps the isolate (nothing V8 guards changed)', async () => {
+    const own =
+      'Array.prototype.last = function () { return this[this.length - 1]; }; String.prototype.shout = function () { return this + "!"; }';
+    assert.equal(await isolateKeptAcross(own, 'app-own-methods'), true);
+  });
+});
+
 describe('one isolate, many tenants: memory (SSE_MEMORY_LIMIT_MB=64)', () => {
   let t: TestPlugin;
   before(async () => (t = await startTestPlugin({ ...ONE_THREAD, SSE_SCRIPT_TIMEOUT_MS: '10000', SSE_MEMORY_LIMIT_MB: '64' })));
