@@ -67,7 +67,7 @@ export class Sandbox {
 
   constructor(
     private readonly limits: SandboxLimits,
-    private readonly onCatastrophicError: () => void,
+    private readonly onCatastrophicError: (message: string) => void,
     /** Told when the thread enters the isolate between tasks (a spare context), so its watchdog sees it. */
     private readonly activity: ThreadActivity = IDLE_ONLY,
   ) {
@@ -373,6 +373,6 @@ function syntaxError(error: unknown): PluginError {
  * only this thread hangs, and the callback names the task to blame: the sandbox process retires,
  * its other tasks are retried elsewhere and the front ends it (workers/thread-pool.ts).
  */
-function newIsolate(memoryLimitMb: number, onCatastrophicError: () => void): ivm.Isolate {
+function newIsolate(memoryLimitMb: number, onCatastrophicError: (message: string) => void): ivm.Isolate {
   return new isolatedVm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError });
 }
