@@ -30,6 +30,7 @@ import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { ResultWriter } from './result-writer';
 import { Sandbox } from './sandbox';
+import { threadActivity } from './thread-activity';
 import type { ThreadData } from './thread-pool';
 import { encodeTableChunk } from './table-cells';
 
@@ -40,6 +41,7 @@ function tableBytes(): number {
 
 const limits = workerData as ThreadData;
 const results = new ResultWriter(limits.resultLock);
+const activity = threadActivity(limits.activity);
 let sandbox: Sandbox | undefined;
 /** The control cell of the task running now: onCatastrophicError marks it (see newSandbox). */
 let runningControl: Int32Array | undefined;
@@ -59,9 +61,15 @@ export function warmUp(): void {
  * callback ran: V8's report on stderr is what the front acts on (src/sandbox-process.ts).
  */
 function newSandbox(): Sandbox {
-  return new Sandbox(limits, () => {
-    if (runningControl) Atomics.store(runningControl, CONTROL_STATE, TASK_FATAL);
-  });
+  return new Sandbox(
+    limits,
+    (message) => {
+      // "Script failed to terminate": native work (a huge regex compile) outran the time limit; the
+      // watchdog calls that stuck, a time-limit failure, not V8 giving up on memory.
+      if (runningControl && !/failed to terminate/i.test(message)) Atomics.store(runningControl, CONTROL_STATE, TASK_FATAL);
+    },
+    activity,
+  );
 }
 
 /**
@@ -127,7 +135,8 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
       ok: false,
       error: failure.toData(),
       scriptMs: performance.now() - started,
-      isolateRebuilt: sandbox.rebuilds !== rebuildsBefore,
+      // A rebuild after a time limit or a changed built-in is routine; the front counts memory disposals.
+      isolateRebuilt: sandbox.rebuilds !== rebuildsBefore && failure.code === 'RESOURCE_EXHAUSTED',
       timedOut: failure.code === 'DEADLINE_EXCEEDED',
     };
   }

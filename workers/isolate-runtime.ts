@@ -7,10 +7,16 @@
  * text with Function.prototype.toString and evaluated once per fresh context, so it must not use
  * anything from its module scope: no imports, no closures over outer variables.
  *
- * It hardens the context (no WebAssembly, no SharedArrayBuffer), records whether the script reads
- * a non-deterministic source (Math.random, Date.now, Date() / new Date()), and returns `run`, which
- * evaluates a compiled script over a whole chunk of rows with the loop inside the isolate and
- * converts every result to what Qlik expects, also inside the isolate and under its time limit.
+ * It hardens the context (no WebAssembly, no SharedArrayBuffer, a symbol registry of its own),
+ * records whether the script reads a non-deterministic source (Math.random, Date.now, Date() / new
+ * Date()), and returns `run`, which evaluates a compiled script over a whole chunk of rows with the
+ * loop inside the isolate and converts every result to what Qlik expects, also inside the isolate
+ * and under its time limit.
+ *
+ * What `run` returns is copied out by isolated-vm after the time limit is disarmed, and that copy
+ * calls any accessor it meets on the objects it copies. So the runtime calls no method a script can
+ * replace once installed (every intrinsic it uses is captured here), and its output is made only of
+ * primitives, typed arrays and objects it created itself with own data properties and no holes.
  */
 
 /** Input of `run`, copied into the isolate. Column: t = DataType, n = numbers, s/l = packed strings. */
@@ -45,10 +51,12 @@ export type RuntimeOutput =
       byteLens: Uint32Array | null;
       nondet: boolean;
       table: RuntimeTable | null;
+      /** The script changed a built-in that V8 guards isolate-wide (see protectorsIntact): retire the isolate. */
+      tainted: boolean;
     }
-  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number }
+  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number; tainted: boolean }
   /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
-  | { ok: false; kind: 'dirty'; name: string; message: string; row: number };
+  | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean };
 
 export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
   // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
@@ -74,51 +82,33 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   /** What a cell costs beyond its text once encoded (tag, length, numData): about 12 bytes, as chars. */
   const CELL_CHARS = 6;
   const u8Set = Uint8Array.prototype.set;
-  const u8Slice = Uint8Array.prototype.slice;
   const charCodeAt = String.prototype.charCodeAt;
   const ArrayCtor = Array;
   const MS_PER_DAY = 86_400_000;
   const UNIX_EPOCH_SERIAL = 25_569; // days from 1899-12-30 to 1970-01-01
+
+  const ownKeys = Reflect.ownKeys;
+  const getDescriptor = Reflect.getOwnPropertyDescriptor;
+  const defineProperty = Reflect.defineProperty;
+  const deleteProperty = Reflect.deleteProperty;
+  const arrayFrom = Array.from;
+  const TypedArrayProto = getPrototypeOf(U8.prototype) as object;
+  const bufferOf = (getDescriptor(TypedArrayProto, 'buffer') as PropertyDescriptor).get as () => ArrayBuffer;
+  const typedArrayTag = (getDescriptor(TypedArrayProto, Symbol.toStringTag) as PropertyDescriptor).get as () => string | undefined;
 
   // WebAssembly memory is allocated outside the isolate heap and would bypass its memory limit;
   // SharedArrayBuffer has no use in a single-threaded sandbox and only enables Atomics.wait tricks.
   delete global['WebAssembly'];
   delete global['SharedArrayBuffer'];
 
-  // The global object as the runtime leaves it: what a reset brings back (see resetGlobals).
-  const ownKeys = Reflect.ownKeys;
-  const getDescriptor = Reflect.getOwnPropertyDescriptor;
-  const defineProperty = Reflect.defineProperty;
-  const deleteProperty = Reflect.deleteProperty;
-  const initialGlobals = new Map<PropertyKey, PropertyDescriptor>();
-  for (const key of ownKeys(global)) initialGlobals.set(key, getDescriptor(global, key) as PropertyDescriptor);
-
-  /**
-   * Deletes every global an earlier call added and restores every one it replaced or deleted, so the
-   * next call of the same script, user and app starts from the same global object as a fresh context.
-   * False when that is not possible (a non-configurable global was added or changed).
-   */
-  function resetGlobals(): boolean {
-    for (const key of ownKeys(global)) {
-      if (!initialGlobals.has(key) && !deleteProperty(global, key)) return false;
-    }
-    for (const [key, initial] of initialGlobals) {
-      const now = getDescriptor(global, key);
-      if (now && now.value === initial.value && now.get === initial.get && now.set === initial.set && now.writable === initial.writable)
-        continue;
-      if (!defineProperty(global, key, initial)) return false;
-    }
-    return true;
-  }
-
   let nondet = false;
   const realRandom = Math.random;
   const realNow = Date.now;
-  Math.random = function random(): number {
+  const random = function random(): number {
     nondet = true;
     return apply(realRandom, Math, []) as number;
   };
-  RealDate.now = function now(): number {
+  const now = function now(): number {
     nondet = true;
     return apply(realNow, RealDate, []) as number;
   };
@@ -132,8 +122,149 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
       return Reflect.construct(target, args, newTarget === DateProxy ? target : newTarget) as object;
     },
   });
-  RealDate.prototype.constructor = DateProxy;
+  const registry = symbolRegistry();
+  /** What the runtime puts on built-in objects; a reset puts each back (a script may replace it for its own call only). */
+  const installed: [object, PropertyKey, unknown][] = [
+    [Math, 'random', random],
+    [RealDate, 'now', now],
+    [RealDate.prototype, 'constructor', DateProxy],
+    [Symbol, 'for', registry.for],
+    [Symbol, 'keyFor', registry.keyFor],
+  ];
+  for (const [target, key, value] of installed) install(target, key, value);
   global['Date'] = DateProxy;
+
+  function install(target: object, key: PropertyKey, value: unknown): boolean {
+    return defineProperty(target, key, {
+      __proto__: null,
+      value,
+      writable: true,
+      enumerable: false,
+      configurable: true,
+    } as PropertyDescriptor);
+  }
+
+  /**
+   * V8's symbol registry (Symbol.for) belongs to the isolate: shared by every context of the thread and
+   * never collected, one tenant's keys would fill the heap another tenant's call runs in. This one
+   * belongs to the context and is garbage with it.
+   */
+  function symbolRegistry(): { for: (key: unknown) => symbol; keyFor: (sym: unknown) => string | undefined } {
+    const SymbolFn = Symbol;
+    const TypeErrorFn = TypeError;
+    const mapGet = Map.prototype.get;
+    const mapSet = Map.prototype.set;
+    const byKey = new Map<string, symbol>();
+    const bySymbol = new Map<symbol, string>();
+    return {
+      for(key: unknown): symbol {
+        const text = `${key as string}`;
+        let sym = apply(mapGet, byKey, [text]) as symbol | undefined;
+        if (sym === undefined) {
+          sym = SymbolFn(text);
+          apply(mapSet, byKey, [text, sym]);
+          apply(mapSet, bySymbol, [sym, text]);
+        }
+        return sym;
+      },
+      keyFor(sym: unknown): string | undefined {
+        if (typeof sym !== 'symbol') throw new TypeErrorFn(`${typeof sym} is not a symbol`);
+        return apply(mapGet, bySymbol, [sym]) as string | undefined;
+      },
+    };
+  }
+
+  // The global object as the runtime leaves it, wrapped Date included: what a reset brings back (see resetGlobals).
+  const initialGlobals = new Map<PropertyKey, PropertyDescriptor>();
+  for (const key of ownKeys(global)) initialGlobals.set(key, getDescriptor(global, key) as PropertyDescriptor);
+
+  /**
+   * Deletes every global an earlier call added and restores every one it replaced or deleted, and what
+   * the runtime installed on built-ins, so the next call of the same script, user and app starts from
+   * the same global object as a fresh context. False when that is not possible (a non-configurable
+   * global was added or changed).
+   */
+  function resetGlobals(): boolean {
+    for (const key of ownKeys(global)) {
+      if (!initialGlobals.has(key) && !deleteProperty(global, key)) return false;
+    }
+    for (const [key, initial] of initialGlobals) {
+      const now = getDescriptor(global, key);
+      if (now && now.value === initial.value && now.get === initial.get && now.set === initial.set && now.writable === initial.writable)
+        continue;
+      if (!defineProperty(global, key, initial)) return false;
+    }
+    for (const [target, key, value] of installed) {
+      const now = getDescriptor(target, key);
+      if ((now === undefined || now.value !== value || now.get !== undefined) && !install(target, key, value)) return false;
+    }
+    return true;
+  }
+
+  const protectorsIntact = protectorCheck();
+
+  /**
+   * V8 keeps fast paths for built-ins (array iteration, species, promise then, no indexed properties on
+   * Array.prototype / Object.prototype, …) behind protectors that belong to the isolate, not the context
+   * (V8 src/execution/protectors.h, LookupIterator::UpdateProtector): once one script invalidates one,
+   * every tenant on the thread runs slower until the isolate is rebuilt. Making the properties read-only
+   * here would invalidate them too (any redefinition does: measured with %ArrayIteratorProtector), so the
+   * runtime checks them after each call instead (~1 µs) and a change retires the isolate.
+   */
+  function protectorCheck(): () => boolean {
+    const ArrayProto = ArrayCtor.prototype;
+    const StringProto = StringFn.prototype;
+    const iterator: typeof Symbol.iterator = Symbol.iterator;
+    const iteratorProtoOf = (iterable: Iterable<unknown>): object => getPrototypeOf(iterable[iterator]()) as object;
+    const ArrayIteratorProto = iteratorProtoOf([]);
+    const species = Symbol.species;
+    const TypedArray = getPrototypeOf(U8) as object;
+    const guardedKeys: [object, PropertyKey][] = [
+      [ArrayProto, 'constructor'],
+      [ArrayProto, iterator],
+      [ArrayIteratorProto, 'next'],
+      [getPrototypeOf(ArrayIteratorProto) as object, iterator],
+      [Map.prototype, iterator],
+      [iteratorProtoOf(new Map()), 'next'],
+      [Set.prototype, iterator],
+      [iteratorProtoOf(new Set()), 'next'],
+      [StringProto, iterator],
+      [iteratorProtoOf(''), 'next'],
+      [Promise.prototype, 'constructor'],
+      [Promise.prototype, 'then'],
+      [Promise, 'resolve'],
+      [RegExp.prototype, 'constructor'],
+      [TypedArrayProto, 'constructor'],
+      [ObjectProto, 'toString'],
+      [ObjectProto, 'valueOf'],
+      [StringProto, 'toString'],
+      [StringProto, 'valueOf'],
+      [ArrayCtor, species],
+      [Promise, species],
+      [RegExp, species],
+      [TypedArray, species],
+    ];
+    const guarded = guardedKeys.map(([target, key]) => {
+      const { value, get } = getDescriptor(target, key) as PropertyDescriptor;
+      // A descriptor's missing field is looked up on Object.prototype, which a script may fill: test the own one.
+      const field: 'value' | 'get' = get === undefined ? 'value' : 'get';
+      return { target, key, field, original: get === undefined ? (value as unknown) : get };
+    });
+    const absentKeys = [Symbol.isConcatSpreadable, Symbol.toPrimitive, Symbol.replace, Symbol.split, Symbol.matchAll, Symbol.match];
+    const absentFrom = [ObjectProto, ArrayProto, StringProto, NumberFn.prototype];
+    const firstObjectKey = ownKeys(ObjectProto)[0];
+    return function protectorsIntact(): boolean {
+      if (ArrayProto.length !== 0 || getPrototypeOf(ArrayProto) !== ObjectProto || ownKeys(ObjectProto)[0] !== firstObjectKey) return false;
+      for (let i = 0; i < guarded.length; i++) {
+        const { target, key, field, original } = guarded[i] as (typeof guarded)[number];
+        const now = getDescriptor(target, key);
+        if (now === undefined || apply(hasOwn, now, [field]) !== true || now[field] !== original) return false;
+      }
+      for (let t = 0; t < absentFrom.length; t++)
+        for (let k = 0; k < absentKeys.length; k++) if (apply(hasOwn, absentFrom[t], [absentKeys[k]]) === true) return false;
+      return true;
+    };
+  }
 
   function dateTime(v: object): number | undefined {
     try {
@@ -337,7 +468,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     const need = outPos + (text.length > 4096 ? utf8Length(text) : text.length * 3);
     if (need > out.length) {
       const grown = new U8(need > out.length * 2 ? need : out.length * 2);
-      apply(u8Set, grown, [out.subarray(0, outPos)]);
+      apply(u8Set, grown, [new U8(apply(bufferOf, out, []), 0, outPos)]);
       out = grown;
     }
     const buf = out;
@@ -375,7 +506,51 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     return pos - start;
   }
 
+  /** Reads a table the runtime built, inside the time limit, into objects whose copy runs no script. */
+  function sealTable(table: RuntimeTable): RuntimeTable {
+    const { shape, keys, columns } = table;
+    const width = isArray(columns) ? columns.length : 0;
+    return {
+      shape: shape === 'array' || shape === 'object' ? shape : (StringFn(shape) as 'array'),
+      keys: denseStrings(keys, width),
+      columns: dense(width, (c) => sealColumn((columns as unknown[])[c] as RuntimeTable['columns'][number])),
+    };
+  }
+
+  function sealColumn(column: RuntimeTable['columns'][number]): RuntimeTable['columns'][number] {
+    const { nums, strs, kinds } = column;
+    return {
+      nums: apply(typedArrayTag, nums, []) === 'Float64Array' ? nums : new F64(0),
+      strs: denseStrings(strs, isArray(strs) ? strs.length : 0),
+      kinds: apply(typedArrayTag, kinds, []) === 'Uint8Array' ? kinds : new U8(0),
+    };
+  }
+
+  /** A new array of `length` own data elements (Array.from on an array-like sets no element through a setter). */
+  function dense<T>(length: number, at: (i: number) => T): T[] {
+    return apply(arrayFrom, ArrayCtor, [{ __proto__: null, length }, (_: unknown, i: number) => at(i)]) as T[];
+  }
+
+  function denseStrings(values: unknown, length: number): string[] {
+    return dense(length, (i) => {
+      const v = (values as unknown[])[i];
+      return typeof v === 'string' ? v : '';
+    });
+  }
+
+  /**
+   * Runs one chunk, then checks the built-ins V8 guards isolate-wide; the output is rebuilt from own
+   * values so that isolated-vm's copy, which runs after the time limit, finds nothing to call.
+   */
   return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+    const output = runChunk(fn, input);
+    const tainted = !protectorsIntact();
+    if (!output.ok) return { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted };
+    const { nums, text, lens, utf8, byteLens, nondet: readClock, table } = output;
+    return { ok: true, nums, text, lens, utf8, byteLens, nondet: readClock, table: table === null ? null : sealTable(table), tainted };
+  };
+
+  function runChunk(fn: unknown, input: RuntimeInput): ChunkOutput {
     if (input.reset === true && !resetGlobals())
       return { ok: false, kind: 'dirty', name: 'Error', message: 'global object not resettable', row: 0 };
     nondet = false;
@@ -453,7 +628,17 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     if (tableVals !== null && tableShape !== null && table === null)
       return { ok: false, kind: 'size', name: 'RangeError', message: 'table too large', row: 0 };
     const text = parts ? (apply(join, parts, ['']) as string) : null;
-    const utf8 = byteLens ? (apply(u8Slice, out, [0, outPos]) as Uint8Array) : null;
+    const utf8 = byteLens ? ownBytes(out, outPos) : null;
     return { ok: true, nums, text, lens, utf8, byteLens, nondet, table };
-  };
+  }
+
+  /** A copy of the first `length` bytes (TypedArray.prototype.slice would ask the script's species for the new array). */
+  function ownBytes(from: Uint8Array, length: number): Uint8Array {
+    const bytes = new U8(length);
+    apply(u8Set, bytes, [new U8(apply(bufferOf, from, []), 0, length)]);
+    return bytes;
+  }
 }
+
+/** What one chunk gives before the runtime adds its own checks. */
+type ChunkOutput = RuntimeOutput extends infer O ? (O extends unknown ? Omit<O, 'tainted'> : never) : never;

@@ -6,6 +6,13 @@
  * other call gets a fresh context, prepared ahead of time because creating one costs ~0.9 ms.
  * Compiled scripts are cached per isolate by text; a script compiled once runs in any context.
  * After the isolate hits its memory limit it is disposed by isolated-vm and rebuilt here.
+ *
+ * Contexts share what belongs to the isolate: its microtask queue, its heap and caches, and V8's
+ * protectors (the fast paths of built-ins). So the isolate is discarded and rebuilt (~5 ms) after any
+ * time limit (jobs a terminated call left in the queue would run in the next tenant's time), after a
+ * script changed a built-in that V8 guards isolate-wide, and a call that fails on memory in an
+ * isolate that served other context keys runs once more on a fresh one before it is failed. Every
+ * entry into the isolate that can run code does so under a time limit.
  */
 import type ivm from 'isolated-vm';
 
@@ -53,11 +60,16 @@ export class Sandbox {
   private spare: PreparedContext | null = null;
   private spareTimer: NodeJS.Timeout | undefined;
   private lastTaskEnd = 0;
+  /** Context keys this isolate served since it was built: the first one, and whether any other came. */
+  private firstKey: string | undefined;
+  private servedOthers = false;
   rebuilds = 0;
 
   constructor(
     private readonly limits: SandboxLimits,
-    private readonly onCatastrophicError: () => void,
+    private readonly onCatastrophicError: (message: string) => void,
+    /** Told when the thread enters the isolate between tasks (a spare context), so its watchdog sees it. */
+    private readonly activity: ThreadActivity = IDLE_ONLY,
   ) {
     this.isolate = newIsolate(limits.memoryLimitMb, onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
@@ -69,8 +81,10 @@ export class Sandbox {
    * context key reuse its context: V8 keeps optimised code per context (a fresh one per chunk ran ~10x
    * slower) and creating one costs ~0.9 ms a call (bench/RESULTS.md).
    */
-  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number, contextKey: string): RuntimeOutput {
+  evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number, contextKey: string, retried = false): RuntimeOutput {
     const started = performance.now();
+    const leftMs = (): number => Math.max(1, Math.floor(timeoutMs - (performance.now() - started)));
+    const sharedIsolate = this.serve(contextKey);
     let inScript = false;
     let context: KeptContext | undefined;
     try {
@@ -81,24 +95,52 @@ export class Sandbox {
       // A plugin function's file-level helpers live in the closure its factory made: a new call gets a new one.
       if (reset && spec.factory === true) this.renew(context, spec, timeoutMs);
       const inputCopy = new isolatedVm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
-      const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
       inScript = true;
       const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], {
-        timeout: left,
+        timeout: leftMs(),
         result: { copy: true },
       }) as RuntimeOutput;
-      // A global the script made that cannot be deleted: the context cannot be made clean again.
-      if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
-      else this.release(context);
-      if (!output.ok && output.kind === 'dirty')
-        return this.evaluate(spec, input, Math.max(1, Math.floor(timeoutMs - (performance.now() - started))), callId, contextKey);
+      this.settle(contextKey, context, output);
+      if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, leftMs(), callId, contextKey, retried);
+      if (!retried && sharedIsolate && refusedMemory(output)) return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
       return output;
     } catch (error) {
       if (context) this.release(context);
-      throw this.failure(error, inScript);
+      const failure = this.failure(error, inScript);
+      if (!retried && sharedIsolate && failure.code === 'RESOURCE_EXHAUSTED')
+        return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
+      throw failure;
     } finally {
       this.scheduleSpare();
     }
+  }
+
+  /** True when this isolate served another context key than this one since it was built. */
+  private serve(contextKey: string): boolean {
+    this.firstKey ??= contextKey;
+    if (this.firstKey !== contextKey) this.servedOthers = true;
+    return this.servedOthers;
+  }
+
+  /**
+   * Another tenant's leftovers (garbage, caches that live as long as the isolate) may be what filled
+   * the heap: the call runs once more on a fresh isolate, where only its own work counts.
+   */
+  private evaluateAlone(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number, contextKey: string): RuntimeOutput {
+    if (this.firstKey !== undefined) this.rebuild(); // not rebuilt yet by failure()
+    return this.evaluate(spec, input, timeoutMs, callId, contextKey, true);
+  }
+
+  /** Keeps the context for its key's next call, or lets it go; retires the isolate if the script changed a guarded built-in. */
+  private settle(contextKey: string, context: KeptContext, output: RuntimeOutput): void {
+    if (output.tainted) {
+      this.release(context);
+      this.rebuild();
+      return;
+    }
+    // A global the script made that cannot be deleted: the context cannot be made clean again.
+    if (output.ok || output.kind !== 'dirty') this.keep(contextKey, context);
+    else this.release(context);
   }
 
   /**
@@ -190,7 +232,11 @@ export class Sandbox {
       return memoryLimitError(this.limits.memoryLimitMb);
     }
     const message = error instanceof Error ? error.message : String(error);
-    if (/timed out/i.test(message)) return timeLimitError(this.limits.scriptTimeoutMs);
+    if (/timed out/i.test(message)) {
+      // Jobs the terminated script queued stay in the isolate's microtask queue: they go with it.
+      this.rebuild();
+      return timeLimitError(this.limits.scriptTimeoutMs);
+    }
     if (/memory limit|allocation failed|out of memory/i.test(message)) return memoryLimitError(this.limits.memoryLimitMb);
     if (inScript) {
       const name = error instanceof Error ? error.name : 'Error';
@@ -202,8 +248,12 @@ export class Sandbox {
   private rebuild(): void {
     this.rebuilds++;
     this.dropKept();
+    if (this.spare) this.release(this.spare);
     this.spare = null;
     this.scripts.clear();
+    this.firstKey = undefined;
+    this.servedOthers = false;
+    if (!this.isolate.isDisposed) this.isolate.dispose();
     this.isolate = newIsolate(this.limits.memoryLimitMb, this.onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
   }
@@ -258,10 +308,16 @@ export class Sandbox {
     return spare ?? this.prepare();
   }
 
+  /** Under a time limit like every entry that runs code: the runtime's own ~1 ms, or jobs left in the queue. */
   private prepare(): PreparedContext {
     const context = this.isolate.createContextSync();
-    const run = this.runtime.runSync(context, { reference: true }) as PreparedContext['run'];
-    return { context, run };
+    try {
+      const run = this.runtime.runSync(context, { reference: true, timeout: this.limits.scriptTimeoutMs }) as PreparedContext['run'];
+      return { context, run };
+    } catch (error) {
+      context.release();
+      throw error;
+    }
   }
 
   private release(prepared: PreparedContext & { fn?: ivm.Reference<unknown> }): void {
@@ -289,15 +345,32 @@ export class Sandbox {
       }
       this.spareTimer = undefined;
       if (this.spare !== null || this.isolate.isDisposed) return;
+      this.activity.enter(this.limits.scriptTimeoutMs);
       try {
         this.spare = this.prepare();
       } catch {
-        this.spare = null;
+        // Not the runtime's ~1 ms: whatever ran is not wanted in the next call's isolate.
+        this.rebuild();
+      } finally {
+        this.activity.leave();
       }
     };
     this.spareTimer = setTimeout(attempt, SPARE_IDLE_MS);
   }
 }
+
+/** The script's own allocation was refused (isolated-vm's allocator counts every tenant's buffers). */
+function refusedMemory(output: RuntimeOutput): boolean {
+  return !output.ok && output.kind === 'throw' && output.name === 'RangeError' && /^Array buffer allocation failed/.test(output.message);
+}
+
+/** A thread's between-task work, for its watchdog (workers/thread-pool.ts). */
+export interface ThreadActivity {
+  enter(timeoutMs: number): void;
+  leave(): void;
+}
+
+const IDLE_ONLY: ThreadActivity = { enter: () => undefined, leave: () => undefined };
 
 function syntaxError(error: unknown): PluginError {
   const message = error instanceof Error ? error.message : String(error);
@@ -311,6 +384,6 @@ function syntaxError(error: unknown): PluginError {
  * only this thread hangs, and the callback names the task to blame: the sandbox process retires,
  * its other tasks are retried elsewhere and the front ends it (workers/thread-pool.ts).
  */
-function newIsolate(memoryLimitMb: number, onCatastrophicError: () => void): ivm.Isolate {
+function newIsolate(memoryLimitMb: number, onCatastrophicError: (message: string) => void): ivm.Isolate {
   return new isolatedVm.Isolate({ memoryLimit: memoryLimitMb, onCatastrophicError });
 }

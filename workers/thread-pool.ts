@@ -6,8 +6,9 @@
  * (isolated-vm #107, #527): its thread hangs for ever, and onCatastrophicError marks the task
  * (TASK_FATAL) when it gets to run (measured: it did not before the front, reading V8's report on
  * stderr, ended the process). Some native work cannot be interrupted (a regular expression with millions of
- * alternatives compiles for seconds): the task runs on well past its time limit. Either way the
- * thread is lost, and with it the memory it holds: the pool reports the task to blame through
+ * alternatives compiles for seconds): the task runs on well past its time limit. A thread also enters
+ * its isolate between tasks (workers/thread-activity.ts), watched the same way for a while after the
+ * last task. Either way the thread is lost, and with it the memory it holds: the pool reports the task to blame through
  * onRetire, takes no more work, and the front ends the whole process (src/sandbox-process.ts).
  */
 import path from 'node:path';
@@ -28,11 +29,14 @@ import {
 import type { Retirement } from '../src/shared/channel';
 import { newResultLock } from './result-writer';
 import type { SandboxLimits } from './sandbox';
+import { ActivityWatch, newActivityCells } from './thread-activity';
 
 const THREAD_FILE = path.join(__dirname, 'evaluate.js');
 /** How long past its time limit a running task may go before its thread is presumed stuck. */
 export const STUCK_GRACE_MS = 1_000;
 const WATCH_INTERVAL_MS = 50;
+/** The watchdog keeps looking this long after the last task: a thread prepares its next context ~2 ms after one. */
+const WATCH_LINGER_MS = 1_000;
 
 /** Host-side heap of a thread (decoding, encoding, result copies), apart from the isolate's own heap. */
 export function threadHeapMb(memoryLimitMb: number): number {
@@ -42,6 +46,8 @@ export function threadHeapMb(memoryLimitMb: number): number {
 /** What each thread starts with: the limits, and the lock its results socket is written under. */
 export interface ThreadData extends SandboxLimits {
   readonly resultLock: SharedArrayBuffer;
+  /** Where each thread reports its between-task work (workers/thread-activity.ts). */
+  readonly activity: SharedArrayBuffer;
 }
 
 interface Watched {
@@ -53,6 +59,8 @@ interface Watched {
 export class ThreadPool {
   private readonly piscina: Piscina<EvaluateTask | null, TaskResult | null>;
   private readonly watched = new Set<Watched>();
+  private readonly activity: ActivityWatch;
+  private lastTaskEndMs = 0;
   /** Runs only while tasks do: an idle sandbox process wakes for nothing. */
   private watchdog: NodeJS.Timeout | undefined;
   private retired = false;
@@ -62,6 +70,8 @@ export class ThreadPool {
     private readonly limits: SandboxLimits,
     private readonly onRetire: (retirement: Retirement) => void,
   ) {
+    const activity = newActivityCells();
+    this.activity = new ActivityWatch(activity);
     this.piscina = new Piscina<EvaluateTask | null, TaskResult | null>({
       filename: THREAD_FILE,
       minThreads: threads,
@@ -71,7 +81,7 @@ export class ThreadPool {
       atomics: 'async',
       // Timing histograms are piscina's; the plugin measures its own (sse_call_duration_seconds).
       recordTiming: false,
-      workerData: { ...limits, resultLock: newResultLock() } satisfies ThreadData,
+      workerData: { ...limits, resultLock: newResultLock(), activity } satisfies ThreadData,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
   }
@@ -97,13 +107,16 @@ export class ThreadPool {
       return threadFailure(error, this.limits.memoryLimitMb);
     } finally {
       this.watched.delete(entry);
-      if (this.watched.size === 0) this.stopWatching();
+      this.lastTaskEndMs = performance.now();
     }
   }
 
   private check(): void {
     if (this.retired) return;
     const now = performance.now();
+    const between = this.activity.check(now, STUCK_GRACE_MS);
+    if (between === 'stuck') return this.retire('stuck', null, 'a sandbox thread stopped responding between tasks, past its time limit');
+    if (this.watched.size === 0 && between === 'idle' && now - this.lastTaskEndMs > WATCH_LINGER_MS) return this.stopWatching();
     for (const entry of this.watched) {
       const state = Atomics.load(entry.control, CONTROL_STATE);
       if (state === TASK_FATAL) return this.retire('fatal', entry, 'V8 gave up on the sandbox (a fatal out-of-memory error)');
@@ -120,10 +133,11 @@ export class ThreadPool {
     this.watchdog = undefined;
   }
 
-  private retire(reason: Retirement['reason'], entry: Watched, detail: string): void {
+  /** entry: the task to blame, or null when the thread was stuck between tasks (no call's fault). */
+  private retire(reason: Retirement['reason'], entry: Watched | null, detail: string): void {
     this.retired = true;
     this.stopWatching();
-    this.onRetire({ reason, taskIds: [entry.taskId], detail });
+    this.onRetire({ reason, taskIds: entry === null ? [] : [entry.taskId], detail });
   }
 }
 

@@ -288,9 +288,9 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
   after(async () => t.stop());
   afterEach(async () => assertReleased(t));
 
-  it('item 8: costs one sandbox process, and the call says the script stopped responding past its time limit', async (ctx) => {
-    // Built in ~25 ms (so the time limit cannot stop it before the compile), compiled in ~4 s on the
-    // test machine in one uninterruptible step of V8: 1.2 million alternatives.
+  it('fails DEADLINE_EXCEEDED naming the time limit, never memory, and costs at most its own sandbox process', async (ctx) => {
+    // Built in ~25 ms (so the time limit cannot stop it before the compile), then compiled in one
+    // uninterruptible step of V8: 1.2 million alternatives, 1.2 to 4 s depending on the machine.
     const script =
       "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); return new RegExp((p + '|').repeat(300) + 'zz').test('zz') ? 1 : 0; }";
     const stuck = t.plugin.pool.restartsFor('stuck');
@@ -309,9 +309,18 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
     ctx.diagnostic(`${grpc.status[result.code]} after ${Math.round(value.ms)} ms: ${result.details}; ${describeReport(report)}`);
     assertServed(report);
     assert.equal(result.code, grpc.status.DEADLINE_EXCEEDED, result.details);
-    assert.match(result.details, /stopped responding past its time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
     assert.doesNotMatch(result.details, /memory/);
-    assert.equal(t.plugin.pool.restartsFor('stuck'), stuck + 1);
+    // Two outcomes are right, and which one comes depends only on how fast this machine compiles:
+    // the compile ends within the watchdog's grace (STUCK_GRACE_MS past the limit) and isolated-vm's
+    // timeout stops the script as it returns (the sandbox is kept), or it does not and the watchdog
+    // retires the sandbox process, whose call says so. Each outcome must come with its own restart count.
+    if (/stopped responding/.test(result.details)) {
+      assert.match(result.details, /stopped responding past its time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
+      assert.equal(t.plugin.pool.restartsFor('stuck'), stuck + 1);
+    } else {
+      assert.match(result.details, /^the script ran past its time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)$/);
+      assert.equal(t.plugin.pool.restartsFor('stuck'), stuck);
+    }
     await readySandboxes(t, 2, 10_000);
   });
 });

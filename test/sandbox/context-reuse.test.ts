@@ -54,6 +54,34 @@ describe('context reuse between calls', () => {
     assert.match(second, /^undefined,function,(undefined|number)$/);
   });
 
+  it('every call of the same key that reads the clock or Math.random answers qlik-cache: no-store, also after a reset', async () => {
+    const scripts = [
+      'new Date().getFullYear() > 2000 ? 1 : 0',
+      'Date().length > 0 ? 1 : 0',
+      'Date.now() > 0 ? 1 : 0',
+      'Math.random() < 1 ? 1 : 0',
+      // Replacing a guarded source in call 1 must not make call 2 read a stale, unflagged value.
+      '{ const r = Math.random() + Date.now(); Math.random = () => 0.5; Date.now = () => 1; Date = function () { return 1; }; return r > 0 ? 1 : 0; }',
+      '{ const r = new Date().getTime(); Math = { random: () => 0.5 }; Date.prototype.constructor = function () {}; return r > 0 ? 1 : 0; }',
+    ];
+    for (const script of scripts) {
+      for (let call = 1; call <= 3; call++) {
+        const result = await t.client.evaluate({
+          script,
+          functionType: FunctionType.SCALAR,
+          returnType: DataType.NUMERIC,
+          params: [{ dataType: DataType.NUMERIC }],
+          bundles: [[[num(1)]]],
+          common: { appId: 'clock-app', userId: 'clock-user', cardinality: 1 },
+        });
+        assert.equal(result.code, status.OK, result.details);
+        assert.deepEqual(numbers(result), [1]);
+        const cache = [...(result.initialMetadata?.get('qlik-cache') ?? []), ...(result.trailers?.get('qlik-cache') ?? [])];
+        assert.ok(cache.includes('no-store'), `call ${call} of ${script} answered without qlik-cache: no-store`);
+      }
+    }
+  });
+
   it('a global the script makes permanent does not survive: the next call gets a fresh context', async () => {
     const script =
       '{ const had = typeof globalThis.stuck; Object.defineProperty(globalThis, "stuck", { value: 1, configurable: false }); return had; }';

@@ -117,8 +117,8 @@ describe('sandbox: nothing of the host', () => {
       `{ Error.prepareStackTrace = (e, sites) => sites.map((s) => [s.getFileName(), typeof s.getFunction(), s.isNative()].join('/')).join(';');
          return new Error().stack; }`,
     );
-    // The script's own frame (its function, sloppy mode), then the runtime's strict frame, which hides its function.
-    assert.equal(frames, 'script.js/function/false;runtime.js/undefined/false');
+    // The script's own frame (its function, sloppy mode), then the runtime's strict frames (run, runChunk), which hide their functions.
+    assert.equal(frames, 'script.js/function/false;runtime.js/undefined/false;runtime.js/undefined/false');
     const stack = await textOf(t.client, "new Error('x').stack");
     assert.doesNotMatch(stack, /\/work|node_modules|node:internal|dist\/|isolated-vm/);
     assert.match(stack, /^Error: x\n\s+at script\.js/);
