@@ -165,6 +165,8 @@ function tlsHandshakes(
       logger.debug(fields, 'a connection ended before its TLS handshake did');
     else unverified.warn(fields, 'a client was refused in the TLS handshake: it must present a certificate signed by root_cert.pem');
   });
+  // It never listens, so it has no accept to fail; an error would be a bug worth a line, not the front's end.
+  server.on('error', (error) => logger.error({ err: error }, 'TLS handshake server error'));
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     // HTTP/2 listens for errors only while its session lives; before and after, they are ours.
     socket.on('error', () => socket.destroy());
