@@ -1,9 +1,10 @@
 /**
- * Composition root: config -> sandbox processes -> server (+ metrics). Used by main.ts and by the
- * tests, which start the real plugin on 127.0.0.1:0.
+ * Composition root: config -> descriptor budget -> sandbox processes -> server (+ metrics). Used by
+ * main.ts and by the tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
 
+import { METRICS_MAX_CONNECTIONS, descriptorBudget, readDescriptorLimit, type DescriptorBudget } from './admission';
 import type { Config } from './config';
 import { FunctionRegistry } from './functions/registry';
 import { HeldBytes } from './held-bytes';
@@ -19,6 +20,8 @@ export interface Plugin {
   /** Bytes held for all calls together (SSE_MAX_HELD_MB). */
   readonly held: HeldBytes;
   readonly logger: Logger;
+  /** The connection limit in force and the descriptor limit it was derived from. */
+  readonly connections: DescriptorBudget;
   /**
    * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), end the
    * sandbox processes, close the metrics endpoint.
@@ -28,6 +31,8 @@ export interface Plugin {
 
 /** With no sandbox process ready for this long (a crash loop), health says NOT_SERVING. */
 const UNAVAILABLE_GRACE_MS = 5_000;
+/** A scrape is one small GET: a connection that has not sent its request by then is closed. */
+const METRICS_REQUEST_TIMEOUT_MS = 10_000;
 
 export async function startPlugin(
   config: Config,
@@ -35,6 +40,12 @@ export async function startPlugin(
 ): Promise<Plugin> {
   let metrics: Metrics | undefined;
   let running: RunningServer | undefined;
+  // Checked before anything starts: a SSE_MAX_CONNECTIONS that does not fit stops the start (ConfigError).
+  const connections = descriptorBudget(readDescriptorLimit(), {
+    sandboxProcesses: config.sandboxProcesses,
+    metrics: config.metricsPort !== undefined,
+    maxConnections: config.maxConnections,
+  });
   // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
   const functions = config.functionsDir === undefined ? undefined : await FunctionRegistry.open(config.functionsDir, logger);
   let draining = false;
@@ -51,7 +62,7 @@ export async function startPlugin(
   metrics = new Metrics(pool, held);
   try {
     await pool.start();
-    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions });
+    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions }, connections.maxConnections);
   } catch (error) {
     functions?.close();
     await pool.close();
@@ -62,7 +73,9 @@ export async function startPlugin(
   if (config.metricsPort !== undefined) {
     try {
       ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
+      boundMetricsConnections(metricsServer, logger);
     } catch (error) {
+      running.stopListening();
       running.server.forceShutdown();
       functions?.close();
       await pool.close();
@@ -93,7 +106,18 @@ export async function startPlugin(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, held, logger, stop };
+  return { port: running.port, metricsPort, pool, held, logger, connections, stop };
+}
+
+/**
+ * The metrics endpoint holds descriptors too (reserved in the budget): a bounded number of
+ * connections, each with a short time to send its request; its errors are logged, never thrown.
+ */
+function boundMetricsConnections(server: http.Server, logger: Logger): void {
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
+  server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  server.on('error', (error) => logger.error({ err: error }, 'metrics endpoint error'));
 }
 
 const DRAIN_POLL_MS = 25;
@@ -114,6 +138,7 @@ async function callsEnded(metrics: Metrics, deadline: number): Promise<void> {
 /** tryShutdown lets calls still open finish; at the deadline, forceShutdown cancels them. */
 async function shutdownServer(running: RunningServer, deadline: number): Promise<void> {
   const waitMs = Math.max(0, Math.min(deadline - Date.now(), CLOSE_WAIT_MS));
+  running.stopListening();
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => {
       running.server.forceShutdown();
@@ -124,4 +149,5 @@ async function shutdownServer(running: RunningServer, deadline: number): Promise
       resolve();
     });
   });
+  running.destroyConnections();
 }

@@ -41,6 +41,15 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** Folder of the administrator's plugin function files (src/functions/); unset: no functions. */
   readonly functionsDir: string | undefined;
+  /**
+   * Open connections to the gRPC port at most (src/admission.ts); undefined: derived from the
+   * process's descriptor limit so that connections can never starve sandbox spawns.
+   */
+  readonly maxConnections: number | undefined;
+  /** A new connection must finish its TLS handshake / send the HTTP/2 preface within this time. */
+  readonly handshakeTimeoutMs: number;
+  /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
+  readonly idleTimeoutMs: number;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -60,6 +69,21 @@ export const MAX_SCRIPT_BYTES_CEILING = 49_152;
  * for replies on their way: together with Node's own ~100 MB the front stays within about 650 MB.
  */
 export const DEFAULT_MAX_HELD_MB = 512;
+
+/**
+ * A TLS handshake with client certificates takes a few milliseconds on a LAN (one round trip more
+ * than plaintext); ten seconds leave room for a slow WAN or an overloaded engine host while a client
+ * that connects and sends nothing holds its descriptor for ten seconds, not Node's default 120.
+ */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * Qlik keeps one HTTP/2 connection per engine and opens a new one on its next call after a GOAWAY;
+ * five minutes keep an engine that calls every few minutes on one connection and free the slot of a
+ * client that went quiet (or vanished without a FIN) soon enough. A connection with a call open is
+ * never closed by this rule.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
 interface Variable<T> {
   readonly schema: z.ZodType<T, string>;
@@ -154,6 +178,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsHost: read('SSE_METRICS_HOST', nonEmpty, '127.0.0.1'),
     shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
     functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
+    maxConnections: optional('SSE_MAX_CONNECTIONS', integer(1, 1_000_000)),
+    handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
+    idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
   };
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return config;

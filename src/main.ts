@@ -72,6 +72,21 @@ function exitWhenIdle(logger: Logger, _plugin: Plugin, code: number): void {
   }, EXIT_WATCHDOG_MS).unref();
 }
 
+/** The bounds on connections, and the descriptor limit the connection limit was derived from. */
+function logConnectionLimits(logger: Logger, config: Config, plugin: Plugin): void {
+  const { descriptorLimit, reserved, maxConnections } = plugin.connections;
+  logger.info(
+    {
+      descriptorLimit,
+      reservedDescriptors: reserved,
+      maxConnections,
+      handshakeTimeoutMs: config.handshakeTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+    },
+    `connections: at most ${maxConnections} open (SSE_MAX_CONNECTIONS; descriptor limit ${descriptorLimit ?? 'unknown'}, ${reserved} kept for the plugin and its sandboxes), ${config.handshakeTimeoutMs} ms to start (SSE_HANDSHAKE_TIMEOUT_MS), closed after ${config.idleTimeoutMs} ms without a call (SSE_IDLE_TIMEOUT_MS)`,
+  );
+}
+
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -92,6 +107,7 @@ async function main(): Promise<void> {
     return;
   }
   logStartup(logger, config, { port: plugin.port, metricsPort: plugin.metricsPort, tls });
+  logConnectionLimits(logger, config, plugin);
   handleSignals(logger, config, plugin);
 }
 

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 
 import {
   CHANNEL_FD,
@@ -51,6 +51,8 @@ export interface SandboxExit {
   readonly retirement: Retirement | undefined;
   readonly stderrTail: string;
   readonly wasReady: boolean;
+  /** Why the process could not be started at all ("spawn /usr/bin/node EMFILE"); it never ran. */
+  readonly spawnError?: string | undefined;
 }
 
 export interface SandboxEvents {
@@ -104,31 +106,49 @@ export class SandboxProcess {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
       windowsHide: true,
     });
-    this.channel = this.child.stdio[CHANNEL_FD] as Duplex;
-    this.results = this.child.stdio[RESULTS_FD] as Duplex;
+    // A spawn that fails (EMFILE, EAGAIN, ENOMEM…) has no pid and says why in an 'error' event: an
+    // exit like any other start failure, which the supervisor retries. Without a listener it would
+    // end the front. With EMFILE Node sets up no pipes at all: the process gets closed stand-ins.
+    this.child.on('error', (error) => this.onChildError(error));
+    const stdio = (this.child.stdio ?? []) as (Duplex | null | undefined)[];
+    this.channel = stdio[CHANNEL_FD] ?? closedStream();
+    this.results = stdio[RESULTS_FD] ?? closedStream();
     this.read(this.channel, (frame) => this.onFrame(frame));
     this.read(this.results, (frame) => {
       if (frame.kind !== Frame.RESULT) throw new Error(`frame kind ${frame.kind} on the results socket`);
       this.onFrame(frame);
     });
+    this.child.stderr?.on('error', () => undefined); // the exit event says what happened
     this.child.stderr?.setEncoding('utf8').on('data', (text: string) => {
       this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_CHARS);
       if (!this.ending && V8_OUT_OF_MEMORY.test(this.stderrTail)) this.events.outOfMemory(this);
     });
-    this.child.once('exit', (code, signal) => {
-      this.exited = true;
-      clearTimeout(this.closeTimer);
-      if (this.statm !== undefined) closeSync(this.statm);
-      this.channel.destroy();
-      this.results.destroy();
-      this.events.exit(this, {
-        code,
-        signal,
-        killedFor: this.killedFor,
-        retirement: this.retirement,
-        stderrTail: this.stderrTail.trim(),
-        wasReady: this.ready,
-      });
+    this.child.once('exit', (code, signal) => this.onExit(code, signal, undefined));
+  }
+
+  /**
+   * Before a pid, an error is the spawn failing; after it, one from kill() (the process is gone
+   * already, ESRCH aside), and the exit event tells the rest.
+   */
+  private onChildError(error: Error): void {
+    if (this.child.pid === undefined) this.onExit(null, null, error.message);
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null, spawnError: string | undefined): void {
+    if (this.exited) return;
+    this.exited = true;
+    clearTimeout(this.closeTimer);
+    if (this.statm !== undefined) closeSync(this.statm);
+    this.channel.destroy();
+    this.results.destroy();
+    this.events.exit(this, {
+      code,
+      signal,
+      killedFor: this.killedFor,
+      retirement: this.retirement,
+      stderrTail: this.stderrTail.trim(),
+      wasReady: this.ready,
+      spawnError,
     });
   }
 
@@ -239,6 +259,11 @@ export class SandboxProcess {
         throw new Error(`unknown channel frame kind ${frame.kind}`);
     }
   }
+}
+
+/** The channel of a process that never started: closed, so writes and reads end at once. */
+function closedStream(): Duplex {
+  return new PassThrough().destroy();
 }
 
 /** Nothing of the front's environment (no SSE_* settings, no paths to certificates); Windows needs SystemRoot to start. */

@@ -105,6 +105,11 @@ export class SandboxSupervisor {
     await Promise.all(live.map((sandbox) => endProcess(sandbox)));
   }
 
+  /**
+   * Starts the process of a slot; resolves once it is ready. A process that cannot start (spawn
+   * fails, it exits early, or it is not ready within START_TIMEOUT_MS) rejects, and its slot is
+   * tried again after the crash-loop delay: the front never gives up on a slot while it runs.
+   */
   private startOne(index: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const settings: SandboxSettings = {
@@ -113,29 +118,39 @@ export class SandboxSupervisor {
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
       };
-      const timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
-      const sandbox = new SandboxProcess(index, settings, {
-        ready: () => {
-          clearTimeout(timer);
-          this.logger.debug({ sandbox: index, pid: sandbox.pid, threads: settings.threads }, 'sandbox process ready');
-          resolve();
-          this.hooks.ready();
-        },
-        result: (_, taskId, result) => this.hooks.result(sandbox, taskId, result),
-        retire: (_, retirement) => this.onRetire(sandbox, retirement),
-        outOfMemory: () => {
-          this.logger.warn(
-            { sandbox: index, pid: sandbox.pid },
-            'V8 gave up on a sandbox heap (out of memory): ending its process, sending its tasks elsewhere',
-          );
-          sandbox.kill('fatal');
-        },
-        exit: (_, exit) => {
-          clearTimeout(timer);
-          if (!exit.wasReady) reject(new Error(`a sandbox process could not start: ${lastLine(exit.stderrTail) || describeExit(exit)}`));
-          this.onExit(sandbox, exit);
-        },
-      });
+      // Declared before the process exists: its events (never synchronous) clear it.
+      let timer: NodeJS.Timeout | undefined;
+      let sandbox: SandboxProcess;
+      try {
+        sandbox = new SandboxProcess(index, settings, {
+          ready: () => {
+            clearTimeout(timer);
+            this.logger.debug({ sandbox: index, pid: sandbox.pid, threads: settings.threads }, 'sandbox process ready');
+            resolve();
+            this.hooks.ready();
+          },
+          result: (_, taskId, result) => this.hooks.result(sandbox, taskId, result),
+          retire: (_, retirement) => this.onRetire(sandbox, retirement),
+          outOfMemory: () => {
+            this.logger.warn(
+              { sandbox: index, pid: sandbox.pid },
+              'V8 gave up on a sandbox heap (out of memory): ending its process, sending its tasks elsewhere',
+            );
+            sandbox.kill('fatal');
+          },
+          exit: (_, exit) => {
+            clearTimeout(timer);
+            if (!exit.wasReady) reject(new Error(`a sandbox process could not start: ${lastLine(exit.stderrTail) || describeExit(exit)}`));
+            this.onExit(sandbox, exit);
+          },
+        });
+      } catch (error) {
+        // spawn() throws for what it cannot even try (EINVAL…): the same as a process that could not start.
+        reject(new Error(`a sandbox process could not start: ${error instanceof Error ? error.message : String(error)}`));
+        this.planRestart(index, 'start-failure', this.restartDelay(), { err: error }, 'a sandbox process could not be started');
+        return;
+      }
+      timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
       this.sandboxes[index] = sandbox;
     });
   }
@@ -156,28 +171,30 @@ export class SandboxSupervisor {
     const scriptDeath = exit.wasReady && sandbox.inFlight.size > 0;
     this.hooks.ended(sandbox, exit);
     if (this.closing) return;
-    const reason = restartReason(exit);
+    const delayMs = scriptDeath ? 0 : this.restartDelay();
+    if (exit.spawnError !== undefined) {
+      this.planRestart(sandbox.index, 'start-failure', delayMs, { err: exit.spawnError }, 'a sandbox process could not be started');
+      return;
+    }
+    this.planRestart(
+      sandbox.index,
+      restartReason(exit),
+      delayMs,
+      { pid: sandbox.pid, code: exit.code, signal: exit.signal, stderr: exit.stderrTail.slice(-1500) || undefined },
+      'sandbox process ended',
+    );
+  }
+
+  /** Counts the restart, says so in the log, and starts the slot's process again after delayMs. */
+  private planRestart(index: number, reason: RestartReason, delayMs: number, fields: Record<string, unknown>, what: string): void {
+    if (this.closing) return;
     this.restarts++;
     this.restartCounts.set(reason, this.restartsFor(reason) + 1);
     this.events.restarted?.(reason);
-    const delayMs = scriptDeath ? 0 : this.restartDelay();
-    this.logger.warn(
-      {
-        sandbox: sandbox.index,
-        pid: sandbox.pid,
-        reason,
-        code: exit.code,
-        signal: exit.signal,
-        restartInMs: delayMs,
-        stderr: exit.stderrTail.slice(-1500) || undefined,
-      },
-      'sandbox process ended; starting a new one',
-    );
+    this.logger.warn({ sandbox: index, reason, restartInMs: delayMs, ...fields }, `${what}; starting a new one in ${delayMs} ms`);
     const timer = setTimeout(() => {
       this.startTimers.delete(timer);
-      this.startOne(sandbox.index).catch((error: unknown) =>
-        this.logger.error({ sandbox: sandbox.index, err: error }, 'a new sandbox process could not start'),
-      );
+      this.startOne(index).catch((error: unknown) => this.logger.debug({ sandbox: index, err: error }, 'start failed'));
     }, delayMs);
     this.startTimers.add(timer);
     this.updateAvailability();

@@ -1,7 +1,9 @@
 /**
  * The gRPC server: the qlik.sse.Connector service with raw-bytes (de)serialisers for the row
  * streams (rows are decoded in the workers, not here), the health service (src/health.ts), message-size
- * limits, and insecure or mutual-TLS credentials.
+ * limits, and the connection rules: src/admission.ts owns the port (connection limit, TLS handshake,
+ * handshake deadline) and hands connections to grpc-js, which closes those with no call open for
+ * SSE_IDLE_TIMEOUT_MS and those whose peer stops answering pings.
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
@@ -14,7 +16,8 @@ import { executeFunction } from './execute-function';
 import { FirstCallPerHost } from './peer-log';
 import { PROTO_PATH, encodeMessage, messages } from './proto';
 import { MAX_REPLY_BYTES } from './shared/replies';
-import { serverCredentials } from './tls';
+import { admitConnections } from './admission';
+import { tlsServerOptions } from './tls';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';
 
@@ -43,17 +46,34 @@ export function connectorService(): grpc.ServiceDefinition {
   };
 }
 
+/**
+ * A connection whose peer does not answer a ping within KEEPALIVE_TIMEOUT_MS is closed: a client
+ * that vanished without a FIN (a half-open connection) while a call was open. Every HTTP/2 stack
+ * answers pings by itself, mid-call included, and flow control keeps the socket's buffer clear for
+ * them, so only a dead or hung peer fails it.
+ */
+export const KEEPALIVE_INTERVAL_MS = 60_000;
+export const KEEPALIVE_TIMEOUT_MS = 20_000;
+
 export interface RunningServer {
   readonly server: grpc.Server;
   readonly port: number;
   setServing(status: ServingStatus): void;
+  /** Stops accepting connections; the ones open go on until the server shuts down. */
+  stopListening(): void;
+  /** Ends every connection still open: after tryShutdown/forceShutdown. */
+  destroyConnections(): void;
 }
 
-export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
+export async function startServer(deps: HandlerDeps, maxConnections: number): Promise<RunningServer> {
   const { config, logger } = deps;
   const server = new grpc.Server({
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': MAX_REPLY_BYTES,
+    // GOAWAY for a connection with no call open: Qlik's engines reconnect on their next call.
+    'grpc.max_connection_idle_ms': config.idleTimeoutMs,
+    'grpc.keepalive_time_ms': KEEPALIVE_INTERVAL_MS,
+    'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
     interceptors: [boundHealthRequests],
   });
   const firstCalls = new FirstCallPerHost();
@@ -72,19 +92,19 @@ export async function startServer(deps: HandlerDeps): Promise<RunningServer> {
   });
   const health = new PluginHealth(['', SERVICE_NAME]);
   health.addToServer(server);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${formatHost(config.host)}:${config.port}`, serverCredentials(config), (error, bound) =>
-      error ? reject(error) : resolve(bound),
-    );
-  });
+  // TLS, when on, is done before grpc-js sees the socket (src/admission.ts).
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   guardHeaderLimits(server);
+  const admission = await admitConnections(
+    injector,
+    { host: config.host, port: config.port, maxConnections, handshakeTimeoutMs: config.handshakeTimeoutMs, tls: tlsServerOptions(config) },
+    logger,
+  );
   return {
     server,
-    port,
+    port: admission.port,
     setServing: (status) => health.setAll(status),
+    stopListening: () => admission.stopListening(),
+    destroyConnections: () => admission.destroyConnections(),
   };
-}
-
-function formatHost(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }

@@ -1,6 +1,6 @@
 /**
- * Server credentials. With SSE_TLS_DIR set: mutual TLS with the files Qlik's certificate guide
- * produces; every client must present a certificate signed by root_cert.pem.
+ * TLS settings. With SSE_TLS_DIR set: mutual TLS with the files Qlik's certificate guide produces;
+ * every client must present a certificate signed by root_cert.pem.
  *
  * The files are checked at start because a TLS mistake otherwise shows up only as "the engine
  * cannot connect" with nothing in the plugin's log: each problem stops the start with the file
@@ -9,8 +9,7 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-
-import { ServerCredentials } from '@grpc/grpc-js';
+import type { TlsOptions } from 'node:tls';
 
 import type { Config } from './config';
 import { ConfigError } from './config';
@@ -128,10 +127,14 @@ export function loadTlsFiles(dir: string, now: Date = new Date()): TlsFiles {
   return { root, cert, key, server, rootCertificate };
 }
 
-export function serverCredentials(config: Pick<Config, 'tlsDir'>): ServerCredentials {
-  if (config.tlsDir === undefined) return ServerCredentials.createInsecure();
+/**
+ * What the handshake needs (src/admission.ts runs it): a client certificate signed by root_cert.pem
+ * or no connection, and HTTP/2 by ALPN, as grpc-js's createSsl(root, [pair], true) asked for.
+ */
+export function tlsServerOptions(config: Pick<Config, 'tlsDir'>): TlsOptions | undefined {
+  if (config.tlsDir === undefined) return undefined;
   const files = loadTlsFiles(config.tlsDir);
-  return ServerCredentials.createSsl(files.root, [{ cert_chain: files.cert, private_key: files.key }], true);
+  return { ca: files.root, cert: files.cert, key: files.key, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] };
 }
 
 export interface TlsSummary {

@@ -45,13 +45,20 @@ export interface SpawnOptions {
   readonly becomeUser?: { readonly uid: number; readonly gid: number };
   /** Its own process group, as in a terminal or under a service manager (signals to -pid reach all). */
   readonly ownGroup?: boolean;
+  /** Started under `ulimit -n` of this many descriptors (soft and hard), through bash's exec: the pid stays the plugin's. */
+  readonly descriptorLimit?: number;
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
   const become = options.becomeUser;
   const preload = become ? ['--require', BECOME_USER_JS] : [];
   const becomeEnv = become ? { TEST_BECOME_UID: String(become.uid), TEST_BECOME_GID: String(become.gid) } : {};
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...preload, MAIN_JS], {
+  const command = [process.execPath, ...NODE_FLAGS, ...preload, MAIN_JS];
+  const limited =
+    options.descriptorLimit === undefined
+      ? command
+      : ['/bin/bash', '-c', `ulimit -n ${options.descriptorLimit} && exec "$@"`, 'bash', ...command];
+  const child = spawn(limited[0] as string, limited.slice(1), {
     env: childEnv({ ...env, ...becomeEnv }),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.ownGroup === true,

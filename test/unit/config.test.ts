@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { describe, it } from 'node:test';
 
-import { ConfigError, loadConfig } from '../../src/config';
+import { ConfigError, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, loadConfig } from '../../src/config';
 
 describe('loadConfig', () => {
   it('has the SPEC defaults', () => {
@@ -108,6 +108,9 @@ describe('loadConfig', () => {
     ['SSE_SANDBOX_PROCESSES', '0', /SSE_SANDBOX_PROCESSES="0" is invalid: expected an integer from 1 to/],
     ['SSE_SANDBOX_MEMORY_MB', '10', /SSE_SANDBOX_MEMORY_MB="10" is invalid: expected an integer from 64/],
     ['SSE_METRICS_HOST', ' ', /SSE_METRICS_HOST=" " is invalid/],
+    ['SSE_MAX_CONNECTIONS', '0', /SSE_MAX_CONNECTIONS="0" is invalid: expected an integer from 1 to 1000000/],
+    ['SSE_HANDSHAKE_TIMEOUT_MS', '50', /SSE_HANDSHAKE_TIMEOUT_MS="50" is invalid: expected an integer from 100 to 600000/],
+    ['SSE_IDLE_TIMEOUT_MS', '0', /SSE_IDLE_TIMEOUT_MS="0" is invalid: expected an integer from 100 to 86400000/],
   ];
   for (const [name, value, message] of bad) {
     it(`refuses ${name}=${value}`, () => {
@@ -117,6 +120,17 @@ describe('loadConfig', () => {
       );
     });
   }
+
+  it('bounds connections: limit from the descriptor limit, 10 s to handshake, 5 min idle, unless told otherwise', () => {
+    const defaults = loadConfig({});
+    assert.deepEqual(
+      [defaults.maxConnections, defaults.handshakeTimeoutMs, defaults.idleTimeoutMs],
+      [undefined, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS],
+    );
+    assert.deepEqual([DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS], [10_000, 300_000]);
+    const set = loadConfig({ SSE_MAX_CONNECTIONS: '40', SSE_HANDSHAKE_TIMEOUT_MS: '300', SSE_IDLE_TIMEOUT_MS: '2000' });
+    assert.deepEqual([set.maxConnections, set.handshakeTimeoutMs, set.idleTimeoutMs], [40, 300, 2000]);
+  });
 
   it('reads SSE_CHUNK_KB, 256 KiB by default', () => {
     assert.equal(loadConfig({}).chunkKb, 256);

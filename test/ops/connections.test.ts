@@ -1,0 +1,182 @@
+/**
+ * Connections are bounded: past SSE_MAX_CONNECTIONS one more is closed at once; one that has not
+ * finished its TLS handshake or sent the HTTP/2 preface by SSE_HANDSHAKE_TIMEOUT_MS is closed; one
+ * with no call open for SSE_IDLE_TIMEOUT_MS gets a GOAWAY and the client reconnects on its next
+ * call; a call in progress is never cut by that idle rule. Real plugin, real clients, raw sockets
+ * for the ones that send nothing.
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { certificatesForSuite } from '../helpers/certs';
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { QlikClient, num, numbers } from '../helpers/qlik-client';
+import { SLOW_SCRIPT, SLOW_SCRIPT_MS } from './process';
+
+const certificates = certificatesForSuite();
+const HANDSHAKE_TIMEOUT_MS = 300;
+const IDLE_TIMEOUT_MS = 700;
+/** Every test here waits for events; this only turns a hang (no fix) into a failure. */
+const TEST_TIMEOUT_MS = 30_000;
+
+interface Idle {
+  readonly socket: net.Socket;
+  /** Resolves when the server closes the connection (we never end it ourselves). */
+  readonly closed: Promise<void>;
+}
+
+function idleSocket(port: number): Promise<Idle> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => resolve({ socket, closed }));
+    const closed = new Promise<void>((done) => socket.once('close', () => done()));
+    socket.once('error', reject);
+    // Reads (and drops) what the server sends, so that its closing the connection is seen.
+    socket.resume();
+  });
+}
+
+async function doubled(client: QlikClient, script = 'args[0] * 2'): Promise<{ code: grpc.status; values: number[]; details: string }> {
+  const result = await client.evaluate({ script, params: [{ dataType: 1 }], bundles: [[[num(21)]]], deadlineMs: 10_000 });
+  return { code: result.code, values: numbers(result), details: result.details };
+}
+
+/** Resolves when the client's channel reaches `state` (event-driven: grpc-js watches it). */
+function channelState(client: QlikClient, state: grpc.connectivityState, withinMs: number): Promise<void> {
+  const channel = client.client.getChannel();
+  const deadline = Date.now() + withinMs;
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      const now = channel.getConnectivityState(false);
+      if (now === state) return resolve();
+      channel.watchConnectivityState(now, deadline, (error) =>
+        error ? reject(new Error(`channel still ${grpc.connectivityState[now]}, not ${grpc.connectivityState[state]}`)) : check(),
+      );
+    };
+    check();
+  });
+}
+
+describe('plaintext connections', () => {
+  const MAX_CONNECTIONS = 4;
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
+      SSE_IDLE_TIMEOUT_MS: String(IDLE_TIMEOUT_MS),
+    });
+  });
+  after(() => t.stop());
+
+  it('past SSE_MAX_CONNECTIONS a connection is refused; connections that send nothing are closed, then a client is served', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    assert.equal(t.plugin.connections.maxConnections, MAX_CONNECTIONS);
+    const idle = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, () => idleSocket(t.plugin.port)));
+    const late = new QlikClient(t.address);
+    try {
+      // The limit is reached: the server closes this client's connection as soon as it accepts it.
+      const refused = await doubled(late);
+      assert.equal(refused.code, grpc.status.UNAVAILABLE, refused.details);
+      assert.deepEqual(refused.values, []);
+    } finally {
+      late.close();
+    }
+    // Nothing sent, not even the HTTP/2 preface: the server closes each one at SSE_HANDSHAKE_TIMEOUT_MS.
+    await Promise.all(idle.map((connection) => connection.closed));
+    assert.deepEqual(
+      idle.map((connection) => connection.socket.destroyed),
+      idle.map(() => true),
+    );
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a connection with no call open gets a GOAWAY after SSE_IDLE_TIMEOUT_MS; the next call reconnects', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      await channelState(client, grpc.connectivityState.IDLE, 10_000);
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a call in progress is not cut by the idle rule (a call several times SSE_IDLE_TIMEOUT_MS long)', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const client = new QlikClient(t.address);
+    try {
+      await client.getCapabilities();
+      assert.ok(SLOW_SCRIPT_MS > 2 * IDLE_TIMEOUT_MS);
+      assert.deepEqual(await doubled(client, SLOW_SCRIPT), { code: grpc.status.OK, values: [21], details: 'OK' });
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('TLS connections', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({
+      SSE_TLS_DIR: certificates().serverDir,
+      SSE_WORKERS: '1',
+      SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
+    });
+  });
+  after(() => t.stop());
+
+  it('a connection that never starts its TLS handshake is closed after SSE_HANDSHAKE_TIMEOUT_MS', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const idle = await idleSocket(t.plugin.port);
+    await idle.closed;
+    assert.equal(idle.socket.bytesRead, 0);
+    await assertTlsClientServed(t.plugin.port);
+  });
+
+  it('a client that completes the handshake but never sends HTTP/2 is closed after SSE_HANDSHAKE_TIMEOUT_MS', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const { client } = certificates();
+    const socket = tls.connect({
+      port: t.plugin.port,
+      host: '127.0.0.1',
+      servername: 'localhost',
+      ca: client.root,
+      cert: client.cert,
+      key: client.key,
+      ALPNProtocols: ['h2'],
+    });
+    socket.on('error', () => undefined);
+    socket.resume();
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    assert.equal(socket.alpnProtocol, 'h2');
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    assert.equal(socket.destroyed, true);
+    await assertTlsClientServed(t.plugin.port);
+  });
+});
+
+async function assertTlsClientServed(port: number): Promise<void> {
+  const { client } = certificates();
+  const good = new QlikClient(`localhost:${port}`, grpc.credentials.createSsl(client.root, client.key, client.cert));
+  try {
+    assert.deepEqual(await doubled(good), { code: grpc.status.OK, values: [42], details: 'OK' });
+  } finally {
+    good.close();
+  }
+}
