@@ -25,7 +25,7 @@ const PING_TIMEOUT_MS = 1_000;
 
 type AnyHttp2Server = http2.Http2Server | http2.Http2SecureServer;
 
-/** Call after bindAsync has resolved. */
+/** Call once the server's http2 servers exist: after createConnectionInjector (src/server.ts). */
 export function guardHeaderLimits(server: grpc.Server): void {
   const servers = (server as unknown as { http2Servers?: Map<AnyHttp2Server, unknown> }).http2Servers;
   if (!(servers instanceof Map)) throw new Error('grpc-js internals changed: Server.http2Servers is missing; re-check src/header-guard.ts');
