@@ -24,9 +24,9 @@ import {
   readTaskFrame,
   type CallSpec,
   type ReceivedFrame,
-  resultFrame,
   type SandboxSettings,
 } from '../src/shared/channel';
+import { resultFrame } from '../src/shared/result-frame';
 import { PluginError } from '../src/shared/errors';
 import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
 import { ThreadPool } from './thread-pool';
