@@ -46,6 +46,12 @@ export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
 export const MAX_RESULT_FRAME_BYTES = 256 * 1024 * 1024;
 /** READY and RETIRE: small JSON. */
 const MAX_CONTROL_FRAME_BYTES = 64 * 1024;
+/**
+ * The most calls a sandbox process keeps open (their specs) at once: the front never has more open
+ * in all processes together (src/sandbox-pool.ts refuses a newcomer as busy), and a sandbox told to
+ * open one more treats it as the front's protocol error (workers/sandbox-main.ts), never evicting one.
+ */
+export const MAX_OPEN_CALLS = 4_096;
 
 /** What a sandbox process needs to know of a call once, before its first task. */
 export interface CallSpec {
@@ -72,6 +78,8 @@ export interface SandboxSettings {
   readonly scriptTimeoutMs: number;
   /** Niceness the process gives all its threads before any script runs (SSE_SANDBOX_NICE). */
   readonly nice: number;
+  /** Calls the process keeps open at once; MAX_OPEN_CALLS unless a test makes it small. */
+  readonly maxOpenCalls?: number;
 }
 
 /** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
