@@ -160,8 +160,14 @@ export class CallPipeline {
       // Parameterless calls run once, whatever arrives; aggregations keep every row until the end.
       if (this.spec.mode === 'once') return;
       const chunks = splitRows(message, this.pending.pieceBytes);
-      this.account.hold(chunks.reduce((n, chunk) => n + chunk.bytes.length, 0));
-      this.pending.push(chunks);
+      const added = this.pending.push(chunks);
+      try {
+        this.account.hold(added);
+      } catch (error) {
+        // Nothing of this message was counted: the rest of what waits goes back, then the call fails.
+        this.account.release(this.pending.clear() - added);
+        throw error;
+      }
       for (const chunk of chunks) this.counts.rowsIn += chunk.rows;
       // An aggregation's rows all go into one sandbox: more than its heap can hold cannot succeed.
       if (this.spec.mode === 'aggregate' && this.pending.bytes > this.memoryLimitBytes) {
@@ -198,7 +204,7 @@ export class CallPipeline {
   /** Sends the waiting chunks, up to about taskBytes, to the pool as one task. */
   private dispatch(): void {
     if (this.options.timeoutMs - this.budget.spentMs <= 0) return this.failTimeout();
-    const { chunks, bytes, rows } = this.pending.take();
+    const { chunks, bytes, rows, heldBytes } = this.pending.take();
     const firstRow = this.rowsDispatched;
     this.rowsDispatched += rows;
     const index = this.nextTask++;
@@ -218,13 +224,13 @@ export class CallPipeline {
       (result) => {
         this.inFlight--;
         this.running.delete(index);
-        this.account.release(bytes);
+        this.account.release(heldBytes);
         this.onResult(index, bytes, result);
       },
       (error: unknown) => {
         this.inFlight--;
         this.running.delete(index);
-        this.account.release(bytes);
+        this.account.release(heldBytes);
         this.fail(PluginError.from(error));
       },
     );
