@@ -17,6 +17,18 @@ export type Logger = pino.Logger;
 const REDACTED_PATHS = ['script', '*.script', 'bundles', '*.bundles', 'rows', '*.rows'];
 
 /**
+ * The longest text a log field keeps, and how many items of a list: app and user ids, the peer, a
+ * request id, an error message — anything a client controls — are cut here, in the one place every
+ * line goes through (pino's formatters.log), so a 16 KB app id costs a line ~300 bytes, not 16 KB.
+ * Error stacks (the plugin's own) keep more.
+ */
+export const MAX_LOG_FIELD_CHARS = 256;
+const MAX_LOG_STACK_CHARS = 4_096;
+const MAX_LOG_LIST_ITEMS = 64;
+/** Nested objects are followed this deep; deeper ones are logged as a marker. */
+const MAX_LOG_DEPTH = 4;
+
+/**
  * `auto` is pretty only when the lines go to stdout and stdout is a terminal: a given destination
  * (a test's capture, a file) gets JSON unless `pretty` is asked for.
  */
@@ -26,6 +38,8 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
     base: { service: 'qlik-sse-js' },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    formatters: { log: (fields) => boundFields(fields, 0) as Record<string, unknown> },
+    serializers: { err: (error: Error) => boundFields(pino.stdSerializers.err(error), 0) },
   };
   if (isPretty(format, destination)) return pino(options, prettyStream(destination));
   return destination ? pino(options, destination) : pino(options);
@@ -34,4 +48,29 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
 function isPretty(format: LogFormat, destination: pino.DestinationStream | undefined): boolean {
   if (format === 'auto') return destination === undefined && process.stdout.isTTY;
   return format === 'pretty';
+}
+
+/** A copy of a line's fields with every text cut to MAX_LOG_FIELD_CHARS and every list to MAX_LOG_LIST_ITEMS. */
+export function boundFields(value: unknown, depth: number, key = ''): unknown {
+  if (typeof value === 'string') return cut(value, key === 'stack' ? MAX_LOG_STACK_CHARS : MAX_LOG_FIELD_CHARS);
+  if (typeof value !== 'object' || value === null || !isPlain(value)) return value;
+  if (depth >= MAX_LOG_DEPTH) return '[nested too deep]';
+  if (Array.isArray(value)) {
+    const items = value.slice(0, MAX_LOG_LIST_ITEMS).map((item) => boundFields(item, depth + 1));
+    if (value.length > MAX_LOG_LIST_ITEMS) items.push(`[${value.length - MAX_LOG_LIST_ITEMS} more]`);
+    return items;
+  }
+  const bounded: Record<string, unknown> = {};
+  for (const [name, field] of Object.entries(value)) bounded[name] = boundFields(field, depth + 1, name);
+  return bounded;
+}
+
+function cut(text: string, maxChars: number): string {
+  return text.length <= maxChars ? text : `${text.slice(0, maxChars)}…[${text.length - maxChars} more chars]`;
+}
+
+/** Plain objects and arrays are bounded; anything else (an Error before its serializer, a Date) goes to pino as it is. */
+function isPlain(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null || Array.isArray(value);
 }

@@ -14,6 +14,7 @@
  *   of everyone else answer right, only later.
  * The supervisor replaces the dead process at once, or after a growing delay when they keep dying.
  */
+import { MAX_OPEN_CALLS } from './shared/channel';
 import { PluginError } from './shared/errors';
 import type { Logger } from './log';
 import type { TaskResult } from './shared/task';
@@ -30,6 +31,11 @@ export class SandboxPool implements TaskRunner {
   private readonly tasks = new Map<number, QueuedTask>();
   private readonly queue = new TaskQueue();
   private readonly retries = new TaskQueue();
+  /**
+   * Calls with a task admitted and not closed yet (closeCall): a sandbox process keeps the spec of
+   * each it saw, so no process can be asked to keep more than this many (MAX_OPEN_CALLS).
+   */
+  private readonly openCalls = new Set<number>();
   private nextTaskId = 1;
   private closing = false;
 
@@ -99,6 +105,11 @@ export class SandboxPool implements TaskRunner {
   run(request: TaskRequest): Promise<TaskResult> {
     if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
     if (this.queueSize >= this.settings.maxQueue) return Promise.reject(busyError(this.settings.maxQueue));
+    if (!this.openCalls.has(request.callId)) {
+      // A newcomer is refused, never an open call: its later tasks must find their spec in any process.
+      if (this.openCalls.size >= this.maxOpenCalls) return Promise.reject(openCallsError(this.maxOpenCalls));
+      this.openCalls.add(request.callId);
+    }
     return new Promise<TaskResult>((resolve, reject) => {
       const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, sentAt: 0, settled: false };
       this.tasks.set(task.id, task);
@@ -111,7 +122,12 @@ export class SandboxPool implements TaskRunner {
 
   /** The call ended: sandbox processes that saw it may forget it. */
   closeCall(callId: number): void {
+    this.openCalls.delete(callId);
     for (const sandbox of this.sandboxes) sandbox?.closeCall(callId);
+  }
+
+  private get maxOpenCalls(): number {
+    return this.settings.maxOpenCalls ?? MAX_OPEN_CALLS;
   }
 
   /** Fails what is queued and ends every sandbox process (the app lets calls in flight end first). */
@@ -261,5 +277,12 @@ export function busyError(maxQueue: number): PluginError {
   return new PluginError(
     'RESOURCE_EXHAUSTED',
     `the plugin is busy: ${maxQueue} chunks are already waiting for a sandbox (SSE_MAX_QUEUE); try again shortly`,
+  );
+}
+
+export function openCallsError(maxOpenCalls: number): PluginError {
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the plugin is busy: ${maxOpenCalls} calls are open at once, the most it keeps (calls whose client has not sent its last rows count too); try again shortly`,
   );
 }

@@ -14,7 +14,6 @@ import {
   Frame,
   FrameReader,
   RESULTS_FD,
-  decodeResult,
   frameHeader,
   openCallFrame,
   parseJson,
@@ -24,6 +23,7 @@ import {
   type SandboxSettings,
   type Retirement,
 } from './shared/channel';
+import { decodeResult } from './shared/result-frame';
 import type { TaskResult } from './shared/task';
 
 const SANDBOX_MAIN = path.join(__dirname, '..', 'workers', 'sandbox-main.js');

@@ -24,6 +24,8 @@ export interface PoolSettings {
   readonly sandboxMemoryMb: number | undefined;
   /** Niceness of the sandbox processes' threads (SSE_SANDBOX_NICE); 0 when not given. */
   readonly sandboxNice?: number;
+  /** Calls open at once, front and sandboxes alike; MAX_OPEN_CALLS (src/shared/channel.ts) unless a test makes it small. */
+  readonly maxOpenCalls?: number;
 }
 
 export interface PoolEvents {
@@ -117,6 +119,7 @@ export class SandboxSupervisor {
         memoryLimitMb: this.settings.memoryLimitMb,
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
+        ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
       let timer: NodeJS.Timeout | undefined;

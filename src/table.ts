@@ -12,9 +12,9 @@
  */
 import type { Metadata } from '@grpc/grpc-js';
 
-import { tableTooLargeError } from './shared/limit-errors';
+import { tableColumnsError, tableTooLargeError } from './shared/limit-errors';
 import { NULL_CELL, RowMessageWriter } from './shared/replies';
-import { CELL_NUMBER, CELL_TEXT, DataType, type TableChunk, type TaskSuccess } from './shared/task';
+import { CELL_NUMBER, CELL_TEXT, DataType, MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskSuccess } from './shared/task';
 import { tableHeader } from './table-header';
 
 export { TABLE_HEADER } from './table-header';
@@ -43,6 +43,12 @@ export class TableHold {
   private state: 'undecided' | 'holding' | 'streaming';
   private readonly held: TaskSuccess[] = [];
   private heldBytes = 0;
+  /**
+   * The call's column names, one string each: every chunk's meta JSON parses into strings of its
+   * own, and a held chunk keeps these instead, so a name repeated in every chunk is kept once.
+   */
+  private readonly names = new Map<string, string>();
+  private nameBytes = 0;
 
   constructor(
     tableAllowed: boolean,
@@ -64,7 +70,7 @@ export class TableHold {
   take(result: TaskSuccess, bytes: number): TaskSuccess[] {
     if (this.state !== 'streaming' && result.table !== null) {
       this.state = 'holding';
-      this.held.push(result);
+      this.held.push({ ...result, table: { ...result.table, keys: this.intern(result.table.keys) } });
       this.heldBytes += bytes;
       if (this.heldBytes > this.maxBytes) throw tableTooLargeError(this.memoryLimitMb);
       return [];
@@ -73,6 +79,22 @@ export class TableHold {
     const ready = this.held.splice(0);
     ready.push(result);
     return ready;
+  }
+
+  /**
+   * The kept string of each name; throws past MAX_TABLE_COLUMNS or MAX_TABLE_KEY_BYTES over all the
+   * call's chunks (each chunk is bounded by its sandbox, their union here: more than Qlik reads).
+   */
+  private intern(keys: readonly string[]): string[] {
+    return keys.map((key) => {
+      const kept = this.names.get(key);
+      if (kept !== undefined) return kept;
+      this.nameBytes += Buffer.byteLength(key, 'utf8');
+      if (this.names.size >= MAX_TABLE_COLUMNS || this.nameBytes > MAX_TABLE_KEY_BYTES)
+        throw tableColumnsError(MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES);
+      this.names.set(key, key);
+      return key;
+    });
   }
 
   /** At the call's end: the held results joined into one table, or null for mixed shapes (see drain). */
@@ -87,6 +109,21 @@ export class TableHold {
   drain(): TaskSuccess[] {
     return this.held.splice(0);
   }
+}
+
+/** A name's slot in a chunk's keys and its string's header, beyond its characters. */
+const NAME_OVERHEAD_BYTES = 16;
+
+/**
+ * What a kept table chunk takes in the front beyond its replies: its part of the RESULT frame (cell
+ * ends, cells, kinds; src/shared/result-frame.ts), the aligned copy of its cell ends, and its names:
+ * in the frame's meta JSON (up to 3 bytes a UTF-16 unit) and as strings (2 bytes a unit; kept once
+ * per call, see TableHold, but counted with every chunk: a bound, not a tally).
+ */
+export function tableChunkBytes(table: TableChunk): number {
+  let nameBytes = 0;
+  for (const key of table.keys) nameBytes += 5 * key.length + NAME_OVERHEAD_BYTES;
+  return table.cells.byteLength + table.kinds.byteLength + 2 * table.cellEnds.byteLength + nameBytes;
 }
 
 /** Row entries take at most this much framing each (tag and a length of up to 5 bytes). */

@@ -18,6 +18,8 @@ import {
   CONTROL_STATE,
   CONTROL_TIMEOUT_MS,
   DataType,
+  MAX_TABLE_COLUMNS,
+  MAX_TABLE_KEY_BYTES,
   TASK_DONE,
   TASK_FATAL,
   TASK_RUNNING,
@@ -157,6 +159,8 @@ function runtimeInput(spec: ScriptSpec, columns: readonly Column[], task: Evalua
     cols: columns.map((c) => ({ t: c.type, n: c.nums, s: c.strs?.text ?? null, l: c.strs?.lengths ?? null })),
     // V8 strings take one or two bytes a character; bound the result text by the heap limit.
     maxChars: Math.floor((limits.memoryLimitMb * 1024 * 1024) / 2),
+    maxColumns: MAX_TABLE_COLUMNS,
+    maxKeyBytes: MAX_TABLE_KEY_BYTES,
   };
 }
 

@@ -29,6 +29,9 @@ export interface RuntimeInput {
   readonly bound: readonly number[];
   readonly cols: readonly { t: number; n: Float64Array | null; s: string | null; l: Uint32Array | null }[];
   readonly maxChars: number;
+  /** A table's bounds (MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES in src/shared/task.ts): past them it is refused here. */
+  readonly maxColumns: number;
+  readonly maxKeyBytes: number;
   /** A new call on a context an earlier call of the same key used: reset the global object first. */
   readonly reset?: boolean;
 }
@@ -37,6 +40,8 @@ export interface RuntimeTable {
   shape: 'array' | 'object';
   keys: string[];
   columns: { nums: Float64Array; strs: string[]; kinds: Uint8Array }[];
+  /** More columns or bytes of names than the bounds: nothing of the table is kept (workers/output-check.ts refuses it). */
+  tooWide?: true;
 }
 
 export type RuntimeOutput =
@@ -380,16 +385,29 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   /**
    * Null when the table's text and cells would pass maxChars: a string repeated in every cell is
    * one string here but one copy per cell once it leaves the isolate, so each cell counts in full.
+   * Its names are bounded too (maxColumns, maxKeyBytes of UTF-8): one cached 40 MB key is one string
+   * here but a copy in every chunk that leaves the isolate, so a table past them leaves nothing but
+   * the refusal (tooWide).
    */
-  function buildTable(vals: unknown[], shape: 'array' | 'object', maxChars: number): RuntimeTable | null {
+  function buildTable(
+    vals: unknown[],
+    shape: 'array' | 'object',
+    maxChars: number,
+    maxColumns: number,
+    maxKeyBytes: number,
+  ): RuntimeTable | null {
     const rows = vals.length;
     let chars = 0;
+    let keyBytes = 0;
     const keys: string[] = [];
     const index = new Map<string, number>();
     const columns: RuntimeTable['columns'] = [];
-    const columnFor = (key: string): RuntimeTable['columns'][number] => {
+    const columnFor = (key: string): RuntimeTable['columns'][number] | null => {
       let at = index.get(key);
       if (at === undefined) {
+        // UTF-8 takes at least a byte per UTF-16 unit: a long key is refused before it is measured.
+        keyBytes += key.length > maxKeyBytes ? key.length : utf8Length(key);
+        if (keys.length >= maxColumns || keyBytes > maxKeyBytes) return null;
         at = keys.length;
         index.set(key, at);
         keys[at] = key;
@@ -405,6 +423,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
         const key = rowKeys === null ? 'Field' + (c + 1) : (rowKeys[c] as string);
         const v = rowKeys === null ? (row as unknown as unknown[])[c] : row[key];
         const col = columnFor(key);
+        if (col === null) return { shape, keys: [], columns: [], tooWide: true };
         chars += CELL_CHARS + setCell(col, r, v);
       }
       if (chars > maxChars) return null;
@@ -510,11 +529,13 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   function sealTable(table: RuntimeTable): RuntimeTable {
     const { shape, keys, columns } = table;
     const width = isArray(columns) ? columns.length : 0;
-    return {
+    const sealed: RuntimeTable = {
       shape: shape === 'array' || shape === 'object' ? shape : (StringFn(shape) as 'array'),
       keys: denseStrings(keys, width),
       columns: dense(width, (c) => sealColumn((columns as unknown[])[c] as RuntimeTable['columns'][number])),
     };
+    if (table.tooWide === true) sealed.tooWide = true;
+    return sealed;
   }
 
   function sealColumn(column: RuntimeTable['columns'][number]): RuntimeTable['columns'][number] {
@@ -619,7 +640,7 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     let table: RuntimeTable | null = null;
     if (tableVals !== null && tableShape !== null) {
       try {
-        table = buildTable(tableVals, tableShape, maxChars);
+        table = buildTable(tableVals, tableShape, maxChars, input.maxColumns, input.maxKeyBytes);
       } catch (e) {
         const { name, message } = errorText(e);
         return { ok: false, kind: 'convert', name, message, row: 0 };

@@ -5,12 +5,14 @@
  * hostile result can only fail its own call, never confuse (or amplify work in) the main process.
  */
 import { PluginError } from '../src/shared/errors';
-import { DataType } from '../src/shared/task';
+import { tableColumnsError } from '../src/shared/limit-errors';
+import { DataType, MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES } from '../src/shared/task';
 import type { RuntimeOutput, RuntimeTable } from './isolate-runtime';
 
 type Success = Extract<RuntimeOutput, { ok: true }>;
 
 export function checkOutput(output: Success, rows: number, returnType: DataType): void {
+  if (output.table !== null) checkTableBounds(output.table);
   const fine =
     numbersFine(output, rows, returnType) && textFine(output, rows, returnType) && (output.table === null || tableFine(output.table, rows));
   if (!fine)
@@ -54,4 +56,21 @@ function tableFine(table: RuntimeTable, rows: number): boolean {
       column.strs.length === rows &&
       column.strs.every((s) => typeof s === 'string'),
   );
+}
+
+/**
+ * A table's names travel to the front with every chunk: past MAX_TABLE_COLUMNS or MAX_TABLE_KEY_BYTES
+ * (more than Qlik reads) the call fails here, whatever the runtime (in the script's reach) reported.
+ */
+function checkTableBounds(table: RuntimeTable): void {
+  const { keys } = table;
+  if (table.tooWide === true) throw tableColumnsError(MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES);
+  if (!Array.isArray(keys)) return;
+  if (keys.length > MAX_TABLE_COLUMNS) throw tableColumnsError(MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES);
+  let keyBytes = 0;
+  for (const key of keys) {
+    if (typeof key !== 'string') return;
+    keyBytes += Buffer.byteLength(key, 'utf8');
+    if (keyBytes > MAX_TABLE_KEY_BYTES) throw tableColumnsError(MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES);
+  }
 }

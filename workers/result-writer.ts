@@ -12,7 +12,8 @@
  */
 import { writevSync } from 'node:fs';
 
-import { RESULTS_FD, resultFrame } from '../src/shared/channel';
+import { RESULTS_FD } from '../src/shared/channel';
+import { resultFrame } from '../src/shared/result-frame';
 import type { TaskResult } from '../src/shared/task';
 
 const UNLOCKED = 0;

@@ -18,15 +18,16 @@ import {
   CHANNEL_FD,
   Frame,
   FrameReader,
+  MAX_OPEN_CALLS,
   RESULTS_FD,
   jsonFrame,
   parseJson,
   readTaskFrame,
   type CallSpec,
   type ReceivedFrame,
-  resultFrame,
   type SandboxSettings,
 } from '../src/shared/channel';
+import { resultFrame } from '../src/shared/result-frame';
 import { PluginError } from '../src/shared/errors';
 import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
 import { ThreadPool } from './thread-pool';
@@ -36,9 +37,6 @@ interface OpenCall {
   /** Int32[BUDGET_SPENT_MS], shared by the call's tasks on this process's threads. */
   readonly budget: SharedArrayBuffer;
 }
-
-/** Calls whose CLOSE_CALL was lost to a race are forgotten oldest first past this many. */
-const MAX_OPEN_CALLS = 4_096;
 
 /**
  * A child inherits every descriptor its parent opened without close-on-exec (the front's own parent,
@@ -98,7 +96,7 @@ function main(): void {
   const end = (): void => void process.kill(process.pid, 'SIGKILL');
   channel.on('end', end).on('close', end).on('error', end);
   const pool = new ThreadPool(options.threads, options, (retirement) => channel.write(jsonFrame(Frame.RETIRE, 0, retirement)));
-  const calls = new Map<number, OpenCall>();
+  const calls = new OpenCalls(options.maxOpenCalls ?? MAX_OPEN_CALLS);
   const reader = new FrameReader((frame) => onFrame(frame, calls, pool, channel));
   pool.ready().then(
     () => {
@@ -112,11 +110,30 @@ function main(): void {
   );
 }
 
-function onFrame(frame: ReceivedFrame, calls: Map<number, OpenCall>, pool: ThreadPool, channel: net.Socket): void {
+/**
+ * The calls the front has opened here and not closed. The front never opens more than maxOpenCalls
+ * (src/sandbox-pool.ts); one more is the front's protocol error, and this process ends rather than
+ * forget a call whose tasks may still come (the front then sends them again to a new process).
+ */
+class OpenCalls extends Map<number, OpenCall> {
+  constructor(private readonly maxOpenCalls: number) {
+    super();
+  }
+
+  open(callId: number, call: OpenCall): void {
+    if (!this.has(callId) && this.size >= this.maxOpenCalls) {
+      process.stderr.write(`sandbox process: protocol error: the front opened more than ${this.maxOpenCalls} calls at once\n`);
+      process.kill(process.pid, 'SIGKILL');
+      return;
+    }
+    this.set(callId, call);
+  }
+}
+
+function onFrame(frame: ReceivedFrame, calls: OpenCalls, pool: ThreadPool, channel: net.Socket): void {
   switch (frame.kind) {
     case Frame.OPEN_CALL:
-      calls.set(frame.id, { call: parseJson<CallSpec>(frame.payload), budget: newBudget() });
-      if (calls.size > MAX_OPEN_CALLS) calls.delete(calls.keys().next().value as number);
+      calls.open(frame.id, { call: parseJson<CallSpec>(frame.payload), budget: newBudget() });
       return;
     case Frame.CLOSE_CALL:
       calls.delete(frame.id);
@@ -142,7 +159,7 @@ async function runTask(
   taskId: number,
   payload: Uint8Array,
   owned: boolean,
-  calls: Map<number, OpenCall>,
+  calls: OpenCalls,
   pool: ThreadPool,
 ): Promise<TaskResult | null> {
   const task = readTaskFrame(payload);

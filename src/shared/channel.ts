@@ -14,13 +14,12 @@
  *                   RESULT     id = task   payload = encodeResult()
  *                   RETIRE     id = 0      payload = JSON Retirement
  *
- * RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
+ * RESULT payloads are coded in src/shared/result-frame.ts. RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
  * themselves (workers/result-writer.ts): a result crosses no thread on its way back, so a one-row
  * call pays one write and one read each way. The sandbox's main thread writes a RESULT on fd 3 only
  * for a task its thread could not answer (the thread died, or could not write).
  */
-import type { ErrorData } from './errors';
-import type { ScriptSpec, TableChunk, TaskResult } from './task';
+import type { ScriptSpec } from './task';
 
 export const Frame = {
   OPEN_CALL: 1,
@@ -38,8 +37,21 @@ export const RESULTS_FD = 4;
 
 export const HEADER_BYTES = 9;
 const TASK_FIELDS_BYTES = 16;
-/** No frame is larger: a task is at most a few MiB of rows, a result at most a few replies and a table chunk. */
+/** No frame from the front is larger: a task is at most a few MiB of rows (an aggregation: the memory limit). */
 export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
+/**
+ * No RESULT frame is larger: a sandbox sends a failure instead of a larger result (resultFrame), and
+ * the front refuses a larger one before it allocates anything (a sandbox is not trusted).
+ */
+export const MAX_RESULT_FRAME_BYTES = 256 * 1024 * 1024;
+/** READY and RETIRE: small JSON. */
+const MAX_CONTROL_FRAME_BYTES = 64 * 1024;
+/**
+ * The most calls a sandbox process keeps open (their specs) at once: the front never has more open
+ * in all processes together (src/sandbox-pool.ts refuses a newcomer as busy), and a sandbox told to
+ * open one more treats it as the front's protocol error (workers/sandbox-main.ts), never evicting one.
+ */
+export const MAX_OPEN_CALLS = 4_096;
 
 /** What a sandbox process needs to know of a call once, before its first task. */
 export interface CallSpec {
@@ -66,6 +78,8 @@ export interface SandboxSettings {
   readonly scriptTimeoutMs: number;
   /** Niceness the process gives all its threads before any script runs (SSE_SANDBOX_NICE). */
   readonly nice: number;
+  /** Calls the process keeps open at once; MAX_OPEN_CALLS unless a test makes it small. */
+  readonly maxOpenCalls?: number;
 }
 
 /** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
@@ -196,7 +210,8 @@ export class FrameReader {
     let at = 0;
     while (data.length - at >= HEADER_BYTES) {
       const payloadBytes = data.readUInt32LE(at);
-      if (payloadBytes > MAX_FRAME_BYTES) throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
+      if (payloadBytes > maxPayloadBytes(data.readUInt8(at + 4)))
+        throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
       const frameBytes = HEADER_BYTES + payloadBytes;
       if (data.length - at < frameBytes) {
         this.gathering = { frame: Buffer.allocUnsafeSlow(frameBytes), filled: 0 };
@@ -227,97 +242,19 @@ export class FrameReader {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// RESULT payloads. Success: u8 1 | u8 nondeterministic | u32 rowsOut | f64 scriptMs | u32 replies
-// | u32 tableMetaBytes | u32 length per reply | replies | table (see encodeTable) ; failure: u8 0 | JSON.
-
-interface FailureData {
-  readonly error: ErrorData;
-  readonly scriptMs: number;
-  readonly isolateRebuilt: boolean;
-  readonly timedOut: boolean;
-}
-
-/** The pieces of a RESULT payload, to be written one after another (no join of the reply bytes). */
-export function encodeResult(result: TaskResult): Uint8Array[] {
-  if (!result.ok) {
-    const failure: FailureData = {
-      error: result.error,
-      scriptMs: result.scriptMs,
-      isolateRebuilt: result.isolateRebuilt,
-      timedOut: result.timedOut,
-    };
-    return [Uint8Array.of(0), Buffer.from(JSON.stringify(failure), 'utf8')];
+/** Checked on the header, before a frame's buffer is allocated: an unknown kind is refused at once. */
+function maxPayloadBytes(kind: number): number {
+  switch (kind) {
+    case Frame.OPEN_CALL:
+    case Frame.TASK:
+    case Frame.CLOSE_CALL:
+      return MAX_FRAME_BYTES;
+    case Frame.RESULT:
+      return MAX_RESULT_FRAME_BYTES;
+    case Frame.READY:
+    case Frame.RETIRE:
+      return MAX_CONTROL_FRAME_BYTES;
+    default:
+      return -1;
   }
-  const table = result.table === null ? [] : encodeTable(result.table);
-  const fixed = Buffer.allocUnsafe(22 + 4 * result.replies.length);
-  fixed.writeUInt8(1, 0);
-  fixed.writeUInt8(result.nondeterministic ? 1 : 0, 1);
-  fixed.writeUInt32LE(result.rowsOut, 2);
-  fixed.writeDoubleLE(result.scriptMs, 6);
-  fixed.writeUInt32LE(result.replies.length, 14);
-  fixed.writeUInt32LE(table[0]?.byteLength ?? 0, 18);
-  result.replies.forEach((reply, i) => {
-    fixed.writeUInt32LE(reply.byteLength, 22 + 4 * i);
-  });
-  return [fixed, ...result.replies, ...table];
-}
-
-/** A whole RESULT frame, header first, in pieces for one writev. */
-export function resultFrame(taskId: number, result: TaskResult): Uint8Array[] {
-  const pieces = encodeResult(result);
-  const payloadBytes = pieces.reduce((n, piece) => n + piece.byteLength, 0);
-  return [frameHeader(Frame.RESULT, taskId, payloadBytes), ...pieces];
-}
-
-export function decodeResult(payload: Uint8Array): TaskResult {
-  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  if (buf.readUInt8(0) === 0) {
-    const failure = parseJson<FailureData>(buf.subarray(1));
-    return { ok: false, ...failure };
-  }
-  const replyCount = buf.readUInt32LE(14);
-  const tableMetaBytes = buf.readUInt32LE(18);
-  let at = 22 + 4 * replyCount;
-  const replies: Uint8Array[] = [];
-  for (let i = 0; i < replyCount; i++) {
-    const length = buf.readUInt32LE(22 + 4 * i);
-    replies.push(buf.subarray(at, at + length));
-    at += length;
-  }
-  return {
-    ok: true,
-    nondeterministic: buf.readUInt8(1) === 1,
-    rowsOut: buf.readUInt32LE(2),
-    scriptMs: buf.readDoubleLE(6),
-    replies,
-    table: tableMetaBytes === 0 ? null : decodeTable(buf.subarray(at), tableMetaBytes),
-  };
-}
-
-interface TableMeta {
-  readonly shape: TableChunk['shape'];
-  readonly keys: readonly string[];
-  readonly rows: number;
-  readonly cellBytes: number;
-}
-
-/** meta JSON | u32 end offset per cell | cell bytes | u8 kind per cell. */
-function encodeTable(table: TableChunk): Uint8Array[] {
-  const meta: TableMeta = { shape: table.shape, keys: table.keys, rows: table.rows, cellBytes: table.cells.byteLength };
-  const ends = new Uint8Array(table.cellEnds.buffer, table.cellEnds.byteOffset, table.cellEnds.byteLength);
-  return [Buffer.from(JSON.stringify(meta), 'utf8'), ends, table.cells, table.kinds];
-}
-
-function decodeTable(buf: Buffer, metaBytes: number): TableChunk {
-  const meta = parseJson<TableMeta>(buf.subarray(0, metaBytes));
-  const cellCount = meta.rows * meta.keys.length;
-  let at = metaBytes;
-  // Copied: a Uint32Array needs an aligned offset.
-  const cellEnds = new Uint32Array(cellCount);
-  new Uint8Array(cellEnds.buffer).set(buf.subarray(at, at + 4 * cellCount));
-  at += 4 * cellCount;
-  const cells = buf.subarray(at, at + meta.cellBytes);
-  at += meta.cellBytes;
-  return { shape: meta.shape, keys: meta.keys, rows: meta.rows, cellEnds, cells, kinds: buf.subarray(at, at + cellCount) };
 }

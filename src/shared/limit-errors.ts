@@ -17,3 +17,11 @@ export function tableTooLargeError(memoryLimitMb: number): PluginError {
     `the table result is larger than the memory limit of ${memoryLimitMb} MB (SSE_MEMORY_LIMIT_MB)`,
   );
 }
+
+/** A table result with more columns, or longer names, than MAX_TABLE_COLUMNS / MAX_TABLE_KEY_BYTES. */
+export function tableColumnsError(maxColumns: number, maxKeyBytes: number): PluginError {
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the table result has more than ${maxColumns} columns or more than ${maxKeyBytes} bytes of column names, more than a Qlik engine reads; return fewer columns or shorter names`,
+  );
+}

@@ -78,6 +78,16 @@ export function newBudget(): SharedArrayBuffer {
   return new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
 }
 
+/**
+ * The most columns, and UTF-8 bytes of column names together, a table result may have. A Qlik engine
+ * reads at most 815 columns, or 5,703 bytes of one name, in the table header (src/table-header.ts:
+ * 7,680 bytes of base64 description), so nothing Qlik could read is refused; the sandbox refuses a
+ * wider chunk before sending it (workers/output-check.ts) and the front the union of a call's chunks
+ * (src/table.ts), so neither ever holds more names than this for a call.
+ */
+export const MAX_TABLE_COLUMNS = 1_024;
+export const MAX_TABLE_KEY_BYTES = 8_192;
+
 export const CELL_NULL = 0;
 export const CELL_NUMBER = 1;
 export const CELL_TEXT = 2;

@@ -2,6 +2,7 @@
 import { startPlugin, type Plugin } from '../../src/app';
 import { loadConfig, type Config } from '../../src/config';
 import { createLogger, type Logger } from '../../src/log';
+import type { PoolSettings } from '../../src/sandbox-pool';
 import { QlikClient } from './qlik-client';
 
 export interface TestPlugin {
@@ -12,8 +13,15 @@ export interface TestPlugin {
   stop(): Promise<void>;
 }
 
-/** logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines). */
-export async function startTestPlugin(env: Record<string, string> = {}, logger?: Logger): Promise<TestPlugin> {
+/**
+ * logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines).
+ * pool: settings no variable sets, made small by a test (maxOpenCalls); the pool takes them with the config.
+ */
+export async function startTestPlugin(
+  env: Record<string, string> = {},
+  logger?: Logger,
+  pool: Partial<Pick<PoolSettings, 'maxOpenCalls'>> = {},
+): Promise<TestPlugin> {
   const config = loadConfig({
     SSE_PORT: '0',
     SSE_HOST: '127.0.0.1',
@@ -21,7 +29,7 @@ export async function startTestPlugin(env: Record<string, string> = {}, logger?:
     SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
     ...env,
   });
-  const plugin = await startPlugin(config, logger ?? createLogger(config.logLevel));
+  const plugin = await startPlugin(Object.assign({}, config, pool), logger ?? createLogger(config.logLevel));
   const address = `127.0.0.1:${plugin.port}`;
   const client = new QlikClient(address);
   return {

@@ -12,6 +12,7 @@ import { status } from '@grpc/grpc-js';
 import { CACHE_HEADER } from '../../src/pipeline';
 import { decodeMessage, messages } from '../../src/proto';
 import { PluginError } from '../../src/shared/errors';
+import { MAX_TABLE_KEY_BYTES } from '../../src/shared/task';
 import { TABLE_HEADER } from '../../src/table';
 import { bundle, failure, settle, startPipeline, success, tableResult } from '../helpers/pipeline-fakes';
 
@@ -181,6 +182,35 @@ describe('CallPipeline: tables', () => {
     assert.equal(stream.written.length, 1);
     stream.emit('end');
     assert.equal((await outcome).summary.table, false);
+  });
+});
+
+describe('CallPipeline: table names', () => {
+  it("counts each held chunk's column names in the call's held bytes", async () => {
+    const name = 'k'.repeat(8_000);
+    const { stream, runner, held } = startPipeline({ tableAllowed: true });
+    stream.emit('data', bundle(3));
+    for (const n of [0, 1, 2]) runner.finish(n, tableResult(n, 'object', name));
+    await settle();
+    assert.deepEqual(stream.written, [], 'held until the last row');
+    assert.ok(held.bytes >= 3 * name.length, `held ${held.bytes} bytes for three chunks named by ${name.length} characters each`);
+    stream.emit('cancelled');
+    await settle();
+  });
+
+  it('fails once the names of all its chunks pass MAX_TABLE_KEY_BYTES, naming the bounds, and gives its bytes back', async () => {
+    const { stream, runner, held, outcome } = startPipeline({ tableAllowed: true });
+    stream.emit('data', bundle(3));
+    // Each chunk alone is within the bounds; together they pass them.
+    for (const n of [0, 1, 2]) runner.finish(n, tableResult(n, 'object', String(n).repeat(MAX_TABLE_KEY_BYTES / 2)));
+    await settle();
+    assert.equal(stream.errors.length, 1, 'failed while the client is still sending');
+    assert.equal(stream.errors[0]?.code, status.RESOURCE_EXHAUSTED);
+    const { error } = await outcome;
+    assert.equal(error?.code, 'RESOURCE_EXHAUSTED');
+    assert.match(stream.errors[0]?.details ?? '', /more than 1024 columns or more than 8192 bytes of column names/);
+    assert.deepEqual(stream.written, []);
+    assert.equal(held.bytes, 0);
   });
 });
 

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
-import { Frame, FrameReader, decodeResult, type ReceivedFrame } from '../../src/shared/channel';
+import { Frame, FrameReader, type ReceivedFrame } from '../../src/shared/channel';
+import { decodeResult } from '../../src/shared/result-frame';
 import type { TaskResult } from '../../src/shared/task';
 import { ResultWriter, newResultLock } from '../../workers/result-writer';
 

@@ -1,0 +1,91 @@
+/**
+ * RESULT payloads as the front reads them (src/shared/result-frame.ts): a sandbox process is not
+ * trusted, so a payload whose lengths do not add up, or whose table names pass the bounds the sandbox
+ * is meant to keep, is refused before anything is allocated from it; a result the front keeps owns
+ * exactly its bytes; and a frame header that claims more than any sandbox sends is refused at once.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { Frame, FrameReader, MAX_RESULT_FRAME_BYTES, frameHeader } from '../../src/shared/channel';
+import { decodeResult, encodeResult, resultFrame } from '../../src/shared/result-frame';
+import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskSuccess } from '../../src/shared/task';
+import { tableResult } from '../helpers/pipeline-fakes';
+
+const payloadOf = (result: TaskSuccess): Buffer => Buffer.concat(encodeResult(result));
+
+function withTable(table: Partial<TableChunk>): TaskSuccess {
+  const result = tableResult(7);
+  return { ...result, table: { ...(result.table as TableChunk), ...table } };
+}
+
+describe('decodeResult', () => {
+  it('reads back a table chunk as sent', () => {
+    const decoded = decodeResult(payloadOf(tableResult(7, 'object', 'name')));
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.table?.keys, ['name']);
+    assert.equal(decoded.table?.rows, 1);
+  });
+
+  it(`refuses a chunk with more than ${MAX_TABLE_COLUMNS} names or ${MAX_TABLE_KEY_BYTES} bytes of names`, () => {
+    const long = withTable({ keys: ['k'.repeat(MAX_TABLE_KEY_BYTES + 1)] });
+    assert.throws(() => decodeResult(payloadOf(long)), /table meta/);
+    const wide = withTable({ keys: Array.from({ length: MAX_TABLE_COLUMNS + 1 }, (_, i) => `c${i}`), rows: 0 });
+    assert.throws(
+      () =>
+        decodeResult(
+          payloadOf({
+            ...wide,
+            table: { ...(wide.table as TableChunk), cells: new Uint8Array(0), cellEnds: new Uint32Array(0), kinds: new Uint8Array(0) },
+          }),
+        ),
+      /table meta/,
+    );
+  });
+
+  it('refuses a chunk whose rows claim more cells than the payload holds, before allocating them', () => {
+    assert.throws(() => decodeResult(payloadOf(withTable({ rows: 0xffffffff }))), /do not add up/);
+  });
+
+  it('refuses replies that run past the payload', () => {
+    const payload = payloadOf(tableResult(7));
+    payload.writeUInt32LE(0xfffffff0, 22);
+    assert.throws(() => decodeResult(payload), /shorter than its replies/);
+  });
+
+  it('refuses cell ends that do not match the cells', () => {
+    assert.throws(() => decodeResult(payloadOf(withTable({ cellEnds: Uint32Array.of(3) }))), /cell ends/);
+  });
+
+  it('a payload that is a view of a larger read is copied: the result holds its own bytes only', () => {
+    const payload = payloadOf(tableResult(7));
+    const read = Buffer.alloc(65_536);
+    payload.copy(read, 1_000);
+    const decoded = decodeResult(read.subarray(1_000, 1_000 + payload.length));
+    assert.ok(decoded.ok);
+    assert.equal(decoded.replies[0]?.buffer.byteLength, payload.length);
+    assert.equal(decoded.table?.cells.buffer.byteLength, payload.length);
+  });
+});
+
+describe('RESULT frames and their bound', () => {
+  it(`a sandbox sends a failure instead of a result larger than ${MAX_RESULT_FRAME_BYTES} bytes`, () => {
+    const reply = new Uint8Array(1024 * 1024);
+    const huge: TaskSuccess = { ...tableResult(1), table: null, replies: Array.from({ length: 257 }, () => reply) };
+    const pieces = resultFrame(9, huge);
+    const frame = Buffer.concat(pieces);
+    assert.ok(frame.length < 1_000);
+    const decoded = decodeResult(frame.subarray(9));
+    assert.equal(decoded.ok, false);
+    assert.ok(!decoded.ok && decoded.error.code === 'RESOURCE_EXHAUSTED');
+    assert.match(decoded.ok ? '' : decoded.error.message, /more than a sandbox sends back at once/);
+  });
+
+  it('the front refuses a RESULT header claiming more, or a frame of an unknown kind, before allocating it', () => {
+    const reader = new FrameReader(() => undefined);
+    assert.throws(() => reader.push(frameHeader(Frame.RESULT, 1, MAX_RESULT_FRAME_BYTES + 1)), /larger than any the other side sends/);
+    const unknown = frameHeader(Frame.RESULT, 1, 10);
+    unknown.writeUInt8(99, 4);
+    assert.throws(() => new FrameReader(() => undefined).push(unknown), /larger than any the other side sends/);
+  });
+});
