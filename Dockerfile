@@ -7,7 +7,7 @@
 #   docker run -d -p 50051:50051 --stop-timeout 30 --restart on-failure --memory 4g --ulimit core=0 \
 #     -v /srv/sse-certs/server:/certs/server:ro -v /srv/sse-certs/client:/certs/client:ro \
 #     -e SSE_TLS_DIR=/certs/server \
-#     --health-cmd 'node dist/src/healthcheck.js /certs/client' qlik-sse-js
+#     --health-cmd 'node dist/src/ops/healthcheck.js /certs/client' qlik-sse-js
 #
 # Scripts cannot end the container: a sandbox process that crashes, hangs or passes its memory fence
 # (SSE_SANDBOX_MEMORY_MB) is replaced by the front. A restart policy is still advised for the front itself
@@ -49,14 +49,14 @@ COPY --from=build /app/proto ./proto
 COPY --from=build /app/dist ./dist
 # The starter library: SSE_FUNCTIONS_DIR=/app/functions to use it, or mount your own folder
 # (read-only: -v /srv/sse-functions:/functions:ro -e SSE_FUNCTIONS_DIR=/functions).
-COPY functions ./functions
+COPY examples/functions ./functions
 # The node image's unprivileged user (uid 1000).
 USER node
 # 50051: gRPC (qlik.sse.Connector and grpc.health.v1.Health). 9464: /metrics when SSE_METRICS_PORT=9464.
 EXPOSE 50051 9464
 # Plaintext probe; with SSE_TLS_DIR set, pass a client certificate folder (see the top of this file).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "dist/src/healthcheck.js"]
+  CMD ["node", "dist/src/ops/healthcheck.js"]
 # SIGTERM: refuse new calls, finish the calls in flight (SSE_SHUTDOWN_GRACE_MS, default 10 s), exit 0.
 # Give `docker stop` more than that (--stop-timeout 30 or compose stop_grace_period: 30s).
 STOPSIGNAL SIGTERM

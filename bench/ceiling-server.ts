@@ -13,9 +13,8 @@
  * Run as a child process: BENCH_PORT=<port> node --no-node-snapshot dist/bench/ceiling-server.js
  */
 import * as grpc from '@grpc/grpc-js';
-
-import { decodeMessage, messages } from '../src/proto';
-import { DataType, FunctionType } from '../src/shared/task';
+import { DataType, FunctionType } from '../src/contract/task';
+import { decodeMessage, messages } from '../src/grpc/proto';
 import { countRows, numericReply } from './wire';
 
 const raw = (value: Buffer): Buffer => value;

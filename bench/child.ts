@@ -2,7 +2,7 @@
  * A server under test in its own process, so its memory is its own: started with the same node
  * flags as `npm start`, ready once it answers GetCapabilities, measured through /proc/<pid>/status.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 

@@ -5,10 +5,10 @@
 import type * as grpc from '@grpc/grpc-js';
 
 import type { ChildServer } from './child';
+import { type CallOutcome, connect, evaluate, expectOk } from './client';
 import { NoiseMonitor } from './noise';
-import { TICK_MS, cpuTicks, processTree } from './proc';
-import { connect, evaluate, expectOk, type CallOutcome } from './client';
-import { latency, median, type Latency } from './stats';
+import { cpuTicks, processTree, TICK_MS } from './proc';
+import { type Latency, latency, median } from './stats';
 import { verifyReplies, type Workload } from './workloads';
 
 export interface Target {

@@ -1,5 +1,5 @@
 /** Reads of /proc for one process and its descendants (a plugin may run sandboxes as child processes). */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Fields of /proc/<pid>/stat after the command name, which may itself hold spaces. */
 function statFields(pid: number): string[] | undefined {

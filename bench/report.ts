@@ -1,6 +1,6 @@
 /** Prints the bench's figures, each next to the ceiling's from the same run, and the targets. */
 import type { Concurrent, Soak, Throughput } from './measure';
-import { mb, ms, rate, ratio, type Latency } from './stats';
+import { type Latency, mb, ms, rate, ratio } from './stats';
 import type { Workload } from './workloads';
 
 export const CEILING = 'ceiling';

@@ -18,11 +18,12 @@ import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 import type { ChildServer } from './child';
-import { concurrentClients, sequentialLatencies, soak, target, throughput, type Soak, type Target, type Throughput } from './measure';
+import { concurrentClients, type Soak, sequentialLatencies, soak, type Target, type Throughput, target, throughput } from './measure';
+import { NoiseMonitor } from './noise';
 import {
   CEILING,
-  PLUGIN,
   heading,
+  PLUGIN,
   printConcurrent,
   printInFlight,
   printLatency,
@@ -31,10 +32,9 @@ import {
   printThroughput,
   type TargetCheck,
 } from './report';
-import { NoiseMonitor } from './noise';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from './servers';
 import { benchSizes, type Sizes } from './sizes';
-import { ms, ratio, type Latency } from './stats';
+import { type Latency, ms, ratio } from './stats';
 import { aggregateWorkload, cpuHeavyWorkload, numericWorkload, scalarWorkload, stringWorkload, type Workload } from './workloads';
 
 /** Before each part, wait up to QUIET_WAIT_MS for a second in which others use under QUIET_SHARE of the CPUs. */

@@ -5,8 +5,8 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 
-import { decodeMessage, messages } from '../src/proto';
-import { DataType, FunctionType, encodeBundle, scriptMetadata, type Dual } from '../test/helpers/qlik-client';
+import { decodeMessage, messages } from '../src/grpc/proto';
+import { DataType, type Dual, encodeBundle, FunctionType, scriptMetadata } from '../test/helpers/qlik-client';
 import { countRows } from './wire';
 
 export interface Workload {

@@ -3,15 +3,14 @@
  * main.ts and by the tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
-
-import { METRICS_MAX_CONNECTIONS, descriptorBudget, readDescriptorLimit, type DescriptorBudget } from './admission';
-import type { Config } from './config';
+import { HeldBytes } from './calls/held-bytes';
 import { FunctionRegistry } from './functions/registry';
-import { HeldBytes } from './held-bytes';
-import { createLogger, type Logger } from './log';
-import { Metrics } from './metrics';
-import { SandboxPool } from './sandbox-pool';
-import { startServer, type RunningServer } from './server';
+import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
+import { type RunningServer, startServer } from './grpc/server';
+import type { Config } from './ops/config';
+import { createLogger, type Logger } from './ops/log';
+import { Metrics } from './ops/metrics';
+import { SandboxPool } from './sandboxes/pool';
 
 export interface Plugin {
   readonly port: number;

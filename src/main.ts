@@ -2,11 +2,11 @@
  * Entry point: validate the environment and the certificates, start the plugin, log how to reach
  * it, and stop cleanly on SIGTERM/SIGINT (drain calls, dispose sandboxes, close the pool, exit 0).
  */
-import { startPlugin, type Plugin } from './app';
-import { loadConfig, ConfigError, type Config } from './config';
-import { createLogger, type Logger } from './log';
-import { logStartup } from './startup-log';
-import { loadTlsFiles, type TlsFiles } from './tls';
+import { type Plugin, startPlugin } from './app';
+import { type Config, ConfigError, loadConfig } from './ops/config';
+import { createLogger, type Logger } from './ops/log';
+import { logStartup } from './ops/startup-log';
+import { loadTlsFiles, type TlsFiles } from './ops/tls';
 
 /** After stop() the process should end by itself; if a handle still holds it, exit anyway. */
 const EXIT_WATCHDOG_MS = 3_000;

@@ -1,6 +1,6 @@
 /**
  * A sandbox thread's way back to the front: the RESULT frame of a task goes straight onto the
- * results socket (fd 4, src/shared/channel.ts) from the thread that ran it, as one writev, instead
+ * results socket (fd 4, src/contract/channel.ts) from the thread that ran it, as one writev, instead
  * of through the sandbox's main thread, which would be one more thread to wake per task (for a
  * one-row call that hand-off cost about as much as running the script: bench/RESULTS.md).
  *
@@ -12,9 +12,9 @@
  */
 import { writevSync } from 'node:fs';
 
-import { RESULTS_FD } from '../src/shared/channel';
-import { resultFrame } from '../src/shared/result-frame';
-import type { TaskResult } from '../src/shared/task';
+import { RESULTS_FD } from '../src/contract/channel';
+import { resultFrame } from '../src/contract/result-frame';
+import type { TaskResult } from '../src/contract/task';
 
 const UNLOCKED = 0;
 const LOCKED = 1;

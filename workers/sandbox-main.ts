@@ -1,7 +1,7 @@
 /**
- * Entry point of a sandbox process (started by src/sandbox-process.ts, never by a person). It owns a
+ * Entry point of a sandbox process (started by src/sandboxes/sandbox-process.ts, never by a person). It owns a
  * piscina pool of threads, each with its isolated-vm isolate, and talks to the front over fd 3 in
- * the frames of src/shared/channel.ts: a call's spec once, then its tasks of raw row bytes. Results
+ * the frames of src/contract/channel.ts: a call's spec once, then its tasks of raw row bytes. Results
  * go back as encoded reply bytes on fd 4, written by the threads themselves. Whatever a script does
  * here costs this process, never the front.
  *
@@ -10,26 +10,26 @@
  * (Ctrl+C reaches the whole process group; the front drains calls first, then ends it) and ends
  * itself at once when the channel closes, so a front that was killed leaves no sandbox behind.
  */
-import { closeSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { getPriority, setPriority } from 'node:os';
 
 import {
+  type CallSpec,
   CHANNEL_FD,
   Frame,
   FrameReader,
-  MAX_OPEN_CALLS,
-  RESULTS_FD,
   jsonFrame,
+  MAX_OPEN_CALLS,
   parseJson,
-  readTaskFrame,
-  type CallSpec,
+  RESULTS_FD,
   type ReceivedFrame,
+  readTaskFrame,
   type SandboxSettings,
-} from '../src/shared/channel';
-import { resultFrame } from '../src/shared/result-frame';
-import { PluginError } from '../src/shared/errors';
-import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/shared/task';
+} from '../src/contract/channel';
+import { PluginError } from '../src/contract/errors';
+import { resultFrame } from '../src/contract/result-frame';
+import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/contract/task';
 import { ThreadPool } from './thread-pool';
 
 interface OpenCall {
@@ -112,7 +112,7 @@ function main(): void {
 
 /**
  * The calls the front has opened here and not closed. The front never opens more than maxOpenCalls
- * (src/sandbox-pool.ts); one more is the front's protocol error, and this process ends rather than
+ * (src/sandboxes/pool.ts); one more is the front's protocol error, and this process ends rather than
  * forget a call whose tasks may still come (the front then sends them again to a new process).
  */
 class OpenCalls extends Map<number, OpenCall> {

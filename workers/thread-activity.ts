@@ -4,7 +4,7 @@
  * thread stuck there would take no task and be seen by no one. One shared Int32 pair per thread:
  * a busy-period number (0 when idle, never 0 when busy) and that period's time limit.
  */
-import type { ThreadActivity } from './sandbox';
+import type { ThreadActivity } from './thread/sandbox';
 
 /** Threads per sandbox process that can report; a thread replaced after a crash takes the next pair. */
 const SLOTS = 64;

@@ -9,29 +9,28 @@
  * alternatives compiles for seconds): the task runs on well past its time limit. A thread also enters
  * its isolate between tasks (workers/thread-activity.ts), watched the same way for a while after the
  * last task. Either way the thread is lost, and with it the memory it holds: the pool reports the task to blame through
- * onRetire, takes no more work, and the front ends the whole process (src/sandbox-process.ts).
+ * onRetire, takes no more work, and the front ends the whole process (src/sandboxes/sandbox-process.ts).
  */
 import path from 'node:path';
 
 import Piscina from 'piscina';
-
-import { PluginError } from '../src/shared/errors';
-import { memoryLimitError } from '../src/shared/limit-errors';
+import type { Retirement } from '../src/contract/channel';
+import { PluginError } from '../src/contract/errors';
+import { memoryLimitError } from '../src/contract/limit-errors';
 import {
   CONTROL_STATE,
   CONTROL_TIMEOUT_MS,
+  type EvaluateTask,
+  newControl,
   TASK_FATAL,
   TASK_RUNNING,
-  newControl,
-  type EvaluateTask,
   type TaskResult,
-} from '../src/shared/task';
-import type { Retirement } from '../src/shared/channel';
+} from '../src/contract/task';
 import { newResultLock } from './result-writer';
-import type { SandboxLimits } from './sandbox';
+import type { SandboxLimits } from './thread/sandbox';
 import { ActivityWatch, newActivityCells } from './thread-activity';
 
-const THREAD_FILE = path.join(__dirname, 'evaluate.js');
+const THREAD_FILE = path.join(__dirname, 'thread', 'evaluate.js');
 /** How long past its time limit a running task may go before its thread is presumed stuck. */
 export const STUCK_GRACE_MS = 1_000;
 const WATCH_INTERVAL_MS = 50;

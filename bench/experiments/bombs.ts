@@ -13,10 +13,9 @@
  * BOMBS_ONLY (a substring of a bomb's name) narrow a run.
  */
 import { loadavg } from 'node:os';
-
+import type { RestartReason } from '../../src/sandboxes/pool';
 import { startTestPlugin, type TestPlugin } from '../../test/helpers/plugin';
 import { evalText } from '../../test/helpers/sandbox-calls';
-import type { RestartReason } from '../../src/sandbox-pool';
 import { NoiseMonitor } from '../noise';
 
 const SAMPLE_MS = 50;

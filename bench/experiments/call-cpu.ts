@@ -9,8 +9,8 @@
  *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/call-cpu.js scalar 3000
  */
 import type { ChildServer } from '../child';
-import { sequentialLatencies, target, type Target } from '../measure';
-import { TICK_MS, cpuTicks } from '../proc';
+import { sequentialLatencies, type Target, target } from '../measure';
+import { cpuTicks, TICK_MS } from '../proc';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
 import { ms } from '../stats';

@@ -7,7 +7,7 @@
  *
  *   node dist/bench/experiments/cpu-profile.js <folder of .cpuprofile files> [pid of the front]
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 interface ProfileNode {

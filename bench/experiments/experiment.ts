@@ -15,7 +15,7 @@
  * scalar (1-row, sequential) and scalar4 (1-row from several clients).
  * BENCH_QUICK=1 (a tenth of the sizes) and BENCH_PLUGIN_FLAGS (extra node flags for the front) apply.
  */
-import { concurrentClients, sequentialLatencies, sequentialLatency, target, throughput, type Target } from '../measure';
+import { concurrentClients, sequentialLatencies, sequentialLatency, type Target, target, throughput } from '../measure';
 import { NoiseMonitor } from '../noise';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';

@@ -7,10 +7,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 
-import { contextKey } from '../../src/context-key';
-import { createLogger } from '../../src/log';
-import { Metrics } from '../../src/metrics';
-import { readScriptCall } from '../../src/request-header';
+import { contextKey } from '../../src/calls/context-key';
+import { readScriptCall } from '../../src/calls/request-header';
+import { createLogger } from '../../src/ops/log';
+import { Metrics } from '../../src/ops/metrics';
 import { DataType, FunctionType, scriptMetadata } from '../../test/helpers/qlik-client';
 
 const ROUNDS = 20_000;

@@ -4,11 +4,11 @@
  * with the same name (Qlik names are case-insensitive) the one in the earlier file is kept, and a
  * name whose id collides with an earlier name's is refused. A bad file never stops the others.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { parseFunctionFile, type Problem } from './parse-file';
-import { toPluginFunction, type PluginFunction } from './signature';
+import { type Problem, parseFunctionFile } from './parse-file';
+import { type PluginFunction, toPluginFunction } from './signature';
 
 /** Larger files are refused: function files are hand-written code, not data. */
 export const MAX_FUNCTION_FILE_BYTES = 1024 * 1024;

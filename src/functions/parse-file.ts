@@ -10,10 +10,10 @@
  * File-level problems (a syntax error, a stray statement, a `require` or `import()`) refuse the whole
  * file; a problem in one definition refuses only that function. Every problem has a line.
  */
-import { parse, type AnyNode, type Expression, type Node, type Program, type Statement } from 'acorn';
+import { type AnyNode, type Expression, type Node, type Program, parse, type Statement } from 'acorn';
 
-import { keyName, lineOf, readDefinition, type FileText, type Problem } from './read-definition';
-import { fileScript, type DefinedFunction, type FunctionSource } from './signature';
+import { type FileText, keyName, lineOf, type Problem, readDefinition } from './read-definition';
+import { type DefinedFunction, type FunctionSource, fileScript } from './signature';
 
 export type { Problem } from './read-definition';
 

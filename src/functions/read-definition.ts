@@ -6,17 +6,17 @@
 import type { Expression, Node, ObjectExpression, Pattern, Property, SpreadElement } from 'acorn';
 
 import {
+  type DefinedFunction,
+  type FunctionParam,
   KINDS,
+  type KindName,
   MAX_NAME_CHARS,
   NAME_PATTERN,
   PARAM_TYPES,
-  RETURN_TYPES,
-  SCRIPT_FUNCTION_NAMES,
-  type FunctionParam,
-  type DefinedFunction,
-  type KindName,
   type ParamTypeName,
+  RETURN_TYPES,
   type ReturnTypeName,
+  SCRIPT_FUNCTION_NAMES,
 } from './signature';
 
 export interface Problem {

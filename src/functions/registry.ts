@@ -13,13 +13,13 @@
  * registry watches the path again (checking every REWATCH_MS while it is missing), keeping the
  * functions loaded before meanwhile.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { type FSWatcher, watch } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
-import { ConfigError } from '../config';
-import type { Logger } from '../log';
-import { EMPTY_FUNCTION_SET, loadFunctionFolder, type FunctionSet } from './load-folder';
+import { ConfigError } from '../ops/config';
+import type { Logger } from '../ops/log';
+import { EMPTY_FUNCTION_SET, type FunctionSet, loadFunctionFolder } from './load-folder';
 import { functionDefinition, type PluginFunction } from './signature';
 
 /** Quiet time after the last change event before the folder is read again. */

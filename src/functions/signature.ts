@@ -9,14 +9,14 @@
  * The functions of one file share one script text (fileScript): the file's helpers, then a selector
  * that makes the per-row function of entry n (ScriptSpec.factory and .entry). The sandbox evaluates it
  * once per call context, so `run` is created once per call, never per row, and the text is the same
- * for every call of every function of the file, so each sandbox compiles it once (workers/sandbox.ts
+ * for every call of every function of the file, so each sandbox compiles it once (workers/thread/sandbox.ts
  * caches by text). One text per file, not the helpers copied into each function: a 0.95 MiB file of
  * 5,000 functions and 0.4 MiB of helpers took the front 2.1 GB of heap and 18.6 s to read that way.
  * `run` sees only its own parameters and the helpers: the wrapper's `args` is outside its scope.
  */
 import { createHash } from 'node:crypto';
 
-import { DataType, FunctionType, type EvaluationMode, type ScriptSpec } from '../shared/task';
+import { DataType, type EvaluationMode, FunctionType, type ScriptSpec } from '../contract/task';
 
 /** How the file says it: `kind`. */
 export const KINDS = { row: FunctionType.SCALAR, tensor: FunctionType.TENSOR, aggregation: FunctionType.AGGREGATION } as const;

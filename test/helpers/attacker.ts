@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 
-import { DataType, FunctionType, QlikClient, encodeBundle, num } from './qlik-client';
+import { DataType, encodeBundle, FunctionType, num, QlikClient } from './qlik-client';
 
 export interface AttackResult {
   readonly code: number;

@@ -8,7 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 import { status } from '@grpc/grpc-js';
 
-import { QlikClient, num, numbers } from './qlik-client';
+import { num, numbers, QlikClient } from './qlik-client';
 import { evalRows } from './sandbox-calls';
 
 export interface BystanderReport {

@@ -1,5 +1,5 @@
 /**
- * Fakes for the unit tests of the call pipeline (src/pipeline.ts), so that reordering, held tables
+ * Fakes for the unit tests of the call pipeline (src/calls/pipeline.ts), so that reordering, held tables
  * and backpressure are tested by what happens, in an order the test chooses, never by timing: a
  * stream that records what the pipeline does to it and whose writes complete (or need a drain) on
  * command, and a task runner that holds every task until the test finishes it, in any order.
@@ -8,12 +8,12 @@ import { EventEmitter } from 'node:events';
 
 import type { Metadata, StatusObject } from '@grpc/grpc-js';
 
-import { HeldBytes } from '../../src/held-bytes';
-import { CallPipeline, type CallOutcome, type CallStream } from '../../src/pipeline';
-import type { PluginError } from '../../src/shared/errors';
-import { encodeDualCell } from '../../src/shared/replies';
-import { CELL_NUMBER, DataType, type EvaluationMode, type TableChunk, type TaskResult, type TaskSuccess } from '../../src/shared/task';
-import type { TaskRequest, TaskRunner } from '../../src/task-runner';
+import { HeldBytes } from '../../src/calls/held-bytes';
+import { type CallOutcome, CallPipeline, type CallStream } from '../../src/calls/pipeline';
+import type { PluginError } from '../../src/contract/errors';
+import { encodeDualCell } from '../../src/contract/replies';
+import { CELL_NUMBER, DataType, type EvaluationMode, type TableChunk, type TaskResult, type TaskSuccess } from '../../src/contract/task';
+import type { TaskRequest, TaskRunner } from '../../src/sandboxes/task-runner';
 import { encodeBundle, num } from './qlik-client';
 
 /** What the pipeline uses of grpc-js's ServerDuplexStream, with everything it does recorded. */

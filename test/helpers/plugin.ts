@@ -1,8 +1,8 @@
 /** Starts the real plugin on 127.0.0.1:0 with a real pool, and a client connected to it. */
-import { startPlugin, type Plugin } from '../../src/app';
-import { loadConfig, type Config } from '../../src/config';
-import { createLogger, type Logger } from '../../src/log';
-import type { PoolSettings } from '../../src/sandbox-pool';
+import { type Plugin, startPlugin } from '../../src/app';
+import { type Config, loadConfig } from '../../src/ops/config';
+import { createLogger, type Logger } from '../../src/ops/log';
+import type { PoolSettings } from '../../src/sandboxes/pool';
 import { QlikClient } from './qlik-client';
 
 export interface TestPlugin {

@@ -1,2 +1,2 @@
-/** The tests' Qlik-engine stand-in: the client `npm run try` uses too, kept in src/client/. */
-export * from '../../src/client/qlik-client';
+/** The tests' Qlik-engine stand-in: the client `npm run try` uses too, kept in src/cli/. */
+export * from '../../src/cli/qlik-client';

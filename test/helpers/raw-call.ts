@@ -7,7 +7,7 @@ import http2 from 'node:http2';
 
 import type * as grpc from '@grpc/grpc-js';
 
-import { encodeBundle, scriptMetadata, type Dual, type ScriptCallOptions } from './qlik-client';
+import { type Dual, encodeBundle, type ScriptCallOptions, scriptMetadata } from './qlik-client';
 
 export interface RawResult {
   readonly code: grpc.status;

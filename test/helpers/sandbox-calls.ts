@@ -4,16 +4,16 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 
 import {
+  type CallResult,
   DataType,
+  type Dual,
   FunctionType,
   num,
   numbers,
-  str,
-  strings,
-  type CallResult,
-  type Dual,
   type QlikClient,
   type ScriptCallOptions,
+  str,
+  strings,
 } from './qlik-client';
 
 export { DataType, FunctionType };

@@ -4,10 +4,10 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { encodeMessage, messages } from '../../src/proto';
+import { encodeMessage, messages } from '../../src/grpc/proto';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { type CallResult, DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { openRawCall } from '../helpers/raw-call';
-import { DataType, FunctionType, num, numbers, scriptMetadata, type CallResult } from '../helpers/qlik-client';
 
 const N = DataType.NUMERIC;
 const INVALID_ARGUMENT = 3;

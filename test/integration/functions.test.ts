@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, dual, num, numbers, str, strings, type Dual } from '../helpers/qlik-client';
+import { DataType, type Dual, dual, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 
 const N = DataType.NUMERIC;
 const S = DataType.STRING;

@@ -1,6 +1,6 @@
 /**
  * What a client controls never makes a log line long: app and user ids, the peer, a request id, an
- * error message are cut to MAX_LOG_FIELD_CHARS in the one place every line goes through (src/log.ts,
+ * error message are cut to MAX_LOG_FIELD_CHARS in the one place every line goes through (src/ops/log.ts,
  * pino's formatters.log). A client sending 16 KB ids used to cost 17 KB of log per refused call.
  */
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { MAX_LOG_FIELD_CHARS, createLogger } from '../../src/log';
+import { createLogger, MAX_LOG_FIELD_CHARS } from '../../src/ops/log';
 import { startTestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers } from '../helpers/qlik-client';
 

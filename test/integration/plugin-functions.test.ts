@@ -2,10 +2,10 @@
  * Plugin functions end to end: the real plugin in locked-down mode (SSE_ALLOW_SCRIPT=false) with a
  * functions folder, called by the real gRPC client through GetCapabilities and ExecuteFunction. The
  * folder is a copy of test/fixtures/functions (every kind, type and refusal) and of the starter
- * library in functions/; the reload tests edit it while the plugin runs.
+ * library in examples/functions/; the reload tests edit it while the plugin runs.
  */
 import assert from 'node:assert/strict';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -14,10 +14,10 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { functionId } from '../../src/functions/signature';
-import { createLogger } from '../../src/log';
-import { decodeMessage, messages } from '../../src/proto';
+import { decodeMessage, messages } from '../../src/grpc/proto';
+import { createLogger } from '../../src/ops/log';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, dual, num, numbers, str, strings, type CallResult, type Dual } from '../helpers/qlik-client';
+import { type CallResult, DataType, type Dual, dual, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 
 const REPO = path.join(__dirname, '..', '..', '..');
 let t: TestPlugin;
@@ -26,7 +26,7 @@ const logLines: Record<string, unknown>[] = [];
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'sse-plugin-functions-'));
-  await cp(path.join(REPO, 'functions'), dir, { recursive: true });
+  await cp(path.join(REPO, 'examples', 'functions'), dir, { recursive: true });
   await cp(path.join(REPO, 'test', 'fixtures', 'functions'), dir, { recursive: true });
   const sink = new Writable({
     write: (chunk: Buffer, _e, done) => {
@@ -225,7 +225,7 @@ describe('ExecuteFunction errors', () => {
   });
 });
 
-describe('the starter library (functions/)', () => {
+describe('the starter library (examples/functions/)', () => {
   it('Slugify, PadLeft, PadRight', async () => {
     assert.deepEqual(strings(await call('Slugify', [[str('Crème Brûlée, 2 pers.')], [str('  Hello  World!  ')], [str('')]])), [
       'creme-brulee-2-pers',

@@ -4,9 +4,9 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { decodeMessage, messages } from '../../src/proto';
+import { decodeMessage, messages } from '../../src/grpc/proto';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, numbers, str, strings, type CallResult } from '../helpers/qlik-client';
+import { type CallResult, DataType, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 
 const N = DataType.NUMERIC;
 const S = DataType.STRING;

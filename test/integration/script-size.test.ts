@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { ccoreCall, hasCcore, type CcoreOutcome } from '../helpers/ccore';
+import { type CcoreOutcome, ccoreCall, hasCcore } from '../helpers/ccore';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, num, numbers } from '../helpers/qlik-client';
 

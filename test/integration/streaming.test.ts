@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { MAX_REPLY_BYTES } from '../../src/shared/replies';
+import { MAX_REPLY_BYTES } from '../../src/contract/replies';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 

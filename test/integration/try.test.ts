@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
-const TRY_JS = path.join(__dirname, '..', '..', 'src', 'try', 'main.js');
-const BIN_JS = path.join(__dirname, '..', '..', 'src', 'try', 'bin.js');
+const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
+const BIN_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'bin.js');
 const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 
 interface Ran {

@@ -8,10 +8,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
-
-import { encodeMessage, messages } from '../../src/proto';
-import { DataType as Type } from '../../src/shared/task';
-import { MAX_TABLE_HEADER_BYTES, TABLE_HEADER, tableHeader, tableHeaderBytes } from '../../src/table-header';
+import { MAX_TABLE_HEADER_BYTES, TABLE_HEADER, tableHeader, tableHeaderBytes } from '../../src/calls/table-header';
+import { DataType as Type } from '../../src/contract/task';
+import { encodeMessage, messages } from '../../src/grpc/proto';
 import { ccoreCall, NO_CCORE } from '../helpers/ccore';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, num } from '../helpers/qlik-client';

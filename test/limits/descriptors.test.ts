@@ -6,15 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { softDescriptorLimit } from '../../src/admission';
-import { QlikClient, num, numbers } from '../helpers/qlik-client';
-import { spawnMain, startMain, until, type LogLine, type PluginProcess } from '../ops/process';
+import { softDescriptorLimit } from '../../src/grpc/admission';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
+import { type LogLine, type PluginProcess, spawnMain, startMain, until } from '../ops/process';
 
 const hasPrlimit = spawnSync('prlimit', ['--version']).status === 0;
 /** Scaled down from 450 connections under `ulimit -n 400`. */

@@ -12,7 +12,7 @@ import { status } from '@grpc/grpc-js';
 
 import { functionId } from '../../src/functions/signature';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, str, strings, type CallResult } from '../helpers/qlik-client';
+import { type CallResult, num, str, strings } from '../helpers/qlik-client';
 import { evalText, waitFor } from '../helpers/sandbox-calls';
 
 /** Heavy calls of one app or user: a few hundred ms of CPU each, far below the 5 s time limit. */
@@ -45,7 +45,7 @@ async function assertHeavyAnswered(heavy: Heavy): Promise<void> {
 describe('two threads shared fairly between apps and users', () => {
   let t: TestPlugin;
   before(async () => {
-    t = await startTestPlugin({ SSE_WORKERS: '2', SSE_FUNCTIONS_DIR: path.resolve('functions') });
+    t = await startTestPlugin({ SSE_WORKERS: '2', SSE_FUNCTIONS_DIR: path.resolve('examples', 'functions') });
   });
   after(async () => t.stop());
 

@@ -2,22 +2,21 @@
  * Issue 12, items 2 to 8: hostile clients and scripts against the real plugin, each scaled down to
  * seconds. Each attack runs while another client makes normal calls (test/helpers/bystander.ts: each
  * must answer right within a second) and the front's event loop is watched (the front runs in this
- * process). After each attack, everything the front held for calls (src/held-bytes.ts) is back to 0:
+ * process). After each attack, everything the front held for calls (src/calls/held-bytes.ts) is back to 0:
  * no path (success, failure, refusal, cancel) leaks budget.
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
-
+import { MAX_REPLY_BYTES } from '../../src/contract/replies';
+import { decodeMessage, messages } from '../../src/grpc/proto';
 import { aggregateOneRowMessages } from '../helpers/attacker';
 import { assertServed, describeReport, withBystander } from '../helpers/bystander';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, str, type Dual } from '../helpers/qlik-client';
-import { openRawCall, openStalledCall, rawCall, type RawCall, type StalledCall } from '../helpers/raw-call';
+import { DataType, type Dual, FunctionType, num, str } from '../helpers/qlik-client';
+import { openRawCall, openStalledCall, type RawCall, rawCall, type StalledCall } from '../helpers/raw-call';
 import { readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
-import { decodeMessage, messages } from '../../src/proto';
-import { MAX_REPLY_BYTES } from '../../src/shared/replies';
 
 const MB = 1024 * 1024;
 const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.NUMERIC, params: [{ dataType: DataType.NUMERIC }] };

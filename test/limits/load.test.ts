@@ -10,8 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, str, type CallResult } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, bigRow, evalRows, evalText, textOf, timed, waitFor } from '../helpers/sandbox-calls';
+import { type CallResult, num, numbers, str } from '../helpers/qlik-client';
+import { assertServing, bigRow, DataType, evalRows, evalText, FunctionType, textOf, timed, waitFor } from '../helpers/sandbox-calls';
 
 /** A call of `chunks` chunks (rows over 256 KiB each), each spinning for `spinMs` (or for ever when negative). */
 function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}): Promise<CallResult> {

@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, strings, type CallResult } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { type CallResult, num, strings } from '../helpers/qlik-client';
+import { assertServing, DataType, evalRows, evalText, FunctionType, textOf, timed } from '../helpers/sandbox-calls';
 
 /** Small enough that the bombs reach it fast; security.md has the figures for 64 and 128 MB too. */
 const LIMIT_MB = 32;

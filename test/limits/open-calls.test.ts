@@ -11,12 +11,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
-
-import { decodeMessage, messages } from '../../src/proto';
-import { SandboxProcess, type SandboxExit } from '../../src/sandbox-process';
-import { DataType as Type, type TaskResult } from '../../src/shared/task';
+import { type TaskResult, DataType as Type } from '../../src/contract/task';
+import { decodeMessage, messages } from '../../src/grpc/proto';
+import { type SandboxExit, SandboxProcess } from '../../src/sandboxes/sandbox-process';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, encodeBundle, num } from '../helpers/qlik-client';
+import { DataType, encodeBundle, FunctionType, num } from '../helpers/qlik-client';
 import { openRawCall, type RawCall } from '../helpers/raw-call';
 import { waitFor } from '../helpers/sandbox-calls';
 

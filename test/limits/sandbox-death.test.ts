@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
-
-import { DataType, FunctionType, encodeBundle, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { DataType, encodeBundle, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { assertServing, evalRows, evalText, readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
 
 const TIMEOUT_MS = 1_500;

@@ -12,7 +12,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, str, type Dual } from '../helpers/qlik-client';
+import { DataType, type Dual, FunctionType, num, str } from '../helpers/qlik-client';
 import { openRawCall, rawCall } from '../helpers/raw-call';
 import { waitFor } from '../helpers/sandbox-calls';
 

@@ -9,8 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, str, strings, type CallResult } from '../helpers/qlik-client';
-import { DataType, assertServing, bigRow, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { type CallResult, num, numbers, str, strings } from '../helpers/qlik-client';
+import { assertServing, bigRow, DataType, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
 
 const LIMIT_MS = 1_000;
 /** isolated-vm's timeout fires on time; the parent kills a worker at the budget + 500 ms at the latest. */

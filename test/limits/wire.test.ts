@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { encodeBundle, num, numbers, scriptHeader, str, strings, type CallResult, type ScriptCallOptions } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing } from '../helpers/sandbox-calls';
+import { type CallResult, encodeBundle, num, numbers, type ScriptCallOptions, scriptHeader, str, strings } from '../helpers/qlik-client';
+import { assertServing, DataType, FunctionType } from '../helpers/sandbox-calls';
 
 const OK = 0;
 const INVALID_ARGUMENT = 3;

@@ -12,7 +12,7 @@
  * the plugin turns to its certificates: the key file then fails with the kernel's own EACCES,
  * wherever the checkout lies and whoever owns it. main.js itself runs unchanged.
  */
-import tls = require('../../src/tls');
+import tls = require('../../src/ops/tls');
 
 const uid = Number(process.env['TEST_BECOME_UID']);
 const gid = Number(process.env['TEST_BECOME_GID']);

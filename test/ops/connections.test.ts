@@ -7,14 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
 
 import * as grpc from '@grpc/grpc-js';
 
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { QlikClient, num, numbers } from '../helpers/qlik-client';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
 import { SLOW_SCRIPT, SLOW_SCRIPT_MS } from './process';
 
 const certificates = certificatesForSuite();

@@ -11,10 +11,10 @@ import { runInNewContext } from 'node:vm';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { MAX_HEALTH_REQUEST_BYTES, PluginHealth, boundHealthRequests } from '../../src/health';
+import { boundHealthRequests, MAX_HEALTH_REQUEST_BYTES, PluginHealth } from '../../src/grpc/health';
 import { check, distinctName, healthClient, watchFlood, watchOnce } from '../helpers/health-client';
 import { startTestPlugin } from '../helpers/plugin';
-import { DataType, numbers, num } from '../helpers/qlik-client';
+import { DataType, num, numbers } from '../helpers/qlik-client';
 import { until } from './process';
 
 setFlagsFromString('--expose-gc');
@@ -55,7 +55,7 @@ describe('health requests from a hostile client', () => {
       ]);
       const refusedMs = performance.now() - startedMs;
       assert.equal(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.details);
-      // grpc-js's own message: the interceptor's lower limit applied (src/health.ts reaches grpc-js internals).
+      // grpc-js's own message: the interceptor's lower limit applied (src/grpc/health.ts reaches grpc-js internals).
       assert.match(refused.details, new RegExp(`^Received message larger than max \\(\\d+ vs ${MAX_HEALTH_REQUEST_BYTES}\\)$`));
       assert.ok(refusedMs < 2_000, `refused after ${refusedMs} ms`);
       assert.equal(evaluated.code, grpc.status.OK, evaluated.details);

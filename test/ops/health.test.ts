@@ -11,14 +11,14 @@ import { describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { checkHealth } from '../../src/healthcheck';
+import { checkHealth } from '../../src/ops/healthcheck';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin } from '../helpers/plugin';
-import { DataType, numbers, num } from '../helpers/qlik-client';
+import { DataType, num, numbers } from '../helpers/qlik-client';
 import { SLOW_SCRIPT, startMain, until } from './process';
 
 const insecure = grpc.credentials.createInsecure();
-const HEALTHCHECK_JS = path.join(__dirname, '..', '..', 'src', 'healthcheck.js');
+const HEALTHCHECK_JS = path.join(__dirname, '..', '..', 'src', 'ops', 'healthcheck.js');
 
 describe('grpc.health.v1.Health', () => {
   test('SERVING after start, NOT_SERVING while a call drains, unreachable once stopped', async () => {
@@ -61,7 +61,7 @@ function probe(env: Record<string, string>, args: readonly string[] = []): Promi
   });
 }
 
-describe('the HEALTHCHECK probe (node dist/src/healthcheck.js)', () => {
+describe('the HEALTHCHECK probe (node dist/src/ops/healthcheck.js)', () => {
   const certificates = certificatesForSuite();
 
   test('plaintext: exit 0 and SERVING; exit 1 when nothing listens', async () => {

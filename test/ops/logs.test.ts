@@ -10,10 +10,10 @@ import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
 import { startPlugin } from '../../src/app';
-import { loadConfig, type LogLevel } from '../../src/config';
-import { createLogger } from '../../src/log';
-import { DataType, QlikClient, strings, str } from '../helpers/qlik-client';
-import { spawnMain, startMain, type LogLine } from './process';
+import { type LogLevel, loadConfig } from '../../src/ops/config';
+import { createLogger } from '../../src/ops/log';
+import { DataType, QlikClient, str, strings } from '../helpers/qlik-client';
+import { type LogLine, spawnMain, startMain } from './process';
 
 /** Markers that must never reach an info log: one in the script text, one in the row values. */
 const SCRIPT_MARKER = 'zqxscriptmarker';

@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, numbers, num, str } from '../helpers/qlik-client';
-import { SLOW_SCRIPT, httpGet, metricsText, sampleValue, until } from './process';
+import { DataType, FunctionType, num, numbers, str } from '../helpers/qlik-client';
+import { httpGet, metricsText, SLOW_SCRIPT, sampleValue, until } from './process';
 
 const METRICS = [
   ['sse_calls_total', 'counter'],

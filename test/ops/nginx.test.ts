@@ -4,7 +4,7 @@
  * moved to loopback and a temp folder, in front of two real plugin processes.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,10 +13,10 @@ import { after, before, describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { MAX_SCRIPT_BYTES_CEILING } from '../../src/config';
-import { checkHealth } from '../../src/healthcheck';
-import { DataType, QlikClient, numbers, num, type Dual } from '../helpers/qlik-client';
-import { metricsText, sampleValue, startMain, until, type PluginProcess } from './process';
+import { MAX_SCRIPT_BYTES_CEILING } from '../../src/ops/config';
+import { checkHealth } from '../../src/ops/healthcheck';
+import { DataType, type Dual, num, numbers, QlikClient } from '../helpers/qlik-client';
+import { metricsText, type PluginProcess, sampleValue, startMain, until } from './process';
 
 const NGINX_CONF = path.join(__dirname, '..', '..', '..', 'deploy', 'nginx', 'nginx.conf');
 

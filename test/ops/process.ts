@@ -3,7 +3,7 @@
  * dist/src/main.js`) as a child process, on loopback, and reads its JSON log lines. Also small
  * HTTP and Prometheus-text readers for the /metrics endpoint.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 

@@ -4,15 +4,13 @@
  * a front that is SIGKILLed leaves none behind (they notice their channel closed).
  */
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { getPriority } from 'node:os';
 import { describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
-
-import { QlikClient } from '../helpers/qlik-client';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
 import { evalRows, evalText, waitFor } from '../helpers/sandbox-calls';
-import { num, numbers } from '../helpers/qlik-client';
 import { startMain } from './process';
 
 /** Pids of a process's children (Linux). */

@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 
 import { certificatesForSuite } from '../helpers/certs';
 import { QlikClient } from '../helpers/qlik-client';
-import { spawnMain, startMain, type LogLine, type PluginProcess } from './process';
+import { type LogLine, type PluginProcess, spawnMain, startMain } from './process';
 
 const DEBUG = 20;
 const INFO = 30;

@@ -8,9 +8,9 @@ import { describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { checkHealth } from '../../src/healthcheck';
-import { QlikClient, DataType, numbers, num } from '../helpers/qlik-client';
-import { SLOW_SCRIPT, SLOW_SCRIPT_MS, metricsText, sampleValue, startMain, until, type PluginProcess } from './process';
+import { checkHealth } from '../../src/ops/healthcheck';
+import { DataType, num, numbers, QlikClient } from '../helpers/qlik-client';
+import { metricsText, type PluginProcess, SLOW_SCRIPT, SLOW_SCRIPT_MS, sampleValue, startMain, until } from './process';
 
 const ONE_NUMBER = { params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(5)]]] };
 

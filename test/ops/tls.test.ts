@@ -10,10 +10,10 @@ import { after, before, describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { loadTlsFiles } from '../../src/tls';
-import { certificatesForSuite, type ClientFiles } from '../helpers/certs';
+import { loadTlsFiles } from '../../src/ops/tls';
+import { type ClientFiles, certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { QlikClient, numbers, num } from '../helpers/qlik-client';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
 import { spawnMain } from './process';
 
 const certificates = certificatesForSuite();

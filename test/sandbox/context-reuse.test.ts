@@ -1,5 +1,5 @@
 /**
- * Which calls may share a sandbox context (src/context-key.ts): only calls of the same script by the
+ * Which calls may share a sandbox context (src/calls/context-key.ts): only calls of the same script by the
  * same user in the same app, one after another, and then with the global object reset. Another app,
  * another user and another script never see what a call left behind; the same key sees no globals.
  * Also the LOAD pattern itself: thousands of sequential one-row SCALAR calls, every answer right.
@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
-
-import { DataType, FunctionType, num, numbers, strings, type QlikClient } from '../helpers/qlik-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { DataType, FunctionType, num, numbers, type QlikClient, strings } from '../helpers/qlik-client';
 
 /** One SCALAR call over one numeric row, as app/user, answering text. */
 async function textAs(client: QlikClient, script: string, appId: string, userId: string, value = 1): Promise<string> {

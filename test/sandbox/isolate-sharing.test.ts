@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, strings, type CallResult, type QlikClient } from '../helpers/qlik-client';
+import { type CallResult, DataType, FunctionType, num, type QlikClient, strings } from '../helpers/qlik-client';
 
 const LIMIT_MS = 500;
 const ONE_THREAD = { SSE_WORKERS: '1', SSE_SANDBOX_PROCESSES: '1', SSE_SCRIPT_TIMEOUT_MS: String(LIMIT_MS) };

@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, str, strings, type CallResult } from '../helpers/qlik-client';
-import { DataType, FunctionType, assertServing, evalRows, evalText, textOf, timed } from '../helpers/sandbox-calls';
+import { type CallResult, num, str, strings } from '../helpers/qlik-client';
+import { assertServing, DataType, evalRows, evalText, FunctionType, textOf, timed } from '../helpers/sandbox-calls';
 
 const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.STRING };
 

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '../../src/admission';
-import { ConfigError } from '../../src/config';
+import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '../../src/grpc/admission';
+import { ConfigError } from '../../src/ops/config';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max cpu time              unlimited            unlimited            seconds

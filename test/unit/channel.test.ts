@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Frame, FrameReader, frameHeader, jsonFrame, openCallFrame, type CallSpec, type ReceivedFrame } from '../../src/shared/channel';
-import { DataType } from '../../src/shared/task';
+import { type CallSpec, Frame, FrameReader, frameHeader, jsonFrame, openCallFrame, type ReceivedFrame } from '../../src/contract/channel';
+import { DataType } from '../../src/contract/task';
 
 function frame(id: number, payloadBytes: number): Buffer {
   const payload = Buffer.alloc(payloadBytes, id % 251);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { describe, it } from 'node:test';
 
-import { ConfigError, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, loadConfig } from '../../src/config';
+import { ConfigError, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, loadConfig } from '../../src/ops/config';
 
 describe('loadConfig', () => {
   it('has the SPEC defaults', () => {

@@ -8,14 +8,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
-
-import { ConfigError } from '../../src/config';
-import { MAX_FUNCTION_FILES, MAX_FUNCTION_FOLDER_BYTES, loadFunctionFolder } from '../../src/functions/load-folder';
+import { DataType } from '../../src/contract/task';
+import { loadFunctionFolder, MAX_FUNCTION_FILES, MAX_FUNCTION_FOLDER_BYTES } from '../../src/functions/load-folder';
 import { MAX_NESTING_DEPTH, parseFunctionFile } from '../../src/functions/parse-file';
 import { FunctionRegistry } from '../../src/functions/registry';
 import { functionId, toPluginFunction } from '../../src/functions/signature';
-import { createLogger } from '../../src/log';
-import { DataType } from '../../src/shared/task';
+import { ConfigError } from '../../src/ops/config';
+import { createLogger } from '../../src/ops/log';
 
 const GOOD = `// two ways of writing a definition
 exports.Slug = {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { FirstCallPerHost, hostOf } from '../../src/peer-log';
+import { FirstCallPerHost, hostOf } from '../../src/grpc/peer-log';
 
 describe('hostOf', () => {
   test('drops the port of IPv4 and bracketed IPv6 peers, keeps anything else whole', () => {

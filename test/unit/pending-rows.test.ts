@@ -1,13 +1,13 @@
 /**
- * Rows waiting for a task (src/pending-rows.ts): small pieces, such as one-row messages, are copied
+ * Rows waiting for a task (src/calls/pending-rows.ts): small pieces, such as one-row messages, are copied
  * together instead of each keeping its gRPC message and objects alive, and what the pieces hold is
  * what the call's account counts, objects included.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { PIECE_OBJECT_BYTES, PendingRows } from '../../src/pending-rows';
-import { splitRows } from '../../src/shared/rows';
+import { PendingRows, PIECE_OBJECT_BYTES } from '../../src/calls/pending-rows';
+import { splitRows } from '../../src/contract/rows';
 import { encodeBundle, num } from '../helpers/qlik-client';
 
 describe('PendingRows', () => {

@@ -1,5 +1,5 @@
 /**
- * The call pipeline on its own (src/pipeline.ts), over a fake stream and a fake task runner that
+ * The call pipeline on its own (src/calls/pipeline.ts), over a fake stream and a fake task runner that
  * finishes tasks out of order on command: request order, the bound on tasks in flight, both sides of
  * backpressure, held tables, failing, cancelling, the modes that run once, and the cache trailer.
  * Nothing here waits for time: every step is a command, then the microtasks it queued.
@@ -9,11 +9,11 @@ import { describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { CACHE_HEADER } from '../../src/pipeline';
-import { decodeMessage, messages } from '../../src/proto';
-import { PluginError } from '../../src/shared/errors';
-import { MAX_TABLE_KEY_BYTES } from '../../src/shared/task';
-import { TABLE_HEADER } from '../../src/table';
+import { CACHE_HEADER } from '../../src/calls/pipeline';
+import { TABLE_HEADER } from '../../src/calls/table';
+import { PluginError } from '../../src/contract/errors';
+import { MAX_TABLE_KEY_BYTES } from '../../src/contract/task';
+import { decodeMessage, messages } from '../../src/grpc/proto';
 import { bundle, failure, settle, startPipeline, success, tableResult } from '../helpers/pipeline-fakes';
 
 function tableValues(replies: Uint8Array[]): number[] {

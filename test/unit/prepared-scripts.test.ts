@@ -1,16 +1,15 @@
 /**
- * What the front keeps per identical header bytes (src/prepared-scripts.ts): the same headers get the
+ * What the front keeps per identical header bytes (src/calls/prepared-scripts.ts): the same headers get the
  * same frozen result; another app, user, script or parameter list never does; headers that do not
  * decode are refused every time and never kept; the cache stays bounded.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-
-import { scriptMetadata } from '../../src/client/qlik-client';
-import { contextKey } from '../../src/context-key';
-import { PreparedScripts, scriptHash } from '../../src/prepared-scripts';
-import { PluginError } from '../../src/shared/errors';
-import { DataType, FunctionType } from '../../src/shared/task';
+import { contextKey } from '../../src/calls/context-key';
+import { PreparedScripts, scriptHash } from '../../src/calls/prepared-scripts';
+import { scriptMetadata } from '../../src/cli/qlik-client';
+import { PluginError } from '../../src/contract/errors';
+import { DataType, FunctionType } from '../../src/contract/task';
 
 const base = {
   script: 'args[0] * 2',

@@ -1,8 +1,8 @@
-/** The reorder buffer (src/reorder.ts): results in, by index, in any order; results out in order. */
+/** The reorder buffer (src/calls/reorder.ts): results in, by index, in any order; results out in order. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { ReorderBuffer } from '../../src/reorder';
+import { ReorderBuffer } from '../../src/calls/reorder';
 
 function drain(buffer: ReorderBuffer<string>): string[] {
   const out: string[] = [];

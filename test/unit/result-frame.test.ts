@@ -1,5 +1,5 @@
 /**
- * RESULT payloads as the front reads them (src/shared/result-frame.ts): a sandbox process is not
+ * RESULT payloads as the front reads them (src/contract/result-frame.ts): a sandbox process is not
  * trusted, so a payload whose lengths do not add up, or whose table names pass the bounds the sandbox
  * is meant to keep, is refused before anything is allocated from it; a result the front keeps owns
  * exactly its bytes; and a frame header that claims more than any sandbox sends is refused at once.
@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Frame, FrameReader, MAX_RESULT_FRAME_BYTES, frameHeader } from '../../src/shared/channel';
-import { decodeResult, encodeResult, resultFrame } from '../../src/shared/result-frame';
-import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskSuccess } from '../../src/shared/task';
+import { Frame, FrameReader, frameHeader, MAX_RESULT_FRAME_BYTES } from '../../src/contract/channel';
+import { decodeResult, encodeResult, resultFrame } from '../../src/contract/result-frame';
+import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskSuccess } from '../../src/contract/task';
 import { tableResult } from '../helpers/pipeline-fakes';
 
 const payloadOf = (result: TaskSuccess): Buffer => Buffer.concat(encodeResult(result));

@@ -11,10 +11,10 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
-import { Frame, FrameReader, type ReceivedFrame } from '../../src/shared/channel';
-import { decodeResult } from '../../src/shared/result-frame';
-import type { TaskResult } from '../../src/shared/task';
-import { ResultWriter, newResultLock } from '../../workers/result-writer';
+import { Frame, FrameReader, type ReceivedFrame } from '../../src/contract/channel';
+import { decodeResult } from '../../src/contract/result-frame';
+import type { TaskResult } from '../../src/contract/task';
+import { newResultLock, ResultWriter } from '../../workers/result-writer';
 
 function framesIn(file: string): ReceivedFrame[] {
   const frames: ReceivedFrame[] = [];

@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { PluginError } from '../../src/shared/errors';
-import { decodeMessage, messages } from '../../src/proto';
-import { encodeCells, encodeNumbers, encodeUtf8 } from '../../src/shared/replies';
-import { decodeColumns, splitRows } from '../../src/shared/rows';
-import { DataType } from '../../src/shared/task';
+import { PluginError } from '../../src/contract/errors';
+import { encodeCells, encodeNumbers, encodeUtf8 } from '../../src/contract/replies';
+import { decodeColumns, splitRows } from '../../src/contract/rows';
+import { DataType } from '../../src/contract/task';
+import { decodeMessage, messages } from '../../src/grpc/proto';
 import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
 
 function decodeReplies(replies: Uint8Array[]): { numData: number; strData: string }[][] {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { defaultSandboxMemoryMb, threadSplit } from '../../src/sandbox-supervisor';
+import { defaultSandboxMemoryMb, threadSplit } from '../../src/sandboxes/supervisor';
 
 describe('sandbox process settings', () => {
   it('splits the threads as evenly as they go', () => {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { TaskQueue, type QueuedTask } from '../../src/task-queue';
+import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
 function task(callId: number, appId = 'app', userId = 'user'): QueuedTask {

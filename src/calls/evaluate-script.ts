@@ -1,0 +1,177 @@
+/**
+ * The EvaluateScript handler: checks the call may run, reads its headers, hands it to a
+ * CallPipeline, and writes one log line and the metrics when it ends. ExecuteFunction
+ * (src/calls/execute-function.ts) shares all of it but the reading of its headers: runCall.
+ */
+import { randomUUID } from 'node:crypto';
+
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { PluginError } from '../contract/errors';
+import { MAX_REPLY_BYTES } from '../contract/replies';
+import type { FunctionRegistry } from '../functions/registry';
+import { statusName, toStatus } from '../grpc/status';
+import type { Config } from '../ops/config';
+import type { Logger } from '../ops/log';
+import type { Metrics } from '../ops/metrics';
+import { busyError, type SandboxPool } from '../sandboxes/pool';
+import { contextKey } from './context-key';
+import type { HeldBytes } from './held-bytes';
+import { CallPipeline, type CallSummary } from './pipeline';
+import { PreparedScripts, scriptHash } from './prepared-scripts';
+import { readCommonHeader, type ScriptCall } from './request-header';
+
+export interface HandlerDeps {
+  readonly config: Config;
+  readonly pool: SandboxPool;
+  /** The front-wide budget of bytes held for calls (SSE_MAX_HELD_MB). */
+  readonly held: HeldBytes;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** True once shutdown began: new calls are refused. */
+  readonly draining: () => boolean;
+  /** The administrator's plugin functions (SSE_FUNCTIONS_DIR), when configured. */
+  readonly functions?: FunctionRegistry | undefined;
+}
+
+export type Call = ServerDuplexStream<Buffer, Uint8Array>;
+
+export type RpcName = 'EvaluateScript' | 'ExecuteFunction';
+
+/**
+ * A call whose headers have been read; logFields are what its RPC adds to the call's log line. The
+ * context key and script hash come with it when they were kept for its headers (src/calls/prepared-scripts.ts).
+ */
+export interface PreparedCall extends ScriptCall {
+  readonly logFields?: Readonly<Record<string, unknown>>;
+  readonly contextKey?: string;
+  readonly scriptHash?: string;
+}
+
+export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
+  const { config } = deps;
+  const scripts = new PreparedScripts(config.maxScriptBytes);
+  return runCall(deps, 'EvaluateScript', (call) => {
+    if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
+    const prepared = scripts.prepare(call.metadata);
+    return { ...prepared.call, contextKey: prepared.contextKey, scriptHash: prepared.scriptHash };
+  });
+}
+
+/** Runs a call once prepare() has read its headers (it throws a PluginError to refuse the call). */
+export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) => PreparedCall): (call: Call) => void {
+  const { config, pool, logger, metrics } = deps;
+  return (call) => {
+    const started = performance.now();
+    const requestId = randomUUID();
+    metrics.callStarted();
+    let scriptCall: PreparedCall;
+    // An open call costs the front its headers and its state, rows or not: counted in the budget.
+    const callAccount = deps.held.open();
+    try {
+      if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
+      callAccount.hold(openCallBytes(call.metadata));
+      scriptCall = prepare(call);
+      if (pool.saturated) {
+        metrics.busyRefusals.inc();
+        throw busyError(config.maxQueue);
+      }
+    } catch (error) {
+      callAccount.close();
+      const failure = PluginError.from(error);
+      call.emit('error', toStatus(failure));
+      logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
+      return;
+    }
+    // However the call ends (its pipeline may never settle if the client just goes away).
+    for (const event of ['close', 'cancelled', 'finish', 'error']) call.once(event, () => callAccount.close());
+    const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
+      chunkBytes: config.chunkKb * 1024,
+      maxInFlight: config.workers + 1,
+      timeoutMs: config.scriptTimeoutMs,
+      maxReplyBytes: MAX_REPLY_BYTES,
+      contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
+      owner: scriptCall.common,
+      held: deps.held,
+    });
+    pipeline.run().then(
+      ({ error, summary }) => {
+        callAccount.close();
+        logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary });
+      },
+      (error: unknown) => {
+        callAccount.close();
+        metrics.callEnded();
+        logger.error({ requestId, err: error }, 'call pipeline failed');
+      },
+    );
+  };
+}
+
+/** What the front keeps for an open call besides its rows: about three copies of its headers (the HTTP/2 text, base64, decoded) and its state. */
+const CALL_STATE_BYTES = 16 * 1024;
+
+export function openCallBytes(metadata: Call['metadata']): number {
+  let headerBytes = 0;
+  for (const [key, value] of Object.entries(metadata.getMap()))
+    headerBytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  return CALL_STATE_BYTES + 3 * headerBytes;
+}
+
+interface CallRecord {
+  readonly rpc: RpcName;
+  readonly requestId: string;
+  readonly started: number;
+  readonly call: Call;
+  readonly scriptCall: PreparedCall | undefined;
+  readonly error: PluginError | null;
+  readonly summary: CallSummary | undefined;
+}
+
+function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
+  metrics.callEnded();
+  const { scriptCall, error, summary } = record;
+  const durationMs = performance.now() - record.started;
+  const status = error ? statusName(toStatus(error).code) : 'OK';
+  const functionName = scriptCall?.functionName ?? 'unknown';
+  const common = scriptCall?.common ?? safeCommonHeader(record.call);
+  metrics.calls.inc({ function: functionName, status });
+  metrics.duration.observe({ function: functionName }, durationMs / 1000);
+  if (summary) {
+    metrics.rowsIn.inc(summary.rowsIn);
+    metrics.rowsOut.inc(summary.rowsOut);
+    if (summary.timedOut) metrics.timeouts.inc();
+    if (summary.isolateRebuilds > 0) {
+      metrics.memoryDisposals.inc(summary.isolateRebuilds);
+      metrics.isolateRebuilds.inc(summary.isolateRebuilds);
+    }
+  }
+  const line = {
+    requestId: record.requestId,
+    appId: common.appId,
+    userId: common.userId,
+    peer: record.call.getPeer(),
+    function: functionName,
+    ...scriptCall?.logFields,
+    scriptHash: scriptCall ? (scriptCall.scriptHash ?? scriptHash(scriptCall.spec.script)) : undefined,
+    scriptBytes: scriptCall?.scriptBytes,
+    rowsIn: summary?.rowsIn ?? 0,
+    rowsOut: summary?.rowsOut ?? 0,
+    durationMs: Math.round(durationMs * 1000) / 1000,
+    scriptMs: summary ? Math.round(summary.scriptMs * 1000) / 1000 : 0,
+    table: summary?.table ?? false,
+    noStore: summary?.nondeterministic ?? false,
+    status,
+    // A script's own error message may quote row values: that only goes to debug.
+    details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
+  };
+  logger.info(line, record.rpc);
+  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);
+}
+
+function safeCommonHeader(call: Call): { appId: string; userId: string } {
+  try {
+    return readCommonHeader(call.metadata);
+  } catch {
+    return { appId: '', userId: '' };
+  }
+}

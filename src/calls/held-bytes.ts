@@ -1,0 +1,110 @@
+/**
+ * One budget for everything the front holds on behalf of its calls, together (SSE_MAX_HELD_MB): rows
+ * of open calls waiting to be sent to a sandbox (an aggregation keeps all its rows until the client
+ * half-closes), rows of tasks queued or running, results waiting for their turn in request order,
+ * table chunks held until the call's last row and the joined table, and replies handed to gRPC that
+ * the client has not taken yet. Each limit per call (SSE_MEMORY_LIMIT_MB, SSE_MAX_QUEUE, one reply
+ * message ahead of the client) bounds one call; only this bounds many calls at once, such as twenty
+ * aggregations that never half-close (issue 12), which otherwise grow the front until the kernel
+ * ends it with every call in flight.
+ *
+ * Each call opens an account; what it holds is counted when it arrives or is produced, before it is
+ * kept, and a call that would pass the budget fails with RESOURCE_EXHAUSTED "busy" naming the
+ * variable. The account is closed when the call ends, whichever way, and gives back what is left,
+ * so a bug in one release path cannot leak budget for ever.
+ */
+import { PluginError } from '../contract/errors';
+
+const MB = 1024 * 1024;
+
+export class HeldBytes {
+  private total = 0;
+  private peak = 0;
+  private openAccounts = 0;
+
+  constructor(readonly maxHeldMb: number) {}
+
+  get maxBytes(): number {
+    return this.maxHeldMb * MB;
+  }
+
+  /** Bytes held now by all calls together. */
+  get bytes(): number {
+    return this.total;
+  }
+
+  /** The most bytes ever held at once (tests, diagnostics). */
+  get peakBytes(): number {
+    return this.peak;
+  }
+
+  /** Accounts not yet closed: calls still holding, or able to hold, bytes. */
+  get accounts(): number {
+    return this.openAccounts;
+  }
+
+  open(): HeldAccount {
+    this.openAccounts++;
+    return new HeldAccount(this);
+  }
+
+  /** @internal by HeldAccount only: adds `bytes` or throws, leaving the total unchanged. */
+  take(bytes: number, ownBytes: number): void {
+    if (this.total + bytes > this.maxBytes) throw heldLimitError(this.maxHeldMb, ownBytes + bytes > this.maxBytes);
+    this.total += bytes;
+    if (this.total > this.peak) this.peak = this.total;
+  }
+
+  /** @internal by HeldAccount only. */
+  give(bytes: number, closing: boolean): void {
+    this.total -= bytes;
+    if (closing) this.openAccounts--;
+  }
+}
+
+/** What one call holds. Releasing more than it holds, or after it closed, gives back nothing more. */
+export class HeldAccount {
+  private own = 0;
+  private closed = false;
+
+  constructor(private readonly budget: HeldBytes) {}
+
+  get bytes(): number {
+    return this.own;
+  }
+
+  /** Counts bytes the call is about to keep; throws the busy error when they do not fit. */
+  hold(bytes: number): void {
+    if (this.closed || bytes <= 0) return;
+    this.budget.take(bytes, this.own);
+    this.own += bytes;
+  }
+
+  release(bytes: number): void {
+    const given = Math.min(Math.max(0, bytes), this.own);
+    this.own -= given;
+    this.budget.give(given, false);
+  }
+
+  /** The call ended: gives back all it still holds. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.budget.give(this.own, true);
+    this.own = 0;
+  }
+}
+
+/** alone: the call by itself holds more than the whole budget (so waiting would not help). */
+export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
+  if (alone) {
+    return new PluginError(
+      'RESOURCE_EXHAUSTED',
+      `the plugin is busy: this call's rows and results waiting in the plugin pass the ${maxHeldMb} MB it holds for all calls together (SSE_MAX_HELD_MB)`,
+    );
+  }
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the plugin is busy: its calls already hold close to ${maxHeldMb} MB of rows and results waiting (SSE_MAX_HELD_MB); try again shortly`,
+  );
+}

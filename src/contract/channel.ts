@@ -1,0 +1,260 @@
+/**
+ * The channel between the gRPC front and a sandbox process: length-prefixed binary frames over the
+ * child's fd 3 (a Unix socket pair). Rows travel as the raw BundledRows bytes the front cut at row
+ * boundaries, replies as the encoded BundledRows messages the sandbox made: neither side parses,
+ * clones or re-encodes the other's payload. Only small control data (a call's script spec, a
+ * failure, a retirement notice) is JSON.
+ *
+ * frame = u32 payload length | u8 kind | u32 id | payload            (little-endian)
+ *
+ * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
+ *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, rows
+ *                   CLOSE_CALL id = call   (its spec and contexts may go)
+ * sandbox -> front  READY      id = 0      payload = JSON { threads }
+ *                   RESULT     id = task   payload = encodeResult()
+ *                   RETIRE     id = 0      payload = JSON Retirement
+ *
+ * RESULT payloads are coded in src/contract/result-frame.ts. RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
+ * themselves (workers/result-writer.ts): a result crosses no thread on its way back, so a one-row
+ * call pays one write and one read each way. The sandbox's main thread writes a RESULT on fd 3 only
+ * for a task its thread could not answer (the thread died, or could not write).
+ */
+import type { ScriptSpec } from './task';
+
+export const Frame = {
+  OPEN_CALL: 1,
+  TASK: 2,
+  CLOSE_CALL: 3,
+  READY: 16,
+  RESULT: 17,
+  RETIRE: 18,
+} as const;
+export type FrameKind = (typeof Frame)[keyof typeof Frame];
+
+/** The child's descriptors: control frames both ways, and results from the threads. */
+export const CHANNEL_FD = 3;
+export const RESULTS_FD = 4;
+
+export const HEADER_BYTES = 9;
+const TASK_FIELDS_BYTES = 16;
+/** No frame from the front is larger: a task is at most a few MiB of rows (an aggregation: the memory limit). */
+export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
+/**
+ * No RESULT frame is larger: a sandbox sends a failure instead of a larger result (resultFrame), and
+ * the front refuses a larger one before it allocates anything (a sandbox is not trusted).
+ */
+export const MAX_RESULT_FRAME_BYTES = 256 * 1024 * 1024;
+/** READY and RETIRE: small JSON. */
+const MAX_CONTROL_FRAME_BYTES = 64 * 1024;
+/**
+ * The most calls a sandbox process keeps open (their specs) at once: the front never has more open
+ * in all processes together (src/sandboxes/pool.ts refuses a newcomer as busy), and a sandbox told to
+ * open one more treats it as the front's protocol error (workers/sandbox-main.ts), never evicting one.
+ */
+export const MAX_OPEN_CALLS = 4_096;
+
+/** What a sandbox process needs to know of a call once, before its first task. */
+export interface CallSpec {
+  readonly spec: ScriptSpec;
+  /** Calls with the same key may reuse a sandbox context in turn (src/calls/context-key.ts). */
+  readonly contextKey: string;
+  readonly callTimeoutMs: number;
+  readonly maxReplyBytes: number;
+}
+
+export interface TaskFrame {
+  readonly callId: number;
+  readonly rows: number;
+  readonly firstRow: number;
+  /** Script time the call had used, as the front knew it when it sent this task. */
+  readonly spentMs: number;
+  readonly bytes: Uint8Array;
+}
+
+/** What a sandbox process is started with (its one argument, JSON): the front writes it, the process reads it. */
+export interface SandboxSettings {
+  readonly threads: number;
+  readonly memoryLimitMb: number;
+  readonly scriptTimeoutMs: number;
+  /** Niceness the process gives all its threads before any script runs (SSE_SANDBOX_NICE). */
+  readonly nice: number;
+  /** Calls the process keeps open at once; MAX_OPEN_CALLS unless a test makes it small. */
+  readonly maxOpenCalls?: number;
+}
+
+/** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
+export interface Retirement {
+  readonly reason: 'fatal' | 'stuck';
+  readonly taskIds: readonly number[];
+  readonly detail: string;
+}
+
+export interface ReceivedFrame {
+  readonly kind: number;
+  readonly id: number;
+  readonly payload: Uint8Array;
+  /** The payload's ArrayBuffer holds this frame alone (it may be moved to a thread). */
+  readonly owned: boolean;
+}
+
+export function frameHeader(kind: FrameKind, id: number, payloadBytes: number): Buffer {
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header.writeUInt32LE(payloadBytes, 0);
+  header.writeUInt8(kind, 4);
+  header.writeUInt32LE(id >>> 0, 5);
+  return header;
+}
+
+/** A whole frame with a JSON payload. */
+export function jsonFrame(kind: FrameKind, id: number, value: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  return Buffer.concat([frameHeader(kind, id, body.length), body]);
+}
+
+/**
+ * A call's OPEN_CALL frame. Calls prepared from the same headers share their spec object
+ * (src/calls/prepared-scripts.ts), so its JSON is made once for all of them, not once a call.
+ */
+export function openCallFrame(callId: number, call: CallSpec): Buffer[] {
+  let kept = openCallBodies.get(call.spec);
+  if (
+    kept === undefined ||
+    kept.contextKey !== call.contextKey ||
+    kept.callTimeoutMs !== call.callTimeoutMs ||
+    kept.maxReplyBytes !== call.maxReplyBytes
+  ) {
+    kept = { ...call, body: call.spec.entry === undefined ? Buffer.from(JSON.stringify(call), 'utf8') : fileScriptBody(call) };
+    openCallBodies.set(call.spec, kept);
+  }
+  if (Buffer.isBuffer(kept.body)) return [frameHeader(Frame.OPEN_CALL, callId, kept.body.length), kept.body];
+  const script = fileScriptJson(call.spec.script);
+  const [head, tail] = kept.body;
+  return [frameHeader(Frame.OPEN_CALL, callId, head.length + script.length + tail.length), head, script, tail];
+}
+
+const openCallBodies = new WeakMap<ScriptSpec, CallSpec & { readonly body: Buffer | readonly [Buffer, Buffer] }>();
+
+/**
+ * A plugin function's spec: the JSON around its script, which is its file's, shared by all the
+ * file's functions (up to 1 MiB): kept once per file (fileScriptJson), not once per function.
+ */
+function fileScriptBody(call: CallSpec): [Buffer, Buffer] {
+  const { script: _script, ...rest } = call.spec;
+  const { spec: _spec, ...others } = call;
+  const tail = `,${JSON.stringify(rest).slice(1)},${JSON.stringify(others).slice(1)}`;
+  return [Buffer.from('{"spec":{"script":', 'utf8'), Buffer.from(tail, 'utf8')];
+}
+
+/** The JSON of the few file scripts in use lately (the key is the spec's own string: hashed once). */
+const fileScriptJsons = new Map<string, Buffer>();
+const FILE_SCRIPTS_KEPT = 4;
+
+function fileScriptJson(script: string): Buffer {
+  let json = fileScriptJsons.get(script);
+  if (json === undefined) json = Buffer.from(JSON.stringify(script), 'utf8');
+  else fileScriptJsons.delete(script);
+  fileScriptJsons.set(script, json);
+  for (const [oldest] of fileScriptJsons) {
+    if (fileScriptJsons.size <= FILE_SCRIPTS_KEPT) break;
+    fileScriptJsons.delete(oldest);
+  }
+  return json;
+}
+
+export function parseJson<T>(payload: Uint8Array): T {
+  return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')) as T;
+}
+
+/** The header and fixed fields of a TASK frame; the row bytes follow it on the channel unchanged. */
+export function taskFrameHead(taskId: number, task: Omit<TaskFrame, 'bytes'>, rowBytes: number): Buffer {
+  const head = Buffer.allocUnsafe(HEADER_BYTES + TASK_FIELDS_BYTES);
+  head.writeUInt32LE(TASK_FIELDS_BYTES + rowBytes, 0);
+  head.writeUInt8(Frame.TASK, 4);
+  head.writeUInt32LE(taskId >>> 0, 5);
+  head.writeUInt32LE(task.callId >>> 0, 9);
+  head.writeUInt32LE(task.rows >>> 0, 13);
+  head.writeUInt32LE(task.firstRow >>> 0, 17);
+  head.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.ceil(task.spentMs))), 21);
+  return head;
+}
+
+export function readTaskFrame(payload: Uint8Array): TaskFrame {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  return {
+    callId: view.getUint32(0, true),
+    rows: view.getUint32(4, true),
+    firstRow: view.getUint32(8, true),
+    spentMs: view.getUint32(12, true),
+    bytes: payload.subarray(TASK_FIELDS_BYTES),
+  };
+}
+
+/**
+ * Collects stream chunks and hands out whole frames. A frame inside one chunk is a view of it (no
+ * copy). A frame that spans chunks is gathered, as its chunks arrive, into a buffer of its own
+ * allocated once its length is known: one copy, and that frame owns its memory (`owned`), so the
+ * sandbox process can move it to a thread without copying it again.
+ */
+export class FrameReader {
+  /** The start of a frame whose header is not complete yet (fewer than HEADER_BYTES). */
+  private partial: Buffer | undefined;
+  /** A frame larger than what has arrived: its own buffer, and how much of it is filled. */
+  private gathering: { readonly frame: Buffer; filled: number } | undefined;
+
+  constructor(private readonly onFrame: (frame: ReceivedFrame) => void) {}
+
+  push(chunk: Buffer): void {
+    let data = this.partial ? Buffer.concat([this.partial, chunk]) : chunk;
+    this.partial = undefined;
+    if (this.gathering) data = this.gather(data);
+    let at = 0;
+    while (data.length - at >= HEADER_BYTES) {
+      const payloadBytes = data.readUInt32LE(at);
+      if (payloadBytes > maxPayloadBytes(data.readUInt8(at + 4)))
+        throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
+      const frameBytes = HEADER_BYTES + payloadBytes;
+      if (data.length - at < frameBytes) {
+        this.gathering = { frame: Buffer.allocUnsafeSlow(frameBytes), filled: 0 };
+        this.gather(data.subarray(at));
+        return;
+      }
+      this.emit(data.subarray(at, at + frameBytes), false);
+      at += frameBytes;
+    }
+    if (at < data.length) this.partial = Buffer.from(data.subarray(at));
+  }
+
+  /** Copies what belongs to the frame being gathered; returns what is left of `data` after it. */
+  private gather(data: Buffer): Buffer {
+    const gathering = this.gathering as { readonly frame: Buffer; filled: number };
+    const bytes = Math.min(data.length, gathering.frame.length - gathering.filled);
+    data.copy(gathering.frame, gathering.filled, 0, bytes);
+    gathering.filled += bytes;
+    if (gathering.filled === gathering.frame.length) {
+      this.gathering = undefined;
+      this.emit(gathering.frame, true);
+    }
+    return data.subarray(bytes);
+  }
+
+  private emit(frame: Buffer, owned: boolean): void {
+    this.onFrame({ kind: frame.readUInt8(4), id: frame.readUInt32LE(5), payload: frame.subarray(HEADER_BYTES), owned });
+  }
+}
+
+/** Checked on the header, before a frame's buffer is allocated: an unknown kind is refused at once. */
+function maxPayloadBytes(kind: number): number {
+  switch (kind) {
+    case Frame.OPEN_CALL:
+    case Frame.TASK:
+    case Frame.CLOSE_CALL:
+      return MAX_FRAME_BYTES;
+    case Frame.RESULT:
+      return MAX_RESULT_FRAME_BYTES;
+    case Frame.READY:
+    case Frame.RETIRE:
+      return MAX_CONTROL_FRAME_BYTES;
+    default:
+      return -1;
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * Connection admission: the plugin owns the listening socket of the gRPC port and hands a connection
+ * to grpc-js (Server.createConnectionInjector) itself, because grpc-js's own listener has no
+ * connection limit and no way to shorten Node's 120 s TLS handshake timeout. Connections that sent
+ * nothing once filled the descriptor table, and the next sandbox spawn failed with EMFILE.
+ *
+ * - At most maxConnections open at once (net.Server.maxConnections: one more is closed as soon as it
+ *   is accepted, before it costs more than a moment's descriptor), and that number is derived from
+ *   the descriptor limit so that connections can never take the descriptors sandbox spawns need.
+ * - TLS: the handshake runs in a tls.Server of ours (the same root, certificate and key; a client
+ *   certificate signed by the root is required; ALPN h2), and the verified socket goes to an
+ *   injector with insecure credentials: the encryption is already in place.
+ * - The TLS handshake must end within handshakeTimeoutMs of the accept, and the HTTP/2 connection
+ *   preface must arrive within handshakeTimeoutMs of the accept (plaintext) or of the handshake's end
+ *   (TLS), or the connection is closed: a client that sends nothing holds a descriptor that long.
+ * - Later, a connection with no call open is closed after SSE_IDLE_TIMEOUT_MS by grpc-js
+ *   (grpc.max_connection_idle_ms, set in src/grpc/server.ts); a connection with a call open never is.
+ */
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+
+import type { ConnectionInjector } from '@grpc/grpc-js';
+
+import { ConfigError } from '../ops/config';
+import type { Logger } from '../ops/log';
+
+/** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
+export const DEFAULT_MAX_CONNECTIONS = 256;
+/** Open connections to the metrics endpoint at most (it is reserved in the descriptor budget). */
+export const METRICS_MAX_CONNECTIONS = 8;
+/**
+ * The front's own descriptors besides its sandbox processes, with room to spare: 21 measured at
+ * idle (stdio, epoll, eventfds, libuv's pipes, the listening socket), plus files it opens now and
+ * then (plugin functions, certificates, /proc).
+ */
+const FRONT_DESCRIPTORS = 64;
+/**
+ * Per sandbox process: 4 while it runs (stderr, channel, results, its statm file) and 8 while it is
+ * being started (three socket pairs and libuv's exec pipe), all of them at once when every process
+ * is replaced together.
+ */
+const DESCRIPTORS_PER_SANDBOX = 12;
+/** Below this many connections the plugin is not worth starting: raise the descriptor limit. */
+const MIN_CONNECTIONS = 4;
+/** "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": a client that sent less has not started HTTP/2. */
+const HTTP2_PREFACE_BYTES = 24;
+/** Refused connections and failed handshakes are logged once, then at most once per this many ms. */
+const WARNING_INTERVAL_MS = 10_000;
+
+export interface DescriptorBudget {
+  /** The soft RLIMIT_NOFILE (Node raises it to the hard limit at start); undefined when unknown (not Linux). */
+  readonly descriptorLimit: number | undefined;
+  /** Descriptors kept for the front itself, its sandbox processes and the metrics endpoint. */
+  readonly reserved: number;
+  readonly maxConnections: number;
+}
+
+/** The soft "Max open files" of /proc/self/limits; undefined if the text has none (or says unlimited). */
+export function softDescriptorLimit(limitsText: string): number | undefined {
+  const match = /^Max open files\s+(\d+)\s/m.exec(limitsText);
+  return match ? Number(match[1]) : undefined;
+}
+
+export function readDescriptorLimit(): number | undefined {
+  try {
+    return softDescriptorLimit(readFileSync('/proc/self/limits', 'latin1'));
+  } catch {
+    return undefined;
+  }
+}
+
+const RAISE_HINT = 'raise the limit (ulimit -n; LimitNOFILE= in a systemd unit; --ulimit nofile= for docker)';
+
+/** How many connections fit; throws ConfigError when SSE_MAX_CONNECTIONS (or the limit itself) does not fit. */
+export function descriptorBudget(
+  descriptorLimit: number | undefined,
+  needs: { readonly sandboxProcesses: number; readonly metrics: boolean; readonly maxConnections: number | undefined },
+): DescriptorBudget {
+  const reserved = FRONT_DESCRIPTORS + needs.sandboxProcesses * DESCRIPTORS_PER_SANDBOX + (needs.metrics ? METRICS_MAX_CONNECTIONS + 1 : 0);
+  const fit = descriptorLimit === undefined ? Number.POSITIVE_INFINITY : descriptorLimit - reserved;
+  const limitText = `this process may open ${descriptorLimit} files and keeps ${reserved} for itself and its sandbox processes`;
+  if (needs.maxConnections !== undefined && needs.maxConnections > fit)
+    throw new ConfigError(
+      `SSE_MAX_CONNECTIONS=${needs.maxConnections} does not fit the descriptor limit: ${limitText}, which leaves ${Math.max(0, fit)} for connections; lower SSE_MAX_CONNECTIONS or ${RAISE_HINT}`,
+    );
+  if (fit < MIN_CONNECTIONS)
+    throw new ConfigError(`the descriptor limit is too low: ${limitText}, which leaves ${Math.max(0, fit)} for connections; ${RAISE_HINT}`);
+  return { descriptorLimit, reserved, maxConnections: needs.maxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, fit) };
+}
+
+export interface AdmissionSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly maxConnections: number;
+  readonly handshakeTimeoutMs: number;
+  /** Mutual TLS (src/ops/tls.ts tlsServerOptions); undefined: plaintext. */
+  readonly tls: tls.TlsOptions | undefined;
+}
+
+export interface Admission {
+  readonly port: number;
+  /** Stops accepting; connections already open go on (grpc-js closes its sessions on shutdown). */
+  stopListening(): void;
+  /** Ends every connection still open, handed to grpc-js or not: the last step of a stop. */
+  destroyConnections(): void;
+}
+
+/** Listens on host:port and hands each admitted connection to the injector. */
+export async function admitConnections(injector: ConnectionInjector, settings: AdmissionSettings, logger: Logger): Promise<Admission> {
+  const open = new Set<net.Socket>();
+  const refused = rateLimitedWarning(logger);
+  const unverified = rateLimitedWarning(logger);
+  const handOver = (socket: net.Socket): void => {
+    watchPreface(socket, settings.handshakeTimeoutMs, logger);
+    injector.injectConnection(socket);
+  };
+  const handshakes = settings.tls === undefined ? undefined : tlsHandshakes(settings, handOver, unverified, logger);
+  const listener = net.createServer((socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    // A reset from a client that went away ends the socket; there is nothing more to do.
+    socket.on('error', (error) => logger.debug({ err: error, peer: peerOf(socket) }, 'connection error'));
+    if (handshakes) handshakes.emit('connection', socket);
+    else handOver(socket);
+  });
+  listener.maxConnections = settings.maxConnections;
+  listener.on('drop', (dropped?: { remoteAddress?: string }) =>
+    refused.warn(
+      { maxConnections: settings.maxConnections, peer: dropped?.remoteAddress },
+      `connection refused: ${settings.maxConnections} connections are open (SSE_MAX_CONNECTIONS)`,
+    ),
+  );
+  await listen(listener, settings.host, settings.port);
+  // Past the listen, an error is a failed accept (EMFILE…): libuv keeps listening; say so, do not end the front.
+  listener.on('error', (error) => logger.error({ err: error }, 'accepting a connection failed'));
+  return {
+    port: (listener.address() as net.AddressInfo).port,
+    stopListening: () => listener.close(),
+    destroyConnections() {
+      for (const socket of open) socket.destroy();
+    },
+  };
+}
+
+/**
+ * A tls.Server that never listens: it takes the raw sockets we accept, runs the handshake within
+ * handshakeTimeoutMs (a documented tls.Server option that grpc-js does not pass on), and gives back
+ * verified sockets. Its errors are the ones grpc-js handled on its own TLS server.
+ */
+function tlsHandshakes(
+  settings: AdmissionSettings,
+  handOver: (socket: tls.TLSSocket) => void,
+  unverified: RateLimitedWarning,
+  logger: Logger,
+): tls.Server {
+  const server = tls.createServer({ ...settings.tls, handshakeTimeout: settings.handshakeTimeoutMs });
+  server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+    socket.destroy();
+    // A certificate the root did not sign shows as a hang-up with authorizationError set.
+    const reason = socket.authorizationError?.toString() ?? error.code ?? error.message;
+    const fields = { peer: peerOf(socket), reason };
+    // A TCP probe (connect, close) or a client too slow is no certificate problem: debug only.
+    if (socket.authorizationError === undefined && (reason === 'ECONNRESET' || reason === 'ERR_TLS_HANDSHAKE_TIMEOUT'))
+      logger.debug(fields, 'a connection ended before its TLS handshake did');
+    else unverified.warn(fields, 'a client was refused in the TLS handshake: it must present a certificate signed by root_cert.pem');
+  });
+  // It never listens, so it has no accept to fail; an error would be a bug worth a line, not the front's end.
+  server.on('error', (error) => logger.error({ err: error }, 'TLS handshake server error'));
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    // HTTP/2 listens for errors only while its session lives; before and after, they are ours.
+    socket.on('error', () => socket.destroy());
+    handOver(socket);
+  });
+  return server;
+}
+
+/**
+ * By handshakeTimeoutMs after it reaches HTTP/2 (at the accept in plaintext, after the handshake with
+ * TLS) the client must have sent the connection preface. bytesRead keeps counting once HTTP/2 reads
+ * the socket itself.
+ */
+function watchPreface(socket: net.Socket, timeoutMs: number, logger: Logger): void {
+  const timer = setTimeout(() => {
+    if (socket.bytesRead >= HTTP2_PREFACE_BYTES) return;
+    logger.debug({ peer: peerOf(socket), timeoutMs }, 'closing a connection that did not start HTTP/2 in time (SSE_HANDSHAKE_TIMEOUT_MS)');
+    socket.destroy();
+  }, timeoutMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
+function peerOf(socket: net.Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}`;
+}
+
+function listen(server: net.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host.replace(/^\[(.*)\]$/, '$1'), () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+interface RateLimitedWarning {
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/** The first event is logged at once; then at most one line per WARNING_INTERVAL_MS, with how many were not logged. */
+function rateLimitedWarning(logger: Logger): RateLimitedWarning {
+  let lastMs = Number.NEGATIVE_INFINITY;
+  let unlogged = 0;
+  return {
+    warn(fields, message) {
+      const now = performance.now();
+      if (now - lastMs < WARNING_INTERVAL_MS) {
+        unlogged++;
+        return;
+      }
+      logger.warn({ ...fields, notLogged: unlogged || undefined }, message);
+      lastMs = now;
+      unlogged = 0;
+    },
+  };
+}

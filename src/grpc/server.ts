@@ -1,0 +1,109 @@
+/**
+ * The gRPC server: the qlik.sse.Connector service with raw-bytes (de)serialisers for the row
+ * streams (rows are decoded in the workers, not here), the health service (src/grpc/health.ts), message-size
+ * limits, and the connection rules: src/grpc/admission.ts owns the port (connection limit, TLS handshake,
+ * handshake deadline) and hands connections to grpc-js, which closes those with no call open for
+ * SSE_IDLE_TIMEOUT_MS and those whose peer stops answering pings.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { evaluateScript, type HandlerDeps } from '../calls/evaluate-script';
+import { executeFunction } from '../calls/execute-function';
+import { MAX_REPLY_BYTES } from '../contract/replies';
+import { tlsServerOptions } from '../ops/tls';
+import { admitConnections } from './admission';
+import { capabilities } from './capabilities';
+import { guardHeaderLimits } from './header-guard';
+import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
+import { FirstCallPerHost } from './peer-log';
+import { encodeMessage, messages, PROTO_PATH } from './proto';
+
+export const SERVICE_NAME = 'qlik.sse.Connector';
+
+const identity = (value: Buffer | Uint8Array): Buffer =>
+  Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+
+/** The Connector service as proto-loader describes it, with the streaming methods moving raw bytes. */
+export function connectorService(): grpc.ServiceDefinition {
+  const definition = loadSync(PROTO_PATH, { keepCase: true, enums: Number, longs: Number, defaults: true })[
+    SERVICE_NAME
+  ] as grpc.ServiceDefinition;
+  const raw = (method: grpc.MethodDefinition<unknown, unknown>): grpc.MethodDefinition<Buffer, Uint8Array> => ({
+    ...method,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  });
+  return {
+    GetCapabilities: {
+      ...definition['GetCapabilities'],
+      responseSerialize: (value: Record<string, unknown>) => encodeMessage(messages.Capabilities, value),
+    } as grpc.MethodDefinition<unknown, unknown>,
+    ExecuteFunction: raw(definition['ExecuteFunction'] as grpc.MethodDefinition<unknown, unknown>),
+    EvaluateScript: raw(definition['EvaluateScript'] as grpc.MethodDefinition<unknown, unknown>),
+  };
+}
+
+/**
+ * A connection whose peer does not answer a ping within KEEPALIVE_TIMEOUT_MS is closed: a client
+ * that vanished without a FIN (a half-open connection) while a call was open. Every HTTP/2 stack
+ * answers pings by itself, mid-call included, and flow control keeps the socket's buffer clear for
+ * them, so only a dead or hung peer fails it.
+ */
+export const KEEPALIVE_INTERVAL_MS = 60_000;
+export const KEEPALIVE_TIMEOUT_MS = 20_000;
+
+export interface RunningServer {
+  readonly server: grpc.Server;
+  readonly port: number;
+  setServing(status: ServingStatus): void;
+  /** Stops accepting connections; the ones open go on until the server shuts down. */
+  stopListening(): void;
+  /** Ends every connection still open: after tryShutdown/forceShutdown. */
+  destroyConnections(): void;
+}
+
+export async function startServer(deps: HandlerDeps, maxConnections: number): Promise<RunningServer> {
+  const { config, logger } = deps;
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': config.maxMessageBytes,
+    'grpc.max_send_message_length': MAX_REPLY_BYTES,
+    // GOAWAY for a connection with no call open: Qlik's engines reconnect on their next call.
+    'grpc.max_connection_idle_ms': config.idleTimeoutMs,
+    'grpc.keepalive_time_ms': KEEPALIVE_INTERVAL_MS,
+    'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    interceptors: [boundHealthRequests],
+  });
+  const firstCalls = new FirstCallPerHost();
+  server.addService(connectorService(), {
+    GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const functions = deps.functions?.definitions() ?? [];
+      const peer = call.getPeer();
+      logger[firstCalls.isFirst(peer) ? 'info' : 'debug'](
+        { peer, allowScript: config.allowScript, functions: functions.length },
+        'GetCapabilities',
+      );
+      callback(null, capabilities(config.allowScript, functions));
+    },
+    ExecuteFunction: executeFunction(deps),
+    EvaluateScript: evaluateScript(deps),
+  });
+  const health = new PluginHealth(['', SERVICE_NAME]);
+  health.addToServer(server);
+  // TLS, when on, is done before grpc-js sees the socket (src/grpc/admission.ts).
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  guardHeaderLimits(server);
+  const admission = await admitConnections(
+    injector,
+    { host: config.host, port: config.port, maxConnections, handshakeTimeoutMs: config.handshakeTimeoutMs, tls: tlsServerOptions(config) },
+    logger,
+  );
+  return {
+    server,
+    port: admission.port,
+    setServing: (status) => health.setAll(status),
+    stopListening: () => admission.stopListening(),
+    destroyConnections: () => admission.destroyConnections(),
+  };
+}

@@ -1,0 +1,187 @@
+import { availableParallelism } from 'node:os';
+
+import { z } from 'zod';
+
+/**
+ * The only reader of the environment. Every variable is validated once at start; an invalid value
+ * stops the start with a message naming the variable, the value and what it accepts.
+ */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly tlsDir: string | undefined;
+  readonly allowScript: boolean;
+  /** Sandbox threads over all sandbox processes. */
+  readonly workers: number;
+  /** Sandbox processes the threads are split over. */
+  readonly sandboxProcesses: number;
+  /** Resident memory past which the front ends a sandbox process (MB); undefined: from its thread count (defaultSandboxMemoryMb). */
+  readonly sandboxMemoryMb: number | undefined;
+  /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
+  readonly sandboxNice: number;
+  readonly scriptTimeoutMs: number;
+  readonly memoryLimitMb: number;
+  readonly maxScriptBytes: number;
+  readonly logLevel: LogLevel;
+  /** How log lines look: JSON lines, pino-pretty's readable lines, or pretty only at a terminal. */
+  readonly logFormat: LogFormat;
+  /** Chunks of rows waiting for a worker, over all calls, before new calls are refused as busy. */
+  readonly maxQueue: number;
+  /**
+   * Bytes the front holds for all calls together, in MB: rows waiting for or in a sandbox, results
+   * waiting their turn, held tables, replies the client has not taken (src/calls/held-bytes.ts).
+   */
+  readonly maxHeldMb: number;
+  /** Target size of one chunk (one task's rows), cut at row boundaries (KiB): see bench/RESULTS.md. */
+  readonly chunkKb: number;
+  /** Largest request message (one BundledRows) the server accepts. */
+  readonly maxMessageBytes: number;
+  readonly metricsPort: number | undefined;
+  readonly metricsHost: string;
+  readonly shutdownGraceMs: number;
+  /** Folder of the administrator's plugin function files (src/functions/); unset: no functions. */
+  readonly functionsDir: string | undefined;
+  /**
+   * Open connections to the gRPC port at most (src/grpc/admission.ts); undefined: derived from the
+   * process's descriptor limit so that connections can never starve sandbox spawns.
+   */
+  readonly maxConnections: number | undefined;
+  /** A new connection must finish its TLS handshake / send the HTTP/2 preface within this time. */
+  readonly handshakeTimeoutMs: number;
+  /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
+  readonly idleTimeoutMs: number;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** The hard ceiling for SSE_MAX_SCRIPT_BYTES: base64 of 49152 bytes is 64 KiB, HTTP/2's header field limit. */
+export const MAX_SCRIPT_BYTES_CEILING = 49_152;
+
+/**
+ * The front's default budget of bytes held for calls (SSE_MAX_HELD_MB): a full queue of rows at the
+ * defaults (SSE_MAX_QUEUE x 256 KiB = 128 MB) plus one table of the largest size a call may return
+ * (SSE_MEMORY_LIMIT_MB, 128 MB) while its chunks and the joined copy both exist (256 MB), and room
+ * for replies on their way: together with Node's own ~100 MB the front stays within about 650 MB.
+ */
+export const DEFAULT_MAX_HELD_MB = 512;
+
+/**
+ * A TLS handshake with client certificates takes a few milliseconds on a LAN (one round trip more
+ * than plaintext); ten seconds leave room for a slow WAN or an overloaded engine host while a client
+ * that connects and sends nothing holds its descriptor for ten seconds, not Node's default 120.
+ */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * Qlik keeps one HTTP/2 connection per engine and opens a new one on its next call after a GOAWAY;
+ * five minutes keep an engine that calls every few minutes on one connection and free the slot of a
+ * client that went quiet (or vanished without a FIN) soon enough. A connection with a call open is
+ * never closed by this rule.
+ */
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+
+interface Variable<T> {
+  readonly schema: z.ZodType<T, string>;
+  readonly accepts: string;
+}
+
+function integer(min: number, max: number): Variable<number> {
+  return {
+    schema: z.string().regex(/^\d+$/).transform(Number).pipe(z.number().int().min(min).max(max)),
+    accepts: `an integer from ${min} to ${max}`,
+  };
+}
+
+const boolean: Variable<boolean> = {
+  schema: z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1'),
+  accepts: 'true or false',
+};
+
+const logLevel: Variable<LogLevel> = {
+  schema: z.enum(['debug', 'info', 'warn', 'error']),
+  accepts: 'debug, info, warn or error',
+};
+
+const logFormat: Variable<LogFormat> = {
+  schema: z.enum(['auto', 'json', 'pretty']),
+  accepts: 'auto, json or pretty',
+};
+
+const nonEmpty: Variable<string> = {
+  schema: z.string().trim().min(1),
+  accepts: 'a non-empty value',
+};
+
+/**
+ * Up to four threads a process. Measured with 2 workers on 2 cores (bench/RESULTS.md): one process
+ * of two threads ran 0.92-0.96 of the thread design's rows/s and idled at 87 MB, two processes of
+ * one thread 0.75-0.81 and 138 MB (every process is a Node.js runtime and a channel more, competing
+ * for the same cores). A process that dies costs the tasks of its threads a retry (README "Sandbox
+ * processes"): four bounds that.
+ */
+/**
+ * Sandbox threads run at niceness 10, the front at its own (0 as usually started): on a contended CPU
+ * the front's gRPC work goes first, so scripts that keep every core busy cannot starve health checks,
+ * cancellations or other calls' replies, and a woken sandbox no longer preempts the front in the middle
+ * of a write. Measured (bench/RESULTS.md): numeric rows/s +16 % on average of four runs, text +5 %,
+ * small-call latency unchanged.
+ */
+export const DEFAULT_SANDBOX_NICE = 10;
+
+export function defaultSandboxProcesses(workers: number): number {
+  return Math.ceil(workers / 4);
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  function read<T>(name: string, variable: Variable<T>, fallback: T): T {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const parsed = variable.schema.safeParse(raw.trim());
+    if (parsed.success) return parsed.data;
+    problems.push(`${name}=${JSON.stringify(raw)} is invalid: expected ${variable.accepts}`);
+    return fallback;
+  }
+  function optional<T>(name: string, variable: Variable<T>): T | undefined {
+    return read<T | undefined>(name, variable as Variable<T | undefined>, undefined);
+  }
+
+  const tlsDir = optional('SSE_TLS_DIR', nonEmpty);
+  const host = read('SSE_HOST', nonEmpty, tlsDir === undefined ? '127.0.0.1' : '0.0.0.0');
+  const workers = read('SSE_WORKERS', integer(1, 256), availableParallelism());
+  const sandboxProcesses = read('SSE_SANDBOX_PROCESSES', integer(1, workers), defaultSandboxProcesses(workers));
+  const config: Config = {
+    port: read('SSE_PORT', integer(0, 65_535), 50_051),
+    host,
+    tlsDir,
+    allowScript: read('SSE_ALLOW_SCRIPT', boolean, true),
+    workers,
+    sandboxProcesses,
+    sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
+    sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
+    scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
+    memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
+    maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),
+    logLevel: read('SSE_LOG_LEVEL', logLevel, 'info'),
+    logFormat: read('SSE_LOG_FORMAT', logFormat, 'auto'),
+    maxQueue: read('SSE_MAX_QUEUE', integer(1, 1_000_000), 512),
+    maxHeldMb: read('SSE_MAX_HELD_MB', integer(16, 1_048_576), DEFAULT_MAX_HELD_MB),
+    chunkKb: read('SSE_CHUNK_KB', integer(16, 4_096), 256),
+    maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
+    metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
+    // Loopback unless said otherwise: the endpoint has no authentication (a scrape flood slows calls).
+    metricsHost: read('SSE_METRICS_HOST', nonEmpty, '127.0.0.1'),
+    shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
+    functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
+    maxConnections: optional('SSE_MAX_CONNECTIONS', integer(1, 1_000_000)),
+    handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
+    idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
+  };
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  return config;
+}

@@ -1,0 +1,144 @@
+/** Prometheus metrics (prom-client), served on SSE_METRICS_PORT at /metrics when that is set. */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly calls = new Counter({
+    name: 'sse_calls_total',
+    help: 'EvaluateScript and ExecuteFunction calls by script function or plugin function name, and gRPC status',
+    labelNames: ['function', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly rowsIn = new Counter({ name: 'sse_rows_in_total', help: 'Rows received', registers: [this.registry] });
+  readonly rowsOut = new Counter({ name: 'sse_rows_out_total', help: 'Rows answered', registers: [this.registry] });
+  readonly duration = new Histogram({
+    name: 'sse_call_duration_seconds',
+    help: 'Wall-clock duration of EvaluateScript and ExecuteFunction calls',
+    labelNames: ['function'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly timeouts = new Counter({
+    name: 'sse_script_timeouts_total',
+    help: 'Calls that ran past SSE_SCRIPT_TIMEOUT_MS',
+    registers: [this.registry],
+  });
+  readonly memoryDisposals = new Counter({
+    name: 'sse_memory_limit_disposals_total',
+    help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB',
+    registers: [this.registry],
+  });
+  readonly isolateRebuilds = new Counter({
+    name: 'sse_isolate_rebuilds_total',
+    help: 'Sandboxes rebuilt after a disposal',
+    registers: [this.registry],
+  });
+  readonly busyRefusals = new Counter({
+    name: 'sse_busy_refusals_total',
+    help: 'Calls refused because the queue was full',
+    registers: [this.registry],
+  });
+  readonly sandboxRestarts = new Counter({
+    name: 'sse_sandbox_restarts_total',
+    help: 'Sandbox processes replaced, by reason (crash, exit, memory-fence, stuck, fatal, unanswered, protocol, start-failure)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
+  private inFlight = 0;
+
+  constructor(
+    pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] },
+    held?: { bytes: number },
+  ) {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'sse_held_bytes',
+      help: 'Bytes the front holds for calls: rows, results, tables, replies not yet taken (bounded by SSE_MAX_HELD_MB)',
+      registers,
+      collect() {
+        this.set(held?.bytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'sse_queue_depth',
+      help: 'Chunks of rows waiting for a sandbox thread',
+      registers,
+      collect() {
+        this.set(pool.queueSize);
+      },
+    });
+    new Gauge({
+      name: 'sse_busy_workers',
+      help: 'Sandbox threads running a task',
+      registers,
+      collect() {
+        this.set(pool.busyWorkers);
+      },
+    });
+    new Gauge({
+      name: 'sse_workers',
+      help: 'Sandbox threads in sandbox processes that are ready',
+      registers,
+      collect() {
+        this.set(pool.threads);
+      },
+    });
+    new Gauge({
+      name: 'sse_sandbox_resident_bytes',
+      help: 'Resident memory of each sandbox process (Linux)',
+      labelNames: ['sandbox'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const { index, bytes } of pool.residentBytes()) this.set({ sandbox: String(index) }, bytes);
+      },
+    });
+    const calls = (): number => this.inFlight;
+    new Gauge({
+      name: 'sse_calls_in_flight',
+      help: 'EvaluateScript and ExecuteFunction calls running now',
+      registers,
+      collect() {
+        this.set(calls());
+      },
+    });
+    // The event-loop lag histogram samples every 100 ms, not prom-client's 10: a hundred wake-ups a
+    // second were most of an idle front's CPU (bench/RESULTS.md); lag is still measured to the nanosecond.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
+  }
+
+  callStarted(): void {
+    this.inFlight++;
+  }
+
+  callEnded(): void {
+    this.inFlight = Math.max(0, this.inFlight - 1);
+  }
+
+  get callsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /** Serves /metrics; resolves with the bound port. */
+  async listen(host: string, port: number): Promise<{ server: http.Server; port: number }> {
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+        res.writeHead(404).end('not found\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'Content-Type': this.registry.contentType }).end(text),
+        () => res.writeHead(500).end('metrics unavailable\n'),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return { server, port: (server.address() as AddressInfo).port };
+  }
+}

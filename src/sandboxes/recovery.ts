@@ -1,0 +1,60 @@
+/**
+ * What a dead sandbox process means for the tasks it held (src/sandboxes/pool.ts applies it): why it
+ * ended, and the one-line error a task's call gets when it was to blame, or when it was running in
+ * two processes that both died.
+ */
+import { PluginError } from '../contract/errors';
+import { memoryLimitError } from '../contract/limit-errors';
+import { type SandboxExit, V8_OUT_OF_MEMORY } from './sandbox-process';
+
+export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'protocol' | 'start-failure';
+
+/** The settings the messages name. */
+export interface LimitSettings {
+  readonly memoryLimitMb: number;
+  readonly scriptTimeoutMs: number;
+}
+
+export function restartReason(exit: SandboxExit): RestartReason {
+  if (!exit.wasReady) return 'start-failure';
+  if (exit.killedFor !== undefined && exit.killedFor !== 'stop') return exit.killedFor;
+  return exit.signal !== null ? 'crash' : 'exit';
+}
+
+export function culpritError(exit: SandboxExit, settings: LimitSettings): PluginError {
+  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) {
+    return new PluginError(
+      'DEADLINE_EXCEEDED',
+      `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
+    );
+  }
+  return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on the sandbox and it was replaced');
+}
+
+/** A task that was running in two sandbox processes that both died. */
+export function suspectError(exit: SandboxExit, reason: RestartReason, settings: LimitSettings): PluginError {
+  if (reason === 'memory-fence')
+    return memoryLimitError(
+      settings.memoryLimitMb,
+      'its sandbox process passed its memory fence (SSE_SANDBOX_MEMORY_MB) twice and was replaced',
+    );
+  if (reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail))
+    return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on its sandbox twice and it was replaced');
+  return new PluginError(
+    'UNAVAILABLE',
+    `the sandbox process running this call's script ended twice (${describeExit(exit)}); the call was not completed`,
+  );
+}
+
+export function describeExit(exit: SandboxExit): string {
+  return exit.signal !== null ? `signal ${exit.signal}` : `exit code ${String(exit.code)}`;
+}
+
+export function lastLine(text: string): string {
+  return (
+    text
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .pop() ?? ''
+  );
+}

@@ -1,0 +1,171 @@
+/**
+ * The front's queue of tasks waiting for a sandbox thread, fair between apps, then between the users
+ * of an app, then between the calls of a user. At each of these levels the next free thread goes to
+ * the one with the fewest tasks running, and among equals to the one whose turn it is (each goes to the
+ * back of its turn when it is served). So a call of an app with nothing running waits for about one
+ * running task to end, whatever another app has queued: per call alone, a trivial call of another app
+ * waited 45 s behind 30 CPU-heavy calls of one app (2 threads), since each of those calls had its
+ * turn before it. Within an app a user with nothing running goes first in the same way, and a small
+ * call waits behind at most one task of each other call of its user.
+ *
+ * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
+ * push, shift, remove and the running counts touch one line per level; a line exists only while it
+ * has tasks queued or running, and choosing among lines looks at no more turns than tasks are running.
+ */
+import type { PluginError } from '../contract/errors';
+import type { TaskResult } from '../contract/task';
+import type { TaskRequest } from './task-runner';
+
+/** A task from the moment it is queued until it settles (src/sandboxes/pool.ts keeps them by id). */
+export interface QueuedTask {
+  readonly id: number;
+  readonly request: TaskRequest;
+  readonly resolve: (result: TaskResult) => void;
+  readonly reject: (error: PluginError) => void;
+  /** Sent again after a sandbox died with no culprit named: at most once. */
+  retried: boolean;
+  sentAt: number;
+  settled: boolean;
+  /** Removed from the call's signal when the task settles: a listener left behind keeps the task's rows alive until the call ends. */
+  onAbort?: () => void;
+}
+
+type Key = string | number;
+
+/** The root, an app, a user of an app, or a call of a user: what is queued and running below it. */
+class Line {
+  queued = 0;
+  running = 0;
+  /** The lines below with tasks queued or running. */
+  readonly below = new Map<Key, Line>();
+  /** A call's own tasks in order (calls only). */
+  readonly tasks = new Map<number, QueuedTask>();
+  /** The lines below with tasks queued, by how many tasks they have running; each Map's order is the turn. */
+  private readonly turns: (Map<Key, Line> | undefined)[] = [];
+
+  constructor(
+    readonly key: Key,
+    readonly parent: Line | undefined,
+  ) {}
+
+  /** The line below to serve next: the fewest tasks running, the first in turn among equals. */
+  next(): Line | undefined {
+    for (const turn of this.turns) if (turn) for (const line of turn.values()) return line;
+    return undefined;
+  }
+
+  /** Changes a line below and puts it where its counts now say: at the back of its turn when moved (or rotated). */
+  reseat(child: Line, change: (line: Line) => void, rotate: boolean): void {
+    const before = child.queued > 0 ? child.running : -1;
+    change(child);
+    const after = child.queued > 0 ? child.running : -1;
+    if (before !== after || rotate) {
+      if (before >= 0) this.turns[before]?.delete(child.key);
+      if (after >= 0) {
+        const turn = this.turns[after] ?? new Map<Key, Line>();
+        this.turns[after] = turn;
+        turn.set(child.key, child);
+      }
+    }
+    if (child.queued === 0 && child.running === 0) this.below.delete(child.key);
+  }
+}
+
+export class TaskQueue {
+  /** Tasks put back at the head, last one first; `head` may hold removed ones until they are reached. */
+  private readonly head: QueuedTask[] = [];
+  private readonly inHead = new Set<QueuedTask>();
+  private readonly root = new Line('', undefined);
+  /** The call line of each task running (started and not finished). */
+  private readonly running = new Map<number, Line>();
+
+  get length(): number {
+    return this.inHead.size + this.root.queued;
+  }
+
+  push(task: QueuedTask): void {
+    const call = this.callLine(task.request, true) as Line;
+    call.tasks.set(task.id, task);
+    this.update(call, (line) => line.queued++, false);
+  }
+
+  unshift(task: QueuedTask): void {
+    this.head.push(task);
+    this.inHead.add(task);
+  }
+
+  shift(): QueuedTask | undefined {
+    for (let back = this.head.pop(); back !== undefined; back = this.head.pop()) {
+      if (this.inHead.delete(back)) return back;
+    }
+    let line: Line | undefined = this.root;
+    while (line !== undefined && line.tasks.size === 0) line = line.next();
+    const [first] = line?.tasks.values() ?? [];
+    if (line === undefined || first === undefined) return undefined;
+    line.tasks.delete(first.id);
+    // Served: the call, its user and its app each go to the back of their turn.
+    this.update(line, (l) => l.queued--, true);
+    return first;
+  }
+
+  /** True when the task was waiting here. */
+  remove(task: QueuedTask): boolean {
+    if (this.inHead.delete(task)) {
+      if (this.inHead.size === 0) this.head.length = 0;
+      return true;
+    }
+    const call = this.callLine(task.request, false);
+    if (!call?.tasks.delete(task.id)) return false;
+    this.update(call, (line) => line.queued--, false);
+    return true;
+  }
+
+  /** The task was sent to a sandbox thread: it counts as running for its call, user and app until finished. */
+  started(task: QueuedTask): void {
+    if (this.running.has(task.id)) return;
+    const call = this.callLine(task.request, true) as Line;
+    this.running.set(task.id, call);
+    this.update(call, (line) => line.running++, false);
+  }
+
+  /** The task's thread is done with it (a result, or its process ended); unknown ids are ignored. */
+  finished(taskId: number): void {
+    const call = this.running.get(taskId);
+    if (call === undefined) return;
+    this.running.delete(taskId);
+    this.update(call, (line) => line.running--, false);
+  }
+
+  drain(): QueuedTask[] {
+    const all = this.head.reverse().filter((task) => this.inHead.has(task));
+    const waiting: QueuedTask[] = [];
+    for (const app of this.root.below.values())
+      for (const user of app.below.values()) for (const call of user.below.values()) waiting.push(...call.tasks.values());
+    this.head.length = 0;
+    this.inHead.clear();
+    for (const task of waiting) this.remove(task);
+    return [...all, ...waiting];
+  }
+
+  /** The line of a task's call, below its user and its app; made when `create`. */
+  private callLine(request: TaskRequest, create: boolean): Line | undefined {
+    let line = this.root;
+    for (const key of [request.owner.appId, request.owner.userId, request.callId]) {
+      let below = line.below.get(key);
+      if (below === undefined) {
+        if (!create) return undefined;
+        below = new Line(key, line);
+        line.below.set(key, below);
+      }
+      line = below;
+    }
+    return line;
+  }
+
+  /** Applies a change of counts to a call's line and each line above it, each kept in its right turn. */
+  private update(call: Line, change: (line: Line) => void, rotate: boolean): void {
+    let line = call;
+    for (let parent = line.parent; parent !== undefined; line = parent, parent = line.parent) parent.reseat(line, change, rotate);
+    change(line);
+  }
+}
