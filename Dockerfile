@@ -12,12 +12,12 @@
 # Scripts cannot end the container: a sandbox process that crashes, hangs or passes its memory fence
 # (SSE_SANDBOX_MEMORY_MB) is replaced by the front. A restart policy is still advised for the front itself
 # (--restart on-failure; compose `restart: on-failure`; Kubernetes restarts by default); Docker does not
-# restart a container for being unhealthy. --memory is a backstop above the plugin's bound (README.md,
+# restart a container for being unhealthy. --memory is a backstop above the plugin's bound (docs/operations.md,
 # "Memory": ~2.0 GB for 4 workers at the defaults); --ulimit core=0 keeps a crashing sandbox process or
 # front from writing row values and the TLS key to disk.
 #
-# See README.md, "Configuration", for every variable. Node 22 (20, 22 and 24 are supported; Node 20 reached
-# its end of life in April 2026): README.md, "Node versions".
+# See docs/operations.md, "Configuration", for every variable. Node 22 (20, 22 and 24 are supported; Node 20 reached
+# its end of life in April 2026): docs/operations.md, "Node versions".
 
 # ---- build: compile TypeScript, then keep only the production dependencies ----
 FROM node:22-bookworm-slim AS build

@@ -94,6 +94,6 @@ export function printInFlight(label: string, t: Throughput, wireBytes: number): 
 }
 
 export function printTargets(checks: readonly TargetCheck[]): void {
-  heading('targets (issue 5, item 2)');
+  heading('targets');
   for (const c of checks) print(`  ${c.met ? 'MET ' : 'MISS'}  ${c.name.padEnd(40)} ${c.value.padEnd(22)} target ${c.target}`);
 }

@@ -186,7 +186,7 @@ class Parts {
       printInFlight(`ScriptEval streaming ${this.w('numeric').rowsIn} rows`, numericPlugin, this.w('numeric').requestBytes);
   }
 
-  /** The LOAD pattern (issue 9): one 1-row SCALAR call per row, one after another, then from 4 clients. */
+  /** The LOAD pattern: one 1-row SCALAR call per row, one after another, then from 4 clients. */
   async scalar(): Promise<void> {
     const { bench, ceiling, plugin, sizes } = this;
     const one = await bench.part('scalar', () => this.sequential(this.w('scalar'), sizes.scalarCalls));
@@ -258,7 +258,7 @@ class Parts {
 
   summary(): void {
     printTargets(this.bench.checks);
-    heading('memory (issue 5, item 4)');
+    heading('memory');
     if (this.soaked) {
       const first = this.soaked.rssBytes[0] ?? 0;
       const last = this.soaked.rssBytes[this.soaked.rssBytes.length - 1] ?? 0;

@@ -1,4 +1,4 @@
-/** Workload sizes: the by default, a tenth with BENCH_QUICK=1 for iterating. */
+/** Workload sizes: the full ones by default, a tenth with BENCH_QUICK=1 for iterating. */
 
 export interface Sizes {
   readonly quick: boolean;

@@ -37,7 +37,7 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
   const stopThenExit = (reason: string, code: number): void => {
     if (++signals > 1) {
       logger.warn({ reason }, 'second signal: exiting without waiting for calls in flight');
-      exitNow(logger, plugin, EXIT_FAILURE);
+      exitNow(EXIT_FAILURE);
     }
     const started = performance.now();
     logger.info(
@@ -47,11 +47,11 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
     plugin.stop().then(
       () => {
         logger.info({ stopMs: Math.round(performance.now() - started) }, 'stopped: sandbox processes ended');
-        exitWhenIdle(logger, plugin, code);
+        exitWhenIdle(logger, code);
       },
       (error: unknown) => {
         logger.error({ err: error }, 'error while stopping');
-        exitWhenIdle(logger, plugin, EXIT_FAILURE);
+        exitWhenIdle(logger, EXIT_FAILURE);
       },
     );
   };
@@ -60,11 +60,11 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
 }
 
 /** Sandbox processes end themselves when their channel closes (workers/sandbox-main.ts). */
-function exitNow(_logger: Logger, _plugin: Plugin, code: number): void {
+function exitNow(code: number): never {
   process.exit(code);
 }
 
-function exitWhenIdle(logger: Logger, _plugin: Plugin, code: number): void {
+function exitWhenIdle(logger: Logger, code: number): void {
   process.exitCode = code;
   setTimeout(() => {
     logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');

@@ -1,5 +1,5 @@
 /**
- * What the front spends per call on its own bookkeeping (issue 9, item 3): header decode, the
+ * What the front spends per call on its own bookkeeping: header decode, the
  * request id, the context key and script hash, the per-call log line and the metrics. Each is run
  * in a loop on this thread and reported in microseconds a call.
  * `node dist/bench/experiments/front-costs.js`

@@ -1,5 +1,5 @@
 // Text helpers for Qlik: slugs, padding, regular expressions, edit distance.
-// Each exports.Name = { … } is a plugin function (see README.md, "Plugin functions").
+// Each exports.Name = { … } is a plugin function (see docs/operations.md, "Plugin functions").
 // The helpers at the top are shared by the functions of this file; they run inside the sandbox.
 
 // Compiled patterns of this call: a column of rows usually repeats one pattern.

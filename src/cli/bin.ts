@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * `npx qlik-sse-js try …`: the package's command. isolated-vm needs Node started with
- * --no-node-snapshot (and the plugin runs with --no-concurrent-recompilation, see the README's Quick
- * start), and a `bin` file cannot pass flags to Node portably (a shebang takes one argument; npm's
+ * --no-node-snapshot (and the plugin runs with --no-concurrent-recompilation, see docs/operations.md,
+ * "Starting"), and a `bin` file cannot pass flags to Node portably (a shebang takes one argument; npm's
  * Windows shims read only the interpreter), so this file starts Node again with the flags, on the
  * real command, and hands its exit code back.
  */

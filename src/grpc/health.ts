@@ -5,7 +5,7 @@
  * adds a map entry for every service name a client asks about and never deletes it (removeWatcher
  * empties the entry's set but leaves the entry), and a name may be as large as a request message
  * (SSE_MAX_MESSAGE_BYTES). Watch-and-cancel calls with 15 MiB names filled the heap and aborted the
- * plugin in 24 s (issue 12, item 1). Here:
+ * plugin in 24 s. Here:
  * - the names are fixed ('' and qlik.sse.Connector); an unknown name keeps no state beyond its own
  *   call: Check answers NOT_FOUND, Watch sends SERVICE_UNKNOWN once and holds only the open call,
  *   which grpc-js releases when the client cancels;

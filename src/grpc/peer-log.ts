@@ -2,8 +2,8 @@
  * Which GetCapabilities calls get an info line. Qlik calls GetCapabilities when it connects, and "no
  * GetCapabilities line" is how an administrator learns that the engine never reached the plugin, so
  * the first call from each host (the peer address without its port: every connection has a new port)
- * is logged at info. Every call used to be, and a client calling in a loop filled the disk (issue 12,
- * item 10); later calls from a known host now go to debug.
+ * is logged at info; later calls from a known host go to debug, since a client calling in a loop
+ * would otherwise fill the disk.
  *
  * Bounded both ways: hosts are remembered in an LRU of MAX_REMEMBERED_HOSTS (a client with many
  * addresses cannot grow it), and at most MAX_FIRST_LINES_PER_MINUTE first-seen lines are written a

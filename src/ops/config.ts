@@ -121,7 +121,7 @@ const nonEmpty: Variable<string> = {
  * Up to four threads a process. Measured with 2 workers on 2 cores (bench/RESULTS.md): one process
  * of two threads ran 0.92-0.96 of the thread design's rows/s and idled at 87 MB, two processes of
  * one thread 0.75-0.81 and 138 MB (every process is a Node.js runtime and a channel more, competing
- * for the same cores). A process that dies costs the tasks of its threads a retry (README "Sandbox
+ * for the same cores). A process that dies costs the tasks of its threads a retry (docs/operations.md "Sandbox
  * processes"): four bounds that.
  */
 /**

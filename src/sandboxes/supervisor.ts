@@ -51,7 +51,7 @@ const START_TIMEOUT_MS = 30_000;
 const STABLE_AFTER_MS = 10_000;
 const MAX_RESTART_DELAY_MS = 5_000;
 
-/** The front's default memory fence per sandbox process, in MB: see README "Memory". */
+/** The front's default memory fence per sandbox process, in MB: see docs/operations.md "Memory". */
 export function defaultSandboxMemoryMb(threads: number, memoryLimitMb: number): number {
   return 160 + threads * (2 * memoryLimitMb + 96);
 }

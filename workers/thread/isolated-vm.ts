@@ -1,5 +1,5 @@
 /**
- * isolated-vm, from the build that fits this Node (README "Node versions"). 5.0.4 builds for Node 20
+ * isolated-vm, from the build that fits this Node (docs/operations.md "Node versions"). 5.0.4 builds for Node 20
  * and 22, 6.2.0 for Node 22 and 24; both are optional dependencies (6.2.0 under the name
  * isolated-vm-6), and npm leaves out the one that does not build here. Node 20 and 22 take 5.0.4, the
  * line the suite has run longest; Node 24 takes 6.2.0. Both have the same API (the same type file).
@@ -22,7 +22,7 @@ function load(): typeof IsolatedVM {
       failures.push(`${name}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
     }
   }
-  throw new Error(`no isolated-vm build loads on Node ${process.versions.node} (${failures.join('; ')}): see README "Node versions"`);
+  throw new Error(`no isolated-vm build loads on Node ${process.versions.node} (${failures.join('; ')}): see docs/operations.md "Node versions"`);
 }
 
 export const isolatedVm = load();
