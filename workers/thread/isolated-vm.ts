@@ -22,7 +22,9 @@ function load(): typeof IsolatedVM {
       failures.push(`${name}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
     }
   }
-  throw new Error(`no isolated-vm build loads on Node ${process.versions.node} (${failures.join('; ')}): see docs/operations.md "Node versions"`);
+  throw new Error(
+    `no isolated-vm build loads on Node ${process.versions.node} (${failures.join('; ')}): see docs/operations.md "Node versions"`,
+  );
 }
 
 export const isolatedVm = load();
