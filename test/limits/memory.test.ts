@@ -2,7 +2,7 @@
  * SSE_MEMORY_LIMIT_MB bounds each sandbox: allocation bombs, huge strings, arrays and typed arrays,
  * WebAssembly memory and huge results fail with RESOURCE_EXHAUSTED naming the limit, the sandbox is
  * rebuilt, and the next call works. The plugin's RSS is sampled during each bomb (figures in
- * security.md). Bombs on which V8 gives up (a stuck thread) are in worker-death.test.ts, against a
+ * security.md). Bombs on which V8 gives up (a stuck thread) are in sandbox-death.test.ts, against a
  * child process, because a stuck thread keeps its process from exiting.
  */
 import assert from 'node:assert/strict';
@@ -146,6 +146,28 @@ describe('result size', () => {
     assert.equal(result.code, status.OK, result.details);
     assert.equal(result.rows.length, 1_000);
     assert.equal(result.rows[999]?.[1]?.strData, 'v999');
+  });
+
+  it('an ArrayBuffer is never resizable, however its constructor is reached: maxByteLength reserves nothing', async () => {
+    const probes = [
+      'new ArrayBuffer(8, { maxByteLength: 2 ** 32 })',
+      'new (new Uint8Array(1).buffer.constructor)(8, { maxByteLength: 2 ** 32 })',
+      'new (class extends ArrayBuffer {})(8, { maxByteLength: 2 ** 32 })',
+      'Reflect.construct(new DataView(new ArrayBuffer(1)).buffer.constructor, [8, { maxByteLength: 2 ** 32 }])',
+    ];
+    for (const probe of probes) {
+      assert.equal(await textOf(t.client, `((b) => [b.resizable === true, b.byteLength].join())(${probe})`), 'false,8', probe);
+    }
+  });
+
+  it('a hundred thousand buffers asking for 4 GiB of room each cost nothing and end no sandbox process', async () => {
+    const restarts = t.plugin.pool.restarts;
+    const text = await textOf(
+      t.client,
+      'const bs = []; for (let i = 0; i < 100000; i++) bs.push(new ArrayBuffer(1, { maxByteLength: 2 ** 32 })); return String(bs.length)',
+    );
+    assert.equal(text, '100000');
+    assert.equal(t.plugin.pool.restarts, restarts);
   });
 
   it('keeps serving', async () => {

@@ -106,6 +106,18 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
   delete global['WebAssembly'];
   delete global['SharedArrayBuffer'];
 
+  // A resizable ArrayBuffer (`new ArrayBuffer(n, { maxByteLength })`) reserves its whole maximum as
+  // address space outside the isolate's heap and ArrayBuffer allocator: a few of 4 GiB end the sandbox
+  // process (V8 "Fatal error"), and resize() commits memory no limit counts. Here the constructor takes
+  // the length only (the sandbox thread also turns the feature off where V8 still has the flag).
+  const construct = Reflect.construct;
+  const RealArrayBuffer = ArrayBuffer;
+  const ArrayBufferProxy: ArrayBufferConstructor = new Proxy(RealArrayBuffer, {
+    construct(target, args, newTarget): object {
+      return construct(target, [args[0]], newTarget === ArrayBufferProxy ? target : newTarget) as object;
+    },
+  });
+
   let nondet = false;
   const realRandom = Math.random;
   const realNow = Date.now;
@@ -133,11 +145,13 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
     [Math, 'random', random],
     [RealDate, 'now', now],
     [RealDate.prototype, 'constructor', DateProxy],
+    [RealArrayBuffer.prototype, 'constructor', ArrayBufferProxy],
     [Symbol, 'for', registry.for],
     [Symbol, 'keyFor', registry.keyFor],
   ];
   for (const [target, key, value] of installed) install(target, key, value);
   global['Date'] = DateProxy;
+  global['ArrayBuffer'] = ArrayBufferProxy;
 
   function install(target: object, key: PropertyKey, value: unknown): boolean {
     return defineProperty(target, key, {

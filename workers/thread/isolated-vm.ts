@@ -5,6 +5,7 @@
  * line the suite has run longest; Node 24 takes 6.2.0. Both have the same API (the same type file).
  */
 import { createRequire } from 'node:module';
+import { setFlagsFromString } from 'node:v8';
 
 import type IsolatedVM from 'isolated-vm';
 
@@ -26,5 +27,12 @@ function load(): typeof IsolatedVM {
     `no isolated-vm build loads on Node ${process.versions.node} (${failures.join('; ')}): see docs/operations.md "Node versions"`,
   );
 }
+
+/**
+ * Resizable ArrayBuffers reserve address space outside every limit (workers/thread/isolate-runtime.ts
+ * also takes the option away). V8 11 (Node 20) still has the flag that turns them off for isolates made
+ * after it; where a later V8 dropped the flag, setting it does nothing.
+ */
+setFlagsFromString('--no-harmony-rab-gsab');
 
 export const isolatedVm = load();
