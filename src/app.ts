@@ -44,6 +44,7 @@ export async function startPlugin(
     sandboxProcesses: config.sandboxProcesses,
     metrics: config.metricsPort !== undefined,
     maxConnections: config.maxConnections,
+    maxConnectionsPerHost: config.maxConnectionsPerHost,
   });
   // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
   const functions = config.functionsDir === undefined ? undefined : await FunctionRegistry.open(config.functionsDir, logger);
@@ -61,7 +62,7 @@ export async function startPlugin(
   metrics = new Metrics(pool, held);
   try {
     await pool.start();
-    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions }, connections.maxConnections);
+    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions }, connections);
   } catch (error) {
     functions?.close();
     await pool.close();

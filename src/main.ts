@@ -74,16 +74,17 @@ function exitWhenIdle(logger: Logger, code: number): void {
 
 /** The bounds on connections, and the descriptor limit the connection limit was derived from. */
 function logConnectionLimits(logger: Logger, config: Config, plugin: Plugin): void {
-  const { descriptorLimit, reserved, maxConnections } = plugin.connections;
+  const { descriptorLimit, reserved, maxConnections, maxConnectionsPerHost } = plugin.connections;
   logger.info(
     {
       descriptorLimit,
       reservedDescriptors: reserved,
       maxConnections,
+      maxConnectionsPerHost,
       handshakeTimeoutMs: config.handshakeTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
     },
-    `connections: at most ${maxConnections} open (SSE_MAX_CONNECTIONS; descriptor limit ${descriptorLimit ?? 'unknown'}, ${reserved} kept for the plugin and its sandboxes), ${config.handshakeTimeoutMs} ms to start (SSE_HANDSHAKE_TIMEOUT_MS), closed after ${config.idleTimeoutMs} ms without a call (SSE_IDLE_TIMEOUT_MS)`,
+    `connections: at most ${maxConnections} open, ${maxConnectionsPerHost} from one host (SSE_MAX_CONNECTIONS, SSE_MAX_CONNECTIONS_PER_HOST; descriptor limit ${descriptorLimit ?? 'unknown'}, ${reserved} kept for the plugin and its sandboxes), ${config.handshakeTimeoutMs} ms to start (SSE_HANDSHAKE_TIMEOUT_MS), closed after ${config.idleTimeoutMs} ms without a call (SSE_IDLE_TIMEOUT_MS)`,
   );
 }
 

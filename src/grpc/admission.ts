@@ -54,6 +54,8 @@ export interface DescriptorBudget {
   /** Descriptors kept for the front itself, its sandbox processes and the metrics endpoint. */
   readonly reserved: number;
   readonly maxConnections: number;
+  /** Of those, from one client address: a host that opens many cannot lock the others out. */
+  readonly maxConnectionsPerHost: number;
 }
 
 /** The soft "Max open files" of /proc/self/limits; undefined if the text has none (or says unlimited). */
@@ -75,7 +77,12 @@ const RAISE_HINT = 'raise the limit (ulimit -n; LimitNOFILE= in a systemd unit; 
 /** How many connections fit; throws ConfigError when SSE_MAX_CONNECTIONS (or the limit itself) does not fit. */
 export function descriptorBudget(
   descriptorLimit: number | undefined,
-  needs: { readonly sandboxProcesses: number; readonly metrics: boolean; readonly maxConnections: number | undefined },
+  needs: {
+    readonly sandboxProcesses: number;
+    readonly metrics: boolean;
+    readonly maxConnections: number | undefined;
+    readonly maxConnectionsPerHost?: number | undefined;
+  },
 ): DescriptorBudget {
   const reserved = FRONT_DESCRIPTORS + needs.sandboxProcesses * DESCRIPTORS_PER_SANDBOX + (needs.metrics ? METRICS_MAX_CONNECTIONS + 1 : 0);
   const fit = descriptorLimit === undefined ? Number.POSITIVE_INFINITY : descriptorLimit - reserved;
@@ -86,13 +93,17 @@ export function descriptorBudget(
     );
   if (fit < MIN_CONNECTIONS)
     throw new ConfigError(`the descriptor limit is too low: ${limitText}, which leaves ${Math.max(0, fit)} for connections; ${RAISE_HINT}`);
-  return { descriptorLimit, reserved, maxConnections: needs.maxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, fit) };
+  const maxConnections = needs.maxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, fit);
+  // Half by default: one host (a scanner, a client gone wrong) leaves the other half to Qlik's engines.
+  const perHost = needs.maxConnectionsPerHost ?? Math.ceil(maxConnections / 2);
+  return { descriptorLimit, reserved, maxConnections, maxConnectionsPerHost: Math.min(perHost, maxConnections) };
 }
 
 export interface AdmissionSettings {
   readonly host: string;
   readonly port: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerHost: number;
   readonly handshakeTimeoutMs: number;
   /** Mutual TLS (src/ops/tls.ts tlsServerOptions); undefined: plaintext. */
   readonly tls: tls.TlsOptions | undefined;
@@ -109,7 +120,9 @@ export interface Admission {
 /** Listens on host:port and hands each admitted connection to the injector. */
 export async function admitConnections(injector: ConnectionInjector, settings: AdmissionSettings, logger: Logger): Promise<Admission> {
   const open = new Set<net.Socket>();
+  const perHost = new Map<string, number>();
   const refused = rateLimitedWarning(logger);
+  const refusedHost = rateLimitedWarning(logger);
   const unverified = rateLimitedWarning(logger);
   const handOver = (socket: net.Socket): void => {
     watchPreface(socket, settings.handshakeTimeoutMs, logger);
@@ -117,8 +130,25 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
   };
   const handshakes = settings.tls === undefined ? undefined : tlsHandshakes(settings, handOver, unverified, logger);
   const listener = net.createServer((socket) => {
+    const host = hostOf(socket);
+    const fromHost = perHost.get(host) ?? 0;
+    if (fromHost >= settings.maxConnectionsPerHost) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      refusedHost.warn(
+        { maxConnectionsPerHost: settings.maxConnectionsPerHost, host },
+        `connection refused: ${fromHost} connections from ${host} are open (SSE_MAX_CONNECTIONS_PER_HOST)`,
+      );
+      return;
+    }
+    perHost.set(host, fromHost + 1);
     open.add(socket);
-    socket.once('close', () => open.delete(socket));
+    socket.once('close', () => {
+      open.delete(socket);
+      const left = (perHost.get(host) ?? 1) - 1;
+      if (left > 0) perHost.set(host, left);
+      else perHost.delete(host);
+    });
     // A reset from a client that went away ends the socket; there is nothing more to do.
     socket.on('error', (error) => logger.debug({ err: error, peer: peerOf(socket) }, 'connection error'));
     if (handshakes) handshakes.emit('connection', socket);
@@ -188,6 +218,11 @@ function watchPreface(socket: net.Socket, timeoutMs: number, logger: Logger): vo
   }, timeoutMs);
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
+}
+
+/** The client's address without its port; an IPv4 address seen through an IPv6 socket counts as itself. */
+function hostOf(socket: net.Socket): string {
+  return (socket.remoteAddress ?? 'unknown').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
 }
 
 function peerOf(socket: net.Socket): string {

@@ -11,7 +11,7 @@ import { evaluateScript, type HandlerDeps } from '../calls/evaluate-script';
 import { executeFunction } from '../calls/execute-function';
 import { MAX_REPLY_BYTES } from '../contract/replies';
 import { tlsServerOptions } from '../ops/tls';
-import { admitConnections } from './admission';
+import { admitConnections, type DescriptorBudget } from './admission';
 import { capabilities } from './capabilities';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
@@ -64,7 +64,10 @@ export interface RunningServer {
   destroyConnections(): void;
 }
 
-export async function startServer(deps: HandlerDeps, maxConnections: number): Promise<RunningServer> {
+export async function startServer(
+  deps: HandlerDeps,
+  connections: Pick<DescriptorBudget, 'maxConnections' | 'maxConnectionsPerHost'>,
+): Promise<RunningServer> {
   const { config, logger } = deps;
   const server = new grpc.Server({
     'grpc.max_receive_message_length': config.maxMessageBytes,
@@ -96,7 +99,14 @@ export async function startServer(deps: HandlerDeps, maxConnections: number): Pr
   guardHeaderLimits(server);
   const admission = await admitConnections(
     injector,
-    { host: config.host, port: config.port, maxConnections, handshakeTimeoutMs: config.handshakeTimeoutMs, tls: tlsServerOptions(config) },
+    {
+      host: config.host,
+      port: config.port,
+      maxConnections: connections.maxConnections,
+      maxConnectionsPerHost: connections.maxConnectionsPerHost,
+      handshakeTimeoutMs: config.handshakeTimeoutMs,
+      tls: tlsServerOptions(config),
+    },
     logger,
   );
   return {

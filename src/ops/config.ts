@@ -46,6 +46,8 @@ export interface Config {
    * process's descriptor limit so that connections can never starve sandbox spawns.
    */
   readonly maxConnections: number | undefined;
+  /** Open connections from one client address at most; undefined: half of maxConnections. */
+  readonly maxConnectionsPerHost: number | undefined;
   /** A new connection must finish its TLS handshake / send the HTTP/2 preface within this time. */
   readonly handshakeTimeoutMs: number;
   /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
@@ -179,6 +181,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
     functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
     maxConnections: optional('SSE_MAX_CONNECTIONS', integer(1, 1_000_000)),
+    maxConnectionsPerHost: optional('SSE_MAX_CONNECTIONS_PER_HOST', integer(1, 1_000_000)),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
   };

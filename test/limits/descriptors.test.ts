@@ -75,7 +75,11 @@ describe('descriptors for sandbox spawns', () => {
 
   it('idle connections cannot take the descriptors a sandbox replacement needs', async () => {
     // The handshake deadline is far away: the idle connections stay for the whole test.
-    plugin = await startMain({ SSE_WORKERS: '1', SSE_HANDSHAKE_TIMEOUT_MS: '60000' }, { descriptorLimit: DESCRIPTOR_LIMIT });
+    // Every connection comes from this host: let it have them all.
+    plugin = await startMain(
+      { SSE_WORKERS: '1', SSE_HANDSHAKE_TIMEOUT_MS: '60000', SSE_MAX_CONNECTIONS_PER_HOST: '1000000' },
+      { descriptorLimit: DESCRIPTOR_LIMIT },
+    );
     const limits = await connectionsLine(plugin);
     assert.equal(limits['descriptorLimit'], DESCRIPTOR_LIMIT);
     const maxConnections = Number(limits['maxConnections']);

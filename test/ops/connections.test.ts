@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, QlikClient } from '../helpers/qlik-client';
-import { SLOW_SCRIPT, SLOW_SCRIPT_MS } from './process';
+import { SLOW_SCRIPT, SLOW_SCRIPT_MS, until } from './process';
 
 const certificates = certificatesForSuite();
 const HANDSHAKE_TIMEOUT_MS = 300;
@@ -29,9 +29,9 @@ interface Idle {
   readonly closed: Promise<void>;
 }
 
-function idleSocket(port: number): Promise<Idle> {
+function idleSocket(port: number, localAddress = '127.0.0.1'): Promise<Idle> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => resolve({ socket, closed }));
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress }, () => resolve({ socket, closed }));
     const closed = new Promise<void>((done) => socket.once('close', () => done()));
     socket.once('error', reject);
     // Reads (and drops) what the server sends, so that its closing the connection is seen.
@@ -67,6 +67,7 @@ describe('plaintext connections', () => {
     t = await startTestPlugin({
       SSE_WORKERS: '1',
       SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(MAX_CONNECTIONS),
       SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
       SSE_IDLE_TIMEOUT_MS: String(IDLE_TIMEOUT_MS),
     });
@@ -124,6 +125,45 @@ describe('plaintext connections', () => {
       assert.deepEqual(await doubled(client, SLOW_SCRIPT), { code: grpc.status.OK, values: [21], details: 'OK' });
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('connections from one host', () => {
+  const MAX_CONNECTIONS = 6;
+  const PER_HOST = 3;
+  let t: TestPlugin;
+  before(async () => {
+    // The handshake deadline is far away: connections that send nothing stay for the whole test.
+    t = await startTestPlugin({
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
+      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+    });
+  });
+  after(() => t.stop());
+
+  it('one host holding its share cannot lock out a client from another address', { timeout: TEST_TIMEOUT_MS }, async () => {
+    assert.equal(t.plugin.connections.maxConnectionsPerHost, PER_HOST);
+    // 127.0.0.2 is loopback too: the "other host" of this test, and the client below is 127.0.0.1.
+    const flood = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, () => idleSocket(t.plugin.port, '127.0.0.2')));
+    let closed = 0;
+    for (const connection of flood) void connection.closed.then(() => closed++);
+    // Those past the host's share are closed as soon as they are accepted (the deadline only ends a hang).
+    await until(
+      () => closed,
+      (n) => n >= MAX_CONNECTIONS - PER_HOST,
+      10_000,
+    );
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      // The host's share was held all along: the client got in beside it, not after it.
+      assert.equal(closed, MAX_CONNECTIONS - PER_HOST);
+    } finally {
+      client.close();
+      for (const connection of flood) connection.socket.destroy();
     }
   });
 });

@@ -23,7 +23,12 @@ describe('descriptor budget', () => {
     const four = descriptorBudget(300, { sandboxProcesses: 4, metrics: true, maxConnections: undefined });
     assert.ok(four.reserved > one.reserved);
     assert.ok(one.maxConnections < DEFAULT_MAX_CONNECTIONS);
-    assert.deepEqual(one, { descriptorLimit: 300, reserved: one.reserved, maxConnections: 300 - one.reserved });
+    assert.deepEqual(one, {
+      descriptorLimit: 300,
+      reserved: one.reserved,
+      maxConnections: 300 - one.reserved,
+      maxConnectionsPerHost: Math.ceil((300 - one.reserved) / 2),
+    });
     assert.equal(four.maxConnections, 300 - four.reserved);
     assert.equal(
       descriptorBudget(1_048_576, { sandboxProcesses: 4, metrics: true, maxConnections: undefined }).maxConnections,
@@ -46,6 +51,14 @@ describe('descriptor budget', () => {
           error.message,
         ),
     );
+  });
+
+  it('gives one host half the connections unless SSE_MAX_CONNECTIONS_PER_HOST says otherwise, never more than all', () => {
+    const needs = { sandboxProcesses: 1, metrics: false, maxConnections: 100 };
+    assert.equal(descriptorBudget(undefined, needs).maxConnectionsPerHost, 50);
+    assert.equal(descriptorBudget(undefined, { ...needs, maxConnections: 5 }).maxConnectionsPerHost, 3);
+    assert.equal(descriptorBudget(undefined, { ...needs, maxConnectionsPerHost: 10 }).maxConnectionsPerHost, 10);
+    assert.equal(descriptorBudget(undefined, { ...needs, maxConnectionsPerHost: 1_000 }).maxConnectionsPerHost, 100);
   });
 
   it('refuses a descriptor limit that leaves almost nothing for connections', () => {

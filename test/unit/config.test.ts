@@ -109,6 +109,7 @@ describe('loadConfig', () => {
     ['SSE_SANDBOX_MEMORY_MB', '10', /SSE_SANDBOX_MEMORY_MB="10" is invalid: expected an integer from 64/],
     ['SSE_METRICS_HOST', ' ', /SSE_METRICS_HOST=" " is invalid/],
     ['SSE_MAX_CONNECTIONS', '0', /SSE_MAX_CONNECTIONS="0" is invalid: expected an integer from 1 to 1000000/],
+    ['SSE_MAX_CONNECTIONS_PER_HOST', 'x', /SSE_MAX_CONNECTIONS_PER_HOST="x" is invalid: expected an integer from 1 to 1000000/],
     ['SSE_HANDSHAKE_TIMEOUT_MS', '50', /SSE_HANDSHAKE_TIMEOUT_MS="50" is invalid: expected an integer from 100 to 600000/],
     ['SSE_IDLE_TIMEOUT_MS', '0', /SSE_IDLE_TIMEOUT_MS="0" is invalid: expected an integer from 100 to 86400000/],
   ];
