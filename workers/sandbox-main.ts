@@ -19,7 +19,6 @@ import {
   CHANNEL_FD,
   Frame,
   FrameReader,
-  jsonFrame,
   MAX_OPEN_CALLS,
   parseJson,
   RESULTS_FD,
@@ -27,10 +26,12 @@ import {
   readTaskFrame,
   type SandboxSettings,
 } from '../src/contract/channel';
+import { readyFrame, retireFrame } from '../src/contract/control-frames';
 import { PluginError } from '../src/contract/errors';
 import { resultFrame } from '../src/contract/result-frame';
-import { BUDGET_SPENT_MS, newBudget, type TaskResult } from '../src/contract/task';
+import type { TaskResult } from '../src/contract/task';
 import { ThreadPool } from './thread-pool';
+import { BUDGET_SPENT_MS, newBudget } from './thread-task';
 
 interface OpenCall {
   readonly call: CallSpec;
@@ -95,13 +96,13 @@ function main(): void {
   // A thread stuck in native code keeps a normal exit waiting for ever: only SIGKILL is sure.
   const end = (): void => void process.kill(process.pid, 'SIGKILL');
   channel.on('end', end).on('close', end).on('error', end);
-  const pool = new ThreadPool(options.threads, options, (retirement) => channel.write(jsonFrame(Frame.RETIRE, 0, retirement)));
+  const pool = new ThreadPool(options.threads, options, (retirement) => channel.write(retireFrame(retirement)));
   const calls = new OpenCalls(options.maxOpenCalls ?? MAX_OPEN_CALLS);
   const reader = new FrameReader((frame) => onFrame(frame, calls, pool, channel));
   pool.ready().then(
     () => {
       channel.on('data', (chunk: Buffer) => reader.push(chunk));
-      channel.write(jsonFrame(Frame.READY, 0, { threads: options.threads }));
+      channel.write(readyFrame(options.threads));
     },
     (error: unknown) => {
       process.stderr.write(`sandbox process could not start its threads: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -133,7 +134,8 @@ class OpenCalls extends Map<number, OpenCall> {
 function onFrame(frame: ReceivedFrame, calls: OpenCalls, pool: ThreadPool, channel: net.Socket): void {
   switch (frame.kind) {
     case Frame.OPEN_CALL:
-      calls.open(frame.id, { call: parseJson<CallSpec>(frame.payload), budget: newBudget() });
+      // The front is trusted here (it started this process); its OPEN_CALL is its own CallSpec.
+      calls.open(frame.id, { call: parseJson(frame.payload) as CallSpec, budget: newBudget() });
       return;
     case Frame.CLOSE_CALL:
       calls.delete(frame.id);

@@ -14,21 +14,14 @@
 import path from 'node:path';
 
 import Piscina from 'piscina';
-import type { Retirement } from '../src/contract/channel';
+import type { Retirement } from '../src/contract/control-frames';
 import { PluginError } from '../src/contract/errors';
 import { memoryLimitError } from '../src/contract/limit-errors';
-import {
-  CONTROL_STATE,
-  CONTROL_TIMEOUT_MS,
-  type EvaluateTask,
-  newControl,
-  TASK_FATAL,
-  TASK_RUNNING,
-  type TaskResult,
-} from '../src/contract/task';
+import type { TaskResult } from '../src/contract/task';
 import { newResultLock } from './result-writer';
 import type { SandboxLimits } from './thread/sandbox';
 import { ActivityWatch, newActivityCells } from './thread-activity';
+import { CONTROL_STATE, CONTROL_TIMEOUT_MS, type EvaluateTask, newControl, TASK_FATAL, TASK_RUNNING } from './thread-task';
 
 const THREAD_FILE = path.join(__dirname, 'thread', 'evaluate.js');
 /** How long past its time limit a running task may go before its thread is presumed stuck. */

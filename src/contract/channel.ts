@@ -14,7 +14,8 @@
  *                   RESULT     id = task   payload = encodeResult()
  *                   RETIRE     id = 0      payload = JSON Retirement
  *
- * RESULT payloads are coded in src/contract/result-frame.ts. RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
+ * RESULT payloads are coded in src/contract/result-frame.ts, READY and RETIRE payloads in
+ * src/contract/control-frames.ts; the front checks each before use. RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
  * themselves (workers/result-writer.ts): a result crosses no thread on its way back, so a one-row
  * call pays one write and one read each way. The sandbox's main thread writes a RESULT on fd 3 only
  * for a task its thread could not answer (the thread died, or could not write).
@@ -36,6 +37,15 @@ export const CHANNEL_FD = 3;
 export const RESULTS_FD = 4;
 
 export const HEADER_BYTES = 9;
+/** Where each header field sits in a frame. */
+const LENGTH_AT = 0;
+const KIND_AT = 4;
+const ID_AT = 5;
+/** Where each fixed field of a TASK payload sits; the row bytes follow them. */
+const TASK_CALL_AT = 0;
+const TASK_ROWS_AT = 4;
+const TASK_FIRST_ROW_AT = 8;
+const TASK_SPENT_MS_AT = 12;
 const TASK_FIELDS_BYTES = 16;
 /** No frame from the front is larger: a task is at most a few MiB of rows (an aggregation: the memory limit). */
 export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
@@ -82,15 +92,8 @@ export interface SandboxSettings {
   readonly maxOpenCalls?: number;
 }
 
-/** Why a sandbox process asks to be ended, and the tasks it holds to blame. */
-export interface Retirement {
-  readonly reason: 'fatal' | 'stuck';
-  readonly taskIds: readonly number[];
-  readonly detail: string;
-}
-
 export interface ReceivedFrame {
-  readonly kind: number;
+  readonly kind: FrameKind;
   readonly id: number;
   readonly payload: Uint8Array;
   /** The payload's ArrayBuffer holds this frame alone (it may be moved to a thread). */
@@ -99,10 +102,14 @@ export interface ReceivedFrame {
 
 export function frameHeader(kind: FrameKind, id: number, payloadBytes: number): Buffer {
   const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header.writeUInt32LE(payloadBytes, 0);
-  header.writeUInt8(kind, 4);
-  header.writeUInt32LE(id >>> 0, 5);
+  writeHeader(header, kind, id, payloadBytes);
   return header;
+}
+
+function writeHeader(target: Buffer, kind: FrameKind, id: number, payloadBytes: number): void {
+  target.writeUInt32LE(payloadBytes, LENGTH_AT);
+  target.writeUInt8(kind, KIND_AT);
+  target.writeUInt32LE(id >>> 0, ID_AT);
 }
 
 /** A whole frame with a JSON payload. */
@@ -161,30 +168,29 @@ function fileScriptJson(script: string): Buffer {
   return json;
 }
 
-export function parseJson<T>(payload: Uint8Array): T {
-  return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8')) as T;
+/** A JSON payload, not yet checked: what the other side sent is for the caller to validate. */
+export function parseJson(payload: Uint8Array): unknown {
+  return JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
 }
 
 /** The header and fixed fields of a TASK frame; the row bytes follow it on the channel unchanged. */
 export function taskFrameHead(taskId: number, task: Omit<TaskFrame, 'bytes'>, rowBytes: number): Buffer {
   const head = Buffer.allocUnsafe(HEADER_BYTES + TASK_FIELDS_BYTES);
-  head.writeUInt32LE(TASK_FIELDS_BYTES + rowBytes, 0);
-  head.writeUInt8(Frame.TASK, 4);
-  head.writeUInt32LE(taskId >>> 0, 5);
-  head.writeUInt32LE(task.callId >>> 0, 9);
-  head.writeUInt32LE(task.rows >>> 0, 13);
-  head.writeUInt32LE(task.firstRow >>> 0, 17);
-  head.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.ceil(task.spentMs))), 21);
+  writeHeader(head, Frame.TASK, taskId, TASK_FIELDS_BYTES + rowBytes);
+  head.writeUInt32LE(task.callId >>> 0, HEADER_BYTES + TASK_CALL_AT);
+  head.writeUInt32LE(task.rows >>> 0, HEADER_BYTES + TASK_ROWS_AT);
+  head.writeUInt32LE(task.firstRow >>> 0, HEADER_BYTES + TASK_FIRST_ROW_AT);
+  head.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.ceil(task.spentMs))), HEADER_BYTES + TASK_SPENT_MS_AT);
   return head;
 }
 
 export function readTaskFrame(payload: Uint8Array): TaskFrame {
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   return {
-    callId: view.getUint32(0, true),
-    rows: view.getUint32(4, true),
-    firstRow: view.getUint32(8, true),
-    spentMs: view.getUint32(12, true),
+    callId: view.getUint32(TASK_CALL_AT, true),
+    rows: view.getUint32(TASK_ROWS_AT, true),
+    firstRow: view.getUint32(TASK_FIRST_ROW_AT, true),
+    spentMs: view.getUint32(TASK_SPENT_MS_AT, true),
     bytes: payload.subarray(TASK_FIELDS_BYTES),
   };
 }
@@ -209,8 +215,8 @@ export class FrameReader {
     if (this.gathering) data = this.gather(data);
     let at = 0;
     while (data.length - at >= HEADER_BYTES) {
-      const payloadBytes = data.readUInt32LE(at);
-      if (payloadBytes > maxPayloadBytes(data.readUInt8(at + 4)))
+      const payloadBytes = data.readUInt32LE(at + LENGTH_AT);
+      if (payloadBytes > maxPayloadBytes(kindAt(data, at)))
         throw new Error(`channel frame of ${payloadBytes} bytes is larger than any the other side sends`);
       const frameBytes = HEADER_BYTES + payloadBytes;
       if (data.length - at < frameBytes) {
@@ -238,12 +244,20 @@ export class FrameReader {
   }
 
   private emit(frame: Buffer, owned: boolean): void {
-    this.onFrame({ kind: frame.readUInt8(4), id: frame.readUInt32LE(5), payload: frame.subarray(HEADER_BYTES), owned });
+    this.onFrame({ kind: kindAt(frame, 0), id: frame.readUInt32LE(ID_AT), payload: frame.subarray(HEADER_BYTES), owned });
   }
 }
 
-/** Checked on the header, before a frame's buffer is allocated: an unknown kind is refused at once. */
-function maxPayloadBytes(kind: number): number {
+const FRAME_KINDS: ReadonlySet<number> = new Set(Object.values(Frame));
+
+/** The kind of the frame whose header starts at `at`; an unknown kind is refused before its buffer is allocated. */
+function kindAt(data: Buffer, at: number): FrameKind {
+  const kind = data.readUInt8(at + KIND_AT);
+  if (!FRAME_KINDS.has(kind)) throw new Error(`unknown channel frame kind ${kind}`);
+  return kind as FrameKind;
+}
+
+function maxPayloadBytes(kind: FrameKind): number {
   switch (kind) {
     case Frame.OPEN_CALL:
     case Frame.TASK:
@@ -254,7 +268,5 @@ function maxPayloadBytes(kind: number): number {
     case Frame.READY:
     case Frame.RETIRE:
       return MAX_CONTROL_FRAME_BYTES;
-    default:
-      return -1;
   }
 }

@@ -9,7 +9,8 @@
  * that escaped V8 would own the sandbox process), so every length is checked before use.
  */
 import { Frame, frameHeader, HEADER_BYTES, MAX_RESULT_FRAME_BYTES, parseJson } from './channel';
-import { type ErrorData, PluginError } from './errors';
+import { isRecord } from './control-frames';
+import { type ErrorData, isErrorData, PluginError } from './errors';
 import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskResult } from './task';
 
 /**
@@ -17,8 +18,17 @@ import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskResul
  * quotes and commas, and the other fields.
  */
 const MAX_TABLE_META_BYTES = 6 * MAX_TABLE_KEY_BYTES + 3 * MAX_TABLE_COLUMNS + 1024;
-/** u8 ok, u8 nondeterministic, u32 rowsOut, f64 scriptMs, u32 replies, u32 tableMetaBytes. */
+/** Where each fixed field of a RESULT payload sits: u8 ok, then (success) the rest. */
+const OK_AT = 0;
+const NONDETERMINISTIC_AT = 1;
+const ROWS_OUT_AT = 2;
+const SCRIPT_MS_AT = 6;
+const REPLY_COUNT_AT = 14;
+const TABLE_META_BYTES_AT = 18;
+/** The u32 length of each reply follows the fixed fields. */
 const SUCCESS_FIXED_BYTES = 22;
+const FAILURE = 0;
+const SUCCESS = 1;
 
 interface FailureData {
   readonly error: ErrorData;
@@ -36,16 +46,16 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
       isolateRebuilt: result.isolateRebuilt,
       timedOut: result.timedOut,
     };
-    return [Uint8Array.of(0), Buffer.from(JSON.stringify(failure), 'utf8')];
+    return [Uint8Array.of(FAILURE), Buffer.from(JSON.stringify(failure), 'utf8')];
   }
   const table = result.table === null ? [] : encodeTable(result.table);
   const fixed = Buffer.allocUnsafe(SUCCESS_FIXED_BYTES + 4 * result.replies.length);
-  fixed.writeUInt8(1, 0);
-  fixed.writeUInt8(result.nondeterministic ? 1 : 0, 1);
-  fixed.writeUInt32LE(result.rowsOut, 2);
-  fixed.writeDoubleLE(result.scriptMs, 6);
-  fixed.writeUInt32LE(result.replies.length, 14);
-  fixed.writeUInt32LE(table[0]?.byteLength ?? 0, 18);
+  fixed.writeUInt8(SUCCESS, OK_AT);
+  fixed.writeUInt8(result.nondeterministic ? 1 : 0, NONDETERMINISTIC_AT);
+  fixed.writeUInt32LE(result.rowsOut, ROWS_OUT_AT);
+  fixed.writeDoubleLE(result.scriptMs, SCRIPT_MS_AT);
+  fixed.writeUInt32LE(result.replies.length, REPLY_COUNT_AT);
+  fixed.writeUInt32LE(table[0]?.byteLength ?? 0, TABLE_META_BYTES_AT);
   result.replies.forEach((reply, i) => {
     fixed.writeUInt32LE(reply.byteLength, SUCCESS_FIXED_BYTES + 4 * i);
   });
@@ -76,13 +86,12 @@ export function resultFrame(taskId: number, result: TaskResult): Uint8Array[] {
 export function decodeResult(payload: Uint8Array): TaskResult {
   const buf = ownBytes(payload);
   if (buf.length === 0) throw new Error('empty RESULT frame');
-  if (buf.readUInt8(0) === 0) {
-    const failure = parseJson<FailureData>(buf.subarray(1));
-    return { ok: false, ...failure };
-  }
+  const ok = buf.readUInt8(OK_AT);
+  if (ok === FAILURE) return { ok: false, ...checkFailure(parseJson(buf.subarray(OK_AT + 1))) };
+  if (ok !== SUCCESS) throw new Error(`RESULT frame of unknown outcome ${ok}`);
   if (buf.length < SUCCESS_FIXED_BYTES) throw new Error('RESULT frame shorter than its fixed fields');
-  const replyCount = buf.readUInt32LE(14);
-  const tableMetaBytes = buf.readUInt32LE(18);
+  const replyCount = buf.readUInt32LE(REPLY_COUNT_AT);
+  const tableMetaBytes = buf.readUInt32LE(TABLE_META_BYTES_AT);
   let at = SUCCESS_FIXED_BYTES + 4 * replyCount;
   if (at > buf.length) throw new Error('RESULT frame shorter than its reply lengths');
   const replies: Uint8Array[] = [];
@@ -96,12 +105,31 @@ export function decodeResult(payload: Uint8Array): TaskResult {
   if (tableMetaBytes === 0 && rest.length > 0) throw new Error('RESULT frame longer than its replies');
   return {
     ok: true,
-    nondeterministic: buf.readUInt8(1) === 1,
-    rowsOut: buf.readUInt32LE(2),
-    scriptMs: buf.readDoubleLE(6),
+    nondeterministic: buf.readUInt8(NONDETERMINISTIC_AT) === 1,
+    rowsOut: buf.readUInt32LE(ROWS_OUT_AT),
+    scriptMs: checkScriptMs(buf.readDoubleLE(SCRIPT_MS_AT)),
     replies,
     table: tableMetaBytes === 0 ? null : decodeTable(rest, tableMetaBytes),
   };
+}
+
+/**
+ * A failure's JSON, field by field: its error becomes the client's status and message
+ * (PluginError.fromData), so a code outside the closed set or a message that is not text is refused.
+ */
+function checkFailure(value: unknown): FailureData {
+  if (!isRecord(value)) throw new Error('RESULT failure is not an object');
+  const { error, scriptMs, isolateRebuilt, timedOut } = value;
+  if (!isErrorData(error)) throw new Error('RESULT failure without a known error code and message');
+  if (typeof scriptMs !== 'number') throw new Error('RESULT failure without its script time');
+  if (typeof isolateRebuilt !== 'boolean' || typeof timedOut !== 'boolean') throw new Error('RESULT failure without its flags');
+  return { error: { code: error.code, message: error.message }, scriptMs: checkScriptMs(scriptMs), isolateRebuilt, timedOut };
+}
+
+/** Script time is added to the call's budget: NaN, a negative or an infinite time would corrupt it. */
+function checkScriptMs(scriptMs: number): number {
+  if (!Number.isFinite(scriptMs) || scriptMs < 0) throw new Error(`RESULT with a script time of ${scriptMs} ms`);
+  return scriptMs;
 }
 
 /** The payload as a Buffer over memory of its own (a frame gathered by FrameReader already is). */
@@ -129,7 +157,7 @@ function encodeTable(table: TableChunk): Uint8Array[] {
 
 function decodeTable(buf: Buffer, metaBytes: number): TableChunk {
   if (metaBytes > MAX_TABLE_META_BYTES || metaBytes > buf.length) throw new Error(`table meta of ${metaBytes} bytes`);
-  const meta = checkTableMeta(parseJson<TableMeta>(buf.subarray(0, metaBytes)));
+  const meta = checkTableMeta(parseJson(buf.subarray(0, metaBytes)));
   const cellCount = meta.rows * meta.keys.length;
   if (buf.length !== metaBytes + 5 * cellCount + meta.cellBytes) throw new Error('table chunk sizes do not add up');
   let at = metaBytes;
@@ -144,20 +172,25 @@ function decodeTable(buf: Buffer, metaBytes: number): TableChunk {
 }
 
 /** The sandbox bounds a table's names (workers/thread/output-check.ts); the front does not take its word for it. */
-function checkTableMeta(meta: TableMeta): TableMeta {
+function checkTableMeta(meta: unknown): TableMeta {
+  if (!isRecord(meta)) throw new Error('table meta out of bounds');
   const { shape, keys, rows, cellBytes } = meta;
-  const fine =
-    (shape === 'array' || shape === 'object') &&
+  if ((shape !== 'array' && shape !== 'object') || !isNameList(keys) || !isCount(rows) || !isCount(cellBytes))
+    throw new Error('table meta out of bounds');
+  return { shape, keys, rows, cellBytes };
+}
+
+function isNameList(keys: unknown): keys is string[] {
+  return (
     Array.isArray(keys) &&
     keys.length <= MAX_TABLE_COLUMNS &&
     keys.every((key) => typeof key === 'string') &&
-    keys.reduce((n, key) => n + Buffer.byteLength(key, 'utf8'), 0) <= MAX_TABLE_KEY_BYTES &&
-    Number.isSafeInteger(rows) &&
-    rows >= 0 &&
-    Number.isSafeInteger(cellBytes) &&
-    cellBytes >= 0;
-  if (!fine) throw new Error('table meta out of bounds');
-  return meta;
+    keys.reduce((n: number, key: string) => n + Buffer.byteLength(key, 'utf8'), 0) <= MAX_TABLE_KEY_BYTES
+  );
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
 function checkCellEnds(cellEnds: Uint32Array, cellBytes: number): void {

@@ -1,7 +1,8 @@
 /**
- * The contract between the front and the sandboxes: what a call asks (ScriptSpec), what one task of
- * rows is inside a sandbox process (EvaluateTask, posted to a piscina thread) and what comes back
- * (TaskResult). Plain data only; errors travel as ErrorData, never as thrown objects.
+ * The contract between the front and the sandboxes: what a call asks (ScriptSpec) and what comes
+ * back for a task (TaskResult). Plain data only; errors travel as ErrorData, never as thrown objects.
+ * How a task travels is the channel's (TaskFrame, src/contract/channel.ts); what a sandbox thread
+ * is given for it is the sandbox's own (EvaluateTask, workers/thread-task.ts).
  */
 import type { ErrorData } from './errors';
 
@@ -35,47 +36,6 @@ export interface ScriptSpec {
    * is a selector; called with `entry` it makes this function's per-row function.
    */
   readonly entry?: number;
-}
-
-export interface EvaluateTask {
-  /** The front's id of the task: its thread writes the RESULT frame itself (workers/result-writer.ts). */
-  readonly taskId: number;
-  /** Unique per call within the front: a thread may keep a call's context for its next chunk. */
-  readonly callId: number;
-  /** Calls with the same key (app, user and script: src/calls/context-key.ts) may reuse a context in turn. */
-  readonly contextKey: string;
-  readonly spec: ScriptSpec;
-  /** Serialised BundledRows messages; their concatenation is itself one BundledRows. */
-  readonly bundles: readonly Uint8Array[];
-  readonly rows: number;
-  /** Index of this task's first row within the call, for error messages. */
-  readonly firstRow: number;
-  /** Script time of the whole call (SSE_SCRIPT_TIMEOUT_MS); what is left is read from `budget` at start. */
-  readonly callTimeoutMs: number;
-  /** Int32[BUDGET_SPENT_MS]: script time the call's tasks have used, shared by all of them. */
-  readonly budget: SharedArrayBuffer;
-  /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the thread, watched by its sandbox process. */
-  readonly control: SharedArrayBuffer;
-  readonly maxReplyBytes: number;
-}
-
-export const BUDGET_SPENT_MS = 0;
-export const CONTROL_STATE = 0;
-export const CONTROL_TIMEOUT_MS = 1;
-export const TASK_QUEUED = 0;
-export const TASK_RUNNING = 1;
-export const TASK_DONE = 2;
-/** V8 gave up on the task's isolate (isolated-vm's onCatastrophicError): its thread is lost. */
-export const TASK_FATAL = 3;
-
-/** A fresh control cell for one task. */
-export function newControl(): SharedArrayBuffer {
-  return new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
-}
-
-/** A fresh budget cell for one call. */
-export function newBudget(): SharedArrayBuffer {
-  return new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
 }
 
 /**

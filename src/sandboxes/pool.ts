@@ -4,23 +4,26 @@
  * process takes few tasks with it; until its result arrives the front keeps the task's row bytes.
  * Starting, replacing and ending the processes is the supervisor's (src/sandboxes/supervisor.ts).
  *
+ * Each process's handle (src/sandboxes/sandbox-handle.ts) holds the tasks sent to it and tells the
+ * pool of each result once, straight from the process; the pool settles the task's promise.
+ *
  * When a sandbox process ends on its own (a crash, an abort, an OOM kill) or is ended by the front
- * (past its memory fence, or retiring after V8 gave up on a thread), its tasks are not lost:
- * - a task the process itself named as the culprit (src/sandboxes/sandbox-process.ts, Retirement) fails its
- *   call with the reason (memory, or a thread stuck past the time limit);
+ * (past its memory fence, or retiring after V8 gave up on a thread), its handle hands its tasks back:
+ * - a task the process itself named as the culprit (a RETIRE frame, src/contract/control-frames.ts)
+ *   fails its call with the reason (memory, or a thread stuck past the time limit);
  * - a task that merely ran beside a named culprit is sent again, as if it had never run;
  * - with no culprit named, every task it ran is suspect: sent again once, alone on a process, and
  *   failed if that process dies too. So the call whose script kills sandboxes fails, and the calls
  *   of everyone else answer right, only later.
- * The supervisor replaces the dead process at once, or after a growing delay when they keep dying.
+ * Tasks sent back go first, in the order they were sent. The supervisor replaces the dead process at once, or after a growing delay when they keep dying.
  */
 import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { Logger } from '../ops/log';
 import { culpritError, type RestartReason, restartReason, suspectError } from './recovery';
-import type { SandboxExit, SandboxProcess } from './sandbox-process';
-import { type PoolEvents, type PoolSettings, SandboxSupervisor } from './supervisor';
+import type { SandboxExit, SandboxHandle, SandboxState, SentTask } from './sandbox-handle';
+import { type PoolEvents, type PoolSettings, SandboxSupervisor, type SpawnSandbox, spawnSandboxProcess } from './supervisor';
 import { type QueuedTask, TaskQueue } from './task-queue';
 import type { TaskRequest, TaskRunner } from './task-runner';
 
@@ -28,7 +31,6 @@ export type { PoolEvents, PoolSettings, RestartReason };
 
 export class SandboxPool implements TaskRunner {
   private readonly supervisor: SandboxSupervisor;
-  private readonly tasks = new Map<number, QueuedTask>();
   private readonly queue = new TaskQueue();
   private readonly retries = new TaskQueue();
   /**
@@ -43,13 +45,16 @@ export class SandboxPool implements TaskRunner {
     readonly settings: PoolSettings,
     logger: Logger,
     events: PoolEvents = {},
+    /** Makes each process's handle: unit tests pass fakes (test/unit/pool.test.ts). */
+    spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
-    this.supervisor = new SandboxSupervisor(settings, logger, events, {
+    // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
+    const listener = {
       ready: () => this.pump(),
-      result: (sandbox, taskId, result) => this.onResult(sandbox, taskId, result),
-      ended: (sandbox, exit) => this.onExit(sandbox, exit),
-      task: (taskId) => this.tasks.get(taskId),
-    });
+      result: (_: SandboxHandle, task: QueuedTask, result: TaskResult) => this.onResult(task, result),
+      exit: (_: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]) => this.onExit(exit, tasks),
+    };
+    this.supervisor = new SandboxSupervisor(settings, logger, events, listener, spawn);
   }
 
   /** Starts every sandbox process; rejects with the last thing one said on stderr if one cannot start. */
@@ -57,7 +62,7 @@ export class SandboxPool implements TaskRunner {
     return this.supervisor.start();
   }
 
-  private get sandboxes(): readonly (SandboxProcess | undefined)[] {
+  private get sandboxes(): readonly (SandboxHandle | undefined)[] {
     return this.supervisor.sandboxes;
   }
 
@@ -66,7 +71,7 @@ export class SandboxPool implements TaskRunner {
   }
 
   get threads(): number {
-    return this.sandboxes.reduce((n, s) => n + (s?.ready ? s.settings.threads : 0), 0);
+    return this.sandboxes.reduce((n, s) => n + (s?.wasReady ? s.settings.threads : 0), 0);
   }
 
   get queueSize(): number {
@@ -74,7 +79,7 @@ export class SandboxPool implements TaskRunner {
   }
 
   get busyWorkers(): number {
-    return this.sandboxes.reduce((n, s) => n + (s?.inFlight.size ?? 0), 0);
+    return this.sandboxes.reduce((n, s) => n + (s?.busy ?? 0), 0);
   }
 
   get saturated(): boolean {
@@ -86,10 +91,10 @@ export class SandboxPool implements TaskRunner {
   }
 
   /** The live sandbox processes, for tests and diagnostics. */
-  processes(): { index: number; pid: number | undefined; threads: number; busy: number; ready: boolean }[] {
+  processes(): { index: number; pid: number | undefined; threads: number; busy: number; ready: boolean; state: SandboxState }[] {
     return this.sandboxes
-      .filter((s): s is SandboxProcess => s !== undefined && !s.exited)
-      .map((s) => ({ index: s.index, pid: s.pid, threads: s.settings.threads, busy: s.inFlight.size, ready: s.ready }));
+      .filter((s): s is SandboxHandle => s !== undefined && s.state !== 'exited')
+      .map((s) => ({ index: s.index, pid: s.pid, threads: s.settings.threads, busy: s.busy, ready: s.wasReady, state: s.state }));
   }
 
   /** Resident memory of every live sandbox process, by index, for metrics. */
@@ -111,8 +116,7 @@ export class SandboxPool implements TaskRunner {
       this.openCalls.add(request.callId);
     }
     return new Promise<TaskResult>((resolve, reject) => {
-      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, sentAt: 0, settled: false };
-      this.tasks.set(task.id, task);
+      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false };
       this.queue.push(task);
       task.onAbort = () => this.dropQueued(task);
       request.signal?.add(task.onAbort);
@@ -140,42 +144,36 @@ export class SandboxPool implements TaskRunner {
     await this.supervisor.endAll();
   }
 
-  private onResult(sandbox: SandboxProcess, taskId: number, result: TaskResult): void {
-    this.queue.finished(taskId);
-    const task = this.tasks.get(taskId);
-    if (sandbox.quarantined && sandbox.inFlight.size === 0) sandbox.quarantined = sandbox.heldForRetry = false;
-    if (task) this.settle(task, result);
+  private onResult(task: QueuedTask, result: TaskResult): void {
+    this.queue.finished(task.id);
+    this.settle(task, result);
     this.pump();
   }
 
-  /** A process ended (the supervisor replaces it): its tasks in flight are settled or sent again. */
-  private onExit(sandbox: SandboxProcess, exit: SandboxExit): void {
-    for (const taskId of sandbox.inFlight) this.queue.finished(taskId);
+  /** A process ended (the supervisor replaces it): the tasks its handle held are settled or sent again. */
+  private onExit(exit: SandboxExit, sent: readonly SentTask[]): void {
+    for (const { task } of sent) this.queue.finished(task.id);
     if (this.closing) {
-      for (const taskId of sandbox.inFlight) {
-        const task = this.tasks.get(taskId);
-        if (task) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
-      }
+      for (const { task } of sent) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
       return;
     }
     const reason = restartReason(exit);
     const culprits = new Set(exit.retirement?.taskIds ?? []);
-    for (const taskId of sandbox.inFlight) {
-      const task = this.tasks.get(taskId);
-      if (task) this.recover(task, exit, culprits, reason);
-    }
-    sandbox.inFlight.clear();
+    // Put back at the head last one first: they are sent again in the order they were sent.
+    for (const one of [...sent].reverse()) this.recover(one, exit, culprits, reason);
+    this.pump();
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
-  private recover(task: QueuedTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
+  private recover({ task, sentAtMs }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
+    if (task.settled) return;
     if (culprits.has(task.id)) return this.settle(task, culpritError(exit, this.settings));
     if (culprits.size > 0) return this.requeue(task, this.queue);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));
     task.retried = true;
     // The attempt's time counts: a script that kills sandboxes slowly still meets its time limit. Not
     // so when the process stopped answering: its main thread runs no script, so that is not the script.
-    if (reason !== 'unanswered') task.request.budget.spentMs += performance.now() - task.sentAt;
+    if (reason !== 'unanswered') task.request.budget.spentMs += performance.now() - sentAtMs;
     this.requeue(task, this.retries);
   }
 
@@ -201,27 +199,25 @@ export class SandboxPool implements TaskRunner {
    */
   private pumpRetries(): void {
     while (this.retries.length > 0) {
-      const usable = this.sandboxes.filter((s): s is SandboxProcess => s?.ready === true && !s.exited && !s.ending && !s.quarantined);
-      const idle = usable.find((s) => s.inFlight.size === 0);
+      const usable = this.sandboxes.filter((s): s is SandboxHandle => s?.state === 'ready' || s?.state === 'held');
+      const idle = usable.find((s) => s.busy === 0);
       if (!idle) {
-        const least = usable.sort((a, b) => a.inFlight.size - b.inFlight.size)[0];
-        if (least && !usable.some((s) => s.heldForRetry)) least.heldForRetry = true;
+        const least = usable.sort((a, b) => a.busy - b.busy)[0];
+        if (!usable.some((s) => s.state === 'held')) least?.hold();
         return;
       }
-      idle.heldForRetry = true;
-      idle.quarantined = true;
-      this.send(idle, this.retries.shift() as QueuedTask);
+      this.send(idle, this.retries.shift() as QueuedTask, 'alone');
     }
-    for (const sandbox of this.sandboxes) if (sandbox && !sandbox.quarantined) sandbox.heldForRetry = false;
+    for (const sandbox of this.sandboxes) sandbox?.release();
   }
 
   /** The ready process with the most free threads, or none when every thread is busy. */
-  private freest(): SandboxProcess | undefined {
-    let best: SandboxProcess | undefined;
+  private freest(): SandboxHandle | undefined {
+    let best: SandboxHandle | undefined;
     let bestFree = 0;
     for (const sandbox of this.sandboxes) {
-      if (!sandbox?.ready || sandbox.exited || sandbox.ending || sandbox.heldForRetry || sandbox.quarantined) continue;
-      const free = sandbox.settings.threads - sandbox.inFlight.size;
+      if (sandbox?.state !== 'ready') continue;
+      const free = sandbox.settings.threads - sandbox.busy;
       if (free > bestFree) {
         best = sandbox;
         bestFree = free;
@@ -230,25 +226,16 @@ export class SandboxPool implements TaskRunner {
     return best;
   }
 
-  private send(sandbox: SandboxProcess, task: QueuedTask): void {
-    const { request } = task;
-    task.sentAt = performance.now();
+  private send(sandbox: SandboxHandle, task: QueuedTask, alone?: 'alone'): void {
     // Counted running for its app, user and call, however it was queued: the fair queue's turns see it.
     this.queue.started(task);
-    sandbox.send(task.id, {
-      callId: request.callId,
-      call: request.call,
-      rows: request.rows,
-      firstRow: request.firstRow,
-      spentMs: request.budget.spentMs,
-      chunks: request.chunks,
-    });
+    if (alone) sandbox.sendAlone(task);
+    else sandbox.send(task);
   }
 
   private settle(task: QueuedTask, outcome: TaskResult | PluginError): void {
     if (task.settled) return;
     task.settled = true;
-    this.tasks.delete(task.id);
     if (task.onAbort) task.request.signal?.remove(task.onAbort);
     if (outcome instanceof PluginError) task.reject(outcome);
     else task.resolve(outcome);

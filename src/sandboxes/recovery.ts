@@ -5,7 +5,8 @@
  */
 import { PluginError } from '../contract/errors';
 import { memoryLimitError } from '../contract/limit-errors';
-import { type SandboxExit, V8_OUT_OF_MEMORY } from './sandbox-process';
+import type { SandboxExit } from './sandbox-handle';
+import { V8_OUT_OF_MEMORY } from './sandbox-process';
 
 export type RestartReason = 'crash' | 'exit' | 'memory-fence' | 'stuck' | 'fatal' | 'unanswered' | 'protocol' | 'start-failure';
 

@@ -1,18 +1,18 @@
 /**
  * The supervisor of the sandbox processes: starts one per slot, replaces one that ended (at once, or
- * after a growing delay when they keep dying: a crash loop), and ends one that must go: past its
- * memory fence, retiring after V8 gave up on a thread, or no longer answering at all. It knows
- * processes, not tasks: what a dead process's tasks become is the scheduler's business
- * (src/sandboxes/pool.ts, told through SupervisorHooks.ended before the replacement is planned), and
- * the task lookup it needs for the unanswered check is a hook too.
+ * after a growing delay when they keep dying: src/sandboxes/backoff.ts), and ends one that must go:
+ * past its memory fence, or no longer answering at all (a handle ends itself when its process retires
+ * or V8 gives up on it). It knows processes, not tasks: each handle holds its own tasks and tells the
+ * scheduler (src/sandboxes/pool.ts, the SandboxListener) of their results directly; the supervisor
+ * only adds, to the ready and exit events, what starting and replacing a slot needs.
  */
 
-import type { Retirement, SandboxSettings } from '../contract/channel';
-import type { TaskResult } from '../contract/task';
+import type { SandboxSettings } from '../contract/channel';
 import type { Logger } from '../ops/log';
+import { CrashBackoff } from './backoff';
 import { describeExit, lastLine, type RestartReason, restartReason } from './recovery';
-import { type SandboxExit, SandboxProcess } from './sandbox-process';
-import type { QueuedTask } from './task-queue';
+import type { SandboxExit, SandboxHandle, SandboxListener, SentTask } from './sandbox-handle';
+import { SandboxProcess } from './sandbox-process';
 
 export interface PoolSettings {
   readonly workers: number;
@@ -33,23 +33,16 @@ export interface PoolEvents {
   availability?(available: boolean): void;
 }
 
-/** What the supervisor tells the scheduler, and asks it. */
-export interface SupervisorHooks {
-  /** A process became ready, or one was replaced: threads may be free. */
-  ready(): void;
-  result(sandbox: SandboxProcess, taskId: number, result: TaskResult): void;
-  /** A process ended: its tasks in flight (sandbox.inFlight) are for the scheduler to settle or send again. */
-  ended(sandbox: SandboxProcess, exit: SandboxExit): void;
-  task(taskId: number): QueuedTask | undefined;
-}
+/** Makes the handle of a slot's process: a real child process, or a fake in unit tests. */
+export type SpawnSandbox = (index: number, settings: SandboxSettings, listener: SandboxListener, logger: Logger) => SandboxHandle;
+
+export const spawnSandboxProcess: SpawnSandbox = (index, settings, listener, logger) =>
+  new SandboxProcess(index, settings, listener, logger);
 
 const FENCE_INTERVAL_MS = 200;
 /** Past a task's time limit, how long the front waits for any answer before it ends the sandbox process. */
 const UNANSWERED_GRACE_MS = 5_000;
 const START_TIMEOUT_MS = 30_000;
-/** A process that lived this long ends a crash loop: the next replacement starts at once. */
-const STABLE_AFTER_MS = 10_000;
-const MAX_RESTART_DELAY_MS = 5_000;
 
 /** The front's default memory fence per sandbox process, in MB: see docs/operations.md "Memory". */
 export function defaultSandboxMemoryMb(threads: number, memoryLimitMb: number): number {
@@ -63,10 +56,10 @@ export function threadSplit(workers: number, processes: number): number[] {
 
 export class SandboxSupervisor {
   /** One slot per process; undefined between an exit and its replacement. */
-  readonly sandboxes: (SandboxProcess | undefined)[];
+  readonly sandboxes: (SandboxHandle | undefined)[];
   private closing = false;
   private readonly fence: NodeJS.Timeout;
-  private readonly crashes: number[] = [];
+  private readonly backoff: CrashBackoff;
   private readonly startTimers = new Set<NodeJS.Timeout>();
   private readonly threadCounts: number[];
   private wasAvailable = false;
@@ -77,10 +70,13 @@ export class SandboxSupervisor {
     private readonly settings: PoolSettings,
     private readonly logger: Logger,
     private readonly events: PoolEvents,
-    private readonly hooks: SupervisorHooks,
+    /** The scheduler: told of results straight from each handle, and of ready and exit after the supervisor. */
+    private readonly tasks: SandboxListener,
+    private readonly spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
     this.threadCounts = threadSplit(settings.workers, settings.sandboxProcesses);
     this.sandboxes = this.threadCounts.map(() => undefined);
+    this.backoff = new CrashBackoff(this.threadCounts.length);
     this.fence = setInterval(() => this.checkSandboxes(), FENCE_INTERVAL_MS).unref();
   }
 
@@ -103,8 +99,8 @@ export class SandboxSupervisor {
 
   /** Ends every live sandbox process. */
   async endAll(): Promise<void> {
-    const live = this.sandboxes.filter((s): s is SandboxProcess => s !== undefined && !s.exited);
-    await Promise.all(live.map((sandbox) => endProcess(sandbox)));
+    const live = this.sandboxes.filter((s): s is SandboxHandle => s !== undefined && s.state !== 'exited');
+    await Promise.all(live.map((sandbox) => sandbox.stop()));
   }
 
   /**
@@ -123,30 +119,23 @@ export class SandboxSupervisor {
       };
       // Declared before the process exists: its events (never synchronous) clear it.
       let timer: NodeJS.Timeout | undefined;
-      let sandbox: SandboxProcess;
+      let sandbox: SandboxHandle;
+      const listener: SandboxListener = {
+        ready: (ready) => {
+          clearTimeout(timer);
+          this.logger.debug({ sandbox: index, pid: ready.pid, threads: settings.threads }, 'sandbox process ready');
+          resolve();
+          this.tasks.ready(ready);
+        },
+        result: this.tasks.result,
+        exit: (ended, exit, tasks) => {
+          clearTimeout(timer);
+          if (!exit.wasReady) reject(new Error(`a sandbox process could not start: ${lastLine(exit.stderrTail) || describeExit(exit)}`));
+          this.onExit(ended, exit, tasks);
+        },
+      };
       try {
-        sandbox = new SandboxProcess(index, settings, {
-          ready: () => {
-            clearTimeout(timer);
-            this.logger.debug({ sandbox: index, pid: sandbox.pid, threads: settings.threads }, 'sandbox process ready');
-            resolve();
-            this.hooks.ready();
-          },
-          result: (_, taskId, result) => this.hooks.result(sandbox, taskId, result),
-          retire: (_, retirement) => this.onRetire(sandbox, retirement),
-          outOfMemory: () => {
-            this.logger.warn(
-              { sandbox: index, pid: sandbox.pid },
-              'V8 gave up on a sandbox heap (out of memory): ending its process, sending its tasks elsewhere',
-            );
-            sandbox.kill('fatal');
-          },
-          exit: (_, exit) => {
-            clearTimeout(timer);
-            if (!exit.wasReady) reject(new Error(`a sandbox process could not start: ${lastLine(exit.stderrTail) || describeExit(exit)}`));
-            this.onExit(sandbox, exit);
-          },
-        });
+        sandbox = this.spawn(index, settings, listener, this.logger);
       } catch (error) {
         // spawn() throws for what it cannot even try (EINVAL…): the same as a process that could not start.
         reject(new Error(`a sandbox process could not start: ${error instanceof Error ? error.message : String(error)}`));
@@ -158,21 +147,13 @@ export class SandboxSupervisor {
     });
   }
 
-  private onRetire(sandbox: SandboxProcess, retirement: Retirement): void {
-    this.logger.warn(
-      { sandbox: sandbox.index, pid: sandbox.pid, reason: retirement.reason, detail: retirement.detail },
-      'sandbox process retiring: a thread was lost; ending it and sending its other tasks elsewhere',
-    );
-    sandbox.kill(retirement.reason);
-  }
-
-  private onExit(sandbox: SandboxProcess, exit: SandboxExit): void {
+  private onExit(sandbox: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]): void {
     this.sandboxes[sandbox.index] = undefined;
     // Ended while running scripts: a script's doing, whose call fails after one retry, so the loop ends
     // with the script. Replace it at once: others' calls are waiting. Deaths with nothing running (a
     // process that cannot start, or dies by itself) back off.
-    const scriptDeath = exit.wasReady && sandbox.inFlight.size > 0;
-    this.hooks.ended(sandbox, exit);
+    const scriptDeath = exit.wasReady && tasks.length > 0;
+    this.tasks.exit(sandbox, exit, tasks);
     if (this.closing) return;
     const delayMs = scriptDeath ? 0 : this.restartDelay();
     if (exit.spawnError !== undefined) {
@@ -201,7 +182,6 @@ export class SandboxSupervisor {
     }, delayMs);
     this.startTimers.add(timer);
     this.updateAvailability();
-    this.hooks.ready();
   }
 
   /** The memory fence of a sandbox process with this many threads, in MB. */
@@ -217,12 +197,8 @@ export class SandboxSupervisor {
   private checkSandboxes(): void {
     const now = performance.now();
     for (const sandbox of this.sandboxes) {
-      if (!sandbox || sandbox.exited || sandbox.ending) continue;
-      const overdue = [...sandbox.inFlight].some((taskId) => {
-        const task = this.hooks.task(taskId);
-        return task !== undefined && now - task.sentAt > task.request.call.callTimeoutMs + UNANSWERED_GRACE_MS;
-      });
-      if (overdue) {
+      if (!sandbox || sandbox.ending) continue;
+      if (sandbox.overdue(now, UNANSWERED_GRACE_MS)) {
         this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid }, 'sandbox process stopped answering: ending it');
         sandbox.kill('unanswered');
         continue;
@@ -231,7 +207,7 @@ export class SandboxSupervisor {
     }
   }
 
-  private checkMemory(sandbox: SandboxProcess): void {
+  private checkMemory(sandbox: SandboxHandle): void {
     const fenceMb = this.fenceMb(sandbox.settings.threads);
     const bytes = sandbox.residentBytes();
     if (bytes === undefined || bytes <= fenceMb * 1024 * 1024) return;
@@ -243,27 +219,13 @@ export class SandboxSupervisor {
   }
 
   private restartDelay(): number {
-    const now = performance.now();
-    while (this.crashes.length > 0 && now - (this.crashes[0] as number) > STABLE_AFTER_MS) this.crashes.shift();
-    this.crashes.push(now);
-    const recent = this.crashes.length;
-    return recent <= this.sandboxes.length ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (recent - this.sandboxes.length - 1));
+    return this.backoff.delayAfterDeathMs(performance.now());
   }
 
   updateAvailability(): void {
-    const available = this.sandboxes.some((s) => s?.ready && !s.exited);
+    const available = this.sandboxes.some((s) => s?.wasReady && s.state !== 'exited');
     if (available === this.wasAvailable) return;
     this.wasAvailable = available;
     this.events.availability?.(available);
   }
-}
-
-/** Closes the channel and waits for the exit; a process that does not end promptly is killed. */
-function endProcess(sandbox: SandboxProcess): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (sandbox.exited) return resolve();
-    sandbox.child.once('exit', () => resolve());
-    sandbox.end();
-    setTimeout(() => sandbox.kill('stop'), 2_000).unref();
-  });
 }

@@ -16,7 +16,7 @@ import type { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { TaskRequest } from './task-runner';
 
-/** A task from the moment it is queued until it settles (src/sandboxes/pool.ts keeps them by id). */
+/** A task from the moment it is queued until it settles; while it runs, its sandbox's handle holds it (src/sandboxes/sandbox-handle.ts). */
 export interface QueuedTask {
   readonly id: number;
   readonly request: TaskRequest;
@@ -24,7 +24,6 @@ export interface QueuedTask {
   readonly reject: (error: PluginError) => void;
   /** Sent again after a sandbox died with no culprit named: at most once. */
   retried: boolean;
-  sentAt: number;
   settled: boolean;
   /** Removed from the call's signal when the task settles: a listener left behind keeps the task's rows alive until the call ends. */
   onAbort?: () => void;

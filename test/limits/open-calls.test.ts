@@ -11,9 +11,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
 import { type TaskResult, DataType as Type } from '../../src/contract/task';
 import { decodeMessage, messages } from '../../src/grpc/proto';
-import { type SandboxExit, SandboxProcess } from '../../src/sandboxes/sandbox-process';
+import type { SandboxExit } from '../../src/sandboxes/sandbox-handle';
+import { SandboxProcess } from '../../src/sandboxes/sandbox-process';
+import type { QueuedTask } from '../../src/sandboxes/task-queue';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, encodeBundle, FunctionType, num } from '../helpers/qlik-client';
 import { openRawCall, type RawCall } from '../helpers/raw-call';
@@ -83,11 +86,10 @@ describe('a sandbox process told to open more calls than the bound', () => {
       { threads: 1, memoryLimitMb: 64, scriptTimeoutMs: 1_000, nice: 0, maxOpenCalls: 2 },
       {
         ready: () => ready(),
-        result: (_, _taskId, result) => results.push(result),
-        retire: () => undefined,
-        outOfMemory: () => undefined,
+        result: (_, _task, result) => results.push(result),
         exit: (_, info) => exited(info),
       },
+      pino({ level: 'silent' }),
     );
     await isReady;
     const spec = {
@@ -99,7 +101,22 @@ describe('a sandbox process told to open more calls than the bound', () => {
       tableAllowed: false,
     };
     const call = { spec, contextKey: 'k', callTimeoutMs: 1_000, maxReplyBytes: 4 * 1024 * 1024 };
-    const task = (callId: number) => ({ callId, call, rows: 1, firstRow: 0, spentMs: 0, chunks: [encodeBundle([[num(callId)]])] });
+    const task = (id: number, callId: number): QueuedTask => ({
+      id,
+      request: {
+        callId,
+        owner: { appId: 'a', userId: 'u' },
+        call,
+        rows: 1,
+        firstRow: 0,
+        budget: { spentMs: 0 },
+        chunks: [encodeBundle([[num(callId)]])],
+      },
+      resolve: () => undefined,
+      reject: () => undefined,
+      retried: false,
+      settled: false,
+    });
     // The front's pool never does this: calls 1 and 2 are open, 3 is one more, and call 1 sends again.
     for (const [taskId, callId] of [
       [1, 1],
@@ -107,7 +124,7 @@ describe('a sandbox process told to open more calls than the bound', () => {
       [3, 3],
       [4, 1],
     ] as const)
-      sandbox.send(taskId, task(callId));
+      sandbox.send(task(taskId, callId));
     const ended = await exit;
     assert.match(ended.stderrTail, /protocol error: the front opened more than 2 calls at once/);
     for (const result of results) assert.ok(result.ok, `a task failed: ${result.ok ? '' : result.error.message}`);

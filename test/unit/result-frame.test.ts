@@ -81,11 +81,48 @@ describe('RESULT frames and their bound', () => {
     assert.match(decoded.ok ? '' : decoded.error.message, /more than a sandbox sends back at once/);
   });
 
+  it('reads back a failure as sent', () => {
+    const failure = {
+      ok: false,
+      error: { code: 'INVALID_ARGUMENT', message: 'row 3: x is not defined' },
+      scriptMs: 2.5,
+      isolateRebuilt: true,
+      timedOut: false,
+    } as const;
+    assert.deepEqual(decodeResult(Buffer.concat(encodeResult(failure))), failure);
+  });
+
+  const failure = { error: { code: 'INTERNAL', message: 'm' }, scriptMs: 1, isolateRebuilt: false, timedOut: false };
+  for (const [name, value, refusal] of [
+    ['an error code outside the closed set', { ...failure, error: { code: 'OK', message: 'm' } }, /known error code/],
+    ['an error message that is not text', { ...failure, error: { code: 'INTERNAL', message: { text: 'm' } } }, /known error code/],
+    ['no error', { ...failure, error: null }, /known error code/],
+    ['a script time that is not a number', { ...failure, scriptMs: '1' }, /script time/],
+    ['a negative script time', { ...failure, scriptMs: -1 }, /script time of -1 ms/],
+    ['flags that are not booleans', { ...failure, timedOut: 1 }, /flags/],
+    ['a list', [failure], /not an object/],
+  ] as const) {
+    it(`refuses a failure with ${name}`, () => {
+      assert.throws(() => decodeResult(Buffer.concat([Buffer.of(0), Buffer.from(JSON.stringify(value))])), refusal);
+    });
+  }
+
+  it('refuses a failure that is not JSON, and an outcome byte that is neither failure nor success', () => {
+    assert.throws(() => decodeResult(Buffer.from('\0{')), SyntaxError);
+    assert.throws(() => decodeResult(Buffer.of(2)), /unknown outcome 2/);
+  });
+
+  it('refuses a success whose script time is not a finite, non-negative number', () => {
+    for (const scriptMs of [Number.NaN, Number.POSITIVE_INFINITY, -1]) {
+      assert.throws(() => decodeResult(payloadOf({ ...tableResult(7), scriptMs })), /script time/);
+    }
+  });
+
   it('the front refuses a RESULT header claiming more, or a frame of an unknown kind, before allocating it', () => {
     const reader = new FrameReader(() => undefined);
     assert.throws(() => reader.push(frameHeader(Frame.RESULT, 1, MAX_RESULT_FRAME_BYTES + 1)), /larger than any the other side sends/);
     const unknown = frameHeader(Frame.RESULT, 1, 10);
     unknown.writeUInt8(99, 4);
-    assert.throws(() => new FrameReader(() => undefined).push(unknown), /larger than any the other side sends/);
+    assert.throws(() => new FrameReader(() => undefined).push(unknown), /unknown channel frame kind 99/);
   });
 });

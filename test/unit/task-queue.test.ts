@@ -11,7 +11,7 @@ import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
 let nextId = 1;
 function task(callId: number, appId = 'app', userId = 'user'): QueuedTask {
   const request = { callId, owner: { appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
-  return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, sentAt: 0, settled: false };
+  return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, settled: false };
 }
 
 const calls = (tasks: (QueuedTask | undefined)[]): number[] => tasks.map((t) => t?.request.callId ?? -1);

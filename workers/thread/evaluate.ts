@@ -14,23 +14,17 @@ import { memoryLimitError, timeLimitError } from '../../src/contract/limit-error
 import { encodeCells, encodeNumbers, encodeUtf8 } from '../../src/contract/replies';
 import { type Column, decodeColumns } from '../../src/contract/rows';
 import {
-  BUDGET_SPENT_MS,
-  CONTROL_STATE,
-  CONTROL_TIMEOUT_MS,
   DataType,
-  type EvaluateTask,
   MAX_TABLE_COLUMNS,
   MAX_TABLE_KEY_BYTES,
   type ScriptSpec,
-  TASK_DONE,
-  TASK_FATAL,
-  TASK_RUNNING,
   type TaskResult,
   type TaskSuccess,
 } from '../../src/contract/task';
 import { ResultWriter } from '../result-writer';
 import { threadActivity } from '../thread-activity';
 import type { ThreadData } from '../thread-pool';
+import { BUDGET_SPENT_MS, CONTROL_STATE, CONTROL_TIMEOUT_MS, type EvaluateTask, TASK_DONE, TASK_FATAL, TASK_RUNNING } from '../thread-task';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { Sandbox } from './sandbox';
