@@ -165,15 +165,15 @@ export class SandboxPool implements TaskRunner {
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
-  private recover({ task, sentAtMs }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
+  private recover({ task }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
     if (task.settled) return;
     if (culprits.has(task.id)) return this.settle(task, culpritError(exit, this.settings));
     if (culprits.size > 0) return this.requeue(task, this.queue);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));
     task.retried = true;
-    // The attempt's time counts: a script that kills sandboxes slowly still meets its time limit. Not
-    // so when the process stopped answering: its main thread runs no script, so that is not the script.
-    if (reason !== 'unanswered') task.request.budget.spentMs += performance.now() - sentAtMs;
+    // The dead attempt's time is not charged: most suspects are bystanders of another call's script
+    // (charged, a 3 s script beside a sandbox killer failed its 5 s limit on the retry). A script that
+    // kills sandboxes itself dies again on its retry and fails then, after at most twice its time limit.
     this.requeue(task, this.retries);
   }
 

@@ -147,6 +147,22 @@ describe('the sandbox pool with fake processes', () => {
     assert.deepEqual(failure(t5).toData(), { code: 'UNAVAILABLE', message: 'the plugin is shutting down' });
   });
 
+  it('a task sent again after its process died is charged none of the dead attempt: a bystander keeps its whole time limit', async () => {
+    const { pool, spawner } = await startPool(1, 2);
+    const bystander = request(1);
+    const done = track(pool.run(bystander));
+    const a = spawner.slot(0);
+    assert.deepEqual(a.sentIds(), [1]);
+    const replacement = spawner.next(0);
+    a.die();
+    (await replacement).becomeReady();
+    assert.deepEqual(spawner.slot(0).sentIds(), [1]);
+    assert.equal(bystander.budget.spentMs, 0);
+    spawner.slot(0).answer(1, answerFor(1));
+    assert.deepEqual(await done.done, answerFor(1));
+    await pool.close();
+  });
+
   it('a named culprit fails only its task; its bystanders run again first, in the order they were sent', async () => {
     const { pool, spawner } = await startPool(1, 3);
     const tasks = runCalls(pool, 5);
