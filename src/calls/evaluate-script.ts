@@ -9,6 +9,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { PluginError } from '../contract/errors';
 import { MAX_REPLY_BYTES } from '../contract/replies';
 import type { FunctionRegistry } from '../functions/registry';
+import { hostOf } from '../grpc/peer-log';
 import { statusName, toStatus } from '../grpc/status';
 import type { Config } from '../ops/config';
 import type { Logger } from '../ops/log';
@@ -90,7 +91,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
-      owner: scriptCall.common,
+      owner: { host: hostOf(call.getPeer()), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       held: deps.held,
     });
     pipeline.run().then(

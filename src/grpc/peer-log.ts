@@ -47,12 +47,16 @@ export class FirstCallPerHost {
   }
 }
 
-/** grpc-js peers: `127.0.0.1:50123`, `[::1]:50123`; anything else is kept whole. */
+/**
+ * The host of a grpc-js peer, without its port: `127.0.0.1:50123`, `[::1]:50123`, and `::1:50123` (grpc-js
+ * 1.14 writes `${remoteAddress}:${remotePort}`, IPv6 unbracketed); an IPv4 address seen through an IPv6
+ * socket (`::ffff:10.0.0.1`) is that IPv4 address. Anything else (`unknown`) is kept whole.
+ */
 export function hostOf(peer: string): string {
   if (peer.startsWith('[')) {
     const end = peer.indexOf(']');
     return end < 0 ? peer : peer.slice(0, end + 1);
   }
-  const colon = peer.indexOf(':');
-  return colon > 0 && colon === peer.lastIndexOf(':') ? peer.slice(0, colon) : peer;
+  const withoutPort = /^(.*):\d+$/.exec(peer)?.[1] ?? peer;
+  return withoutPort.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
 }

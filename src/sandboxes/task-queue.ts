@@ -1,6 +1,9 @@
 /**
- * The front's queue of tasks waiting for a sandbox thread, fair between apps, then between the users
- * of an app, then between the calls of a user. At each of these levels the next free thread goes to
+ * The front's queue of tasks waiting for a sandbox thread, fair between client hosts, then between the
+ * apps of a host, the users of an app and the calls of a user. App and user ids are what a client
+ * says: one that invents a new app id per call would otherwise get a share per id (40 ids kept another
+ * app waiting 30 s), while its address is one share. Qlik's engine is one host, so its apps share
+ * fairly among themselves. At each of these levels the next free thread goes to
  * the one with the fewest tasks running, and among equals to the one whose turn it is (each goes to the
  * back of its turn when it is served). So a call of an app with nothing running waits for about one
  * running task to end, whatever another app has queued: per call alone, a trivial call of another app
@@ -31,7 +34,7 @@ export interface QueuedTask {
 
 type Key = string | number;
 
-/** The root, an app, a user of an app, or a call of a user: what is queued and running below it. */
+/** The root, a host, an app of a host, a user of an app, or a call of a user: what is queued and running below it. */
 class Line {
   queued = 0;
   running = 0;
@@ -138,18 +141,19 @@ export class TaskQueue {
   drain(): QueuedTask[] {
     const all = this.head.reverse().filter((task) => this.inHead.has(task));
     const waiting: QueuedTask[] = [];
-    for (const app of this.root.below.values())
-      for (const user of app.below.values()) for (const call of user.below.values()) waiting.push(...call.tasks.values());
+    for (const host of this.root.below.values())
+      for (const app of host.below.values())
+        for (const user of app.below.values()) for (const call of user.below.values()) waiting.push(...call.tasks.values());
     this.head.length = 0;
     this.inHead.clear();
     for (const task of waiting) this.remove(task);
     return [...all, ...waiting];
   }
 
-  /** The line of a task's call, below its user and its app; made when `create`. */
+  /** The line of a task's call, below its user, its app and its host; made when `create`. */
   private callLine(request: TaskRequest, create: boolean): Line | undefined {
     let line = this.root;
-    for (const key of [request.owner.appId, request.owner.userId, request.callId]) {
+    for (const key of [request.owner.host, request.owner.appId, request.owner.userId, request.callId]) {
       let below = line.below.get(key);
       if (below === undefined) {
         if (!create) return undefined;

@@ -13,7 +13,10 @@ export interface CallBudget {
 }
 
 /** Whose call it is, from its request header: the queue shares threads fairly between apps, then their users. */
+/** Whose task it is, for the queue's fair shares: the client's host, then the app and user it names. */
 export interface TaskOwner {
+  /** The client's address without its port: app and user ids are what a client says, its host is not. */
+  readonly host: string;
   readonly appId: string;
   readonly userId: string;
 }

@@ -184,7 +184,7 @@ export function startPipeline(
     timeoutMs: 5_000,
     maxReplyBytes: options.maxReplyBytes ?? 1024,
     contextKey: 'test',
-    owner: { appId: 'app', userId: 'user' },
+    owner: { host: '127.0.0.1', appId: 'app', userId: 'user' },
     held,
   });
   return { stream, runner, held, outcome: pipeline.run() };

@@ -105,7 +105,7 @@ describe('a sandbox process told to open more calls than the bound', () => {
       id,
       request: {
         callId,
-        owner: { appId: 'a', userId: 'u' },
+        owner: { host: 'h', appId: 'a', userId: 'u' },
         call,
         rows: 1,
         firstRow: 0,

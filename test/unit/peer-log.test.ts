@@ -5,11 +5,14 @@ import { describe, test } from 'node:test';
 import { FirstCallPerHost, hostOf } from '../../src/grpc/peer-log';
 
 describe('hostOf', () => {
-  test('drops the port of IPv4 and bracketed IPv6 peers, keeps anything else whole', () => {
+  test('drops the port of IPv4 and IPv6 peers as grpc-js writes them, keeps anything else whole', () => {
     assert.equal(hostOf('127.0.0.1:50123'), '127.0.0.1');
     assert.equal(hostOf('[::1]:50123'), '[::1]');
     assert.equal(hostOf('[2001:db8::7]:443'), '[2001:db8::7]');
-    assert.equal(hostOf('2001:db8::7'), '2001:db8::7');
+    // grpc-js 1.14 writes IPv6 peers unbracketed: every connection of one host is still one host.
+    assert.equal(hostOf('2001:db8::7:443'), '2001:db8::7');
+    assert.equal(hostOf('::1:50123'), '::1');
+    assert.equal(hostOf('::ffff:10.0.0.1:5000'), '10.0.0.1');
     assert.equal(hostOf('unknown'), 'unknown');
   });
 });

@@ -32,7 +32,15 @@ const CALL: CallSpec = {
 };
 
 function request(callId: number): TaskRequest {
-  return { callId, owner: { appId: 'app', userId: 'user' }, call: CALL, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+  return {
+    callId,
+    owner: { host: 'h', appId: 'app', userId: 'user' },
+    call: CALL,
+    chunks: [],
+    rows: 1,
+    firstRow: 0,
+    budget: { spentMs: 0 },
+  };
 }
 
 function answerFor(value: number): TaskSuccess {

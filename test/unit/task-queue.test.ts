@@ -9,8 +9,8 @@ import { describe, it } from 'node:test';
 import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
-function task(callId: number, appId = 'app', userId = 'user'): QueuedTask {
-  const request = { callId, owner: { appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
+  const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, settled: false };
 }
 
@@ -25,6 +25,18 @@ function take(queue: TaskQueue): QueuedTask | undefined {
 }
 
 describe('TaskQueue', () => {
+  it('a host that invents an app id per call has one share: a call from another host goes next', () => {
+    const queue = new TaskQueue();
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, `invented-${i}`, 'user', '10.0.0.9'));
+    // Both threads run tasks of the inventing host.
+    take(queue);
+    const running = take(queue);
+    const engine = task(999, 'sales', 'user', '10.0.0.1');
+    queue.push(engine);
+    if (running) queue.finished(running.id);
+    assert.equal(take(queue)?.request.callId, 999);
+  });
+
   it('takes the calls in turn, each call in its own order', () => {
     const queue = new TaskQueue();
     const big = [task(1), task(1), task(1), task(1)];
