@@ -140,10 +140,8 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     metrics.rowsIn.inc(summary.rowsIn);
     metrics.rowsOut.inc(summary.rowsOut);
     if (summary.timedOut) metrics.timeouts.inc();
-    if (summary.isolateRebuilds > 0) {
-      metrics.memoryDisposals.inc(summary.isolateRebuilds);
-      metrics.isolateRebuilds.inc(summary.isolateRebuilds);
-    }
+    // sse_isolate_rebuilds_total is derived from this one (src/ops/metrics.ts).
+    if (summary.isolateRebuilds > 0) metrics.memoryDisposals.inc(summary.isolateRebuilds);
   }
   const line = {
     requestId: record.requestId,
