@@ -175,7 +175,7 @@ export class SandboxPool implements TaskRunner {
     task.retried = true;
     // The attempt's time counts: a script that kills sandboxes slowly still meets its time limit. Not
     // so when the process stopped answering: its main thread runs no script, so that is not the script.
-    if (reason !== 'unanswered') task.request.budget.spentMs += performance.now() - task.sentAt;
+    if (reason !== 'unanswered') task.request.budget.addLostAttempt(performance.now() - task.sentAt);
     this.requeue(task, this.retries);
   }
 

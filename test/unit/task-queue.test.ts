@@ -10,7 +10,7 @@ import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
 function task(callId: number, appId = 'app', userId = 'user'): QueuedTask {
-  const request = { callId, owner: { appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+  const request = { callId, owner: { appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, sentAt: 0, settled: false };
 }
 
