@@ -95,8 +95,12 @@ export class HeldAccount {
   }
 }
 
-/** A call's stream holds nothing more after the first of these: its account closes then. */
-const CALL_END_EVENTS = ['close', 'cancelled', 'finish', 'error'] as const;
+/**
+ * A call's stream holds nothing more after the first of these: its account closes then. Not at
+ * 'error': grpc-js answers an error status by ending the stream, and replies already written are
+ * still on their way until 'finish' (or 'cancelled', which grpc-js emits when any call's stream closes).
+ */
+const CALL_END_EVENTS = ['close', 'cancelled', 'finish'] as const;
 
 /**
  * Opens the one account of a call (its headers and state, rows, results, replies), closed by the first

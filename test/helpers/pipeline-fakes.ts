@@ -29,6 +29,7 @@ export class FakeCallStream extends EventEmitter implements CallStream {
   readonly errors: StatusObject[] = [];
   trailers: Metadata | undefined;
   private readonly waitingWrites: (() => void)[] = [];
+  private ended = false;
   private finished = false;
 
   pause(): this {
@@ -72,20 +73,26 @@ export class FakeCallStream extends EventEmitter implements CallStream {
 
   end(trailers: Metadata): this {
     this.trailers = trailers;
+    this.ended = true;
     this.finishIfDone();
     return this;
   }
 
   /** Like a Node writable: 'finish' once ended and every write has completed. */
   private finishIfDone(): void {
-    if (this.trailers === undefined || this.waitingWrites.length > 0 || this.finished) return;
+    if (!this.ended || this.waitingWrites.length > 0 || this.finished) return;
     this.finished = true;
     this.emit('finish');
   }
 
+  /** An error status ends the stream, as grpc-js's does: 'finish' follows once the writes so far complete. */
   override emit(event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'error') this.errors.push(args[0] as StatusObject);
-    return super.emit(event, ...args);
+    if (event !== 'error') return super.emit(event, ...args);
+    this.errors.push(args[0] as StatusObject);
+    const listened = super.emit(event, ...args);
+    this.ended = true;
+    this.finishIfDone();
+    return listened;
   }
 
   /** The first byte of each reply written: the fake runner's replies carry their task's number. */

@@ -92,7 +92,7 @@ describe('HeldBytes and HeldAccount', () => {
 });
 
 describe('openCallAccount', () => {
-  for (const event of ['close', 'cancelled', 'finish', 'error']) {
+  for (const event of ['close', 'cancelled', 'finish']) {
     it(`closes the call's account at its stream's '${event}'`, () => {
       const held = new HeldBytes(1);
       const stream = new EventEmitter();
@@ -104,6 +104,18 @@ describe('openCallAccount', () => {
       assert.equal(held.accounts, 0);
     });
   }
+
+  it("keeps it open at 'error': grpc-js then ends the stream, and replies already written are still on their way", () => {
+    const held = new HeldBytes(1);
+    const stream = new EventEmitter();
+    stream.on('error', () => undefined);
+    openCallAccount(held, stream).hold(10);
+    stream.emit('error', new Error('failed'));
+    assert.equal(held.bytes, 10);
+    stream.emit('finish');
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+  });
 
   it('closes it once however many end events follow, and leaves no listeners behind on those that fired', () => {
     const held = new HeldBytes(1);

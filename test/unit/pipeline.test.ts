@@ -480,6 +480,22 @@ describe('CallPipeline: phases', () => {
     assert.equal(held.accounts, 0);
   });
 
+  it("a failed call's replies already written stay counted until the stream has finished with them", async () => {
+    const { stream, runner, held, outcome } = startPipeline({ maxInFlight: 2 });
+    stream.holdWrites = true;
+    stream.emit('data', bundle(2));
+    runner.finish(0);
+    await settle();
+    runner.finish(1, failure('DEADLINE_EXCEEDED', 'the script ran past its time limit of 5000 ms (SSE_SCRIPT_TIMEOUT_MS)'));
+    assert.equal((await outcome).error?.code, 'DEADLINE_EXCEEDED');
+    assert.equal(stream.errors[0]?.code, status.DEADLINE_EXCEEDED);
+    assert.ok(held.bytes >= 4, `the written reply is still counted: ${held.bytes} bytes`);
+    assert.equal(held.accounts, 1);
+    stream.completeWrites();
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+  });
+
   it('a table chunk refused for its column names is given back with the rest', async () => {
     const { stream, runner, held, outcome } = startPipeline({ tableAllowed: true, accountClosedByStream: false });
     stream.emit('data', bundle(2));
