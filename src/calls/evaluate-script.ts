@@ -16,7 +16,7 @@ import type { Logger } from '../ops/log';
 import type { Metrics } from '../ops/metrics';
 import { busyError, type SandboxPool } from '../sandboxes/pool';
 import { contextKey } from './context-key';
-import type { HeldBytes } from './held-bytes';
+import { type HeldBytes, openCallAccount } from './held-bytes';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { PreparedScripts, scriptHash } from './prepared-scripts';
 import { readCommonHeader, type ScriptCall } from './request-header';
@@ -66,25 +66,23 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     const requestId = randomUUID();
     metrics.callStarted();
     let scriptCall: PreparedCall;
-    // An open call costs the front its headers and its state, rows or not: counted in the budget.
-    const callAccount = deps.held.open();
+    // The call's one account: an open call costs the front its headers and its state, rows or not.
+    const account = openCallAccount(deps.held, call);
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
-      callAccount.hold(openCallBytes(call.metadata));
+      account.hold(openCallBytes(call.metadata));
       scriptCall = prepare(call);
       if (pool.saturated) {
         metrics.busyRefusals.inc();
         throw busyError(config.maxQueue);
       }
     } catch (error) {
-      callAccount.close();
+      account.close();
       const failure = PluginError.from(error);
       call.emit('error', toStatus(failure));
       logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
       return;
     }
-    // However the call ends (its pipeline may never settle if the client just goes away).
-    for (const event of ['close', 'cancelled', 'finish', 'error']) call.once(event, () => callAccount.close());
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
       chunkBytes: config.chunkKb * 1024,
       maxInFlight: config.workers + 1,
@@ -92,15 +90,14 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
       owner: { host: hostOf(call.getPeer()), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
-      held: deps.held,
+      account,
     });
+    // The account stays open after the pipeline settles: replies not yet taken are still counted,
+    // until the stream's end closes it (openCallAccount).
     pipeline.run().then(
-      ({ error, summary }) => {
-        callAccount.close();
-        logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary });
-      },
+      ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),
       (error: unknown) => {
-        callAccount.close();
+        account.close();
         metrics.callEnded();
         logger.error({ requestId, err: error }, 'call pipeline failed');
       },
@@ -141,10 +138,8 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     metrics.rowsIn.inc(summary.rowsIn);
     metrics.rowsOut.inc(summary.rowsOut);
     if (summary.timedOut) metrics.timeouts.inc();
-    if (summary.isolateRebuilds > 0) {
-      metrics.memoryDisposals.inc(summary.isolateRebuilds);
-      metrics.isolateRebuilds.inc(summary.isolateRebuilds);
-    }
+    // sse_isolate_rebuilds_total is derived from this one (src/ops/metrics.ts).
+    if (summary.isolateRebuilds > 0) metrics.memoryDisposals.inc(summary.isolateRebuilds);
   }
   const line = {
     requestId: record.requestId,

@@ -95,6 +95,24 @@ export class HeldAccount {
   }
 }
 
+/**
+ * A call's stream holds nothing more after the first of these: its account closes then. Not at
+ * 'error': grpc-js answers an error status by ending the stream, and replies already written are
+ * still on their way until 'finish' (or 'cancelled', which grpc-js emits when any call's stream closes).
+ */
+const CALL_END_EVENTS = ['close', 'cancelled', 'finish'] as const;
+
+/**
+ * Opens the one account of a call (its headers and state, rows, results, replies), closed by the first
+ * of its stream's end events however the call ends: its pipeline may never settle if the client just
+ * goes away, and replies written but not yet taken stay counted until the stream is done with them.
+ */
+export function openCallAccount(held: HeldBytes, call: { once(event: string, listener: () => void): unknown }): HeldAccount {
+  const account = held.open();
+  for (const event of CALL_END_EVENTS) call.once(event, () => account.close());
+  return account;
+}
+
 /** alone: the call by itself holds more than the whole budget (so waiting would not help). */
 export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
   if (alone) {

@@ -33,8 +33,10 @@ export class ReorderBuffer<T> {
     return result;
   }
 
-  /** The call failed: whatever waits is dropped. */
-  clear(): void {
+  /** The call failed: whatever waits is dropped, and returned so the caller gives its bytes back. */
+  clear(): T[] {
+    const dropped = [...this.waiting.values()];
     this.waiting.clear();
+    return dropped;
   }
 }

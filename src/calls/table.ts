@@ -71,20 +71,27 @@ export class TableHold {
     return this.held.length;
   }
 
+  /** What the held results take, as given to take(). */
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
   /**
    * Takes the next result in request order (`bytes`: what it takes while kept); returns what to write
-   * now, held results first, or [] when it is held. Throws when the held tables pass the heap limit.
+   * now, held results first, or [] when it is held. Throws when the held tables would pass the heap
+   * limit or the column bounds; a refused result is not kept.
    */
   take(result: TaskSuccess, bytes: number): TaskSuccess[] {
     if (this.state !== 'streaming' && result.table !== null) {
+      const keys = this.intern(result.table.keys);
+      if (this.heldBytes + bytes > this.maxBytes) throw tableTooLargeError(this.memoryLimitMb);
       this.state = 'holding';
-      this.held.push({ ...result, table: { ...result.table, keys: this.intern(result.table.keys) } });
+      this.held.push({ ...result, table: { ...result.table, keys } });
       this.heldBytes += bytes;
-      if (this.heldBytes > this.maxBytes) throw tableTooLargeError(this.memoryLimitMb);
       return [];
     }
     this.state = 'streaming';
-    const ready = this.held.splice(0);
+    const ready = this.drain();
     ready.push(result);
     return ready;
   }
@@ -109,12 +116,13 @@ export class TableHold {
   join(limits: TableLimits): EncodedTable | null {
     const chunks = this.held.map((r) => r.table).filter((t) => t !== null);
     const table = chunks.length === this.held.length ? assembleTable(chunks, limits) : null;
-    if (table !== null) this.held.length = 0;
+    if (table !== null) this.drain();
     return table;
   }
 
   /** Takes the held results, to be written as they are (or dropped when the call failed). */
   drain(): TaskSuccess[] {
+    this.heldBytes = 0;
     return this.held.splice(0);
   }
 }

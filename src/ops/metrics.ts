@@ -1,4 +1,7 @@
-/** Prometheus metrics (prom-client), served on SSE_METRICS_PORT at /metrics when that is set. */
+/**
+ * Prometheus metrics (prom-client), served on SSE_METRICS_PORT at /metrics when that is set. Each fact
+ * is counted once: a metric that follows from another is derived from it when scraped.
+ */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -31,11 +34,6 @@ export class Metrics {
     help: 'Sandboxes disposed for passing SSE_MEMORY_LIMIT_MB',
     registers: [this.registry],
   });
-  readonly isolateRebuilds = new Counter({
-    name: 'sse_isolate_rebuilds_total',
-    help: 'Sandboxes rebuilt after a disposal',
-    registers: [this.registry],
-  });
   readonly busyRefusals = new Counter({
     name: 'sse_busy_refusals_total',
     help: 'Calls refused because the queue was full',
@@ -55,6 +53,9 @@ export class Metrics {
     held?: { bytes: number },
   ) {
     const registers = [this.registry];
+    // The front learns of a disposal and its rebuild from one fact, a result's isolateRebuilt: counted
+    // once (memoryDisposals), and this read from it when scraped, so the two cannot disagree.
+    derivedCounter(this.memoryDisposals, { name: 'sse_isolate_rebuilds_total', help: 'Sandboxes rebuilt after a disposal', registers });
     new Gauge({
       name: 'sse_held_bytes',
       help: 'Bytes the front holds for calls: rows, results, tables, replies not yet taken (bounded by SSE_MAX_HELD_MB)',
@@ -141,4 +142,16 @@ export class Metrics {
     });
     return { server, port: (server.address() as AddressInfo).port };
   }
+}
+
+/** A counter with no inc() of its own: when scraped it reads `source`'s value (both unlabelled). */
+function derivedCounter(source: Counter, config: { name: string; help: string; registers: Registry[] }): Counter {
+  return new Counter({
+    ...config,
+    async collect() {
+      const { values } = await source.get();
+      this.reset();
+      this.inc(values[0]?.value ?? 0);
+    },
+  });
 }

@@ -4,13 +4,10 @@
  * is the one real runner; the pipeline depends on this interface only, so its unit tests give it a
  * fake that holds tasks and finishes them in any order they like, without sandboxes or timing.
  */
+import type { CallBudget } from '../calls/call-budget';
+import type { CallSignal } from '../calls/call-signal';
 import type { CallSpec } from '../contract/channel';
 import type { TaskResult } from '../contract/task';
-
-/** A call's script time, shared by its tasks: the front adds each result's, and sends the sum with each task. */
-export interface CallBudget {
-  spentMs: number;
-}
 
 /** Whose call it is, from its request header: the queue shares threads fairly between apps, then their users. */
 /** Whose task it is, for the queue's fair shares: the client's host, then the app and user it names. */
@@ -29,6 +26,7 @@ export interface TaskRequest {
   readonly chunks: readonly Uint8Array[];
   readonly rows: number;
   readonly firstRow: number;
+  /** The call's time budget (src/calls/call-budget.ts): read with each task sent. */
   readonly budget: CallBudget;
   /** Aborted when the call ends early: its tasks still queued are dropped. */
   readonly signal?: CallSignal;
@@ -40,29 +38,4 @@ export interface TaskRunner {
   /** The call ended: whatever kept state for it may forget it. */
   closeCall(callId: number): void;
   readonly settings: { readonly memoryLimitMb: number };
-}
-
-/**
- * A call's early end, as its queued tasks need to know it: a flag and the listeners to tell. An
- * AbortController (an EventTarget) per call cost the front ~15 µs of each one-row call (profile).
- */
-export class CallSignal {
-  aborted = false;
-  private readonly listeners = new Set<() => void>();
-
-  add(listener: () => void): void {
-    if (!this.aborted) this.listeners.add(listener);
-  }
-
-  remove(listener: () => void): void {
-    this.listeners.delete(listener);
-  }
-
-  abort(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    const listeners = [...this.listeners];
-    this.listeners.clear();
-    for (const listener of listeners) listener();
-  }
 }

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 
 import type { Metadata, StatusObject } from '@grpc/grpc-js';
 
-import { HeldBytes } from '../../src/calls/held-bytes';
+import { HeldBytes, openCallAccount } from '../../src/calls/held-bytes';
 import { type CallOutcome, CallPipeline, type CallStream } from '../../src/calls/pipeline';
 import type { PluginError } from '../../src/contract/errors';
 import { encodeDualCell } from '../../src/contract/replies';
@@ -29,6 +29,8 @@ export class FakeCallStream extends EventEmitter implements CallStream {
   readonly errors: StatusObject[] = [];
   trailers: Metadata | undefined;
   private readonly waitingWrites: (() => void)[] = [];
+  private ended = false;
+  private finished = false;
 
   pause(): this {
     this.paused = true;
@@ -42,6 +44,10 @@ export class FakeCallStream extends EventEmitter implements CallStream {
     return this;
   }
 
+  isPaused(): boolean {
+    return this.paused;
+  }
+
   write(reply: Uint8Array, callback: () => void): boolean {
     this.written.push(reply);
     if (this.holdWrites) this.waitingWrites.push(callback);
@@ -52,6 +58,7 @@ export class FakeCallStream extends EventEmitter implements CallStream {
   /** Completes the writes held so far, as gRPC does once the client took them. */
   completeWrites(): void {
     for (const callback of this.waitingWrites.splice(0)) callback();
+    this.finishIfDone();
   }
 
   /** gRPC's buffer emptied. */
@@ -66,12 +73,26 @@ export class FakeCallStream extends EventEmitter implements CallStream {
 
   end(trailers: Metadata): this {
     this.trailers = trailers;
+    this.ended = true;
+    this.finishIfDone();
     return this;
   }
 
+  /** Like a Node writable: 'finish' once ended and every write has completed. */
+  private finishIfDone(): void {
+    if (!this.ended || this.waitingWrites.length > 0 || this.finished) return;
+    this.finished = true;
+    this.emit('finish');
+  }
+
+  /** An error status ends the stream, as grpc-js's does: 'finish' follows once the writes so far complete. */
   override emit(event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'error') this.errors.push(args[0] as StatusObject);
-    return super.emit(event, ...args);
+    if (event !== 'error') return super.emit(event, ...args);
+    this.errors.push(args[0] as StatusObject);
+    const listened = super.emit(event, ...args);
+    this.ended = true;
+    this.finishIfDone();
+    return listened;
   }
 
   /** The first byte of each reply written: the fake runner's replies carry their task's number. */
@@ -154,6 +175,7 @@ export function bundle(rows: number): Buffer {
 }
 
 export interface PipelineUnderTest {
+  readonly pipeline: CallPipeline;
   readonly stream: FakeCallStream;
   readonly runner: FakeRunner;
   readonly held: HeldBytes;
@@ -165,7 +187,15 @@ export interface PipelineUnderTest {
  * so task n holds row n.
  */
 export function startPipeline(
-  options: { mode?: EvaluationMode; tableAllowed?: boolean; maxInFlight?: number; maxReplyBytes?: number } = {},
+  options: {
+    mode?: EvaluationMode;
+    tableAllowed?: boolean;
+    maxInFlight?: number;
+    maxReplyBytes?: number;
+    timeoutMs?: number;
+    /** false: the account is not closed by the stream's end, so a test sees exactly what the pipeline gives back. */
+    accountClosedByStream?: boolean;
+  } = {},
 ): PipelineUnderTest {
   const stream = new FakeCallStream();
   const runner = new FakeRunner();
@@ -181,13 +211,13 @@ export function startPipeline(
   const pipeline = new CallPipeline(stream, spec, runner, {
     chunkBytes: 1,
     maxInFlight: options.maxInFlight ?? 4,
-    timeoutMs: 5_000,
+    timeoutMs: options.timeoutMs ?? 5_000,
     maxReplyBytes: options.maxReplyBytes ?? 1024,
     contextKey: 'test',
     owner: { host: '127.0.0.1', appId: 'app', userId: 'user' },
-    held,
+    account: options.accountClosedByStream === false ? held.open() : openCallAccount(held, stream),
   });
-  return { stream, runner, held, outcome: pipeline.run() };
+  return { pipeline, stream, runner, held, outcome: pipeline.run() };
 }
 
 /** Lets the promise callbacks of finished tasks run (microtasks only: no timers). */

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
+import { CallBudget } from '../../src/calls/call-budget';
 import { type TaskResult, DataType as Type } from '../../src/contract/task';
 import { decodeMessage, messages } from '../../src/grpc/proto';
 import type { SandboxExit } from '../../src/sandboxes/sandbox-handle';
@@ -109,7 +110,7 @@ describe('a sandbox process told to open more calls than the bound', () => {
         call,
         rows: 1,
         firstRow: 0,
-        budget: { spentMs: 0 },
+        budget: new CallBudget(call.callTimeoutMs),
         chunks: [encodeBundle([[num(callId)]])],
       },
       resolve: () => undefined,

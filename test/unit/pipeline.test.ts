@@ -1,7 +1,8 @@
 /**
  * The call pipeline on its own (src/calls/pipeline.ts), over a fake stream and a fake task runner that
  * finishes tasks out of order on command: request order, the bound on tasks in flight, both sides of
- * backpressure, held tables, failing, cancelling, the modes that run once, and the cache trailer.
+ * backpressure, held tables, failing, cancelling, the modes that run once, the cache trailer, each
+ * phase and what a transition out of it gives back, and the call's shared time budget.
  * Nothing here waits for time: every step is a command, then the microtasks it queued.
  */
 import assert from 'node:assert/strict';
@@ -322,5 +323,210 @@ describe('CallPipeline: modes that run once', () => {
     runner.finish(0, success(0, 1));
     assert.equal((await outcome).error, null);
     assert.deepEqual(stream.writtenTasks, [0]);
+  });
+});
+
+/**
+ * The phases of a call (src/calls/call-phase.ts) and what each transition gives back. Most of these run
+ * with an account the stream does not close (accountClosedByStream: false), so held.bytes shows exactly
+ * what the pipeline itself released, not what closing the account swept up.
+ */
+describe('CallPipeline: phases', () => {
+  it('reads, drains after the last row, finishes once every result is written, and its one account closes with the stream', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ maxInFlight: 2 });
+    stream.emit('data', bundle(3));
+    assert.equal(pipeline.phase, 'reading');
+    assert.equal(held.accounts, 1, "the call's rows are in its one account");
+    stream.emit('end');
+    assert.equal(pipeline.phase, 'draining');
+    runner.finish(0);
+    runner.finish(1);
+    await settle();
+    assert.equal(pipeline.phase, 'draining', 'the last task is still to run');
+    runner.finish(2);
+    assert.equal((await outcome).error, null);
+    assert.equal(pipeline.phase, 'finished');
+    assert.deepEqual(stream.writtenTasks, [0, 1, 2]);
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+  });
+
+  it('cancelled while reading: queued tasks are told to drop, and rows and results are given back as tasks settle', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ maxInFlight: 2, accountClosedByStream: false });
+    stream.emit('data', bundle(4));
+    runner.finish(1);
+    await settle();
+    assert.ok(held.bytes > 0);
+    stream.emit('cancelled');
+    assert.equal(pipeline.phase, 'finished');
+    const { error } = await outcome;
+    assert.equal(error?.code, 'CANCELLED');
+    assert.deepEqual(stream.errors, [], 'a cancelled call is not answered');
+    assert.ok(runner.tasks.every((t) => t.request.signal?.aborted));
+    assert.ok(held.bytes > 0, 'the rows of the task still running are held until it settles');
+    const started = runner.tasks.length;
+    runner.finish(0);
+    runner.finish(2);
+    await settle();
+    assert.deepEqual(stream.written, [], 'task 1 waited for task 0: nothing was in order to write');
+    assert.equal(started, 3, 'task 1 finishing made room for task 2');
+    assert.equal(runner.tasks.length, started, 'nothing started after the cancel');
+    assert.equal(held.bytes, 0);
+    assert.equal(stream.paused, false);
+  });
+
+  it('cancelled while its tasks run after the last row: it ends at once and ignores their results', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ accountClosedByStream: false });
+    stream.emit('data', bundle(3));
+    stream.emit('end');
+    runner.finish(2);
+    await settle();
+    assert.equal(pipeline.phase, 'draining');
+    stream.emit('cancelled');
+    assert.equal((await outcome).error?.code, 'CANCELLED');
+    runner.finish(0);
+    runner.finish(1);
+    await settle();
+    assert.deepEqual(stream.written, [], 'not even the results that were in order by then');
+    assert.equal(held.bytes, 0);
+  });
+
+  it('cancelled while table chunks are held: nothing is written, no table header is sent, and the chunks are given back', async () => {
+    const { stream, runner, held, outcome } = startPipeline({ tableAllowed: true, accountClosedByStream: false });
+    stream.emit('data', bundle(3));
+    runner.finish(0, tableResult(0));
+    runner.finish(2, tableResult(2));
+    await settle();
+    stream.emit('cancelled');
+    runner.finish(1, tableResult(1));
+    await settle();
+    assert.equal((await outcome).error?.code, 'CANCELLED');
+    assert.deepEqual(stream.written, []);
+    assert.deepEqual(stream.sentMetadata, []);
+    assert.equal(held.bytes, 0);
+  });
+
+  it('cancelled while its joined table is on its way to the client: the replies stay counted until the stream is done', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ tableAllowed: true });
+    stream.holdWrites = true;
+    stream.emit('data', bundle(2));
+    stream.emit('end');
+    runner.finish(0, tableResult(0));
+    runner.finish(1, tableResult(1));
+    const { error, summary } = await outcome;
+    assert.equal(error, null, 'the call answered in full on its side');
+    assert.equal(summary.table, true);
+    assert.equal(pipeline.phase, 'finished');
+    assert.ok(held.bytes > 0, 'the table replies the client has not taken are counted');
+    assert.equal(held.accounts, 1);
+    stream.emit('cancelled');
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+    assert.deepEqual(stream.errors, []);
+  });
+
+  it('a script error in the first chunk fails the call at once while later chunks run, and their results are dropped', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ maxInFlight: 3, accountClosedByStream: false });
+    stream.emit('data', bundle(3));
+    stream.emit('end');
+    runner.finish(0, failure('INVALID_ARGUMENT', 'TypeError: x is not a function (at row 0)'));
+    await settle();
+    assert.equal(pipeline.phase, 'finished', 'no earlier chunk can fail before it');
+    assert.equal(stream.errors[0]?.details, 'TypeError: x is not a function (at row 0)');
+    assert.ok(runner.tasks.every((t) => t.request.signal?.aborted));
+    runner.finish(1);
+    runner.finish(2);
+    await settle();
+    assert.equal((await outcome).error?.code, 'INVALID_ARGUMENT');
+    assert.deepEqual(stream.written, []);
+    assert.equal(stream.errors.length, 1);
+    assert.equal(held.bytes, 0);
+  });
+
+  it('a script error in a later chunk waits in failing: nothing more starts, and the call fails once the chunks before it finish', async () => {
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ maxInFlight: 2, accountClosedByStream: false });
+    stream.emit('data', bundle(4));
+    runner.finish(1, failure('INVALID_ARGUMENT', 'RangeError: bad (at row 1)'));
+    await settle();
+    assert.equal(pipeline.phase, 'failing');
+    assert.equal(runner.tasks.length, 2, 'no task starts though the pool has room');
+    assert.deepEqual(stream.errors, []);
+    stream.emit('end');
+    assert.equal(pipeline.phase, 'failing', 'the end of input changes nothing');
+    runner.finish(0);
+    const { error } = await outcome;
+    assert.equal(error?.message, 'RangeError: bad (at row 1)');
+    assert.equal(pipeline.phase, 'finished');
+    assert.deepEqual(stream.writtenTasks, [0], 'the rows before the failing one were answered');
+    assert.equal(held.bytes, 0);
+  });
+
+  it('a client that stops reading: nothing more is produced, reads pause, and cancelling gives everything back', async () => {
+    // A reply is 4 bytes: one not taken passes maxReplyBytes 3.
+    const { pipeline, stream, runner, held, outcome } = startPipeline({ maxInFlight: 1, maxReplyBytes: 3 });
+    stream.holdWrites = true;
+    stream.emit('data', bundle(3));
+    runner.finish(0);
+    await settle();
+    assert.deepEqual(stream.writtenTasks, [0]);
+    assert.equal(runner.tasks.length, 1, 'no task starts while the client takes nothing');
+    assert.equal(stream.paused, true);
+    assert.equal(pipeline.phase, 'reading');
+    assert.ok(held.bytes > 0);
+    stream.emit('cancelled');
+    assert.equal((await outcome).error?.code, 'CANCELLED');
+    assert.equal(stream.paused, false);
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+  });
+
+  it("a failed call's replies already written stay counted until the stream has finished with them", async () => {
+    const { stream, runner, held, outcome } = startPipeline({ maxInFlight: 2 });
+    stream.holdWrites = true;
+    stream.emit('data', bundle(2));
+    runner.finish(0);
+    await settle();
+    runner.finish(1, failure('DEADLINE_EXCEEDED', 'the script ran past its time limit of 5000 ms (SSE_SCRIPT_TIMEOUT_MS)'));
+    assert.equal((await outcome).error?.code, 'DEADLINE_EXCEEDED');
+    assert.equal(stream.errors[0]?.code, status.DEADLINE_EXCEEDED);
+    assert.ok(held.bytes >= 4, `the written reply is still counted: ${held.bytes} bytes`);
+    assert.equal(held.accounts, 1);
+    stream.completeWrites();
+    assert.equal(held.bytes, 0);
+    assert.equal(held.accounts, 0);
+  });
+
+  it('a table chunk refused for its column names is given back with the rest', async () => {
+    const { stream, runner, held, outcome } = startPipeline({ tableAllowed: true, accountClosedByStream: false });
+    stream.emit('data', bundle(2));
+    runner.finish(0, tableResult(0, 'object', 'a'.repeat(MAX_TABLE_KEY_BYTES / 2)));
+    runner.finish(1, tableResult(1, 'object', 'b'.repeat(MAX_TABLE_KEY_BYTES / 2 + 1)));
+    assert.equal((await outcome).error?.code, 'RESOURCE_EXHAUSTED');
+    assert.equal(held.bytes, 0);
+  });
+});
+
+describe('CallPipeline: time budget', () => {
+  it("sends every task the call's one budget, with what earlier results spent", async () => {
+    const { stream, runner } = startPipeline({ maxInFlight: 1 });
+    stream.emit('data', bundle(2));
+    assert.equal(runner.task(0).request.budget.spentMs, 0);
+    runner.finish(0, success(0, 1, { scriptMs: 7 }));
+    await settle();
+    assert.equal(runner.task(1).request.budget, runner.task(0).request.budget);
+    assert.equal(runner.task(1).request.budget.spentMs, 7);
+    stream.emit('cancelled');
+  });
+
+  it('starts no task once results have spent the time, and fails DEADLINE_EXCEEDED naming the limit', async () => {
+    const { stream, runner, outcome } = startPipeline({ maxInFlight: 1, timeoutMs: 5 });
+    stream.emit('data', bundle(3));
+    runner.finish(0, success(0, 1, { scriptMs: 5 }));
+    const { error, summary } = await outcome;
+    assert.equal(error?.code, 'DEADLINE_EXCEEDED');
+    assert.equal(stream.errors[0]?.details, 'the script ran past its time limit of 5 ms (SSE_SCRIPT_TIMEOUT_MS)');
+    assert.equal(runner.tasks.length, 1);
+    assert.equal(summary.timedOut, true);
+    assert.equal(summary.scriptMs, 5);
   });
 });

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { CallBudget } from '../../src/calls/call-budget';
 import { type CallSpec, Frame, type FrameKind } from '../../src/contract/channel';
 import { PluginError } from '../../src/contract/errors';
 import { DataType, type TaskResult, type TaskSuccess } from '../../src/contract/task';
@@ -39,7 +40,7 @@ function request(callId: number): TaskRequest {
     chunks: [],
     rows: 1,
     firstRow: 0,
-    budget: { spentMs: 0 },
+    budget: new CallBudget(CALL.callTimeoutMs),
   };
 }
 

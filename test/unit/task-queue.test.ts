@@ -10,7 +10,7 @@ import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
 function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
-  const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: { spentMs: 0 } };
+  const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, settled: false };
 }
 

@@ -1,0 +1,32 @@
+/**
+ * Metrics that follow from another are derived, not counted twice (src/ops/metrics.ts): an isolate
+ * is rebuilt after each memory-limit disposal, so sse_isolate_rebuilds_total reads
+ * sse_memory_limit_disposals_total when scraped and the two cannot disagree. Pure: the registry is
+ * read in memory, no HTTP server.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { Metrics } from '../../src/ops/metrics';
+
+const pool = { queueSize: 0, busyWorkers: 0, threads: 0, residentBytes: () => [] };
+
+async function value(metrics: Metrics, name: string): Promise<number | undefined> {
+  const metric = metrics.registry.getSingleMetric(name);
+  return (await metric?.get())?.values[0]?.value;
+}
+
+describe('Metrics', () => {
+  it('reads sse_isolate_rebuilds_total from the disposals counted once', async () => {
+    const metrics = new Metrics(pool);
+    assert.equal(await value(metrics, 'sse_isolate_rebuilds_total'), 0);
+    metrics.memoryDisposals.inc(2);
+    metrics.memoryDisposals.inc();
+    assert.equal(await value(metrics, 'sse_memory_limit_disposals_total'), 3);
+    assert.equal(await value(metrics, 'sse_isolate_rebuilds_total'), 3);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^# TYPE sse_isolate_rebuilds_total counter$/m);
+    assert.match(text, /^sse_isolate_rebuilds_total 3$/m);
+    assert.equal('isolateRebuilds' in metrics, false, 'nothing to increment a second time');
+  });
+});
