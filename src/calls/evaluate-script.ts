@@ -9,6 +9,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { PluginError } from '../contract/errors';
 import { MAX_REPLY_BYTES } from '../contract/replies';
 import type { FunctionRegistry } from '../functions/registry';
+import { incomingOf } from '../grpc/incoming';
 import { hostOf } from '../grpc/peer-log';
 import { statusName, toStatus } from '../grpc/status';
 import type { Config } from '../ops/config';
@@ -94,6 +95,10 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     });
     // The account stays open after the pipeline settles: replies not yet taken are still counted,
     // until the stream's end closes it (openCallAccount).
+    // Request messages were held from their length prefix on (src/grpc/incoming.ts): the pipeline
+    // counts each from the moment it takes it, so the early hold goes back then (this listener is first).
+    const incoming = incomingOf(call);
+    if (incoming) call.on('data', () => incoming.taken());
     pipeline.run().then(
       ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),
       (error: unknown) => {
@@ -105,8 +110,12 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
   };
 }
 
-/** What the front keeps for an open call besides its rows: about three copies of its headers (the HTTP/2 text, base64, decoded) and its state. */
-const CALL_STATE_BYTES = 16 * 1024;
+/**
+ * What the front keeps for an open call besides its rows: about three copies of its headers (the HTTP/2
+ * text, base64, decoded), its state, and what the client may send on its stream before the front reads
+ * it (HTTP/2's initial window of 64 KiB, which grpc-js and Node leave at the default).
+ */
+const CALL_STATE_BYTES = 16 * 1024 + 65_535;
 
 export function openCallBytes(metadata: Call['metadata']): number {
   let headerBytes = 0;

@@ -114,7 +114,7 @@ export const boundHealthRequests: grpc.ServerInterceptor = (method, call) => {
 };
 
 /** grpc-js 1.14 BaseServerInterceptingCall: `maxReceiveMessageSize` and its StreamDecoder's limit. */
-function lowerReceiveLimit(call: object, maxBytes: number): void {
+export function lowerReceiveLimit(call: object, maxBytes: number): void {
   const base = call as { maxReceiveMessageSize?: unknown; decoder?: { maxReadMessageLength?: unknown } };
   const decoder = base.decoder;
   if (typeof base.maxReceiveMessageSize !== 'number' || decoder === undefined || typeof decoder.maxReadMessageLength !== 'number') return;

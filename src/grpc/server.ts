@@ -15,6 +15,7 @@ import { admitConnections, type DescriptorBudget } from './admission';
 import { capabilities } from './capabilities';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
+import { countIncomingMessages } from './incoming';
 import { FirstCallPerHost } from './peer-log';
 import { encodeMessage, messages, PROTO_PATH } from './proto';
 
@@ -76,7 +77,7 @@ export async function startServer(
     'grpc.max_connection_idle_ms': config.idleTimeoutMs,
     'grpc.keepalive_time_ms': KEEPALIVE_INTERVAL_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
-    interceptors: [boundHealthRequests],
+    interceptors: [boundHealthRequests, countIncomingMessages(deps.held)],
   });
   const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {

@@ -1,0 +1,104 @@
+/**
+ * Request messages count against SSE_MAX_HELD_MB from their length prefix on: a client that declares
+ * large messages and never finishes them (hundreds of streams, 15 MB each, grew the front by gigabytes
+ * while the budget showed megabytes) is refused as busy once the declared sizes pass the budget, and
+ * everything held is given back when its streams close. Bare HTTP/2 streams send the half messages; a
+ * real gRPC client checks that calls go on meanwhile.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { after, before, describe, it } from 'node:test';
+
+import { status } from '@grpc/grpc-js';
+
+import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
+import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
+import { waitFor } from '../helpers/sandbox-calls';
+
+const MAX_HELD_MB = 16;
+/** Declared, never sent whole: 6 MiB a stream, so the third passes a 16 MiB budget. */
+const DECLARED_BYTES = 6 * 1024 * 1024;
+const SENT_BYTES = 256 * 1024;
+
+interface HalfMessage {
+  /** The gRPC status the stream ended with, once it ends. */
+  readonly ended: Promise<{ code: number; details: string }>;
+  close(): void;
+}
+
+/** A stream that sends a length prefix declaring `declared` bytes and then only `sent` of them, and waits. */
+function halfMessage(session: http2.ClientHttp2Session, path: string, declared: number, sent: number): HalfMessage {
+  const metadata = path.endsWith('EvaluateScript')
+    ? scriptMetadata({
+        script: 'args[0]',
+        functionType: FunctionType.SCALAR,
+        returnType: DataType.NUMERIC,
+        params: [{ dataType: DataType.NUMERIC }],
+      }).toHttp2Headers()
+    : {};
+  const stream = session.request({ ...metadata, ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+  stream.on('error', () => undefined);
+  // A refusal is a trailers-only response: the status comes in the response headers, and the stream
+  // stays half open (this side never ends it), so the status itself settles the promise.
+  const ended = new Promise<{ code: number; details: string }>((resolve) => {
+    const read = (headers: http2.IncomingHttpHeaders): void => {
+      if (headers['grpc-status'] === undefined) return;
+      resolve({ code: Number(headers['grpc-status']), details: decodeURIComponent(String(headers['grpc-message'] ?? '')) });
+    };
+    stream.on('response', read);
+    stream.on('trailers', read);
+    stream.on('close', () => resolve({ code: -1, details: 'closed without a status' }));
+  });
+  stream.resume();
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(declared, 1);
+  stream.write(Buffer.concat([prefix, Buffer.alloc(sent, 1)]));
+  return { ended, close: () => stream.close(http2.constants.NGHTTP2_CANCEL) };
+}
+
+describe('request messages being received', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_MAX_HELD_MB: String(MAX_HELD_MB) });
+  });
+  after(() => t.stop());
+
+  it('count from their length prefix: past SSE_MAX_HELD_MB a call is refused as busy, and closing gives it all back', async () => {
+    const session = http2.connect(`http://${t.address}`);
+    session.on('error', () => undefined);
+    const path = '/qlik.sse.Connector/EvaluateScript';
+    const before = t.plugin.held.bytes;
+    try {
+      const first = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
+      const second = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
+      await waitFor('both half messages held', () => t.plugin.held.bytes - before >= 2 * DECLARED_BYTES, 10_000);
+      const third = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
+      const refused = await third.ended;
+      assert.equal(refused.code, status.RESOURCE_EXHAUSTED);
+      assert.match(refused.details, /^the plugin is busy: .*SSE_MAX_HELD_MB/);
+      // The two held ones are untouched, and other calls go on beside them.
+      const answer = await t.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(21)]]] });
+      assert.deepEqual([answer.code, numbers(answer)], [status.OK, [42]]);
+      first.close();
+      second.close();
+      await Promise.all([first.ended, second.ended]);
+    } finally {
+      session.destroy();
+    }
+    await waitFor('every held byte given back', () => t.plugin.held.bytes === 0 && t.plugin.held.accounts === 0, 10_000);
+  });
+
+  it('GetCapabilities takes only its empty message: a large one is refused from its prefix', async () => {
+    const session = http2.connect(`http://${t.address}`);
+    session.on('error', () => undefined);
+    try {
+      const capabilities = halfMessage(session, '/qlik.sse.Connector/GetCapabilities', DECLARED_BYTES, SENT_BYTES);
+      const ended = await capabilities.ended;
+      assert.equal(ended.code, status.RESOURCE_EXHAUSTED);
+      assert.match(ended.details, /Received message larger than max/);
+    } finally {
+      session.destroy();
+    }
+    assert.equal(t.plugin.held.bytes, 0);
+  });
+});
