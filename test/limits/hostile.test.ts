@@ -99,6 +99,11 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
     );
     assertServed(report);
     assert.ok(peak <= 16 * MB, `held ${peak} bytes`);
+    // Counted at their real size: one table alone is 600 x 10 KB = 6 MB, not one 10 KB string. (The
+    // budget's own peak, exact where sampling may miss it; this is the first test of its plugin.)
+    const heldPeak = t.plugin.held.peakBytes;
+    assert.ok(heldPeak <= 16 * MB, `held ${heldPeak} bytes`);
+    assert.ok(heldPeak >= 5 * MB, `held at most ${(heldPeak / MB).toFixed(1)} MB: a table was not counted at its real size`);
     for (const result of results) {
       if (result.code === grpc.status.OK) assert.ok(result.replyBytes > 600 * 10_000, `a table came back with ${result.replyBytes} bytes`);
       else {
@@ -110,10 +115,9 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
       results.some((r) => r.code === grpc.status.OK),
       'no table was answered',
     );
-    assert.ok(
-      results.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED),
-      'no call was refused: the budget was never reached',
-    );
+    // Whether some are refused depends on how many tables the machine's timing lets overlap (on a
+    // busy machine they may run one after another and all fit): either is right, as long as the
+    // peak stayed within the budget and every refusal says busy.
   });
 
   it('an aggregation sent as 50,000 one-row messages finishes promptly without blocking the event loop', async (ctx) => {
