@@ -45,6 +45,15 @@ describe('a full queue refuses new calls as busy', () => {
     assert.equal(t.plugin.pool.queueSize, 0);
     await assertServing(t.client);
   });
+});
+
+describe('a call with more chunks than the queue holds (SSE_MAX_QUEUE=2)', () => {
+  let t: TestPlugin;
+  // No time limit of its own: its 400 ms of script met the 1 s limit of the suite above on a busy machine.
+  before(async () => {
+    t = await startTestPlugin({ SSE_MAX_QUEUE: '2' });
+  });
+  after(async () => t.stop());
 
   it('a call with more chunks than the queue holds does not pile them up: its reads pause instead', async () => {
     let deepest = 0;
