@@ -14,6 +14,14 @@ export interface TestPlugin {
 }
 
 /**
+ * A test that is not about the time limit must never meet it: ordinary work (100,000 rows, tables
+ * over many chunks) takes a second or two here but several times that on a busy 2-core machine, and
+ * against the 5 s default such a call failed DEADLINE_EXCEEDED under load. Tests of the time limit set
+ * SSE_SCRIPT_TIMEOUT_MS themselves; this one only turns a script that never ends into a failure.
+ */
+const UNTESTED_TIMEOUT_MS = '60000';
+
+/**
  * logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines).
  * pool: settings no variable sets, made small by a test (maxOpenCalls); the pool takes them with the config.
  */
@@ -26,6 +34,7 @@ export async function startTestPlugin(
     SSE_PORT: '0',
     SSE_HOST: '127.0.0.1',
     SSE_WORKERS: '2',
+    SSE_SCRIPT_TIMEOUT_MS: UNTESTED_TIMEOUT_MS,
     SSE_LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
     ...env,
   });

@@ -55,7 +55,11 @@ export function evalRows(
   });
 }
 
-/** Polls `test` until it holds; fails naming `what` after withinMs. Resolves with the time it took. */
+/**
+ * Polls `test` until it holds; fails naming `what` after withinMs. withinMs only turns a hang into a
+ * failure: give it several times what the wait takes on a busy machine. Resolves with the time it took
+ * (for diagnostics, never for an assertion).
+ */
 export async function waitFor(what: string, test: () => boolean, withinMs: number): Promise<number> {
   const started = performance.now();
   while (!test()) {
@@ -80,12 +84,14 @@ export async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: n
   return { value, ms: performance.now() - started };
 }
 
-/** Proves the plugin still answers correctly, on every worker (one call per worker, concurrently). */
-export async function assertServing(client: QlikClient, workers = 2, withinMs = 2_000): Promise<void> {
+/**
+ * Proves the plugin still answers correctly, on every worker (two calls per worker, concurrently).
+ * Asserted on the answers only: how long they take depends on the machine, and a plugin that stopped
+ * serving fails here on the call's deadline or the test's timeout.
+ */
+export async function assertServing(client: QlikClient, workers = 2): Promise<void> {
   const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
-  const { value: results, ms } = await timed(() =>
-    Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows))),
-  );
+  const results = await Promise.all(Array.from({ length: workers * 2 }, () => evalRows(client, 'args[0] * 2 + 1', rows)));
   for (const result of results) {
     assert.equal(result.code, status.OK, `a normal call failed: ${result.details}`);
     assert.deepEqual(
@@ -93,7 +99,6 @@ export async function assertServing(client: QlikClient, workers = 2, withinMs = 
       rows.map((_, i) => i * 2 + 1),
     );
   }
-  assert.ok(ms < withinMs, `normal calls took ${Math.round(ms)} ms`);
 }
 
 /** One row whose single STRING value is `chars` long: at 256 KiB and more it is a chunk of its own. */

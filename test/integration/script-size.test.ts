@@ -11,9 +11,13 @@ import { type CcoreOutcome, ccoreCall, hasCcore } from '../helpers/ccore';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, num, numbers } from '../helpers/qlik-client';
 
-const DEADLINE_S = 10;
-/** Prompt: far below the client's deadline. */
-const PROMPT_MS = 3_000;
+/** The client's deadline: what a refusal that never comes would cost. */
+const DEADLINE_S = 30;
+/**
+ * Prompt: a refusal takes tens of milliseconds here, so 10 s is hundreds of times that, room for a
+ * slow or busy machine, and still a third of the deadline that a hang would run into.
+ */
+const PROMPT_MS = 10_000;
 
 function scriptOf(bytes: number): string {
   const head = 'args[0] + 1 /*';

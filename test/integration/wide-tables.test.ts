@@ -1,5 +1,5 @@
 /**
- * Wide table results (issue 12, item 9): the qlik-tabledescription-bin header names every column,
+ * Wide table results: the qlik-tabledescription-bin header names every column,
  * and past a gRPC C-core client's metadata limit (Qlik's engine: 8192 bytes by default) the engine
  * failed the call with "received initial metadata size exceeds limit" while the plugin logged OK.
  * Now the plugin refuses such a table itself, with a message naming the columns and the limit.

@@ -1,7 +1,9 @@
 /**
- * Issue 12, items 2 to 8: hostile clients and scripts against the real plugin, each scaled down to
- * seconds. Each attack runs while another client makes normal calls (test/helpers/bystander.ts: each
- * must answer right within a second) and the front's event loop is watched (the front runs in this
+ * Hostile clients and scripts against the real plugin, each scaled down to seconds: tables that
+ * outgrow their messages, calls of many small messages, clients that never read or never half-close,
+ * queues fed task by task, and a regular expression that compiles past the time limit. Each attack
+ * runs while another client makes normal calls (test/helpers/bystander.ts: they must be answered
+ * right, some before the attack ends) and the front's event loop is watched (the front runs in this
  * process). After each attack, everything the front held for calls (src/calls/held-bytes.ts) is back to 0:
  * no path (success, failure, refusal, cancel) leaks budget.
  */
@@ -12,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { MAX_REPLY_BYTES } from '../../src/contract/replies';
 import { decodeMessage, messages } from '../../src/grpc/proto';
 import { aggregateOneRowMessages } from '../helpers/attacker';
-import { assertServed, describeReport, withBystander } from '../helpers/bystander';
+import { assertServed, type BystanderReport, describeReport, withBystander } from '../helpers/bystander';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, type Dual, FunctionType, num, str } from '../helpers/qlik-client';
 import { openRawCall, openStalledCall, type RawCall, rawCall, type StalledCall } from '../helpers/raw-call';
@@ -47,7 +49,27 @@ async function sampling<T>(f: () => number, run: () => Promise<T>): Promise<{ va
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * A hang detector for the front's event loop, not a speed test: while these attacks run it is blocked
+ * 10 to 50 ms at a time here; a front that handled a whole call's rows or replies in one go would
+ * block it for seconds. 1 s is 20 times the usual worst, room for a slow or busy machine.
+ */
+const MAX_LOOP_DELAY_MS = 1_000;
+
+function assertLoopNotBlocked(report: BystanderReport): void {
+  assert.ok(report.maxLoopDelayMs < MAX_LOOP_DELAY_MS, `the event loop was blocked ${Math.round(report.maxLoopDelayMs)} ms`);
+}
+
+/**
+ * The pipeline of a call whose replies nobody reads has paused: the front holds bytes for it and no
+ * sandbox works for it, over ten samples in a row (a pool idle for one sample may be between tasks).
+ */
+let idleSamples = 0;
+function producingStopped(t: TestPlugin): boolean {
+  const paused = t.plugin.held.bytes > 0 && t.plugin.pool.busyWorkers === 0 && t.plugin.pool.queueSize === 0;
+  idleSamples = paused ? idleSamples + 1 : 0;
+  return idleSamples >= 10;
+}
 
 async function assertReleased(t: TestPlugin): Promise<void> {
   await waitFor(
@@ -63,7 +85,7 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
   after(async () => t.stop());
   afterEach(async () => assertReleased(t));
 
-  it('item 2: five concurrent tables of one cached 10 KB string per cell are counted at their real size, and together stay within SSE_MAX_HELD_MB', async (ctx) => {
+  it('five concurrent tables of one cached 10 KB string per cell are counted at their real size, and together stay within SSE_MAX_HELD_MB', async (ctx) => {
     const script = "[globalThis.s ??= 'x'.repeat(10000)]";
     const { value, report } = await withBystander(t.address, () =>
       sampling(
@@ -77,6 +99,11 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
     );
     assertServed(report);
     assert.ok(peak <= 16 * MB, `held ${peak} bytes`);
+    // Counted at their real size: one table alone is 600 x 10 KB = 6 MB, not one 10 KB string. (The
+    // budget's own peak, exact where sampling may miss it; this is the first test of its plugin.)
+    const heldPeak = t.plugin.held.peakBytes;
+    assert.ok(heldPeak <= 16 * MB, `held ${heldPeak} bytes`);
+    assert.ok(heldPeak >= 5 * MB, `held at most ${(heldPeak / MB).toFixed(1)} MB: a table was not counted at its real size`);
     for (const result of results) {
       if (result.code === grpc.status.OK) assert.ok(result.replyBytes > 600 * 10_000, `a table came back with ${result.replyBytes} bytes`);
       else {
@@ -88,23 +115,24 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
       results.some((r) => r.code === grpc.status.OK),
       'no table was answered',
     );
-    assert.ok(
-      results.some((r) => r.code === grpc.status.RESOURCE_EXHAUSTED),
-      'no call was refused: the budget was never reached',
-    );
+    // Whether some are refused depends on how many tables the machine's timing lets overlap (on a
+    // busy machine they may run one after another and all fit): either is right, as long as the
+    // peak stayed within the budget and every refusal says busy.
   });
 
-  it('item 3: an aggregation sent as 50,000 one-row messages finishes promptly without blocking the event loop', async (ctx) => {
+  it('an aggregation sent as 50,000 one-row messages finishes promptly without blocking the event loop', async (ctx) => {
     const { value: result, report } = await withBystander(t.address, () => aggregateOneRowMessages(t.address, 50_000));
     ctx.diagnostic(`50,000 messages: ${grpc.status[result.code]} in ${Math.round(result.ms)} ms; ${describeReport(report)}`);
     assertServed(report);
     assert.equal(result.code, grpc.status.OK, result.details);
     assert.equal(result.value, 50_000 + 49_999);
-    assert.ok(result.ms < 10_000, `took ${Math.round(result.ms)} ms`);
-    assert.ok(report.maxLoopDelayMs < 500, `the event loop was blocked ${Math.round(report.maxLoopDelayMs)} ms`);
+    // A bound with room, not a speed test: about 1 s here, so 20 s is 20 times that. What it catches
+    // is a front whose cost per message grows with the messages before it.
+    assert.ok(result.ms < 20_000, `took ${Math.round(result.ms)} ms`);
+    assertLoopNotBlocked(report);
   });
 
-  it('item 3: a table with a new key every 2,000 rows over 200,000 rows is bounded and never blocks the event loop for long', async (ctx) => {
+  it('a table with a new key every 2,000 rows over 200,000 rows is bounded and never blocks the event loop for long', async (ctx) => {
     const script = "({ ['k' + Math.floor(args[0] / 2000)]: 1 })";
     const { value, report } = await withBystander(t.address, () =>
       timed(() => rawCall(t.client.client, { script, ...TABLE }, numberBundles(200_000, 10_000))),
@@ -116,21 +144,21 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
     assertServed(report);
     if (result.code === grpc.status.OK) assert.ok(result.initialMetadata?.get('qlik-tabledescription-bin').length === 1);
     else assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
-    assert.ok(report.maxLoopDelayMs < 500, `the event loop was blocked ${Math.round(report.maxLoopDelayMs)} ms`);
+    assertLoopNotBlocked(report);
   });
 
   for (const [script, objects] of [
     ['args[0] < 50000 ? {} : { a: 1 }', (i: number) => i >= 50_000],
     ['args[0] % 2 ? {} : { a: 1 }', (i: number) => i % 2 === 0],
   ] as const) {
-    it(`item 4: \`${script}\` over 100,000 rows answers 100,000 rows, {} as a row of nulls`, async (ctx) => {
+    it(`\`${script}\` over 100,000 rows answers 100,000 rows, {} as a row of nulls`, async (ctx) => {
       // Decoded after the attack: protobufjs decoding 100,000 rows would block this process, which is the front's too.
       const { value: result, report } = await withBystander(t.address, () =>
         rawCall(t.client.client, { script, ...TABLE }, numberBundles(100_000, 5_000), true),
       );
       ctx.diagnostic(describeReport(report));
       assertServed(report);
-      assert.ok(report.maxLoopDelayMs < 500, `the event loop was blocked ${Math.round(report.maxLoopDelayMs)} ms`);
+      assertLoopNotBlocked(report);
       assert.equal(result.code, grpc.status.OK, result.details);
       const rows = result.messages.flatMap((m) =>
         (decodeMessage(messages.BundledRows, m) as { rows: { duals: Dual[] }[] }).rows.map((r) => r.duals),
@@ -141,7 +169,7 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
     });
   }
 
-  it('item 5: a client that never reads its replies holds about one reply message in the front, and cancelling it gives everything back', async (ctx) => {
+  it('a client that never reads its replies holds about one reply message in the front, and cancelling it gives everything back', async (ctx) => {
     let stalled: StalledCall | undefined;
     const { value, report } = await withBystander(t.address, () =>
       sampling(
@@ -156,13 +184,13 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
           });
           for (const rows of textBundles(13, 1_000, 1_000)) stalled.send(rows);
           stalled.end();
-          await sleep(3_000);
+          await waitFor('the call to stop producing replies nobody takes', () => producingStopped(t), 20_000);
           return t.plugin.held.bytes;
         },
       ),
     );
     ctx.diagnostic(
-      `held after 3 s: ${(value.value / MB).toFixed(1)} MB, peak ${(value.peak / MB).toFixed(1)} MB (one reply message: ${MAX_REPLY_BYTES / MB} MB; the replies: 52 MB); ${describeReport(report)}`,
+      `held once the call stopped producing: ${(value.value / MB).toFixed(1)} MB, peak ${(value.peak / MB).toFixed(1)} MB (one reply message: ${MAX_REPLY_BYTES / MB} MB; the replies: 52 MB); ${describeReport(report)}`,
     );
     assertServed(report);
     assert.ok(value.value > 0, 'the call is not holding anything: did the client read after all?');
@@ -180,7 +208,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
   after(async () => t.stop());
   afterEach(async () => assertReleased(t));
 
-  it('item 6: twenty aggregations that never half-close hit SSE_MAX_HELD_MB and are refused as busy; the others stay open; cancelling gives everything back', async (ctx) => {
+  it('twenty aggregations that never half-close hit SSE_MAX_HELD_MB and are refused as busy; the others stay open; cancelling gives everything back', async (ctx) => {
     const calls: RawCall[] = [];
     const settled: { code: grpc.status; details: string }[] = [];
     const { report } = await withBystander(t.address, async () => {
@@ -196,8 +224,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
         calls.push(call);
       }
       // 40 MB of rows for a 16 MB budget: at least 12 of the 20 must be refused.
-      await waitFor('12 aggregations refused', () => settled.length >= 12, 10_000);
-      await sleep(300);
+      await waitFor('12 aggregations refused', () => settled.length >= 12, 20_000);
     });
     ctx.diagnostic(
       `${settled.length} of 20 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB by the ${20 - settled.length} still open; ${describeReport(report)}`,
@@ -207,10 +234,16 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
       assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
       assert.match(result.details, BUSY_HELD);
     }
-    assert.ok(settled.length < 20, 'every aggregation was refused');
     assert.ok(t.plugin.held.peakBytes <= 16 * MB);
+    // The others stayed open: cancelled by this client, not refused by the plugin (one still sending
+    // its rows may yet be refused as busy).
     for (const call of calls) call.call.cancel();
-    await Promise.all(calls.map((call) => call.result));
+    const ended = await Promise.all(calls.map((call) => call.result));
+    for (const result of ended) assert.ok(result.code === grpc.status.CANCELLED || BUSY_HELD.test(result.details), result.details);
+    assert.ok(
+      ended.some((r) => r.code === grpc.status.CANCELLED),
+      'every aggregation was refused',
+    );
   });
 
   it('open calls that send only (large) headers are counted in SSE_MAX_HELD_MB and refused as busy past it', async (ctx) => {
@@ -247,7 +280,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     await Promise.all(calls.map((call) => call.result));
   });
 
-  it('item 6: SSE_MAX_QUEUE bounds the queue per task, not only when a call starts', async (ctx) => {
+  it('SSE_MAX_QUEUE bounds the queue per task, not only when a call starts', async (ctx) => {
     const script = '{ let x = 0; for (let i = 0; i < 20000; i++) x += i; return args[0].length + x * 0; }';
     const { value, report } = await withBystander(
       t.address,
@@ -289,9 +322,10 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
 
   it('fails DEADLINE_EXCEEDED naming the time limit, never memory, and costs at most its own sandbox process', async (ctx) => {
     // Built in ~25 ms (so the time limit cannot stop it before the compile), then compiled in one
-    // uninterruptible step of V8: 1.2 million alternatives, 1.2 to 4 s depending on the machine.
+    // uninterruptible step of V8: 1.2 million alternatives, 1.2 to 4 s depending on the machine. The
+    // endless loop after it makes a machine that compiles it within the limit meet the limit all the same.
     const script =
-      "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); return new RegExp((p + '|').repeat(300) + 'zz').test('zz') ? 1 : 0; }";
+      "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); new RegExp((p + '|').repeat(300) + 'zz').test('zz'); for (;;) {} }";
     const stuck = t.plugin.pool.restartsFor('stuck');
     const { value, report } = await withBystander(t.address, () =>
       timed(() =>
@@ -311,8 +345,9 @@ describe('hostile scripts: a regex that compiles past the time limit (SSE_SCRIPT
     assert.doesNotMatch(result.details, /memory/);
     // Two outcomes are right, and which one comes depends only on how fast this machine compiles:
     // the compile ends within the watchdog's grace (STUCK_GRACE_MS past the limit) and isolated-vm's
-    // timeout stops the script as it returns (the sandbox is kept), or it does not and the watchdog
-    // retires the sandbox process, whose call says so. Each outcome must come with its own restart count.
+    // timeout stops the script as it returns or in the loop after it (the sandbox is kept), or it does
+    // not and the watchdog retires the sandbox process, whose call says so. Each outcome must come with
+    // its own restart count. Memory is never the answer: the compile stays far below every memory bound.
     if (/stopped responding/.test(result.details)) {
       assert.match(result.details, /stopped responding past its time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
       assert.equal(t.plugin.pool.restartsFor('stuck'), stuck + 1);

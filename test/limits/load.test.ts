@@ -11,7 +11,7 @@ import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { type CallResult, num, numbers, str } from '../helpers/qlik-client';
-import { assertServing, bigRow, DataType, evalRows, evalText, FunctionType, textOf, timed, waitFor } from '../helpers/sandbox-calls';
+import { assertServing, bigRow, DataType, evalRows, evalText, FunctionType, textOf, waitFor } from '../helpers/sandbox-calls';
 
 /** A call of `chunks` chunks (rows over 256 KiB each), each spinning for `spinMs` (or for ever when negative). */
 function spinningCall(t: TestPlugin, chunks: number, spinMs: number, extra: { cancelAfterMs?: number } = {}): Promise<CallResult> {
@@ -32,17 +32,28 @@ describe('a full queue refuses new calls as busy', () => {
   after(async () => t.stop());
 
   it('with both workers looping and two chunks waiting, a new call fails at once with RESOURCE_EXHAUSTED busy', async () => {
-    const loops = Array.from({ length: 4 }, () => evalText(t.client, 'for (;;) {}'));
-    await waitFor('two waiting chunks', () => t.plugin.pool.queueSize === 2, 2_000);
-    const { value: refused, ms } = await timed(() => evalText(t.client, 'args[0]'));
+    let loopsEnded = 0;
+    const loops = Array.from({ length: 4 }, () => evalText(t.client, 'for (;;) {}').then((r) => (loopsEnded++, r)));
+    await waitFor('two waiting chunks', () => t.plugin.pool.queueSize === 2, 10_000);
+    const refused = await evalText(t.client, 'args[0]');
+    // "At once" as an order, not a time: refused while all four loops were still running or queued.
+    assert.equal(loopsEnded, 0, 'the refusal came only after a loop ended');
     assert.equal(refused.code, status.RESOURCE_EXHAUSTED, refused.details);
     assert.match(refused.details, /busy/);
     assert.match(refused.details, /SSE_MAX_QUEUE/);
-    assert.ok(ms < 300, `the refusal took ${Math.round(ms)} ms`);
     for (const loop of await Promise.all(loops)) assert.equal(loop.code, status.DEADLINE_EXCEEDED, loop.details);
     assert.equal(t.plugin.pool.queueSize, 0);
     await assertServing(t.client);
   });
+});
+
+describe('a call with more chunks than the queue holds (SSE_MAX_QUEUE=2)', () => {
+  let t: TestPlugin;
+  // No time limit of its own: its 400 ms of script met the 1 s limit of the suite above on a busy machine.
+  before(async () => {
+    t = await startTestPlugin({ SSE_MAX_QUEUE: '2' });
+  });
+  after(async () => t.stop());
 
   it('a call with more chunks than the queue holds does not pile them up: its reads pause instead', async () => {
     let deepest = 0;
@@ -66,17 +77,16 @@ describe('eight endless loops on two workers', () => {
   });
   after(async () => t.stop());
 
-  it('all end in DEADLINE_EXCEEDED (queue time not counted) and a normal call right after succeeds promptly', async () => {
-    const { value: loops, ms } = await timed(() => Promise.all(Array.from({ length: 8 }, () => evalText(t.client, 'while (true) {}'))));
+  it('all end in DEADLINE_EXCEEDED (queue time not counted), no sandbox is replaced, and a normal call right after succeeds', async () => {
+    const loops = await Promise.all(Array.from({ length: 8 }, () => evalText(t.client, 'while (true) {}')));
     for (const loop of loops) {
       assert.equal(loop.code, status.DEADLINE_EXCEEDED, loop.details);
-      assert.match(loop.details, /1000 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
+      // The time limit's own message: a loop that waited in the queue was not failed for its wait.
+      assert.equal(loop.details, 'the script ran past its time limit of 1000 ms (SSE_SCRIPT_TIMEOUT_MS)');
     }
-    // Four rounds of one second on each worker, plus the kill grace at worst.
-    assert.ok(ms < 4 * 1_500, `eight loops took ${Math.round(ms)} ms`);
-    const { value: normal, ms: normalMs } = await timed(() => textOf(t.client, 'args[0] * 7'));
-    assert.equal(normal, '7');
-    assert.ok(normalMs < 300, `the next call took ${Math.round(normalMs)} ms`);
+    // isolated-vm's timeout ended every loop: the watchdog (which replaces the process) never had to.
+    assert.equal(t.plugin.pool.restarts, 0);
+    assert.equal(await textOf(t.client, 'args[0] * 7'), '7');
     await assertServing(t.client);
   });
 });
@@ -92,18 +102,21 @@ describe('a client that cancels', () => {
   it('drops its queued chunks at once; its running chunks end at their time limit; nothing leaks', async () => {
     const result = await spinningCall(t, 6, -1, { cancelAfterMs: 300 });
     assert.equal(result.code, status.CANCELLED, `expected CANCELLED, got ${result.code} ${result.details}`);
-    await waitFor('no queued chunk', () => t.plugin.pool.queueSize === 0, 200);
-    // A running chunk is not interrupted (that would cost its thread): its time limit ends it.
-    const freedMs = await waitFor('an idle pool', () => t.plugin.pool.busyWorkers === 0, LIMIT_MS + 1_000);
-    assert.ok(freedMs < LIMIT_MS + 500, `the workers were busy ${Math.round(freedMs)} ms after the cancel`);
+    await waitFor('no queued chunk', () => t.plugin.pool.queueSize === 0, 10_000);
+    // "At once" as an order: the queue was empty while the running chunks still looped (they run
+    // until the 2 s time limit, and were cancelled 0.3 s in).
+    assert.ok(t.plugin.pool.busyWorkers > 0, 'the queued chunks were dropped only after the running ones ended');
+    // A running chunk is not interrupted (that would cost its thread): its time limit ends it, and
+    // the watchdog (which would replace the process) never has to.
+    await waitFor('an idle pool', () => t.plugin.pool.busyWorkers === 0, LIMIT_MS + 10_000);
     assert.equal(t.plugin.pool.restarts, 0);
-    await assertServing(t.client, 2, 3_000);
+    await assertServing(t.client);
   });
 
   it('lets short running chunks finish and drops the queued ones', async () => {
     const result = await spinningCall(t, 12, 100, { cancelAfterMs: 150 });
     assert.equal(result.code, status.CANCELLED, result.details);
-    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 1_000);
+    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 10_000);
     assert.equal(t.plugin.pool.restarts, 0);
     assert.equal(t.plugin.pool.threads, 2);
     await assertServing(t.client);
@@ -113,7 +126,7 @@ describe('a client that cancels', () => {
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => spinningCall(t, 3, 20, { cancelAfterMs: 10 + i * 5 })));
     for (const result of results)
       assert.ok(result.code === status.CANCELLED || result.code === status.OK, `${result.code} ${result.details}`);
-    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 2_000);
+    await waitFor('an idle pool', () => t.plugin.pool.queueSize === 0 && t.plugin.pool.busyWorkers === 0, 10_000);
     await assertServing(t.client);
   });
 });

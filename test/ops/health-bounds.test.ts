@@ -1,7 +1,7 @@
 /**
- * The health service under a hostile client (issue 12, item 1): grpc-health-check 2.1.0 kept a map
- * entry for every name a Watch asked about, and names could be 16 MiB; watch-and-cancel calls with
- * large names aborted the plugin. Now names are bounded (512-byte requests, refused from the length
+ * The health service under a hostile client: grpc-health-check 2.1.0 kept a map entry for every name
+ * a Watch asked about, and names could be 16 MiB; watch-and-cancel calls with large names aborted the
+ * plugin. Now names are bounded (512-byte requests, refused from the length
  * prefix) and unknown names keep no state. Scaled down: tens of MiB instead of gigabytes.
  */
 import assert from 'node:assert/strict';
@@ -48,16 +48,15 @@ describe('health requests from a hostile client', () => {
     const t = await startTestPlugin();
     const attacker = healthClient(t.address);
     try {
-      const startedMs = performance.now();
       const [refused, evaluated] = await Promise.all([
         check(attacker, 'x'.repeat(15 * MIB)),
         t.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(21)]]] }),
       ]);
-      const refusedMs = performance.now() - startedMs;
       assert.equal(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.details);
-      // grpc-js's own message: the interceptor's lower limit applied (src/grpc/health.ts reaches grpc-js internals).
+      // grpc-js's own message: the interceptor's lower limit applied (src/grpc/health.ts reaches grpc-js
+      // internals). grpc-js says it from the 5-byte length prefix, before reading the message: that,
+      // not how soon the refusal came, is what shows the 15 MiB were never taken in.
       assert.match(refused.details, new RegExp(`^Received message larger than max \\(\\d+ vs ${MAX_HEALTH_REQUEST_BYTES}\\)$`));
-      assert.ok(refusedMs < 2_000, `refused after ${refusedMs} ms`);
       assert.equal(evaluated.code, grpc.status.OK, evaluated.details);
       assert.deepEqual(numbers(evaluated), [42]);
       assert.deepEqual(await check(attacker, 'qlik.sse.Connector'), { code: grpc.status.OK, details: '', status: 'SERVING' });

@@ -177,8 +177,8 @@ export const SLOW_SCRIPT_MS = 1_500;
 /** Keeps a sandbox busy for SLOW_SCRIPT_MS, then answers its parameter. */
 export const SLOW_SCRIPT = `const t = Date.now(); while (Date.now() - t < ${SLOW_SCRIPT_MS}) {} return args[0];`;
 
-/** Reads until `done` says yes (or the time is up) and returns the last value read. */
-export async function until<T>(read: () => Promise<T> | T, done: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
+/** Reads until `done` says yes (or the time is up: a hang detector, not a speed test) and returns the last value read. */
+export async function until<T>(read: () => Promise<T> | T, done: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await read();

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { num, numbers, QlikClient } from '../helpers/qlik-client';
 import { evalRows, evalText, waitFor } from '../helpers/sandbox-calls';
-import { startMain } from './process';
+import { metricsText, sampleValue, startMain, until } from './process';
 
 /** Pids of a process's children (Linux). */
 function childPids(pid: number): number[] {
@@ -87,12 +87,17 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
   });
 
   it('a graceful stop finishes the call in flight, then ends every sandbox process', async () => {
-    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info' });
+    const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SSE_METRICS_PORT: '0' });
     const pids = childPids(plugin.child.pid as number);
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
     const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
     const call = evalRows(client, '{ const end = Date.now() + 10; while (Date.now() < end); return args[0] + 1; }', rows);
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    // In flight for sure (a sandbox runs it) before the signal, whatever the machine's speed.
+    await until(
+      async () => sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_busy_workers'),
+      (busy) => busy >= 1,
+      30_000,
+    );
     plugin.child.kill('SIGTERM');
     const result = await call;
     client.close();
@@ -102,7 +107,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
       rows.map((_, i) => i + 1),
     );
     assert.deepEqual(await plugin.exited, { code: 0, signal: null });
-    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);
+    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 15_000);
   });
 
   it('a front killed with SIGKILL leaves no sandbox process behind', async () => {
@@ -110,6 +115,6 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
     const pids = childPids(plugin.child.pid as number);
     assert.equal(pids.length, 2);
     await plugin.kill();
-    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 3_000);
+    await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 15_000);
   });
 });

@@ -2,7 +2,7 @@
  * eval and new Function compile inside the sandbox, as security.md says, up to a length isolated-vm
  * sets: its code-generation callback refuses source longer than the isolate's memory limit / 8
  * characters (SSE_MEMORY_LIMIT_MB × 131072), which the script sees as EvalError "Code generation from
- * strings disallowed for this context" (issue 12, item 10).
+ * strings disallowed for this context".
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

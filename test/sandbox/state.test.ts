@@ -12,7 +12,7 @@ import { status } from '@grpc/grpc-js';
 
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { type CallResult, num, str, strings } from '../helpers/qlik-client';
-import { assertServing, DataType, evalRows, evalText, FunctionType, textOf, timed } from '../helpers/sandbox-calls';
+import { assertServing, DataType, evalRows, evalText, FunctionType, textOf } from '../helpers/sandbox-calls';
 
 const TABLE = { functionType: FunctionType.TENSOR, returnType: DataType.STRING };
 
@@ -78,20 +78,24 @@ describe('sandbox: no state across calls', () => {
     // Garbage for the collector, then ordinary calls: they answer promptly and see nothing.
     const churn = '{ let a; for (let i = 0; i < 200000; i++) a = { i }; return "churned"; }';
     for (let i = 0; i < 4; i++) assert.equal(await textOf(t.client, churn), 'churned');
-    const { value: answers, ms } = await timed(() => everywhere(t, CHECK));
-    for (const answer of answers) assert.equal(answer, CLEAN);
-    assert.ok(ms < 2_000, `ordinary calls took ${Math.round(ms)} ms after the finalizers`);
+    const restarts = t.plugin.pool.restarts;
+    for (const answer of await everywhere(t, CHECK)) assert.equal(answer, CLEAN);
+    // A finalizer that ran its endless loop would hold its thread between tasks: the watchdog would
+    // call it stuck and replace the sandbox process. A count, not a time.
+    assert.equal(t.plugin.pool.restarts, restarts);
+    assert.equal(t.plugin.pool.restartsFor('stuck'), 0);
   });
 
   it('two calls at once never see each other’s globals or rows', async () => {
     // Each call writes its own marker to the global in every row, waits, and reports what it sees.
     const script = `{ if (globalThis.marker !== undefined && globalThis.marker !== args[0]) return 'saw ' + globalThis.marker;
-      globalThis.marker = args[0]; const end = Date.now() + 2; while (Date.now() < end); return 'only ' + globalThis.marker; }`;
+      globalThis.marker = args[0]; const end = Date.now() + 10; while (Date.now() < end); return 'only ' + globalThis.marker; }`;
     const call = (who: string): Promise<CallResult> =>
       evalRows(
         t.client,
         script,
-        Array.from({ length: 100 }, () => [str(who)]),
+        // 20 rows, not 100: each row needs its (niceness 10) thread scheduled, slow on a busy machine.
+        Array.from({ length: 20 }, () => [str(who)]),
         { paramType: DataType.STRING, returnType: DataType.STRING },
       );
     const results = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((who) => call(who)));
@@ -111,10 +115,10 @@ describe('sandbox: no state across calls', () => {
       'Atomics.notify(new Int32Array(new ArrayBuffer(16)), 0) + Atomics.wait(new Int32Array(16), 0, 0)',
     ];
     for (const script of attempts) {
-      const { value: result, ms } = await timed(() => evalText(t.client, script));
+      // A TypeError, not a wait: had it waited its 1000 ms it would answer "timed-out" (OK).
+      const result = await evalText(t.client, script);
       assert.equal(result.code, status.INVALID_ARGUMENT, `${script}: ${result.details}`);
       assert.match(result.details, /TypeError/);
-      assert.ok(ms < 500, `${script} took ${Math.round(ms)} ms`);
     }
     // A growable or transferred ArrayBuffer is still the call's own.
     assert.equal(
