@@ -65,6 +65,9 @@ export interface RunningServer {
   destroyConnections(): void;
 }
 
+/** Calls at once on one connection; a Qlik engine runs far fewer (one per engine worker thread). */
+export const MAX_CONCURRENT_STREAMS = 256;
+
 export async function startServer(
   deps: HandlerDeps,
   connections: Pick<DescriptorBudget, 'maxConnections' | 'maxConnectionsPerHost'>,
@@ -77,6 +80,9 @@ export async function startServer(
     'grpc.max_connection_idle_ms': config.idleTimeoutMs,
     'grpc.keepalive_time_ms': KEEPALIVE_INTERVAL_MS,
     'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+    // Calls at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): a client may not open
+    // hundreds of thousands of streams; clients queue past it, as gRPC clients do.
+    'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
     interceptors: [boundHealthRequests, countIncomingMessages(deps.held)],
   });
   const firstCalls = new FirstCallPerHost();

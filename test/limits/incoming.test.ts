@@ -1,8 +1,9 @@
 /**
- * Request messages count against SSE_MAX_HELD_MB from their length prefix on: a client that declares
+ * Request messages count against SSE_MAX_HELD_MB from their first byte: a client that sends most of
  * large messages and never finishes them (hundreds of streams, 15 MB each, grew the front by gigabytes
- * while the budget showed megabytes) is refused as busy once the declared sizes pass the budget, and
- * everything held is given back when its streams close. Bare HTTP/2 streams send the half messages; a
+ * while the budget showed megabytes) is refused as busy once what arrived passes the budget, and
+ * everything held is given back when its streams close. A refused call whose client keeps its side
+ * open is reset, so its stream is not kept. Bare HTTP/2 streams send the half messages; a
  * real gRPC client checks that calls go on meanwhile.
  */
 import assert from 'node:assert/strict';
@@ -16,9 +17,9 @@ import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers
 import { waitFor } from '../helpers/sandbox-calls';
 
 const MAX_HELD_MB = 16;
-/** Declared, never sent whole: 6 MiB a stream, so the third passes a 16 MiB budget. */
-const DECLARED_BYTES = 6 * 1024 * 1024;
-const SENT_BYTES = 256 * 1024;
+/** Declared, never sent whole: 6 MiB of 8 MiB a stream arrive, so the third passes a 16 MiB budget. */
+const DECLARED_BYTES = 8 * 1024 * 1024;
+const SENT_BYTES = 6 * 1024 * 1024;
 
 interface HalfMessage {
   /** The gRPC status the stream ended with, once it ends. */
@@ -63,7 +64,7 @@ describe('request messages being received', () => {
   });
   after(() => t.stop());
 
-  it('count from their length prefix: past SSE_MAX_HELD_MB a call is refused as busy, and closing gives it all back', async () => {
+  it('count from their first byte: past SSE_MAX_HELD_MB a call is refused as busy, and closing gives it all back', async () => {
     const session = http2.connect(`http://${t.address}`);
     session.on('error', () => undefined);
     const path = '/qlik.sse.Connector/EvaluateScript';
@@ -71,7 +72,7 @@ describe('request messages being received', () => {
     try {
       const first = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
       const second = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
-      await waitFor('both half messages held', () => t.plugin.held.bytes - before >= 2 * DECLARED_BYTES, 10_000);
+      await waitFor('both half messages held', () => t.plugin.held.bytes - before >= 2 * SENT_BYTES, 10_000);
       const third = halfMessage(session, path, DECLARED_BYTES, SENT_BYTES);
       const refused = await third.ended;
       assert.equal(refused.code, status.RESOURCE_EXHAUSTED);
@@ -86,6 +87,27 @@ describe('request messages being received', () => {
       session.destroy();
     }
     await waitFor('every held byte given back', () => t.plugin.held.bytes === 0 && t.plugin.held.accounts === 0, 10_000);
+  });
+
+  // The timeout only turns a stream kept open (the failure) into a failure instead of a hang.
+  it('a refused call whose client never finishes its request is reset, not kept open', { timeout: 15_000 }, async () => {
+    const session = http2.connect(`http://${t.address}`);
+    session.on('error', () => undefined);
+    try {
+      // No script header: refused at once; the client keeps its side open and never sends more.
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/qlik.sse.Connector/EvaluateScript',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      stream.on('error', () => undefined);
+      stream.resume();
+      const closed = new Promise<number>((resolve) => stream.on('close', () => resolve(stream.rstCode ?? -1)));
+      assert.equal(await closed, http2.constants.NGHTTP2_NO_ERROR);
+    } finally {
+      session.destroy();
+    }
   });
 
   it('GetCapabilities takes only its empty message: a large one is refused from its prefix', async () => {
