@@ -67,8 +67,10 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     const requestId = randomUUID();
     metrics.callStarted();
     let scriptCall: PreparedCall;
-    // The call's one account: an open call costs the front its headers and its state, rows or not.
-    const account = openCallAccount(deps.held, call);
+    // The call's one account, opened when its request messages began to arrive (src/grpc/incoming.ts):
+    // an open call costs the front its headers and its state, rows or not.
+    const incoming = incomingOf(call);
+    const account = openCallAccount(deps.held, call, incoming?.account);
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
       account.hold(openCallBytes(call.metadata));
@@ -95,9 +97,8 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     });
     // The account stays open after the pipeline settles: replies not yet taken are still counted,
     // until the stream's end closes it (openCallAccount).
-    // Request messages were held from their length prefix on (src/grpc/incoming.ts): the pipeline
+    // Request messages were held from their first byte (src/grpc/incoming.ts): the pipeline
     // counts each from the moment it takes it, so the early hold goes back then (this listener is first).
-    const incoming = incomingOf(call);
     if (incoming) call.on('data', () => incoming.taken());
     pipeline.run().then(
       ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),

@@ -5,7 +5,7 @@
  * table chunks held until the call's last row and the joined table, and replies handed to gRPC that
  * the client has not taken yet. Each limit per call (SSE_MEMORY_LIMIT_MB, SSE_MAX_QUEUE, one reply
  * message ahead of the client) bounds one call; only this bounds many calls at once, such as twenty
- * aggregations that never half-close (issue 12), which otherwise grow the front until the kernel
+ * aggregations that never half-close, which otherwise grow the front until the kernel
  * ends it with every call in flight.
  *
  * Each call opens an account; what it holds is counted when it arrives or is produced, before it is
@@ -107,8 +107,11 @@ const CALL_END_EVENTS = ['close', 'cancelled', 'finish'] as const;
  * of its stream's end events however the call ends: its pipeline may never settle if the client just
  * goes away, and replies written but not yet taken stay counted until the stream is done with them.
  */
-export function openCallAccount(held: HeldBytes, call: { once(event: string, listener: () => void): unknown }): HeldAccount {
-  const account = held.open();
+export function openCallAccount(
+  held: HeldBytes,
+  call: { once(event: string, listener: () => void): unknown },
+  account: HeldAccount = held.open(),
+): HeldAccount {
   for (const event of CALL_END_EVENTS) call.once(event, () => account.close());
   return account;
 }

@@ -60,7 +60,8 @@ export class IncomingMessages {
    * inflates it, before the handler has it: 30 KB of gzip made 15 MB of rows.
    */
   constructor(
-    private readonly account: HeldAccount,
+    /** The call's one account: the handler counts what it keeps in it too (src/calls/evaluate-script.ts). */
+    readonly account: HeldAccount,
     private readonly maxDecompressedBytes: number,
   ) {}
 
