@@ -4,9 +4,10 @@
  * connection limit and no way to shorten Node's 120 s TLS handshake timeout. Connections that sent
  * nothing once filled the descriptor table, and the next sandbox spawn failed with EMFILE.
  *
- * - At most maxConnections open at once (net.Server.maxConnections: one more is closed as soon as it
- *   is accepted, before it costs more than a moment's descriptor), and that number is derived from
- *   the descriptor limit so that connections can never take the descriptors sandbox spawns need.
+ * - At most maxConnections open at once, a number derived from the descriptor limit so that connections
+ *   can never take the descriptors sandbox spawns need. When all are taken, a newcomer takes the slot
+ *   of a host holding more than its own (src/grpc/connection-table.ts says which) or is closed as soon
+ *   as it is accepted, before it costs more than a moment's descriptor.
  * - TLS: the handshake runs in a tls.Server of ours (the same root, certificate and key; a client
  *   certificate signed by the root is required; ALPN h2), and the verified socket goes to an
  *   injector with insecure credentials: the encryption is already in place.
@@ -20,10 +21,12 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 
+import type * as grpc from '@grpc/grpc-js';
 import type { ConnectionInjector } from '@grpc/grpc-js';
 
 import { ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
+import { type ConnectionTable, connectionKey, worthOf } from './connection-table';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
 export const DEFAULT_MAX_CONNECTIONS = 256;
@@ -102,8 +105,8 @@ export function descriptorBudget(
 export interface AdmissionSettings {
   readonly host: string;
   readonly port: number;
-  readonly maxConnections: number;
-  readonly maxConnectionsPerHost: number;
+  /** Its limits are SSE_MAX_CONNECTIONS and SSE_MAX_CONNECTIONS_PER_HOST; calls are counted in it by countCallsPerConnection. */
+  readonly table: ConnectionTable;
   readonly handshakeTimeoutMs: number;
   /** Mutual TLS (src/ops/tls.ts tlsServerOptions); undefined: plaintext. */
   readonly tls: tls.TlsOptions | undefined;
@@ -119,10 +122,11 @@ export interface Admission {
 
 /** Listens on host:port and hands each admitted connection to the injector. */
 export async function admitConnections(injector: ConnectionInjector, settings: AdmissionSettings, logger: Logger): Promise<Admission> {
+  const { table } = settings;
   const open = new Set<net.Socket>();
-  const perHost = new Map<string, number>();
   const refused = rateLimitedWarning(logger);
   const refusedHost = rateLimitedWarning(logger);
+  const evicted = rateLimitedWarning(logger);
   const unverified = rateLimitedWarning(logger);
   const handOver = (socket: net.Socket): void => {
     watchPreface(socket, settings.handshakeTimeoutMs, logger);
@@ -131,36 +135,42 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
   const handshakes = settings.tls === undefined ? undefined : tlsHandshakes(settings, handOver, unverified, logger);
   const listener = net.createServer((socket) => {
     const host = hostOf(socket);
-    const fromHost = perHost.get(host) ?? 0;
-    if (fromHost >= settings.maxConnectionsPerHost) {
+    const admission = table.admit(host);
+    if (!admission.admit) {
       socket.on('error', () => undefined);
       socket.destroy();
-      refusedHost.warn(
-        { maxConnectionsPerHost: settings.maxConnectionsPerHost, host },
-        `connection refused: ${fromHost} connections from ${host} are open (SSE_MAX_CONNECTIONS_PER_HOST)`,
-      );
+      if (admission.reason === 'host')
+        refusedHost.warn(
+          { maxConnectionsPerHost: table.maxConnectionsPerHost, host },
+          `connection refused: ${table.countOf(host)} connections from ${host} are open (SSE_MAX_CONNECTIONS_PER_HOST)`,
+        );
+      else
+        refused.warn(
+          { maxConnections: table.maxConnections, host },
+          `connection refused: ${table.maxConnections} connections are open, none of them from a host with more than ${host} (SSE_MAX_CONNECTIONS)`,
+        );
       return;
     }
-    perHost.set(host, fromHost + 1);
+    if (admission.evict) {
+      const victim = admission.evict;
+      evicted.warn(
+        { maxConnections: table.maxConnections, closed: victim.host, worth: worthOf(victim), host },
+        `${table.maxConnections} connections are open (SSE_MAX_CONNECTIONS): closed one of ${victim.host}'s ${table.countOf(victim.host)} to let ${host} in`,
+      );
+      table.closed(victim);
+      victim.close();
+    }
+    const tracked = table.add(host, connectionKey(socket.remoteAddress, socket.remotePort), () => socket.destroy());
     open.add(socket);
     socket.once('close', () => {
       open.delete(socket);
-      const left = (perHost.get(host) ?? 1) - 1;
-      if (left > 0) perHost.set(host, left);
-      else perHost.delete(host);
+      table.closed(tracked);
     });
     // A reset from a client that went away ends the socket; there is nothing more to do.
     socket.on('error', (error) => logger.debug({ err: error, peer: peerOf(socket) }, 'connection error'));
     if (handshakes) handshakes.emit('connection', socket);
     else handOver(socket);
   });
-  listener.maxConnections = settings.maxConnections;
-  listener.on('drop', (dropped?: { remoteAddress?: string }) =>
-    refused.warn(
-      { maxConnections: settings.maxConnections, peer: dropped?.remoteAddress },
-      `connection refused: ${settings.maxConnections} connections are open (SSE_MAX_CONNECTIONS)`,
-    ),
-  );
   await listen(listener, settings.host, settings.port);
   // Past the listen, an error is a failed accept (EMFILE…): libuv keeps listening; say so, do not end the front.
   listener.on('error', (error) => logger.error({ err: error }, 'accepting a connection failed'));
@@ -171,6 +181,27 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
       for (const socket of open) socket.destroy();
     },
   };
+}
+
+/**
+ * Counts each call on its connection in the table (a call makes a plaintext connection proven, and an
+ * open call makes it busy). The connection is found by the peer address of the call's HTTP/2 session.
+ */
+export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {
+  return (_method, call) => {
+    const stream = (call as unknown as { stream?: CallStream }).stream;
+    const socket = stream?.session?.socket;
+    if (stream === undefined || socket === undefined) return call as grpc.ServerInterceptingCall;
+    const key = connectionKey(socket.remoteAddress, socket.remotePort);
+    table.callOpened(key);
+    stream.once('close', () => table.callClosed(key));
+    return call as grpc.ServerInterceptingCall;
+  };
+}
+
+interface CallStream {
+  readonly session?: { readonly socket?: { readonly remoteAddress?: string; readonly remotePort?: number } };
+  once(event: 'close', listener: () => void): unknown;
 }
 
 /**
@@ -198,6 +229,8 @@ function tlsHandshakes(
   // It never listens, so it has no accept to fail; an error would be a bug worth a line, not the front's end.
   server.on('error', (error) => logger.error({ err: error }, 'TLS handshake server error'));
   server.on('secureConnection', (socket: tls.TLSSocket) => {
+    // A verified client certificate: worth more than a connection that may never finish its handshake.
+    settings.table.proven(connectionKey(socket.remoteAddress, socket.remotePort));
     // HTTP/2 listens for errors only while its session lives; before and after, they are ours.
     socket.on('error', () => socket.destroy());
     handOver(socket);

@@ -11,8 +11,9 @@ import { evaluateScript, type HandlerDeps } from '../calls/evaluate-script';
 import { executeFunction } from '../calls/execute-function';
 import { MAX_REPLY_BYTES } from '../contract/replies';
 import { tlsServerOptions } from '../ops/tls';
-import { admitConnections, type DescriptorBudget } from './admission';
+import { admitConnections, countCallsPerConnection, type DescriptorBudget } from './admission';
 import { capabilities } from './capabilities';
+import { ConnectionTable } from './connection-table';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
 import { countIncomingMessages } from './incoming';
@@ -73,6 +74,7 @@ export async function startServer(
   connections: Pick<DescriptorBudget, 'maxConnections' | 'maxConnectionsPerHost'>,
 ): Promise<RunningServer> {
   const { config, logger } = deps;
+  const table = new ConnectionTable(connections.maxConnections, connections.maxConnectionsPerHost);
   const server = new grpc.Server({
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': MAX_REPLY_BYTES,
@@ -83,7 +85,7 @@ export async function startServer(
     // Calls at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): a client may not open
     // hundreds of thousands of streams; clients queue past it, as gRPC clients do.
     'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
-    interceptors: [boundHealthRequests, countIncomingMessages(deps.held)],
+    interceptors: [boundHealthRequests, countCallsPerConnection(table), countIncomingMessages(deps.held)],
   });
   const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {
@@ -109,8 +111,7 @@ export async function startServer(
     {
       host: config.host,
       port: config.port,
-      maxConnections: connections.maxConnections,
-      maxConnectionsPerHost: connections.maxConnectionsPerHost,
+      table,
       handshakeTimeoutMs: config.handshakeTimeoutMs,
       tls: tlsServerOptions(config),
     },

@@ -6,6 +6,7 @@
  * for the ones that send nothing.
  */
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import tls from 'node:tls';
@@ -14,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, QlikClient } from '../helpers/qlik-client';
+import { num, numbers, QlikClient, scriptMetadata } from '../helpers/qlik-client';
 import { SLOW_SCRIPT, SLOW_SCRIPT_MS, until } from './process';
 
 const certificates = certificatesForSuite();
@@ -164,6 +165,91 @@ describe('connections from one host', () => {
     } finally {
       client.close();
       for (const connection of flood) connection.socket.destroy();
+    }
+  });
+});
+
+/** An HTTP/2 connection from `localAddress` holding one EvaluateScript call open that never sends a row. */
+async function heldCall(port: number, localAddress: string): Promise<{ readonly closed: Promise<void>; close(): void }> {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
+  });
+  session.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+  const stream = session.request({
+    ...scriptMetadata({ script: 'args[0]', params: [{ dataType: 1 }] }).toHttp2Headers(),
+    ':method': 'POST',
+    ':path': '/qlik.sse.Connector/EvaluateScript',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  stream.on('error', () => undefined);
+  // The server handles frames in order: once our PING (sent after the call's headers) is answered, it has opened the call.
+  await new Promise<void>((resolve, reject) => {
+    session.once('close', () => reject(new Error('the server closed the connection')));
+    session.once('connect', () => session.ping((error) => (error ? reject(error) : resolve())));
+  });
+  return { closed, close: () => session.destroy() };
+}
+
+describe('connections from many hosts', () => {
+  const MAX_CONNECTIONS = 4;
+  const PER_HOST = 2;
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
+      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+    });
+  });
+  after(() => t.stop());
+
+  it('two hosts holding every slot with open calls cannot lock out a third: it takes a slot of one of them', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const held = [
+      ...(await Promise.all([heldCall(t.plugin.port, '127.0.0.2'), heldCall(t.plugin.port, '127.0.0.2')])),
+      ...(await Promise.all([heldCall(t.plugin.port, '127.0.0.3'), heldCall(t.plugin.port, '127.0.0.3')])),
+    ];
+    let closed = 0;
+    for (const connection of held) void connection.closed.then(() => closed++);
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      // One of the four held calls gave its slot up; the other three are still open.
+      assert.equal(closed, 1);
+      // Neither host gets a slot back: the one that lost it would only swap places with the client.
+      await assert.rejects(heldCall(t.plugin.port, '127.0.0.2'));
+      await assert.rejects(heldCall(t.plugin.port, '127.0.0.3'));
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      assert.equal(closed, 1);
+    } finally {
+      client.close();
+      for (const connection of held) connection.close();
+    }
+  });
+
+  it('raw connections that never start TLS are the first to give up a slot to a client with a certificate', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const tlsPlugin = await startTestPlugin({
+      SSE_TLS_DIR: certificates().serverDir,
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
+      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+    });
+    const raw = await Promise.all(
+      ['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
+    );
+    try {
+      await assertTlsClientServed(tlsPlugin.plugin.port);
+      assert.equal(raw.filter((connection) => connection.socket.destroyed).length >= 1, true);
+    } finally {
+      for (const connection of raw) connection.socket.destroy();
+      await tlsPlugin.stop();
     }
   });
 });

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '../../src/grpc/admission';
+import { ConnectionTable, type TrackedConnection, worthOf } from '../../src/grpc/connection-table';
 import { ConfigError } from '../../src/ops/config';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -67,5 +68,65 @@ describe('descriptor budget', () => {
       (error: unknown) =>
         error instanceof ConfigError && /^the descriptor limit is too low: this process may open 80 files/.test(error.message),
     );
+  });
+});
+
+describe('connection table: whom a newcomer may take a slot from when all are taken', () => {
+  function fill(table: ConnectionTable, hosts: readonly string[]): TrackedConnection[] {
+    return hosts.map((host, i) => table.add(host, `${host}|${i}`, () => undefined));
+  }
+
+  it('refuses past the per-host share, and admits freely below the limit', () => {
+    const table = new ConnectionTable(4, 2);
+    fill(table, ['a', 'a']);
+    assert.deepEqual(table.admit('a'), { admit: false, reason: 'host' });
+    assert.deepEqual(table.admit('b'), { admit: true });
+  });
+
+  it('takes a pending slot first, the oldest of the host holding most', () => {
+    const table = new ConnectionTable(4, 4);
+    const [a1, a2, a3, b1] = fill(table, ['a', 'a', 'a', 'b']);
+    table.callOpened((a1 as TrackedConnection).key);
+    (a2 as TrackedConnection).proven = true;
+    const admission = table.admit('c');
+    assert.equal(admission.admit && admission.evict, a3);
+    table.closed(a3 as TrackedConnection);
+    table.add('c', 'c|0', () => undefined);
+    // Now b's pending one (b holds 1, the newcomer's host 0) goes before a's idle one.
+    const next = table.admit('d');
+    assert.equal(next.admit && next.evict, b1);
+  });
+
+  it('takes a busy slot only from a host holding at least two more than the newcomer', () => {
+    const table = new ConnectionTable(4, 2);
+    const connections = fill(table, ['a', 'a', 'b', 'b']);
+    for (const connection of connections) table.callOpened(connection.key);
+    const admission = table.admit('c');
+    // Equal holders: the newest busy slot goes.
+    assert.equal(admission.admit && admission.evict, connections[3]);
+    table.closed(connections[3] as TrackedConnection);
+    const c = table.add('c', 'c|0', () => undefined);
+    table.callOpened(c.key);
+    // b (1) may not take c's (1) or a's (2) busy slot: they would only swap places.
+    assert.deepEqual(table.admit('b'), { admit: false, reason: 'full' });
+    assert.deepEqual(table.admit('d'), { admit: true, evict: connections[1] });
+  });
+
+  it('counts calls per connection: proven at its first call, busy while one is open', () => {
+    const table = new ConnectionTable(2, 2);
+    const [a] = fill(table, ['a']);
+    const connection = a as TrackedConnection;
+    assert.equal(worthOf(connection), 'pending');
+    table.callOpened(connection.key);
+    table.callOpened(connection.key);
+    assert.equal(worthOf(connection), 'busy');
+    table.callClosed(connection.key);
+    table.callClosed(connection.key);
+    assert.equal(worthOf(connection), 'idle');
+    table.closed(connection);
+    table.closed(connection);
+    assert.equal(table.size, 0);
+    assert.equal(table.countOf('a'), 0);
+    table.callOpened(connection.key);
   });
 });

@@ -1,0 +1,135 @@
+/**
+ * Who holds the gRPC port's connection slots, and whom a newcomer may take one from when all are taken.
+ *
+ * A plain limit refuses the newcomer, so whoever fills the slots first keeps them: a client with two
+ * addresses (each under SSE_MAX_CONNECTIONS_PER_HOST) held every slot with calls it never fed, and
+ * under TLS raw TCP connections that never handshake needed no certificate to do the same; Qlik's
+ * engine, reconnecting, was refused. Here a full table makes room by the worth of what it would close:
+ *
+ * - **pending** (TLS handshake not done, or in plaintext no call yet): proves nothing and costs the
+ *   holder nothing to open again; the oldest goes first (a slow-handshake holder is old, a real client's
+ *   handshake takes milliseconds);
+ * - **idle** (no call open): a gRPC client reconnects on its next call;
+ * - **busy** (a call open): closing it fails calls.
+ *
+ * and by share: a newcomer's host with c connections may take a pending or idle slot of a host that
+ * holds more than c, and any slot of a host that holds more than c + 1 (so the two never swap places).
+ * Whatever the order of arrivals, every host can keep about SSE_MAX_CONNECTIONS divided by the number of
+ * hosts: locking Qlik out takes as many client addresses as there are slots, each holding a call open.
+ * Choosing is one pass over the slots, and only when all are taken.
+ */
+
+export type ConnectionWorth = 'pending' | 'idle' | 'busy';
+
+const WORTH_ORDER: Record<ConnectionWorth, number> = { pending: 0, idle: 1, busy: 2 };
+
+export interface TrackedConnection {
+  readonly host: string;
+  /** remoteAddress and remotePort: how a call on the connection finds it (connectionKey). */
+  readonly key: string;
+  /** Admission order: older connections have smaller numbers. */
+  readonly sequence: number;
+  /** The TLS handshake is done, or (plaintext) a call was made on it. */
+  proven: boolean;
+  openCalls: number;
+  /** Ends the connection (and its calls); the table forgets it when it reports closed(). */
+  readonly close: () => void;
+}
+
+export type Admission =
+  | { readonly admit: true; readonly evict?: TrackedConnection }
+  | { readonly admit: false; readonly reason: 'host' | 'full' };
+
+export function connectionKey(remoteAddress: string | undefined, remotePort: number | undefined): string {
+  return `${remoteAddress ?? '?'}|${remotePort ?? '?'}`;
+}
+
+export function worthOf(connection: TrackedConnection): ConnectionWorth {
+  if (connection.openCalls > 0) return 'busy';
+  return connection.proven ? 'idle' : 'pending';
+}
+
+export class ConnectionTable {
+  private readonly byKey = new Map<string, TrackedConnection>();
+  private readonly perHost = new Map<string, number>();
+  private sequence = 0;
+
+  constructor(
+    readonly maxConnections: number,
+    readonly maxConnectionsPerHost: number,
+  ) {}
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  countOf(host: string): number {
+    return this.perHost.get(host) ?? 0;
+  }
+
+  /** Whether a connection from `host` may come in, and which one to close first if it may. */
+  admit(host: string): Admission {
+    const fromHost = this.countOf(host);
+    if (fromHost >= this.maxConnectionsPerHost) return { admit: false, reason: 'host' };
+    if (this.byKey.size < this.maxConnections) return { admit: true };
+    const evict = this.victimFor(fromHost);
+    return evict === undefined ? { admit: false, reason: 'full' } : { admit: true, evict };
+  }
+
+  add(host: string, key: string, close: () => void): TrackedConnection {
+    const connection: TrackedConnection = { host, key, sequence: this.sequence++, proven: false, openCalls: 0, close };
+    this.byKey.set(key, connection);
+    this.perHost.set(host, this.countOf(host) + 1);
+    return connection;
+  }
+
+  closed(connection: TrackedConnection): void {
+    if (this.byKey.get(connection.key) !== connection) return;
+    this.byKey.delete(connection.key);
+    const left = this.countOf(connection.host) - 1;
+    if (left > 0) this.perHost.set(connection.host, left);
+    else this.perHost.delete(connection.host);
+  }
+
+  /** The connection's TLS handshake is done (a client certificate the root signed). */
+  proven(key: string): void {
+    const connection = this.byKey.get(key);
+    if (connection !== undefined) connection.proven = true;
+  }
+
+  /** A call started on the connection with this key (unknown keys: a connection already gone). */
+  callOpened(key: string): void {
+    const connection = this.byKey.get(key);
+    if (connection === undefined) return;
+    connection.proven = true;
+    connection.openCalls++;
+  }
+
+  callClosed(key: string): void {
+    const connection = this.byKey.get(key);
+    if (connection !== undefined && connection.openCalls > 0) connection.openCalls--;
+  }
+
+  /** The slot to free for a newcomer whose host holds `fromHost`, or none it may take. */
+  private victimFor(fromHost: number): TrackedConnection | undefined {
+    let best: TrackedConnection | undefined;
+    for (const connection of this.byKey.values()) {
+      const holds = this.countOf(connection.host);
+      const cheap = worthOf(connection) !== 'busy';
+      if (!(holds > fromHost + 1 || (cheap && holds > fromHost))) continue;
+      if (best === undefined || this.before(connection, best)) best = connection;
+    }
+    return best;
+  }
+
+  /** Closed first: the less worth, then the host holding more, then the oldest pending or the newest otherwise. */
+  private before(a: TrackedConnection, b: TrackedConnection): boolean {
+    const worthA = WORTH_ORDER[worthOf(a)];
+    const worthB = WORTH_ORDER[worthOf(b)];
+    if (worthA !== worthB) return worthA < worthB;
+    const holdsA = this.countOf(a.host);
+    const holdsB = this.countOf(b.host);
+    if (holdsA !== holdsB) return holdsA > holdsB;
+    return worthA === WORTH_ORDER.pending ? a.sequence < b.sequence : a.sequence > b.sequence;
+  }
+}
