@@ -31,7 +31,7 @@ export type { PoolEvents, PoolSettings, RestartReason };
 
 export class SandboxPool implements TaskRunner {
   private readonly supervisor: SandboxSupervisor;
-  private readonly queue = new TaskQueue();
+  private readonly queue: TaskQueue;
   private readonly retries = new TaskQueue();
   /**
    * Calls with a task admitted and not closed yet (closeCall): a sandbox process keeps the spec of
@@ -48,6 +48,7 @@ export class SandboxPool implements TaskRunner {
     /** Makes each process's handle: unit tests pass fakes (test/unit/pool.test.ts). */
     spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
+    this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs);
     // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
     const listener = {
       ready: () => this.pump(),

@@ -26,6 +26,8 @@ export interface PoolSettings {
   readonly sandboxNice?: number;
   /** Calls open at once, front and sandboxes alike; MAX_OPEN_CALLS (src/contract/channel.ts) unless a test makes it small. */
   readonly maxOpenCalls?: number;
+  /** How fast the queue forgets a client host's use of the threads; USAGE_HALF_LIFE_MS unless a test makes it short. */
+  readonly usageHalfLifeMs?: number;
 }
 
 export interface PoolEvents {

@@ -11,9 +11,19 @@
  * turn before it. Within an app a user with nothing running goes first in the same way, and a small
  * call waits behind at most one task of each other call of its user.
  *
+ * Between client hosts with equally many tasks running, the one that used the threads least lately
+ * goes first, not merely the next in turn (thread time per host, halved every USAGE_HALF_LIFE_MS; a
+ * host first seen starts as if it had just used a second): a client with many addresses has a
+ * share per address, and 40 addresses each looping a script kept another host's call waiting 25 s
+ * behind the 38 addresses ahead of it in turn. Now a host that was there before them and used little
+ * goes at the next free thread; an address that has run a task waits behind hosts that used less
+ * until its use has decayed.
+ *
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
  * push, shift, remove and the running counts touch one line per level; a line exists only while it
- * has tasks queued or running, and choosing among lines looks at no more turns than tasks are running.
+ * has tasks queued or running, and choosing among lines looks at no more turns than tasks are running
+ * (and, among hosts, at the hosts with tasks queued: each holds a connection, so at most
+ * SSE_MAX_CONNECTIONS of them).
  */
 import type { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
@@ -34,6 +44,49 @@ export interface QueuedTask {
 
 type Key = string | number;
 
+/** How fast a host's use of the threads is forgotten: its weight halves every this many ms. */
+export const USAGE_HALF_LIFE_MS = 60_000;
+/**
+ * What a host is charged when first seen: as if it had just used a thread this long. So an address
+ * that appears goes behind a host that was there before it and used less than that lately, and
+ * beside hosts that used more: fresh addresses buy no head start.
+ */
+const NEW_HOST_CHARGE_MS = 1_000;
+/** Hosts whose use is remembered at most; the least recently charged is forgotten first. */
+const MAX_REMEMBERED_HOSTS = 10_000;
+
+/**
+ * Thread time per host, decayed: each host's sum of (ms × 2^(t/halfLife)) kept as its base-2 log, so
+ * that sums from different times compare without rescaling and never overflow.
+ */
+export class HostUsage {
+  private readonly weights = new Map<Key, number>();
+
+  constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
+
+  /** Smaller is less used; a host never charged (or forgotten) is -Infinity. */
+  weight(host: Key): number {
+    return this.weights.get(host) ?? Number.NEGATIVE_INFINITY;
+  }
+
+  /** A host queues a task: one never seen (or forgotten) starts at NEW_HOST_CHARGE_MS now. */
+  seen(host: Key, nowMs: number): void {
+    if (!this.weights.has(host)) this.charge(host, NEW_HOST_CHARGE_MS, nowMs);
+  }
+
+  charge(host: Key, ms: number, nowMs: number): void {
+    const added = nowMs / this.halfLifeMs + Math.log2(Math.max(ms, 0.001));
+    const before = this.weight(host);
+    const sum = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
+    this.weights.delete(host);
+    this.weights.set(host, sum);
+    if (this.weights.size > MAX_REMEMBERED_HOSTS) {
+      const [oldest] = this.weights.keys();
+      if (oldest !== undefined) this.weights.delete(oldest);
+    }
+  }
+}
+
 /** The root, a host, an app of a host, a user of an app, or a call of a user: what is queued and running below it. */
 class Line {
   queued = 0;
@@ -53,6 +106,24 @@ class Line {
   /** The line below to serve next: the fewest tasks running, the first in turn among equals. */
   next(): Line | undefined {
     for (const turn of this.turns) if (turn) for (const line of turn.values()) return line;
+    return undefined;
+  }
+
+  /** Among the lines below with the fewest tasks running, the least used; the first in turn among equals. */
+  leastUsed(usage: HostUsage): Line | undefined {
+    for (const turn of this.turns) {
+      if (turn === undefined || turn.size === 0) continue;
+      let best: Line | undefined;
+      let bestWeight = Number.POSITIVE_INFINITY;
+      for (const line of turn.values()) {
+        const weight = usage.weight(line.key);
+        if (best === undefined || weight < bestWeight) {
+          best = line;
+          bestWeight = weight;
+        }
+      }
+      return best;
+    }
     return undefined;
   }
 
@@ -78,14 +149,24 @@ export class TaskQueue {
   private readonly head: QueuedTask[] = [];
   private readonly inHead = new Set<QueuedTask>();
   private readonly root = new Line('', undefined);
-  /** The call line of each task running (started and not finished). */
-  private readonly running = new Map<number, Line>();
+  /** The call line of each task running (started and not finished), and when it started. */
+  private readonly running = new Map<number, { readonly line: Line; readonly host: string; readonly startedMs: number }>();
+  private readonly usage: HostUsage;
+
+  /** nowMs: a clock in ms (tests pass their own). */
+  constructor(
+    private readonly nowMs: () => number = () => performance.now(),
+    halfLifeMs: number = USAGE_HALF_LIFE_MS,
+  ) {
+    this.usage = new HostUsage(halfLifeMs);
+  }
 
   get length(): number {
     return this.inHead.size + this.root.queued;
   }
 
   push(task: QueuedTask): void {
+    this.usage.seen(task.request.owner.host, this.nowMs());
     const call = this.callLine(task.request, true) as Line;
     call.tasks.set(task.id, task);
     this.update(call, (line) => line.queued++, false);
@@ -100,7 +181,7 @@ export class TaskQueue {
     for (let back = this.head.pop(); back !== undefined; back = this.head.pop()) {
       if (this.inHead.delete(back)) return back;
     }
-    let line: Line | undefined = this.root;
+    let line: Line | undefined = this.root.leastUsed(this.usage);
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
@@ -126,16 +207,18 @@ export class TaskQueue {
   started(task: QueuedTask): void {
     if (this.running.has(task.id)) return;
     const call = this.callLine(task.request, true) as Line;
-    this.running.set(task.id, call);
+    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs() });
     this.update(call, (line) => line.running++, false);
   }
 
   /** The task's thread is done with it (a result, or its process ended); unknown ids are ignored. */
   finished(taskId: number): void {
-    const call = this.running.get(taskId);
-    if (call === undefined) return;
+    const running = this.running.get(taskId);
+    if (running === undefined) return;
     this.running.delete(taskId);
-    this.update(call, (line) => line.running--, false);
+    const now = this.nowMs();
+    this.usage.charge(running.host, now - running.startedMs, now);
+    this.update(running.line, (line) => line.running--, false);
   }
 
   drain(): QueuedTask[] {

@@ -23,12 +23,12 @@ const UNTESTED_TIMEOUT_MS = '60000';
 
 /**
  * logger: to read what the plugin logs (e.g. createLogger with a destination that collects lines).
- * pool: settings no variable sets, made small by a test (maxOpenCalls); the pool takes them with the config.
+ * pool: settings no variable sets, made small by a test (maxOpenCalls, usageHalfLifeMs); the pool takes them with the config.
  */
 export async function startTestPlugin(
   env: Record<string, string> = {},
   logger?: Logger,
-  pool: Partial<Pick<PoolSettings, 'maxOpenCalls'>> = {},
+  pool: Partial<Pick<PoolSettings, 'maxOpenCalls' | 'usageHalfLifeMs'>> = {},
 ): Promise<TestPlugin> {
   const config = loadConfig({
     SSE_PORT: '0',

@@ -4,6 +4,7 @@
  * never reads at all: the client Qlik would be if it stopped taking replies.
  */
 import http2 from 'node:http2';
+import net from 'node:net';
 
 import type * as grpc from '@grpc/grpc-js';
 
@@ -105,4 +106,48 @@ export function openStalledCall(address: string, options: ScriptCallOptions): St
     cancel: () => stream.close(http2.constants.NGHTTP2_CANCEL),
     closed,
   };
+}
+
+/**
+ * One script call over a bare HTTP/2 connection from `localAddress` (127.0.0.x: another loopback
+ * "host" to the plugin, which grpc-js clients cannot choose): sends one bundle, half-closes, and
+ * resolves with the grpc-status of the trailers.
+ */
+export function callFrom(
+  port: number,
+  localAddress: string,
+  options: ScriptCallOptions,
+  rows: readonly (readonly Dual[])[],
+): Promise<{ readonly code: number; readonly details: string }> {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
+  });
+  session.on('error', () => undefined);
+  const stream = session.request({
+    ...scriptMetadata(options).toHttp2Headers(),
+    ':method': 'POST',
+    ':path': '/qlik.sse.Connector/EvaluateScript',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  stream.on('error', () => undefined);
+  const message = encodeBundle(rows);
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  stream.end(frame);
+  stream.resume();
+  return new Promise((resolve) => {
+    let result = { code: -1, details: 'the stream closed without a grpc-status' };
+    const take = (headers: http2.IncomingHttpHeaders): void => {
+      const code = headers['grpc-status'];
+      if (code !== undefined) result = { code: Number(code), details: decodeURIComponent(String(headers['grpc-message'] ?? '')) };
+    };
+    stream.on('response', take);
+    stream.on('trailers', take);
+    stream.on('close', () => {
+      session.close();
+      resolve(result);
+    });
+  });
 }

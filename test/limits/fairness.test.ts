@@ -13,6 +13,7 @@ import { status } from '@grpc/grpc-js';
 import { functionId } from '../../src/functions/signature';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { type CallResult, num, str, strings } from '../helpers/qlik-client';
+import { callFrom } from '../helpers/raw-call';
 import { evalText, waitFor } from '../helpers/sandbox-calls';
 
 /** Heavy calls of one app or user: a few hundred ms of CPU each, far below the 5 s time limit. */
@@ -85,5 +86,38 @@ describe('two threads shared fairly between apps and users', () => {
     assert.deepEqual(strings(trivial), ['7']);
     assert.ok(answeredBefore <= 3, `${answeredBefore} of ${HEAVY_CALLS} heavy calls were answered before the trivial one`);
     await assertHeavyAnswered(heavy);
+  });
+});
+
+describe('one thread shared between client hosts: many addresses buy no head start', () => {
+  const ADDRESSES = 8;
+  /** Use is forgotten fast here, so that "was there first" takes half a second, not minutes. */
+  const HALF_LIFE_MS = 50;
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '300' }, undefined, { usageHalfLifeMs: HALF_LIFE_MS });
+  });
+  after(async () => t.stop());
+
+  it('a host that was there first and used little is served at the next free thread, ahead of addresses that queued before its call', async () => {
+    const first = await evalText(t.client, 'args[0] * 7', { common: { appId: 'sales', userId: 'u1' } });
+    assert.deepEqual(strings(first), ['7']);
+    // Ten half-lives: the engine's first-seen charge and its call are mostly forgotten, as after a quiet while.
+    await new Promise((resolve) => setTimeout(resolve, 10 * HALF_LIFE_MS));
+    let ended = 0;
+    // Eight more loopback addresses, each with a call that runs to the time limit.
+    const loops = Array.from({ length: ADDRESSES }, (_, i) =>
+      callFrom(t.plugin.port, `127.0.0.${i + 2}`, { script: 'for (;;) {}', params: [{ dataType: 1 }] }, [[num(1)]]).then((result) => {
+        ended++;
+        return result;
+      }),
+    );
+    await waitFor('the looping calls queued', () => t.plugin.pool.queueSize >= ADDRESSES - 1, 5_000);
+    const next = await evalText(t.client, 'args[0] * 7', { common: { appId: 'sales', userId: 'u1' } });
+    const endedBefore = ended;
+    assert.deepEqual(strings(next), ['7']);
+    // The one running then (and a straggler) may end first; in turn alone it waited behind all eight.
+    assert.ok(endedBefore <= 2, `${endedBefore} of ${ADDRESSES} looping calls ended before the engine's call`);
+    for (const result of await Promise.all(loops)) assert.equal(result.code, status.DEADLINE_EXCEEDED, result.details);
   });
 });

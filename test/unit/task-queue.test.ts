@@ -37,6 +37,47 @@ describe('TaskQueue', () => {
     assert.equal(take(queue)?.request.callId, 999);
   });
 
+  it('a client with many addresses cannot keep another host waiting behind them all: the least-used host goes first', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    // Qlik's engine made a small call before the flood.
+    const earlier = task(998, 'sales', 'user', '10.0.0.1');
+    queue.push(earlier);
+    queue.started(queue.shift() as QueuedTask);
+    nowMs += 2;
+    queue.finished(earlier.id);
+    nowMs += 1_000;
+    // 40 addresses, each with a long task queued; two threads run them 5 s each.
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'app', 'user', `10.0.1.${i}`));
+    const first = [take(queue), take(queue)];
+    nowMs += 5_000;
+    for (const running of first) queue.finished((running as QueuedTask).id);
+    const second = [take(queue), take(queue)];
+    // The engine's next call arrives behind the 36 addresses still waiting for their turn.
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    nowMs += 5_000;
+    queue.finished((second[0] as QueuedTask).id);
+    assert.equal(take(queue)?.request.callId, 999);
+  });
+
+  it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    const heavy = task(1, 'app', 'user', 'heavy');
+    queue.push(heavy);
+    queue.started(queue.shift() as QueuedTask);
+    nowMs += 10_000;
+    queue.finished(heavy.id);
+    const light = task(2, 'app', 'user', 'light');
+    queue.push(light);
+    queue.started(queue.shift() as QueuedTask);
+    nowMs += 10;
+    queue.finished(light.id);
+    queue.push(task(3, 'app', 'user', 'heavy'));
+    queue.push(task(4, 'app', 'user', 'light'));
+    assert.deepEqual(calls([queue.shift(), queue.shift()]), [4, 3]);
+  });
+
   it('takes the calls in turn, each call in its own order', () => {
     const queue = new TaskQueue();
     const big = [task(1), task(1), task(1), task(1)];
