@@ -19,6 +19,10 @@ export interface Config {
   readonly sandboxMemoryMb: number | undefined;
   /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
   readonly sandboxNice: number;
+  /** User (name or uid) the sandbox processes run as (src/sandboxes/sandbox-confinement.ts); undefined: the front's. */
+  readonly sandboxUser: string | undefined;
+  /** Their group (name or gid); undefined: the sandbox user's primary group. */
+  readonly sandboxGroup: string | undefined;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -166,6 +170,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandboxProcesses,
     sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
     sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
+    sandboxUser: optional('SSE_SANDBOX_USER', nonEmpty),
+    sandboxGroup: optional('SSE_SANDBOX_GROUP', nonEmpty),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),
