@@ -83,7 +83,11 @@ export async function startPlugin(
   let metricsPort: number | undefined;
   if (config.metricsPort !== undefined) {
     try {
-      ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
+      ({ server: metricsServer, port: metricsPort } = await metrics.listen(
+        config.metricsHost,
+        config.metricsPort,
+        config.inheritedSockets?.metricsFd,
+      ));
       boundMetricsConnections(metricsServer, logger);
     } catch (error) {
       running.stopListening();

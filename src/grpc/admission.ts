@@ -102,6 +102,8 @@ export function descriptorBudget(
 export interface AdmissionSettings {
   readonly host: string;
   readonly port: number;
+  /** A listening socket systemd passed (socket activation): used instead of binding host:port. */
+  readonly listenFd?: number | undefined;
   readonly maxConnections: number;
   readonly maxConnectionsPerHost: number;
   readonly handshakeTimeoutMs: number;
@@ -161,7 +163,10 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
       `connection refused: ${settings.maxConnections} connections are open (SSE_MAX_CONNECTIONS)`,
     ),
   );
-  await listen(listener, settings.host, settings.port);
+  await listen(
+    listener,
+    settings.listenFd === undefined ? { port: settings.port, host: settings.host.replace(/^\[(.*)\]$/, '$1') } : { fd: settings.listenFd },
+  );
   // Past the listen, an error is a failed accept (EMFILE…): libuv keeps listening; say so, do not end the front.
   listener.on('error', (error) => logger.error({ err: error }, 'accepting a connection failed'));
   return {
@@ -229,10 +234,10 @@ function peerOf(socket: net.Socket): string {
   return `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
-function listen(server: net.Server, host: string, port: number): Promise<void> {
+export function listen(server: net.Server, where: net.ListenOptions | { fd: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host.replace(/^\[(.*)\]$/, '$1'), () => {
+    server.listen(where, () => {
       server.off('error', reject);
       resolve();
     });

@@ -109,6 +109,7 @@ export async function startServer(
     {
       host: config.host,
       port: config.port,
+      listenFd: config.inheritedSockets?.grpcFd,
       maxConnections: connections.maxConnections,
       maxConnectionsPerHost: connections.maxConnectionsPerHost,
       handshakeTimeoutMs: config.handshakeTimeoutMs,

@@ -139,6 +139,10 @@ const status = fs.readFileSync('/proc/self/status', 'latin1');
 const field = (name) => (new RegExp('^' + name + ':[ \\t]*(.*)$', 'm').exec(status) || [])[1] || '';
 const core = (/^Max core file size\\s+(\\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'latin1')) || [])[1] || '';
 const [entry, workers, modules] = JSON.parse(process.argv[1]);
+// From procfs, not a netlink socket (which RestrictAddressFamilies may refuse): the namespace's devices.
+function interfaces() {
+  return fs.readFileSync('/proc/self/net/dev', 'latin1').split('\\n').slice(2).map((l) => l.trim().split(':')[0]).filter((n) => n && n !== 'lo');
+}
 let unreadable;
 try {
   fs.readFileSync(entry);
@@ -149,7 +153,7 @@ try {
 process.stdout.write(JSON.stringify({
   uid: process.getuid(), groups: field('Groups').trim(), noNewPrivs: field('NoNewPrivs').trim(),
   capEff: field('CapEff').trim(), capAmb: field('CapAmb').trim(), coreLimit: core,
-  interfaces: Object.entries(require('node:os').networkInterfaces()).filter(([, a]) => a.some((x) => !x.internal)).map(([n]) => n),
+  interfaces: interfaces(),
   unreadable,
 }));
 `;
@@ -177,6 +181,8 @@ interface Layer {
   /** What the probe must see for the layer to count as in force. */
   holds(report: ProbeReport): boolean;
   readonly inForce: string;
+  /** What it is called when the service already has it without the command. */
+  readonly inherited: string;
 }
 
 function candidateLayers(): Layer[] {
@@ -188,6 +194,7 @@ function candidateLayers(): Layer[] {
       command: [setpriv, '--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--'],
       holds: (r) => r.noNewPrivs === '1' && /^0+$/.test(r.capAmb) && (r.uid === 0 || /^0+$/.test(r.capEff)),
       inForce: 'no-new-privileges; no inherited or ambient capabilities (setpriv)',
+      inherited: 'no-new-privileges; no capabilities',
     });
   const unshare = findTool('unshare');
   if (unshare)
@@ -196,6 +203,7 @@ function candidateLayers(): Layer[] {
       command: [unshare, '--user', '--net', '--'],
       holds: (r) => r.interfaces.length === 0,
       inForce: 'a network namespace of its own: no interface to reach any host (unshare --user --net)',
+      inherited: 'no interface to reach any host',
     });
   const prlimit = findTool('prlimit');
   if (prlimit)
@@ -204,6 +212,7 @@ function candidateLayers(): Layer[] {
       command: [prlimit, '--core=0', '--'],
       holds: (r) => r.coreLimit === '0',
       inForce: 'no core dumps (RLIMIT_CORE 0, prlimit)',
+      inherited: 'no core dumps (RLIMIT_CORE 0)',
     });
   return layers;
 }
@@ -268,6 +277,9 @@ function decide(identity: SandboxIdentity | undefined): Confinement {
       prefix = [...prefix, ...layer.command];
       last = report;
       states[layer.name] = layer.inForce;
+    } else if (layer.holds(last)) {
+      // Already so for the whole service (systemd PrivateNetwork=, LimitCORE=; a container's settings).
+      states[layer.name] = `${layer.inherited} (inherited from the service)`;
     } else {
       states[layer.name] = `off: not available here (${typeof report === 'string' ? report : 'the probe saw it not in force'})`;
     }

@@ -138,6 +138,11 @@ describe('sandbox processes under their own user', { skip }, () => {
           exe: process.execPath,
         },
       );
+      // The memory fence reads the process's /proc/<pid>/statm although it belongs to another user.
+      const resident = plugin.plugin.pool
+        .residentBytes()
+        .find((sample) => sample.index === plugin.plugin.pool.processes().find((p) => p.pid === pid)?.index);
+      assert.ok((resident?.bytes ?? 0) > 0, `resident bytes of ${pid}`);
       const layers = expectedLayers(confinement);
       for (const [name, value] of Object.entries(layers)) assert.equal(status[name as keyof ProcessStatus], value, name);
     }
