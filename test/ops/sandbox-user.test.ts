@@ -20,6 +20,7 @@ import { startMain, until } from './process';
 const SANDBOX_USER = 'nobody';
 /** A uid with no passwd entry for the front in the systemd shape: not root, not the sandbox user. */
 const FRONT_UID = 65_533;
+const FRONT_GROUPS = [4, 65_532];
 
 interface ProcessStatus {
   readonly uid: string;
@@ -169,7 +170,7 @@ describe('sandbox processes under their own user', { skip }, () => {
 });
 
 describe('a front that switches users', { skip }, () => {
-  test('as a non-root user with ambient CAP_SETUID/CAP_SETGID (the systemd unit): sandbox processes keep no capability', async () => {
+  test('as a non-root user with ambient CAP_SETUID/CAP_SETGID (the systemd unit): sandbox processes keep no capability and no group', async () => {
     const main = await startMain(
       { SSE_SANDBOX_USER: SANDBOX_USER, SSE_LOG_FORMAT: 'json' },
       {
@@ -177,7 +178,8 @@ describe('a front that switches users', { skip }, () => {
           '/usr/bin/setpriv',
           `--reuid=${FRONT_UID}`,
           `--regid=${FRONT_UID}`,
-          '--clear-groups',
+          // Supplementary groups of the front's (a certificate group, say): none may reach the sandbox.
+          `--groups=${FRONT_GROUPS.join(',')}`,
           '--inh-caps=+setuid,+setgid',
           '--ambient-caps=+setuid,+setgid',
           '--',
@@ -185,7 +187,8 @@ describe('a front that switches users', { skip }, () => {
       },
     );
     try {
-      assert.equal(statusOf(main.child.pid as number).capAmb, '00000000000000c0');
+      const front = statusOf(main.child.pid as number);
+      assert.deepEqual([front.capAmb, front.groups], ['00000000000000c0', FRONT_GROUPS.join(' ')]);
       const sandboxes = await until(
         () => childrenOf(main.child.pid as number),
         (pids) => pids.length > 0,
