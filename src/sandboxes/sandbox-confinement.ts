@@ -109,7 +109,16 @@ export function resolveIdentity(user: string, group: string | undefined): Sandbo
     throw new ConfigError(
       `SSE_SANDBOX_USER=${user} is the user the plugin runs as: name a separate user that cannot read the plugin's key and files`,
     );
+  if (isFrontGroup(gid, [process.getgid?.() ?? -1, ...(process.getgroups?.() ?? [])]))
+    throw new ConfigError(
+      `SSE_SANDBOX_GROUP=${group ?? gid}: gid ${gid} is a group of the plugin's user, so the sandbox processes could read what the plugin reads by group (a key file at 0640); name a group of their own`,
+    );
   return { user: entry?.[0] ?? user, uid, gid };
+}
+
+/** True when the sandbox's group is one the front holds (primary or supplementary). */
+export function isFrontGroup(gid: number, frontGids: readonly number[]): boolean {
+  return frontGids.includes(gid);
 }
 
 function findTool(name: string): string | undefined {

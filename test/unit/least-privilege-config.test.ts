@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { loadConfig } from '../../src/ops/config';
-import { maySwitchUsers } from '../../src/sandboxes/sandbox-confinement';
+import { isFrontGroup, maySwitchUsers } from '../../src/sandboxes/sandbox-confinement';
 
 describe('switching users needs both CAP_SETUID and CAP_SETGID', () => {
   const cases: [string, bigint | undefined, boolean][] = [
@@ -58,5 +58,13 @@ describe('SSE_SANDBOX_USER and SSE_SANDBOX_GROUP', () => {
     assert.deepEqual([loadConfig({}).sandboxUser, loadConfig({}).sandboxGroup], [undefined, undefined]);
     const config = loadConfig({ SSE_SANDBOX_USER: 'qlik-sse-js-sandbox', SSE_SANDBOX_GROUP: '998' });
     assert.deepEqual([config.sandboxUser, config.sandboxGroup], ['qlik-sse-js-sandbox', '998']);
+  });
+});
+
+describe("the sandbox processes' group", () => {
+  test("is refused when the front holds it: a key file readable by the front's group would be theirs too", () => {
+    assert.equal(isFrontGroup(998, [998]), true);
+    assert.equal(isFrontGroup(998, [1000, 998, 4]), true);
+    assert.equal(isFrontGroup(999, [998, 4]), false);
   });
 });
