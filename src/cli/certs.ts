@@ -62,7 +62,7 @@ function nextSteps(args: CertsArgs): string {
     `The plugin: SSE_TLS_DIR=${dir} (it reads ${CERT_FILES.root}, ${CERT_FILES.serverCert}, ${CERT_FILES.serverKey};`,
     '  the user running it must be able to read the key).',
     `The Qlik engine's machine: copy ${CERT_FILES.root}, ${CERT_FILES.clientCert} and ${CERT_FILES.clientKey} into one folder`,
-    "  and name it in the analytic connection: QMC > Analytic connections > Certificate file path, or the third",
+    '  and name it in the analytic connection: QMC > Analytic connections > Certificate file path, or the third',
     '  field of SSEPlugin=<name>,<host>:<port>,<folder> in Settings.ini (Qlik Sense Desktop); the key stays private there.',
     `  Connect with one of: ${args.hosts.join(', ')}.`,
     `Check from the engine's machine: npm run try -- --target ${args.hosts[0]}:50051 --tls-dir <that folder> 'args[0] * 2' 21`,
