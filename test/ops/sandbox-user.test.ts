@@ -1,26 +1,31 @@
 /**
- * SSE_SANDBOX_USER: the real sandbox processes run as that user with no supplementary groups, no
- * capabilities (also when the front holds CAP_SETUID/CAP_SETGID as ambient capabilities, as the
- * systemd unit gives them), no-new-privileges, no network and no core dumps where those layers work,
- * and a key file of the front's with mode 0600 is out of their reach; a front that may not switch
- * users refuses to start, naming the variable. Needs root (to switch users), like CI.
+ * SSE_SANDBOX_USER: the real sandbox processes of the real plugin process run as that user with no
+ * supplementary groups, no capabilities (also when the front holds CAP_SETUID/CAP_SETGID as ambient
+ * capabilities, as the systemd unit gives them), and the layers the start-up log says are in force; a
+ * key file of the front's with mode 0600 is out of their reach; a front that may not switch users
+ * refuses to start, naming the variable. Needs root (to switch users), as CI has.
+ *
+ * The sandbox user must read the code. A checkout inside a private folder (mode 0700: a fresh temp
+ * folder, a home folder) is out of its reach, so then the plugin is started in a mount namespace of
+ * its own where the checkout is bind-mounted at a path everyone can reach: the same files, unchanged.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { ConfigError } from '../../src/ops/config';
-import { type Confinement, prepareConfinement, spawnConfined } from '../../src/sandboxes/sandbox-confinement';
-import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers } from '../helpers/qlik-client';
-import { startMain, until } from './process';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
+import { MAIN_JS, metricsText, type PluginProcess, sampleValue, spawnMain, startMain, until } from './process';
 
 const SANDBOX_USER = 'nobody';
-/** A uid with no passwd entry for the front in the systemd shape: not root, not the sandbox user. */
+const SANDBOX_UID = 65_534;
+/** The front in the systemd shape: not root, not the sandbox user, with supplementary groups of its own. */
 const FRONT_UID = 65_533;
 const FRONT_GROUPS = [4, 65_532];
+const CHECKOUT = path.join(__dirname, '..', '..', '..');
+const NO_CAPABILITIES = '0000000000000000';
 
 interface ProcessStatus {
   readonly uid: string;
@@ -63,69 +68,97 @@ function childrenOf(pid: number): number[] {
     .map(Number);
 }
 
-function expectedLayers(confinement: Confinement): Partial<ProcessStatus> {
-  const on = (name: keyof Confinement['layers']): boolean => !confinement.layers[name].startsWith('off');
+interface CheckoutView {
+  readonly mainJs: string;
+  /** Commands that make the view and exec the rest (empty when the checkout is reachable as it is). */
+  readonly through: readonly string[];
+  remove(): void;
+}
+
+/** The checkout where the sandbox user can read it. */
+function reachableCheckout(): CheckoutView {
+  const readable = spawnSync(process.execPath, ['-e', 'require("node:fs").readFileSync(process.argv[1])', MAIN_JS], {
+    uid: SANDBOX_UID,
+    gid: SANDBOX_UID,
+  });
+  if (readable.status === 0) return { mainJs: MAIN_JS, through: [], remove: () => undefined };
+  const view = mkdtempSync(path.join(tmpdir(), 'sse-checkout-'));
+  chmodSync(view, 0o755);
   return {
-    ...(on('noNewPrivileges') ? { noNewPrivs: '1' } : {}),
-    ...(on('coreDumps') ? { coreLimit: '0' } : {}),
+    mainJs: path.join(view, path.relative(CHECKOUT, MAIN_JS)),
+    through: [
+      '/usr/bin/unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      '-c',
+      'mount --bind "$0" "$1" && shift && exec "$@"',
+      CHECKOUT,
+      view,
+    ],
+    remove: () => rmSync(view, { recursive: true, force: true }),
   };
 }
 
-/** Reads each file from a process spawned exactly as the sandbox processes are; "ok" or the error code. */
-function readAsSandbox(confinement: Confinement, files: readonly string[]): Promise<string[]> {
+/** Reads each file as a process with the credentials a sandbox process has (uid and gid from /proc); "ok" or the error code. */
+function readAs(status: ProcessStatus, files: readonly string[]): Promise<string[]> {
+  const [uid, gid] = [Number(status.uid.split('\t')[0]), Number(status.gid.split('\t')[0])];
   const source = `process.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map((f) => { try { require('node:fs').readFileSync(f); return 'ok'; } catch (e) { return e.code; } })))`;
-  const child = spawnConfined(confinement, process.execPath, ['-e', source, JSON.stringify(files)], {
-    env: {},
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(process.execPath, ['-e', source, JSON.stringify(files)], { uid, gid, env: {}, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
   return new Promise((resolve, reject) =>
     child.once('close', () => (out ? resolve(JSON.parse(out) as string[]) : reject(new Error('no output')))),
   );
 }
 
-const isRoot = process.platform === 'linux' && process.getuid?.() === 0;
-
-/** Why the suite cannot run here, or false. */
-function cannotRun(): string | false {
-  if (!isRoot) return 'switching users needs root (CI runs as root)';
-  try {
-    prepareConfinement({ sandboxUser: SANDBOX_USER, sandboxGroup: undefined });
-    return false;
-  } catch (error) {
-    // A checkout inside a private folder (mode 0700): the sandbox user cannot load the code at all.
-    if (error instanceof ConfigError && /cannot read/.test(error.message))
-      return `${SANDBOX_USER} cannot read this checkout: ${error.message}`;
-    throw error;
-  }
-}
-
-const skip = cannotRun();
+const skip = process.platform !== 'linux' || process.getuid?.() !== 0 ? 'switching users needs root on Linux (CI runs as root)' : false;
 
 describe('sandbox processes under their own user', { skip }, () => {
-  let plugin: TestPlugin;
+  let view: CheckoutView;
+  let main: PluginProcess;
   let dir: string;
-  let confinement: Confinement;
 
   before(async () => {
-    confinement = prepareConfinement({ sandboxUser: SANDBOX_USER, sandboxGroup: undefined });
-    plugin = await startTestPlugin({ SSE_SANDBOX_USER: SANDBOX_USER, SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2' });
+    view = reachableCheckout();
+    main = await startMain(
+      { SSE_SANDBOX_USER: SANDBOX_USER, SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_METRICS_PORT: '0', SSE_LOG_FORMAT: 'json' },
+      { execThrough: view.through, mainJs: view.mainJs },
+    );
     dir = mkdtempSync(path.join(tmpdir(), 'sse-front-files-'));
     chmodSync(dir, 0o755);
   });
 
   after(async () => {
-    await plugin?.stop();
+    await main?.kill();
+    view?.remove();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('every sandbox process runs as the sandbox user, no groups, no capabilities, and still runs scripts', async () => {
-    const result = await plugin.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: 1 }], bundles: [[[num(21)]]] });
-    assert.deepEqual(numbers(result), [42]);
-    const pids = plugin.plugin.pool.processes().map((p) => p.pid as number);
-    assert.equal(pids.length, 2);
-    for (const pid of pids) {
+  const sandboxes = (): Promise<number[]> =>
+    until(
+      () => childrenOf(main.child.pid as number),
+      (pids) => pids.length === 2,
+    );
+
+  test('every sandbox process runs as the sandbox user, no groups, no capabilities, the layers in force, and runs scripts', async () => {
+    const client = new QlikClient(`127.0.0.1:${main.port}`);
+    try {
+      const result = await client.evaluate({
+        script: 'args[0] * 2',
+        params: [{ dataType: 1 }],
+        bundles: [[[num(21)]]],
+        deadlineMs: 30_000,
+      });
+      assert.deepEqual(numbers(result), [42]);
+    } finally {
+      client.close();
+    }
+    const layers = main.lines.find((line) => line['sandboxConfinement'] !== undefined)?.['sandboxConfinement'] as Record<string, string>;
+    assert.match(layers['user'] ?? '', /^nobody \(uid 65534, gid 65534, no supplementary groups\)$/);
+    for (const pid of await sandboxes()) {
       const status = statusOf(pid);
       assert.deepEqual(
         { uid: status.uid, gid: status.gid, groups: status.groups, capEff: status.capEff, capAmb: status.capAmb, exe: status.exe },
@@ -133,48 +166,50 @@ describe('sandbox processes under their own user', { skip }, () => {
           uid: '65534\t65534\t65534\t65534',
           gid: '65534\t65534\t65534\t65534',
           groups: '',
-          capEff: '0000000000000000',
-          capAmb: '0000000000000000',
+          capEff: NO_CAPABILITIES,
+          capAmb: NO_CAPABILITIES,
           // The layers exec one another: the pid the front holds (and signals) is the sandbox's node.
           exe: process.execPath,
         },
       );
-      // The memory fence reads the process's /proc/<pid>/statm although it belongs to another user.
-      const resident = plugin.plugin.pool
-        .residentBytes()
-        .find((sample) => sample.index === plugin.plugin.pool.processes().find((p) => p.pid === pid)?.index);
-      assert.ok((resident?.bytes ?? 0) > 0, `resident bytes of ${pid}`);
-      const layers = expectedLayers(confinement);
-      for (const [name, value] of Object.entries(layers)) assert.equal(status[name as keyof ProcessStatus], value, name);
+      if (!layers['noNewPrivileges']?.startsWith('off')) assert.equal(status.noNewPrivs, '1');
+      if (!layers['coreDumps']?.startsWith('off')) assert.equal(status.coreLimit, '0');
     }
+    // The memory fence reads /proc/<pid>/statm of processes that belong to another user.
+    const text = await metricsText(main.metricsPort as number);
+    for (const sandbox of ['0', '1']) assert.ok(sampleValue(text, 'sse_sandbox_resident_bytes', { sandbox }) > 0, `sandbox ${sandbox}`);
   });
 
-  test("a key file of the front's with mode 0600 cannot be read by the sandbox user", async () => {
+  test("a key file of the front's with mode 0600 cannot be read with a sandbox process's credentials", async () => {
     const key = path.join(dir, 'sse_server_key.pem');
     const open = path.join(dir, 'root_cert.pem');
     writeFileSync(key, 'private', { mode: 0o600 });
     writeFileSync(open, 'public', { mode: 0o644 });
+    const [pid] = await sandboxes();
     // The readable file shows the folder is reachable: only the key's mode keeps the sandbox out.
-    assert.deepEqual(await readAsSandbox(confinement, [key, open]), ['EACCES', 'ok']);
+    assert.deepEqual(await readAs(statusOf(pid as number), [key, open]), ['EACCES', 'ok']);
   });
 
   test('a sandbox process that is ended is replaced under the same user', async () => {
-    const [first] = plugin.plugin.pool.processes();
-    process.kill(first?.pid as number, 'SIGKILL');
+    const [first] = await sandboxes();
+    process.kill(first as number, 'SIGKILL');
     const replaced = await until(
-      () => plugin.plugin.pool.processes().find((p) => p.index === first?.index && p.pid !== first?.pid && p.ready),
-      (p) => p !== undefined,
+      () => childrenOf(main.child.pid as number).filter((pid) => pid !== first),
+      (pids) => pids.length === 2,
     );
-    assert.equal(statusOf(replaced?.pid as number).uid, '65534\t65534\t65534\t65534');
+    for (const pid of replaced) assert.equal(statusOf(pid).uid, '65534\t65534\t65534\t65534');
   });
 });
 
 describe('a front that switches users', { skip }, () => {
   test('as a non-root user with ambient CAP_SETUID/CAP_SETGID (the systemd unit): sandbox processes keep no capability and no group', async () => {
+    const view = reachableCheckout();
     const main = await startMain(
       { SSE_SANDBOX_USER: SANDBOX_USER, SSE_LOG_FORMAT: 'json' },
       {
+        mainJs: view.mainJs,
         execThrough: [
+          ...view.through,
           '/usr/bin/setpriv',
           `--reuid=${FRONT_UID}`,
           `--regid=${FRONT_UID}`,
@@ -197,16 +232,16 @@ describe('a front that switches users', { skip }, () => {
         const status = statusOf(pid);
         assert.deepEqual(
           { uid: status.uid, groups: status.groups, capEff: status.capEff, capAmb: status.capAmb },
-          { uid: '65534\t65534\t65534\t65534', groups: '', capEff: '0000000000000000', capAmb: '0000000000000000' },
+          { uid: '65534\t65534\t65534\t65534', groups: '', capEff: NO_CAPABILITIES, capAmb: NO_CAPABILITIES },
         );
       }
     } finally {
       await main.kill();
+      view.remove();
     }
   });
 
   test('without CAP_SETUID and CAP_SETGID the start is refused, naming the variable', async () => {
-    const { spawnMain } = await import('./process');
     const main = spawnMain(
       { SSE_SANDBOX_USER: SANDBOX_USER },
       { execThrough: ['/usr/bin/setpriv', '--bounding-set=-setuid,-setgid', '--inh-caps=-setuid,-setgid', '--'] },
