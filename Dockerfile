@@ -2,7 +2,8 @@
 #
 #   docker build -t qlik-sse-js .
 #   docker run -d --name qlik-sse-js -p 50051:50051 --stop-timeout 30 \
-#     --restart on-failure --memory 4g --ulimit core=0 qlik-sse-js
+#     --restart on-failure --memory 4g --ulimit core=0 \
+#     --cap-drop ALL --security-opt no-new-privileges --read-only --tmpfs /tmp qlik-sse-js
 #   # mutual TLS: mount the plugin's certificate folder and a client folder for the health probe
 #   docker run -d -p 50051:50051 --stop-timeout 30 --restart on-failure --memory 4g --ulimit core=0 \
 #     -v /srv/sse-certs/server:/certs/server:ro -v /srv/sse-certs/client:/certs/client:ro \
@@ -50,7 +51,11 @@ COPY --from=build /app/dist ./dist
 # The starter library: SSE_FUNCTIONS_DIR=/app/functions to use it, or mount your own folder
 # (read-only: -v /srv/sse-functions:/functions:ro -e SSE_FUNCTIONS_DIR=/functions).
 COPY examples/functions ./functions
-# The node image's unprivileged user (uid 1000).
+# The node image's unprivileged user (uid 1000), for the front and the sandbox processes alike: the
+# container is the boundary (no SSE_SANDBOX_USER, which would need root and CAP_SETUID/CAP_SETGID in the
+# container; security.md, "Running it safely"). util-linux (setpriv, prlimit, unshare) is in the base
+# image: the plugin adds no-new-privileges and no core dumps to its sandbox processes, and logs which
+# layers hold.
 USER node
 # 50051: gRPC (qlik.sse.Connector and grpc.health.v1.Health). 9464: /metrics when SSE_METRICS_PORT=9464.
 EXPOSE 50051 9464

@@ -11,6 +11,8 @@ import type { Config } from './ops/config';
 import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { SandboxPool } from './sandboxes/pool';
+import { type Confinement, prepareConfinement } from './sandboxes/sandbox-confinement';
+import { SandboxProcess } from './sandboxes/sandbox-process';
 
 export interface Plugin {
   readonly port: number;
@@ -21,6 +23,8 @@ export interface Plugin {
   readonly logger: Logger;
   /** The connection limit in force and the descriptor limit it was derived from. */
   readonly connections: DescriptorBudget;
+  /** The sandbox processes' user and layers in force, for the start-up log. */
+  readonly confinement: Confinement;
   /**
    * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), end the
    * sandbox processes, close the metrics endpoint.
@@ -46,18 +50,25 @@ export async function startPlugin(
     maxConnections: config.maxConnections,
     maxConnectionsPerHost: config.maxConnectionsPerHost,
   });
+  // Decided before any sandbox process starts: an SSE_SANDBOX_USER that cannot be honoured stops the start.
+  const confinement = prepareConfinement(config);
   // Read before anything starts: a folder that cannot be read stops the start (ConfigError).
   const functions = config.functionsDir === undefined ? undefined : await FunctionRegistry.open(config.functionsDir, logger);
   let draining = false;
   let unavailableTimer: NodeJS.Timeout | undefined;
-  const pool = new SandboxPool({ ...config }, logger, {
-    restarted: (reason) => metrics?.sandboxRestarts.inc({ reason }),
-    availability: (available) => {
-      clearTimeout(unavailableTimer);
-      if (available && !draining) running?.setServing('SERVING');
-      if (!available) unavailableTimer = setTimeout(() => running?.setServing('NOT_SERVING'), UNAVAILABLE_GRACE_MS).unref();
+  const pool = new SandboxPool(
+    { ...config },
+    logger,
+    {
+      restarted: (reason) => metrics?.sandboxRestarts.inc({ reason }),
+      availability: (available) => {
+        clearTimeout(unavailableTimer);
+        if (available && !draining) running?.setServing('SERVING');
+        if (!available) unavailableTimer = setTimeout(() => running?.setServing('NOT_SERVING'), UNAVAILABLE_GRACE_MS).unref();
+      },
     },
-  });
+    (index, settings, listener, log) => new SandboxProcess(index, settings, listener, log, confinement),
+  );
   const held = new HeldBytes(config.maxHeldMb);
   metrics = new Metrics(pool, held);
   try {
@@ -72,7 +83,11 @@ export async function startPlugin(
   let metricsPort: number | undefined;
   if (config.metricsPort !== undefined) {
     try {
-      ({ server: metricsServer, port: metricsPort } = await metrics.listen(config.metricsHost, config.metricsPort));
+      ({ server: metricsServer, port: metricsPort } = await metrics.listen(
+        config.metricsHost,
+        config.metricsPort,
+        config.inheritedSockets?.metricsFd,
+      ));
       boundMetricsConnections(metricsServer, logger);
     } catch (error) {
       running.stopListening();
@@ -106,7 +121,7 @@ export async function startPlugin(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, held, logger, connections, stop };
+  return { port: running.port, metricsPort, pool, held, logger, connections, confinement, stop };
 }
 
 /**

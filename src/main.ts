@@ -7,6 +7,7 @@ import { type Config, ConfigError, loadConfig } from './ops/config';
 import { createLogger, type Logger } from './ops/log';
 import { logStartup } from './ops/startup-log';
 import { loadTlsFiles, type TlsFiles } from './ops/tls';
+import { logConfinement } from './sandboxes/sandbox-confinement';
 
 /** After stop() the process should end by itself; if a handle still holds it, exit anyway. */
 const EXIT_WATCHDOG_MS = 3_000;
@@ -109,6 +110,7 @@ async function main(): Promise<void> {
   }
   logStartup(logger, config, { port: plugin.port, metricsPort: plugin.metricsPort, tls });
   logConnectionLimits(logger, config, plugin);
+  logConfinement(logger, plugin.confinement);
   handleSignals(logger, config, plugin);
 }
 

@@ -18,7 +18,8 @@ import { createLogger } from '../ops/log';
 import { type CallInput, callInput } from './input';
 import { FLAG_OF_VARIABLE, parseTryArgs, type TryOptions, USAGE, UsageError } from './options';
 import { isNoStore, render, resultTable, safeText } from './output';
-import { type CallResult, QlikClient } from './qlik-client';
+import { type CallResult, QlikClient, type ScriptCallOptions } from './qlik-client';
+import { callTarget, describeCapabilities, type Target } from './target';
 
 const EXIT_CALL_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -48,7 +49,8 @@ async function run(argv: readonly string[]): Promise<number> {
     process.stderr.write(`try: ${error.message}\n(npm run try -- --help shows the options)\n`);
     return EXIT_USAGE;
   }
-  const result = await callPlugin(config, options, input);
+  const call = scriptCall(options, input, config.scriptTimeoutMs + CALL_DEADLINE_EXTRA_MS);
+  const result = options.target === undefined ? await callPlugin(config, call) : await callRunning(options.target, call);
   if (result.code !== 0) {
     process.stderr.write(`${statusName(result.code)}: ${safeText(result.details)}\n`);
     return EXIT_CALL_FAILED;
@@ -85,24 +87,35 @@ function tryConfig(options: TryOptions): Config {
   }
 }
 
-async function callPlugin(config: Config, options: TryOptions, input: CallInput): Promise<CallResult> {
+function scriptCall(options: TryOptions, input: CallInput, deadlineMs: number): ScriptCallOptions {
+  return {
+    script: options.script,
+    functionType: options.functionType,
+    returnType: options.returnType,
+    params: input.params,
+    bundles: bundles(input),
+    common: { appId: 'npm run try', userId: 'UserDirectory=LOCAL; UserId=try', cardinality: input.rows.length },
+    deadlineMs,
+  };
+}
+
+async function callPlugin(config: Config, call: ScriptCallOptions): Promise<CallResult> {
   // The plugin's own log lines (errors only) go to stderr: stdout holds nothing but the result.
   const plugin = await startPlugin(config, createLogger(config.logLevel, process.stderr, process.stderr.isTTY ? 'pretty' : 'json'));
   const client = new QlikClient(`127.0.0.1:${plugin.port}`);
   try {
-    return await client.evaluate({
-      script: options.script,
-      functionType: options.functionType,
-      returnType: options.returnType,
-      params: input.params,
-      bundles: bundles(input),
-      common: { appId: 'npm run try', userId: 'UserDirectory=LOCAL; UserId=try', cardinality: input.rows.length },
-      deadlineMs: config.scriptTimeoutMs + CALL_DEADLINE_EXTRA_MS,
-    });
+    return await client.evaluate(call);
   } finally {
     client.close();
     await plugin.stop(1_000);
   }
+}
+
+/** A plugin running elsewhere; a connection that fails throws a TargetError saying why. */
+async function callRunning(target: Target, call: ScriptCallOptions): Promise<CallResult> {
+  const { capabilities, result } = await callTarget(target, call);
+  process.stderr.write(`${describeCapabilities(target, capabilities)}\n`);
+  return result;
 }
 
 function bundles(input: CallInput): CallInput['rows'][] {

@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { DataType, FunctionType } from '../contract/task';
 import { SCRIPT_FUNCTION_NAMES } from '../functions/signature';
 import { csvField, type OutputFormat } from './output';
+import { parseTarget, type Target, TargetError } from './target';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -31,6 +32,8 @@ export interface TryOptions {
   readonly format: OutputFormat;
   /** As the plugin's variables spell them: SSE_SCRIPT_TIMEOUT_MS, SSE_MEMORY_LIMIT_MB. */
   readonly limits: Readonly<Record<string, string>>;
+  /** --target: call that running plugin instead of starting one here (src/cli/target.ts). */
+  readonly target: Target | undefined;
 }
 
 export const USAGE = `Runs a script as the plugin runs it for Qlik, over values from the command line or a CSV file.
@@ -48,6 +51,10 @@ usage: npm run try -- [options] <script> [value ...]
   --format <f>        table (default) or csv
   --timeout-ms <n>    the script time limit of the call (SSE_SCRIPT_TIMEOUT_MS, default 5000)
   --memory-mb <n>     the sandbox heap limit (SSE_MEMORY_LIMIT_MB, default 128)
+  --target <host:port>  call that running plugin as Qlik does (GetCapabilities, then the script) instead
+                      of starting one here: the check to run from the engine's machine
+  --tls-dir <folder>  with --target: mutual TLS with the engine's files (root_cert.pem,
+                      sse_client_cert.pem, sse_client_key.pem)
   -h, --help          this text
 
 Exit code 0 with the result rows on stdout; 1 when the call fails (the gRPC status and the plugin's
@@ -62,6 +69,8 @@ const OPTIONS = {
   format: { type: 'string', default: 'table' },
   'timeout-ms': { type: 'string' },
   'memory-mb': { type: 'string' },
+  target: { type: 'string' },
+  'tls-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -79,7 +88,22 @@ export function parseTryArgs(argv: readonly string[]): TryOptions | undefined {
     values: valueSource(listed, values.arg ?? [], values.csv, values.columns),
     format: outputFormat(values.format),
     limits: limits(values['timeout-ms'], values['memory-mb']),
+    target: target(values.target, values['tls-dir'], values['timeout-ms'] ?? values['memory-mb']),
   };
+}
+
+function target(address: string | undefined, tlsDir: string | undefined, limit: string | undefined): Target | undefined {
+  if (address === undefined) {
+    if (tlsDir !== undefined) throw new UsageError('--tls-dir is for --target');
+    return undefined;
+  }
+  if (limit !== undefined) throw new UsageError("--timeout-ms and --memory-mb are the running plugin's settings: not with --target");
+  try {
+    return parseTarget(address, tlsDir);
+  } catch (error) {
+    if (error instanceof TargetError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 function parseStrict(argv: readonly string[]): ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>> {

@@ -107,6 +107,8 @@ export interface AdmissionSettings {
   readonly port: number;
   /** Its limits are SSE_MAX_CONNECTIONS and SSE_MAX_CONNECTIONS_PER_HOST; calls are counted in it by countCallsPerConnection. */
   readonly table: ConnectionTable;
+  /** A listening socket systemd passed (socket activation): used instead of binding host:port. */
+  readonly listenFd?: number | undefined;
   readonly handshakeTimeoutMs: number;
   /** Mutual TLS (src/ops/tls.ts tlsServerOptions); undefined: plaintext. */
   readonly tls: tls.TlsOptions | undefined;
@@ -171,7 +173,10 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
     if (handshakes) handshakes.emit('connection', socket);
     else handOver(socket);
   });
-  await listen(listener, settings.host, settings.port);
+  await listen(
+    listener,
+    settings.listenFd === undefined ? { port: settings.port, host: settings.host.replace(/^\[(.*)\]$/, '$1') } : { fd: settings.listenFd },
+  );
   // Past the listen, an error is a failed accept (EMFILE…): libuv keeps listening; say so, do not end the front.
   listener.on('error', (error) => logger.error({ err: error }, 'accepting a connection failed'));
   return {
@@ -262,10 +267,10 @@ function peerOf(socket: net.Socket): string {
   return `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
-function listen(server: net.Server, host: string, port: number): Promise<void> {
+export function listen(server: net.Server, where: net.ListenOptions | { fd: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host.replace(/^\[(.*)\]$/, '$1'), () => {
+    server.listen(where, () => {
       server.off('error', reject);
       resolve();
     });

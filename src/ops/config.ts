@@ -19,6 +19,10 @@ export interface Config {
   readonly sandboxMemoryMb: number | undefined;
   /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
   readonly sandboxNice: number;
+  /** User (name or uid) the sandbox processes run as (src/sandboxes/sandbox-confinement.ts); undefined: the front's. */
+  readonly sandboxUser: string | undefined;
+  /** Their group (name or gid); undefined: the sandbox user's primary group. */
+  readonly sandboxGroup: string | undefined;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -52,7 +56,21 @@ export interface Config {
   readonly handshakeTimeoutMs: number;
   /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
   readonly idleTimeoutMs: number;
+  /**
+   * Listening sockets systemd handed over (socket activation: LISTEN_FDS for this pid); undefined: the
+   * plugin binds SSE_HOST:SSE_PORT itself. With them the service may run in a network namespace of its
+   * own (PrivateNetwork=yes): it accepts on the host's sockets and can connect nowhere.
+   */
+  readonly inheritedSockets: InheritedSockets | undefined;
 }
+
+export interface InheritedSockets {
+  readonly grpcFd: number;
+  readonly metricsFd: number | undefined;
+}
+
+/** The first descriptor systemd passes (SD_LISTEN_FDS_START). */
+const LISTEN_FDS_START = 3;
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFormat = 'auto' | 'json' | 'pretty';
@@ -157,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const host = read('SSE_HOST', nonEmpty, tlsDir === undefined ? '127.0.0.1' : '0.0.0.0');
   const workers = read('SSE_WORKERS', integer(1, 256), availableParallelism());
   const sandboxProcesses = read('SSE_SANDBOX_PROCESSES', integer(1, workers), defaultSandboxProcesses(workers));
+  const inherited = inheritedSockets(env, problems);
   const config: Config = {
     port: read('SSE_PORT', integer(0, 65_535), 50_051),
     host,
@@ -166,6 +185,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandboxProcesses,
     sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
     sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
+    sandboxUser: optional('SSE_SANDBOX_USER', nonEmpty),
+    sandboxGroup: optional('SSE_SANDBOX_GROUP', nonEmpty),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),
@@ -175,7 +196,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxHeldMb: read('SSE_MAX_HELD_MB', integer(16, 1_048_576), DEFAULT_MAX_HELD_MB),
     chunkKb: read('SSE_CHUNK_KB', integer(16, 4_096), 256),
     maxMessageBytes: read('SSE_MAX_MESSAGE_BYTES', integer(1_024, 1_073_741_824), 16 * 1024 * 1024),
-    metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)),
+    // A metrics socket from systemd serves /metrics whatever SSE_METRICS_PORT says (the socket unit sets the port).
+    metricsPort: optional('SSE_METRICS_PORT', integer(0, 65_535)) ?? (inherited?.metricsFd === undefined ? undefined : 0),
     // Loopback unless said otherwise: the endpoint has no authentication (a scrape flood slows calls).
     metricsHost: read('SSE_METRICS_HOST', nonEmpty, '127.0.0.1'),
     shutdownGraceMs: read('SSE_SHUTDOWN_GRACE_MS', integer(0, 3_600_000), 10_000),
@@ -184,7 +206,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxConnectionsPerHost: optional('SSE_MAX_CONNECTIONS_PER_HOST', integer(1, 1_000_000)),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
+    inheritedSockets: inherited,
   };
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return config;
+}
+
+/**
+ * sd_listen_fds(3): LISTEN_PID names the process the sockets are for (a child does not take its
+ * parent's); LISTEN_FDS counts them from fd 3, in the order of the socket unit's Listen lines;
+ * LISTEN_FDNAMES may name one "metrics" (FileDescriptorName=metrics), else the second is the metrics one.
+ */
+function inheritedSockets(env: NodeJS.ProcessEnv, problems: string[]): InheritedSockets | undefined {
+  if (env['LISTEN_PID'] !== String(process.pid) || env['LISTEN_FDS'] === undefined) return undefined;
+  const count = Number(env['LISTEN_FDS']);
+  if (!(count === 1 || count === 2)) {
+    problems.push(
+      `LISTEN_FDS=${JSON.stringify(env['LISTEN_FDS'])} is invalid: expected 1 (gRPC) or 2 (gRPC and metrics) sockets from systemd`,
+    );
+    return undefined;
+  }
+  const names = (env['LISTEN_FDNAMES'] ?? '').split(':');
+  const named = names.indexOf('metrics');
+  const metricsIndex = named >= 0 && named < count ? named : count === 2 ? 1 : undefined;
+  const grpcIndex = metricsIndex === 0 ? 1 : 0;
+  if (grpcIndex >= count) {
+    problems.push('LISTEN_FDNAMES: systemd passed only the metrics socket; the gRPC socket must come too');
+    return undefined;
+  }
+  return { grpcFd: LISTEN_FDS_START + grpcIndex, metricsFd: metricsIndex === undefined ? undefined : LISTEN_FDS_START + metricsIndex };
 }

@@ -124,8 +124,8 @@ export class Metrics {
     return this.inFlight;
   }
 
-  /** Serves /metrics; resolves with the bound port. */
-  async listen(host: string, port: number): Promise<{ server: http.Server; port: number }> {
+  /** Serves /metrics on host:port, or on a listening socket systemd passed (fd); resolves with the bound port. */
+  async listen(host: string, port: number, fd?: number): Promise<{ server: http.Server; port: number }> {
     const server = http.createServer((req, res) => {
       if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
         res.writeHead(404).end('not found\n');
@@ -138,7 +138,7 @@ export class Metrics {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => resolve());
+      server.listen(fd === undefined ? { port, host } : { fd }, () => resolve());
     });
     return { server, port: (server.address() as AddressInfo).port };
   }

@@ -5,7 +5,7 @@
  * to it, reads frames back, watches its stderr for V8's out-of-memory report, samples its resident
  * memory, and ends it. What its tasks become when it dies is the pool's business (src/sandboxes/pool.ts).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { type Duplex, PassThrough } from 'node:stream';
@@ -22,6 +22,7 @@ import {
   taskFrameHead,
 } from '../contract/channel';
 import type { Logger } from '../ops/log';
+import { type Confinement, NO_CONFINEMENT, spawnConfined } from './sandbox-confinement';
 import { SandboxHandle, type SandboxListener } from './sandbox-handle';
 import type { QueuedTask } from './task-queue';
 
@@ -54,9 +55,16 @@ export class SandboxProcess extends SandboxHandle {
   private closeTimer: NodeJS.Timeout | undefined;
   private stderrTail = '';
 
-  constructor(index: number, settings: SandboxSettings, listener: SandboxListener, logger: Logger) {
+  constructor(
+    index: number,
+    settings: SandboxSettings,
+    listener: SandboxListener,
+    logger: Logger,
+    confinement: Confinement = NO_CONFINEMENT,
+  ) {
     super(index, settings, listener, logger);
-    this.child = spawn(process.execPath, [...SANDBOX_NODE_FLAGS, SANDBOX_MAIN, JSON.stringify(settings)], {
+    // Its own user and layers (src/sandboxes/sandbox-confinement.ts): the same pid, pipes and signals.
+    this.child = spawnConfined(confinement, process.execPath, [...SANDBOX_NODE_FLAGS, SANDBOX_MAIN, JSON.stringify(settings)], {
       env: minimalEnv(),
       // fd 3: the channel; fd 4: results, written by the sandbox's threads (src/contract/channel.ts).
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],

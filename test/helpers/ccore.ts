@@ -21,9 +21,19 @@ export interface CcoreOutcome {
   readonly table_header_bytes: number;
 }
 
-/** One ScriptEval call with one row X=1: a script of `scriptBytes` bytes, or `script` when given. */
-export async function ccoreCall(port: number, scriptBytes: number, deadlineS: number, script?: string): Promise<CcoreOutcome> {
+/**
+ * One ScriptEval call with one row X=1: a script of `scriptBytes` bytes, or `script` when given.
+ * tlsDir: mutual TLS with the engine's files of Qlik's guide in that folder.
+ */
+export async function ccoreCall(
+  port: number,
+  scriptBytes: number,
+  deadlineS: number,
+  script?: string,
+  tlsDir?: string,
+): Promise<CcoreOutcome> {
   const args = [CCORE_CLIENT, String(port), String(scriptBytes), String(deadlineS), ...(script === undefined ? [] : [script])];
-  const { stdout } = await promisify(execFile)(PYTHON, args, { timeout: 30_000 });
+  const env = tlsDir === undefined ? process.env : { ...process.env, CCORE_TLS_DIR: tlsDir };
+  const { stdout } = await promisify(execFile)(PYTHON, args, { timeout: 30_000, env });
   return JSON.parse(stdout) as CcoreOutcome;
 }

@@ -47,13 +47,17 @@ export interface SpawnOptions {
   readonly ownGroup?: boolean;
   /** Started under `ulimit -n` of this many descriptors (soft and hard), through bash's exec: the pid stays the plugin's. */
   readonly descriptorLimit?: number;
+  /** A command that sets something up and execs the plugin (e.g. setpriv …): the pid stays the plugin's. */
+  readonly execThrough?: readonly string[];
+  /** main.js at another path (the checkout seen through a bind mount); default MAIN_JS. */
+  readonly mainJs?: string;
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
   const become = options.becomeUser;
   const preload = become ? ['--require', BECOME_USER_JS] : [];
   const becomeEnv = become ? { TEST_BECOME_UID: String(become.uid), TEST_BECOME_GID: String(become.gid) } : {};
-  const command = [process.execPath, ...NODE_FLAGS, ...preload, MAIN_JS];
+  const command = [...(options.execThrough ?? []), process.execPath, ...NODE_FLAGS, ...preload, options.mainJs ?? MAIN_JS];
   const limited =
     options.descriptorLimit === undefined
       ? command
