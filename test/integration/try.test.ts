@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -13,6 +13,7 @@ import { after, describe, test } from 'node:test';
 const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const BIN_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'bin.js');
 const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
+const REPO = path.join(__dirname, '..', '..', '..');
 
 interface Ran {
   readonly code: number | null;
@@ -21,9 +22,14 @@ interface Ran {
 }
 
 /** Only PATH from the test's environment: no SSE_* variable of the runner changes the limits. */
-function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS]): Promise<Ran> {
-  const child = spawn(process.execPath, [...entry, ...args], {
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
+function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS], cwd?: string): Promise<Ran> {
+  return runCommand(process.execPath, [...entry, ...args], cwd);
+}
+
+function runCommand(command: string, args: readonly string[], cwd?: string): Promise<Ran> {
+  const child = spawn(command, args, {
+    cwd,
+    env: { PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env['PATH'] ?? '/usr/bin:/bin'}` },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -153,4 +159,42 @@ describe('npm run try', () => {
     const ran = await run(['try', 'args[0] + 1', '41'], [BIN_JS]);
     assert.deepEqual(ran, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
   });
+
+  /**
+   * In a copy of the checkout without dist, as after a clone or a pull: the runs started together
+   * share one build (the others wait for it), a run on a current dist builds nothing, and a changed
+   * source is built again. Before, each run deleted and rebuilt dist, and the runs broke each other.
+   */
+  test('npm run try: two runs at once share one build; a current dist is not rebuilt', async () => {
+    const copy = mkdtempSync(path.join(tmpdir(), 'sse-try-checkout-'));
+    try {
+      for (const entry of ['src', 'workers', 'proto', 'scripts', 'tsconfig.json', 'package.json', 'package-lock.json'])
+        cpSync(path.join(REPO, entry), path.join(copy, entry), { recursive: true });
+      symlinkSync(path.join(REPO, 'node_modules'), path.join(copy, 'node_modules'));
+      const npmTry = (value: string): Promise<Ran> => runCommand('npm', ['run', '-s', 'try', '--', 'args[0] + 1', value], copy);
+      const both = await Promise.all([npmTry('1'), npmTry('2')]);
+      assert.deepEqual(
+        both.map((ran) => [ran.code, ran.stdout]),
+        [
+          [0, table('ScriptEval', '----------', '2')],
+          [0, table('ScriptEval', '----------', '3')],
+        ],
+        both.map((ran) => ran.stderr).join('\n'),
+      );
+      assert.equal(both.filter((ran) => /building dist/.test(ran.stderr)).length, 1, 'one of the two built, the other waited');
+      const stamp = path.join(copy, 'dist', '.build-stamp');
+      const builtMs = statSync(stamp).mtimeMs;
+      const again = await npmTry('41');
+      assert.deepEqual(again, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
+      assert.equal(statSync(stamp).mtimeMs, builtMs, 'a current dist is not built again');
+      const edited = path.join(copy, 'src', 'cli', 'output.ts');
+      utimesSync(edited, new Date(builtMs + 60_000), new Date(builtMs + 60_000));
+      const afterEdit = await npmTry('1');
+      assert.equal(afterEdit.code, 0, afterEdit.stderr);
+      assert.match(afterEdit.stderr, /building dist/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
 });
+
