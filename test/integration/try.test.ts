@@ -197,4 +197,3 @@ describe('npm run try', () => {
     }
   });
 });
-
