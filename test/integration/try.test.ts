@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -118,8 +118,18 @@ describe('npm run try', () => {
 
   test('a table return (LOAD … EXTENSION): objects become named columns, arrays Field1…N', async () => {
     const objects = await ok(['({ id: args[0], square: args[0] * args[0], name: "n" + args[0] })', '1', '2']);
-    assert.equal(objects, table('id  square  name', '--  ------  ----', '1   1       n1', '2   4       n2'));
-    assert.equal(await ok(['--format', 'csv', '[args[0], "x,y"]', '1']), 'Field1,Field2\r\n1,"x,y"\r\n');
+    assert.equal(
+      objects,
+      table(
+        'id       square   name',
+        'NUMERIC  NUMERIC  STRING',
+        '-------  -------  ------',
+        '1        1        n1',
+        '2        4        n2',
+      ),
+    );
+    const csv = await run(['--format', 'csv', '[args[0], "x,y"]', '1']);
+    assert.deepEqual(csv, { code: 0, stdout: 'Field1,Field2\r\n1,"x,y"\r\n', stderr: 'note: field types Field1 NUMERIC, Field2 STRING\n' });
   });
 
   test('a script error: the gRPC status name and the plugin message, exit code 1', async () => {
@@ -158,6 +168,76 @@ describe('npm run try', () => {
   test('the package command (npx qlik-sse-js try) starts Node with the flags the sandbox needs', async () => {
     const ran = await run(['try', 'args[0] + 1', '41'], [BIN_JS]);
     assert.deepEqual(ran, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
+  });
+
+  test('a plugin function by name (--function, the starter library by default), constants beside the values', async () => {
+    assert.equal(await ok(['--function', 'Median', '1', '9', '3']), table('Median', '------', '3'));
+    assert.equal(
+      await ok(['--function', 'padleft', '7', '42', '--const', '5', '--const', '0']),
+      table('PadLeft', '-------', '00007', '00042'),
+    );
+    const wrong = await run(['--function', 'Percentile', '1', '2']);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /^try: Percentile\(values number, p number\) takes 2 parameter\(s\), but 1 were given/);
+    const unknown = await run(['--function', 'Mediam', '1']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /--function Mediam: .* has no such function; it has .*Median, PadLeft/);
+  });
+
+  test('a plugin function from a functions folder of its own (--functions)', async () => {
+    const functions = path.join(dir, 'functions');
+    mkdirSync(functions, { recursive: true });
+    writeFileSync(
+      path.join(functions, 'mine.js'),
+      "exports.Twice = { kind: 'row', params: { x: 'number' }, returns: 'number', run(x) { return 2 * x; } };\n",
+    );
+    assert.equal(await ok(['--function', 'Twice', '--functions', functions, '4', '5']), table('Twice', '-----', '8', '10'));
+  });
+
+  test("a ';'-separated CSV is sniffed; --group-by gives one aggregation per value, in first-seen order", async () => {
+    const file = path.join(dir, 'regions.csv');
+    writeFileSync(file, 'Region;Sales;Note\nSouth;5;a\nNorth;10;b\nSouth;7;c\nNorth;30;d\nEast;1;e\n');
+    const sums = await ok([
+      '--csv',
+      file,
+      '--columns',
+      'Sales',
+      '--group-by',
+      'Region',
+      '--fn',
+      'ScriptAggr',
+      'Sales.reduce((a, b) => a + b, 0)',
+    ]);
+    assert.equal(sums, table('Region  ScriptAggr', '------  ----------', 'South   12', 'North   40', 'East    1'));
+    const p90 = await ok(['--csv', file, '--columns', 'Sales', '--const', '0.5', '--group-by', 'Region', '--function', 'Percentile']);
+    assert.equal(p90, table('Region  Percentile', '------  ----------', 'South   6', 'North   20', 'East    1'));
+    const perRow = await run(['--csv', file, '--columns', 'Sales', '--group-by', 'Region', 'Sales']);
+    assert.equal(perRow.code, 2);
+    assert.match(perRow.stderr, /--group-by is for aggregations/);
+  });
+
+  test('--delimiter overrides the sniffing', async () => {
+    const file = path.join(dir, 'tie.csv');
+    writeFileSync(file, 'a;b,c\n1;2,5\n');
+    assert.equal(
+      await ok(['--csv', file, '--delimiter', ';', '--fn', 'ScriptEvalStr', 'Object.keys({a, b: args[1]}) + "|" + args[1]']),
+      table('ScriptEvalStr', '-------------', 'a,b|2,5'),
+    );
+  });
+
+  test('a function body without return: a note on stderr beside the (null) result', async () => {
+    const ran = await run(['const doubled = args[0] * 2;', '1']);
+    assert.deepEqual(ran, {
+      code: 0,
+      stdout: table('ScriptEval', '----------', '-'),
+      stderr: 'note: the script is a function body without a return statement: every row gives a Qlik null\n',
+    });
+  });
+
+  test('a syntax error names the line and column of the script', async () => {
+    const ran = await run(['args[0] *', '1']);
+    assert.equal(ran.code, 1);
+    assert.match(ran.stderr, /^INVALID_ARGUMENT: SyntaxError: Unexpected end of the script at line 1, column 10 /);
   });
 
   /**
