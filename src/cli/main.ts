@@ -23,11 +23,11 @@ import { lacksReturn } from '../calls/missing-return';
 import { FunctionType } from '../contract/task';
 import { statusName } from '../grpc/status';
 import { type Config, ConfigError, loadConfig } from '../ops/config';
+import { createLogger } from '../ops/log';
 import { type CallShape, functionShape, scriptShape } from './call-shape';
-import { ConsoleCapture, renderConsole } from './console-capture';
 import { type CallInput, callInput, readValues, type ValueColumns } from './input';
 import { FLAG_OF_VARIABLE, parseTryArgs, type TryOptions, USAGE, UsageError } from './options';
-import { groupedTable, isNoStore, type ResultTable, render, resultTable, safeText } from './output';
+import { groupedTable, isNoStore, type ResultTable, render, resultTable, safeText, tryLogDestination } from './output';
 import { type CallResult, QlikClient } from './qlik-client';
 
 const EXIT_CALL_FAILED = 1;
@@ -73,8 +73,7 @@ async function run(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const { options, config } = prepared;
-  const capture = new ConsoleCapture();
-  const session = await openPlugin(config, capture);
+  const session = await openPlugin(config);
   let outcome: Outcome;
   try {
     outcome = await callAll(session.client, prepared);
@@ -83,7 +82,6 @@ async function run(argv: readonly string[]): Promise<number> {
   } finally {
     await session.stop();
   }
-  process.stderr.write(renderConsole(capture.lines));
   return report(outcome, options);
 }
 
@@ -132,7 +130,7 @@ function tryConfig(options: TryOptions): Config {
       SSE_PORT: '0',
       SSE_HOST: '127.0.0.1',
       SSE_WORKERS: '1',
-      // info: a script's console lines are logged at info (src/cli/console-capture.ts keeps only those and errors).
+      // info: a script's console lines are logged at info (tryLogDestination prints only those and errors).
       SSE_LOG_LEVEL: 'info',
     });
   } catch (error) {
@@ -145,9 +143,12 @@ function tryConfig(options: TryOptions): Config {
   }
 }
 
-/** The plugin started inside this command; its log goes to the capture (console lines kept, errors to stderr). */
-async function openPlugin(config: Config, capture: ConsoleCapture): Promise<PluginSession> {
-  const plugin = await startPlugin(config, capture.logger);
+/**
+ * The plugin started inside this command. The script's console lines and the plugin's errors go to
+ * stderr: stdout holds nothing but the result.
+ */
+async function openPlugin(config: Config): Promise<PluginSession> {
+  const plugin = await startPlugin(config, createLogger('info', tryLogDestination(process.stderr), 'json'));
   const client = new QlikClient(`127.0.0.1:${plugin.port}`);
   return {
     client,
