@@ -113,11 +113,26 @@ function build() {
     if (tsc.status !== 0) throw new Error('the build failed (see above); fix it and run again');
     fs.chmodSync(path.join(staging, 'src', 'cli', 'bin.js'), 0o755);
     moveInto(staging, DIST);
+    runStepsAfterTsc();
     fs.writeFileSync(STAMP, '');
     // The build's time is when it read the sources: an edit made while it ran makes it stale again.
     fs.utimesSync(STAMP, startedMs / 1000, startedMs / 1000);
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What `npm run build` does after tsc (`tsc -p tsconfig.json && step && …`), such as bundling the
+ * scripts' libraries into dist, runs here too, on dist, under the lock: one build script to keep.
+ */
+function runStepsAfterTsc() {
+  const build = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).scripts.build;
+  const [compile, ...steps] = build.split('&&').map((step) => step.trim());
+  if (compile !== 'tsc -p tsconfig.json') throw new Error(`package.json's build script should start with tsc -p tsconfig.json: ${build}`);
+  for (const step of steps) {
+    const ran = spawnSync(step, { cwd: ROOT, shell: true, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (ran.status !== 0) throw new Error(`the build step ${step} failed (see above)`);
   }
 }
 
