@@ -45,6 +45,19 @@ describe('syntax errors name the line and column in the author script', () => {
     assert.match(await compileError('Math.max(args[0], 1))'), /^SyntaxError: Unexpected token '\)' at line 1, column 21$/);
   });
 
+  it('a body begun with a declaration that ends too early: its end, taken as a body', async () => {
+    assert.match(
+      await compileError('const x = args[0] +'),
+      /^SyntaxError: Unexpected end of the script at line 1, column 20 \(the script ends inside a statement/,
+    );
+  });
+
+  it("V8's own message where it says more than the wrapper's bracket (an unterminated template)", async () => {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the script is an unterminated template literal
+    const details = await compileError('`total: ${args[0]}');
+    assert.match(details, /^SyntaxError: Unexpected end of input at line 1, column 19 \(the expression is incomplete/);
+  });
+
   it('a statement where an expression is expected: a hint to use ?: or a body with return', async () => {
     const details = await compileError('if (Sales > 0) 1 else 2');
     assert.match(details, /^SyntaxError: Unexpected token 'if' at line 1, column 1 \('if' begins a statement, .*c \? a : b.*return/);

@@ -27,20 +27,27 @@ function expressionText(text: string): string {
 }
 
 /**
- * The error of the form the text looks like (a text with `;` or `return` is taken for a body), with
+ * The error of the form the text looks like (a text with `;`, `return` or a leading declaration is a body), with
  * its position in the author's text and a hint. When that form's error is only that the text ended
  * too early and the other form's lies inside the text (`args[0] )`), the other one says more.
  */
 export function scriptSyntaxError(text: string, expressionError: unknown, bodyError: unknown): PluginError {
   const expression = located(text, 'expression', expressionError);
   const body = located(text, 'body', bodyError);
-  const [first, second] = /;|\breturn\b/.test(expressionText(text)) ? [body, expression] : [expression, body];
-  const chosen = first.where?.pastEnd === true && second.where?.pastEnd === false ? second : first;
+  const [first, second] = looksLikeBody(text) ? [body, expression] : [expression, body];
+  const chosen = first === expression && first.where?.pastEnd === true && second.where?.pastEnd === false ? second : first;
   if (chosen.where === undefined) return new PluginError('INVALID_ARGUMENT', syntaxText(chosen.message));
   const { line, column, pastEnd } = chosen.where;
-  const said = pastEnd ? 'Unexpected end of the script' : chosen.message;
+  // V8 stopped on the wrapper's `)` or `}`: the author's text ended early. Its other messages
+  // ("Unterminated template literal") say more than that.
+  const said = pastEnd && /^(Unexpected token|missing \) )/.test(chosen.message) ? 'Unexpected end of the script' : chosen.message;
   const hint = hintFor(chosen.message, text, chosen.form, pastEnd);
   return new PluginError('INVALID_ARGUMENT', `${syntaxText(said)} at line ${line}, column ${column}${hint ? ` (${hint})` : ''}`);
+}
+
+/** A `;`, a `return`, or a declaration first (`const x = args[0] +`): the author meant a function body. */
+function looksLikeBody(text: string): boolean {
+  return /;|\breturn\b/.test(expressionText(text)) || /^\s*(const|let|var|function|class)\b/.test(text);
 }
 
 interface Located {
@@ -70,10 +77,11 @@ interface Position {
 }
 
 /** line and column are 1-based, as V8 gives them; the author's text starts at line 1, column 1. */
-function authorPosition(text: string, line: number, column: number): Position {
+function authorPosition(text: string, line: number, column: number): Position | undefined {
   const lines = text.split('\n');
   const last = lines.length;
-  if (line >= 1 && line <= last && column <= (lines[line - 1]?.length ?? 0) + 1) return { line, column, pastEnd: false };
+  if (line < 1) return undefined; // in the wrapper's head: no position of the author's to give
+  if (line <= last && column <= (lines[line - 1]?.length ?? 0) + 1) return { line, column, pastEnd: false };
   return { line: last, column: (lines[last - 1]?.length ?? 0) + 1, pastEnd: true };
 }
 
@@ -89,6 +97,6 @@ function hintFor(message: string, text: string, form: ScriptForm, pastEnd: boole
   if (pastEnd)
     return form === 'expression'
       ? 'the expression is incomplete: an operator, a bracket or a quote is not closed'
-      : 'a bracket, a brace or a quote is not closed';
+      : 'the script ends inside a statement or an expression: an operator, a bracket, a brace or a quote is not closed';
   return undefined;
 }
