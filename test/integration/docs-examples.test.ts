@@ -1,6 +1,6 @@
 /**
  * Every example in the authors' manual (docs/scripts.md) and in the README runs, and gives what the
- * test expects: the code blocks are read from the markdown here, so an edit that breaks an example
+ * test expects: the code blocks and the `code` spans of the prose are read from the markdown here, so an edit that breaks an example
  * fails the suite, and a new or changed example fails until its expected result is written below.
  *
  * A Qlik expression (`JS.ScriptEval('…', Sum(Sales), Cost)`) is called as Qlik calls it, over the
@@ -39,11 +39,16 @@ const SAMPLE: Readonly<Record<string, readonly string[]>> = {
   Code: ['12', '345', '7'],
   Amount: ['100', '7', ''],
   Email: ['Ada@Example.COM', '', 'nobody'],
-  Payload: ['{"customer":{"name":"Ada"}}', '{}', 'not json'],
+  Payload: ['{"customer":{"name":"Ada","tags":["new","vip"]},"items":[{"qty":3}]}', '{}', 'not json'],
+  Factor: ['2', '3', '1'],
+  CustomerNo: ['4711', '12', ''],
+  Subject: ['Order 12 shipped', 'order confirmation', 'Re: order'],
+  Ref: ['SE-1234', 'none', 'DE-7'],
+  CrmName: ['Ada ', 'Grace H', 'linus'],
   id: ['1', '2', '3'],
   line: ['a,b', 'c', ''],
   ProductName: ['Crème Brûlée, 2 pers.', 'Tea', ''],
-  OrderDate: ['24.12.2023', '01.02.2024', '31.02.2024'],
+  OrderDate: ['24.12.2023', '01.02.2024 18:00', '31.02.2024'],
   Month: ['1', '2', '3'],
   MonthNo: ['1', '2', '3'],
   DeDate: ['15.01.2024', '01.03.2024', 'kein Datum'],
@@ -128,7 +133,23 @@ const EXPECTED: Readonly<Record<string, Expected>> = {
   ],
   'JS.Slugify(ProductName)': ['creme-brulee-2-pers', 'tea', ''],
   'JS.Median(Sales)': ['75'],
-  "JS.ParseDate(OrderDate, 'DD.MM.YYYY')": ['45284', '45323', null],
+  // A text with more than the format (a time) is no date of that format.
+  "JS.ParseDate(OrderDate, 'DD.MM.YYYY')": ['45284', null, null],
+  "JS.ParseDate(OrderDate, 'DD.MM.YYYY hh:mm')": [null, '45323.75', null],
+  "JS.ScriptEvalEx('SN', 'args[0].length * args[1]', Name, Factor)": ['6', '15', '5'],
+  "JS.ScriptEval('args[0] * 2', Source{Sales})": ['200', '100', null],
+  "JS.ScriptEval('Sales - Cost', Sales, Cost)": ['60', '-10', null],
+  "JS.ScriptEval('(Sales - Cost) / Sales', Sum(Sales) as Sales, Sum(Cost) as Cost)": ['0.6', '-0.2', null],
+  'JS.Slugify(Name)': ['ada', 'grace', 'linus'],
+  "JS.Slugify('Crème Brûlée, 2 pers.')": ['creme-brulee-2-pers', 'creme-brulee-2-pers', 'creme-brulee-2-pers'],
+  "JS.PadLeft(CustomerNo, 8, '0')": ['00004711', '00000012', '00000000'],
+  "JS.PadRight(Code, 6, '.')": ['12....', '345...', '7.....'],
+  "JS.RegexMatch(Subject, '^order\\s')": ['1', '1', '0'],
+  "JS.RegexExtract(Ref, '([A-Z]{2})-(\\d+)', 2)": ['1234', '', '7'],
+  'JS.Levenshtein(Name, CrmName)': ['2', '3', '1'],
+  'JS.FuzzyMatch(Name, CrmName)': ['1', '0.7142857142857143', '1'],
+  "JS.JsonField(Payload, 'customer.tags[1]')": ['vip', '', ''],
+  "JS.JsonNumber(Payload, 'items[0].qty')": ['3', null, null],
   'JS.Percentile(Sales, 0.9)': ['95'],
 };
 
@@ -283,19 +304,27 @@ function exampleCall(manual: string, line: string, call: { name: string; args: s
  * on the mistake's expected result.
  */
 function examples(): { manual: string; line: string; text: string; call: ExampleCall }[] {
-  return MANUALS.flatMap((manual) =>
-    codeBlocks(readFileSync(path.join(REPO, manual), 'utf8')).flatMap((lines) =>
-      lines.flatMap((line, i) => {
-        const wrong = /^\s*\/\/\s*wrong\b/i.test(lines[i - 1] ?? '');
-        return qlikCalls(line).map((call) => ({
-          manual,
-          line,
-          text: `${wrong ? 'wrong: ' : ''}${call.text}`,
-          call: exampleCall(manual, line, call),
-        }));
-      }),
-    ),
-  );
+  return MANUALS.flatMap((manual) => {
+    const markdown = readFileSync(path.join(REPO, manual), 'utf8');
+    const inBlocks = codeBlocks(markdown).flatMap((lines) =>
+      lines.map((line, i) => ({ line, wrong: /^\s*\/\/\s*wrong\b/i.test(lines[i - 1] ?? '') })),
+    );
+    const all = [...inBlocks, ...inlineCode(markdown).map((line) => ({ line, wrong: false }))];
+    return all.flatMap(({ line, wrong }) =>
+      qlikCalls(line).map((call) => ({
+        manual,
+        line,
+        text: `${wrong ? 'wrong: ' : ''}${call.text}`,
+        call: exampleCall(manual, line, call),
+      })),
+    );
+  });
+}
+
+/** The `code` spans of the prose (outside the code blocks) that hold a complete Qlik call; `…` marks a placeholder. */
+function inlineCode(markdown: string): string[] {
+  const prose = markdown.replace(/^```[^\n]*\n[\s\S]*?^```$/gm, '');
+  return [...prose.matchAll(/`([^`\n]*\bJS\.[^`\n]*)`/g)].map((match) => match[1] ?? '').filter((span) => !span.includes('…'));
 }
 
 function tryLines(): { manual: string; line: string; args: string[] }[] {
