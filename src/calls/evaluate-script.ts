@@ -47,15 +47,17 @@ export interface PreparedCall extends ScriptCall {
   readonly logFields?: Readonly<Record<string, unknown>>;
   readonly contextKey?: string;
   readonly scriptHash?: string;
+  /** A script whose body has no return statement: said in the log at debug. */
+  readonly lacksReturn?: boolean;
 }
 
 export function evaluateScript(deps: HandlerDeps): (call: Call) => void {
   const { config } = deps;
-  const scripts = new PreparedScripts(config.maxScriptBytes);
+  const scripts = new PreparedScripts(config.maxScriptBytes, deps.logger.isLevelEnabled('debug'));
   return runCall(deps, 'EvaluateScript', (call) => {
     if (!config.allowScript) throw new PluginError('PERMISSION_DENIED', 'scripts are disabled on this plugin (SSE_ALLOW_SCRIPT=false)');
     const prepared = scripts.prepare(call.metadata);
-    return { ...prepared.call, contextKey: prepared.contextKey, scriptHash: prepared.scriptHash };
+    return { ...prepared.call, contextKey: prepared.contextKey, scriptHash: prepared.scriptHash, lacksReturn: prepared.lacksReturn };
   });
 }
 
@@ -75,6 +77,11 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
       account.hold(openCallBytes(call.metadata));
       scriptCall = prepare(call);
+      if (scriptCall.lacksReturn === true)
+        logger.debug(
+          { requestId, scriptHash: scriptCall.scriptHash },
+          'the script is a function body without a return statement: every row gives a Qlik null',
+        );
       if (pool.saturated) {
         metrics.busyRefusals.inc();
         throw busyError(config.maxQueue);

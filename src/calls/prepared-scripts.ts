@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import type { Metadata } from '@grpc/grpc-js';
 
 import { contextKey } from './context-key';
+import { lacksReturn } from './missing-return';
 import { COMMON_HEADER, readScriptCall, SCRIPT_HEADER, type ScriptCall } from './request-header';
 
 export interface PreparedScript {
@@ -24,6 +25,8 @@ export interface PreparedScript {
   readonly contextKey: string;
   /** The first 16 hex digits of the script's SHA-256, for the call's log line. */
   readonly scriptHash: string;
+  /** A function body without `return` (src/calls/missing-return.ts); checked only when asked, for the debug log. */
+  readonly lacksReturn: boolean;
 }
 
 const MAX_ENTRIES = 256;
@@ -36,7 +39,11 @@ export function scriptHash(script: string): string {
 export class PreparedScripts {
   private readonly entries = new Map<string, PreparedScript>();
 
-  constructor(private readonly maxScriptBytes: number) {}
+  constructor(
+    private readonly maxScriptBytes: number,
+    /** Parse each new script with acorn to tell a body without return (only when the debug log is on). */
+    private readonly checkReturn = false,
+  ) {}
 
   get size(): number {
     return this.entries.size;
@@ -56,6 +63,7 @@ export class PreparedScripts {
       call,
       contextKey: contextKey(call.common, call.spec),
       scriptHash: scriptHash(call.spec.script),
+      lacksReturn: this.checkReturn && lacksReturn(call.spec.script),
     });
     if (key !== undefined) {
       this.entries.set(key, prepared);

@@ -2,8 +2,9 @@
  * Prints the reply of one call the way an app author reads it: one line per result row, with the
  * column names Qlik would get. A table result (LOAD … EXTENSION) names its fields in the
  * `qlik-tabledescription-bin` header, so its columns are read from there, exactly as Qlik reads them;
- * any other result is one column named after the function. A Qlik null prints as `-` in the table
- * (as Qlik's own tables show it) and as an empty field in CSV.
+ * any other result is one column named after the function. A table's field types (NUMERIC, STRING,
+ * DUAL, decided from every row) print under its names, since they decide how Qlik shows a field. A
+ * Qlik null prints as `-` in the table (as Qlik's own tables show it) and as an empty field in CSV.
  */
 
 import { DataType } from '../contract/task';
@@ -20,8 +21,16 @@ export type OutputFormat = 'table' | 'csv';
 /** Cells as text; null is a Qlik null. */
 export interface ResultTable {
   readonly columns: readonly string[];
+  /** A table result's field types, as its description names them; undefined for one value per row. */
+  readonly fieldTypes?: readonly string[] | undefined;
   readonly rows: readonly (readonly (string | null)[])[];
 }
+
+const TYPE_NAMES: Readonly<Record<number, string>> = {
+  [DataType.STRING]: 'STRING',
+  [DataType.NUMERIC]: 'NUMERIC',
+  [DataType.DUAL]: 'DUAL',
+};
 
 interface Field {
   readonly name: string;
@@ -29,9 +38,20 @@ interface Field {
 }
 
 export function resultTable(result: CallResult, functionName: string, returnType: DataType): ResultTable {
-  const fields = tableFields(result) ?? [{ name: functionName, dataType: returnType }];
+  const described = tableFields(result);
+  const fields = described ?? [{ name: functionName, dataType: returnType }];
   const rows = result.rows.map((duals) => fields.map((field, i) => cellText(duals[i], field.dataType)));
-  return { columns: fields.map((field) => field.name), rows };
+  const fieldTypes = described?.map((field) => TYPE_NAMES[field.dataType] ?? String(field.dataType));
+  return { columns: fields.map((field) => field.name), fieldTypes, rows };
+}
+
+/** One row per group of an aggregation: the group's value, then the result, as a chart with that dimension shows it. */
+export function groupedTable(groupColumn: string, results: readonly { group: string; table: ResultTable }[]): ResultTable {
+  const first = results[0]?.table;
+  return {
+    columns: [groupColumn, ...(first?.columns ?? [])],
+    rows: results.flatMap(({ group, table }) => table.rows.map((row) => [group, ...row])),
+  };
 }
 
 /** Qlik caches results unless told not to; a script that read the clock or Math.random tells it. */
@@ -71,14 +91,15 @@ function renderCsv(table: ResultTable): string {
 function renderTable(table: ResultTable): string {
   const rows = table.rows.map((row) => row.map((cell) => oneLine(cell ?? NULL_IN_TABLE)));
   const header = table.columns.map(oneLine);
-  const widths = header.map((name, i) => Math.max(name.length, ...rows.map((row) => row[i]?.length ?? 0)));
+  const heads = table.fieldTypes === undefined ? [header] : [header, table.fieldTypes.map(oneLine)];
+  const widths = header.map((_, i) => Math.max(...[...heads, ...rows].map((row) => row[i]?.length ?? 0)));
   const line = (cells: readonly string[]): string =>
     cells
       .map((cell, i) => cell.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
   const rule = widths.map((width) => '-'.repeat(width)).join('  ');
-  return `${[line(header), rule, ...rows.map(line)].join('\n')}\n`;
+  return `${[...heads.map(line), rule, ...rows.map(line)].join('\n')}\n`;
 }
 
 /**
@@ -101,4 +122,30 @@ export function safeText(text: string): string {
 /** RFC 4180 quoting: only fields holding a quote, comma or line break are quoted. */
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+/** pino's number for `error`: the plugin's own lines at or above it still reach the author. */
+const PINO_ERROR = 50;
+
+/**
+ * Where `try` sends the plugin's log: the script's console lines printed as `console.log: …` (or
+ * `console.warn: …` for warn and error) on stderr, beside the results on stdout; of the plugin's own
+ * lines only errors, as before. It reads the JSON lines the plugin writes (src/calls/call-console.ts).
+ */
+export function tryLogDestination(stderr: { write(text: string): unknown }): { write(line: string): void } {
+  return {
+    write(line: string): void {
+      let fields: { source?: unknown; level?: unknown; msg?: unknown };
+      try {
+        fields = JSON.parse(line) as typeof fields;
+      } catch {
+        return void stderr.write(line);
+      }
+      if (fields.source === 'console')
+        stderr.write(
+          `console.${typeof fields.level === 'number' && fields.level >= 40 ? 'warn' : 'log'}: ${safeText(String(fields.msg))}\n`,
+        );
+      else if (typeof fields.level === 'number' && fields.level >= PINO_ERROR) stderr.write(line);
+    },
+  };
 }

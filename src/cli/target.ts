@@ -14,7 +14,7 @@ import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { type CallResult, QlikClient, type ScriptCallOptions } from './qlik-client';
+import { QlikClient } from './qlik-client';
 
 /** The engine's side of Qlik's guide: the plugin's root and the client pair. */
 export const CLIENT_FILES = { root: 'root_cert.pem', cert: 'sse_client_cert.pem', key: 'sse_client_key.pem' } as const;
@@ -174,14 +174,8 @@ function credentials(files: ClientFiles | undefined): grpc.ChannelCredentials {
   return grpc.credentials.createSsl(files.root, files.key ?? null, files.cert ?? null);
 }
 
-export interface TargetReport {
-  /** What GetCapabilities said, for a line on stderr. */
-  readonly capabilities: Record<string, unknown>;
-  readonly result: CallResult;
-}
-
-/** GetCapabilities, then the script, on one connection as the engine does. */
-export async function callTarget(target: Target, call: ScriptCallOptions): Promise<TargetReport> {
+/** A connection to the target, checked first so that a failure names its cause, and what GetCapabilities said. */
+export async function connectTarget(target: Target): Promise<{ client: QlikClient; capabilities: Record<string, unknown> }> {
   const files = target.tlsDir === undefined ? undefined : readClientFiles(target.tlsDir);
   await probe(target, files);
   // grpc-js sets the TLS ServerName to the address when the target is one, and Node warns about it
@@ -192,9 +186,10 @@ export async function callTarget(target: Target, call: ScriptCallOptions): Promi
     const capabilities = await client.getCapabilities().catch((error: grpc.ServiceError) => {
       throw new TargetError(`GetCapabilities failed on ${where(target)}: ${grpc.status[error.code]} ${error.details}`);
     });
-    return { capabilities, result: await client.evaluate(call) };
-  } finally {
+    return { client, capabilities };
+  } catch (error) {
     client.close();
+    throw error;
   }
 }
 

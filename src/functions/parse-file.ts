@@ -176,7 +176,7 @@ function deepestNode(root: AnyNode): AnyNode | undefined {
   return undefined;
 }
 
-function childrenOf(node: AnyNode): AnyNode[] {
+export function childrenOf(node: AnyNode): AnyNode[] {
   const children: AnyNode[] = [];
   for (const value of Object.values(node)) {
     if (Array.isArray(value)) {

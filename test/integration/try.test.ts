@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -13,6 +13,7 @@ import { after, describe, test } from 'node:test';
 const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const BIN_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'bin.js');
 const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
+const REPO = path.join(__dirname, '..', '..', '..');
 
 interface Ran {
   readonly code: number | null;
@@ -21,9 +22,14 @@ interface Ran {
 }
 
 /** Only PATH from the test's environment: no SSE_* variable of the runner changes the limits. */
-function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS]): Promise<Ran> {
-  const child = spawn(process.execPath, [...entry, ...args], {
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
+function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS], cwd?: string): Promise<Ran> {
+  return runCommand(process.execPath, [...entry, ...args], cwd);
+}
+
+function runCommand(command: string, args: readonly string[], cwd?: string): Promise<Ran> {
+  const child = spawn(command, args, {
+    cwd,
+    env: { PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env['PATH'] ?? '/usr/bin:/bin'}` },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -112,8 +118,18 @@ describe('npm run try', () => {
 
   test('a table return (LOAD … EXTENSION): objects become named columns, arrays Field1…N', async () => {
     const objects = await ok(['({ id: args[0], square: args[0] * args[0], name: "n" + args[0] })', '1', '2']);
-    assert.equal(objects, table('id  square  name', '--  ------  ----', '1   1       n1', '2   4       n2'));
-    assert.equal(await ok(['--format', 'csv', '[args[0], "x,y"]', '1']), 'Field1,Field2\r\n1,"x,y"\r\n');
+    assert.equal(
+      objects,
+      table(
+        'id       square   name',
+        'NUMERIC  NUMERIC  STRING',
+        '-------  -------  ------',
+        '1        1        n1',
+        '2        4        n2',
+      ),
+    );
+    const csv = await run(['--format', 'csv', '[args[0], "x,y"]', '1']);
+    assert.deepEqual(csv, { code: 0, stdout: 'Field1,Field2\r\n1,"x,y"\r\n', stderr: 'note: field types Field1 NUMERIC, Field2 STRING\n' });
   });
 
   test('a script error: the gRPC status name and the plugin message, exit code 1', async () => {
@@ -152,5 +168,112 @@ describe('npm run try', () => {
   test('the package command (npx qlik-sse-js try) starts Node with the flags the sandbox needs', async () => {
     const ran = await run(['try', 'args[0] + 1', '41'], [BIN_JS]);
     assert.deepEqual(ran, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
+  });
+
+  test('a plugin function by name (--function, the starter library by default), constants beside the values', async () => {
+    assert.equal(await ok(['--function', 'Median', '1', '9', '3']), table('Median', '------', '3'));
+    assert.equal(
+      await ok(['--function', 'padleft', '7', '42', '--const', '5', '--const', '0']),
+      table('PadLeft', '-------', '00007', '00042'),
+    );
+    const wrong = await run(['--function', 'Percentile', '1', '2']);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /^try: Percentile\(values number, p number\) takes 2 parameter\(s\), but 1 were given/);
+    const unknown = await run(['--function', 'Mediam', '1']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /--function Mediam: .* has no such function; it has .*Median, PadLeft/);
+  });
+
+  test('a plugin function from a functions folder of its own (--functions)', async () => {
+    const functions = path.join(dir, 'functions');
+    mkdirSync(functions, { recursive: true });
+    writeFileSync(
+      path.join(functions, 'mine.js'),
+      "exports.Twice = { kind: 'row', params: { x: 'number' }, returns: 'number', run(x) { return 2 * x; } };\n",
+    );
+    assert.equal(await ok(['--function', 'Twice', '--functions', functions, '4', '5']), table('Twice', '-----', '8', '10'));
+  });
+
+  test("a ';'-separated CSV is sniffed; --group-by gives one aggregation per value, in first-seen order", async () => {
+    const file = path.join(dir, 'regions.csv');
+    writeFileSync(file, 'Region;Sales;Note\nSouth;5;a\nNorth;10;b\nSouth;7;c\nNorth;30;d\nEast;1;e\n');
+    const sums = await ok([
+      '--csv',
+      file,
+      '--columns',
+      'Sales',
+      '--group-by',
+      'Region',
+      '--fn',
+      'ScriptAggr',
+      'Sales.reduce((a, b) => a + b, 0)',
+    ]);
+    assert.equal(sums, table('Region  ScriptAggr', '------  ----------', 'South   12', 'North   40', 'East    1'));
+    const p90 = await ok(['--csv', file, '--columns', 'Sales', '--const', '0.5', '--group-by', 'Region', '--function', 'Percentile']);
+    assert.equal(p90, table('Region  Percentile', '------  ----------', 'South   6', 'North   20', 'East    1'));
+    const perRow = await run(['--csv', file, '--columns', 'Sales', '--group-by', 'Region', 'Sales']);
+    assert.equal(perRow.code, 2);
+    assert.match(perRow.stderr, /--group-by is for aggregations/);
+  });
+
+  test('--delimiter overrides the sniffing', async () => {
+    const file = path.join(dir, 'tie.csv');
+    writeFileSync(file, 'a;b,c\n1;2,5\n');
+    assert.equal(
+      await ok(['--csv', file, '--delimiter', ';', '--fn', 'ScriptEvalStr', 'Object.keys({a, b: args[1]}) + "|" + args[1]']),
+      table('ScriptEvalStr', '-------------', 'a,b|2,5'),
+    );
+  });
+
+  test('a function body without return: a note on stderr beside the (null) result', async () => {
+    const ran = await run(['const doubled = args[0] * 2;', '1']);
+    assert.deepEqual(ran, {
+      code: 0,
+      stdout: table('ScriptEval', '----------', '-'),
+      stderr: 'note: the script is a function body without a return statement: every row gives a Qlik null\n',
+    });
+  });
+
+  test('a syntax error names the line and column of the script', async () => {
+    const ran = await run(['args[0] *', '1']);
+    assert.equal(ran.code, 1);
+    assert.match(ran.stderr, /^INVALID_ARGUMENT: SyntaxError: Unexpected end of the script at line 1, column 10 /);
+  });
+
+  /**
+   * In a copy of the checkout without dist, as after a clone or a pull: the runs started together
+   * share one build (the others wait for it), a run on a current dist builds nothing, and a changed
+   * source is built again. Before, each run deleted and rebuilt dist, and the runs broke each other.
+   */
+  test('npm run try: two runs at once share one build; a current dist is not rebuilt', async () => {
+    const copy = mkdtempSync(path.join(tmpdir(), 'sse-try-checkout-'));
+    try {
+      for (const entry of ['src', 'workers', 'proto', 'scripts', 'tsconfig.json', 'package.json', 'package-lock.json'])
+        cpSync(path.join(REPO, entry), path.join(copy, entry), { recursive: true });
+      symlinkSync(path.join(REPO, 'node_modules'), path.join(copy, 'node_modules'));
+      const npmTry = (value: string): Promise<Ran> => runCommand('npm', ['run', '-s', 'try', '--', 'args[0] + 1', value], copy);
+      const both = await Promise.all([npmTry('1'), npmTry('2')]);
+      assert.deepEqual(
+        both.map((ran) => [ran.code, ran.stdout]),
+        [
+          [0, table('ScriptEval', '----------', '2')],
+          [0, table('ScriptEval', '----------', '3')],
+        ],
+        both.map((ran) => ran.stderr).join('\n'),
+      );
+      assert.equal(both.filter((ran) => /building dist/.test(ran.stderr)).length, 1, 'one of the two built, the other waited');
+      const stamp = path.join(copy, 'dist', '.build-stamp');
+      const builtMs = statSync(stamp).mtimeMs;
+      const again = await npmTry('41');
+      assert.deepEqual(again, { code: 0, stdout: table('ScriptEval', '----------', '42'), stderr: '' });
+      assert.equal(statSync(stamp).mtimeMs, builtMs, 'a current dist is not built again');
+      const edited = path.join(copy, 'src', 'cli', 'output.ts');
+      utimesSync(edited, new Date(builtMs + 60_000), new Date(builtMs + 60_000));
+      const afterEdit = await npmTry('1');
+      assert.equal(afterEdit.code, 0, afterEdit.stderr);
+      assert.match(afterEdit.stderr, /building dist/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
   });
 });

@@ -21,6 +21,7 @@ import { memoryLimitError, timeLimitError } from '../../src/contract/limit-error
 import type { ScriptSpec } from '../../src/contract/task';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 import { isolatedVm } from './isolated-vm';
+import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
 
 const RUNTIME_SOURCE = `(${installRuntime.toString()})(globalThis)`;
 const SCRIPT_CACHE_SIZE = 64;
@@ -280,15 +281,15 @@ export class Sandbox {
 
   /** An expression if the text is one, else a function body. */
   private compileWrapped(text: string, params: string): ivm.Script {
-    const expression = text.replace(/[\s;]+$/, '');
+    const compileAs = (form: ScriptForm): ivm.Script =>
+      this.isolate.compileScriptSync(wrapScript(text, params, form), { filename: 'script.js' });
     try {
-      return this.isolate.compileScriptSync(`(function (${params}) {\nreturn (\n${expression}\n);\n})`, { filename: 'script.js' });
+      return compileAs('expression');
     } catch (expressionError) {
       try {
-        return this.isolate.compileScriptSync(`(function (${params}) {\n${text}\n})`, { filename: 'script.js' });
+        return compileAs('body');
       } catch (bodyError) {
-        const looksLikeBody = /;|\breturn\b/.test(expression);
-        throw syntaxError(looksLikeBody ? bodyError : expressionError);
+        throw scriptSyntaxError(text, expressionError, bodyError);
       }
     }
   }
