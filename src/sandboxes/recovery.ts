@@ -23,13 +23,19 @@ export function restartReason(exit: SandboxExit): RestartReason {
 }
 
 export function culpritError(exit: SandboxExit, settings: LimitSettings): PluginError {
-  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) {
-    return new PluginError(
-      'DEADLINE_EXCEEDED',
-      `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
-    );
-  }
+  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) return pastTimeLimitError(settings);
   return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on the sandbox and it was replaced');
+}
+
+/**
+ * A task still running past its time limit when its process ended, whatever ended it: the time limit
+ * was passed first (native work such as a regular expression's compile cannot be interrupted).
+ */
+export function pastTimeLimitError(settings: LimitSettings): PluginError {
+  return new PluginError(
+    'DEADLINE_EXCEEDED',
+    `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
+  );
 }
 
 /** A task that was running in two sandbox processes that both died. */
