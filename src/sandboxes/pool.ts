@@ -17,9 +17,9 @@
  *   of everyone else answer right, only later. A suspect that had run LONG_SUSPECT_MS or more (most
  *   likely the script that killed the process) runs alone on a spare, the quarantine, so it holds up
  *   no slot; a short one (a LOAD's row) runs alone on a slot at once;
- * - whatever ended the process, a task that had run past its call's time limit fails naming that
- *   limit: it was over before the later event (a regular expression compiling past the limit in native
- *   code can reach the memory fence before the watchdog notices; which comes first depends on the machine).
+ * - a task that had run past its call's time limit when its process met a memory bound (the fence,
+ *   V8 giving up) fails naming the time limit, the one it passed first (a regular expression compiling
+ *   past the limit in native code can reach the fence before the watchdog notices it).
  * Tasks sent back go first, in the order they were sent. A spare takes the dead process's slot at once
  * (src/sandboxes/supervisor.ts); its own replacement starts at once, or after a growing delay when
  * processes keep dying.
@@ -28,7 +28,7 @@ import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { Logger } from '../ops/log';
-import { culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
+import { blamesMemory, culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
 import type { SandboxExit, SandboxHandle, SandboxState, SentTask } from './sandbox-handle';
 import { type PoolEvents, type PoolSettings, SandboxSupervisor, type SpawnSandbox, spawnSandboxProcess } from './supervisor';
 import { type QueuedTask, TaskQueue } from './task-queue';
@@ -205,7 +205,7 @@ export class SandboxPool implements TaskRunner {
   private recover({ task, sentAtMs }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
     if (task.settled) return;
     const ranMs = exit.endedAtMs - sentAtMs;
-    if (ranMs > task.request.call.callTimeoutMs) return this.settle(task, pastTimeLimitError(this.settings));
+    if (ranMs > task.request.call.callTimeoutMs && blamesMemory(exit, reason)) return this.settle(task, pastTimeLimitError(this.settings));
     if (culprits.has(task.id)) return this.settle(task, culpritError(exit, this.settings));
     if (culprits.size > 0) return this.requeue(task, this.queue);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));

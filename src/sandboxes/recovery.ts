@@ -28,9 +28,17 @@ export function culpritError(exit: SandboxExit, settings: LimitSettings): Plugin
 }
 
 /**
- * A task still running past its time limit when its process ended, whatever ended it: the time limit
- * was passed first (native work such as a regular expression's compile cannot be interrupted).
+ * Whether a death would be blamed on memory: the fence, or V8 giving up on a heap. A task already past
+ * its time limit then fails on time instead, the limit it passed first: native work that cannot be
+ * interrupted (a regular expression with a million alternatives compiling) runs on past the time limit
+ * while its memory grows, and whether the fence or the watchdog notices first depends on the machine.
+ * Not for a crash or a process that stopped answering: a frozen process's tasks ran past no limit.
  */
+export function blamesMemory(exit: SandboxExit, reason: RestartReason): boolean {
+  return reason === 'memory-fence' || reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail);
+}
+
+/** A task past its time limit, stuck in native code or there when its process met a memory bound. */
 export function pastTimeLimitError(settings: LimitSettings): PluginError {
   return new PluginError(
     'DEADLINE_EXCEEDED',
