@@ -45,7 +45,7 @@ export async function startPlugin(
   let running: RunningServer | undefined;
   // Checked before anything starts: a SSE_MAX_CONNECTIONS that does not fit stops the start (ConfigError).
   const connections = descriptorBudget(readDescriptorLimit(), {
-    sandboxProcesses: config.sandboxProcesses,
+    sandboxProcesses: config.sandboxProcesses + config.spareSandboxes,
     metrics: config.metricsPort !== undefined,
     maxConnections: config.maxConnections,
     maxConnectionsPerHost: config.maxConnectionsPerHost,

@@ -33,7 +33,14 @@ const call = readScriptCall(metadata, 32_768);
 // A sink that takes every line, as a fast log destination would (the write itself is the OS's business).
 const sink = new Writable({ write: (_chunk, _encoding, done) => done() });
 const logger = createLogger('info', sink);
-const metrics = new Metrics({ queueSize: 0, busyWorkers: 0, threads: 2, residentBytes: () => [] });
+const metrics = new Metrics({
+  queueSize: 0,
+  busyWorkers: 0,
+  threads: 2,
+  residentBytes: () => [],
+  processes: () => [],
+  spareProcesses: () => [],
+});
 
 micros('read script + common headers', () => readScriptCall(metadata, 32_768));
 micros('request id (randomUUID)', () => randomUUID());

@@ -15,6 +15,11 @@ export interface Config {
   readonly workers: number;
   /** Sandbox processes the threads are split over. */
   readonly sandboxProcesses: number;
+  /**
+   * Sandbox processes started ahead and kept ready, running nothing, besides SSE_SANDBOX_PROCESSES:
+   * one takes over at once from a process that dies (src/sandboxes/supervisor.ts). 0 turns them off.
+   */
+  readonly spareSandboxes: number;
   /** Resident memory past which the front ends a sandbox process (MB); undefined: from its thread count (defaultSandboxMemoryMb). */
   readonly sandboxMemoryMb: number | undefined;
   /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
@@ -153,6 +158,13 @@ const nonEmpty: Variable<string> = {
  */
 export const DEFAULT_SANDBOX_NICE = 10;
 
+/**
+ * One spare sandbox process: a process that dies is replaced at once by one already READY, so other
+ * users' calls do not wait the 0.5-1.2 s a new process takes to start (measured on 2 cores, loaded).
+ * It costs the idle memory of one process (docs/operations.md "Sandbox processes").
+ */
+export const DEFAULT_SPARE_SANDBOXES = 1;
+
 export function defaultSandboxProcesses(workers: number): number {
   return Math.ceil(workers / 4);
 }
@@ -183,6 +195,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowScript: read('SSE_ALLOW_SCRIPT', boolean, true),
     workers,
     sandboxProcesses,
+    spareSandboxes: read('SSE_SPARE_SANDBOXES', integer(0, 4), DEFAULT_SPARE_SANDBOXES),
     sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
     sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
     sandboxUser: optional('SSE_SANDBOX_USER', nonEmpty),

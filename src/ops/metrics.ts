@@ -49,7 +49,14 @@ export class Metrics {
   private inFlight = 0;
 
   constructor(
-    pool: { queueSize: number; busyWorkers: number; threads: number; residentBytes(): { index: number; bytes: number }[] },
+    pool: {
+      queueSize: number;
+      busyWorkers: number;
+      threads: number;
+      residentBytes(): { index: number; bytes: number }[];
+      processes(): { state: string }[];
+      spareProcesses(): { state: string }[];
+    },
     held?: { bytes: number },
   ) {
     const registers = [this.registry];
@@ -96,6 +103,21 @@ export class Metrics {
       collect() {
         this.reset();
         for (const { index, bytes } of pool.residentBytes()) this.set({ sandbox: String(index) }, bytes);
+      },
+    });
+    new Gauge({
+      name: 'sse_sandbox_processes',
+      help: 'Live sandbox processes by role (slot: takes tasks; spare: started ahead to take over a dead one) and state',
+      labelNames: ['role', 'state'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [role, views] of [
+          ['slot', pool.processes()],
+          ['spare', pool.spareProcesses()],
+        ] as const) {
+          for (const { state } of views) this.inc({ role, state });
+        }
       },
     });
     const calls = (): number => this.inFlight;

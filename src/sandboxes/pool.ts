@@ -14,14 +14,21 @@
  * - a task that merely ran beside a named culprit is sent again, as if it had never run;
  * - with no culprit named, every task it ran is suspect: sent again once, alone on a process, and
  *   failed if that process dies too. So the call whose script kills sandboxes fails, and the calls
- *   of everyone else answer right, only later.
- * Tasks sent back go first, in the order they were sent. The supervisor replaces the dead process at once, or after a growing delay when they keep dying.
+ *   of everyone else answer right, only later. A suspect that had run LONG_SUSPECT_MS or more (most
+ *   likely the script that killed the process) runs alone on a spare, the quarantine, so it holds up
+ *   no slot; a short one (a LOAD's row) runs alone on a slot at once;
+ * - a task that had run past its call's time limit when its process met a memory bound (the fence,
+ *   V8 giving up) fails naming the time limit, the one it passed first (a regular expression compiling
+ *   past the limit in native code can reach the fence before the watchdog notices it).
+ * Tasks sent back go first, in the order they were sent. A spare takes the dead process's slot at once
+ * (src/sandboxes/supervisor.ts); its own replacement starts at once, or after a growing delay when
+ * processes keep dying.
  */
 import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { Logger } from '../ops/log';
-import { culpritError, type RestartReason, restartReason, suspectError } from './recovery';
+import { blamesMemory, culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
 import type { SandboxExit, SandboxHandle, SandboxState, SentTask } from './sandbox-handle';
 import { type PoolEvents, type PoolSettings, SandboxSupervisor, type SpawnSandbox, spawnSandboxProcess } from './supervisor';
 import { type QueuedTask, TaskQueue } from './task-queue';
@@ -29,10 +36,28 @@ import type { TaskRequest, TaskRunner } from './task-runner';
 
 export type { PoolEvents, PoolSettings, RestartReason };
 
+/**
+ * A suspect that had run this long when its process died waits for a spare to run alone: a one-row
+ * task takes a few ms even on a loaded machine, the scripts that kill a process run for longer.
+ */
+const LONG_SUSPECT_MS = 100;
+
+/** A live process as tests, diagnostics and metrics see it. */
+export interface ProcessView {
+  readonly index: number;
+  readonly pid: number | undefined;
+  readonly threads: number;
+  readonly busy: number;
+  readonly ready: boolean;
+  readonly state: SandboxState;
+}
+
 export class SandboxPool implements TaskRunner {
   private readonly supervisor: SandboxSupervisor;
   private readonly queue: TaskQueue;
   private readonly retries = new TaskQueue();
+  /** Suspects that ran long: each runs again alone on a spare (retries when there is no spare). */
+  private readonly quarantine = new TaskQueue();
   /**
    * Calls with a task admitted and not closed yet (closeCall): a sandbox process keeps the spec of
    * each it saw, so no process can be asked to keep more than this many (MAX_OPEN_CALLS).
@@ -51,7 +76,10 @@ export class SandboxPool implements TaskRunner {
     this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs);
     // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
     const listener = {
-      ready: () => this.pump(),
+      ready: () => {
+        this.supervisor.fillEmptySlots();
+        this.pump();
+      },
       result: (_: SandboxHandle, task: QueuedTask, result: TaskResult) => this.onResult(task, result),
       exit: (_: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]) => this.onExit(exit, tasks),
     };
@@ -76,11 +104,11 @@ export class SandboxPool implements TaskRunner {
   }
 
   get queueSize(): number {
-    return this.queue.length + this.retries.length;
+    return this.queue.length + this.retries.length + this.quarantine.length;
   }
 
   get busyWorkers(): number {
-    return this.sandboxes.reduce((n, s) => n + (s?.busy ?? 0), 0);
+    return this.supervisor.all().reduce((n, s) => n + s.busy, 0);
   }
 
   get saturated(): boolean {
@@ -91,20 +119,27 @@ export class SandboxPool implements TaskRunner {
     return this.supervisor.restartsFor(reason);
   }
 
-  /** The live sandbox processes, for tests and diagnostics. */
-  processes(): { index: number; pid: number | undefined; threads: number; busy: number; ready: boolean; state: SandboxState }[] {
-    return this.sandboxes
-      .filter((s): s is SandboxHandle => s !== undefined && s.state !== 'exited')
-      .map((s) => ({ index: s.index, pid: s.pid, threads: s.settings.threads, busy: s.busy, ready: s.wasReady, state: s.state }));
+  /** The live sandbox processes of the slots (those the pool sends tasks to), for tests and diagnostics. */
+  processes(): ProcessView[] {
+    return viewOf(this.sandboxes, 0);
   }
 
-  /** Resident memory of every live sandbox process, by index, for metrics. */
+  /** The live spare processes. */
+  spareProcesses(): ProcessView[] {
+    return viewOf(this.supervisor.spares, this.sandboxes.length);
+  }
+
+  /**
+   * Resident memory of every live sandbox process, for metrics: a slot's by its number, a spare's
+   * numbered after the slots (the label stays put when a spare takes over a slot).
+   */
   residentBytes(): { index: number; bytes: number }[] {
     const sizes: { index: number; bytes: number }[] = [];
-    for (const sandbox of this.sandboxes) {
+    const places = [...this.sandboxes, ...this.supervisor.spares];
+    places.forEach((sandbox, index) => {
       const bytes = sandbox?.residentBytes();
-      if (sandbox && bytes !== undefined) sizes.push({ index: sandbox.index, bytes });
-    }
+      if (bytes !== undefined) sizes.push({ index, bytes });
+    });
     return sizes;
   }
 
@@ -140,7 +175,7 @@ export class SandboxPool implements TaskRunner {
     if (this.closing) return;
     this.closing = true;
     this.supervisor.stop();
-    for (const task of [...this.queue.drain(), ...this.retries.drain()])
+    for (const task of [...this.queue.drain(), ...this.retries.drain(), ...this.quarantine.drain()])
       this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
     await this.supervisor.endAll();
   }
@@ -148,6 +183,8 @@ export class SandboxPool implements TaskRunner {
   private onResult(task: QueuedTask, result: TaskResult): void {
     this.queue.finished(task.id);
     this.settle(task, result);
+    // A spare that ran a quarantined retry is idle again: it may take an empty slot.
+    this.supervisor.fillEmptySlots();
     this.pump();
   }
 
@@ -166,8 +203,10 @@ export class SandboxPool implements TaskRunner {
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
-  private recover({ task }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
+  private recover({ task, sentAtMs }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
     if (task.settled) return;
+    const ranMs = exit.endedAtMs - sentAtMs;
+    if (ranMs > task.request.call.callTimeoutMs && blamesMemory(exit, reason)) return this.settle(task, pastTimeLimitError(this.settings));
     if (culprits.has(task.id)) return this.settle(task, culpritError(exit, this.settings));
     if (culprits.size > 0) return this.requeue(task, this.queue);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));
@@ -175,7 +214,8 @@ export class SandboxPool implements TaskRunner {
     // The dead attempt's time is not charged: most suspects are bystanders of another call's script
     // (charged, a 3 s script beside a sandbox killer failed its 5 s limit on the retry). A script that
     // kills sandboxes itself dies again on its retry and fails then, after at most twice its time limit.
-    this.requeue(task, this.retries);
+    const long = ranMs >= LONG_SUSPECT_MS && this.supervisor.spares.length > 0;
+    this.requeue(task, long ? this.quarantine : this.retries);
   }
 
   private requeue(task: QueuedTask, queue: TaskQueue): void {
@@ -185,6 +225,7 @@ export class SandboxPool implements TaskRunner {
 
   private pump(): void {
     if (this.closing) return;
+    this.pumpQuarantine();
     this.pumpRetries();
     while (this.queue.length > 0) {
       const sandbox = this.freest();
@@ -210,6 +251,15 @@ export class SandboxPool implements TaskRunner {
       this.send(idle, this.retries.shift() as QueuedTask, 'alone');
     }
     for (const sandbox of this.sandboxes) sandbox?.release();
+  }
+
+  /** A long suspect runs again alone on an idle spare, one at a time, while the slots serve everyone else. */
+  private pumpQuarantine(): void {
+    while (this.quarantine.length > 0) {
+      const spare = this.supervisor.idleSpare();
+      if (!spare) return;
+      this.send(spare, this.quarantine.shift() as QueuedTask, 'alone');
+    }
   }
 
   /** The ready process with the most free threads, or none when every thread is busy. */
@@ -248,7 +298,7 @@ export class SandboxPool implements TaskRunner {
    */
   private dropQueued(task: QueuedTask): void {
     if (task.settled) return;
-    const wasRetry = this.retries.remove(task);
+    const wasRetry = this.retries.remove(task) || this.quarantine.remove(task);
     if (!wasRetry && !this.queue.remove(task)) return;
     this.settle(task, new PluginError('CANCELLED', 'the call ended before this chunk ran'));
     // A process held back for that retry may take work again.
@@ -259,6 +309,15 @@ export class SandboxPool implements TaskRunner {
   fenceMb(threads: number): number {
     return this.supervisor.fenceMb(threads);
   }
+}
+
+function viewOf(places: readonly (SandboxHandle | undefined)[], firstIndex: number): ProcessView[] {
+  const views: ProcessView[] = [];
+  places.forEach((s, i) => {
+    if (s === undefined || s.state === 'exited') return;
+    views.push({ index: firstIndex + i, pid: s.pid, threads: s.settings.threads, busy: s.busy, ready: s.wasReady, state: s.state });
+  });
+  return views;
 }
 
 export function busyError(maxQueue: number): PluginError {

@@ -23,13 +23,27 @@ export function restartReason(exit: SandboxExit): RestartReason {
 }
 
 export function culpritError(exit: SandboxExit, settings: LimitSettings): PluginError {
-  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) {
-    return new PluginError(
-      'DEADLINE_EXCEEDED',
-      `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
-    );
-  }
+  if (exit.retirement?.reason === 'stuck' && !V8_OUT_OF_MEMORY.test(exit.stderrTail)) return pastTimeLimitError(settings);
   return memoryLimitError(settings.memoryLimitMb, 'V8 gave up on the sandbox and it was replaced');
+}
+
+/**
+ * Whether a death would be blamed on memory: the fence, or V8 giving up on a heap. A task already past
+ * its time limit then fails on time instead, the limit it passed first: native work that cannot be
+ * interrupted (a regular expression with a million alternatives compiling) runs on past the time limit
+ * while its memory grows, and whether the fence or the watchdog notices first depends on the machine.
+ * Not for a crash or a process that stopped answering: a frozen process's tasks ran past no limit.
+ */
+export function blamesMemory(exit: SandboxExit, reason: RestartReason): boolean {
+  return reason === 'memory-fence' || reason === 'fatal' || V8_OUT_OF_MEMORY.test(exit.stderrTail);
+}
+
+/** A task past its time limit, stuck in native code or there when its process met a memory bound. */
+export function pastTimeLimitError(settings: LimitSettings): PluginError {
+  return new PluginError(
+    'DEADLINE_EXCEEDED',
+    `the script stopped responding past its time limit of ${settings.scriptTimeoutMs} ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced`,
+  );
 }
 
 /** A task that was running in two sandbox processes that both died. */

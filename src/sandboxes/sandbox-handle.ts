@@ -8,8 +8,12 @@
  *
  *   starting ─READY─► ready ─hold─► held ─release─► ready      held: takes nothing new, to fall idle
  *   ready or held, idle ─sendAlone─► retrying ─its result─► ready       retrying: runs one retry alone
- *   any state but exited ─kill, end or RETIRE─► ending ─exit─► exited     (any state ─exit─► exited)
+ *   any state but exited ─end─► ending ─exit─► exited                       (any state ─exit─► exited)
+ *   any state but exited ─kill or RETIRE─► exited: SIGKILL leaves nothing to wait for
  *
+ * A killed process is done with at once: from SIGKILL on nothing it does is read, so its tasks go back
+ * to the pool then, not when the kernel has reaped it (a few hundred ms for a large process on a busy
+ * machine), and a spare can take its place at once.
  * Everything a process sends is checked before use (a script that escaped V8 would own the process):
  * a frame that does not decode is a protocol error that ends that process, never the front.
  */
@@ -34,6 +38,8 @@ export interface SandboxExit {
   readonly wasReady: boolean;
   /** Why the process could not be started at all ("spawn /usr/bin/node EMFILE"); it never ran. */
   readonly spawnError?: string | undefined;
+  /** When the front knew it was gone (killed, or its exit seen), performance.now() ms. */
+  readonly endedAtMs: number;
 }
 
 /** How the process ended, as its transport saw it; the handle adds what it knows. */
@@ -100,6 +106,10 @@ export abstract class SandboxHandle {
   protected abstract terminate(): void;
   /** Closes the channel: the process ends itself. */
   protected abstract closeChannel(): void;
+  /** What the process said on stderr so far (its last few KiB), for the exit of a killed process. */
+  protected stderrSoFar(): string {
+    return '';
+  }
 
   /** Sends a task to a ready process (the pool picks one with a free thread). */
   send(task: QueuedTask): void {
@@ -135,6 +145,7 @@ export abstract class SandboxHandle {
     if (this.current === 'exited') return;
     this.current = 'ending';
     this.terminate();
+    this.exited({ code: null, signal: 'SIGKILL', stderrTail: this.stderrSoFar() });
   }
 
   /** Closes the channel: the process ends itself (workers/sandbox-main.ts). */
@@ -167,13 +178,19 @@ export abstract class SandboxHandle {
     this.kill('protocol');
   }
 
-  /** The process is gone: every task it held is handed back, once. */
-  protected exited(end: ProcessEnd): void {
+  /** The process is gone: every task it held is handed back, once. endedAtMs: a unit test's clock. */
+  protected exited(end: ProcessEnd, endedAtMs = performance.now()): void {
     if (this.current === 'exited') return;
     this.current = 'exited';
     const tasks = [...this.inFlight.values()];
     this.inFlight.clear();
-    const exit: SandboxExit = { ...end, killedFor: this.killedFor, retirement: this.retirement, wasReady: this.readySeen };
+    const exit: SandboxExit = {
+      ...end,
+      killedFor: this.killedFor,
+      retirement: this.retirement,
+      wasReady: this.readySeen,
+      endedAtMs,
+    };
     this.listener.exit(this, exit, tasks);
   }
 

@@ -107,8 +107,8 @@ export class SandboxProcess extends SandboxHandle {
     this.kill('fatal');
   }
 
+  /** Also after a kill, which has handed the tasks back already (exited() acts once): the sockets still close here. */
   private onExit(code: number | null, signal: NodeJS.Signals | null, spawnError: string | undefined): void {
-    if (this.state === 'exited') return;
     clearTimeout(this.closeTimer);
     if (this.statm !== undefined) closeSync(this.statm);
     this.statm = undefined;
@@ -187,6 +187,10 @@ export class SandboxProcess extends SandboxHandle {
 
   protected terminate(): void {
     this.child.kill('SIGKILL');
+  }
+
+  protected override stderrSoFar(): string {
+    return this.stderrTail.trim();
   }
 
   protected closeChannel(): void {

@@ -1,10 +1,17 @@
 /**
- * The supervisor of the sandbox processes: starts one per slot, replaces one that ended (at once, or
- * after a growing delay when they keep dying: src/sandboxes/backoff.ts), and ends one that must go:
- * past its memory fence, or no longer answering at all (a handle ends itself when its process retires
- * or V8 gives up on it). It knows processes, not tasks: each handle holds its own tasks and tells the
- * scheduler (src/sandboxes/pool.ts, the SandboxListener) of their results directly; the supervisor
- * only adds, to the ready and exit events, what starting and replacing a slot needs.
+ * The supervisor of the sandbox processes: starts one per slot, and SSE_SPARE_SANDBOXES spares beside
+ * them, replaces one that ended, and ends one that must go: past its memory fence, or no longer
+ * answering at all (a handle ends itself when its process retires or V8 gives up on it). It knows
+ * processes, not tasks: each handle holds its own tasks and tells the scheduler
+ * (src/sandboxes/pool.ts, the SandboxListener) of their results directly; the supervisor only adds,
+ * to the ready and exit events, what starting and replacing a process needs.
+ *
+ * A spare is a process started ahead, READY, running nothing (but a task sent back after a death,
+ * alone: the pool's quarantine). When a slot's process dies, a spare that is ready and idle takes the
+ * slot at once, so other users' calls wait for no start (0.5-1.2 s on 2 loaded cores); the
+ * replacement is then started for the spare's place, at once or after the crash-loop delay
+ * (src/sandboxes/backoff.ts), exactly as a slot would be. Every death leaves one vacancy and plans one
+ * start; a start fills the first vacancy, slots before spares.
  */
 
 import type { SandboxSettings } from '../contract/channel';
@@ -28,6 +35,14 @@ export interface PoolSettings {
   readonly maxOpenCalls?: number;
   /** How fast the queue forgets a client host's use of the threads; USAGE_HALF_LIFE_MS unless a test makes it short. */
   readonly usageHalfLifeMs?: number;
+  /** Spare processes kept ready beside the slots (SSE_SPARE_SANDBOXES); none when not given. */
+  readonly spareSandboxes?: number;
+}
+
+/** Where a process serves: a slot (scheduled by the pool), or a spare's place. */
+export interface Place {
+  readonly role: 'slot' | 'spare';
+  readonly index: number;
 }
 
 export interface PoolEvents {
@@ -57,8 +72,10 @@ export function threadSplit(workers: number, processes: number): number[] {
 }
 
 export class SandboxSupervisor {
-  /** One slot per process; undefined between an exit and its replacement. */
+  /** One per slot, the processes the pool sends tasks to; undefined between an exit and its replacement. */
   readonly sandboxes: (SandboxHandle | undefined)[];
+  /** The spares' places: started ahead, running nothing but a quarantined retry. */
+  readonly spares: (SandboxHandle | undefined)[];
   private closing = false;
   private readonly fence: NodeJS.Timeout;
   private readonly backoff: CrashBackoff;
@@ -78,14 +95,16 @@ export class SandboxSupervisor {
   ) {
     this.threadCounts = threadSplit(settings.workers, settings.sandboxProcesses);
     this.sandboxes = this.threadCounts.map(() => undefined);
-    this.backoff = new CrashBackoff(this.threadCounts.length);
+    this.spares = Array.from({ length: settings.spareSandboxes ?? 0 }, () => undefined);
+    this.backoff = new CrashBackoff(this.sandboxes.length + this.spares.length);
     this.fence = setInterval(() => this.checkSandboxes(), FENCE_INTERVAL_MS).unref();
   }
 
-  /** Starts every sandbox process; rejects with the last thing one said on stderr if one cannot start. */
+  /** Starts every sandbox process, spares too; rejects with the last thing one said on stderr if one cannot start. */
   async start(): Promise<void> {
-    const started = this.threadCounts.map((_, i) => this.startOne(i));
-    await Promise.all(started);
+    const slots = this.sandboxes.map((_, index) => this.startOne({ role: 'slot', index }));
+    const spares = this.spares.map((_, index) => this.startOne({ role: 'spare', index }));
+    await Promise.all([...slots, ...spares]);
   }
 
   restartsFor(reason: RestartReason): number {
@@ -99,21 +118,68 @@ export class SandboxSupervisor {
     for (const timer of this.startTimers) clearTimeout(timer);
   }
 
-  /** Ends every live sandbox process. */
+  /** Ends every live sandbox process, spares included. */
   async endAll(): Promise<void> {
-    const live = this.sandboxes.filter((s): s is SandboxHandle => s !== undefined && s.state !== 'exited');
+    const live = this.all().filter((s) => s.state !== 'exited');
     await Promise.all(live.map((sandbox) => sandbox.stop()));
   }
 
+  /** Every process the supervisor holds: the slots', then the spares'. */
+  all(): SandboxHandle[] {
+    return [...this.sandboxes, ...this.spares].filter((s): s is SandboxHandle => s !== undefined);
+  }
+
+  /** A spare ready and running nothing: the one to take over a slot, or to run a quarantined retry. */
+  idleSpare(): SandboxHandle | undefined {
+    return this.spares.find((s) => s?.state === 'ready' && s.busy === 0);
+  }
+
   /**
-   * Starts the process of a slot; resolves once it is ready. A process that cannot start (spawn
-   * fails, it exits early, or it is not ready within START_TIMEOUT_MS) rejects, and its slot is
-   * tried again after the crash-loop delay: the front never gives up on a slot while it runs.
+   * A slot left empty while no spare was ready (its replacement still starting) is taken by a spare
+   * as soon as one is: the pool calls this whenever a process becomes ready or idle.
    */
-  private startOne(index: number): Promise<void> {
+  fillEmptySlots(): void {
+    for (let index = 0; index < this.sandboxes.length; index++) {
+      if (this.sandboxes[index] !== undefined) continue;
+      if (!this.promoteSpare(index)) return;
+    }
+  }
+
+  /** Moves an idle ready spare into an empty slot; its place becomes the vacancy a start fills. */
+  private promoteSpare(index: number): boolean {
+    const spare = this.idleSpare();
+    if (this.closing || spare === undefined) return false;
+    this.spares[this.spares.indexOf(spare)] = undefined;
+    this.sandboxes[index] = spare;
+    this.logger.info({ sandbox: index, pid: spare.pid }, 'a spare sandbox process took over');
+    return true;
+  }
+
+  private placeOf(sandbox: SandboxHandle): Place | undefined {
+    const slot = this.sandboxes.indexOf(sandbox);
+    if (slot >= 0) return { role: 'slot', index: slot };
+    const spare = this.spares.indexOf(sandbox);
+    return spare >= 0 ? { role: 'spare', index: spare } : undefined;
+  }
+
+  private put(place: Place, sandbox: SandboxHandle | undefined): void {
+    (place.role === 'slot' ? this.sandboxes : this.spares)[place.index] = sandbox;
+  }
+
+  /** A spare has as many threads as the largest slot: it may take over any of them. */
+  private threadsFor(place: Place): number {
+    return place.role === 'slot' ? (this.threadCounts[place.index] as number) : Math.max(...this.threadCounts);
+  }
+
+  /**
+   * Starts the process of a place; resolves once it is ready. A process that cannot start (spawn
+   * fails, it exits early, or it is not ready within START_TIMEOUT_MS) rejects, and a start is tried
+   * again after the crash-loop delay: the front never gives up on a place while it runs.
+   */
+  private startOne(place: Place): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const settings: SandboxSettings = {
-        threads: this.threadCounts[index] as number,
+        threads: this.threadsFor(place),
         memoryLimitMb: this.settings.memoryLimitMb,
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
@@ -125,7 +191,7 @@ export class SandboxSupervisor {
       const listener: SandboxListener = {
         ready: (ready) => {
           clearTimeout(timer);
-          this.logger.debug({ sandbox: index, pid: ready.pid, threads: settings.threads }, 'sandbox process ready');
+          this.logger.debug({ sandbox: ready.index, pid: ready.pid, threads: settings.threads, role: place.role }, 'sandbox process ready');
           resolve();
           this.tasks.ready(ready);
         },
@@ -136,6 +202,8 @@ export class SandboxSupervisor {
           this.onExit(ended, exit, tasks);
         },
       };
+      // Spares are numbered after the slots, in logs and in the metrics' sandbox label.
+      const index = place.role === 'slot' ? place.index : this.sandboxes.length + place.index;
       try {
         sandbox = this.spawn(index, settings, listener, this.logger);
       } catch (error) {
@@ -145,12 +213,16 @@ export class SandboxSupervisor {
         return;
       }
       timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
-      this.sandboxes[index] = sandbox;
+      this.put(place, sandbox);
     });
   }
 
   private onExit(sandbox: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]): void {
-    this.sandboxes[sandbox.index] = undefined;
+    const place = this.placeOf(sandbox);
+    if (place) this.put(place, undefined);
+    // A slot's process is gone: a spare takes its place before the pool hears of the tasks, so the
+    // tasks sent back and the queue go to it at once.
+    if (place?.role === 'slot') this.promoteSpare(place.index);
     // Ended while running scripts: a script's doing, whose call fails after one retry, so the loop ends
     // with the script. Replace it at once: others' calls are waiting. Deaths with nothing running (a
     // process that cannot start, or dies by itself) back off.
@@ -171,7 +243,7 @@ export class SandboxSupervisor {
     );
   }
 
-  /** Counts the restart, says so in the log, and starts the slot's process again after delayMs. */
+  /** Counts the restart, says so in the log, and fills the first vacancy after delayMs. */
   private planRestart(index: number, reason: RestartReason, delayMs: number, fields: Record<string, unknown>, what: string): void {
     if (this.closing) return;
     this.restarts++;
@@ -180,10 +252,19 @@ export class SandboxSupervisor {
     this.logger.warn({ sandbox: index, reason, restartInMs: delayMs, ...fields }, `${what}; starting a new one in ${delayMs} ms`);
     const timer = setTimeout(() => {
       this.startTimers.delete(timer);
-      this.startOne(index).catch((error: unknown) => this.logger.debug({ sandbox: index, err: error }, 'start failed'));
+      const place = this.vacancy();
+      if (place) this.startOne(place).catch((error: unknown) => this.logger.debug({ sandbox: index, err: error }, 'start failed'));
     }, delayMs);
     this.startTimers.add(timer);
     this.updateAvailability();
+  }
+
+  /** The first empty place, slots before spares. */
+  private vacancy(): Place | undefined {
+    const slot = this.sandboxes.indexOf(undefined);
+    if (slot >= 0) return { role: 'slot', index: slot };
+    const spare = this.spares.indexOf(undefined);
+    return spare >= 0 ? { role: 'spare', index: spare } : undefined;
   }
 
   /** The memory fence of a sandbox process with this many threads, in MB. */
@@ -198,8 +279,8 @@ export class SandboxSupervisor {
    */
   private checkSandboxes(): void {
     const now = performance.now();
-    for (const sandbox of this.sandboxes) {
-      if (!sandbox || sandbox.ending) continue;
+    for (const sandbox of this.all()) {
+      if (sandbox.ending) continue;
       if (sandbox.overdue(now, UNANSWERED_GRACE_MS)) {
         this.logger.warn({ sandbox: sandbox.index, pid: sandbox.pid }, 'sandbox process stopped answering: ending it');
         sandbox.kill('unanswered');

@@ -72,9 +72,9 @@ export class FakeSandbox extends SandboxHandle {
     this.deliver(Buffer.concat([frameHeader(kind, id, payload.length), payload]));
   }
 
-  /** The process ends; a crash (SIGKILL) unless told otherwise. */
-  die(end: Partial<ProcessEnd> = {}): void {
-    this.exited({ code: null, signal: 'SIGKILL', stderrTail: '', ...end });
+  /** The process ends; a crash (SIGKILL) unless told otherwise; laterMs: as if that much later than now. */
+  die(end: Partial<ProcessEnd> = {}, laterMs = 0): void {
+    this.exited({ code: null, signal: 'SIGKILL', stderrTail: '', ...end }, performance.now() + laterMs);
   }
 
   private deliver(bytes: Buffer): void {

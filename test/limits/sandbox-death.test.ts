@@ -76,7 +76,16 @@ describe("a sandbox process that dies under another user's call", () => {
 
 describe('a call cancelled while its chunk waits to run again after its sandbox process died', () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '1', SSE_SCRIPT_TIMEOUT_MS: '5000' })));
+  // No spare: the chunk must wait for the replacement to start (with one, it runs again at once).
+  before(
+    async () =>
+      (t = await startTestPlugin({
+        SSE_WORKERS: '2',
+        SSE_SANDBOX_PROCESSES: '1',
+        SSE_SPARE_SANDBOXES: '0',
+        SSE_SCRIPT_TIMEOUT_MS: '5000',
+      })),
+  );
   after(async () => t.stop());
 
   it('the chunk is dropped: nothing of the call runs after the cancel, and the pool is free', async () => {
@@ -242,3 +251,87 @@ describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
     await assertServing(t.client);
   });
 });
+
+/**
+ * A LOAD next to a crash, at the default process count (SSE_WORKERS=2: one process) and the default
+ * spare: one-row calls of another app and user, one after another, as Qlik makes them for a LOAD.
+ * None may fail, whichever way the other script ends its process; the spare takes over and is
+ * replaced. No time is asserted: the stall is measured in bench/experiments/crash-stall.ts.
+ */
+const CRASHES: readonly { readonly name: string; readonly script: string; readonly env: Record<string, string>; readonly fails: RegExp }[] =
+  [
+    {
+      name: 'past the memory fence (native memory, Intl)',
+      script: '{ const a = []; for (;;) a.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); }',
+      env: { SSE_SANDBOX_MEMORY_MB: '250', SSE_SCRIPT_TIMEOUT_MS: '30000' },
+      fails: /memory limit of 128 MB \(SSE_MEMORY_LIMIT_MB\).*SSE_SANDBOX_MEMORY_MB/,
+    },
+    {
+      name: 'V8 out of memory',
+      script: 'new Array(1e8).fill(0).length',
+      env: { SSE_MEMORY_LIMIT_MB: '32', SSE_SCRIPT_TIMEOUT_MS: '4000' },
+      fails: /memory limit of 32 MB \(SSE_MEMORY_LIMIT_MB\)|time limit of 4000 ms \(SSE_SCRIPT_TIMEOUT_MS\)|ended twice/,
+    },
+    {
+      name: 'stuck in native code past the time limit (the watchdog)',
+      script:
+        "{ const p = Array.from({ length: 4096 }, (_, i) => 'a' + i.toString(36)).join('|'); new RegExp((p + '|').repeat(300) + 'zz').test('zz'); for (;;) {} }",
+      env: { SSE_SCRIPT_TIMEOUT_MS: '800' },
+      fails: /time limit of 800 ms \(SSE_SCRIPT_TIMEOUT_MS\)/,
+    },
+  ];
+
+const OTHER_APP = { appId: 'another-app', userId: 'UserDirectory=OTHER; UserId=loader' };
+
+/** Sequential one-row calls until stop(); every answer that was not right is kept. */
+function loadCalls(t: TestPlugin): { stop(): Promise<{ calls: number; wrong: string[] }> } {
+  let running = true;
+  let calls = 0;
+  const wrong: string[] = [];
+  const loop = (async () => {
+    for (let row = 0; running; row++) {
+      const result = await evalRows(t.client, 'args[0] * 2', [[num(row)]], {});
+      calls++;
+      if (result.code !== grpc.status.OK || numbers(result)[0] !== row * 2) wrong.push(`row ${row}: ${result.code} ${result.details}`);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { calls, wrong };
+    },
+  };
+}
+
+for (const crash of CRASHES) {
+  describe(`a LOAD next to a script that ends its sandbox process: ${crash.name}`, () => {
+    let t: TestPlugin;
+    before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', ...crash.env })));
+    after(async () => t.stop());
+
+    it("fails none of the LOAD's calls; the spare takes over and a new spare is started", async () => {
+      assert.equal(t.plugin.pool.processes().length, 1, 'the default process count for 2 threads');
+      const [spare] = t.plugin.pool.spareProcesses();
+      const [slot] = t.plugin.pool.processes();
+      assert.equal(spare?.state, 'ready');
+      const restarts = t.plugin.pool.restarts;
+      const load = loadCalls(t);
+      const result = await evalText(t.client, crash.script, { common: OTHER_APP });
+      const { calls, wrong } = await load.stop();
+      assert.notEqual(result.code, grpc.status.OK);
+      assert.match(result.details, crash.fails);
+      assert.deepEqual(wrong, []);
+      assert.ok(calls > 0);
+      assert.ok(t.plugin.pool.restarts > restarts, 'the crash ended a sandbox process');
+      // The process now in the slot started ahead (the spare, or a later spare); a new spare is ready.
+      await waitFor(
+        'a new spare ready',
+        () => t.plugin.pool.spareProcesses().some((p) => p.ready && p.pid !== spare?.pid && p.pid !== slot?.pid),
+        20_000,
+      );
+      assert.notEqual(t.plugin.pool.processes()[0]?.pid, slot?.pid);
+      await assertServing(t.client);
+    });
+  });
+}

@@ -87,7 +87,9 @@ describe('deploy/kubernetes agrees with the code', () => {
   });
 
   test('the memory limit is above the bound the settings give, and requested in full', () => {
-    const fencesMb = threadSplit(config.workers, config.sandboxProcesses)
+    const split = threadSplit(config.workers, config.sandboxProcesses);
+    // Each spare has as many threads as the largest process, and its fence.
+    const fencesMb = [...split, ...Array.from({ length: config.spareSandboxes }, () => Math.max(...split))]
       .map((threads) => config.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, config.memoryLimitMb))
       .reduce((a, b) => a + b, 0);
     const boundMb = FRONT_BASE_MB + config.maxHeldMb + fencesMb;
@@ -148,7 +150,14 @@ describe('deploy/kubernetes agrees with the code', () => {
     assert.equal(hpa['spec']['scaleTargetRef']['name'], 'qlik-sse-js');
     const metric = hpa['spec']['metrics'][0]['pods']['metric']['name'];
     const exported = (
-      await new Metrics({ queueSize: 0, busyWorkers: 0, threads: 1, residentBytes: () => [] }).registry.getMetricsAsJSON()
+      await new Metrics({
+        queueSize: 0,
+        busyWorkers: 0,
+        threads: 1,
+        residentBytes: () => [],
+        processes: () => [],
+        spareProcesses: () => [],
+      }).registry.getMetricsAsJSON()
     ).map((m) => m.name);
     assert.ok(exported.includes(metric), `${metric} is not among ${exported.join(', ')}`);
   });

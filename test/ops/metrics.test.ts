@@ -24,6 +24,7 @@ const METRICS = [
   ['sse_busy_workers', 'gauge'],
   ['sse_workers', 'gauge'],
   ['sse_sandbox_resident_bytes', 'gauge'],
+  ['sse_sandbox_processes', 'gauge'],
   ['sse_sandbox_restarts_total', 'counter'],
   ['sse_calls_in_flight', 'gauge'],
 ] as const;
@@ -47,6 +48,10 @@ describe('Prometheus metrics', () => {
     for (const [name, type] of METRICS) assert.match(response.body, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
     assert.equal(sampleValue(response.body, 'sse_workers'), 2);
     assert.ok(sampleValue(response.body, 'sse_sandbox_resident_bytes', { sandbox: '0' }) > 10 * 1048576);
+    // The default spare, numbered after the one process of 2 workers, is ready and not among sse_workers.
+    assert.ok(sampleValue(response.body, 'sse_sandbox_resident_bytes', { sandbox: '1' }) > 10 * 1048576);
+    assert.equal(sampleValue(response.body, 'sse_sandbox_processes', { role: 'slot', state: 'ready' }), 1);
+    assert.equal(sampleValue(response.body, 'sse_sandbox_processes', { role: 'spare', state: 'ready' }), 1);
     assert.match(response.body, /^process_resident_memory_bytes \d+/m);
     assert.equal((await httpGet(`http://127.0.0.1:${port}/`)).status, 404);
   });

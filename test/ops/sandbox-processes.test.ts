@@ -65,7 +65,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SECRET_TOKEN: 'hunter2' });
     try {
       const pids = childPids(plugin.child.pid as number);
-      assert.equal(pids.length, 2);
+      assert.equal(pids.length, 3, 'two processes and the spare');
       for (const pid of pids) {
         assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /sandbox-main\.js/);
         assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8'), '', 'environment');
@@ -86,9 +86,10 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
     }
   });
 
-  it('a graceful stop finishes the call in flight, then ends every sandbox process', async () => {
+  it('a graceful stop finishes the call in flight, then ends every sandbox process, the spare too', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info', SSE_METRICS_PORT: '0' });
     const pids = childPids(plugin.child.pid as number);
+    assert.equal(pids.length, 3, 'two processes and the spare');
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
     const rows = Array.from({ length: 50 }, (_, i) => [num(i)]);
     const call = evalRows(client, '{ const end = Date.now() + 10; while (Date.now() < end); return args[0] + 1; }', rows);
@@ -113,7 +114,7 @@ describe('sandbox processes', { skip: process.platform !== 'linux' && 'reads /pr
   it('a front killed with SIGKILL leaves no sandbox process behind', async () => {
     const plugin = await startMain({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_LOG_LEVEL: 'info' });
     const pids = childPids(plugin.child.pid as number);
-    assert.equal(pids.length, 2);
+    assert.equal(pids.length, 3, 'two processes and the spare');
     await plugin.kill();
     await waitFor('no sandbox process left', () => pids.every((pid) => !alive(pid)), 15_000);
   });

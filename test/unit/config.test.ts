@@ -72,6 +72,12 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ SSE_SANDBOX_MEMORY_MB: '300' }).sandboxMemoryMb, 300);
   });
 
+  it('keeps one spare sandbox process unless SSE_SPARE_SANDBOXES says otherwise (0-4), apart from SSE_SANDBOX_PROCESSES', () => {
+    assert.deepEqual([loadConfig({ SSE_WORKERS: '2' }).spareSandboxes, loadConfig({ SSE_WORKERS: '2' }).sandboxProcesses], [1, 1]);
+    assert.equal(loadConfig({ SSE_SPARE_SANDBOXES: '0' }).spareSandboxes, 0);
+    assert.equal(loadConfig({ SSE_SPARE_SANDBOXES: '4' }).spareSandboxes, 4);
+  });
+
   it('runs sandbox threads at niceness 10 unless SSE_SANDBOX_NICE says otherwise (0-19)', () => {
     assert.equal(loadConfig({}).sandboxNice, 10);
     assert.equal(loadConfig({ SSE_SANDBOX_NICE: '0' }).sandboxNice, 0);
@@ -106,6 +112,7 @@ describe('loadConfig', () => {
     ['SSE_CHUNK_KB', '8', /SSE_CHUNK_KB="8" is invalid: expected an integer from 16 to 4096/],
     ['SSE_CHUNK_KB', '4097', /SSE_CHUNK_KB="4097"/],
     ['SSE_SANDBOX_PROCESSES', '0', /SSE_SANDBOX_PROCESSES="0" is invalid: expected an integer from 1 to/],
+    ['SSE_SPARE_SANDBOXES', '5', /SSE_SPARE_SANDBOXES="5" is invalid: expected an integer from 0 to 4/],
     ['SSE_SANDBOX_MEMORY_MB', '10', /SSE_SANDBOX_MEMORY_MB="10" is invalid: expected an integer from 64/],
     ['SSE_METRICS_HOST', ' ', /SSE_METRICS_HOST=" " is invalid/],
     ['SSE_MAX_CONNECTIONS', '0', /SSE_MAX_CONNECTIONS="0" is invalid: expected an integer from 1 to 1000000/],

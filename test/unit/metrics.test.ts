@@ -9,7 +9,14 @@ import { describe, it } from 'node:test';
 
 import { Metrics } from '../../src/ops/metrics';
 
-const pool = { queueSize: 0, busyWorkers: 0, threads: 0, residentBytes: () => [] };
+const pool = {
+  queueSize: 0,
+  busyWorkers: 0,
+  threads: 0,
+  residentBytes: () => [],
+  processes: () => [{ state: 'ready' }],
+  spareProcesses: () => [{ state: 'starting' }],
+};
 
 async function value(metrics: Metrics, name: string): Promise<number | undefined> {
   const metric = metrics.registry.getSingleMetric(name);
@@ -28,5 +35,11 @@ describe('Metrics', () => {
     assert.match(text, /^# TYPE sse_isolate_rebuilds_total counter$/m);
     assert.match(text, /^sse_isolate_rebuilds_total 3$/m);
     assert.equal('isolateRebuilds' in metrics, false, 'nothing to increment a second time');
+  });
+
+  it('counts the sandbox processes by role and state, the spare apart from the slots', async () => {
+    const text = await new Metrics(pool).registry.metrics();
+    assert.match(text, /^sse_sandbox_processes\{role="slot",state="ready"\} 1$/m);
+    assert.match(text, /^sse_sandbox_processes\{role="spare",state="starting"\} 1$/m);
   });
 });

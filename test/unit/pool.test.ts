@@ -4,7 +4,9 @@
  * the test delivers results, retirements and exits in the order it wants. A result settles its task
  * once; a death with no culprit sends each task again once, alone on a process, and fails it if that
  * one dies too; a named culprit fails only its own task and its bystanders run again; tasks sent
- * back go first, in the order they were sent. No clock: the tests wait for events, never for time.
+ * back go first, in the order they were sent. A spare takes a dead process's slot at once, and a
+ * suspect that ran long runs again alone on a spare. No clock: the tests wait for events, never for
+ * time (a fake death may say it happened later than now).
  * test/limits/sandbox-death.test.ts proves the same with real processes.
  */
 import assert from 'node:assert/strict';
@@ -75,11 +77,12 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
 
-async function startPool(processes: number, threads: number): Promise<{ pool: SandboxPool; spawner: FakeSpawner }> {
+async function startPool(processes: number, threads: number, spareSandboxes = 0): Promise<{ pool: SandboxPool; spawner: FakeSpawner }> {
   const spawner = new FakeSpawner();
   const settings = {
     workers: processes * threads,
     sandboxProcesses: processes,
+    spareSandboxes,
     memoryLimitMb: 64,
     scriptTimeoutMs: 1_000,
     maxQueue: 100,
@@ -177,11 +180,11 @@ describe('the sandbox pool with fake processes', () => {
     const tasks = runCalls(pool, 5);
     const sandbox = spawner.slot(0);
     assert.deepEqual(sandbox.sentIds(), [1, 2, 3]);
-    sandbox.retire({ reason: 'stuck', taskIds: [2], detail: 'a sandbox thread stopped responding past its time limit' });
-    assert.equal(sandbox.state, 'ending');
-    assert.equal(sandbox.terminated, 1);
     const replacement = spawner.next(0);
-    sandbox.die();
+    sandbox.retire({ reason: 'stuck', taskIds: [2], detail: 'a sandbox thread stopped responding past its time limit' });
+    // Killed: done with at once (nothing it does is read any more), its tasks handed back.
+    assert.equal(sandbox.state, 'exited');
+    assert.equal(sandbox.terminated, 1);
     const next = await replacement;
     next.becomeReady();
     assert.deepEqual(next.sentIds(), [1, 3, 4], 'bystanders first, then the queue in its order');
@@ -204,6 +207,132 @@ describe('the sandbox pool with fake processes', () => {
   });
 });
 
+describe('the spare sandbox process', () => {
+  it('takes over the slot of a process that dies: its tasks and the queue go to it at once, and a new spare starts', async () => {
+    const { pool, spawner } = await startPool(1, 2, 1);
+    const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
+    assert.deepEqual(
+      pool.spareProcesses().map((p) => [p.index, p.state, p.busy]),
+      [[1, 'ready', 0]],
+    );
+    const [t1, t2, t3] = runCalls(pool, 3);
+    assert.deepEqual(slot.sentIds(), [1, 2]);
+    assert.deepEqual(spare.sentIds(), [], 'a spare takes no new work');
+    const newSpare = spawner.next(1);
+    slot.die();
+    // Both ran a moment: short suspects, each sent again alone to the process now in the slot.
+    assert.deepEqual(
+      pool.processes().map((p) => [p.pid, p.state]),
+      [[spare.pid, 'retrying']],
+    );
+    assert.deepEqual(spare.sentIds(), [1]);
+    spare.answer(1, answerFor(1));
+    assert.deepEqual(spare.sentIds(), [1, 2]);
+    spare.answer(2, answerFor(2));
+    assert.deepEqual(spare.sentIds(), [1, 2, 3], 'then the queue, beside others');
+    spare.answer(3, answerFor(3));
+    await settle();
+    assert.deepEqual(
+      [t1, t2, t3].map((t) => t?.outcome),
+      [1, 2, 3].map(answerFor),
+    );
+    (await newSpare).becomeReady();
+    assert.deepEqual(
+      pool.spareProcesses().map((p) => [p.index, p.state]),
+      [[1, 'ready']],
+    );
+    assert.equal(pool.threads, 2, 'the spare is not counted among the threads');
+    await pool.close();
+  });
+
+  it('runs suspects that ran long alone on the next spare, one at a time, while the slot serves new calls at once', async () => {
+    const { pool, spawner } = await startPool(1, 2, 1);
+    const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
+    const [t1, t2] = runCalls(pool, 2);
+    const newSpare = spawner.next(1);
+    // Both had run 150 ms when the process died: likely the script that killed it, so neither may hold up the slot.
+    slot.die({}, 150);
+    const t3 = track(pool.run(request(3)));
+    assert.deepEqual(spare.sentIds(), [3], 'the spare took the slot and serves a new call at once');
+    assert.equal(spare.state, 'ready');
+    assert.equal(pool.queueSize, 2);
+    const quarantine = await newSpare;
+    quarantine.becomeReady();
+    assert.deepEqual(quarantine.sentIds(), [1], 'alone on the new spare');
+    assert.equal(quarantine.state, 'retrying');
+    assert.deepEqual(
+      pool.processes().map((p) => p.pid),
+      [spare.pid],
+      'the quarantine is no slot',
+    );
+    const replacement = spawner.next(1);
+    quarantine.die();
+    await settle();
+    const twice = failure(t1);
+    assert.equal(twice.code, 'UNAVAILABLE');
+    (await replacement).becomeReady();
+    assert.deepEqual(spawner.slot(1).sentIds(), [2], 'the next suspect, alone on the next spare');
+    spawner.slot(1).answer(2, answerFor(2));
+    spare.answer(3, answerFor(3));
+    await settle();
+    assert.deepEqual([t2?.outcome, t3.outcome], [answerFor(2), answerFor(3)]);
+    assert.equal(spawner.slot(1).state, 'ready', 'back to a spare');
+    await pool.close();
+  });
+
+  it('a task past its time limit when its process met a memory bound fails naming the time limit, the one it passed first', async () => {
+    const { pool, spawner } = await startPool(1, 2, 1);
+    const [late] = runCalls(pool, 1);
+    // CALL's time limit is 1000 ms: V8 gave up on the process's heap 1001 ms after the task was sent.
+    spawner.slot(0).die({ stderrTail: 'FATAL ERROR: Ineffective mark-compacts near heap limit Allocation failed' }, 1_001);
+    await settle();
+    const error = failure(late);
+    assert.equal(error.code, 'DEADLINE_EXCEEDED');
+    assert.equal(
+      error.message,
+      'the script stopped responding past its time limit of 1000 ms (SSE_SCRIPT_TIMEOUT_MS) and its sandbox was replaced',
+    );
+    assert.deepEqual(spawner.slot(1).sentIds(), [], 'not run again');
+    await pool.close();
+  });
+
+  it('takes an empty slot as soon as it is ready, when the slot died while no spare was', async () => {
+    const { pool, spawner } = await startPool(1, 1, 1);
+    const firstSpare = spawner.slot(1);
+    const newSpare = spawner.next(1);
+    spawner.slot(0).die({ code: 0, signal: null }); // the spare takes over
+    const second = await newSpare;
+    const spareAgain = spawner.next(1);
+    firstSpare.die({ code: 0, signal: null }); // the slot dies again before the new spare is ready
+    assert.deepEqual(pool.processes(), []);
+    const [task] = runCalls(pool, 1);
+    second.becomeReady();
+    assert.deepEqual(
+      pool.processes().map((p) => p.pid),
+      [second.pid],
+    );
+    assert.deepEqual(second.sentIds(), [1]);
+    second.answer(1, answerFor(1));
+    assert.deepEqual(await task?.done, answerFor(1));
+    (await spareAgain).becomeReady();
+    assert.deepEqual(
+      pool.spareProcesses().map((p) => p.state),
+      ['ready'],
+    );
+    await pool.close();
+  });
+
+  it('ends with the plugin: close stops the spare too, and nothing is started after', async () => {
+    const { pool, spawner } = await startPool(1, 1, 1);
+    await pool.close();
+    assert.deepEqual(
+      spawner.all.map((s) => s.state),
+      ['exited', 'exited'],
+    );
+    assert.equal(spawner.all.length, 2);
+  });
+});
+
 describe('a sandbox process that sends what the front cannot read', () => {
   const malformed: [string, (send: (kind: FrameKind, id: number, payload: Buffer) => void) => void][] = [
     [
@@ -222,10 +351,9 @@ describe('a sandbox process that sends what the front cannot read', () => {
       const [task] = runCalls(pool, 1);
       const [a, b] = [spawner.slot(0), spawner.slot(1)];
       sendBad((kind, id, payload) => a.deliverRaw(kind, id, payload));
-      assert.equal(a.state, 'ending');
+      assert.equal(a.state, 'exited');
       assert.equal(a.terminated, 1);
       assert.equal(task?.outcome, 'pending');
-      a.die();
       assert.equal(b.state, 'retrying');
       b.answer(1, answerFor(1));
       assert.deepEqual(await task?.done, answerFor(1));
