@@ -26,6 +26,9 @@ export interface PoolSettings {
   readonly sandboxNice?: number;
   /** Calls open at once, front and sandboxes alike; MAX_OPEN_CALLS (src/contract/channel.ts) unless a test makes it small. */
   readonly maxOpenCalls?: number;
+  /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES); 0 when not given. */
+  readonly consoleLines?: number;
+  readonly consoleBytes?: number;
 }
 
 export interface PoolEvents {
@@ -64,6 +67,8 @@ export class SandboxSupervisor {
   private readonly threadCounts: number[];
   private wasAvailable = false;
   private readonly restartCounts = new Map<RestartReason, number>();
+  /** The LIBRARIES frame every process gets at its start (src/contract/libraries.ts); null: none sent yet. */
+  private librariesFrame: Buffer | null = null;
   restarts = 0;
 
   constructor(
@@ -84,6 +89,12 @@ export class SandboxSupervisor {
   async start(): Promise<void> {
     const started = this.threadCounts.map((_, i) => this.startOne(i));
     await Promise.all(started);
+  }
+
+  /** A new library set: sent once to every live process, and to each process started from now on. */
+  setLibraries(frame: Buffer): void {
+    this.librariesFrame = frame;
+    for (const sandbox of this.sandboxes) if (sandbox && sandbox.state !== 'exited') sandbox.sendLibraries(frame);
   }
 
   restartsFor(reason: RestartReason): number {
@@ -115,6 +126,8 @@ export class SandboxSupervisor {
         memoryLimitMb: this.settings.memoryLimitMb,
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
+        consoleLines: this.settings.consoleLines ?? 0,
+        consoleBytes: this.settings.consoleBytes ?? 0,
         ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
@@ -144,6 +157,8 @@ export class SandboxSupervisor {
       }
       timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
       this.sandboxes[index] = sandbox;
+      // Ahead of every task on the same channel: no task runs without the set in force.
+      if (this.librariesFrame !== null) sandbox.sendLibraries(this.librariesFrame);
     });
   }
 

@@ -13,7 +13,7 @@
  * splitting a delimited list; and a similarity score for fuzzy matching.
  */
 import { sha256 as sha256Bytes } from '@noble/hashes/sha2.js';
-import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 
 const MS_PER_DAY = 86_400_000;
 /** Days from 1899-12-30 (Qlik's day 0) to 1970-01-01 (the Unix epoch). */
@@ -59,7 +59,30 @@ export function fromDate(date: unknown): number {
 /** Lowercase hex SHA-256 of the text's UTF-8 bytes (a dual's text; anything else as String() gives it). */
 export function sha256(text: unknown): string {
   const value = isDual(text) ? text.str : text;
-  return bytesToHex(sha256Bytes(utf8ToBytes(String(value ?? ''))));
+  return bytesToHex(sha256Bytes(utf8(String(value ?? ''))));
+}
+
+/**
+ * UTF-8 bytes of a text, a lone surrogate as U+FFFD (as TextEncoder, which the sandbox does not have:
+ * it is a host API, and @noble/hashes' own utf8ToBytes needs it).
+ */
+function utf8(text: string): Uint8Array {
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    let c = text.charCodeAt(i);
+    if (c >= 0xd800 && c < 0xe000) {
+      const d = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+      if (c < 0xdc00 && d >= 0xdc00 && d < 0xe000) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+      } else c = 0xfffd;
+    }
+    if (c < 0x80) bytes.push(c);
+    else if (c < 0x800) bytes.push(0xc0 | (c >> 6), 0x80 | (c & 0x3f));
+    else if (c < 0x10000) bytes.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 0x3f), 0x80 | (c & 0x3f));
+    else bytes.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 0x3f), 0x80 | ((c >> 6) & 0x3f), 0x80 | (c & 0x3f));
+  }
+  return Uint8Array.from(bytes);
 }
 
 /** Each word's first letter in upper case, the rest in lower case (Unicode-aware, as Qlik's Capitalize). */
