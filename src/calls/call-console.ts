@@ -30,19 +30,19 @@ export class CallConsole {
   /** The lines of one task's result, in the order the script wrote them. */
   add(output: ConsoleOutput): void {
     for (const line of output.lines) {
-      const bytes = Buffer.byteLength(line.text, 'utf8');
-      if (this.lines >= this.maxLines || this.bytes + bytes > this.maxBytes) {
+      const text = cutUtf8(line.text, this.maxBytes - this.bytes);
+      if (this.lines >= this.maxLines || text === null) {
         this.dropped++;
         continue;
       }
       this.lines++;
-      this.bytes += bytes;
-      this.logger[line.level]({ ...this.owner, source: 'console' }, line.text);
+      this.bytes += Buffer.byteLength(text, 'utf8');
+      this.logger[line.level]({ ...this.owner, source: 'console' }, text);
     }
     this.dropped += output.dropped;
   }
 
-  /** The call ended: one line for what was dropped, if anything was. */
+  /** The call ended: one line for what was dropped, if anything was (the bytes counted in the sandbox may be fewer). */
   finish(): void {
     if (this.dropped === 0) return;
     this.logger.warn(
@@ -51,4 +51,19 @@ export class CallConsole {
     );
     this.dropped = 0;
   }
+}
+
+const ELLIPSIS = '…';
+const ELLIPSIS_BYTES = 3;
+
+/** The text within maxBytes of UTF-8, cut at a character with an ellipsis; null when not even that fits. */
+function cutUtf8(text: string, maxBytes: number): string | null {
+  // Three bytes a UTF-16 unit at most: a short text needs no measuring beyond this.
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text, 'utf8') <= maxBytes) return text;
+  if (maxBytes <= ELLIPSIS_BYTES) return null;
+  const kept = Buffer.from(text, 'utf8')
+    .subarray(0, maxBytes - ELLIPSIS_BYTES)
+    .toString('utf8');
+  // A character cut in its middle decodes as U+FFFD: it goes.
+  return `${kept.endsWith('\uFFFD') ? kept.slice(0, -1) : kept}${ELLIPSIS}`;
 }

@@ -165,7 +165,7 @@ export function installConsole(global: Record<string, unknown>, inspectorFactory
       line = '[console: ' + reason + ']';
     }
     const room = maxChars - text.length;
-    if (line.length > room) line = apply(slice, line, [0, room]) + '…';
+    if (line.length > room) line = apply(slice, line, [0, room - 1]) + '…';
     lens[count] = line.length;
     levels[count] = level;
     count++;
