@@ -17,7 +17,7 @@ import { type Config, ConfigError, loadConfig } from '../ops/config';
 import { createLogger } from '../ops/log';
 import { type CallInput, callInput } from './input';
 import { FLAG_OF_VARIABLE, parseTryArgs, type TryOptions, USAGE, UsageError } from './options';
-import { isNoStore, render, resultTable, safeText } from './output';
+import { isNoStore, render, resultTable, safeText, tryLogDestination } from './output';
 import { type CallResult, QlikClient } from './qlik-client';
 
 const EXIT_CALL_FAILED = 1;
@@ -86,8 +86,8 @@ function tryConfig(options: TryOptions): Config {
 }
 
 async function callPlugin(config: Config, options: TryOptions, input: CallInput): Promise<CallResult> {
-  // The plugin's own log lines (errors only) go to stderr: stdout holds nothing but the result.
-  const plugin = await startPlugin(config, createLogger(config.logLevel, process.stderr, process.stderr.isTTY ? 'pretty' : 'json'));
+  // The script's console lines and the plugin's errors go to stderr: stdout holds nothing but the result.
+  const plugin = await startPlugin(config, createLogger('info', tryLogDestination(process.stderr), 'json'));
   const client = new QlikClient(`127.0.0.1:${plugin.port}`);
   try {
     return await client.evaluate({

@@ -102,3 +102,29 @@ export function safeText(text: string): string {
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }
+
+/** pino's number for `error`: the plugin's own lines at or above it still reach the author. */
+const PINO_ERROR = 50;
+
+/**
+ * Where `try` sends the plugin's log: the script's console lines printed as `console.log: …` (or
+ * `console.warn: …` for warn and error) on stderr, beside the results on stdout; of the plugin's own
+ * lines only errors, as before. It reads the JSON lines the plugin writes (src/calls/call-console.ts).
+ */
+export function tryLogDestination(stderr: { write(text: string): unknown }): { write(line: string): void } {
+  return {
+    write(line: string): void {
+      let fields: { source?: unknown; level?: unknown; msg?: unknown };
+      try {
+        fields = JSON.parse(line) as typeof fields;
+      } catch {
+        return void stderr.write(line);
+      }
+      if (fields.source === 'console')
+        stderr.write(
+          `console.${typeof fields.level === 'number' && fields.level >= 40 ? 'warn' : 'log'}: ${safeText(String(fields.msg))}\n`,
+        );
+      else if (typeof fields.level === 'number' && fields.level >= PINO_ERROR) stderr.write(line);
+    },
+  };
+}
