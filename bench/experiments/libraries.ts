@@ -20,8 +20,8 @@ import { status } from '@grpc/grpc-js';
 import { readBundled } from '../../src/libraries/bundled';
 import { startTestPlugin, type TestPlugin } from '../../test/helpers/plugin';
 import { evalText } from '../../test/helpers/sandbox-calls';
-import { librarySource } from '../../workers/thread/libraries';
 import { isolatedVm } from '../../workers/thread/isolated-vm';
+import { librarySource } from '../../workers/thread/libraries';
 
 const ROUNDS = Number(process.env['LIBRARIES_ROUNDS'] ?? 400);
 const LIBRARIES = ['simple-statistics', 'date-fns', 'd3-array', 'qlik'];
@@ -75,7 +75,9 @@ async function warm(t: TestPlugin): Promise<void> {
       () => timedCall(t, withLib, 'warm-a'),
       () => timedCall(t, without, 'warm-b'),
     );
-    console.log(`warm ${name}: with require ${summary(a)}; without ${summary(b)}; p50 difference ${(quantile(a, 0.5) - quantile(b, 0.5)).toFixed(3)} ms`);
+    console.log(
+      `warm ${name}: with require ${summary(a)}; without ${summary(b)}; p50 difference ${(quantile(a, 0.5) - quantile(b, 0.5)).toFixed(3)} ms`,
+    );
   }
 }
 
@@ -91,7 +93,9 @@ async function firstRequire(t: TestPlugin): Promise<void> {
       as.push(await timedCall(t, withLib, `fresh-${n++}`));
       bs.push(await timedCall(t, without, `fresh-${n++}`));
     }
-    console.log(`first require of ${name} in a fresh context: ${summary(as)}; without ${summary(bs)}; p50 difference ${(quantile(as, 0.5) - quantile(bs, 0.5)).toFixed(3)} ms`);
+    console.log(
+      `first require of ${name} in a fresh context: ${summary(as)}; without ${summary(bs)}; p50 difference ${(quantile(as, 0.5) - quantile(bs, 0.5)).toFixed(3)} ms`,
+    );
   }
 }
 
@@ -151,10 +155,15 @@ function compileCost(): void {
     at = performance.now();
     script.runSync(context);
     bind.push(performance.now() - at);
-    if (i === 0) console.log(`isolate heap: ${((other.getHeapStatisticsSync().used_heap_size - heapBefore) / 1024).toFixed(0)} KB more after compile and one bind`);
+    if (i === 0)
+      console.log(
+        `isolate heap: ${((other.getHeapStatisticsSync().used_heap_size - heapBefore) / 1024).toFixed(0)} KB more after compile and one bind`,
+      );
     other.dispose();
   }
-  console.log(`compile of the library script (${(source.length / 1024).toFixed(0)} KB) per isolate: ${summary(cold)} without code cache; ${summary(cached)} with it; bind per context ${summary(bind)}`);
+  console.log(
+    `compile of the library script (${(source.length / 1024).toFixed(0)} KB) per isolate: ${summary(cold)} without code cache; ${summary(cached)} with it; bind per context ${summary(bind)}`,
+  );
 }
 
 async function main(): Promise<void> {

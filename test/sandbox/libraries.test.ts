@@ -183,6 +183,12 @@ describe('libraries: isolation between tenants', () => {
     assert.equal(await textAs(t.client, probe, 'app-4', 'user-3'), '2,1899-12-30T00:00:00.000Z,undefined');
   });
 
+  it('require and console replaced by a call are back for the next call of the same script, user and app', async () => {
+    const script = '{ const seen = [typeof require, typeof console.log].join(); globalThis.require = null; console = 1; return seen; }';
+    assert.equal(await textAs(t.client, script, 'app-5', 'user-5'), 'function,function');
+    assert.equal(await textAs(t.client, script, 'app-5', 'user-5'), 'function,function');
+  });
+
   it("nothing of the host through a library's objects or require itself", async () => {
     const probes = [
       `require("simple-statistics").mean.constructor("return typeof process")()`,
