@@ -222,9 +222,15 @@ export class CallPipeline {
     );
   }
 
-  private onResult(index: number, bytes: number, result: TaskResult): void {
-    // Even after the call ended: the lines of a failed chunk are what explains the failure.
-    if (result.console) this.options.onConsole?.(result.console);
+  private onResult(index: number, bytes: number, received: TaskResult): void {
+    // Even after the call ended: the lines of a failed chunk are what explains the failure. Logged
+    // at once and not kept: a result waiting its turn holds only what its held bytes count.
+    let result = received;
+    if (received.console) {
+      this.options.onConsole?.(received.console);
+      const { console: _logged, ...rest } = received;
+      result = rest;
+    }
     this.budget.addResult(result.scriptMs, !result.ok && result.timedOut);
     if (this.state.name === 'finished') return;
     this.pending.adapt(bytes, result.scriptMs);
