@@ -84,7 +84,9 @@ export class LibraryRegistry {
       const before = this.folder;
       this.folder = this.withoutClashes(await readLibraryFolder(dir));
       this.logReload(before);
-      this.publish(librariesFrame(this.bundle));
+      // A save that changed nothing (a touch, an editor's temporary file) costs the sandboxes nothing:
+      // a new set makes every thread let its kept contexts go.
+      if (fingerprint(before) !== fingerprint(this.folder)) this.publish(librariesFrame(this.bundle));
     } catch (error) {
       this.logger.error({ dir, err: error }, 'cannot read SSE_LIBRARIES_DIR: keeping the libraries loaded before');
     }
@@ -136,7 +138,7 @@ export class LibraryRegistry {
     for (const library of old.values())
       this.logger.info({ library: library.name, file: library.file }, 'library removed (SSE_LIBRARIES_DIR)');
     this.logProblems();
-    this.logger.info({ libraries: this.names }, 'libraries reloaded: new calls get this set');
+    this.logger.info({ libraries: this.names }, 'SSE_LIBRARIES_DIR read again: new calls get this set');
   }
 
   private logProblems(): void {
@@ -146,6 +148,10 @@ export class LibraryRegistry {
         'library refused (SSE_LIBRARIES_DIR): left out',
       );
   }
+}
+
+function fingerprint(read: FolderRead): string {
+  return read.libraries.map((library) => `${library.name}:${library.sha256}`).join('\n');
 }
 
 function folderFields(library: FolderLibrary): Record<string, unknown> {
