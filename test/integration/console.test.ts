@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 
 import { createLogger } from '../../src/ops/log';
+import { assertServed, describeReport, withBystander } from '../helpers/bystander';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers } from '../helpers/qlik-client';
 import { evalText, textOf, waitFor } from '../helpers/sandbox-calls';
@@ -108,6 +109,17 @@ describe('console lines in the log', () => {
     assert.equal(code, status.OK);
     assert.equal(logged.length, 1);
     assert.equal(logged[0]?.['msg'], '[console: a value could not be formatted: trap]');
+  });
+
+  it('a console flood for a second answers right, and another client is answered meanwhile', async (ctx) => {
+    const flood =
+      '{ const end = Date.now() + 1000; let i = 0; while (Date.now() < end) console.log("flood", i++, { i }); return i > 5 ? 1 : 0; }';
+    const { value, report } = await withBystander(t.address, () => run(flood, 'app-flood-bystander'));
+    ctx.diagnostic(describeReport(report));
+    assert.equal(value.code, status.OK);
+    assert.equal(value.logged.length, 6);
+    assert.match(String(value.logged[5]?.['msg']), /^\d+ more console lines dropped/);
+    assertServed(report);
   });
 
   it('the lines of every chunk of a call count against one bound', async () => {
