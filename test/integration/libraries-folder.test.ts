@@ -49,7 +49,8 @@ describe('SSE_LIBRARIES_DIR', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('offers a CommonJS file and a UMD bundle by their file names', async () => {
+  // spin.js never ends: every call here that does not require it shows that a library is evaluated only when asked.
+  it('offers a CommonJS file and a UMD bundle by their file names; a library runs only when required', async () => {
     assert.equal(await textOf(t.client, 'require("greet").greet("Ada")'), 'hello Ada');
     assert.equal(await textOf(t.client, 'require("shout").shout("hej")'), 'HEJ!');
     assert.equal(await textOf(t.client, 'require("simple-statistics").median([1, 5, 2])'), '2', 'the bundled ones stay');
