@@ -108,6 +108,7 @@ async function main(): Promise<void> {
     return;
   }
   logStartup(logger, config, { port: plugin.port, metricsPort: plugin.metricsPort, tls });
+  plugin.libraries.logOffered();
   logConnectionLimits(logger, config, plugin);
   handleSignals(logger, config, plugin);
 }

@@ -44,7 +44,7 @@ export class CallConsole {
 
   /** The call ended: one line for what was dropped, if anything was (the bytes counted in the sandbox may be fewer). */
   finish(): void {
-    if (this.dropped === 0) return;
+    if (this.dropped === 0 || this.maxLines === 0) return;
     this.logger.warn(
       { ...this.owner, source: 'console', dropped: this.dropped },
       `${this.dropped} more console lines dropped: a call keeps ${this.maxLines} lines and ${this.maxBytes} bytes (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES)`,

@@ -4,7 +4,8 @@
  * start and again when its files change (src/ops/folder-watch.ts). Each set in force goes to the
  * sandbox processes as one LIBRARIES frame (src/contract/libraries.ts) through `publish`: once per
  * process and reload, never with a task. A broken file is logged with its line and left out; the
- * others stay. The log lists every library offered with its version (bundled) or SHA-256 (a file).
+ * others stay. The start-up log lists every library offered with its version (bundled) or SHA-256
+ * (a file), after the lines that say where the plugin listens (logOffered).
  */
 import { stat } from 'node:fs/promises';
 
@@ -55,7 +56,7 @@ export class LibraryRegistry {
       registry.watch = new FolderWatch(dir, 'SSE_LIBRARIES_DIR', logger, () => registry.reload(dir));
       registry.watch.start(info.ino);
     }
-    registry.logStart();
+    registry.logProblems();
     registry.publish(librariesFrame(registry.bundle));
     return registry;
   }
@@ -109,14 +110,14 @@ export class LibraryRegistry {
     return { libraries, problems };
   }
 
-  private logStart(): void {
+  /** The start-up log's lines (src/main.ts, after where the plugin listens): every library offered, then the list. */
+  logOffered(): void {
     for (const library of this.bundled)
       this.logger.info(
         { library: library.name, version: library.version, license: library.license },
         'library offered to scripts (bundled)',
       );
     for (const library of this.folder.libraries) this.logger.info(folderFields(library), 'library offered to scripts (SSE_LIBRARIES_DIR)');
-    this.logProblems();
     this.logger.info(
       { libraries: this.names },
       this.names.length === 0 ? 'no library offered to scripts' : 'libraries scripts may require',

@@ -15,6 +15,7 @@ import { status } from '@grpc/grpc-js';
 import { createLogger } from '../../src/ops/log';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { evalText, textOf } from '../helpers/sandbox-calls';
+import { startMain } from '../ops/process';
 
 const GREET_V1 = `exports.greet = function (name) { return 'hello ' + name; };\n`;
 const GREET_V2 = `module.exports = { greet: (name) => 'bonjour ' + name };\n`;
@@ -68,21 +69,29 @@ describe('SSE_LIBRARIES_DIR', () => {
     assert.match(result.details, /available: simple-statistics, date-fns, d3-array, qlik, greet, shout, spin \(at row 0\)$/);
   });
 
-  it('the start-up log lists every library with its version or file hash', () => {
-    const offered = lines.filter((line) => String(line['msg']).startsWith('library offered to scripts'));
-    assert.deepEqual(
-      offered.map((line) => [line['library'], line['version'] ?? line['sha256']]),
-      [
-        ['simple-statistics', '7.12.1'],
-        ['date-fns', '4.4.0'],
-        ['d3-array', '3.2.5'],
-        ['qlik', '0.1.0'],
-        ['greet', offered.find((line) => line['library'] === 'greet')?.['sha256']],
-        ['shout', offered.find((line) => line['library'] === 'shout')?.['sha256']],
-        ['spin', offered.find((line) => line['library'] === 'spin')?.['sha256']],
-      ],
-    );
-    for (const line of offered.slice(4)) assert.match(String(line['sha256']), /^[0-9a-f]{16}$/);
+  it('the start-up log lists every library with its version or file hash, after where the plugin listens', async () => {
+    const started = await startMain({ SSE_LIBRARIES_DIR: dir, SSE_WORKERS: '1' });
+    try {
+      await started.waitForLine((line) => line.msg === 'libraries scripts may require');
+      const listening = started.lines.findIndex((line) => String(line.msg).startsWith('listening on'));
+      const offered = started.lines.filter((line) => String(line.msg).startsWith('library offered to scripts'));
+      assert.ok(listening >= 0 && started.lines.indexOf(offered[0] as (typeof offered)[number]) > listening);
+      assert.deepEqual(
+        offered.map((line) => [line['library'], line['version'] ?? 'file']),
+        [
+          ['simple-statistics', '7.12.1'],
+          ['date-fns', '4.4.0'],
+          ['d3-array', '3.2.5'],
+          ['qlik', '0.1.0'],
+          ['greet', 'file'],
+          ['shout', 'file'],
+          ['spin', 'file'],
+        ],
+      );
+      for (const line of offered.slice(4)) assert.match(String(line['sha256']), /^[0-9a-f]{16}$/);
+    } finally {
+      await started.kill();
+    }
   });
 
   it("a library's own code runs under the call's time limit", async () => {
