@@ -33,7 +33,8 @@ COPY tsconfig.json ./
 COPY proto ./proto
 COPY src ./src
 COPY workers ./workers
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund
+# The libraries scripts may require are bundled from node_modules (workers/libraries/build.ts).
+RUN npx tsc -p tsconfig.json && node dist/workers/libraries/build.js && npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime: no compiler, no dev dependencies, an unprivileged user ----
 FROM node:22-bookworm-slim

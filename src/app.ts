@@ -7,6 +7,7 @@ import { HeldBytes } from './calls/held-bytes';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
 import { type RunningServer, startServer } from './grpc/server';
+import { LibraryRegistry } from './libraries/registry';
 import type { Config } from './ops/config';
 import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
@@ -25,6 +26,8 @@ export interface Plugin {
   readonly connections: DescriptorBudget;
   /** The sandbox processes' user and layers in force, for the start-up log. */
   readonly confinement: Confinement;
+  /** The libraries scripts may require (SSE_LIBRARIES, SSE_LIBRARIES_DIR). */
+  readonly libraries: LibraryRegistry;
   /**
    * Stop taking calls, let in-flight calls finish (up to graceMs, then they are cancelled), end the
    * sandbox processes, close the metrics endpoint.
@@ -71,14 +74,19 @@ export async function startPlugin(
   );
   const held = new HeldBytes(config.maxHeldMb);
   metrics = new Metrics(pool, held);
+  let libraries: LibraryRegistry | undefined;
   try {
+    // Before the processes start: each gets the set ahead of its first task.
+    libraries = await LibraryRegistry.open(config, logger, (frame) => pool.setLibraries(frame));
     await pool.start();
     running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions }, connections);
   } catch (error) {
     functions?.close();
+    libraries?.close();
     await pool.close();
     throw error;
   }
+  const offered = libraries;
   let metricsServer: http.Server | undefined;
   let metricsPort: number | undefined;
   if (config.metricsPort !== undefined) {
@@ -93,6 +101,7 @@ export async function startPlugin(
       running.stopListening();
       running.server.forceShutdown();
       functions?.close();
+      offered.close();
       await pool.close();
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot serve metrics on ${config.metricsHost}:${config.metricsPort} (SSE_METRICS_PORT): ${reason}`, {
@@ -110,6 +119,7 @@ export async function startPlugin(
       const deadline = Date.now() + graceMs;
       draining = true;
       functions?.close();
+      offered.close();
       clearTimeout(unavailableTimer);
       server.setServing('NOT_SERVING');
       await callsEnded(callMetrics, deadline);
@@ -121,7 +131,7 @@ export async function startPlugin(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, held, logger, connections, confinement, stop };
+  return { port: running.port, metricsPort, pool, held, logger, connections, confinement, libraries: offered, stop };
 }
 
 /**

@@ -109,6 +109,7 @@ async function main(): Promise<void> {
     return;
   }
   logStartup(logger, config, { port: plugin.port, metricsPort: plugin.metricsPort, tls });
+  plugin.libraries.logOffered();
   logConnectionLimits(logger, config, plugin);
   logConfinement(logger, plugin.confinement);
   handleSignals(logger, config, plugin);

@@ -28,8 +28,10 @@ import {
 } from '../src/contract/channel';
 import { readyFrame, retireFrame } from '../src/contract/control-frames';
 import { PluginError } from '../src/contract/errors';
+import { readLibraryBundle } from '../src/contract/libraries';
 import { resultFrame } from '../src/contract/result-frame';
 import type { TaskResult } from '../src/contract/task';
+import { libraryCell } from './library-cell';
 import { ThreadPool } from './thread-pool';
 import { BUDGET_SPENT_MS, newBudget } from './thread-task';
 
@@ -131,8 +133,17 @@ class OpenCalls extends Map<number, OpenCall> {
   }
 }
 
+/** The current library set for the threads (workers/library-cell.ts); null until the front's first LIBRARIES frame. */
+const libraries: { cell: SharedArrayBuffer | null; version: number } = { cell: null, version: 0 };
+
 function onFrame(frame: ReceivedFrame, calls: OpenCalls, pool: ThreadPool, channel: net.Socket): void {
   switch (frame.kind) {
+    case Frame.LIBRARIES:
+      // Checked here, once: a malformed set ends this process (the frame reader's caller) before any task uses it.
+      readLibraryBundle(frame.payload);
+      libraries.version++;
+      libraries.cell = libraryCell(frame.payload, libraries.version);
+      return;
     case Frame.OPEN_CALL:
       // The front is trusted here (it started this process); its OPEN_CALL is its own CallSpec.
       calls.open(frame.id, { call: parseJson(frame.payload) as CallSpec, budget: newBudget() });
@@ -193,6 +204,7 @@ async function runTask(
       callTimeoutMs: call.callTimeoutMs,
       budget: open.budget,
       maxReplyBytes: call.maxReplyBytes,
+      libraries: libraries.cell,
     },
     [bytes.buffer as ArrayBuffer],
   );

@@ -26,6 +26,8 @@ export interface EvaluateTask {
   /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the thread, watched by its sandbox process. */
   readonly control: SharedArrayBuffer;
   readonly maxReplyBytes: number;
+  /** The process's current library set (workers/library-cell.ts): shared, so a task carries no code. */
+  readonly libraries: SharedArrayBuffer | null;
 }
 
 export const BUDGET_SPENT_MS = 0;

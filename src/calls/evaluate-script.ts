@@ -16,6 +16,7 @@ import type { Config } from '../ops/config';
 import type { Logger } from '../ops/log';
 import type { Metrics } from '../ops/metrics';
 import { busyError, type SandboxPool } from '../sandboxes/pool';
+import { CallConsole } from './call-console';
 import { contextKey } from './context-key';
 import { type HeldBytes, openCallAccount } from './held-bytes';
 import { CallPipeline, type CallSummary } from './pipeline';
@@ -93,6 +94,8 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
       return;
     }
+    const owner = { requestId, appId: scriptCall.common.appId, userId: scriptCall.common.userId };
+    const scriptConsole = new CallConsole(logger, owner, config.consoleLines, config.consoleBytes);
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
       chunkBytes: config.chunkKb * 1024,
       maxInFlight: config.workers + 1,
@@ -101,6 +104,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
       owner: { host: hostOf(call.getPeer()), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       account,
+      onConsole: (output) => scriptConsole.add(output),
     });
     // The account stays open after the pipeline settles: replies not yet taken are still counted,
     // until the stream's end closes it (openCallAccount).
@@ -108,7 +112,10 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     // counts each from the moment it takes it, so the early hold goes back then (this listener is first).
     if (incoming) call.on('data', () => incoming.taken());
     pipeline.run().then(
-      ({ error, summary }) => logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary }),
+      ({ error, summary }) => {
+        scriptConsole.finish();
+        logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary });
+      },
       (error: unknown) => {
         account.close();
         metrics.callEnded();

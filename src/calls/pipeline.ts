@@ -17,6 +17,7 @@
  */
 import type { Metadata, StatusObject } from '@grpc/grpc-js';
 import type { CallSpec } from '../contract/channel';
+import type { ConsoleOutput } from '../contract/console';
 import { PluginError } from '../contract/errors';
 import { memoryLimitError } from '../contract/limit-errors';
 import { splitRows } from '../contract/rows';
@@ -46,6 +47,8 @@ export interface PipelineOptions {
   readonly owner: TaskOwner;
   /** The call's account of the front-wide held bytes (openCallAccount in src/calls/held-bytes.ts). */
   readonly account: HeldAccount;
+  /** Told of what each task's script wrote to its console, as results arrive (src/calls/call-console.ts). */
+  readonly onConsole?: (output: ConsoleOutput) => void;
 }
 
 export interface CallSummary {
@@ -219,7 +222,15 @@ export class CallPipeline {
     );
   }
 
-  private onResult(index: number, bytes: number, result: TaskResult): void {
+  private onResult(index: number, bytes: number, received: TaskResult): void {
+    // Even after the call ended: the lines of a failed chunk are what explains the failure. Logged
+    // at once and not kept: a result waiting its turn holds only what its held bytes count.
+    let result = received;
+    if (received.console) {
+      this.options.onConsole?.(received.console);
+      const { console: _logged, ...rest } = received;
+      result = rest;
+    }
     this.budget.addResult(result.scriptMs, !result.ok && result.timedOut);
     if (this.state.name === 'finished') return;
     this.pending.adapt(bytes, result.scriptMs);

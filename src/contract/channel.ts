@@ -10,6 +10,7 @@
  * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
  *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, rows
  *                   CLOSE_CALL id = call   (its spec and contexts may go)
+ *                   LIBRARIES  id = 0      payload = JSON LibraryBundle (src/contract/libraries.ts), at start and reloads
  * sandbox -> front  READY      id = 0      payload = JSON { threads }
  *                   RESULT     id = task   payload = encodeResult()
  *                   RETIRE     id = 0      payload = JSON Retirement
@@ -26,6 +27,7 @@ export const Frame = {
   OPEN_CALL: 1,
   TASK: 2,
   CLOSE_CALL: 3,
+  LIBRARIES: 4,
   READY: 16,
   RESULT: 17,
   RETIRE: 18,
@@ -90,6 +92,9 @@ export interface SandboxSettings {
   readonly nice: number;
   /** Calls the process keeps open at once; MAX_OPEN_CALLS unless a test makes it small. */
   readonly maxOpenCalls?: number;
+  /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES): the rest is counted. 0 when not given. */
+  readonly consoleLines?: number;
+  readonly consoleBytes?: number;
 }
 
 export interface ReceivedFrame {
@@ -262,6 +267,7 @@ function maxPayloadBytes(kind: FrameKind): number {
     case Frame.OPEN_CALL:
     case Frame.TASK:
     case Frame.CLOSE_CALL:
+    case Frame.LIBRARIES:
       return MAX_FRAME_BYTES;
     case Frame.RESULT:
       return MAX_RESULT_FRAME_BYTES;

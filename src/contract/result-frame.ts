@@ -2,13 +2,14 @@
  * RESULT payloads (src/contract/channel.ts carries them): what a sandbox thread sends back for a task.
  *
  * success = u8 1 | u8 nondeterministic | u32 rowsOut | f64 scriptMs | u32 replies | u32 tableMetaBytes
- *           | u32 length per reply | replies | table (see encodeTable)
- * failure = u8 0 | JSON FailureData
+ *           | u32 consoleBytes | u32 length per reply | replies | table (see encodeTable) | console JSON
+ * failure = u8 0 | JSON FailureData (with the console, when the script wrote to it)
  *
  * The sandbox writes them, the front reads them; the front does not trust what it reads (a script
  * that escaped V8 would own the sandbox process), so every length is checked before use.
  */
 import { Frame, frameHeader, HEADER_BYTES, MAX_RESULT_FRAME_BYTES, parseJson } from './channel';
+import { type ConsoleOutput, checkConsole, hasConsole, MAX_CONSOLE_BYTES } from './console';
 import { isRecord } from './control-frames';
 import { type ErrorData, isErrorData, PluginError } from './errors';
 import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskResult } from './task';
@@ -25,8 +26,11 @@ const ROWS_OUT_AT = 2;
 const SCRIPT_MS_AT = 6;
 const REPLY_COUNT_AT = 14;
 const TABLE_META_BYTES_AT = 18;
+const CONSOLE_BYTES_AT = 22;
 /** The u32 length of each reply follows the fixed fields. */
-const SUCCESS_FIXED_BYTES = 22;
+const SUCCESS_FIXED_BYTES = 26;
+/** A console section's JSON: its text may be escaped up to six bytes a byte (\u0001). */
+const MAX_CONSOLE_JSON_BYTES = 6 * MAX_CONSOLE_BYTES + 1024 * 1024;
 const FAILURE = 0;
 const SUCCESS = 1;
 
@@ -35,6 +39,7 @@ interface FailureData {
   readonly scriptMs: number;
   readonly isolateRebuilt: boolean;
   readonly timedOut: boolean;
+  readonly console?: ConsoleOutput;
 }
 
 /** The pieces of a RESULT payload, to be written one after another (no join of the reply bytes). */
@@ -45,10 +50,12 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
       scriptMs: result.scriptMs,
       isolateRebuilt: result.isolateRebuilt,
       timedOut: result.timedOut,
+      ...(hasConsole(result.console) ? { console: result.console } : {}),
     };
     return [Uint8Array.of(FAILURE), Buffer.from(JSON.stringify(failure), 'utf8')];
   }
   const table = result.table === null ? [] : encodeTable(result.table);
+  const consoleJson = hasConsole(result.console) ? [Buffer.from(JSON.stringify(result.console), 'utf8')] : [];
   const fixed = Buffer.allocUnsafe(SUCCESS_FIXED_BYTES + 4 * result.replies.length);
   fixed.writeUInt8(SUCCESS, OK_AT);
   fixed.writeUInt8(result.nondeterministic ? 1 : 0, NONDETERMINISTIC_AT);
@@ -56,10 +63,11 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
   fixed.writeDoubleLE(result.scriptMs, SCRIPT_MS_AT);
   fixed.writeUInt32LE(result.replies.length, REPLY_COUNT_AT);
   fixed.writeUInt32LE(table[0]?.byteLength ?? 0, TABLE_META_BYTES_AT);
+  fixed.writeUInt32LE(consoleJson[0]?.byteLength ?? 0, CONSOLE_BYTES_AT);
   result.replies.forEach((reply, i) => {
     fixed.writeUInt32LE(reply.byteLength, SUCCESS_FIXED_BYTES + 4 * i);
   });
-  return [fixed, ...result.replies, ...table];
+  return [fixed, ...result.replies, ...table, ...consoleJson];
 }
 
 /** A whole RESULT frame, header first, in pieces for one writev; past MAX_RESULT_FRAME_BYTES, a failure instead. */
@@ -92,17 +100,21 @@ export function decodeResult(payload: Uint8Array): TaskResult {
   if (buf.length < SUCCESS_FIXED_BYTES) throw new Error('RESULT frame shorter than its fixed fields');
   const replyCount = buf.readUInt32LE(REPLY_COUNT_AT);
   const tableMetaBytes = buf.readUInt32LE(TABLE_META_BYTES_AT);
+  const consoleBytes = buf.readUInt32LE(CONSOLE_BYTES_AT);
   let at = SUCCESS_FIXED_BYTES + 4 * replyCount;
   if (at > buf.length) throw new Error('RESULT frame shorter than its reply lengths');
+  if (consoleBytes > MAX_CONSOLE_JSON_BYTES || at + consoleBytes > buf.length) throw new Error('RESULT frame shorter than its console');
+  const consoleAt = buf.length - consoleBytes;
   const replies: Uint8Array[] = [];
   for (let i = 0; i < replyCount; i++) {
     const length = buf.readUInt32LE(SUCCESS_FIXED_BYTES + 4 * i);
-    if (at + length > buf.length) throw new Error('RESULT frame shorter than its replies');
+    if (at + length > consoleAt) throw new Error('RESULT frame shorter than its replies');
     replies.push(buf.subarray(at, at + length));
     at += length;
   }
-  const rest = buf.subarray(at);
+  const rest = buf.subarray(at, consoleAt);
   if (tableMetaBytes === 0 && rest.length > 0) throw new Error('RESULT frame longer than its replies');
+  const console = consoleBytes === 0 ? undefined : checkConsole(parseJson(buf.subarray(consoleAt)));
   return {
     ok: true,
     nondeterministic: buf.readUInt8(NONDETERMINISTIC_AT) === 1,
@@ -110,6 +122,7 @@ export function decodeResult(payload: Uint8Array): TaskResult {
     scriptMs: checkScriptMs(buf.readDoubleLE(SCRIPT_MS_AT)),
     replies,
     table: tableMetaBytes === 0 ? null : decodeTable(rest, tableMetaBytes),
+    ...(console === undefined ? {} : { console }),
   };
 }
 
@@ -119,11 +132,12 @@ export function decodeResult(payload: Uint8Array): TaskResult {
  */
 function checkFailure(value: unknown): FailureData {
   if (!isRecord(value)) throw new Error('RESULT failure is not an object');
-  const { error, scriptMs, isolateRebuilt, timedOut } = value;
+  const { error, scriptMs, isolateRebuilt, timedOut, console } = value;
   if (!isErrorData(error)) throw new Error('RESULT failure without a known error code and message');
   if (typeof scriptMs !== 'number') throw new Error('RESULT failure without its script time');
   if (typeof isolateRebuilt !== 'boolean' || typeof timedOut !== 'boolean') throw new Error('RESULT failure without its flags');
-  return { error: { code: error.code, message: error.message }, scriptMs: checkScriptMs(scriptMs), isolateRebuilt, timedOut };
+  const failure = { error: { code: error.code, message: error.message }, scriptMs: checkScriptMs(scriptMs), isolateRebuilt, timedOut };
+  return console === undefined ? failure : { ...failure, console: checkConsole(console) };
 }
 
 /** Script time is added to the call's budget: NaN, a negative or an infinite time would corrupt it. */

@@ -4,6 +4,7 @@
  * How a task travels is the channel's (TaskFrame, src/contract/channel.ts); what a sandbox thread
  * is given for it is the sandbox's own (EvaluateTask, workers/thread-task.ts).
  */
+import type { ConsoleOutput } from './console';
 import type { ErrorData } from './errors';
 
 /** qlik.sse.DataType */
@@ -80,6 +81,8 @@ export interface TaskSuccess {
   /** Present when every row of this chunk was table-shaped. */
   readonly table: TableChunk | null;
   readonly scriptMs: number;
+  /** What the script wrote to its console in this task, when it wrote anything. */
+  readonly console?: ConsoleOutput;
 }
 
 export interface TaskFailure {
@@ -89,6 +92,8 @@ export interface TaskFailure {
   /** The sandbox hit its memory limit and was rebuilt. */
   readonly isolateRebuilt: boolean;
   readonly timedOut: boolean;
+  /** What the script wrote before it failed: the lines that explain the failure. */
+  readonly console?: ConsoleOutput;
 }
 
 export type TaskResult = TaskSuccess | TaskFailure;

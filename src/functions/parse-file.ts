@@ -7,7 +7,7 @@
  * functions share one script (src/functions/signature.ts, fileScript): its helpers, then every `run`
  * in their scope; nothing else at the top level is allowed, because it would never run.
  *
- * File-level problems (a syntax error, a stray statement, a `require` or `import()`) refuse the whole
+ * File-level problems (a syntax error, a stray statement, an `import()`) refuse the whole
  * file; a problem in one definition refuses only that function. Every problem has a line.
  */
 import { type AnyNode, type Expression, type Node, type Program, parse, type Statement } from 'acorn';
@@ -134,18 +134,19 @@ function describe(statement: Node): string {
 }
 
 /**
- * `require(…)` and `import(…)` cannot work in the sandbox (no modules, no host): refuse the file at
- * load rather than fail every call. Only a courtesy: the sandbox itself is what keeps the host out.
+ * `import(…)` cannot work in the sandbox (no module loader, no host): refuse the file at load rather
+ * than fail every call. `require` of the plugin's libraries works (src/libraries/); any other name
+ * fails the call that asks, naming what is available, since the set may change without the file.
+ * Only a courtesy: the sandbox itself is what keeps the host out.
  */
 function hostReach(program: Program, file: string): Problem[] {
   const problems: Problem[] = [];
   visit(program, (node) => {
-    const isRequire = node.type === 'CallExpression' && isNamed(node.callee, 'require');
-    if (isRequire || node.type === 'ImportExpression') {
+    if (node.type === 'ImportExpression') {
       problems.push({
         file,
         line: lineOf(node),
-        message: `${isRequire ? 'require' : 'import()'} cannot work here: function code runs in a sandbox with no modules and no access to the host; copy the code you need into the file`,
+        message: `import() cannot work here: function code runs in a sandbox with no modules and no access to the host; use require() of the plugin's libraries, or copy the code you need into the file`,
       });
     }
   });

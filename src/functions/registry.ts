@@ -8,35 +8,21 @@
  * The log says what was loaded, changed, removed or refused. Qlik reads the function list only when
  * it connects, so a change of names or signatures is logged with what the administrator must do.
  *
- * A deployment may replace the whole folder (`rm -rf functions && cp -r new functions`): a watch
- * follows one folder, not a path, so when the folder is gone or another one stands at its path the
- * registry watches the path again (checking every REWATCH_MS while it is missing), keeping the
+ * A deployment may replace the whole folder (`rm -rf functions && cp -r new functions`): the watch
+ * (src/ops/folder-watch.ts, shared with SSE_LIBRARIES_DIR) follows the path again, keeping the
  * functions loaded before meanwhile.
  */
-import { type FSWatcher, watch } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import path from 'node:path';
 
 import { ConfigError } from '../ops/config';
+import { FolderWatch } from '../ops/folder-watch';
 import type { Logger } from '../ops/log';
 import { EMPTY_FUNCTION_SET, type FunctionSet, loadFunctionFolder } from './load-folder';
 import { functionDefinition, type PluginFunction } from './signature';
 
-/** Quiet time after the last change event before the folder is read again. */
-export const RELOAD_DEBOUNCE_MS = 200;
-/** While the folder is missing, how often to look for it again. */
-const REWATCH_MS = 1_000;
-
 export class FunctionRegistry {
   private current: FunctionSet = EMPTY_FUNCTION_SET;
-  private watcher: FSWatcher | undefined;
-  /** The folder the watcher follows (its inode): another one at the path needs a new watch. */
-  private watchedIno: number | undefined;
-  private rewatchTimer: NodeJS.Timeout | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private reloading: Promise<void> | undefined;
-  private again = false;
-  private closed = false;
+  private folder: FolderWatch | undefined;
   /** Resolves after each completed reload (tests and callers that must see a change take effect). */
   private reloadListeners: (() => void)[] = [];
 
@@ -56,7 +42,8 @@ export class FunctionRegistry {
       throw new ConfigError(`SSE_FUNCTIONS_DIR=${JSON.stringify(dir)} is not a folder: expected a folder of .js function files`);
     const registry = new FunctionRegistry(dir, logger);
     await registry.reload();
-    registry.watch(info.ino);
+    registry.folder = new FolderWatch(dir, 'SSE_FUNCTIONS_DIR', logger, () => registry.reload());
+    registry.folder.start(info.ino);
     return registry;
   }
 
@@ -79,95 +66,22 @@ export class FunctionRegistry {
   }
 
   close(): void {
-    this.closed = true;
-    clearTimeout(this.timer);
-    clearTimeout(this.rewatchTimer);
-    this.watcher?.close();
-    this.watcher = undefined;
+    this.folder?.close();
   }
 
-  private watch(ino: number): void {
-    this.watcher?.close();
-    this.watchedIno = ino;
-    try {
-      // Persistent: a change noticed is always applied; close() closes the watcher.
-      // An event naming the folder itself: it was removed or renamed, and the watch died with it.
-      const self = path.basename(path.resolve(this.dir));
-      this.watcher = watch(this.dir, (_event, name) => (name === self ? this.rewatchLater() : this.schedule()));
-      this.watcher.on('error', () => this.rewatchLater());
-    } catch (error) {
-      this.logger.error({ dir: this.dir, err: error }, 'cannot watch SSE_FUNCTIONS_DIR: looking for it again every second');
-      this.rewatchLater();
-    }
-  }
-
-  /** The folder is gone (or unwatchable): keep what is loaded, look for the path again until it is back. */
-  private rewatchLater(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
-    if (this.closed || this.rewatchTimer !== undefined) return;
-    this.rewatchTimer = setTimeout(() => {
-      this.rewatchTimer = undefined;
-      stat(this.dir).then(
-        (info) => {
-          if (this.closed) return;
-          if (!info.isDirectory()) return this.rewatchLater();
-          this.logger.info({ dir: this.dir }, 'SSE_FUNCTIONS_DIR is back: watching it again');
-          this.watch(info.ino);
-          this.schedule();
-        },
-        () => this.rewatchLater(),
-      );
-    }, REWATCH_MS);
-  }
-
-  private schedule(): void {
-    if (this.closed) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.reloadSoon(), RELOAD_DEBOUNCE_MS);
-  }
-
-  /** One reload at a time; changes that arrive during one cause one more. */
-  private async reloadSoon(): Promise<void> {
-    if (this.reloading) {
-      this.again = true;
-      return;
-    }
-    do {
-      this.again = false;
-      this.reloading = this.reload();
-      await this.reloading;
-      this.reloading = undefined;
-    } while (this.again && !this.closed);
-  }
-
+  /** Never rejects: a folder that cannot be read keeps the functions loaded before (FolderWatch looks for it again). */
   private async reload(): Promise<void> {
-    let next: FunctionSet;
     try {
-      next = await loadFunctionFolder(this.dir);
-      const info = await stat(this.dir);
-      // Another folder now stands at the path (replaced whole): watch that one.
-      // Another folder now stands at the path (replaced whole; the inode may even be reused): watch that one.
-      if (this.watchedIno !== undefined && info.ino !== this.watchedIno && !this.closed) {
-        this.watch(info.ino);
-        // What changed between this read and the new watch would go unseen: read once more.
-        this.schedule();
-      }
+      const next = await loadFunctionFolder(this.dir);
+      const previous = this.current;
+      this.current = next;
+      logChanges(this.logger, this.dir, previous, next, previous === EMPTY_FUNCTION_SET);
     } catch (error) {
       this.logger.error(
         { dir: this.dir, err: error },
         'cannot read SSE_FUNCTIONS_DIR: keeping the functions loaded before, and looking for the folder again every second',
       );
-      if (this.watchedIno !== undefined) this.rewatchLater();
-      return this.notify();
     }
-    const previous = this.current;
-    this.current = next;
-    logChanges(this.logger, this.dir, previous, next, previous === EMPTY_FUNCTION_SET);
-    this.notify();
-  }
-
-  private notify(): void {
     for (const listener of this.reloadListeners.splice(0)) listener();
   }
 }

@@ -2,6 +2,9 @@ import { availableParallelism } from 'node:os';
 
 import { z } from 'zod';
 
+import { MAX_CONSOLE_BYTES, MAX_CONSOLE_LINES } from '../contract/console';
+import { LIBRARY_NAME } from '../contract/libraries';
+
 /**
  * The only reader of the environment. Every variable is validated once at start; an invalid value
  * stops the start with a message naming the variable, the value and what it accepts.
@@ -67,6 +70,13 @@ export interface Config {
    * own (PrivateNetwork=yes): it accepts on the host's sockets and can connect nowhere.
    */
   readonly inheritedSockets: InheritedSockets | undefined;
+  /** SSE_LIBRARIES: the bundled libraries scripts may require; undefined: all; []: none (src/libraries/). */
+  readonly libraries: readonly string[] | undefined;
+  /** Folder of the administrator's single-file libraries; unset: none. */
+  readonly librariesDir: string | undefined;
+  /** Console lines and bytes one call keeps in the log; the rest is counted in one line (src/calls/call-console.ts). */
+  readonly consoleLines: number;
+  readonly consoleBytes: number;
 }
 
 export interface InheritedSockets {
@@ -137,6 +147,15 @@ const logFormat: Variable<LogFormat> = {
   accepts: 'auto, json or pretty',
 };
 
+/** `none`, or library names separated by commas. */
+const libraryNames: Variable<string[]> = {
+  schema: z
+    .string()
+    .transform((v) => (v.trim().toLowerCase() === 'none' ? [] : v.split(',').map((name) => name.trim())))
+    .pipe(z.array(z.string().regex(LIBRARY_NAME))),
+  accepts: 'none, or library names separated by commas (simple-statistics,date-fns,d3-array,qlik)',
+};
+
 const nonEmpty: Variable<string> = {
   schema: z.string().trim().min(1),
   accepts: 'a non-empty value',
@@ -164,6 +183,14 @@ export const DEFAULT_SANDBOX_NICE = 10;
  * It costs the idle memory of one process (docs/operations.md "Sandbox processes").
  */
 export const DEFAULT_SPARE_SANDBOXES = 1;
+
+/**
+ * A script's console, per call: enough lines to follow a few rows of a debugging session, and bytes
+ * for a few objects printed whole. A LOAD that logs every row would write millions of lines: past
+ * these a call's lines are counted in one line, so the log and the front's memory stay bounded.
+ */
+export const DEFAULT_CONSOLE_LINES = 100;
+export const DEFAULT_CONSOLE_BYTES = 64 * 1024;
 
 export function defaultSandboxProcesses(workers: number): number {
   return Math.ceil(workers / 4);
@@ -220,6 +247,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
     inheritedSockets: inherited,
+    libraries: optional('SSE_LIBRARIES', libraryNames),
+    librariesDir: optional('SSE_LIBRARIES_DIR', nonEmpty),
+    consoleLines: read('SSE_CONSOLE_LINES', integer(0, MAX_CONSOLE_LINES), DEFAULT_CONSOLE_LINES),
+    consoleBytes: read('SSE_CONSOLE_BYTES', integer(0, MAX_CONSOLE_BYTES), DEFAULT_CONSOLE_BYTES),
   };
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return config;

@@ -170,6 +170,11 @@ export class SandboxPool implements TaskRunner {
     return this.settings.maxOpenCalls ?? MAX_OPEN_CALLS;
   }
 
+  /** The libraries scripts may require (a LIBRARIES frame): every sandbox process gets it once. */
+  setLibraries(frame: Buffer): void {
+    this.supervisor.setLibraries(frame);
+  }
+
   /** Fails what is queued and ends every sandbox process (the app lets calls in flight end first). */
   async close(): Promise<void> {
     if (this.closing) return;

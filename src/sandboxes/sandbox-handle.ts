@@ -111,6 +111,9 @@ export abstract class SandboxHandle {
     return '';
   }
 
+  /** Sends the library set (a LIBRARIES frame) to the process; a stand-in without scripts ignores it. */
+  sendLibraries(_frame: Buffer): void {}
+
   /** Sends a task to a ready process (the pool picks one with a free thread). */
   send(task: QueuedTask): void {
     if (this.current !== 'ready') throw new Error(`a task sent to a sandbox process that is ${this.current}`);

@@ -137,6 +137,10 @@ export class SandboxProcess extends SandboxHandle {
     return this.child.pid;
   }
 
+  override sendLibraries(frame: Buffer): void {
+    if (this.state !== 'exited') this.channel.write(frame);
+  }
+
   /** One task, with its call's spec first if this process has not seen the call: one writev. */
   protected write(task: QueuedTask): void {
     const { request } = task;

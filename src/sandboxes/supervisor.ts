@@ -37,6 +37,9 @@ export interface PoolSettings {
   readonly usageHalfLifeMs?: number;
   /** Spare processes kept ready beside the slots (SSE_SPARE_SANDBOXES); none when not given. */
   readonly spareSandboxes?: number;
+  /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES); 0 when not given. */
+  readonly consoleLines?: number;
+  readonly consoleBytes?: number;
 }
 
 /** Where a process serves: a slot (scheduled by the pool), or a spare's place. */
@@ -83,6 +86,8 @@ export class SandboxSupervisor {
   private readonly threadCounts: number[];
   private wasAvailable = false;
   private readonly restartCounts = new Map<RestartReason, number>();
+  /** The LIBRARIES frame every process gets at its start (src/contract/libraries.ts); null: none sent yet. */
+  private librariesFrame: Buffer | null = null;
   restarts = 0;
 
   constructor(
@@ -105,6 +110,13 @@ export class SandboxSupervisor {
     const slots = this.sandboxes.map((_, index) => this.startOne({ role: 'slot', index }));
     const spares = this.spares.map((_, index) => this.startOne({ role: 'spare', index }));
     await Promise.all([...slots, ...spares]);
+  }
+
+  /** A new library set: sent once to every live process, and to each process started from now on. */
+  setLibraries(frame: Buffer): void {
+    this.librariesFrame = frame;
+    // Spares too: one may take a slot at any moment.
+    for (const sandbox of this.all()) if (sandbox.state !== 'exited') sandbox.sendLibraries(frame);
   }
 
   restartsFor(reason: RestartReason): number {
@@ -183,6 +195,8 @@ export class SandboxSupervisor {
         memoryLimitMb: this.settings.memoryLimitMb,
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
+        consoleLines: this.settings.consoleLines ?? 0,
+        consoleBytes: this.settings.consoleBytes ?? 0,
         ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
@@ -214,6 +228,8 @@ export class SandboxSupervisor {
       }
       timer = setTimeout(() => sandbox.kill('stuck'), START_TIMEOUT_MS);
       this.put(place, sandbox);
+      // Ahead of every task on the same channel: no task runs without the set in force.
+      if (this.librariesFrame !== null) sandbox.sendLibraries(this.librariesFrame);
     });
   }
 

@@ -115,9 +115,9 @@ describe('GetCapabilities', () => {
 
   it('leaves out refused functions and files, and logs each with its file and line', async () => {
     const defs = await definitions();
-    for (const name of ['Broken', 'BadReturn', 'Bad-Name', 'ReadFile']) assert.ok(!defs.has(name), name);
+    for (const name of ['Broken', 'BadReturn', 'Bad-Name']) assert.ok(!defs.has(name), name);
     const refused = logLines.filter((l) => l['msg'] === 'plugin function refused').map((l) => `${String(l['file'])}:${String(l['line'])}`);
-    assert.deepEqual(refused.sort(), ['broken.js:6', 'mistyped.js:11', 'mistyped.js:15', 'requires.js:6'].sort());
+    assert.deepEqual(refused.sort(), ['broken.js:6', 'mistyped.js:11', 'mistyped.js:15'].sort());
     const badReturn = logLines.find((l) => l['file'] === 'mistyped.js' && l['line'] === 11);
     assert.match(String(badReturn?.['problem']), /BadReturn: returns must be one of 'number', 'text'/);
   });
@@ -207,8 +207,17 @@ describe('ExecuteFunction errors', () => {
     assert.match(none.details, /no qlik-functionrequestheader-bin header/);
   });
 
-  it('function code has no host: no require, process or module, not even through a constructor', async () => {
-    assert.deepEqual(strings(await call('HostProbe', [])), ['undefined,undefined,undefined,undefined,error']);
+  it('function code has no host: no process or module, not even through a constructor; require gives only libraries', async () => {
+    assert.deepEqual(strings(await call('HostProbe', [])), ['function,undefined,undefined,undefined,error']);
+    const fs = await call('ReadFile', [[str('/etc/passwd')]]);
+    assert.equal(fs.code, status.INVALID_ARGUMENT);
+    assert.match(fs.details, /^Error: require\('fs'\): .*available: simple-statistics, date-fns, d3-array, qlik \(at row 0\)$/);
+  });
+
+  it('a function file may require a library at its top and use it in its functions', async () => {
+    const r = await call('MedianOfList', [[str('3,1,2')], [str('10,2,4,8')]]);
+    assert.equal(r.code, status.OK, r.details);
+    assert.deepEqual(numbers(r), [2, 6]);
   });
 
   it('a function that loops for ever gets DEADLINE_EXCEEDED, and the plugin answers the next call', async () => {

@@ -146,6 +146,30 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ SSE_CHUNK_KB: '4096' }).chunkKb, 4096);
   });
 
+  it('offers every bundled library unless SSE_LIBRARIES names some or none; keeps 100 console lines and 64 KiB a call', () => {
+    const defaults = loadConfig({});
+    assert.equal(defaults.libraries, undefined);
+    assert.equal(defaults.librariesDir, undefined);
+    assert.equal(defaults.consoleLines, 100);
+    assert.equal(defaults.consoleBytes, 65_536);
+    assert.deepEqual(loadConfig({ SSE_LIBRARIES: 'none' }).libraries, []);
+    assert.deepEqual(loadConfig({ SSE_LIBRARIES: ' NONE ' }).libraries, []);
+    assert.deepEqual(loadConfig({ SSE_LIBRARIES: 'qlik, date-fns' }).libraries, ['qlik', 'date-fns']);
+    const set = loadConfig({ SSE_LIBRARIES_DIR: '/etc/libs', SSE_CONSOLE_LINES: '0', SSE_CONSOLE_BYTES: '1024' });
+    assert.deepEqual([set.librariesDir, set.consoleLines, set.consoleBytes], ['/etc/libs', 0, 1024]);
+  });
+
+  for (const [name, value, accepts] of [
+    ['SSE_LIBRARIES', '../fs', /SSE_LIBRARIES="\.\.\/fs" is invalid: expected none, or library names separated by commas/],
+    ['SSE_LIBRARIES', 'qlik,,d3-array', /SSE_LIBRARIES="qlik,,d3-array" is invalid/],
+    ['SSE_CONSOLE_LINES', '100001', /SSE_CONSOLE_LINES="100001" is invalid: expected an integer from 0 to 100000/],
+    ['SSE_CONSOLE_BYTES', '-1', /SSE_CONSOLE_BYTES="-1" is invalid: expected an integer from 0 to 16777216/],
+  ] as const) {
+    it(`refuses ${name}=${value}`, () => {
+      assert.throws(() => loadConfig({ [name]: value }), accepts);
+    });
+  }
+
   it('reads SSE_LOG_FORMAT', () => {
     for (const format of ['auto', 'json', 'pretty'] as const) assert.equal(loadConfig({ SSE_LOG_FORMAT: format }).logFormat, format);
   });

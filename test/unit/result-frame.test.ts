@@ -49,8 +49,24 @@ describe('decodeResult', () => {
 
   it('refuses replies that run past the payload', () => {
     const payload = payloadOf(tableResult(7));
-    payload.writeUInt32LE(0xfffffff0, 22);
+    payload.writeUInt32LE(0xfffffff0, 26); // the first reply's length
     assert.throws(() => decodeResult(payload), /shorter than its replies/);
+  });
+
+  it('reads back the console lines of a result with a table, and refuses a console that runs past the payload', () => {
+    const console = { lines: [{ level: 'info', text: 'row 1 { a: 1 }' } as const, { level: 'warn', text: 'é' } as const], dropped: 3 };
+    const decoded = decodeResult(payloadOf({ ...tableResult(7), console }));
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.console, console);
+    assert.deepEqual(decoded.table?.keys, tableResult(7).table?.keys);
+    const payload = payloadOf({ ...tableResult(7), console });
+    payload.writeUInt32LE(payload.length, 22); // the console's length
+    assert.throws(() => decodeResult(payload), /shorter than its console/);
+  });
+
+  it('refuses a console line of an unknown level', () => {
+    const console = { lines: [{ level: 'fatal' as 'info', text: 'x' }], dropped: 0 };
+    assert.throws(() => decodeResult(payloadOf({ ...tableResult(1), console })), /malformed console line/);
   });
 
   it('refuses cell ends that do not match the cells', () => {
@@ -90,6 +106,8 @@ describe('RESULT frames and their bound', () => {
       timedOut: false,
     } as const;
     assert.deepEqual(decodeResult(Buffer.concat(encodeResult(failure))), failure);
+    const logged = { ...failure, console: { lines: [{ level: 'info' as const, text: 'x was 3' }], dropped: 0 } };
+    assert.deepEqual(decodeResult(Buffer.concat(encodeResult(logged))), logged);
   });
 
   const failure = { error: { code: 'INTERNAL', message: 'm' }, scriptMs: 1, isolateRebuilt: false, timedOut: false };

@@ -21,10 +21,12 @@ import {
   type TaskResult,
   type TaskSuccess,
 } from '../../src/contract/task';
+import { readLibraryCell } from '../library-cell';
 import { ResultWriter } from '../result-writer';
 import { threadActivity } from '../thread-activity';
 import type { ThreadData } from '../thread-pool';
 import { BUDGET_SPENT_MS, CONTROL_STATE, CONTROL_TIMEOUT_MS, type EvaluateTask, TASK_DONE, TASK_FATAL, TASK_RUNNING } from '../thread-task';
+import { consoleOutput } from './console-output';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
 import { checkOutput } from './output-check';
 import { Sandbox } from './sandbox';
@@ -104,15 +106,27 @@ function movable(result: TaskSuccess): unknown {
   return move({ [transferableSymbol]: [...buffers], [valueSymbol]: result });
 }
 
+/** The library set version this thread's sandbox has, from the process's cell (workers/library-cell.ts). */
+let librariesVersion = 0;
+
+function syncLibraries(cell: SharedArrayBuffer | null, target: Sandbox): void {
+  const update = readLibraryCell(cell, librariesVersion);
+  if (update === null) return;
+  librariesVersion = update.version;
+  target.setLibraries(update.bundle);
+}
+
 function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
   const started = performance.now();
   sandbox ??= newSandbox();
   const rebuildsBefore = sandbox.rebuilds;
+  let output: RuntimeOutput | undefined;
   try {
     const { spec } = task;
+    syncLibraries(task.libraries, sandbox);
     const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
     const input = runtimeInput(spec, columns, task);
-    const output = sandbox.evaluate(spec, input, timeoutMs, task.callId, task.contextKey);
+    output = sandbox.evaluate(spec, input, timeoutMs, task.callId, task.contextKey);
     const scriptMs = performance.now() - started;
     if (!output.ok) throw scriptFailure(spec, output, task.firstRow);
     checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);
@@ -124,6 +138,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
       nondeterministic: output.nondet,
       table: output.table === null ? null : encodeTableChunk(output.table, task.rows, tableBytes(), limits.memoryLimitMb),
       scriptMs,
+      ...consoleOutput(output.console, limits.consoleLines ?? 0),
     };
   } catch (error) {
     const failure = PluginError.from(error);
@@ -134,6 +149,7 @@ function evaluateWithin(task: EvaluateTask, timeoutMs: number): TaskResult {
       // A rebuild after a time limit or a changed built-in is routine; the front counts memory disposals.
       isolateRebuilt: sandbox.rebuilds !== rebuildsBefore && failure.code === 'RESOURCE_EXHAUSTED',
       timedOut: failure.code === 'DEADLINE_EXCEEDED',
+      ...consoleOutput(output?.console ?? null, limits.consoleLines ?? 0),
     };
   }
 }
@@ -155,6 +171,8 @@ function runtimeInput(spec: ScriptSpec, columns: readonly Column[], task: Evalua
     maxChars: Math.floor((limits.memoryLimitMb * 1024 * 1024) / 2),
     maxColumns: MAX_TABLE_COLUMNS,
     maxKeyBytes: MAX_TABLE_KEY_BYTES,
+    consoleLines: limits.consoleLines ?? 0,
+    consoleChars: limits.consoleBytes ?? 0,
   };
 }
 

@@ -18,6 +18,7 @@
  * replace once installed (every intrinsic it uses is captured here), and its output is made only of
  * primitives, typed arrays and objects it created itself with own data properties and no holes.
  */
+import type { ConsoleCapture, ConsoleHooks } from './console';
 
 /** Input of `run`, copied into the isolate. Column: t = DataType, n = numbers, s/l = packed strings. */
 export interface RuntimeInput {
@@ -34,6 +35,9 @@ export interface RuntimeInput {
   readonly maxKeyBytes: number;
   /** A new call on a context an earlier call of the same key used: reset the global object first. */
   readonly reset?: boolean;
+  /** What the chunk's console keeps (workers/thread/console.ts): lines, and characters of text. */
+  readonly consoleLines?: number;
+  readonly consoleChars?: number;
 }
 
 export interface RuntimeTable {
@@ -58,12 +62,24 @@ export type RuntimeOutput =
       table: RuntimeTable | null;
       /** The script changed a built-in that V8 guards isolate-wide (see protectorsIntact): retire the isolate. */
       tainted: boolean;
+      console: ConsoleCapture | null;
     }
-  | { ok: false; kind: 'throw' | 'size' | 'convert'; name: string; message: string; row: number; tainted: boolean }
+  | {
+      ok: false;
+      kind: 'throw' | 'size' | 'convert';
+      name: string;
+      message: string;
+      row: number;
+      tainted: boolean;
+      console: ConsoleCapture | null;
+    }
   /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
-  | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean };
+  | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean; console: ConsoleCapture | null };
 
-export function installRuntime(global: Record<string, unknown>): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
+export function installRuntime(
+  global: Record<string, unknown>,
+  consoleHooks?: ConsoleHooks,
+): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
   // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
   'use strict';
   const apply = Reflect.apply;
@@ -578,11 +594,24 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
    * values so that isolated-vm's copy, which runs after the time limit, finds nothing to call.
    */
   return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+    consoleHooks?.begin(input.consoleLines ?? 0, input.consoleChars ?? 0);
     const output = runChunk(fn, input);
     const tainted = !protectorsIntact();
-    if (!output.ok) return { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted };
+    const console = consoleHooks ? consoleHooks.end() : null;
+    if (!output.ok) return { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted, console };
     const { nums, text, lens, utf8, byteLens, nondet: readClock, table } = output;
-    return { ok: true, nums, text, lens, utf8, byteLens, nondet: readClock, table: table === null ? null : sealTable(table), tainted };
+    return {
+      ok: true,
+      nums,
+      text,
+      lens,
+      utf8,
+      byteLens,
+      nondet: readClock,
+      table: table === null ? null : sealTable(table),
+      tainted,
+      console,
+    };
   };
 
   function runChunk(fn: unknown, input: RuntimeInput): ChunkOutput {
@@ -676,4 +705,4 @@ export function installRuntime(global: Record<string, unknown>): (fn: unknown, i
 }
 
 /** What one chunk gives before the runtime adds its own checks. */
-type ChunkOutput = RuntimeOutput extends infer O ? (O extends unknown ? Omit<O, 'tainted'> : never) : never;
+type ChunkOutput = RuntimeOutput extends infer O ? (O extends unknown ? Omit<O, 'tainted' | 'console'> : never) : never;

@@ -17,13 +17,22 @@
 import type ivm from 'isolated-vm';
 
 import { PluginError } from '../../src/contract/errors';
+import type { LibraryBundle } from '../../src/contract/libraries';
 import { memoryLimitError, timeLimitError } from '../../src/contract/limit-errors';
 import type { ScriptSpec } from '../../src/contract/task';
+import { installConsole } from './console';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 import { isolatedVm } from './isolated-vm';
 import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
+import { IsolateLibraries, installRequire, LIBRARIES_GLOBAL } from './libraries';
 
-const RUNTIME_SOURCE = `(${installRuntime.toString()})(globalThis)`;
+/** The runtime, with `require` over the library table the context was given (libraries.ts) and the `console` (console.ts). */
+const RUNTIME_SOURCE = `(function (global) {
+  const table = global.${LIBRARIES_GLOBAL};
+  delete global.${LIBRARIES_GLOBAL};
+  (${installRequire.toString()})(global, table);
+  return (${installRuntime.toString()})(global, (${installConsole.toString()})(global, table === undefined ? undefined : table.inspector));
+})(globalThis)`;
 const SCRIPT_CACHE_SIZE = 64;
 
 interface PreparedContext {
@@ -50,6 +59,9 @@ const KEPT_CONTEXT_IDLE_MS = 1_000;
 export interface SandboxLimits {
   readonly memoryLimitMb: number;
   readonly scriptTimeoutMs: number;
+  /** A call's console bounds (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES); 0: the console keeps nothing. */
+  readonly consoleLines?: number;
+  readonly consoleBytes?: number;
 }
 
 export class Sandbox {
@@ -64,6 +76,7 @@ export class Sandbox {
   /** Context keys this isolate served since it was built: the first one, and whether any other came. */
   private firstKey: string | undefined;
   private servedOthers = false;
+  private readonly libraries = new IsolateLibraries();
   rebuilds = 0;
 
   constructor(
@@ -114,6 +127,14 @@ export class Sandbox {
     } finally {
       this.scheduleSpare();
     }
+  }
+
+  /** A new library set from the front: every context from now on gets it (kept ones had the old set). */
+  setLibraries(bundle: LibraryBundle): void {
+    this.libraries.set(bundle);
+    this.dropKept();
+    if (this.spare) this.release(this.spare);
+    this.spare = null;
   }
 
   /** True when this isolate served another context key than this one since it was built. */
@@ -313,6 +334,7 @@ export class Sandbox {
   private prepare(): PreparedContext {
     const context = this.isolate.createContextSync();
     try {
+      this.libraries.bind(this.isolate, context, this.limits.scriptTimeoutMs);
       const run = this.runtime.runSync(context, { reference: true, timeout: this.limits.scriptTimeoutMs }) as PreparedContext['run'];
       return { context, run };
     } catch (error) {

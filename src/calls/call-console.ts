@@ -1,0 +1,69 @@
+/**
+ * A call's console lines, written to the plugin log as its tasks' results arrive: each with the
+ * call's request id, app id and user id, `warn` for console.warn/error/trace and `info` for the
+ * rest. A call keeps at most SSE_CONSOLE_LINES lines and SSE_CONSOLE_BYTES bytes of UTF-8 text over
+ * all its tasks (the sandbox stops at the same bounds per task, so no result carries more); past
+ * them lines are counted, and one line at the call's end says how many were dropped. So a flood costs
+ * the front at most the bounds per call, and the log never more.
+ */
+import type { ConsoleOutput } from '../contract/console';
+import type { Logger } from '../ops/log';
+
+export interface ConsoleOwner {
+  readonly requestId: string;
+  readonly appId: string;
+  readonly userId: string;
+}
+
+export class CallConsole {
+  private lines = 0;
+  private bytes = 0;
+  private dropped = 0;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly owner: ConsoleOwner,
+    private readonly maxLines: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** The lines of one task's result, in the order the script wrote them. */
+  add(output: ConsoleOutput): void {
+    for (const line of output.lines) {
+      const text = cutUtf8(line.text, this.maxBytes - this.bytes);
+      if (this.lines >= this.maxLines || text === null) {
+        this.dropped++;
+        continue;
+      }
+      this.lines++;
+      this.bytes += Buffer.byteLength(text, 'utf8');
+      this.logger[line.level]({ ...this.owner, source: 'console' }, text);
+    }
+    this.dropped += output.dropped;
+  }
+
+  /** The call ended: one line for what was dropped, if anything was (the bytes counted in the sandbox may be fewer). */
+  finish(): void {
+    if (this.dropped === 0 || this.maxLines === 0) return;
+    this.logger.warn(
+      { ...this.owner, source: 'console', dropped: this.dropped },
+      `${this.dropped} more console lines dropped: a call keeps ${this.maxLines} lines and ${this.maxBytes} bytes (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES)`,
+    );
+    this.dropped = 0;
+  }
+}
+
+const ELLIPSIS = '…';
+const ELLIPSIS_BYTES = 3;
+
+/** The text within maxBytes of UTF-8, cut at a character with an ellipsis; null when not even that fits. */
+function cutUtf8(text: string, maxBytes: number): string | null {
+  // Three bytes a UTF-16 unit at most: a short text needs no measuring beyond this.
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text, 'utf8') <= maxBytes) return text;
+  if (maxBytes <= ELLIPSIS_BYTES) return null;
+  const kept = Buffer.from(text, 'utf8')
+    .subarray(0, maxBytes - ELLIPSIS_BYTES)
+    .toString('utf8');
+  // A character cut in its middle decodes as U+FFFD: it goes.
+  return `${kept.endsWith('\uFFFD') ? kept.slice(0, -1) : kept}${ELLIPSIS}`;
+}

@@ -1,0 +1,77 @@
+/** A call's console bounds in the front (src/calls/call-console.ts), over the lines of several tasks. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { CallConsole } from '../../src/calls/call-console';
+import { createLogger } from '../../src/ops/log';
+
+const OWNER = { requestId: 'r-1', appId: 'app', userId: 'user' };
+
+function collected(maxLines: number, maxBytes: number): { console: CallConsole; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { console: new CallConsole(logger, OWNER, maxLines, maxBytes), lines };
+}
+
+describe('CallConsole', () => {
+  it('logs lines of every task against one bound, then one line with all that was dropped', () => {
+    const { console, lines } = collected(3, 1_000);
+    console.add({
+      lines: [
+        { level: 'info', text: 'a' },
+        { level: 'warn', text: 'b' },
+      ],
+      dropped: 0,
+    });
+    console.add({
+      lines: [
+        { level: 'info', text: 'c' },
+        { level: 'info', text: 'd' },
+      ],
+      dropped: 7,
+    });
+    console.finish();
+    assert.deepEqual(
+      lines.map((line) => [line['level'], line['msg'], line['requestId'], line['appId'], line['userId'], line['source']]),
+      [
+        [30, 'a', 'r-1', 'app', 'user', 'console'],
+        [40, 'b', 'r-1', 'app', 'user', 'console'],
+        [30, 'c', 'r-1', 'app', 'user', 'console'],
+        [
+          40,
+          '8 more console lines dropped: a call keeps 3 lines and 1000 bytes (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES)',
+          'r-1',
+          'app',
+          'user',
+          'console',
+        ],
+      ],
+    );
+    assert.equal(lines[3]?.['dropped'], 8);
+  });
+
+  it('cuts a line at a character to the bytes left, with an ellipsis, and drops what no longer fits', () => {
+    const { console, lines } = collected(10, 10);
+    console.add({
+      lines: [
+        { level: 'info', text: 'ab€€€€' },
+        { level: 'info', text: 'x' },
+      ],
+      dropped: 0,
+    });
+    console.finish();
+    // 10 bytes: "ab" (2) and one "€" (3) fit before the three bytes of "…"; a second "€" would be cut in two.
+    // The 8 bytes kept leave room for "x".
+    assert.deepEqual(
+      lines.map((line) => line['msg']),
+      ['ab€…', 'x'],
+    );
+  });
+
+  it('writes nothing, not even a count, when SSE_CONSOLE_LINES is 0', () => {
+    const { console, lines } = collected(0, 1_000);
+    console.add({ lines: [], dropped: 12 });
+    console.finish();
+    assert.deepEqual(lines, []);
+  });
+});
