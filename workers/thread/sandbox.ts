@@ -23,8 +23,8 @@ import type { ScriptSpec } from '../../src/contract/task';
 import { installConsole } from './console';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 import { isolatedVm } from './isolated-vm';
-import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
 import { IsolateLibraries, installRequire, LIBRARIES_GLOBAL } from './libraries';
+import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
 
 /** The runtime, with `require` over the library table the context was given (libraries.ts) and the `console` (console.ts). */
 const RUNTIME_SOURCE = `(function (global) {
