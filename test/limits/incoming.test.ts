@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
+import { MAX_SMALL_PIECES } from '../../src/grpc/incoming';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { waitFor } from '../helpers/sandbox-calls';
@@ -122,5 +123,52 @@ describe('request messages being received', () => {
       session.destroy();
     }
     assert.equal(t.plugin.held.bytes, 0);
+  });
+});
+
+describe('a request message sent in tiny frames', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1' });
+  });
+  after(() => t.stop());
+
+  it('is refused RESOURCE_EXHAUSTED after a few thousand pieces, and the front serves the next call', { timeout: 60_000 }, async () => {
+    const session = http2.connect(`http://127.0.0.1:${t.plugin.port}`);
+    session.on('error', () => undefined);
+    const stream = session.request({
+      ...scriptMetadata({ script: 'args[0]', params: [{ dataType: DataType.NUMERIC }] }).toHttp2Headers(),
+      ':method': 'POST',
+      ':path': '/qlik.sse.Connector/EvaluateScript',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    stream.on('error', () => undefined);
+    let trailers: http2.IncomingHttpHeaders | undefined;
+    stream.on('trailers', (headers) => (trailers = headers));
+    stream.on('response', (headers) => {
+      if (headers['grpc-status'] !== undefined) trailers = headers;
+    });
+    stream.resume();
+    const write = (bytes: Buffer): Promise<void> => new Promise((resolve) => stream.write(bytes, () => resolve()));
+    // A 64 KiB message announced, then its body one byte a frame (each write is flushed before the next).
+    await write(Buffer.from([0, 0, 1, 0, 0]));
+    let sent = 0;
+    while (trailers === undefined && !stream.closed && sent < 3 * MAX_SMALL_PIECES) {
+      await write(Buffer.from([sent & 0xff]));
+      sent++;
+    }
+    await new Promise<void>((resolve) => (stream.closed ? resolve() : stream.once('close', () => resolve())));
+    session.destroy();
+    assert.equal(Number(trailers?.['grpc-status']), status.RESOURCE_EXHAUSTED);
+    assert.match(decodeURIComponent(String(trailers?.['grpc-message'])), /arrived in more than 4096 pieces of 1 bytes on average/);
+    assert.ok(sent < 2 * MAX_SMALL_PIECES, `${sent} one-byte frames were taken`);
+    const next = await t.client.evaluate({
+      script: 'args[0] * 2',
+      functionType: FunctionType.SCALAR,
+      params: [{ dataType: DataType.NUMERIC }],
+      bundles: [[[num(21)]]],
+    });
+    assert.deepEqual(numbers(next), [42]);
   });
 });
