@@ -22,11 +22,11 @@ import net from 'node:net';
 import tls from 'node:tls';
 
 import type * as grpc from '@grpc/grpc-js';
-import type { ConnectionInjector } from '@grpc/grpc-js';
+import { type ConnectionInjector, ServerInterceptingCall, status } from '@grpc/grpc-js';
 
 import { ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
-import { type ConnectionTable, connectionKey, worthOf } from './connection-table';
+import { type ConnectionTable, connectionKey, MAX_HEADER_BYTES_PER_CONNECTION, worthOf } from './connection-table';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
 export const DEFAULT_MAX_CONNECTIONS = 256;
@@ -190,18 +190,38 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
 
 /**
  * Counts each call on its connection in the table (a call makes a plaintext connection proven, and an
- * open call makes it busy). The connection is found by the peer address of the call's HTTP/2 session.
+ * open call makes it busy), with its headers: a call that would make its connection's open calls hold
+ * more than MAX_HEADER_BYTES_PER_CONNECTION is answered RESOURCE_EXHAUSTED at once. The connection is
+ * found by the peer address of the call's HTTP/2 session. Last in the interceptor list: it may return
+ * a call of its own, and the ones before it need grpc-js's.
  */
 export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {
   return (_method, call) => {
-    const stream = (call as unknown as { stream?: CallStream }).stream;
-    const socket = stream?.session?.socket;
-    if (stream === undefined || socket === undefined) return call as grpc.ServerInterceptingCall;
+    const base = call as unknown as { stream?: CallStream; metadata?: grpc.Metadata };
+    const socket = base.stream?.session?.socket;
+    if (base.stream === undefined || socket === undefined) return call as grpc.ServerInterceptingCall;
     const key = connectionKey(socket.remoteAddress, socket.remotePort);
-    table.callOpened(key);
-    stream.once('close', () => table.callClosed(key));
-    return call as grpc.ServerInterceptingCall;
+    const headerBytes = HEADER_COPIES * metadataBytes(base.metadata);
+    if (table.callOpened(key, headerBytes)) {
+      base.stream.once('close', () => table.callClosed(key, headerBytes));
+      return call as grpc.ServerInterceptingCall;
+    }
+    const details = `this connection's open calls hold ${Math.round(table.headerBytesOf(key) / 1024)} KiB of headers, the most one connection may (${MAX_HEADER_BYTES_PER_CONNECTION / 1024 / 1024} MiB counted three times): end some calls before opening more`;
+    // grpc-js's documented way for an interceptor to refuse a call: a status instead of the metadata.
+    return new ServerInterceptingCall(call, {
+      start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
+    });
   };
+}
+
+/** Open calls' headers live on as the HTTP/2 text, its base64 and the decoded metadata. */
+const HEADER_COPIES = 3;
+
+function metadataBytes(metadata: grpc.Metadata | undefined): number {
+  let bytes = 0;
+  for (const [key, value] of Object.entries(metadata?.getMap() ?? {}))
+    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  return bytes;
 }
 
 interface CallStream {

@@ -21,6 +21,16 @@
 
 export type ConnectionWorth = 'pending' | 'idle' | 'busy';
 
+/**
+ * Header bytes the open calls of one connection may hold, counted three times (the HTTP/2 text, its
+ * base64, the decoded metadata): about 680 KB of headers, ten calls with the largest script header or
+ * hundreds of ordinary ones. Open calls' headers live in HTTP/2 and grpc-js until the call ends, and a
+ * client that held 256 streams with 60 KB headers on each of 256 connections grew the front to 4.5 GB
+ * without a call reaching a handler. With this, all connections' open calls hold at most
+ * SSE_MAX_CONNECTIONS × 2 MiB.
+ */
+export const MAX_HEADER_BYTES_PER_CONNECTION = 2 * 1024 * 1024;
+
 const WORTH_ORDER: Record<ConnectionWorth, number> = { pending: 0, idle: 1, busy: 2 };
 
 export interface TrackedConnection {
@@ -32,6 +42,8 @@ export interface TrackedConnection {
   /** The TLS handshake is done, or (plaintext) a call was made on it. */
   proven: boolean;
   openCalls: number;
+  /** Counted header bytes of its open calls (MAX_HEADER_BYTES_PER_CONNECTION). */
+  headerBytes: number;
   /** Ends the connection (and its calls); the table forgets it when it reports closed(). */
   readonly close: () => void;
 }
@@ -77,7 +89,7 @@ export class ConnectionTable {
   }
 
   add(host: string, key: string, close: () => void): TrackedConnection {
-    const connection: TrackedConnection = { host, key, sequence: this.sequence++, proven: false, openCalls: 0, close };
+    const connection: TrackedConnection = { host, key, sequence: this.sequence++, proven: false, openCalls: 0, headerBytes: 0, close };
     this.byKey.set(key, connection);
     this.perHost.set(host, this.countOf(host) + 1);
     return connection;
@@ -97,17 +109,31 @@ export class ConnectionTable {
     if (connection !== undefined) connection.proven = true;
   }
 
-  /** A call started on the connection with this key (unknown keys: a connection already gone). */
-  callOpened(key: string): void {
+  /**
+   * A call started on the connection with this key, its headers counted as headerBytes: false (and
+   * nothing counted) when the connection's open calls would hold more than
+   * MAX_HEADER_BYTES_PER_CONNECTION. Unknown keys: a connection already gone.
+   */
+  callOpened(key: string, headerBytes = 0): boolean {
     const connection = this.byKey.get(key);
-    if (connection === undefined) return;
+    if (connection === undefined) return true;
     connection.proven = true;
+    if (connection.headerBytes + headerBytes > MAX_HEADER_BYTES_PER_CONNECTION) return false;
     connection.openCalls++;
+    connection.headerBytes += headerBytes;
+    return true;
   }
 
-  callClosed(key: string): void {
+  callClosed(key: string, headerBytes = 0): void {
     const connection = this.byKey.get(key);
-    if (connection !== undefined && connection.openCalls > 0) connection.openCalls--;
+    if (connection === undefined || connection.openCalls === 0) return;
+    connection.openCalls--;
+    connection.headerBytes = Math.max(0, connection.headerBytes - headerBytes);
+  }
+
+  /** The counted header bytes of a connection's open calls (0 for one gone). */
+  headerBytesOf(key: string): number {
+    return this.byKey.get(key)?.headerBytes ?? 0;
   }
 
   /** The slot to free for a newcomer whose host holds `fromHost`, or none it may take. */

@@ -13,6 +13,7 @@ import tls from 'node:tls';
 
 import * as grpc from '@grpc/grpc-js';
 
+import { MAX_HEADER_BYTES_PER_CONNECTION } from '../../src/grpc/connection-table';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, QlikClient, scriptMetadata } from '../helpers/qlik-client';
@@ -306,3 +307,51 @@ async function assertTlsClientServed(port: number): Promise<void> {
     good.close();
   }
 }
+
+describe("the headers of one connection's open calls", () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1' });
+  });
+  after(() => t.stop());
+
+  it('are bounded: past MAX_HEADER_BYTES_PER_CONNECTION a new call is refused RESOURCE_EXHAUSTED; other connections are served', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const session = http2.connect(`http://127.0.0.1:${t.plugin.port}`);
+    session.on('error', () => undefined);
+    const PAD = 'a'.repeat(60_000);
+    // Health checks whose request message never comes: each holds its 60 KB header until it ends.
+    const fits = Math.floor(MAX_HEADER_BYTES_PER_CONNECTION / (3 * PAD.length));
+    const statuses: (string | undefined)[] = [];
+    const refused = new Promise<string>((resolve) => {
+      for (let i = 0; i < fits + 2; i++) {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': '/grpc.health.v1.Health/Check',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'x-pad': PAD,
+        });
+        stream.on('error', () => undefined);
+        stream.on('response', (headers) => {
+          statuses[i] = headers['grpc-status'] as string | undefined;
+          if (headers['grpc-status'] !== undefined) resolve(decodeURIComponent(String(headers['grpc-message'])));
+        });
+      }
+    });
+    try {
+      assert.match(await refused, /this connection's open calls hold \d+ KiB of headers, the most one connection may/);
+      // The ones that fitted are still open; the refused ones are the last.
+      assert.deepEqual(
+        statuses.slice(0, fits - 1).filter((code) => code !== undefined),
+        [],
+      );
+      const client = new QlikClient(t.address);
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      client.close();
+    } finally {
+      session.destroy();
+    }
+  });
+});

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '../../src/grpc/admission';
-import { ConnectionTable, type TrackedConnection, worthOf } from '../../src/grpc/connection-table';
+import { ConnectionTable, MAX_HEADER_BYTES_PER_CONNECTION, type TrackedConnection, worthOf } from '../../src/grpc/connection-table';
 import { ConfigError } from '../../src/ops/config';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -128,5 +128,17 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     assert.equal(table.size, 0);
     assert.equal(table.countOf('a'), 0);
     table.callOpened(connection.key);
+  });
+
+  it("refuses a call that would make its connection's open calls hold too many header bytes, and gives them back", () => {
+    const table = new ConnectionTable(2, 2);
+    const [a] = fill(table, ['a']);
+    const key = (a as TrackedConnection).key;
+    assert.equal(table.callOpened(key, MAX_HEADER_BYTES_PER_CONNECTION - 10), true);
+    assert.equal(table.callOpened(key, 11), false);
+    assert.equal(table.headerBytesOf(key), MAX_HEADER_BYTES_PER_CONNECTION - 10);
+    assert.equal((a as TrackedConnection).openCalls, 1);
+    table.callClosed(key, MAX_HEADER_BYTES_PER_CONNECTION - 10);
+    assert.equal(table.callOpened(key, 11), true);
   });
 });
