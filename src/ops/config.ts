@@ -2,6 +2,8 @@ import { availableParallelism } from 'node:os';
 
 import { z } from 'zod';
 
+import { DEFAULT_FAST_PATH_MS } from '../contract/channel';
+
 /**
  * The only reader of the environment. Every variable is validated once at start; an invalid value
  * stops the start with a message naming the variable, the value and what it accepts.
@@ -19,6 +21,8 @@ export interface Config {
   readonly sandboxMemoryMb: number | undefined;
   /** Scheduling niceness of the sandbox processes' threads (0-19): the front wins a contended CPU. */
   readonly sandboxNice: number;
+  /** Script time a small task may take on a sandbox process's main thread before a pool thread runs it again; 0: never there. */
+  readonly fastPathMs: number;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -166,6 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandboxProcesses,
     sandboxMemoryMb: optional('SSE_SANDBOX_MEMORY_MB', integer(64, 1_048_576)),
     sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
+    fastPathMs: read('SSE_FAST_PATH_MS', integer(0, 1_000), DEFAULT_FAST_PATH_MS),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),

@@ -26,6 +26,8 @@ export interface PoolSettings {
   readonly sandboxNice?: number;
   /** Calls open at once, front and sandboxes alike; MAX_OPEN_CALLS (src/contract/channel.ts) unless a test makes it small. */
   readonly maxOpenCalls?: number;
+  /** Budget of the sandboxes' main-thread fast path (SSE_FAST_PATH_MS); DEFAULT_FAST_PATH_MS when not given. */
+  readonly fastPathMs?: number;
 }
 
 export interface PoolEvents {
@@ -116,6 +118,7 @@ export class SandboxSupervisor {
         scriptTimeoutMs: this.settings.scriptTimeoutMs,
         nice: this.settings.sandboxNice ?? 0,
         ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
+        ...(this.settings.fastPathMs === undefined ? {} : { fastPathMs: this.settings.fastPathMs }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
       let timer: NodeJS.Timeout | undefined;

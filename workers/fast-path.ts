@@ -1,0 +1,120 @@
+/**
+ * Small tasks run on the sandbox process's main thread, in an isolate of its own, instead of being
+ * handed to a piscina thread: for a one-row call that hand-off (a thread wake-up, and the result's
+ * way back) cost more than running the script (bench/RESULTS.md). The isolate has the same memory
+ * and time limits, the same runtime and the same context-sharing rules as a pool thread's (one
+ * TaskEvaluator each: workers/thread/task-evaluator.ts), and the result goes to the front the same
+ * way, on fd 4 under the threads' lock.
+ *
+ * The main thread also reads the channel and runs the pool's watchdog, so it runs a task only for
+ * a short budget (SSE_FAST_PATH_MS). A task still running at the budget is stopped by isolated-vm
+ * like any timed-out script (its isolate is rebuilt), its partial output is discarded, and it is
+ * handed to a pool thread to run again from the start with the call's full time: a script has no
+ * effect outside its call, so running it again is safe (security.md). Its context key is then kept
+ * off the fast path for a while, so a slow LOAD pays that only once. While the main thread is in
+ * its isolate a watcher thread watches it (workers/main-watch.ts).
+ */
+import { timeLimitError } from '../src/contract/limit-errors';
+import type { TaskResult } from '../src/contract/task';
+import { MainThreadWatch } from './main-watch';
+import { ResultWriter } from './result-writer';
+import type { SandboxLimits } from './thread/sandbox';
+import { TaskEvaluator, type TaskInput } from './thread/task-evaluator';
+import { STUCK_GRACE_MS } from './thread-pool';
+import { BUDGET_SPENT_MS } from './thread-task';
+
+/** Larger tasks go to the pool: they are bulk calls' chunks, which the pool's threads run side by side. */
+export const FAST_PATH_MAX_BYTES = 32 * 1024;
+/** How long a context key whose task outgrew the budget stays off the fast path. */
+const SLOW_KEY_MS = 10_000;
+const MAX_SLOW_KEYS = 1_024;
+/** How often the watcher looks at the main thread: as often as the front's memory fence. */
+const WATCH_INTERVAL_MS = 200;
+
+/** A task as the fast path takes it: its input, its call's time limit and the call's shared budget cell. */
+export interface FastTask extends TaskInput {
+  readonly taskId: number;
+  readonly callTimeoutMs: number;
+  readonly budget: SharedArrayBuffer;
+}
+
+export class FastPath {
+  private readonly evaluator: TaskEvaluator;
+  private readonly watch: MainThreadWatch;
+  private readonly results: ResultWriter;
+  /** Context keys whose task outgrew the budget, and until when they stay off the fast path. */
+  private readonly slowKeys = new Map<string, number>();
+
+  constructor(
+    limits: SandboxLimits,
+    private readonly budgetMs: number,
+    resultLock: SharedArrayBuffer,
+  ) {
+    this.watch = new MainThreadWatch(STUCK_GRACE_MS, WATCH_INTERVAL_MS);
+    this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
+    this.results = new ResultWriter(resultLock);
+  }
+
+  get enabled(): boolean {
+    return this.budgetMs > 0;
+  }
+
+  warmUp(): void {
+    if (this.enabled) this.evaluator.warmUp();
+  }
+
+  /** Whether a task of this size and key may run here. */
+  accepts(contextKey: string, rowBytes: number): boolean {
+    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES) return false;
+    const until = this.slowKeys.get(contextKey);
+    if (until === undefined) return true;
+    if (performance.now() < until) return false;
+    this.slowKeys.delete(contextKey);
+    return true;
+  }
+
+  /**
+   * Runs the task here. 'moved' when it outgrew the budget and must run again on a pool thread (its
+   * attempt here is not charged to the call); 'sent' once its result went to the front; else the
+   * result, for the channel (the results socket could not take it).
+   */
+  run(task: FastTask): 'moved' | 'sent' | TaskResult {
+    const spent = new Int32Array(task.budget);
+    const leftMs = task.callTimeoutMs - Atomics.load(spent, BUDGET_SPENT_MS);
+    const timeoutMs = Math.min(this.budgetMs, leftMs);
+    let result: TaskResult;
+    if (timeoutMs <= 0) result = timedOut(task.callTimeoutMs);
+    else {
+      this.watch.enter(timeoutMs, task.taskId);
+      try {
+        result = this.evaluator.run(task, timeoutMs);
+      } finally {
+        this.watch.leave();
+      }
+      if (!result.ok && result.timedOut && timeoutMs < leftMs) {
+        this.markSlow(task.contextKey);
+        return 'moved';
+      }
+    }
+    Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
+    return this.results.write(task.taskId, result) ? 'sent' : result;
+  }
+
+  private markSlow(contextKey: string): void {
+    this.slowKeys.delete(contextKey);
+    this.slowKeys.set(contextKey, performance.now() + SLOW_KEY_MS);
+    for (const [oldest] of this.slowKeys) {
+      if (this.slowKeys.size <= MAX_SLOW_KEYS) break;
+      this.slowKeys.delete(oldest);
+    }
+  }
+
+  /** As on a pool thread (workers/thread/evaluate.ts): native work past the limit is stuck, not fatal. */
+  private onCatastrophicError(message: string): void {
+    if (!/failed to terminate/i.test(message)) this.watch.fatal();
+  }
+}
+
+function timedOut(callTimeoutMs: number): TaskResult {
+  return { ok: false, error: timeLimitError(callTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true };
+}
