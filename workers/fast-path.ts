@@ -20,7 +20,6 @@ import { MainThreadWatch } from './main-watch';
 import { ResultWriter } from './result-writer';
 import type { SandboxLimits } from './thread/sandbox';
 import { TaskEvaluator, type TaskInput } from './thread/task-evaluator';
-import { STUCK_GRACE_MS } from './thread-pool';
 import { BUDGET_SPENT_MS } from './thread-task';
 
 /** Larger tasks go to the pool: they are bulk calls' chunks, which the pool's threads run side by side. */
@@ -28,8 +27,14 @@ export const FAST_PATH_MAX_BYTES = 32 * 1024;
 /** How long a context key whose task outgrew the budget stays off the fast path. */
 const SLOW_KEY_MS = 10_000;
 const MAX_SLOW_KEYS = 1_024;
-/** How often the watcher looks at the main thread: as often as the front's memory fence. */
-const WATCH_INTERVAL_MS = 200;
+/**
+ * How long past its budget the main thread may stay in its isolate before its process is retired:
+ * only native work that ignores termination stays that long, and every task sent to this process
+ * waits behind it meanwhile (a pool thread's grace, STUCK_GRACE_MS, holds up no other task).
+ */
+export const MAIN_STUCK_GRACE_MS = 400;
+/** How often the watcher looks at the main thread: a few wake-ups a second while the process idles. */
+const WATCH_INTERVAL_MS = 100;
 
 /** A task as the fast path takes it: its input, its call's time limit and the call's shared budget cell. */
 export interface FastTask extends TaskInput {
@@ -50,7 +55,7 @@ export class FastPath {
     private readonly budgetMs: number,
     resultLock: SharedArrayBuffer,
   ) {
-    this.watch = new MainThreadWatch(STUCK_GRACE_MS, WATCH_INTERVAL_MS);
+    this.watch = new MainThreadWatch(MAIN_STUCK_GRACE_MS, WATCH_INTERVAL_MS);
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
     this.results = new ResultWriter(resultLock);
   }
