@@ -10,8 +10,9 @@
  * a short budget (SSE_FAST_PATH_MS). A task still running at the budget is stopped by isolated-vm
  * like any timed-out script (its isolate is rebuilt), its partial output is discarded, and it is
  * handed to a pool thread to run again from the start with the call's full time: a script has no
- * effect outside its call, so running it again is safe (security.md). Its context key is then kept
- * off the fast path for a while, so a slow LOAD pays that only once. While the main thread is in
+ * effect outside its call, so running it again is safe (security.md). A context key whose tasks
+ * outgrow it twice is then kept off the fast path for a while, so a slow LOAD pays that only twice;
+ * a task that spent its budget mostly waiting for a busy CPU does not count. While the main thread is in
  * its isolate a watcher thread watches it (workers/main-watch.ts).
  */
 import { timeLimitError } from '../src/contract/limit-errors';
@@ -20,19 +21,29 @@ import { MainThreadWatch } from './main-watch';
 import { ResultWriter } from './result-writer';
 import type { SandboxLimits } from './thread/sandbox';
 import { TaskEvaluator, type TaskInput } from './thread/task-evaluator';
+import { STUCK_GRACE_MS } from './thread-pool';
 import { BUDGET_SPENT_MS } from './thread-task';
 
 /** Larger tasks go to the pool: they are bulk calls' chunks, which the pool's threads run side by side. */
 export const FAST_PATH_MAX_BYTES = 32 * 1024;
-/** How long a context key whose task outgrew the budget stays off the fast path. */
+/** How long a context key whose tasks outgrew the budget stays off the fast path. */
 const SLOW_KEY_MS = 10_000;
-const MAX_SLOW_KEYS = 1_024;
 /**
- * How long past its budget the main thread may stay in its isolate before its process is retired:
- * only native work that ignores termination stays that long, and every task sent to this process
- * waits behind it meanwhile (a pool thread's grace, STUCK_GRACE_MS, holds up no other task).
+ * Tasks of a key that must outgrow the budget (within SLOW_KEY_MS of each other) before the key stays
+ * off: a key's first task also compiles its script and fills a fresh context (35 ms of CPU measured
+ * for the first task after start), which its next tasks do not pay.
  */
-export const MAIN_STUCK_GRACE_MS = 400;
+const SLOW_STRIKES = 2;
+const MAX_SLOW_KEYS = 1_024;
+/** A task moved after using at least this share of its budget in CPU time keeps its key off the fast path. */
+const SLOW_CPU_SHARE = 0.5;
+/**
+ * How long past its budget the main thread may stay in its isolate before its process is retired: a
+ * pool thread's grace. Every task sent to this process waits behind it meanwhile, but a shorter one
+ * (400 ms, tried) retired a process whose isolate was still collecting garbage at its memory limit
+ * when the budget ran out: V8 answers the termination only after that collection.
+ */
+export const MAIN_STUCK_GRACE_MS = STUCK_GRACE_MS;
 /** How often the watcher looks at the main thread: a few wake-ups a second while the process idles. */
 const WATCH_INTERVAL_MS = 100;
 
@@ -47,8 +58,8 @@ export class FastPath {
   private readonly evaluator: TaskEvaluator;
   private readonly watch: MainThreadWatch;
   private readonly results: ResultWriter;
-  /** Context keys whose task outgrew the budget, and until when they stay off the fast path. */
-  private readonly slowKeys = new Map<string, number>();
+  /** Context keys whose tasks outgrew the budget: how many times, and until when that counts. */
+  private readonly slowKeys = new Map<string, { strikes: number; untilMs: number }>();
 
   constructor(
     limits: SandboxLimits,
@@ -71,10 +82,10 @@ export class FastPath {
   /** Whether a task of this size and key may run here. */
   accepts(contextKey: string, rowBytes: number): boolean {
     if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES) return false;
-    const until = this.slowKeys.get(contextKey);
-    if (until === undefined) return true;
-    if (performance.now() < until) return false;
-    this.slowKeys.delete(contextKey);
+    const slow = this.slowKeys.get(contextKey);
+    if (slow === undefined) return true;
+    if (performance.now() >= slow.untilMs) this.slowKeys.delete(contextKey);
+    else if (slow.strikes >= SLOW_STRIKES) return false;
     return true;
   }
 
@@ -97,7 +108,8 @@ export class FastPath {
         this.watch.leave();
       }
       if (!result.ok && result.timedOut && timeoutMs < leftMs) {
-        this.markSlow(task.contextKey);
+        // The budget is wall time: a script that was mostly waiting for a busy CPU is not a slow one.
+        if (this.evaluator.lastFailureCpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(task.contextKey);
         return 'moved';
       }
     }
@@ -106,8 +118,9 @@ export class FastPath {
   }
 
   private markSlow(contextKey: string): void {
+    const strikes = (this.slowKeys.get(contextKey)?.strikes ?? 0) + 1;
     this.slowKeys.delete(contextKey);
-    this.slowKeys.set(contextKey, performance.now() + SLOW_KEY_MS);
+    this.slowKeys.set(contextKey, { strikes, untilMs: performance.now() + SLOW_KEY_MS });
     for (const [oldest] of this.slowKeys) {
       if (this.slowKeys.size <= MAX_SLOW_KEYS) break;
       this.slowKeys.delete(oldest);

@@ -34,14 +34,21 @@ export class TaskEvaluator {
 
   /** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
   warmUp(): void {
-    this.sandbox ??= new Sandbox(this.limits, this.onCatastrophicError, this.activity);
+    if (this.sandbox) return;
+    this.sandbox = new Sandbox(this.limits, this.onCatastrophicError, this.activity);
+    this.sandbox.warmUp();
+  }
+
+  /** CPU time the isolate spent on the last task that failed, in ms. */
+  get lastFailureCpuMs(): number {
+    return this.sandbox?.lastCpuMs ?? 0;
   }
 
   /** Runs the task within timeoutMs of script time; never throws. */
   run(task: TaskInput, timeoutMs: number): TaskResult {
     const started = performance.now();
-    this.warmUp();
-    const sandbox = this.sandbox as Sandbox;
+    this.sandbox ??= new Sandbox(this.limits, this.onCatastrophicError, this.activity);
+    const sandbox = this.sandbox;
     const rebuildsBefore = sandbox.rebuilds;
     const { memoryLimitMb } = this.limits;
     try {
