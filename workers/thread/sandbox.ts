@@ -124,34 +124,30 @@ export class Sandbox {
   }
 
   /**
-   * Runs a tiny script once through the whole runtime, so V8 compiles the runtime's functions before
-   * the first task (its first task paid ~35 ms of CPU for that, measured); then forgets it ran.
+   * Runs tiny scripts once through the runtime's row loop (numbers and text), so V8 compiles the
+   * runtime's functions before the first task: a first task paid 20-35 ms of CPU for that, measured,
+   * and outgrew the fast path's budget (workers/fast-path.ts). Then forgets they ran.
    */
   warmUp(): void {
-    const spec: ScriptSpec = {
-      script: '0',
-      paramTypes: [],
-      boundNames: [],
-      returnType: DataType.NUMERIC,
-      mode: 'once',
-      tableAllowed: false,
-    };
-    const input: RuntimeInput = {
-      mode: 2,
-      rows: 1,
-      ret: DataType.NUMERIC,
-      table: false,
-      firstRow: 0,
-      bound: [],
-      cols: [],
-      maxChars: 1024,
-      maxColumns: 1,
-      maxKeyBytes: 1,
-    };
-    try {
-      this.evaluate(spec, input, this.limits.scriptTimeoutMs, WARM_UP_CALL, WARM_UP_KEY);
-    } catch {
-      // Only a head start: the first task builds what is missing.
+    const base = { mode: 0, rows: 1, table: false, firstRow: 0, bound: [], maxChars: 1024, maxColumns: 1, maxKeyBytes: 1 } as const;
+    const runs: [DataType, RuntimeInput][] = [
+      [DataType.NUMERIC, { ...base, ret: DataType.NUMERIC, cols: [{ t: DataType.NUMERIC, n: new Float64Array([1]), s: null, l: null }] }],
+      [DataType.STRING, { ...base, ret: DataType.STRING, cols: [{ t: DataType.STRING, n: null, s: 'a', l: new Uint32Array([1]) }] }],
+    ];
+    for (const [type, input] of runs) {
+      const spec: ScriptSpec = {
+        script: 'args[0]',
+        paramTypes: [type],
+        boundNames: [''],
+        returnType: type,
+        mode: 'rows',
+        tableAllowed: false,
+      };
+      try {
+        this.evaluate(spec, input, this.limits.scriptTimeoutMs, WARM_UP_CALL, WARM_UP_KEY);
+      } catch {
+        // Only a head start: the first task builds what is missing.
+      }
     }
     this.drop(WARM_UP_KEY);
     this.firstKey = undefined;
