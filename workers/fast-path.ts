@@ -66,7 +66,7 @@ export class FastPath {
     private readonly budgetMs: number,
     resultLock: SharedArrayBuffer,
   ) {
-    this.watch = new MainThreadWatch(MAIN_STUCK_GRACE_MS, WATCH_INTERVAL_MS);
+    this.watch = new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
     this.results = new ResultWriter(resultLock);
   }

@@ -15,6 +15,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
+import { CHANNEL_FD } from '../src/contract/channel';
 import type { ThreadActivity } from './thread/sandbox';
 
 export const WATCH_PERIOD = 0;
@@ -28,17 +29,32 @@ export interface WatcherData {
   readonly cells: SharedArrayBuffer;
   readonly graceMs: number;
   readonly intervalMs: number;
+  /** Where RETIRE goes: the channel (tests pass a file). */
+  readonly channelFd: number;
+  /** After RETIRE, how long the front has to end the process before it ends itself; 0: never (tests). */
+  readonly killAfterMs: number;
 }
+
+export interface WatchOptions {
+  readonly graceMs: number;
+  readonly intervalMs: number;
+  readonly channelFd?: number;
+  readonly killAfterMs?: number;
+}
+
+/** The front ends a retiring process at once; this is only the backstop if it does not. */
+const KILL_AFTER_MS = 10_000;
 
 export class MainThreadWatch implements ThreadActivity {
   private readonly view: Int32Array;
   private period = 0;
+  private readonly watcher: Worker;
 
-  constructor(graceMs: number, intervalMs: number) {
+  constructor({ graceMs, intervalMs, channelFd = CHANNEL_FD, killAfterMs = KILL_AFTER_MS }: WatchOptions) {
     const cells = new SharedArrayBuffer(CELLS * Int32Array.BYTES_PER_ELEMENT);
     this.view = new Int32Array(cells);
     const watcher = new Worker(path.join(__dirname, 'main-watcher-thread.js'), {
-      workerData: { cells, graceMs, intervalMs } satisfies WatcherData,
+      workerData: { cells, graceMs, intervalMs, channelFd, killAfterMs } satisfies WatcherData,
       // It only reads four cells and writes one small frame.
       resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
       stdout: false,
@@ -47,6 +63,12 @@ export class MainThreadWatch implements ThreadActivity {
     // A watcher that failed to start leaves the front's backstop (a task unanswered past its limit + 5 s).
     watcher.on('error', (error) => process.stderr.write(`sandbox main-thread watcher failed: ${error.message}\n`));
     watcher.unref();
+    this.watcher = watcher;
+  }
+
+  /** Ends the watcher thread (tests; a sandbox process keeps its watcher until it ends). */
+  stop(): Promise<number> {
+    return this.watcher.terminate();
   }
 
   /** The main thread enters its isolate for a task (taskId) or between tasks (no id), for at most timeoutMs. */

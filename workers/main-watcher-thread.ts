@@ -10,20 +10,20 @@
 import { writeSync } from 'node:fs';
 import { workerData } from 'node:worker_threads';
 
-import { CHANNEL_FD } from '../src/contract/channel';
 import { type Retirement, retireFrame } from '../src/contract/control-frames';
 import { WATCH_FATAL, WATCH_PERIOD, WATCH_TASK, WATCH_TIMEOUT_MS, type WatcherData } from './main-watch';
 
-const { cells, graceMs, intervalMs } = workerData as WatcherData;
+const { cells, graceMs, intervalMs, channelFd, killAfterMs } = workerData as WatcherData;
 const view = new Int32Array(cells);
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 function retire(retirement: Retirement): never {
   try {
     const frame = retireFrame(retirement);
-    if (writeSync(CHANNEL_FD, frame) !== frame.length) throw new Error('short write');
+    if (writeSync(channelFd, frame) !== frame.length) throw new Error('short write');
     // The front ends the process on RETIRE; this is only the backstop if it does not.
-    Atomics.wait(sleeper, 0, 0, 10_000);
+    if (killAfterMs === 0) for (;;) Atomics.wait(sleeper, 0, 0);
+    Atomics.wait(sleeper, 0, 0, killAfterMs);
   } catch {
     // The channel cannot take the frame: ending the process is what is left.
   }
