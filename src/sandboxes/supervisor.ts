@@ -40,6 +40,8 @@ export interface PoolSettings {
   /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES); 0 when not given. */
   readonly consoleLines?: number;
   readonly consoleBytes?: number;
+  /** Budget of the sandboxes' main-thread fast path (SSE_FAST_PATH_MS); DEFAULT_FAST_PATH_MS when not given. */
+  readonly fastPathMs?: number;
 }
 
 /** Where a process serves: a slot (scheduled by the pool), or a spare's place. */
@@ -198,6 +200,7 @@ export class SandboxSupervisor {
         consoleLines: this.settings.consoleLines ?? 0,
         consoleBytes: this.settings.consoleBytes ?? 0,
         ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
+        ...(this.settings.fastPathMs === undefined ? {} : { fastPathMs: this.settings.fastPathMs }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
       let timer: NodeJS.Timeout | undefined;
