@@ -5,16 +5,18 @@
  * answer right, a task moved to a pool thread answers once and right, apps do not see each other's
  * globals, and the time and memory limits end a script there with their own status. The limits run
  * with a fast-path budget (SSE_FAST_PATH_MS) longer than the time limit, so the main thread is where
- * they fire.
+ * they fire. A task on the main thread has the libraries and the console a pool thread's has.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
+import { createLogger } from '../../src/ops/log';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, type QlikClient, strings } from '../helpers/qlik-client';
-import { evalRows, evalText, textOf } from '../helpers/sandbox-calls';
+import { evalRows, evalText, textOf, waitFor } from '../helpers/sandbox-calls';
 
 /** One SCALAR call over one numeric row, as app/user. */
 function rowAs(client: QlikClient, script: string, value: number, appId = 'app', returnType: DataType = DataType.NUMERIC) {
@@ -75,6 +77,33 @@ describe('the fast path with the default budget', () => {
     assert.deepEqual(strings(first), ['undefined']);
     assert.deepEqual(strings(second), ['undefined'], 'app B saw what app A left');
     assert.deepEqual(strings(again), ['undefined'], 'globals are reset between calls of one key');
+  });
+});
+
+describe('libraries and the console on the fast path', () => {
+  let t: TestPlugin;
+  const lines: Record<string, unknown>[] = [];
+  before(async () => {
+    const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_LOG_LEVEL: 'info' }, logger);
+  });
+  after(async () => t.stop());
+
+  it("a LOAD of 200 sequential one-row calls that require('qlik') and console.log answers right and logs every line", async () => {
+    const script = `{ const hash = require('qlik').sha256(String(args[0])); console.log('row', args[0], hash.slice(0, 12)); return hash; }`;
+    const expected = (row: number): string => createHash('sha256').update(String(row)).digest('hex');
+    for (let row = 0; row < 200; row++) {
+      const result = await rowAs(t.client, script, row, 'library-app', DataType.STRING);
+      assert.equal(result.code, status.OK, result.details);
+      assert.deepEqual(strings(result), [expected(row)], `row ${row}`);
+    }
+    const logged = (): string[] =>
+      lines.filter((line) => line['source'] === 'console' && line['appId'] === 'library-app').map((line) => String(line['msg']));
+    await waitFor('the last row console line', () => logged().length >= 200, 10_000);
+    assert.deepEqual(
+      logged(),
+      Array.from({ length: 200 }, (_, row) => `row ${row} ${expected(row).slice(0, 12)}`),
+    );
   });
 });
 
