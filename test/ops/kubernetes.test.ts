@@ -90,7 +90,7 @@ describe('deploy/kubernetes agrees with the code', () => {
     const split = threadSplit(config.workers, config.sandboxProcesses);
     // Each spare has as many threads as the largest process, and its fence.
     const fencesMb = [...split, ...Array.from({ length: config.spareSandboxes }, () => Math.max(...split))]
-      .map((threads) => config.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, config.memoryLimitMb))
+      .map((threads) => config.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, config.memoryLimitMb, config.fastPathMs))
       .reduce((a, b) => a + b, 0);
     const boundMb = FRONT_BASE_MB + config.maxHeldMb + fencesMb;
     const limitMib = mebibytes(plugin['resources']['limits']['memory']);
