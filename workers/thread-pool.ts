@@ -56,6 +56,8 @@ export class ThreadPool {
   /** Runs only while tasks do: an idle sandbox process wakes for nothing. */
   private watchdog: NodeJS.Timeout | undefined;
   private retired = false;
+  /** The lock every writer of the results socket takes, the main thread's fast path included. */
+  readonly resultLock = newResultLock();
 
   constructor(
     private readonly threads: number,
@@ -73,7 +75,7 @@ export class ThreadPool {
       atomics: 'async',
       // Timing histograms are piscina's; the plugin measures its own (sse_call_duration_seconds).
       recordTiming: false,
-      workerData: { ...limits, resultLock: newResultLock(), activity } satisfies ThreadData,
+      workerData: { ...limits, resultLock: this.resultLock, activity } satisfies ThreadData,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
   }

@@ -122,8 +122,11 @@ export class CallPipeline {
     const outcome = new Promise<CallOutcome>((resolve) => (this.settle = resolve));
     this.call.on('data', (message: Buffer) => this.onMessage(message));
     this.call.on('end', () => this.onInputEnd());
-    // grpc-js says 'cancelled' when any call's stream closes, finished or not: fail() ignores a finished one.
-    this.call.on('cancelled', () => this.fail(new PluginError('CANCELLED', 'the client cancelled the call')));
+    // grpc-js says 'cancelled' when any call's stream closes, finished or not: a finished call makes no
+    // error (an Error's stack costs ~14 µs, on every call).
+    this.call.on('cancelled', () => {
+      if (this.state.name !== 'finished') this.fail(new PluginError('CANCELLED', 'the client cancelled the call'));
+    });
     this.call.on('error', (error: unknown) => this.fail(PluginError.from(error)));
     this.call.on('drain', () => this.pump());
     return outcome;

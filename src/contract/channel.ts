@@ -83,6 +83,13 @@ export interface TaskFrame {
   readonly bytes: Uint8Array;
 }
 
+/**
+ * Script time a small task may take on a sandbox process's main thread before it moves to a pool
+ * thread (workers/fast-path.ts): far above a LOAD row's ~0.2 ms, short enough that the channel's
+ * other tasks wait little behind it.
+ */
+export const DEFAULT_FAST_PATH_MS = 10;
+
 /** What a sandbox process is started with (its one argument, JSON): the front writes it, the process reads it. */
 export interface SandboxSettings {
   readonly threads: number;
@@ -90,6 +97,8 @@ export interface SandboxSettings {
   readonly scriptTimeoutMs: number;
   /** Niceness the process gives all its threads before any script runs (SSE_SANDBOX_NICE). */
   readonly nice: number;
+  /** Script time a small task may take on the process's main thread before it moves to a pool thread; 0: never there (SSE_FAST_PATH_MS). */
+  readonly fastPathMs?: number;
   /** Calls the process keeps open at once; MAX_OPEN_CALLS unless a test makes it small. */
   readonly maxOpenCalls?: number;
   /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES): the rest is counted. 0 when not given. */

@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 
 import { z } from 'zod';
 
+import { DEFAULT_FAST_PATH_MS } from '../contract/channel';
 import { MAX_CONSOLE_BYTES, MAX_CONSOLE_LINES } from '../contract/console';
 import { LIBRARY_NAME } from '../contract/libraries';
 
@@ -31,6 +32,8 @@ export interface Config {
   readonly sandboxUser: string | undefined;
   /** Their group (name or gid); undefined: the sandbox user's primary group. */
   readonly sandboxGroup: string | undefined;
+  /** Script time a small task may take on a sandbox process's main thread before a pool thread runs it again; 0: never there. */
+  readonly fastPathMs: number;
   readonly scriptTimeoutMs: number;
   readonly memoryLimitMb: number;
   readonly maxScriptBytes: number;
@@ -227,6 +230,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandboxNice: read('SSE_SANDBOX_NICE', integer(0, 19), DEFAULT_SANDBOX_NICE),
     sandboxUser: optional('SSE_SANDBOX_USER', nonEmpty),
     sandboxGroup: optional('SSE_SANDBOX_GROUP', nonEmpty),
+    fastPathMs: read('SSE_FAST_PATH_MS', integer(0, 1_000), DEFAULT_FAST_PATH_MS),
     scriptTimeoutMs: read('SSE_SCRIPT_TIMEOUT_MS', integer(1, 3_600_000), 5_000),
     memoryLimitMb: read('SSE_MEMORY_LIMIT_MB', integer(8, 65_536), 128),
     maxScriptBytes: read('SSE_MAX_SCRIPT_BYTES', integer(1, MAX_SCRIPT_BYTES_CEILING), 32_768),

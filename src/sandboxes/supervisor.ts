@@ -14,7 +14,7 @@
  * start; a start fills the first vacancy, slots before spares.
  */
 
-import type { SandboxSettings } from '../contract/channel';
+import { DEFAULT_FAST_PATH_MS, type SandboxSettings } from '../contract/channel';
 import type { Logger } from '../ops/log';
 import { CrashBackoff } from './backoff';
 import { describeExit, lastLine, type RestartReason, restartReason } from './recovery';
@@ -40,6 +40,8 @@ export interface PoolSettings {
   /** Console lines and bytes a call keeps (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES); 0 when not given. */
   readonly consoleLines?: number;
   readonly consoleBytes?: number;
+  /** Budget of the sandboxes' main-thread fast path (SSE_FAST_PATH_MS); DEFAULT_FAST_PATH_MS when not given. */
+  readonly fastPathMs?: number;
 }
 
 /** Where a process serves: a slot (scheduled by the pool), or a spare's place. */
@@ -64,9 +66,13 @@ const FENCE_INTERVAL_MS = 200;
 const UNANSWERED_GRACE_MS = 5_000;
 const START_TIMEOUT_MS = 30_000;
 
-/** The front's default memory fence per sandbox process, in MB: see docs/operations.md "Memory". */
-export function defaultSandboxMemoryMb(threads: number, memoryLimitMb: number): number {
-  return 160 + threads * (2 * memoryLimitMb + 96);
+/**
+ * The front's default memory fence per sandbox process, in MB: see docs/operations.md "Memory". Every
+ * isolate counts: one per pool thread, and the main thread's when the fast path is on (workers/fast-path.ts).
+ */
+export function defaultSandboxMemoryMb(threads: number, memoryLimitMb: number, fastPathMs: number): number {
+  const isolates = threads + (fastPathMs > 0 ? 1 : 0);
+  return 160 + isolates * (2 * memoryLimitMb + 96);
 }
 
 /** Threads of each sandbox process: `workers` split as evenly as they go. */
@@ -198,6 +204,7 @@ export class SandboxSupervisor {
         consoleLines: this.settings.consoleLines ?? 0,
         consoleBytes: this.settings.consoleBytes ?? 0,
         ...(this.settings.maxOpenCalls === undefined ? {} : { maxOpenCalls: this.settings.maxOpenCalls }),
+        ...(this.settings.fastPathMs === undefined ? {} : { fastPathMs: this.settings.fastPathMs }),
       };
       // Declared before the process exists: its events (never synchronous) clear it.
       let timer: NodeJS.Timeout | undefined;
@@ -285,7 +292,8 @@ export class SandboxSupervisor {
 
   /** The memory fence of a sandbox process with this many threads, in MB. */
   fenceMb(threads: number): number {
-    return this.settings.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, this.settings.memoryLimitMb);
+    const fastPathMs = this.settings.fastPathMs ?? DEFAULT_FAST_PATH_MS;
+    return this.settings.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, this.settings.memoryLimitMb, fastPathMs);
   }
 
   /**

@@ -13,6 +13,8 @@ import { describe, test } from 'node:test';
 
 import { parse, parseAllDocuments } from 'yaml';
 
+import { DEFAULT_MAX_CONNECTIONS } from '../../src/grpc/admission';
+import { MAX_HEADER_BYTES_PER_CONNECTION } from '../../src/grpc/connection-table';
 import { SERVICE_NAME } from '../../src/grpc/server';
 import { type Config, defaultSandboxProcesses, loadConfig, MAX_SCRIPT_BYTES_CEILING } from '../../src/ops/config';
 import { Metrics } from '../../src/ops/metrics';
@@ -90,9 +92,10 @@ describe('deploy/kubernetes agrees with the code', () => {
     const split = threadSplit(config.workers, config.sandboxProcesses);
     // Each spare has as many threads as the largest process, and its fence.
     const fencesMb = [...split, ...Array.from({ length: config.spareSandboxes }, () => Math.max(...split))]
-      .map((threads) => config.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, config.memoryLimitMb))
+      .map((threads) => config.sandboxMemoryMb ?? defaultSandboxMemoryMb(threads, config.memoryLimitMb, config.fastPathMs))
       .reduce((a, b) => a + b, 0);
-    const boundMb = FRONT_BASE_MB + config.maxHeldMb + fencesMb;
+    const headersMb = ((config.maxConnections ?? DEFAULT_MAX_CONNECTIONS) * MAX_HEADER_BYTES_PER_CONNECTION) / 1e6;
+    const boundMb = FRONT_BASE_MB + config.maxHeldMb + headersMb + fencesMb;
     const limitMib = mebibytes(plugin['resources']['limits']['memory']);
     assert.ok((limitMib * MIB) / 1e6 > boundMb, `limit ${limitMib} Mi is not above the bound ${boundMb} MB`);
     assert.equal(plugin['resources']['requests']['memory'], plugin['resources']['limits']['memory']);

@@ -85,6 +85,12 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ SSE_SANDBOX_NICE: '-5' }), /SSE_SANDBOX_NICE="-5" is invalid: expected an integer from 0 to 19/);
   });
 
+  it('gives small tasks 10 ms on the sandbox main thread unless SSE_FAST_PATH_MS says otherwise (0 turns it off)', () => {
+    assert.equal(loadConfig({}).fastPathMs, 10);
+    assert.equal(loadConfig({ SSE_FAST_PATH_MS: '0' }).fastPathMs, 0);
+    assert.throws(() => loadConfig({ SSE_FAST_PATH_MS: '1001' }), /SSE_FAST_PATH_MS="1001" is invalid: expected an integer from 0 to 1000/);
+  });
+
   it('serves metrics on loopback unless SSE_METRICS_HOST says otherwise, even when gRPC listens everywhere', () => {
     assert.equal(loadConfig({ SSE_HOST: '0.0.0.0' }).metricsHost, '127.0.0.1');
     assert.equal(loadConfig({ SSE_METRICS_HOST: '0.0.0.0' }).metricsHost, '0.0.0.0');

@@ -12,9 +12,15 @@ describe('sandbox process settings', () => {
     assert.deepEqual(threadSplit(5, 1), [5]);
   });
 
-  it('fences a process at 160 MB + threads x (2 x SSE_MEMORY_LIMIT_MB + 96 MB)', () => {
-    assert.equal(defaultSandboxMemoryMb(1, 128), 512);
-    assert.equal(defaultSandboxMemoryMb(2, 128), 864);
-    assert.equal(defaultSandboxMemoryMb(1, 32), 320);
+  it('fences a process at 160 MB + isolates x (2 x SSE_MEMORY_LIMIT_MB + 96 MB)', () => {
+    assert.equal(defaultSandboxMemoryMb(1, 128, 0), 512);
+    assert.equal(defaultSandboxMemoryMb(2, 128, 0), 864);
+    assert.equal(defaultSandboxMemoryMb(1, 32, 0), 320);
+  });
+
+  it("counts the main thread's isolate when the fast path is on", () => {
+    assert.equal(defaultSandboxMemoryMb(1, 128, 10), 864);
+    assert.equal(defaultSandboxMemoryMb(2, 128, 10), 1216);
+    assert.equal(defaultSandboxMemoryMb(1, 32, 1), 480);
   });
 });

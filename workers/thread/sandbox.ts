@@ -19,7 +19,7 @@ import type ivm from 'isolated-vm';
 import { PluginError } from '../../src/contract/errors';
 import type { LibraryBundle } from '../../src/contract/libraries';
 import { memoryLimitError, timeLimitError } from '../../src/contract/limit-errors';
-import type { ScriptSpec } from '../../src/contract/task';
+import { DataType, type ScriptSpec } from '../../src/contract/task';
 import { installConsole } from './console';
 import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 import { isolatedVm } from './isolated-vm';
@@ -47,6 +47,9 @@ interface KeptContext extends PreparedContext {
   idle: NodeJS.Timeout | undefined;
 }
 
+/** The warm-up's call and key: no call of the front has them (call ids count up from 1; keys are hashes). */
+const WARM_UP_CALL = -1;
+const WARM_UP_KEY = 'warm-up';
 /** Past limit / this of heap used, other keys' kept contexts are let go before a call runs. */
 const KEEP_HEAP_FRACTION = 4;
 /** Idle time after which a thread prepares its next fresh context (see scheduleSpare). */
@@ -78,6 +81,8 @@ export class Sandbox {
   private servedOthers = false;
   private readonly libraries = new IsolateLibraries();
   rebuilds = 0;
+  /** CPU time of the last evaluate's isolate entries, in ms (Infinity when its isolate went away): the fast path tells a slow script from a busy CPU by it. */
+  lastCpuMs = 0;
 
   constructor(
     private readonly limits: SandboxLimits,
@@ -99,6 +104,8 @@ export class Sandbox {
     const started = performance.now();
     const leftMs = (): number => Math.max(1, Math.floor(timeoutMs - (performance.now() - started)));
     const sharedIsolate = this.serve(contextKey);
+    const isolate = this.isolate;
+    const cpuBeforeNs = isolate.cpuTime;
     let inScript = false;
     let context: KeptContext | undefined;
     try {
@@ -120,6 +127,7 @@ export class Sandbox {
       return output;
     } catch (error) {
       if (context) this.release(context);
+      this.lastCpuMs = cpuMsSince(isolate, cpuBeforeNs);
       const failure = this.failure(error, inScript);
       if (!retried && sharedIsolate && failure.code === 'RESOURCE_EXHAUSTED')
         return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
@@ -135,6 +143,37 @@ export class Sandbox {
     this.dropKept();
     if (this.spare) this.release(this.spare);
     this.spare = null;
+  }
+
+  /**
+   * Runs tiny scripts once through the runtime's row loop (numbers and text), so V8 compiles the
+   * runtime's functions before the first task: a first task paid 20-35 ms of CPU for that, measured,
+   * and outgrew the fast path's budget (workers/fast-path.ts). Then forgets they ran.
+   */
+  warmUp(): void {
+    const base = { mode: 0, rows: 1, table: false, firstRow: 0, bound: [], maxChars: 1024, maxColumns: 1, maxKeyBytes: 1 } as const;
+    const runs: [DataType, RuntimeInput][] = [
+      [DataType.NUMERIC, { ...base, ret: DataType.NUMERIC, cols: [{ t: DataType.NUMERIC, n: new Float64Array([1]), s: null, l: null }] }],
+      [DataType.STRING, { ...base, ret: DataType.STRING, cols: [{ t: DataType.STRING, n: null, s: 'a', l: new Uint32Array([1]) }] }],
+    ];
+    for (const [type, input] of runs) {
+      const spec: ScriptSpec = {
+        script: 'args[0]',
+        paramTypes: [type],
+        boundNames: [''],
+        returnType: type,
+        mode: 'rows',
+        tableAllowed: false,
+      };
+      try {
+        this.evaluate(spec, input, this.limits.scriptTimeoutMs, WARM_UP_CALL, WARM_UP_KEY);
+      } catch {
+        // Only a head start: the first task builds what is missing.
+      }
+    }
+    this.drop(WARM_UP_KEY);
+    this.firstKey = undefined;
+    this.servedOthers = false;
   }
 
   /** True when this isolate served another context key than this one since it was built. */
@@ -379,6 +418,14 @@ export class Sandbox {
       }
     };
     this.spareTimer = setTimeout(attempt, SPARE_IDLE_MS);
+  }
+}
+
+function cpuMsSince(isolate: ivm.Isolate, beforeNs: bigint): number {
+  try {
+    return Number(isolate.cpuTime - beforeNs) / 1e6;
+  } catch {
+    return Number.POSITIVE_INFINITY; // disposed by its memory limit
   }
 }
 

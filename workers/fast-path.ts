@@ -1,0 +1,138 @@
+/**
+ * Small tasks run on the sandbox process's main thread, in an isolate of its own, instead of being
+ * handed to a piscina thread: for a one-row call that hand-off (a thread wake-up, and the result's
+ * way back) cost more than running the script (bench/RESULTS.md). The isolate has the same memory
+ * and time limits, the same runtime and the same context-sharing rules as a pool thread's (one
+ * TaskEvaluator each: workers/thread/task-evaluator.ts), and the result goes to the front the same
+ * way, on fd 4 under the threads' lock.
+ *
+ * The main thread also reads the channel and runs the pool's watchdog, so it runs a task only for
+ * a short budget (SSE_FAST_PATH_MS). A task still running at the budget is stopped by isolated-vm
+ * like any timed-out script (its isolate is rebuilt), its partial output is discarded, and it is
+ * handed to a pool thread to run again from the start with the call's full time: a script has no
+ * effect outside its call, so running it again is safe (security.md). A context key whose tasks
+ * outgrow it twice is then kept off the fast path for a while, so a slow LOAD pays that only twice;
+ * a task that spent its budget mostly waiting for a busy CPU does not count. While the main thread is in
+ * its isolate a watcher thread watches it (workers/main-watch.ts).
+ */
+import { timeLimitError } from '../src/contract/limit-errors';
+import type { TaskResult } from '../src/contract/task';
+import { MainThreadWatch } from './main-watch';
+import { ResultWriter } from './result-writer';
+import type { SandboxLimits } from './thread/sandbox';
+import { TaskEvaluator, type TaskInput } from './thread/task-evaluator';
+import { STUCK_GRACE_MS } from './thread-pool';
+import { BUDGET_SPENT_MS } from './thread-task';
+
+/** Larger tasks go to the pool: they are bulk calls' chunks, which the pool's threads run side by side. */
+export const FAST_PATH_MAX_BYTES = 32 * 1024;
+/** How long a context key whose tasks outgrew the budget stays off the fast path. */
+const SLOW_KEY_MS = 10_000;
+/**
+ * Tasks of a key that must outgrow the budget (within SLOW_KEY_MS of each other) before the key stays
+ * off: a key's first task also compiles its script and fills a fresh context (35 ms of CPU measured
+ * for the first task after start), which its next tasks do not pay.
+ */
+const SLOW_STRIKES = 2;
+const MAX_SLOW_KEYS = 1_024;
+/** A task moved after using at least this share of its budget in CPU time keeps its key off the fast path. */
+const SLOW_CPU_SHARE = 0.5;
+/**
+ * How long past its budget the main thread may stay in its isolate before its process is retired: a
+ * pool thread's grace. Every task sent to this process waits behind it meanwhile, but a shorter one
+ * (400 ms, tried) retired a process whose isolate was still collecting garbage at its memory limit
+ * when the budget ran out: V8 answers the termination only after that collection.
+ */
+export const MAIN_STUCK_GRACE_MS = STUCK_GRACE_MS;
+/** How often the watcher looks at the main thread: a few wake-ups a second while the process idles. */
+const WATCH_INTERVAL_MS = 100;
+
+/** A task as the fast path takes it: its input, its call's time limit and the call's shared budget cell. */
+export interface FastTask extends TaskInput {
+  readonly taskId: number;
+  readonly callTimeoutMs: number;
+  readonly budget: SharedArrayBuffer;
+}
+
+export class FastPath {
+  private readonly evaluator: TaskEvaluator;
+  private readonly watch: MainThreadWatch;
+  private readonly results: ResultWriter;
+  /** Context keys whose tasks outgrew the budget: how many times, and until when that counts. */
+  private readonly slowKeys = new Map<string, { strikes: number; untilMs: number }>();
+
+  constructor(
+    limits: SandboxLimits,
+    private readonly budgetMs: number,
+    resultLock: SharedArrayBuffer,
+  ) {
+    this.watch = new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
+    this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
+    this.results = new ResultWriter(resultLock);
+  }
+
+  get enabled(): boolean {
+    return this.budgetMs > 0;
+  }
+
+  warmUp(): void {
+    if (this.enabled) this.evaluator.warmUp();
+  }
+
+  /** Whether a task of this size and key may run here. */
+  accepts(contextKey: string, rowBytes: number): boolean {
+    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES) return false;
+    const slow = this.slowKeys.get(contextKey);
+    if (slow === undefined) return true;
+    if (performance.now() >= slow.untilMs) this.slowKeys.delete(contextKey);
+    else if (slow.strikes >= SLOW_STRIKES) return false;
+    return true;
+  }
+
+  /**
+   * Runs the task here. 'moved' when it outgrew the budget and must run again on a pool thread (its
+   * attempt here is not charged to the call); 'sent' once its result went to the front; else the
+   * result, for the channel (the results socket could not take it).
+   */
+  run(task: FastTask): 'moved' | 'sent' | TaskResult {
+    const spent = new Int32Array(task.budget);
+    const leftMs = task.callTimeoutMs - Atomics.load(spent, BUDGET_SPENT_MS);
+    const timeoutMs = Math.min(this.budgetMs, leftMs);
+    let result: TaskResult;
+    if (timeoutMs <= 0) result = timedOut(task.callTimeoutMs);
+    else {
+      this.watch.enter(timeoutMs, task.taskId);
+      try {
+        result = this.evaluator.run(task, timeoutMs);
+      } finally {
+        this.watch.leave();
+      }
+      if (!result.ok && result.timedOut && timeoutMs < leftMs) {
+        // The budget is wall time: a script that was mostly waiting for a busy CPU is not a slow one.
+        if (this.evaluator.lastFailureCpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(task.contextKey);
+        return 'moved';
+      }
+    }
+    Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
+    return this.results.write(task.taskId, result) ? 'sent' : result;
+  }
+
+  private markSlow(contextKey: string): void {
+    const strikes = (this.slowKeys.get(contextKey)?.strikes ?? 0) + 1;
+    this.slowKeys.delete(contextKey);
+    this.slowKeys.set(contextKey, { strikes, untilMs: performance.now() + SLOW_KEY_MS });
+    for (const [oldest] of this.slowKeys) {
+      if (this.slowKeys.size <= MAX_SLOW_KEYS) break;
+      this.slowKeys.delete(oldest);
+    }
+  }
+
+  /** As on a pool thread (workers/thread/evaluate.ts): native work past the limit is stuck, not fatal. */
+  private onCatastrophicError(message: string): void {
+    if (!/failed to terminate/i.test(message)) this.watch.fatal();
+  }
+}
+
+function timedOut(callTimeoutMs: number): TaskResult {
+  return { ok: false, error: timeLimitError(callTimeoutMs).toData(), scriptMs: 0, isolateRebuilt: false, timedOut: true };
+}

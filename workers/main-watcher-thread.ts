@@ -1,0 +1,61 @@
+/**
+ * The thread that watches the sandbox process's main thread while it runs scripts (the cells are
+ * described in main-watch.ts). It sleeps between looks, WATCH_INTERVAL_MS apart, so an idle process
+ * costs a few wake-ups a second. When the main thread stays in its isolate past the period's time
+ * limit + graceMs, or V8 gave up on that isolate, it writes RETIRE on the channel (fd 3) naming the
+ * task: the main thread is stuck in native code and writes nothing there meanwhile (it enters its
+ * isolate only with nothing left to write on the channel). If the frame cannot be written whole, the
+ * process ends itself; the front then retries the tasks it held as after any crash.
+ */
+import { writeSync } from 'node:fs';
+import { workerData } from 'node:worker_threads';
+
+import { type Retirement, retireFrame } from '../src/contract/control-frames';
+import { WATCH_FATAL, WATCH_PERIOD, WATCH_TASK, WATCH_TIMEOUT_MS, type WatcherData } from './main-watch';
+
+const { cells, graceMs, intervalMs, channelFd, killAfterMs } = workerData as WatcherData;
+const view = new Int32Array(cells);
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+function retire(retirement: Retirement): never {
+  try {
+    const frame = retireFrame(retirement);
+    if (writeSync(channelFd, frame) !== frame.length) throw new Error('short write');
+    // The front ends the process on RETIRE; this is only the backstop if it does not.
+    if (killAfterMs === 0) for (;;) Atomics.wait(sleeper, 0, 0);
+    Atomics.wait(sleeper, 0, 0, killAfterMs);
+  } catch {
+    // The channel cannot take the frame: ending the process is what is left.
+  }
+  process.kill(process.pid, 'SIGKILL');
+  for (;;) Atomics.wait(sleeper, 0, 0);
+}
+
+function blamed(): number[] {
+  const task = Atomics.load(view, WATCH_TASK);
+  return task === 0 ? [] : [(task - 1) >>> 0];
+}
+
+function watch(): never {
+  let seenPeriod = 0;
+  let sinceMs = 0;
+  for (;;) {
+    Atomics.wait(sleeper, 0, 0, intervalMs);
+    const period = Atomics.load(view, WATCH_PERIOD);
+    if (period === 0) {
+      seenPeriod = 0;
+      continue;
+    }
+    const now = performance.now();
+    if (Atomics.load(view, WATCH_FATAL) !== 0)
+      retire({ reason: 'fatal', taskIds: blamed(), detail: 'V8 gave up on the sandbox (a fatal out-of-memory error)' });
+    if (period !== seenPeriod) {
+      seenPeriod = period;
+      sinceMs = now;
+    } else if (now - sinceMs > Atomics.load(view, WATCH_TIMEOUT_MS) + graceMs) {
+      retire({ reason: 'stuck', taskIds: blamed(), detail: "the sandbox process's main thread stopped responding past its time limit" });
+    }
+  }
+}
+
+watch();
