@@ -39,7 +39,8 @@ const EXPECTED = ROWS.map((_, i) => i * 2 + 1);
  */
 export async function withBystander<T>(
   address: string,
-  attack: () => Promise<T>,
+  /** answered: the bystander's calls answered so far while the attack runs (to wait for one while its state holds). */
+  attack: (bystander: { answered(): number }) => Promise<T>,
   options: { maxCallMs?: number; allowBusy?: RegExp } = {},
 ): Promise<{ value: T; report: BystanderReport }> {
   const maxCallMs = options.maxCallMs ?? MAX_CALL_MS;
@@ -69,7 +70,7 @@ export async function withBystander<T>(
     }
   })();
   try {
-    const value = await attack();
+    const value = await attack({ answered: () => answeredDuringAttack });
     running = false;
     await bystander;
     assert.ok(calls > 0, 'the bystander made no call');

@@ -213,7 +213,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
   it('twenty aggregations that never half-close hit SSE_MAX_HELD_MB and are refused as busy; the others stay open; cancelling gives everything back', async (ctx) => {
     const calls: RawCall[] = [];
     const settled: { code: grpc.status; details: string }[] = [];
-    const { report } = await withBystander(t.address, async () => {
+    const { report } = await withBystander(t.address, async (bystander) => {
       for (let i = 0; i < 20; i++) {
         const call = openRawCall(t.client.client, {
           script: 'args[0].length',
@@ -227,6 +227,8 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
       }
       // 40 MB of rows for a 16 MB budget: at least 12 of the 20 must be refused.
       await waitFor('12 aggregations refused', () => settled.length >= 12, 20_000);
+      // The open ones still hold the budget: another client is answered meanwhile (a blocked front never would).
+      await waitFor('a bystander call answered while the budget is held', () => bystander.answered() > 0, 20_000);
     });
     ctx.diagnostic(
       `${settled.length} of 20 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB by the ${20 - settled.length} still open; ${describeReport(report)}`,
@@ -254,7 +256,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     const comment = 'x'.repeat(30_000);
     const { report } = await withBystander(
       t.address,
-      async () => {
+      async (bystander) => {
         // About 16 KiB + 3 x 46 KB a call: a 16 MB budget holds about a hundred; 300 are opened.
         for (let i = 0; i < 300; i++) {
           const call = openRawCall(t.client.client, {
@@ -268,6 +270,7 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
           calls.push(call);
         }
         await waitFor('open calls refused', () => settled.length >= 150, 10_000);
+        await waitFor('a bystander call answered while the calls are held', () => bystander.answered() > 0, 20_000);
       },
       { allowBusy: BUSY_HELD },
     );
