@@ -30,7 +30,7 @@ export class CallConsole {
   /** The lines of one task's result, in the order the script wrote them. */
   add(output: ConsoleOutput): void {
     for (const line of output.lines) {
-      const text = cutUtf8(line.text, this.maxBytes - this.bytes);
+      const text = cutUtf8(visibleControls(line.text), this.maxBytes - this.bytes);
       if (this.lines >= this.maxLines || text === null) {
         this.dropped++;
         continue;
@@ -51,6 +51,19 @@ export class CallConsole {
     );
     this.dropped = 0;
   }
+}
+
+/** Control characters (newlines, ESC, C1, line separators), but not tab. */
+const CONTROLS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * A script's text with its control characters written out (`\u001b`): in the readable log format a
+ * raw newline forged log lines and ESC sequences reached the terminal (cleared it, set its title), and
+ * in JSON each counted one byte but took six. Written out before the bytes are counted, so the bound is
+ * what the log gets.
+ */
+function visibleControls(text: string): string {
+  return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 const ELLIPSIS = '…';

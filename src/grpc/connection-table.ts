@@ -10,13 +10,14 @@
  *   holder nothing to open again; the oldest goes first (a slow-handshake holder is old, a real client's
  *   handshake takes milliseconds);
  * - **idle** (no call open): a gRPC client reconnects on its next call;
- * - **busy** (a call open): closing it fails calls.
+ * - **busy** (a call open): never closed for a newcomer; closing it would fail calls in progress (behind
+ *   a balancer Qlik's engine is the host holding most). A call whose client sends nothing with its
+ *   request open ends after SSE_HANDSHAKE_TIMEOUT_MS (src/grpc/incoming.ts), so holding a slot takes
+ *   a client that keeps sending.
  *
  * and by share: a newcomer's host with c connections may take a pending or idle slot of a host that
- * holds more than c, and any slot of a host that holds more than c + 1 (so the two never swap places).
- * Whatever the order of arrivals, every host can keep about SSE_MAX_CONNECTIONS divided by the number of
- * hosts: locking Qlik out takes as many client addresses as there are slots, each holding a call open.
- * Choosing is one pass over the slots, and only when all are taken.
+ * holds more than c. Locking Qlik out takes as many client addresses as there are slots, each feeding
+ * a call. Choosing is one pass over the slots, and only when all are taken.
  */
 
 export type ConnectionWorth = 'pending' | 'idle' | 'busy';
@@ -141,8 +142,8 @@ export class ConnectionTable {
     let best: TrackedConnection | undefined;
     for (const connection of this.byKey.values()) {
       const holds = this.countOf(connection.host);
-      const cheap = worthOf(connection) !== 'busy';
-      if (!(holds > fromHost + 1 || (cheap && holds > fromHost))) continue;
+      // A call in progress is never cut for a newcomer: calls that make no progress end on their own (SSE_HANDSHAKE_TIMEOUT_MS).
+      if (worthOf(connection) === 'busy' || holds <= fromHost) continue;
       if (best === undefined || this.before(connection, best)) best = connection;
     }
     return best;

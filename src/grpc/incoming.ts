@@ -19,6 +19,7 @@
  * `call`), as src/grpc/health.ts does; test/limits/incoming.test.ts fails if they change.
  */
 import type * as grpc from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 
 import type { HeldAccount, HeldBytes } from '../calls/held-bytes';
 import { lowerReceiveLimit } from './health';
@@ -116,8 +117,34 @@ export class PieceJoiner {
 
 interface Http2Stream {
   readonly closed: boolean;
-  once(event: 'close' | 'finish', listener: () => void): unknown;
+  readonly readableEnded: boolean;
+  isPaused(): boolean;
+  once(event: 'close' | 'finish' | 'end', listener: () => void): unknown;
   close(code: number): void;
+}
+
+/**
+ * Ends a call whose client keeps its request open and sends nothing for stallMs while the plugin
+ * would read (its stream is not paused by the plugin): such calls held connections and their slots
+ * for as long as the client liked (300 addresses, one call each, locked Qlik out). A call whose client
+ * has half-closed is waiting for the plugin, never for itself, and is left alone. Returns what marks
+ * the client's activity.
+ */
+function watchStall(call: grpc.ServerInterceptingCall, stream: Http2Stream, stallMs: number): () => void {
+  const timer = setTimeout(function check() {
+    if (stream.closed || stream.readableEnded) return;
+    // Paused: the plugin is not reading (its queue is full), so the client cannot send; not its stall.
+    if (stream.isPaused()) return void timer.refresh();
+    call.sendStatus({
+      code: status.DEADLINE_EXCEEDED,
+      details: `the client sent nothing for ${stallMs} ms with its request still open (SSE_HANDSHAKE_TIMEOUT_MS): send the rows and half-close`,
+    });
+  }, stallMs);
+  timer.unref();
+  const stop = (): void => clearTimeout(timer);
+  stream.once('end', stop);
+  stream.once('close', stop);
+  return () => timer.refresh();
 }
 
 interface BaseCall {
@@ -174,7 +201,8 @@ export class IncomingMessages {
 
 const byCall = new WeakMap<object, IncomingMessages>();
 
-export function countIncomingMessages(held: HeldBytes): grpc.ServerInterceptor {
+/** stallMs: how long a client may keep its request open sending nothing (SSE_HANDSHAKE_TIMEOUT_MS). */
+export function countIncomingMessages(held: HeldBytes, stallMs: number): grpc.ServerInterceptor {
   return (method, call) => {
     if (method.path === GET_CAPABILITIES_PATH) lowerReceiveLimit(call, MAX_CAPABILITIES_REQUEST_BYTES);
     const base = call as unknown as BaseCall;
@@ -198,7 +226,9 @@ export function countIncomingMessages(held: HeldBytes): grpc.ServerInterceptor {
     });
     const write = decoder.write;
     const joiner = new PieceJoiner();
+    const active = watchStall(call as grpc.ServerInterceptingCall, stream, stallMs);
     decoder.write = function (this: Decoder, data: Buffer): Buffer[] {
+      active();
       const finished = write.call(this, data);
       joiner.compact(this);
       incoming.received(finished, this.readMessageRemaining > 0 ? this.readMessageSize - this.readMessageRemaining : 0);

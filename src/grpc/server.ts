@@ -85,7 +85,7 @@ export async function startServer(
     // Calls at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): a client may not open
     // hundreds of thousands of streams; clients queue past it, as gRPC clients do.
     'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
-    interceptors: [boundHealthRequests, countIncomingMessages(deps.held), countCallsPerConnection(table)],
+    interceptors: [boundHealthRequests, countIncomingMessages(deps.held, config.handshakeTimeoutMs), countCallsPerConnection(table)],
   });
   const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {

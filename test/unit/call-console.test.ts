@@ -74,4 +74,14 @@ describe('CallConsole', () => {
     console.finish();
     assert.deepEqual(lines, []);
   });
+
+  it('writes control characters out, so a line cannot forge log lines or drive a terminal, and counts them as written', () => {
+    const { console, lines } = collected(10, 40);
+    console.add({ lines: [{ level: 'info', text: 'l1\n07:00 ERROR FAKE\u001b[2J\ttab' }], dropped: 0 });
+    console.add({ lines: [{ level: 'info', text: '\u0001'.repeat(10) }], dropped: 0 });
+    assert.deepEqual(
+      lines.map((line) => line['msg']),
+      ['l1\\u000a07:00 ERROR FAKE\\u001b[2J\ttab'],
+    );
+  });
 });
