@@ -54,7 +54,7 @@ export class CallConsole {
 }
 
 /** Control characters (newlines, ESC, C1, line separators), but not tab. */
-const CONTROLS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/g;
+const CONTROLS = /(?!\t)[\p{Cc}\u2028\u2029]/gu;
 
 /**
  * A script's text with its control characters written out (`\u001b`): in the readable log format a
