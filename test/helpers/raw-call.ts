@@ -67,6 +67,19 @@ export function rawCall(
   return open.result;
 }
 
+/** An EvaluateScript stream on a bare HTTP/2 session, with Qlik's headers; its errors are the test's to read from its status. */
+export function openScriptStream(session: http2.ClientHttp2Session, options: ScriptCallOptions): http2.ClientHttp2Stream {
+  const stream = session.request({
+    ...scriptMetadata(options).toHttp2Headers(),
+    ':method': 'POST',
+    ':path': '/qlik.sse.Connector/EvaluateScript',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  stream.on('error', () => undefined);
+  return stream;
+}
+
 export interface StalledCall {
   send(rows: readonly (readonly Dual[])[]): void;
   end(): void;
@@ -83,14 +96,7 @@ export interface StalledCall {
 export function openStalledCall(address: string, options: ScriptCallOptions): StalledCall {
   const session = http2.connect(`http://${address}`);
   session.on('error', () => undefined);
-  const stream = session.request({
-    ...scriptMetadata(options).toHttp2Headers(),
-    ':method': 'POST',
-    ':path': '/qlik.sse.Connector/EvaluateScript',
-    'content-type': 'application/grpc',
-    te: 'trailers',
-  });
-  stream.on('error', () => undefined);
+  const stream = openScriptStream(session, options);
   stream.pause();
   const closed = new Promise<void>((resolve) => stream.on('close', () => resolve()));
   void closed.then(() => session.close());
@@ -123,14 +129,7 @@ export function callFrom(
     createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
   });
   session.on('error', () => undefined);
-  const stream = session.request({
-    ...scriptMetadata(options).toHttp2Headers(),
-    ':method': 'POST',
-    ':path': '/qlik.sse.Connector/EvaluateScript',
-    'content-type': 'application/grpc',
-    te: 'trailers',
-  });
-  stream.on('error', () => undefined);
+  const stream = openScriptStream(session, options);
   const message = encodeBundle(rows);
   const frame = Buffer.alloc(5 + message.length);
   frame.writeUInt32BE(message.length, 1);

@@ -15,6 +15,7 @@ import { status } from '@grpc/grpc-js';
 import { MAX_SMALL_PIECES } from '../../src/grpc/incoming';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
+import { openScriptStream } from '../helpers/raw-call';
 import { waitFor } from '../helpers/sandbox-calls';
 
 const MAX_HELD_MB = 16;
@@ -136,14 +137,7 @@ describe('a request message sent in tiny frames', () => {
   it('is refused RESOURCE_EXHAUSTED after a few thousand pieces, and the front serves the next call', { timeout: 60_000 }, async () => {
     const session = http2.connect(`http://127.0.0.1:${t.plugin.port}`);
     session.on('error', () => undefined);
-    const stream = session.request({
-      ...scriptMetadata({ script: 'args[0]', params: [{ dataType: DataType.NUMERIC }] }).toHttp2Headers(),
-      ':method': 'POST',
-      ':path': '/qlik.sse.Connector/EvaluateScript',
-      'content-type': 'application/grpc',
-      te: 'trailers',
-    });
-    stream.on('error', () => undefined);
+    const stream = openScriptStream(session, { script: 'args[0]', params: [{ dataType: DataType.NUMERIC }] });
     let trailers: http2.IncomingHttpHeaders | undefined;
     stream.on('trailers', (headers) => (trailers = headers));
     stream.on('response', (headers) => {

@@ -16,7 +16,8 @@ import * as grpc from '@grpc/grpc-js';
 import { MAX_HEADER_BYTES_PER_CONNECTION } from '../../src/grpc/connection-table';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, QlikClient, scriptMetadata } from '../helpers/qlik-client';
+import { num, numbers, QlikClient } from '../helpers/qlik-client';
+import { openScriptStream } from '../helpers/raw-call';
 import { SLOW_SCRIPT, SLOW_SCRIPT_MS, until } from './process';
 
 const certificates = certificatesForSuite();
@@ -180,14 +181,7 @@ async function heldCall(
   });
   session.on('error', () => undefined);
   const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
-  const stream = session.request({
-    ...scriptMetadata({ script: 'args[0]', params: [{ dataType: 1 }] }).toHttp2Headers(),
-    ':method': 'POST',
-    ':path': '/qlik.sse.Connector/EvaluateScript',
-    'content-type': 'application/grpc',
-    te: 'trailers',
-  });
-  stream.on('error', () => undefined);
+  const stream = openScriptStream(session, { script: 'args[0]', params: [{ dataType: 1 }] });
   const status = new Promise<string>((resolve) => {
     const take = (headers: http2.IncomingHttpHeaders): void => {
       if (headers['grpc-status'] !== undefined) resolve(`${headers['grpc-status']} ${decodeURIComponent(String(headers['grpc-message']))}`);
