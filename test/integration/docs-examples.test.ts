@@ -11,7 +11,6 @@
  * `npm run try` line runs the try command itself, in a folder that holds the sales.csv it names.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,9 +21,9 @@ import { resultTable } from '../../src/cli/output';
 import { SCRIPT_FUNCTION_NAMES } from '../../src/functions/signature';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { type CallResult, DataType, FunctionType } from '../helpers/qlik-client';
+import { runTry } from '../helpers/try-command';
 
 const REPO = path.join(__dirname, '..', '..', '..');
-const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 /** The library manual comes with the scripts' libraries: read when it is there. */
 const MANUALS = ['docs/scripts.md', 'docs/libraries.md', 'README.md'].filter((manual) => existsSync(path.join(REPO, manual)));
 
@@ -430,16 +429,3 @@ describe('the npm run try lines of the manuals run and print what is expected', 
     });
   }
 });
-
-function runTry(args: readonly string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--no-node-snapshot', '--no-concurrent-recompilation', TRY_JS, ...args], {
-    cwd,
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}

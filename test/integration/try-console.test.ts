@@ -3,27 +3,12 @@
  * results only (so a CSV can still be piped). The real command, as an app author runs it.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { describe, test } from 'node:test';
-
-const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
-
-function run(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--no-node-snapshot', '--no-concurrent-recompilation', TRY_JS, ...args], {
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
+import { runTry } from '../helpers/try-command';
 
 describe('npm run try and the console', () => {
   test('prints console lines on stderr beside the results, warn and error marked', async () => {
-    const ran = await run([
+    const ran = await runTry([
       '--fn',
       'ScriptEval',
       '{ console.log("row", args[0], { x: args[0] }); if (args[0] > 1) console.warn("big"); return args[0] * 2; }',

@@ -4,39 +4,18 @@
  * failing script (the gRPC status name and the plugin's message, exit code 1).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { NODE_FLAGS, type Ran, runCommand, TRY_JS } from '../helpers/try-command';
 
-const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const BIN_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'bin.js');
-const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
 const REPO = path.join(__dirname, '..', '..', '..');
-
-interface Ran {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 /** Only PATH from the test's environment: no SSE_* variable of the runner changes the limits. */
 function run(args: readonly string[], entry: readonly string[] = [...NODE_FLAGS, TRY_JS], cwd?: string): Promise<Ran> {
   return runCommand(process.execPath, [...entry, ...args], cwd);
-}
-
-function runCommand(command: string, args: readonly string[], cwd?: string): Promise<Ran> {
-  const child = spawn(command, args, {
-    cwd,
-    env: { PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env['PATH'] ?? '/usr/bin:/bin'}` },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
 }
 
 async function ok(args: readonly string[]): Promise<string> {

@@ -5,7 +5,6 @@
  * UNAVAILABLE.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,27 +13,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { CERT_FILES, DEFAULT_LEAF_DAYS, writeCertificates } from '../../src/ops/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-
-const TRY_JS = path.join(__dirname, '..', '..', 'src', 'cli', 'main.js');
-const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
-
-interface Ran {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function run(args: readonly string[]): Promise<Ran> {
-  const child = spawn(process.execPath, [...NODE_FLAGS, TRY_JS, ...args], {
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
+import { runTry } from '../helpers/try-command';
 
 /** A loopback port nothing listens on: one the kernel gave a server that is closed again. */
 async function closedPort(): Promise<number> {
@@ -83,7 +62,7 @@ describe('npm run try -- --target: a running plugin, as the engine reaches it', 
 
   test("mutual TLS with the engine's files: capabilities, then the script's rows", async () => {
     for (const host of ['127.0.0.1', 'localhost']) {
-      const ran = await run(['--target', `${host}:${tlsPlugin.plugin.port}`, '--tls-dir', sets.good, 'args[0] * 2', '21', '5']);
+      const ran = await runTry(['--target', `${host}:${tlsPlugin.plugin.port}`, '--tls-dir', sets.good, 'args[0] * 2', '21', '5']);
       assert.equal(ran.code, 0, ran.stderr);
       assert.equal(ran.stdout, 'ScriptEval\n----------\n42\n10\n');
       assert.match(
@@ -94,14 +73,14 @@ describe('npm run try -- --target: a running plugin, as the engine reaches it', 
   });
 
   test('plaintext, as an analytic connection without certificates', async () => {
-    const ran = await run(['--target', `127.0.0.1:${plainPlugin.plugin.port}`, '--fn', 'ScriptEvalStr', "args[0] + '!'", 'a']);
+    const ran = await runTry(['--target', `127.0.0.1:${plainPlugin.plugin.port}`, '--fn', 'ScriptEvalStr', "args[0] + '!'", 'a']);
     assert.equal(ran.code, 0, ran.stderr);
     assert.equal(ran.stdout, 'ScriptEvalStr\n-------------\na!\n');
     assert.match(ran.stderr, /\(plaintext\)/);
   });
 
   test('a script error comes back as the plugin says it', async () => {
-    const ran = await run(['--target', `127.0.0.1:${plainPlugin.plugin.port}`, 'nope(', '1']);
+    const ran = await runTry(['--target', `127.0.0.1:${plainPlugin.plugin.port}`, 'nope(', '1']);
     assert.equal(ran.code, 1);
     assert.match(ran.stderr, /INVALID_ARGUMENT: /);
   });
@@ -151,7 +130,7 @@ describe('npm run try -- --target: a running plugin, as the engine reaches it', 
   ];
   for (const [name, args, message] of failures) {
     test(`${name}: says so, exit code 1`, async () => {
-      const ran = await run(await args());
+      const ran = await runTry(await args());
       assert.equal(ran.code, 1, ran.stderr);
       assert.equal(ran.stdout, '');
       assert.match(ran.stderr, message);
@@ -159,12 +138,12 @@ describe('npm run try -- --target: a running plugin, as the engine reaches it', 
   }
 
   test('the plugins still serve after every refused attempt', async () => {
-    const ran = await run(['--target', `127.0.0.1:${tlsPlugin.plugin.port}`, '--tls-dir', sets.good, 'args[0] + 1', '1']);
+    const ran = await runTry(['--target', `127.0.0.1:${tlsPlugin.plugin.port}`, '--tls-dir', sets.good, 'args[0] + 1', '1']);
     assert.equal(ran.stdout, 'ScriptEval\n----------\n2\n');
   });
 
   test('--tls-dir without --target is a usage mistake', async () => {
-    const ran = await run(['--tls-dir', sets.good, 'args[0]', '1']);
+    const ran = await runTry(['--tls-dir', sets.good, 'args[0]', '1']);
     assert.equal(ran.code, 2);
     assert.match(ran.stderr, /^try: --tls-dir is for --target/);
   });
