@@ -18,7 +18,7 @@ import type { Metrics } from '../ops/metrics';
 import { busyError, type SandboxPool } from '../sandboxes/pool';
 import { CallConsole } from './call-console';
 import { contextKey } from './context-key';
-import { type HeldBytes, openCallAccount } from './held-bytes';
+import { type HeldBytes, heldHeaderBytes, openCallAccount } from './held-bytes';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { PreparedScripts, scriptHash } from './prepared-scripts';
 import { readCommonHeader, type ScriptCall } from './request-header';
@@ -126,17 +126,14 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
 }
 
 /**
- * What the front keeps for an open call besides its rows: about three copies of its headers (the HTTP/2
- * text, base64, decoded), its state, and what the client may send on its stream before the front reads
- * it (HTTP/2's initial window of 64 KiB, which grpc-js and Node leave at the default).
+ * What the front keeps for an open call besides its rows and headers (heldHeaderBytes): its state, and
+ * what the client may send on its stream before the front reads it (HTTP/2's initial window of 64 KiB,
+ * which grpc-js and Node leave at the default).
  */
 const CALL_STATE_BYTES = 16 * 1024 + 65_535;
 
 export function openCallBytes(metadata: Call['metadata']): number {
-  let headerBytes = 0;
-  for (const [key, value] of Object.entries(metadata.getMap()))
-    headerBytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
-  return CALL_STATE_BYTES + 3 * headerBytes;
+  return CALL_STATE_BYTES + heldHeaderBytes(metadata);
 }
 
 interface CallRecord {

@@ -129,3 +129,14 @@ export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
     `the plugin is busy: its calls already hold close to ${maxHeldMb} MB of rows and results waiting (SSE_MAX_HELD_MB); try again shortly`,
   );
 }
+
+/**
+ * What an open call's headers hold in the front: about three copies of them (the HTTP/2 text, its
+ * base64, the decoded metadata), for as long as the call is open.
+ */
+export function heldHeaderBytes(metadata: { getMap(): Record<string, string | Buffer> } | undefined): number {
+  let bytes = 0;
+  for (const [key, value] of Object.entries(metadata?.getMap() ?? {}))
+    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  return 3 * bytes;
+}

@@ -24,6 +24,7 @@ import tls from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { type ConnectionInjector, ServerInterceptingCall, status } from '@grpc/grpc-js';
 
+import { heldHeaderBytes } from '../calls/held-bytes';
 import { ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
 import { type ConnectionTable, connectionKey, MAX_HEADER_BYTES_PER_CONNECTION, worthOf } from './connection-table';
@@ -201,7 +202,7 @@ export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInte
     const socket = base.stream?.session?.socket;
     if (base.stream === undefined || socket === undefined) return call as grpc.ServerInterceptingCall;
     const key = connectionKey(socket.remoteAddress, socket.remotePort);
-    const headerBytes = HEADER_COPIES * metadataBytes(base.metadata);
+    const headerBytes = heldHeaderBytes(base.metadata);
     if (table.callOpened(key, headerBytes)) {
       base.stream.once('close', () => table.callClosed(key, headerBytes));
       return call as grpc.ServerInterceptingCall;
@@ -212,16 +213,6 @@ export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInte
       start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
     });
   };
-}
-
-/** Open calls' headers live on as the HTTP/2 text, its base64 and the decoded metadata. */
-const HEADER_COPIES = 3;
-
-function metadataBytes(metadata: grpc.Metadata | undefined): number {
-  let bytes = 0;
-  for (const [key, value] of Object.entries(metadata?.getMap() ?? {}))
-    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
-  return bytes;
 }
 
 interface CallStream {
