@@ -9,6 +9,7 @@ import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readD
 import { type RunningServer, startServer } from './grpc/server';
 import { LibraryRegistry } from './libraries/registry';
 import type { Config } from './ops/config';
+import { collectOnExternalGrowth, EXTERNAL_MEMORY_DEFAULTS } from './ops/external-memory';
 import { createLogger, type Logger } from './ops/log';
 import { Metrics } from './ops/metrics';
 import { SandboxPool } from './sandboxes/pool';
@@ -112,12 +113,20 @@ export async function startPlugin(
   running.setServing('SERVING');
   const server = running;
   const callMetrics = metrics;
+  const stopCollecting = collectOnExternalGrowth({
+    ...EXTERNAL_MEMORY_DEFAULTS,
+    collected: ({ beforeBytes, afterBytes, pauseMs }) => {
+      callMetrics.forcedCollections.inc();
+      logger.debug({ beforeBytes, afterBytes, pauseMs: Math.round(pauseMs) }, 'native memory grew: forced a collection');
+    },
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = config.shutdownGraceMs): Promise<void> => {
     stopping ??= (async () => {
       const deadline = Date.now() + graceMs;
       draining = true;
+      stopCollecting();
       functions?.close();
       offered.close();
       clearTimeout(unavailableTimer);

@@ -45,6 +45,11 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly forcedCollections = new Counter({
+    name: 'sse_front_forced_collections_total',
+    help: 'Full garbage collections the front forced because native memory owned by JavaScript objects (HTTP/2 header strings, Buffers) grew by a step',
+    registers: [this.registry],
+  });
   /** EvaluateScript calls begun and not yet ended; shutdown waits for this to reach 0. */
   private inFlight = 0;
 
