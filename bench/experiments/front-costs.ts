@@ -38,6 +38,7 @@ const metrics = new Metrics({
   busyWorkers: 0,
   threads: 2,
   residentBytes: () => [],
+  retirements: 0,
   processes: () => [],
   spareProcesses: () => [],
 });

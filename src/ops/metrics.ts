@@ -59,6 +59,7 @@ export class Metrics {
       busyWorkers: number;
       threads: number;
       residentBytes(): { index: number; bytes: number }[];
+      retirements: number;
       processes(): { state: string }[];
       spareProcesses(): { state: string }[];
     },
@@ -74,6 +75,15 @@ export class Metrics {
       registers,
       collect() {
         this.set(held?.bytes ?? 0);
+      },
+    });
+    new Counter({
+      name: 'sse_sandbox_retirements_total',
+      help: 'Sandbox processes retired near their memory fence: a ready spare took the slot, the process ended when idle',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(pool.retirements);
       },
     });
     new Gauge({

@@ -119,6 +119,11 @@ export class SandboxPool implements TaskRunner {
     return this.supervisor.restartsFor(reason);
   }
 
+  /** Processes retired near their memory fence to a ready spare (src/sandboxes/supervisor.ts). */
+  get retirements(): number {
+    return this.supervisor.retirements;
+  }
+
   /** The live sandbox processes of the slots (those the pool sends tasks to), for tests and diagnostics. */
   processes(): ProcessView[] {
     return viewOf(this.sandboxes, 0);

@@ -12,6 +12,12 @@
  * replacement is then started for the spare's place, at once or after the crash-loop delay
  * (src/sandboxes/backoff.ts), exactly as a slot would be. Every death leaves one vacancy and plans one
  * start; a start fills the first vacancy, slots before spares.
+ *
+ * A slot's process whose resident memory passes RETIRE_AT_FENCE_SHARE of its fence, while a spare is
+ * ready, is retired rather than killed later: the spare takes the slot at once, the retired process
+ * gets no new task, finishes those it runs and is ended when idle, and a new spare starts. Memory a
+ * script left behind (native objects in a kept context) then costs nobody a failed or repeated call;
+ * the fence still ends the process if it keeps growing.
  */
 
 import { DEFAULT_FAST_PATH_MS, type SandboxSettings } from '../contract/channel';
@@ -62,6 +68,12 @@ export const spawnSandboxProcess: SpawnSandbox = (index, settings, listener, log
   new SandboxProcess(index, settings, listener, logger);
 
 const FENCE_INTERVAL_MS = 200;
+/**
+ * The share of its memory fence at which a slot's process is retired to a ready spare. The default
+ * fence allows every isolate twice its heap limit; ordinary load stays far below a quarter of it, so
+ * a retirement means memory left behind or a script still growing.
+ */
+export const RETIRE_AT_FENCE_SHARE = 0.75;
 /** Past a task's time limit, how long the front waits for any answer before it ends the sandbox process. */
 const UNANSWERED_GRACE_MS = 5_000;
 const START_TIMEOUT_MS = 30_000;
@@ -92,6 +104,9 @@ export class SandboxSupervisor {
   private readonly threadCounts: number[];
   private wasAvailable = false;
   private readonly restartCounts = new Map<RestartReason, number>();
+  /** Processes retired from their slot: finishing what they run, then ended (see the top). */
+  private readonly retiring = new Set<SandboxHandle>();
+  retirements = 0;
   /** The LIBRARIES frame every process gets at its start (src/contract/libraries.ts); null: none sent yet. */
   private librariesFrame: Buffer | null = null;
   restarts = 0;
@@ -142,9 +157,9 @@ export class SandboxSupervisor {
     await Promise.all(live.map((sandbox) => sandbox.stop()));
   }
 
-  /** Every process the supervisor holds: the slots', then the spares'. */
+  /** Every process the supervisor holds: the slots', the spares', then the retiring ones. */
   all(): SandboxHandle[] {
-    return [...this.sandboxes, ...this.spares].filter((s): s is SandboxHandle => s !== undefined);
+    return [...this.sandboxes, ...this.spares, ...this.retiring].filter((s): s is SandboxHandle => s !== undefined);
   }
 
   /** A spare ready and running nothing: the one to take over a slot, or to run a quarantined retry. */
@@ -241,6 +256,7 @@ export class SandboxSupervisor {
   }
 
   private onExit(sandbox: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]): void {
+    if (this.retiring.delete(sandbox)) return this.onRetiredExit(sandbox, exit, tasks);
     const place = this.placeOf(sandbox);
     if (place) this.put(place, undefined);
     // A slot's process is gone: a spare takes its place before the pool hears of the tasks, so the
@@ -264,6 +280,21 @@ export class SandboxSupervisor {
       { pid: sandbox.pid, code: exit.code, signal: exit.signal, stderr: exit.stderrTail.slice(-1500) || undefined },
       'sandbox process ended',
     );
+  }
+
+  /**
+   * A retired process ended: its replacement started when it was retired. Ended by us once idle, it
+   * is no restart; killed (the fence, a stuck thread) while finishing its tasks, it counts as one and
+   * its tasks are handled as for any death.
+   */
+  private onRetiredExit(sandbox: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]): void {
+    this.tasks.exit(sandbox, exit, tasks);
+    if (exit.killedFor === 'stop' && tasks.length === 0) {
+      this.logger.info({ sandbox: sandbox.index, pid: sandbox.pid }, 'retired sandbox process ended');
+      return;
+    }
+    const fields = { pid: sandbox.pid, code: exit.code, signal: exit.signal, stderr: exit.stderrTail.slice(-1500) || undefined };
+    this.planRestart(sandbox.index, restartReason(exit), 0, fields, 'retired sandbox process ended');
   }
 
   /** Counts the restart, says so in the log, and fills the first vacancy after delayMs. */
@@ -317,12 +348,32 @@ export class SandboxSupervisor {
   private checkMemory(sandbox: SandboxHandle): void {
     const fenceMb = this.fenceMb(sandbox.settings.threads);
     const bytes = sandbox.residentBytes();
-    if (bytes === undefined || bytes <= fenceMb * 1024 * 1024) return;
+    if (bytes === undefined) return;
+    if (this.retiring.has(sandbox)) {
+      if (sandbox.busy === 0) sandbox.end();
+    } else if (bytes > RETIRE_AT_FENCE_SHARE * fenceMb * 1024 * 1024) {
+      this.retire(sandbox, bytes, fenceMb);
+    }
+    if (bytes <= fenceMb * 1024 * 1024) return;
     this.logger.warn(
       { sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb },
       'sandbox process past its memory fence (SSE_SANDBOX_MEMORY_MB): ending it',
     );
     sandbox.kill('memory-fence');
+  }
+
+  /** A slot's process past the retirement share: a ready spare takes its slot (see the top). */
+  private retire(sandbox: SandboxHandle, bytes: number, fenceMb: number): void {
+    const slot = this.sandboxes.indexOf(sandbox);
+    if (this.closing || slot < 0 || !this.promoteSpare(slot)) return;
+    this.retiring.add(sandbox);
+    this.retirements++;
+    this.logger.warn(
+      { sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb, running: sandbox.busy },
+      'sandbox process near its memory fence (SSE_SANDBOX_MEMORY_MB): a spare took its slot; it ends when idle',
+    );
+    const place = this.vacancy();
+    if (place) this.startOne(place).catch((error: unknown) => this.logger.debug({ sandbox: sandbox.index, err: error }, 'start failed'));
   }
 
   private restartDelay(): number {

@@ -204,6 +204,47 @@ describe('scripts that kill or wedge their sandbox, while other clients stream s
   });
 });
 
+describe('a sandbox process near its memory fence', () => {
+  const FENCE_MB = 400;
+  let t: TestPlugin;
+  before(
+    async () =>
+      (t = await startTestPlugin({
+        SSE_WORKERS: '1',
+        SSE_SANDBOX_MEMORY_MB: String(FENCE_MB),
+        SSE_SPARE_SANDBOXES: '1',
+        SSE_SCRIPT_TIMEOUT_MS: String(TIMEOUT_MS),
+      })),
+  );
+  after(async () => t.stop());
+
+  it('is retired to the spare once idle: memory a script left behind fails and repeats no call', async () => {
+    await waitFor('a ready spare', () => t.plugin.pool.spareProcesses().some((p) => p.ready), 10_000);
+    // ~20 MB of native objects kept in the planter's context per call (on a built-in, which the reset
+    // between calls leaves alone): well under the quarter of the fence between retirement and the
+    // fence, so the sampler (every 200 ms) sees each step.
+    const PLANT =
+      'Math.kept ??= []; for (let i = 0; i < 800; i++) Math.kept.push(new Intl.DateTimeFormat("en", { timeZone: "UTC", dateStyle: "full" })); return Math.kept.length;';
+    const planter = { common: { appId: 'planter', userId: 'p' } };
+    const bystander = { common: { appId: 'other', userId: 'b' } };
+    const planted: number[] = [];
+    for (let i = 0; i < 60 && t.plugin.pool.retirements === 0; i++) {
+      const result = await evalText(t.client, PLANT, planter);
+      assert.equal(result.code, grpc.status.OK, result.details);
+      planted.push(Number(result.rows[0]?.[0]?.strData));
+      const other = await evalText(t.client, 'args[0] * 2', { ...bystander, bundles: [[[num(21)]]] });
+      assert.equal(other.code, grpc.status.OK, other.details);
+    }
+    assert.equal(t.plugin.pool.retirements, 1, `not retired; kept ${planted.at(-1)} objects, ${Math.round(residentMb(t))} MB`);
+    // The kept objects went with the retired process: the planter's next call starts a fresh context.
+    const fresh = await evalText(t.client, PLANT, planter);
+    assert.equal(fresh.rows[0]?.[0]?.strData, '800');
+    await waitFor('the retired process ended', () => residentMb(t) < FENCE_MB * 0.75 && t.plugin.pool.spareProcesses().some((p) => p.ready), 15_000);
+    assert.equal(t.plugin.pool.restarts, 0, 'no process was killed: the fence never fired');
+    await assertServing(t.client, 1);
+  });
+});
+
 describe('the memory fence (SSE_SANDBOX_MEMORY_MB)', () => {
   let t: TestPlugin;
   before(

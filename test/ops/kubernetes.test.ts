@@ -158,6 +158,7 @@ describe('deploy/kubernetes agrees with the code', () => {
         busyWorkers: 0,
         threads: 1,
         residentBytes: () => [],
+        retirements: 0,
         processes: () => [],
         spareProcesses: () => [],
       }).registry.getMetricsAsJSON()

@@ -14,6 +14,7 @@ const pool = {
   busyWorkers: 0,
   threads: 0,
   residentBytes: () => [],
+  retirements: 0,
   processes: () => [{ state: 'ready' }],
   spareProcesses: () => [{ state: 'starting' }],
 };
