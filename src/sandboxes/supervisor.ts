@@ -350,7 +350,8 @@ export class SandboxSupervisor {
     const bytes = sandbox.residentBytes();
     if (bytes === undefined) return;
     if (this.retiring.has(sandbox)) {
-      if (sandbox.busy === 0) sandbox.end();
+      // stop(), not end(): a process whose threads do not let it exit is killed after a grace.
+      if (sandbox.busy === 0) void sandbox.stop();
     } else if (bytes > RETIRE_AT_FENCE_SHARE * fenceMb * 1024 * 1024) {
       this.retire(sandbox, bytes, fenceMb);
     }
