@@ -239,7 +239,11 @@ describe('a sandbox process near its memory fence', () => {
     // The kept objects went with the retired process: the planter's next call starts a fresh context.
     const fresh = await evalText(t.client, PLANT, planter);
     assert.equal(fresh.rows[0]?.[0]?.strData, '800');
-    await waitFor('the retired process ended', () => residentMb(t) < FENCE_MB * 0.75 && t.plugin.pool.spareProcesses().some((p) => p.ready), 15_000);
+    await waitFor(
+      'the retired process ended',
+      () => residentMb(t) < FENCE_MB * 0.75 && t.plugin.pool.spareProcesses().some((p) => p.ready),
+      15_000,
+    );
     assert.equal(t.plugin.pool.restarts, 0, 'no process was killed: the fence never fired');
     await assertServing(t.client, 1);
   });
