@@ -8,6 +8,8 @@
  * - BENCH_QUIET_WAIT_MS (10000), BENCH_QUIET_BUDGET_MS (60000): how long to wait for other
  *   processes to leave the CPUs alone before each part and each timed call, and in all;
  * - BENCH_PLUGIN_FLAGS: extra node flags for the plugin (experiments only);
+ * - BENCH_BASELINE_FLAGS: the baseline's node flags, when they differ (an A/B of a flag: the same
+ *   commit as BENCH_BASELINE, flags only on one side);
  * - BENCH_COMMIT: what to print as the code measured, outside a git checkout;
  * - BENCH_ONLY=latency: only the small-call parts (for iterating on latency);
  * - BENCH_BASELINE=<dir>: a built checkout of another commit, run beside the plugin in the
@@ -281,7 +283,7 @@ async function runAll(
   print(`plugin RSS after start (all its processes): ${(pluginServer.rssBytes() / 1024 / 1024).toFixed(1)} MiB`);
   const baselineDir = process.env['BENCH_BASELINE'];
   const baseline = baselineDir
-    ? target(BASELINE, bench.serve(await startPlugin(2, pluginFlagsFromEnv(), {}, baselineDir), servers), true)
+    ? target(BASELINE, bench.serve(await startPlugin(2, pluginFlagsFromEnv('BENCH_BASELINE_FLAGS'), {}, baselineDir), servers), true)
     : undefined;
   const parts = new Parts(bench, sizes, workloads, ceiling, plugin, baseline);
   try {

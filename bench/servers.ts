@@ -31,7 +31,11 @@ export function startCeiling(): Promise<ChildServer> {
   return ChildServer.start({ name: 'ceiling', entry: CEILING_ENTRY, portVariable: 'BENCH_PORT', env: {} });
 }
 
-/** Node flags for the plugin from BENCH_PLUGIN_FLAGS (space separated), for experiments. */
-export function pluginFlagsFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
-  return (env['BENCH_PLUGIN_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '');
+/**
+ * Node flags for the plugin from BENCH_PLUGIN_FLAGS (space separated), for experiments; the baseline's
+ * from BENCH_BASELINE_FLAGS when that is set, else the same.
+ */
+export function pluginFlagsFromEnv(variable = 'BENCH_PLUGIN_FLAGS', env: NodeJS.ProcessEnv = process.env): string[] {
+  const flags = env[variable] ?? env['BENCH_PLUGIN_FLAGS'] ?? '';
+  return flags.split(' ').filter((flag) => flag !== '');
 }
