@@ -13,7 +13,7 @@
  * raises the floor, so memory that is really held (rows the budget counts) costs one collection per step
  * of growth, not one per sample.
  */
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 export interface ExternalMemorySettings {
@@ -33,7 +33,8 @@ export const EXTERNAL_MEMORY_DEFAULTS = { stepBytes: 64 * 1024 * 1024, intervalM
 /** Starts the sampler; the returned function stops it. The timer never keeps the process alive. */
 export function collectOnExternalGrowth(
   settings: ExternalMemorySettings,
-  sample: Sample = () => process.memoryUsage().external,
+  // Not process.memoryUsage(): it also reads /proc/self/stat, which throws while descriptors are used up.
+  sample: Sample = () => getHeapStatistics().external_memory,
   collect: () => void = fullCollection(),
 ): () => void {
   let floorBytes = sample();
