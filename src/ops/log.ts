@@ -2,6 +2,12 @@
  * Structured JSON logs (pino) on stdout. Script text and row values are never logged at info.
  * At a terminal (SSE_LOG_FORMAT=auto, the default) or with SSE_LOG_FORMAT=pretty the same events are
  * printed readably by pino-pretty (src/ops/log-pretty.ts); services and log pipelines get JSON lines.
+ *
+ * Whoever reads stdout may stop (a pipe or FIFO nobody drains, a full disk): the lines wait in a
+ * bounded buffer written asynchronously, so the front neither blocks on stdout nor grows (pino's own
+ * default kept every line in the heap: 73 MB -> 4.2 GB and out of memory behind a FIFO nobody read,
+ * and a write error such as ENOSPC had no listener and ended the front). Lines past the buffer are
+ * dropped and counted; the count is logged once stdout takes lines again.
  */
 import pino from 'pino';
 
@@ -9,6 +15,13 @@ import type { LogFormat, LogLevel } from './config';
 import { prettyStream } from './log-pretty';
 
 export type Logger = pino.Logger;
+
+/** Log bytes that may wait for stdout; past it, lines are dropped (a few seconds of a very busy log). */
+export const MAX_LOG_BUFFER_BYTES = 16 * 1024 * 1024;
+const DROPPED_REPORT_MS = 2_000;
+
+/** Lines stdout could not take (dropped past the buffer, or lost to a write error), for the metric. */
+export const logLoss = { droppedLines: 0, writeErrors: 0 };
 
 /**
  * Defence in depth: should a script or its rows ever be passed to the logger by mistake, the
@@ -41,8 +54,35 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
     formatters: { log: (fields) => boundFields(fields, 0) as Record<string, unknown> },
     serializers: { err: (error: Error) => boundFields(pino.stdSerializers.err(error), 0) },
   };
-  if (isPretty(format, destination)) return pino(options, prettyStream(destination));
-  return destination ? pino(options, destination) : pino(options);
+  const out = destination ?? boundedStdout();
+  const logger = isPretty(format, destination) ? pino(options, prettyStream(out)) : pino(options, out);
+  if (destination === undefined) reportLoss(logger);
+  return logger;
+}
+
+/** stdout through a bounded asynchronous buffer (see the top); write errors are counted, never thrown. */
+function boundedStdout(): pino.DestinationStream {
+  const stream = pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_LOG_BUFFER_BYTES });
+  stream.on('drop', () => logLoss.droppedLines++);
+  stream.on('error', () => logLoss.writeErrors++);
+  return stream;
+}
+
+/** Says how many lines were lost, once the loss has stopped growing (stdout takes lines again). */
+function reportLoss(logger: Logger): void {
+  let reported = { ...logLoss };
+  let last = { ...logLoss };
+  setInterval(() => {
+    const now = { ...logLoss };
+    const stable = now.droppedLines === last.droppedLines && now.writeErrors === last.writeErrors;
+    last = now;
+    if (!stable || (now.droppedLines === reported.droppedLines && now.writeErrors === reported.writeErrors)) return;
+    logger.warn(
+      { droppedLines: now.droppedLines - reported.droppedLines, writeErrors: now.writeErrors - reported.writeErrors },
+      `stdout did not take log lines (a reader that stopped, a full disk): lines dropped past ${MAX_LOG_BUFFER_BYTES / 1048576} MiB waiting, failed writes retried`,
+    );
+    reported = now;
+  }, DROPPED_REPORT_MS).unref();
 }
 
 function isPretty(format: LogFormat, destination: pino.DestinationStream | undefined): boolean {

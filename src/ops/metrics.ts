@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
+import { logLoss } from './log';
+
 export class Metrics {
   readonly registry = new Registry();
   readonly calls = new Counter({
@@ -75,6 +77,15 @@ export class Metrics {
       registers,
       collect() {
         this.set(held?.bytes ?? 0);
+      },
+    });
+    new Counter({
+      name: 'sse_log_lines_dropped_total',
+      help: 'Log lines dropped because stdout did not take them (a reader that stopped, a full disk) while 16 MiB waited',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(logLoss.droppedLines);
       },
     });
     new Counter({

@@ -13,7 +13,7 @@ import { startPlugin } from '../../src/app';
 import { type LogLevel, loadConfig } from '../../src/ops/config';
 import { createLogger } from '../../src/ops/log';
 import { DataType, QlikClient, str, strings } from '../helpers/qlik-client';
-import { type LogLine, spawnMain, startMain } from './process';
+import { type LogLine, metricsText, sampleValue, spawnMain, startMain } from './process';
 
 /** Markers that must never reach an info log: one in the script text, one in the row values. */
 const SCRIPT_MARKER = 'zqxscriptmarker';
@@ -183,6 +183,39 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
       assert.match(String(started.lines[0]?.msg), /^listening on 127\.0\.0\.1:\d+/);
     } finally {
       await started.kill();
+    }
+  });
+});
+
+describe('a stdout nobody reads', () => {
+  test('costs the front at most its log buffer: lines past it are dropped, counted, and reported once stdout takes lines again', {
+    timeout: 120_000,
+  }, async () => {
+    const plugin = await startMain({ SSE_WORKERS: '1', SSE_CONSOLE_BYTES: String(1024 * 1024), SSE_METRICS_PORT: '0' });
+    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+    const metricsPort = plugin.metricsPort as number;
+    try {
+      const heapBefore = sampleValue(await metricsText(metricsPort), 'nodejs_heap_size_used_bytes');
+      plugin.child.stdout?.pause();
+      // ~128 MB of console lines (1 MiB a call) into a pipe nobody drains, eight times the buffer.
+      const LOUD = 'for (let i = 0; i < 16; i++) console.log("x".repeat(60000)); return args[0];';
+      for (let i = 0; i < 128; i++) {
+        const result = await call(client, LOUD, ['a']);
+        assert.equal(result.code, grpc.status.OK, result.details);
+      }
+      const metrics = await metricsText(metricsPort);
+      const grownMb = (sampleValue(metrics, 'nodejs_heap_size_used_bytes') - heapBefore) / 1048576;
+      assert.ok(sampleValue(metrics, 'sse_log_lines_dropped_total') > 0, 'no line dropped');
+      // The buffer (16 MiB), what one call holds on its way and garbage not yet collected (38-53 MB
+      // seen); unbounded the heap took every line (128 MB).
+      assert.ok(grownMb < 90, `the front's heap grew ${Math.round(grownMb)} MB`);
+      plugin.child.stdout?.resume();
+      const report = await plugin.waitForLine((line) => String(line.msg).startsWith('stdout did not take log lines'), 30_000);
+      assert.ok(Number(report['droppedLines']) > 0);
+      assert.deepEqual(strings(await call(client, 'args[0]', ['still here'])), ['still here']);
+    } finally {
+      client.close();
+      plugin.child.kill('SIGKILL');
     }
   });
 });
