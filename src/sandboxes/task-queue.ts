@@ -17,7 +17,10 @@
  * share per address, and 40 addresses each looping a script kept another host's call waiting 25 s
  * behind the 38 addresses ahead of it in turn. Now a host that was there before them and used little
  * goes at the next free thread; an address that has run a task waits behind hosts that used less
- * until its use has decayed.
+ * until its use has decayed. Use counts up to USAGE_CAP_MS only: uncapped, a host that had used the
+ * threads a lot (Qlik's engine after a busy minute, 4 s here) waited until every new address had used
+ * as much (8 new addresses: 14.7 s, behind 29 of their 30 one-second tasks); capped, it waits behind
+ * at most about one task of each new address, as plain turns would have it.
  *
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
  * push, shift, remove and the running counts touch one line per level; a line exists only while it
@@ -52,6 +55,13 @@ export const USAGE_HALF_LIFE_MS = 60_000;
  * beside hosts that used more: fresh addresses buy no head start.
  */
 const NEW_HOST_CHARGE_MS = 1_000;
+/**
+ * The most use that counts when hosts are compared: a little more than a new address is charged, so a
+ * host that was seen and used little still ranks below the cap (ahead of one that used a lot), while a
+ * host that used a lot lately ranks with a new address that has run about one task, not behind all it
+ * could still run.
+ */
+const USAGE_CAP_MS = NEW_HOST_CHARGE_MS + 500;
 /** Hosts whose use is remembered at most; the least recently charged is forgotten first. */
 const MAX_REMEMBERED_HOSTS = 10_000;
 
@@ -64,8 +74,12 @@ export class HostUsage {
 
   constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
 
-  /** Smaller is less used; a host never charged (or forgotten) is -Infinity. */
-  weight(host: Key): number {
+  /** Smaller is less used, counting at most USAGE_CAP_MS of use now; a host never charged (or forgotten) is -Infinity. */
+  weight(host: Key, nowMs: number): number {
+    return Math.min(this.stored(host), nowMs / this.halfLifeMs + Math.log2(USAGE_CAP_MS));
+  }
+
+  private stored(host: Key): number {
     return this.weights.get(host) ?? Number.NEGATIVE_INFINITY;
   }
 
@@ -76,7 +90,7 @@ export class HostUsage {
 
   charge(host: Key, ms: number, nowMs: number): void {
     const added = nowMs / this.halfLifeMs + Math.log2(Math.max(ms, 0.001));
-    const before = this.weight(host);
+    const before = this.stored(host);
     const sum = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
     this.weights.delete(host);
     this.weights.set(host, sum);
@@ -110,13 +124,13 @@ class Line {
   }
 
   /** Among the lines below with the fewest tasks running, the least used; the first in turn among equals. */
-  leastUsed(usage: HostUsage): Line | undefined {
+  leastUsed(usage: HostUsage, nowMs: number): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
       let best: Line | undefined;
       let bestWeight = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
-        const weight = usage.weight(line.key);
+        const weight = usage.weight(line.key, nowMs);
         if (best === undefined || weight < bestWeight) {
           best = line;
           bestWeight = weight;
@@ -181,7 +195,7 @@ export class TaskQueue {
     for (let back = this.head.pop(); back !== undefined; back = this.head.pop()) {
       if (this.inHead.delete(back)) return back;
     }
-    let line: Line | undefined = this.root.leastUsed(this.usage);
+    let line: Line | undefined = this.root.leastUsed(this.usage, this.nowMs());
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;

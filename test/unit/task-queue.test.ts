@@ -60,6 +60,36 @@ describe('TaskQueue', () => {
     assert.equal(take(queue)?.request.callId, 999);
   });
 
+  it('a host that used the threads a lot lately waits behind at most one task of each new address, not until they used as much', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    // Qlik's engine kept both threads busy for 4 s.
+    for (let i = 0; i < 4; i++) {
+      const busy = task(900 + i, `heavy-${i}`, 'user', '10.0.0.1');
+      queue.push(busy);
+      queue.started(queue.shift() as QueuedTask);
+      nowMs += 2_000;
+      queue.finished(busy.id);
+    }
+    nowMs += 5_000;
+    // 8 new addresses queue four 1-second tasks each; two threads run them.
+    for (let i = 0; i < 8; i++) for (let j = 0; j < 4; j++) queue.push(task(100 + i * 4 + j, 'atk', 'user', `10.0.1.${i}`));
+    const threads = [take(queue), take(queue)];
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    let before = 0;
+    for (;;) {
+      nowMs += 1_000;
+      const done = threads.shift() as QueuedTask;
+      queue.finished(done.id);
+      const next = take(queue) as QueuedTask;
+      if (next.request.callId === 999) break;
+      threads.push(next);
+      before++;
+    }
+    // The six addresses that had not run yet, and no more (uncapped: 25 of the 30 left).
+    assert.ok(before <= 8, `the engine's call waited behind ${before} tasks`);
+  });
+
   it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
