@@ -127,7 +127,7 @@ function runtimeInput(spec: ScriptSpec, columns: readonly Column[], task: TaskIn
   };
 }
 
-function scriptFailure(
+export function scriptFailure(
   spec: ScriptSpec,
   output: Extract<RuntimeOutput, { ok: false }>,
   firstRow: number,
@@ -135,6 +135,10 @@ function scriptFailure(
 ): PluginError {
   const thrown = oneLine(`${output.name}: ${output.message}`);
   const row = firstRow + output.row;
+  // V8 and isolated-vm's allocator refuse a too-large buffer or string with a RangeError, in the
+  // script or while its result is converted: either way the memory limit, never the script's fault.
+  if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message) && (output.kind === 'throw' || output.kind === 'convert'))
+    return memoryLimitError(memoryLimitMb, `${thrown} (at row ${row})`);
   switch (output.kind) {
     case 'size':
       return new PluginError(
@@ -146,9 +150,6 @@ function scriptFailure(
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
     case 'throw':
-      // V8 and isolated-vm's allocator refuse a too-large buffer or string with a RangeError.
-      if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message))
-        return memoryLimitError(memoryLimitMb, `${thrown} (at row ${row})`);
       if (spec.mode === 'aggregate') return new PluginError('INVALID_ARGUMENT', `${thrown} (the aggregation failed)`);
       if (spec.mode === 'once') return new PluginError('INVALID_ARGUMENT', thrown);
       return new PluginError('INVALID_ARGUMENT', `${thrown} (at row ${row})`);
