@@ -4,10 +4,12 @@
  * rest. A call keeps at most SSE_CONSOLE_LINES lines and SSE_CONSOLE_BYTES bytes of UTF-8 text over
  * all its tasks (the sandbox stops at the same bounds per task, so no result carries more); past
  * them lines are counted, and one line at the call's end says how many were dropped. So a flood costs
- * the front at most the bounds per call, and the log never more.
+ * the front at most the bounds per call, and the log never more. All calls together write at most
+ * SSE_CONSOLE_RATE_KB a second (src/calls/console-rate.ts); lines past it are dropped the same way.
  */
 import type { ConsoleOutput } from '../contract/console';
 import type { Logger } from '../ops/log';
+import type { ConsoleRate } from './console-rate';
 
 export interface ConsoleOwner {
   readonly requestId: string;
@@ -19,12 +21,14 @@ export class CallConsole {
   private lines = 0;
   private bytes = 0;
   private dropped = 0;
+  private droppedByRate = 0;
 
   constructor(
     private readonly logger: Logger,
     private readonly owner: ConsoleOwner,
     private readonly maxLines: number,
     private readonly maxBytes: number,
+    private readonly rate?: ConsoleRate,
   ) {}
 
   /** The lines of one task's result, in the order the script wrote them. */
@@ -35,8 +39,14 @@ export class CallConsole {
         this.dropped++;
         continue;
       }
+      const bytes = Buffer.byteLength(text, 'utf8');
+      if (this.rate && !this.rate.take(bytes)) {
+        this.dropped++;
+        this.droppedByRate++;
+        continue;
+      }
       this.lines++;
-      this.bytes += Buffer.byteLength(text, 'utf8');
+      this.bytes += bytes;
       this.logger[line.level]({ ...this.owner, source: 'console' }, text);
     }
     this.dropped += output.dropped;
@@ -45,11 +55,13 @@ export class CallConsole {
   /** The call ended: one line for what was dropped, if anything was (the bytes counted in the sandbox may be fewer). */
   finish(): void {
     if (this.dropped === 0 || this.maxLines === 0) return;
+    const rate = this.droppedByRate > 0 ? `; ${this.droppedByRate} of them past the rate all calls share (SSE_CONSOLE_RATE_KB)` : '';
     this.logger.warn(
-      { ...this.owner, source: 'console', dropped: this.dropped },
-      `${this.dropped} more console lines dropped: a call keeps ${this.maxLines} lines and ${this.maxBytes} bytes (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES)`,
+      { ...this.owner, source: 'console', dropped: this.dropped, droppedByRate: this.droppedByRate },
+      `${this.dropped} more console lines dropped: a call keeps ${this.maxLines} lines and ${this.maxBytes} bytes (SSE_CONSOLE_LINES, SSE_CONSOLE_BYTES)${rate}`,
     );
     this.dropped = 0;
+    this.droppedByRate = 0;
   }
 }
 

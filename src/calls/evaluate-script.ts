@@ -17,6 +17,7 @@ import type { Logger } from '../ops/log';
 import type { Metrics } from '../ops/metrics';
 import { busyError, type SandboxPool } from '../sandboxes/pool';
 import { CallConsole } from './call-console';
+import type { ConsoleRate } from './console-rate';
 import { contextKey } from './context-key';
 import { type HeldBytes, heldHeaderBytes, openCallAccount } from './held-bytes';
 import { CallPipeline, type CallSummary } from './pipeline';
@@ -34,6 +35,8 @@ export interface HandlerDeps {
   readonly draining: () => boolean;
   /** The administrator's plugin functions (SSE_FUNCTIONS_DIR), when configured. */
   readonly functions?: FunctionRegistry | undefined;
+  /** The console rate all calls share (SSE_CONSOLE_RATE_KB); made by the server when not given. */
+  readonly consoleRate?: ConsoleRate;
 }
 
 export type Call = ServerDuplexStream<Buffer, Uint8Array>;
@@ -95,7 +98,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       return;
     }
     const owner = { requestId, appId: scriptCall.common.appId, userId: scriptCall.common.userId };
-    const scriptConsole = new CallConsole(logger, owner, config.consoleLines, config.consoleBytes);
+    const scriptConsole = new CallConsole(logger, owner, config.consoleLines, config.consoleBytes, deps.consoleRate);
     const pipeline = new CallPipeline(call, scriptCall.spec, pool, {
       chunkBytes: config.chunkKb * 1024,
       maxInFlight: config.workers + 1,

@@ -80,6 +80,8 @@ export interface Config {
   /** Console lines and bytes one call keeps in the log; the rest is counted in one line (src/calls/call-console.ts). */
   readonly consoleLines: number;
   readonly consoleBytes: number;
+  /** Console text all calls together may write to the log, in KiB a second; 0: no bound. */
+  readonly consoleRateKb: number;
 }
 
 export interface InheritedSockets {
@@ -194,6 +196,11 @@ export const DEFAULT_SPARE_SANDBOXES = 1;
  */
 export const DEFAULT_CONSOLE_LINES = 100;
 export const DEFAULT_CONSOLE_BYTES = 64 * 1024;
+/**
+ * All calls' console text together, KiB a second: 60 MiB of log a minute at most, sixteen calls' full
+ * share a second (four looping clients wrote 1.1 GB a minute unbounded).
+ */
+export const DEFAULT_CONSOLE_RATE_KB = 1024;
 
 export function defaultSandboxProcesses(workers: number): number {
   return Math.ceil(workers / 4);
@@ -255,6 +262,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     librariesDir: optional('SSE_LIBRARIES_DIR', nonEmpty),
     consoleLines: read('SSE_CONSOLE_LINES', integer(0, MAX_CONSOLE_LINES), DEFAULT_CONSOLE_LINES),
     consoleBytes: read('SSE_CONSOLE_BYTES', integer(0, MAX_CONSOLE_BYTES), DEFAULT_CONSOLE_BYTES),
+    consoleRateKb: read('SSE_CONSOLE_RATE_KB', integer(0, 1024 * 1024), DEFAULT_CONSOLE_RATE_KB),
   };
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return config;

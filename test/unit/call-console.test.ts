@@ -3,14 +3,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { CallConsole } from '../../src/calls/call-console';
+import { ConsoleRate } from '../../src/calls/console-rate';
 import { createLogger } from '../../src/ops/log';
 
 const OWNER = { requestId: 'r-1', appId: 'app', userId: 'user' };
 
-function collected(maxLines: number, maxBytes: number): { console: CallConsole; lines: Record<string, unknown>[] } {
+function collected(maxLines: number, maxBytes: number, rate?: ConsoleRate): { console: CallConsole; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
-  return { console: new CallConsole(logger, OWNER, maxLines, maxBytes), lines };
+  return { console: new CallConsole(logger, OWNER, maxLines, maxBytes, rate), lines };
 }
 
 describe('CallConsole', () => {
@@ -83,5 +84,34 @@ describe('CallConsole', () => {
       lines.map((line) => line['msg']),
       ['l1\\u000a07:00 ERROR FAKE\\u001b[2J\ttab'],
     );
+  });
+});
+
+describe('the console rate all calls share', () => {
+  it("drops what comes past the rate, across calls, and says so in each call's dropped line; time refills it", () => {
+    let nowMs = 0;
+    // 100 bytes a second, a burst of 100.
+    const rate = new ConsoleRate(100, 100, () => nowMs);
+    const first = collected(100, 1_000, rate);
+    const second = collected(100, 1_000, rate);
+    const line = { level: 'info' as const, text: 'x'.repeat(40) };
+    first.console.add({ lines: [line, line, line], dropped: 0 });
+    second.console.add({ lines: [line], dropped: 0 });
+    nowMs += 1_000;
+    second.console.add({ lines: [line], dropped: 0 });
+    first.console.finish();
+    second.console.finish();
+    assert.equal(first.lines.filter((l) => l['msg'] === line.text).length, 2);
+    assert.equal(second.lines.filter((l) => l['msg'] === line.text).length, 1);
+    assert.match(
+      String(first.lines.at(-1)?.['msg']),
+      /^1 more console lines dropped: .*1 of them past the rate all calls share \(SSE_CONSOLE_RATE_KB\)$/,
+    );
+    assert.equal(second.lines.at(-1)?.['droppedByRate'], 1);
+  });
+
+  it('a rate of 0 bounds nothing', () => {
+    const rate = new ConsoleRate(0, 0);
+    assert.equal(rate.take(1e9), true);
   });
 });
