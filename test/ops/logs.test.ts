@@ -191,7 +191,13 @@ describe('a stdout nobody reads', () => {
   test('costs the front at most its log buffer: lines past it are dropped, counted, and reported once stdout takes lines again', {
     timeout: 120_000,
   }, async () => {
-    const plugin = await startMain({ SSE_WORKERS: '1', SSE_CONSOLE_BYTES: String(1024 * 1024), SSE_METRICS_PORT: '0' });
+    // No console rate: the log's own buffer is what is tested.
+    const plugin = await startMain({
+      SSE_WORKERS: '1',
+      SSE_CONSOLE_BYTES: String(1024 * 1024),
+      SSE_CONSOLE_RATE_KB: '0',
+      SSE_METRICS_PORT: '0',
+    });
     const client = new QlikClient(`127.0.0.1:${plugin.port}`);
     const metricsPort = plugin.metricsPort as number;
     try {
