@@ -13,12 +13,17 @@
  * loop inside the isolate and converts every result to what Qlik expects, also inside the isolate
  * and under its time limit.
  *
- * What `run` returns is copied out by isolated-vm after the time limit is disarmed, and that copy
+ * What `take` returns is copied out by isolated-vm after the time limit is disarmed, and that copy
  * calls any accessor it meets on the objects it copies. So the runtime calls no method a script can
  * replace once installed (every intrinsic it uses is captured here), and its output is made only of
  * primitives, typed arrays and objects it created itself with own data properties and no holes.
+ * A run is two entries: `run` runs the chunk and keeps its output; its microtasks run as it
+ * returns, and isolated-vm then throws the run's own rejection (rejection-watch.ts); `take`, a
+ * second entry under what is left of the limit, gives the output, or the first rejection the
+ * script left unhandled, turned into text there.
  */
 import type { ConsoleCapture, ConsoleHooks } from './console';
+import type { RejectionHooks } from './rejection-watch';
 
 /** Input of `run`, copied into the isolate. Column: t = DataType, n = numbers, s/l = packed strings. */
 export interface RuntimeInput {
@@ -66,7 +71,8 @@ export type RuntimeOutput =
     }
   | {
       ok: false;
-      kind: 'throw' | 'size' | 'convert';
+      /** reject: a promise the script rejected and never handled (rejection-watch.ts). */
+      kind: 'throw' | 'size' | 'convert' | 'reject';
       name: string;
       message: string;
       row: number;
@@ -76,10 +82,13 @@ export type RuntimeOutput =
   /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
   | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean; console: ConsoleCapture | null };
 
-export function installRuntime(
-  global: Record<string, unknown>,
-  consoleHooks?: ConsoleHooks,
-): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
+/** The runtime's two entries (see the header): run, then take. */
+export interface RuntimeEntries {
+  run(fn: unknown, input: RuntimeInput): void;
+  take(): RuntimeOutput;
+}
+
+export function installRuntime(global: Record<string, unknown>, rejections: RejectionHooks, consoleHooks?: ConsoleHooks): RuntimeEntries {
   // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
   'use strict';
   const apply = Reflect.apply;
@@ -589,18 +598,25 @@ export function installRuntime(
     });
   }
 
+  /** The last run's output, until take() gives it. */
+  let pending: RuntimeOutput | null = null;
+
   /**
-   * Runs one chunk, then checks the built-ins V8 guards isolate-wide; the output is rebuilt from own
-   * values so that isolated-vm's copy, which runs after the time limit, finds nothing to call.
+   * Runs one chunk and keeps its output, rebuilt from own values so that isolated-vm's copy, which
+   * runs after the time limit, finds nothing to call. Its own rejection goes first of all.
    */
-  return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+  function run(fn: unknown, input: RuntimeInput): void {
+    rejections.begin();
+    pending = null;
     consoleHooks?.begin(input.consoleLines ?? 0, input.consoleChars ?? 0);
     const output = runChunk(fn, input);
-    const tainted = !protectorsIntact();
     const console = consoleHooks ? consoleHooks.end() : null;
-    if (!output.ok) return { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted, console };
+    if (!output.ok) {
+      pending = { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted: false, console };
+      return;
+    }
     const { nums, text, lens, utf8, byteLens, nondet: readClock, table } = output;
-    return {
+    pending = {
       ok: true,
       nums,
       text,
@@ -609,10 +625,26 @@ export function installRuntime(
       byteLens,
       nondet: readClock,
       table: table === null ? null : sealTable(table),
-      tainted,
+      tainted: false,
       console,
     };
-  };
+  }
+
+  /**
+   * After the run's microtasks: checks the built-ins V8 guards isolate-wide (a microtask may have
+   * changed one) and fails a run that succeeded if the script left a rejection unhandled.
+   */
+  function take(): RuntimeOutput {
+    const output = pending ?? { ok: false, kind: 'dirty', name: 'Error', message: 'no run to take', row: 0, tainted: false, console: null };
+    pending = null;
+    output.tainted = !protectorsIntact();
+    const unhandled = rejections.end();
+    if (unhandled === null || !output.ok) return output;
+    const { name, message } = errorText(unhandled.reason);
+    return { ok: false, kind: 'reject', name, message, row: 0, tainted: output.tainted, console: output.console };
+  }
+
+  return { __proto__: null, run, take } as RuntimeEntries;
 
   function runChunk(fn: unknown, input: RuntimeInput): ChunkOutput {
     if (input.reset === true && !resetGlobals())
@@ -651,6 +683,7 @@ export function installRuntime(
           for (let i = 0; i < nBound; i++) list[i + 1] = args[bound[i] as number];
           v = apply(call, undefined, list);
         }
+        if (typeof v === 'object' && v !== null) rejections.observe(v);
         if (tableVals !== null) {
           const shape = typeof v === 'object' && v !== null ? (isArray(v) ? 'array' : isPlainObject(v) ? 'object' : null) : null;
           if (shape !== null && (tableShape === null || tableShape === shape)) {

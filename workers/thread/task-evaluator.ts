@@ -145,6 +145,8 @@ function scriptFailure(
       return new PluginError('INTERNAL', 'internal error: a sandbox context could not be reset');
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
+    case 'reject':
+      return new PluginError('INVALID_ARGUMENT', `${thrown} (a promise the script rejected and never handled)`);
     case 'throw':
       // V8 and isolated-vm's allocator refuse a too-large buffer or string with a RangeError.
       if (output.name === 'RangeError' && ALLOCATION_REFUSED.test(output.message))
