@@ -2,8 +2,9 @@
  * Promises a script rejects and never handles. isolated-vm reads such a reason after the time limit
  * is disarmed, so the sandbox never lets it (workers/thread/rejection-watch.ts): a trap in a reason
  * must not run outside the limit nor cost the sandbox process, a rejection the runtime can see still
- * fails the call as the script's own error, and a handled one does not. The trap cases that run out
- * of time are in test/limits/time.test.ts.
+ * fails the call as the script's own error, and a handled one does not; nor may a script reach the
+ * top level, where what it throws is read the same way. The trap cases that run out of time are in
+ * test/limits/time.test.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -70,6 +71,17 @@ describe('sandbox: unhandled rejections', () => {
       assert.equal(result.code, status.OK, `${script}: ${result.details}`);
       assert.equal(numbers(result).length, 1);
     }
+  });
+
+  it('a script that closes its wrapper to throw at the top level is refused before any of it runs', async () => {
+    // Its top-level statements would run when the script is instantiated, and isolated-vm would read
+    // the thrown value with no time limit.
+    const restarts = t.plugin.pool.restarts;
+    const result = await evalText(t.client, `1); }); throw { get message() { for (;;) {} } }; (function () { return (1`);
+    assert.equal(result.code, status.INVALID_ARGUMENT, result.details);
+    assert.match(result.details, /^SyntaxError: the script closes the function it runs in/);
+    assert.equal(t.plugin.pool.restarts, restarts, 'a sandbox process was replaced');
+    assert.equal(await textOf(t.client, 'args[0] + 41'), '42');
   });
 
   it('a rejection V8 made itself that the script drops is never read: the call answers, the process stays', async () => {

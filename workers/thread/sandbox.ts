@@ -25,7 +25,7 @@ import { installRuntime, type RuntimeEntries, type RuntimeInput, type RuntimeOut
 import { isolatedVm } from './isolated-vm';
 import { IsolateLibraries, installRequire, LIBRARIES_GLOBAL } from './libraries';
 import { installRejectionWatch, RUN_END } from './rejection-watch';
-import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
+import { escapesWrapper, type ScriptForm, scriptSyntaxError, wrapperEscapeError, wrapScript } from './script-source';
 
 /**
  * The runtime, with `require` over the library table the context was given (libraries.ts), the
@@ -339,19 +339,26 @@ export class Sandbox {
     return script;
   }
 
-  /** An expression if the text is one, else a function body. */
+  /** An expression if the text is one, else a function body; never a text that closes its wrapper (script-source.ts). */
   private compileWrapped(text: string, params: string): ivm.Script {
-    const compileAs = (form: ScriptForm): ivm.Script =>
-      this.isolate.compileScriptSync(wrapScript(text, params, form), { filename: 'script.js' });
+    const compileAs = (form: ScriptForm): [ivm.Script, string] => {
+      const source = wrapScript(text, params, form);
+      return [this.isolate.compileScriptSync(source, { filename: 'script.js' }), source];
+    };
+    let compiled: [ivm.Script, string];
     try {
-      return compileAs('expression');
+      compiled = compileAs('expression');
     } catch (expressionError) {
       try {
-        return compileAs('body');
+        compiled = compileAs('body');
       } catch (bodyError) {
         throw scriptSyntaxError(text, expressionError, bodyError);
       }
     }
+    const [script, source] = compiled;
+    if (!escapesWrapper(source)) return script;
+    script.release();
+    throw wrapperEscapeError();
   }
 
   /** A plugin function's script is already an expression whose value is the per-row function. */
