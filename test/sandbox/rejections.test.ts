@@ -49,6 +49,13 @@ describe('sandbox: unhandled rejections', () => {
     await assertRejected('(Promise.resolve().then(() => { throw { name: "E", get stack() { for (;;) {} } }; }), 1)', 'E: [object Object]');
   });
 
+  it('a reason whose getters leave a rejection of their own is described, and that one never read', async () => {
+    // The reason's name is read after the run, in an entry of its own: what its getter rejects must
+    // not be read with no limit either.
+    const reason = `{ get name() { (async () => { throw ${TRAP}; })(); return "Sly"; }, message: "m" }`;
+    await assertRejected(`(Promise.reject(${reason}), 1)`, 'Sly: m');
+  });
+
   it('an aggregation that leaves a rejection fails the same way', async () => {
     const restarts = t.plugin.pool.restarts;
     const script = '(Promise.reject(new Error("aggregate")), args[0].length)';

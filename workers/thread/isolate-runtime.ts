@@ -82,13 +82,19 @@ export type RuntimeOutput =
   /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
   | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean; console: ConsoleCapture | null };
 
-/** The runtime's two entries (see the header): run, then take. */
+/** The runtime's entries (see the header): run, then take, then describe for a rejection take found. */
 export interface RuntimeEntries {
   run(fn: unknown, input: RuntimeInput): void;
   take(): RuntimeOutput;
+  describe(): void;
 }
 
-export function installRuntime(global: Record<string, unknown>, rejections: RejectionHooks, consoleHooks?: ConsoleHooks): RuntimeEntries {
+export function installRuntime(
+  global: Record<string, unknown>,
+  rejections: RejectionHooks,
+  runEnd: string,
+  consoleHooks?: ConsoleHooks,
+): RuntimeEntries {
   // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
   'use strict';
   const apply = Reflect.apply;
@@ -630,21 +636,40 @@ export function installRuntime(global: Record<string, unknown>, rejections: Reje
     };
   }
 
+  /** The rejection take() found, until describe() reads it. */
+  let unhandled: { reason: unknown } | null = null;
+
   /**
    * After the run's microtasks: checks the built-ins V8 guards isolate-wide (a microtask may have
-   * changed one) and fails a run that succeeded if the script left a rejection unhandled.
+   * changed one) and fails a run that succeeded if the script left a rejection unhandled. Runs no
+   * script code: its entry has no rejection of its own to hide the script's behind.
    */
   function take(): RuntimeOutput {
     const output = pending ?? { ok: false, kind: 'dirty', name: 'Error', message: 'no run to take', row: 0, tainted: false, console: null };
     pending = null;
     output.tainted = !protectorsIntact();
-    const unhandled = rejections.end();
-    if (unhandled === null || !output.ok) return output;
-    const { name, message } = errorText(unhandled.reason);
-    return { ok: false, kind: 'reject', name, message, row: 0, tainted: output.tainted, console: output.console };
+    const found = rejections.end();
+    if (found === null || !output.ok) return output;
+    unhandled = found;
+    return { ok: false, kind: 'reject', name: '', message: '', row: 0, tainted: output.tainted, console: output.console };
   }
 
-  return { __proto__: null, run, take } as RuntimeEntries;
+  /**
+   * Reads the name and message of the rejection take() found, which runs the script's getters: so
+   * the entry first holds a rejection of its own, whose reason (name runEnd, message name NUL
+   * message) is what isolated-vm copies out, and which hides any the getters leave.
+   */
+  function describe(): void {
+    const text = { __proto__: null, name: runEnd, message: '' };
+    rejections.hold(text);
+    const found = unhandled;
+    unhandled = null;
+    if (found === null) return;
+    const { name, message } = errorText(found.reason);
+    text.message = name + '\u0000' + message;
+  }
+
+  return { __proto__: null, run, take, describe } as RuntimeEntries;
 
   function runChunk(fn: unknown, input: RuntimeInput): ChunkOutput {
     if (input.reset === true && !resetGlobals())

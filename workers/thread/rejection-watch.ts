@@ -21,7 +21,8 @@
  * another promise with it all do (with an accessor there, V8 looks it up on every one of them).
  * Promises V8 makes itself (an async function's result, `import()`) are watched only when they are
  * the script's result; elsewhere their rejections are dropped, never read. `end` gives the first
- * unhandled reason; the runtime turns it into text inside the time limit.
+ * unhandled reason; the runtime turns it into text inside the time limit, in an entry of its own that
+ * holds a rejection of its own first too (isolate-runtime.ts `describe`).
  */
 
 /** The reason of each run's own rejection: what isolated-vm hands the host when a run ends. */
@@ -30,6 +31,8 @@ export const RUN_END = 'sandbox-runtime: run ended';
 export interface RejectionHooks {
   /** First thing in a run: puts the run's own rejection first in isolated-vm's list. */
   begin(): void;
+  /** First thing in any other entry that runs script code: its own rejection, with this reason. */
+  hold(reason: unknown): void;
   /** A script's result: when it is a promise, even one V8 made itself, its rejection is the script's to handle. */
   observe(value: object): void;
   /** After the run's microtasks: the first rejection the script left unhandled (boxed), or null. */
@@ -80,6 +83,10 @@ export function installRejectionWatch(global: Record<string, unknown>, runEnd: s
     }
   }
 
+  function hold(reason: unknown): void {
+    kept.endMark = apply(promiseReject, RealPromise, [reason]) as Promise<never>;
+  }
+
   defineProperty(RealPromise.prototype, 'constructor', {
     __proto__: null,
     get(this: unknown): PromiseConstructor {
@@ -102,12 +109,17 @@ export function installRejectionWatch(global: Record<string, unknown>, runEnd: s
 
   return {
     begin(): void {
-      kept.endMark = apply(promiseReject, RealPromise, [runEnd]) as Promise<never>;
+      hold(runEnd);
       rejected = new MapCtor<object, unknown>();
       handled = new WeakSetCtor<object>();
     },
+    hold,
     observe(value: object): void {
-      if (getPrototypeOf(value) === PromiseProto) watch(value);
+      try {
+        if (getPrototypeOf(value) === PromiseProto) watch(value);
+      } catch {
+        // A Proxy whose getPrototypeOf trap throws: no promise, and no error of the script's row.
+      }
     },
     end(): { reason: unknown } | null {
       let first: { reason: unknown } | null = null;

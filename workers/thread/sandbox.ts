@@ -37,7 +37,7 @@ const RUNTIME_SOURCE = `(function (global) {
   delete global.${LIBRARIES_GLOBAL};
   (${installRequire.toString()})(global, table);
   const rejections = (${installRejectionWatch.toString()})(global, ${JSON.stringify(RUN_END)});
-  return (${installRuntime.toString()})(global, rejections, (${installConsole.toString()})(global, table === undefined ? undefined : table.inspector));
+  return (${installRuntime.toString()})(global, rejections, ${JSON.stringify(RUN_END)}, (${installConsole.toString()})(global, table === undefined ? undefined : table.inspector));
 })(globalThis)`;
 const SCRIPT_CACHE_SIZE = 64;
 
@@ -45,6 +45,7 @@ interface PreparedContext {
   readonly context: ivm.Context;
   readonly run: ivm.Reference<RuntimeEntries['run']>;
   readonly take: ivm.Reference<RuntimeEntries['take']>;
+  readonly describe: ivm.Reference<RuntimeEntries['describe']>;
 }
 
 interface KeptContext extends PreparedContext {
@@ -123,7 +124,8 @@ export class Sandbox {
       if (reset && spec.factory === true) this.renew(context, spec, timeoutMs);
       const inputCopy = new isolatedVm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
       runChunk(context.run, [context.fn.derefInto(), inputCopy], leftMs());
-      const output = context.take.applySync(undefined, [], { timeout: leftMs(), result: { copy: true } }) as RuntimeOutput;
+      const taken = context.take.applySync(undefined, [], { timeout: leftMs(), result: { copy: true } }) as RuntimeOutput;
+      const output = !taken.ok && taken.kind === 'reject' ? describeRejection(context.describe, taken, leftMs()) : taken;
       this.settle(contextKey, context, output);
       if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, leftMs(), callId, contextKey, retried);
       if (!retried && sharedIsolate && refusedMemory(output)) return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
@@ -387,7 +389,9 @@ export class Sandbox {
       }) as ivm.Reference<RuntimeEntries>;
       try {
         // Own data properties of an object the runtime made: reading them runs nothing.
-        return { context, run: entries.getSync('run', { reference: true }), take: entries.getSync('take', { reference: true }) };
+        const entry = <K extends keyof RuntimeEntries>(name: K): ivm.Reference<RuntimeEntries[K]> =>
+          entries.getSync(name, { reference: true }) as ivm.Reference<RuntimeEntries[K]>;
+        return { context, run: entry('run'), take: entry('take'), describe: entry('describe') };
       } finally {
         entries.release();
       }
@@ -402,6 +406,7 @@ export class Sandbox {
       prepared.fn?.release();
       prepared.run.release();
       prepared.take.release();
+      prepared.describe.release();
       prepared.context.release();
     } catch {
       // The isolate is already gone; nothing left to release.
@@ -447,6 +452,23 @@ function runChunk(run: PreparedContext['run'], args: Parameters<PreparedContext[
   } catch (error) {
     if (error !== RUN_END) throw error;
   }
+}
+
+/**
+ * The name and message of the rejection `take` found, read by the runtime under what is left of the
+ * limit; they leave the isolate as the reason of the entry's own rejection (isolate-runtime.ts).
+ */
+type RuntimeFailure = Extract<RuntimeOutput, { ok: false }>;
+
+function describeRejection(describe: PreparedContext['describe'], output: RuntimeFailure, timeoutMs: number): RuntimeFailure {
+  try {
+    describe.applySync(undefined, [], { timeout: timeoutMs });
+  } catch (error) {
+    if (!(error instanceof Error) || error.name !== RUN_END) throw error;
+    const cut = error.message.indexOf('\u0000');
+    return { ...output, name: error.message.slice(0, cut), message: error.message.slice(cut + 1) };
+  }
+  throw new Error('the runtime described no rejection');
 }
 
 function cpuMsSince(isolate: ivm.Isolate, beforeNs: bigint): number {
