@@ -19,8 +19,8 @@
  * primitives, typed arrays and objects it created itself with own data properties and no holes.
  * A run is two entries: `run` runs the chunk and keeps its output; its microtasks run as it
  * returns, and isolated-vm then throws the run's own rejection (rejection-watch.ts); `take`, a
- * second entry under what is left of the limit, gives the output, or the first rejection the
- * script left unhandled, turned into text there.
+ * second entry under what is left of the limit that runs no script code, gives the output, or says
+ * the script left a rejection unhandled; then `describe`, a third, turns that one into text.
  */
 import type { ConsoleCapture, ConsoleHooks } from './console';
 import type { RejectionHooks } from './rejection-watch';
