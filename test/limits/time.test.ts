@@ -51,6 +51,12 @@ describe('time limit', () => {
     'an async function that never ends': '(async () => { for (;;) {} })()',
     'an async function that never ends after an await': '(async () => { await null; for (;;) {} })()',
     'a rejected promise handler that never ends': 'Promise.reject(new Error("x")).catch(() => { for (;;) {} })',
+    // isolated-vm reads an unhandled rejection's reason (message, stack, name) after the time limit is
+    // disarmed: the runtime reads it first, inside the limit, so a trap in it spends the script's time.
+    'an unhandled rejection whose reason is a Proxy that never answers': '(Promise.reject(new Proxy({}, { get() { for (;;) {} } })), 1)',
+    'an unhandled rejection whose message getter never ends': '(Promise.reject({ get message() { for (;;) {} } }), 1)',
+    'an unhandled rejection inside a then handler whose reason never answers':
+      '(Promise.resolve().then(() => { throw new Proxy({}, { get() { for (;;) {} } }); }), 1)',
   };
   for (const [name, script] of Object.entries(endless)) {
     it(`${name} fails with DEADLINE_EXCEEDED and the next call works`, async () => {

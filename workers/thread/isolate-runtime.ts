@@ -13,12 +13,17 @@
  * loop inside the isolate and converts every result to what Qlik expects, also inside the isolate
  * and under its time limit.
  *
- * What `run` returns is copied out by isolated-vm after the time limit is disarmed, and that copy
+ * What `take` returns is copied out by isolated-vm after the time limit is disarmed, and that copy
  * calls any accessor it meets on the objects it copies. So the runtime calls no method a script can
  * replace once installed (every intrinsic it uses is captured here), and its output is made only of
  * primitives, typed arrays and objects it created itself with own data properties and no holes.
+ * A run is two entries: `run` runs the chunk and keeps its output; its microtasks run as it
+ * returns, and isolated-vm then throws the run's own rejection (rejection-watch.ts); `take`, a
+ * second entry under what is left of the limit that runs no script code, gives the output, or says
+ * the script left a rejection unhandled; then `describe`, a third, turns that one into text.
  */
 import type { ConsoleCapture, ConsoleHooks } from './console';
+import type { RejectionHooks } from './rejection-watch';
 
 /** Input of `run`, copied into the isolate. Column: t = DataType, n = numbers, s/l = packed strings. */
 export interface RuntimeInput {
@@ -66,7 +71,8 @@ export type RuntimeOutput =
     }
   | {
       ok: false;
-      kind: 'throw' | 'size' | 'convert';
+      /** reject: a promise the script rejected and never handled (rejection-watch.ts). */
+      kind: 'throw' | 'size' | 'convert' | 'reject';
       name: string;
       message: string;
       row: number;
@@ -76,10 +82,19 @@ export type RuntimeOutput =
   /** The global object could not be reset (a global the script made non-configurable): use a fresh context. */
   | { ok: false; kind: 'dirty'; name: string; message: string; row: number; tainted: boolean; console: ConsoleCapture | null };
 
+/** The runtime's entries (see the header): run, then take, then describe for a rejection take found. */
+export interface RuntimeEntries {
+  run(fn: unknown, input: RuntimeInput): void;
+  take(): RuntimeOutput;
+  describe(): void;
+}
+
 export function installRuntime(
   global: Record<string, unknown>,
+  rejections: RejectionHooks,
+  runEnd: string,
   consoleHooks?: ConsoleHooks,
-): (fn: unknown, input: RuntimeInput) => RuntimeOutput {
+): RuntimeEntries {
   // Strict inside the sandbox too (the text runs as a script): a call site's getFunction() then hides the runtime.
   'use strict';
   const apply = Reflect.apply;
@@ -589,18 +604,25 @@ export function installRuntime(
     });
   }
 
+  /** The last run's output, until take() gives it. */
+  let pending: RuntimeOutput | null = null;
+
   /**
-   * Runs one chunk, then checks the built-ins V8 guards isolate-wide; the output is rebuilt from own
-   * values so that isolated-vm's copy, which runs after the time limit, finds nothing to call.
+   * Runs one chunk and keeps its output, rebuilt from own values so that isolated-vm's copy, which
+   * runs after the time limit, finds nothing to call. Its own rejection goes first of all.
    */
-  return function run(fn: unknown, input: RuntimeInput): RuntimeOutput {
+  function run(fn: unknown, input: RuntimeInput): void {
+    rejections.begin();
+    pending = null;
     consoleHooks?.begin(input.consoleLines ?? 0, input.consoleChars ?? 0);
     const output = runChunk(fn, input);
-    const tainted = !protectorsIntact();
     const console = consoleHooks ? consoleHooks.end() : null;
-    if (!output.ok) return { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted, console };
+    if (!output.ok) {
+      pending = { ok: false, kind: output.kind, name: output.name, message: output.message, row: output.row, tainted: false, console };
+      return;
+    }
     const { nums, text, lens, utf8, byteLens, nondet: readClock, table } = output;
-    return {
+    pending = {
       ok: true,
       nums,
       text,
@@ -609,10 +631,45 @@ export function installRuntime(
       byteLens,
       nondet: readClock,
       table: table === null ? null : sealTable(table),
-      tainted,
+      tainted: false,
       console,
     };
-  };
+  }
+
+  /** The rejection take() found, until describe() reads it. */
+  let unhandled: { reason: unknown } | null = null;
+
+  /**
+   * After the run's microtasks: checks the built-ins V8 guards isolate-wide (a microtask may have
+   * changed one) and fails a run that succeeded if the script left a rejection unhandled. Runs no
+   * script code: its entry has no rejection of its own to hide the script's behind.
+   */
+  function take(): RuntimeOutput {
+    const output = pending ?? { ok: false, kind: 'dirty', name: 'Error', message: 'no run to take', row: 0, tainted: false, console: null };
+    pending = null;
+    output.tainted = !protectorsIntact();
+    const found = rejections.end();
+    if (found === null || !output.ok) return output;
+    unhandled = found;
+    return { ok: false, kind: 'reject', name: '', message: '', row: 0, tainted: output.tainted, console: output.console };
+  }
+
+  /**
+   * Reads the name and message of the rejection take() found, which runs the script's getters: so
+   * the entry first holds a rejection of its own, whose reason (name runEnd, message name NUL
+   * message) is what isolated-vm copies out, and which hides any the getters leave.
+   */
+  function describe(): void {
+    const text = { __proto__: null, name: runEnd, message: '' };
+    rejections.hold(text);
+    const found = unhandled;
+    unhandled = null;
+    if (found === null) return;
+    const { name, message } = errorText(found.reason);
+    text.message = name + '\u0000' + message;
+  }
+
+  return { __proto__: null, run, take, describe } as RuntimeEntries;
 
   function runChunk(fn: unknown, input: RuntimeInput): ChunkOutput {
     if (input.reset === true && !resetGlobals())
@@ -651,6 +708,7 @@ export function installRuntime(
           for (let i = 0; i < nBound; i++) list[i + 1] = args[bound[i] as number];
           v = apply(call, undefined, list);
         }
+        if (typeof v === 'object' && v !== null) rejections.observe(v);
         if (tableVals !== null) {
           const shape = typeof v === 'object' && v !== null ? (isArray(v) ? 'array' : isPlainObject(v) ? 'object' : null) : null;
           if (shape !== null && (tableShape === null || tableShape === shape)) {

@@ -21,23 +21,31 @@ import type { LibraryBundle } from '../../src/contract/libraries';
 import { memoryLimitError, timeLimitError } from '../../src/contract/limit-errors';
 import { DataType, type ScriptSpec } from '../../src/contract/task';
 import { installConsole } from './console';
-import { installRuntime, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
+import { installRuntime, type RuntimeEntries, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
 import { isolatedVm } from './isolated-vm';
 import { IsolateLibraries, installRequire, LIBRARIES_GLOBAL } from './libraries';
-import { type ScriptForm, scriptSyntaxError, wrapScript } from './script-source';
+import { installRejectionWatch, RUN_END } from './rejection-watch';
+import { escapesWrapper, type ScriptForm, scriptSyntaxError, wrapperEscapeError, wrapScript } from './script-source';
 
-/** The runtime, with `require` over the library table the context was given (libraries.ts) and the `console` (console.ts). */
+/**
+ * The runtime, with `require` over the library table the context was given (libraries.ts), the
+ * rejection watch (rejection-watch.ts: before the runtime, which keeps the global object as it is
+ * then) and the `console` (console.ts).
+ */
 const RUNTIME_SOURCE = `(function (global) {
   const table = global.${LIBRARIES_GLOBAL};
   delete global.${LIBRARIES_GLOBAL};
   (${installRequire.toString()})(global, table);
-  return (${installRuntime.toString()})(global, (${installConsole.toString()})(global, table === undefined ? undefined : table.inspector));
+  const rejections = (${installRejectionWatch.toString()})(global, ${JSON.stringify(RUN_END)});
+  return (${installRuntime.toString()})(global, rejections, ${JSON.stringify(RUN_END)}, (${installConsole.toString()})(global, table === undefined ? undefined : table.inspector));
 })(globalThis)`;
 const SCRIPT_CACHE_SIZE = 64;
 
 interface PreparedContext {
   readonly context: ivm.Context;
-  readonly run: ivm.Reference<(fn: unknown, input: RuntimeInput) => RuntimeOutput>;
+  readonly run: ivm.Reference<RuntimeEntries['run']>;
+  readonly take: ivm.Reference<RuntimeEntries['take']>;
+  readonly describe: ivm.Reference<RuntimeEntries['describe']>;
 }
 
 interface KeptContext extends PreparedContext {
@@ -106,7 +114,6 @@ export class Sandbox {
     const sharedIsolate = this.serve(contextKey);
     const isolate = this.isolate;
     const cpuBeforeNs = isolate.cpuTime;
-    let inScript = false;
     let context: KeptContext | undefined;
     try {
       this.makeRoomFor(contextKey);
@@ -116,11 +123,9 @@ export class Sandbox {
       // A plugin function's file-level helpers live in the closure its factory made: a new call gets a new one.
       if (reset && spec.factory === true) this.renew(context, spec, timeoutMs);
       const inputCopy = new isolatedVm.ExternalCopy({ ...input, reset }).copyInto({ release: true });
-      inScript = true;
-      const output = context.run.applySync(undefined, [context.fn.derefInto(), inputCopy], {
-        timeout: leftMs(),
-        result: { copy: true },
-      }) as RuntimeOutput;
+      runChunk(context.run, [context.fn.derefInto(), inputCopy], leftMs());
+      const taken = context.take.applySync(undefined, [], { timeout: leftMs(), result: { copy: true } }) as RuntimeOutput;
+      const output = !taken.ok && taken.kind === 'reject' ? describeRejection(context.describe, taken, leftMs()) : taken;
       this.settle(contextKey, context, output);
       if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, leftMs(), callId, contextKey, retried);
       if (!retried && sharedIsolate && refusedMemory(output)) return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
@@ -128,7 +133,7 @@ export class Sandbox {
     } catch (error) {
       if (context) this.release(context);
       this.lastCpuMs = cpuMsSince(isolate, cpuBeforeNs);
-      const failure = this.failure(error, inScript);
+      const failure = this.failure(error);
       if (!retried && sharedIsolate && failure.code === 'RESOURCE_EXHAUSTED')
         return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
       throw failure;
@@ -282,11 +287,11 @@ export class Sandbox {
   }
 
   /**
-   * run() catches every synchronous throw of the script, so what escapes it is a time or memory
-   * limit, or a promise the script rejected and never handled: isolated-vm rethrows those after
-   * the microtasks ran. That is the script's error (INVALID_ARGUMENT), not the plugin's.
+   * The runtime catches every throw of the script and reports its unhandled rejections itself, so
+   * what escapes an entry is a time or memory limit. Anything else is the plugin's: the isolate goes,
+   * with whatever isolated-vm may still hold of the entry (a rejection it did not read).
    */
-  private failure(error: unknown, inScript: boolean): PluginError {
+  private failure(error: unknown): PluginError {
     if (error instanceof PluginError) return error; // a syntax error from compile()
     if (this.isolate.isDisposed) {
       this.rebuild();
@@ -299,10 +304,7 @@ export class Sandbox {
       return timeLimitError(this.limits.scriptTimeoutMs);
     }
     if (/memory limit|allocation failed|out of memory/i.test(message)) return memoryLimitError(this.limits.memoryLimitMb);
-    if (inScript) {
-      const name = error instanceof Error ? error.name : 'Error';
-      return new PluginError('INVALID_ARGUMENT', `${name}: ${message} (a promise the script rejected and never handled)`);
-    }
+    this.rebuild();
     return new PluginError('INTERNAL', `sandbox failure: ${message}`, { cause: error });
   }
 
@@ -339,19 +341,26 @@ export class Sandbox {
     return script;
   }
 
-  /** An expression if the text is one, else a function body. */
+  /** An expression if the text is one, else a function body; never a text that closes its wrapper (script-source.ts). */
   private compileWrapped(text: string, params: string): ivm.Script {
-    const compileAs = (form: ScriptForm): ivm.Script =>
-      this.isolate.compileScriptSync(wrapScript(text, params, form), { filename: 'script.js' });
+    const compileAs = (form: ScriptForm): [ivm.Script, string] => {
+      const source = wrapScript(text, params, form);
+      return [this.isolate.compileScriptSync(source, { filename: 'script.js' }), source];
+    };
+    let compiled: [ivm.Script, string];
     try {
-      return compileAs('expression');
+      compiled = compileAs('expression');
     } catch (expressionError) {
       try {
-        return compileAs('body');
+        compiled = compileAs('body');
       } catch (bodyError) {
         throw scriptSyntaxError(text, expressionError, bodyError);
       }
     }
+    const [script, source] = compiled;
+    if (!escapesWrapper(source)) return script;
+    script.release();
+    throw wrapperEscapeError();
   }
 
   /** A plugin function's script is already an expression whose value is the per-row function. */
@@ -374,8 +383,18 @@ export class Sandbox {
     const context = this.isolate.createContextSync();
     try {
       this.libraries.bind(this.isolate, context, this.limits.scriptTimeoutMs);
-      const run = this.runtime.runSync(context, { reference: true, timeout: this.limits.scriptTimeoutMs }) as PreparedContext['run'];
-      return { context, run };
+      const entries = this.runtime.runSync(context, {
+        reference: true,
+        timeout: this.limits.scriptTimeoutMs,
+      }) as ivm.Reference<RuntimeEntries>;
+      try {
+        // Own data properties of an object the runtime made: reading them runs nothing.
+        const entry = <K extends keyof RuntimeEntries>(name: K): ivm.Reference<RuntimeEntries[K]> =>
+          entries.getSync(name, { reference: true }) as ivm.Reference<RuntimeEntries[K]>;
+        return { context, run: entry('run'), take: entry('take'), describe: entry('describe') };
+      } finally {
+        entries.release();
+      }
     } catch (error) {
       context.release();
       throw error;
@@ -386,6 +405,8 @@ export class Sandbox {
     try {
       prepared.fn?.release();
       prepared.run.release();
+      prepared.take.release();
+      prepared.describe.release();
       prepared.context.release();
     } catch {
       // The isolate is already gone; nothing left to release.
@@ -419,6 +440,35 @@ export class Sandbox {
     };
     this.spareTimer = setTimeout(attempt, SPARE_IDLE_MS);
   }
+}
+
+/**
+ * Runs the chunk; its output waits in the runtime for `take`. The entry always ends on the run's own
+ * rejection, which isolated-vm reads in place of any the script left (rejection-watch.ts).
+ */
+function runChunk(run: PreparedContext['run'], args: Parameters<PreparedContext['run']['applySync']>[1], timeoutMs: number): void {
+  try {
+    run.applySync(undefined, args, { timeout: timeoutMs });
+  } catch (error) {
+    if (error !== RUN_END) throw error;
+  }
+}
+
+/**
+ * The name and message of the rejection `take` found, read by the runtime under what is left of the
+ * limit; they leave the isolate as the reason of the entry's own rejection (isolate-runtime.ts).
+ */
+type RuntimeFailure = Extract<RuntimeOutput, { ok: false }>;
+
+function describeRejection(describe: PreparedContext['describe'], output: RuntimeFailure, timeoutMs: number): RuntimeFailure {
+  try {
+    describe.applySync(undefined, [], { timeout: timeoutMs });
+  } catch (error) {
+    if (!(error instanceof Error) || error.name !== RUN_END) throw error;
+    const cut = error.message.indexOf('\u0000');
+    return { ...output, name: error.message.slice(0, cut), message: error.message.slice(cut + 1) };
+  }
+  throw new Error('the runtime described no rejection');
 }
 
 function cpuMsSince(isolate: ivm.Isolate, beforeNs: bigint): number {

@@ -8,7 +8,15 @@
  * of the script", and the message gets a hint for the slips authors make most (a statement where an
  * expression is expected; a Qlik `''` quote copied into the script). The wrapper and the mapping
  * live in one module so that they cannot drift apart.
+ *
+ * The wrapper is text around the author's text, so a script can close it and put statements of its
+ * own at the top level (`1); }); throw x; (function () { return (1`): those run when the script is
+ * instantiated, and what they throw is read by isolated-vm with the time limit disarmed (rejection-watch.ts
+ * says why that is not let happen). `escapesWrapper` checks with acorn, nothing run, that the compiled
+ * source is the one function expression and nothing else.
  */
+import { parse } from 'acorn';
+
 import { PluginError } from '../../src/contract/errors';
 
 export type ScriptForm = 'expression' | 'body';
@@ -19,6 +27,25 @@ const PREFIX_LINES: Readonly<Record<ScriptForm, number>> = { expression: 2, body
 export function wrapScript(text: string, params: string, form: ScriptForm): string {
   if (form === 'body') return `(function (${params}) {\n${text}\n})`;
   return `(function (${params}) {\nreturn (\n${expressionText(text)}\n);\n})`;
+}
+
+/** True unless the source is exactly one function expression (what wrapScript makes of a script that stays inside it). */
+export function escapesWrapper(source: string): boolean {
+  try {
+    const [statement, ...more] = parse(source, { ecmaVersion: 'latest', sourceType: 'script' }).body;
+    return more.length > 0 || statement?.type !== 'ExpressionStatement' || statement.expression.type !== 'FunctionExpression';
+  } catch {
+    // Syntax acorn does not read, or nesting deeper than its stack: not shown to stay inside.
+    return true;
+  }
+}
+
+/** The refusal of a script that closes its wrapper: it would run outside the function its rows call. */
+export function wrapperEscapeError(): PluginError {
+  return new PluginError(
+    'INVALID_ARGUMENT',
+    'SyntaxError: the script closes the function it runs in (a `})` or `)` with no opening one in the script)',
+  );
 }
 
 /** Trailing semicolons and white space are no part of an expression. */

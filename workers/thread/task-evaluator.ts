@@ -149,6 +149,8 @@ export function scriptFailure(
       return new PluginError('INTERNAL', 'internal error: a sandbox context could not be reset');
     case 'convert':
       return new PluginError('INVALID_ARGUMENT', `the result of row ${row} cannot be converted to text: ${thrown}`);
+    case 'reject':
+      return new PluginError('INVALID_ARGUMENT', `${thrown} (a promise the script rejected and never handled)`);
     case 'throw':
       if (spec.mode === 'aggregate') return new PluginError('INVALID_ARGUMENT', `${thrown} (the aggregation failed)`);
       if (spec.mode === 'once') return new PluginError('INVALID_ARGUMENT', thrown);
