@@ -18,6 +18,7 @@ describe('collecting on external-memory growth', () => {
   function run(levels: number[], freed: (bytes: number) => number): { collections: number; afters: number[] } {
     let bytes = levels[0] ?? 0;
     let collections = 0;
+    let nowMs = 0;
     const afters: number[] = [];
     const stop = collectOnExternalGrowth(
       { ...STEP, collected: ({ afterBytes }) => afters.push(afterBytes) },
@@ -26,9 +27,11 @@ describe('collecting on external-memory growth', () => {
         collections++;
         bytes -= freed(bytes);
       },
+      () => nowMs,
     );
     for (const level of levels.slice(1)) {
       bytes = level;
+      nowMs += STEP.intervalMs;
       mock.timers.tick(STEP.intervalMs);
     }
     stop();
@@ -49,6 +52,35 @@ describe('collecting on external-memory growth', () => {
     // Held rows grow 10 -> 200 MB and nothing is garbage: one collection at 80, one at 150.
     const levels = [10, 40, 80, 90, 120, 150, 170, 200].map((mb) => mb * MB);
     assert.equal(run(levels, () => 0).collections, 2);
+  });
+
+  it('looks again at memory that was held once it is no longer held, with nothing growing', () => {
+    let bytes = 10 * MB;
+    let held = true;
+    let nowMs = 0;
+    const afters: number[] = [];
+    const stop = collectOnExternalGrowth(
+      { ...STEP, collected: ({ afterBytes }) => afters.push(afterBytes) },
+      () => bytes,
+      () => {
+        if (!held) bytes = 10 * MB;
+      },
+      () => nowMs,
+    );
+    const tick = (): void => {
+      nowMs += STEP.intervalMs;
+      mock.timers.tick(STEP.intervalMs);
+    };
+    // Rows of calls in flight reach 200 MB: one collection, which frees nothing.
+    bytes = 200 * MB;
+    tick();
+    assert.deepEqual(afters, [200 * MB]);
+    // The calls end: the 200 MB is garbage, and nothing grows to trigger a collection. The recheck
+    // (1 s after the first) collects it.
+    held = false;
+    for (let i = 0; i < 12; i++) tick();
+    stop();
+    assert.deepEqual(afters, [200 * MB, 10 * MB]);
   });
 
   it('follows memory down: a later step counts from the lower floor', () => {
