@@ -4,7 +4,7 @@
  */
 import { type Plugin, startPlugin } from './app';
 import { type Config, ConfigError, loadConfig } from './ops/config';
-import { createLogger, type Logger } from './ops/log';
+import { abandonPendingLogLines, createLogger, type Logger } from './ops/log';
 import { logStartup } from './ops/startup-log';
 import { loadTlsFiles, type TlsFiles } from './ops/tls';
 import { logConfinement } from './sandboxes/sandbox-confinement';
@@ -62,6 +62,7 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
 
 /** Sandbox processes end themselves when their channel closes (workers/sandbox-main.ts). */
 function exitNow(code: number): never {
+  abandonPendingLogLines();
   process.exit(code);
 }
 
@@ -69,6 +70,7 @@ function exitWhenIdle(logger: Logger, code: number): void {
   process.exitCode = code;
   setTimeout(() => {
     logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');
+    abandonPendingLogLines();
     process.exit(code);
   }, EXIT_WATCHDOG_MS).unref();
 }

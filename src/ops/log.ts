@@ -9,6 +9,8 @@
  * and a write error such as ENOSPC had no listener and ended the front). Lines past the buffer are
  * dropped and counted; the count is logged once stdout takes lines again.
  */
+import { constants, fstatSync, openSync } from 'node:fs';
+
 import pino from 'pino';
 
 import type { LogFormat, LogLevel } from './config';
@@ -60,12 +62,41 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   return logger;
 }
 
+/** The stdout streams made here: their exit flush can be given up (abandonPendingLogLines). */
+const stdoutStreams = new Set<{ flushSync(): void }>();
+
 /** stdout through a bounded asynchronous buffer (see the top); write errors are counted, never thrown. */
 function boundedStdout(): pino.DestinationStream {
-  const stream = pino.destination({ dest: 1, sync: false, minLength: 0, maxLength: MAX_LOG_BUFFER_BYTES });
+  const stream = pino.destination({ dest: nonBlockingStdout(), sync: false, minLength: 0, maxLength: MAX_LOG_BUFFER_BYTES });
   stream.on('drop', () => logLoss.droppedLines++);
   stream.on('error', () => logLoss.writeErrors++);
+  stdoutStreams.add(stream);
   return stream;
+}
+
+/**
+ * stdout opened again without blocking, where it is a pipe or FIFO: an asynchronous write to a pipe
+ * nobody drains otherwise blocks one of libuv's threads for good, and Node's exit waits for that
+ * thread (a stop that had ended everything else hung). Without blocking, the write answers EAGAIN
+ * and is retried on a timer. Anything else (a file, a terminal, a socket, no /proc) keeps fd 1.
+ */
+function nonBlockingStdout(): number {
+  try {
+    if (!fstatSync(1).isFIFO()) return 1;
+    return openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch {
+    return 1;
+  }
+}
+
+/**
+ * pino writes what is still buffered synchronously when the process exits; with a stdout nobody reads
+ * that write never returns, and a stop that had finished everything else hung until SIGKILL (a black-box
+ * pass: still alive 91 s after SIGTERM). Called when the process must exit although something still
+ * holds it: the lines still waiting are given up (at most the buffer), the exit is not.
+ */
+export function abandonPendingLogLines(): void {
+  for (const stream of stdoutStreams) stream.flushSync = () => undefined;
 }
 
 /** Says how many lines were lost, once the loss has stopped growing (stdout takes lines again). */

@@ -4,7 +4,11 @@
  * At a terminal, or with SSE_LOG_FORMAT=pretty, the same lines are readable text instead of JSON.
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
@@ -222,6 +226,42 @@ describe('a stdout nobody reads', () => {
     } finally {
       client.close();
       plugin.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('a stdout FIFO nobody reads, at exit', () => {
+  test('the process still exits: the lines still waiting are given up, no thread stays blocked in a write', {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'sse-fifo-'));
+    const fifo = path.join(dir, 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    // Opened for reading and writing: the FIFO has a reader (this process), which never reads.
+    const held = openSync(fifo, constants.O_RDWR);
+    const LOG_JS = path.join(__dirname, '..', '..', 'src', 'ops', 'log.js');
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const log = require(${JSON.stringify(LOG_JS)});
+         const logger = log.createLogger('info');
+         for (let i = 0; i < 2000; i++) logger.info('x'.repeat(10000));
+         setTimeout(() => { log.abandonPendingLogLines(); process.exit(7); }, 500);`,
+      ],
+      { stdio: ['ignore', held, 'pipe'] },
+    );
+    try {
+      // Generous: the child exits 0.5 s after it starts; blocked in a write it never did.
+      const exit = await Promise.race([
+        new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still running after 30 s'), 30_000)),
+      ]);
+      assert.equal(exit, 7);
+    } finally {
+      child.kill('SIGKILL');
+      closeSync(held);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
