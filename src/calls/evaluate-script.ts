@@ -71,6 +71,8 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
   return (call) => {
     const started = performance.now();
     const requestId = randomUUID();
+    // Read now: once a client drops its connection, grpc-js answers "unknown" for the call's peer.
+    const peer = call.getPeer();
     metrics.callStarted();
     let scriptCall: PreparedCall;
     // The call's one account, opened when its request messages began to arrive (src/grpc/incoming.ts):
@@ -94,7 +96,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       account.close();
       const failure = PluginError.from(error);
       call.emit('error', toStatus(failure));
-      logCall(deps, { rpc, requestId, started, call, scriptCall: undefined, error: failure, summary: undefined });
+      logCall(deps, { rpc, requestId, started, call, peer, scriptCall: undefined, error: failure, summary: undefined });
       return;
     }
     const owner = { requestId, appId: scriptCall.common.appId, userId: scriptCall.common.userId };
@@ -105,7 +107,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
-      owner: { host: hostOf(call.getPeer()), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
+      owner: { host: hostOf(peer), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       account,
       onConsole: (output) => scriptConsole.add(output),
     });
@@ -117,7 +119,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     pipeline.run().then(
       ({ error, summary }) => {
         scriptConsole.finish();
-        logCall(deps, { rpc, requestId, started, call, scriptCall, error, summary });
+        logCall(deps, { rpc, requestId, started, call, peer, scriptCall, error, summary });
       },
       (error: unknown) => {
         account.close();
@@ -144,6 +146,7 @@ interface CallRecord {
   readonly requestId: string;
   readonly started: number;
   readonly call: Call;
+  readonly peer: string;
   readonly scriptCall: PreparedCall | undefined;
   readonly error: PluginError | null;
   readonly summary: CallSummary | undefined;
@@ -169,7 +172,7 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     requestId: record.requestId,
     appId: common.appId,
     userId: common.userId,
-    peer: record.call.getPeer(),
+    peer: record.peer,
     function: functionName,
     ...scriptCall?.logFields,
     scriptHash: scriptCall ? (scriptCall.scriptHash ?? scriptHash(scriptCall.spec.script)) : undefined,

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -16,7 +17,9 @@ import * as grpc from '@grpc/grpc-js';
 import { startPlugin } from '../../src/app';
 import { type LogLevel, loadConfig } from '../../src/ops/config';
 import { createLogger } from '../../src/ops/log';
-import { DataType, QlikClient, str, strings } from '../helpers/qlik-client';
+import { DataType, encodeBundle, QlikClient, str, strings } from '../helpers/qlik-client';
+import { openScriptStream } from '../helpers/raw-call';
+import { waitFor } from '../helpers/sandbox-calls';
 import { type LogLine, metricsText, sampleValue, spawnMain, startMain } from './process';
 
 /** Markers that must never reach an info log: one in the script text, one in the row values. */
@@ -187,6 +190,34 @@ describe('readable log lines (SSE_LOG_FORMAT)', () => {
       assert.match(String(started.lines[0]?.msg), /^listening on 127\.0\.0\.1:\d+/);
     } finally {
       await started.kill();
+    }
+  });
+});
+
+describe('the call line of a client that went away', () => {
+  test('still names its peer: read when the call began, not once the connection was gone', async () => {
+    const text: string[] = [];
+    const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '5000' });
+    const plugin = await startPlugin(config, createLogger(config.logLevel, { write: (line: string) => void text.push(line) }));
+    const callLines = (): Record<string, unknown>[] =>
+      text.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'EvaluateScript');
+    try {
+      const session = http2.connect(`http://127.0.0.1:${plugin.port}`);
+      session.on('error', () => undefined);
+      const stream = openScriptStream(session, { script: 'for (;;) {}', returnType: DataType.STRING, params: strParam, common });
+      const message = encodeBundle([[str('a')]]);
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      stream.end(frame);
+      await waitFor('the script running', () => plugin.pool.busyWorkers === 1, 10_000);
+      session.destroy();
+      await waitFor('the call line', () => callLines().length === 1, 10_000);
+      const [line] = callLines();
+      assert.equal(line?.['status'], 'CANCELLED');
+      assert.match(String(line?.['peer']), /^127\.0\.0\.1:\d+$/);
+    } finally {
+      await plugin.stop(1_000);
     }
   });
 });
