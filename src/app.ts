@@ -3,6 +3,7 @@
  * main.ts and by the tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
+import { ConsoleRate } from './calls/console-rate';
 import { HeldBytes } from './calls/held-bytes';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
@@ -80,7 +81,8 @@ export async function startPlugin(
     // Before the processes start: each gets the set ahead of its first task.
     libraries = await LibraryRegistry.open(config, logger, (frame) => pool.setLibraries(frame));
     await pool.start();
-    running = await startServer({ config, pool, held, logger, metrics, draining: () => draining, functions }, connections);
+    const consoleRate = ConsoleRate.fromConfig(config);
+    running = await startServer({ config, pool, held, consoleRate, logger, metrics, draining: () => draining, functions }, connections);
   } catch (error) {
     functions?.close();
     libraries?.close();

@@ -5,6 +5,12 @@
  * each logged their 64 KiB. Past the rate, lines are dropped and counted in their call's dropped line.
  */
 export class ConsoleRate {
+  /** The plugin's rate from its settings: a burst of one second's worth, and at least one call's whole share. */
+  static fromConfig(config: { consoleRateKb: number; consoleBytes: number }): ConsoleRate {
+    const bytesPerSecond = config.consoleRateKb * 1024;
+    return new ConsoleRate(bytesPerSecond, Math.max(bytesPerSecond, config.consoleBytes));
+  }
+
   private tokens: number;
   private lastMs: number;
 

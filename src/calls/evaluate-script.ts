@@ -35,8 +35,8 @@ export interface HandlerDeps {
   readonly draining: () => boolean;
   /** The administrator's plugin functions (SSE_FUNCTIONS_DIR), when configured. */
   readonly functions?: FunctionRegistry | undefined;
-  /** The console rate all calls share (SSE_CONSOLE_RATE_KB); made by the server when not given. */
-  readonly consoleRate?: ConsoleRate;
+  /** The console rate all calls of both RPCs share (SSE_CONSOLE_RATE_KB). */
+  readonly consoleRate: ConsoleRate;
 }
 
 export type Call = ServerDuplexStream<Buffer, Uint8Array>;

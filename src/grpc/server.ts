@@ -7,7 +7,6 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { ConsoleRate } from '../calls/console-rate';
 import { evaluateScript, type HandlerDeps } from '../calls/evaluate-script';
 import { executeFunction } from '../calls/execute-function';
 import { MAX_REPLY_BYTES } from '../contract/replies';
@@ -89,9 +88,6 @@ export async function startServer(
     interceptors: [boundHealthRequests, countIncomingMessages(deps.held, config.handshakeTimeoutMs), countCallsPerConnection(table)],
   });
   const firstCalls = new FirstCallPerHost();
-  // One console rate for both RPCs: a burst of one second, and at least one call's whole share.
-  const rateBytes = config.consoleRateKb * 1024;
-  const handlerDeps = { ...deps, consoleRate: deps.consoleRate ?? new ConsoleRate(rateBytes, Math.max(rateBytes, config.consoleBytes)) };
   server.addService(connectorService(), {
     GetCapabilities: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const functions = deps.functions?.definitions() ?? [];
@@ -102,8 +98,8 @@ export async function startServer(
       );
       callback(null, capabilities(config.allowScript, functions));
     },
-    ExecuteFunction: executeFunction(handlerDeps),
-    EvaluateScript: evaluateScript(handlerDeps),
+    ExecuteFunction: executeFunction(deps),
+    EvaluateScript: evaluateScript(deps),
   });
   const health = new PluginHealth(['', SERVICE_NAME]);
   health.addToServer(server);

@@ -58,20 +58,29 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   };
   const out = destination ?? boundedStdout();
   const logger = isPretty(format, destination) ? pino(options, prettyStream(out)) : pino(options, out);
-  if (destination === undefined) reportLoss(logger);
+  if (destination === undefined && !lossReported) {
+    lossReported = true;
+    reportLoss(logger);
+  }
   return logger;
 }
 
-/** The stdout streams made here: their exit flush can be given up (abandonPendingLogLines). */
-const stdoutStreams = new Set<{ flushSync(): void }>();
+/**
+ * One stream for stdout in the process, whatever the number of loggers: two asynchronous writers on
+ * one descriptor could interleave parts of their lines. Its exit flush can be given up
+ * (abandonPendingLogLines).
+ */
+let stdout: ReturnType<typeof pino.destination> | undefined;
+/** The loss is reported by the first logger on stdout. */
+let lossReported = false;
 
 /** stdout through a bounded asynchronous buffer (see the top); write errors are counted, never thrown. */
 function boundedStdout(): pino.DestinationStream {
-  const stream = pino.destination({ dest: nonBlockingStdout(), sync: false, minLength: 0, maxLength: MAX_LOG_BUFFER_BYTES });
-  stream.on('drop', () => logLoss.droppedLines++);
-  stream.on('error', () => logLoss.writeErrors++);
-  stdoutStreams.add(stream);
-  return stream;
+  if (stdout) return stdout;
+  stdout = pino.destination({ dest: nonBlockingStdout(), sync: false, minLength: 0, maxLength: MAX_LOG_BUFFER_BYTES });
+  stdout.on('drop', () => logLoss.droppedLines++);
+  stdout.on('error', () => logLoss.writeErrors++);
+  return stdout;
 }
 
 /**
@@ -96,7 +105,7 @@ function nonBlockingStdout(): number {
  * holds it: the lines still waiting are given up (at most the buffer), the exit is not.
  */
 export function abandonPendingLogLines(): void {
-  for (const stream of stdoutStreams) stream.flushSync = () => undefined;
+  if (stdout) stdout.flushSync = () => undefined;
 }
 
 /** Says how many lines were lost, once the loss has stopped growing (stdout takes lines again). */
