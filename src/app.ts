@@ -7,6 +7,7 @@ import { ConsoleRate } from './calls/console-rate';
 import { HeldBytes } from './calls/held-bytes';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
+import { ClientHosts } from './grpc/client-hosts';
 import { type RunningServer, startServer } from './grpc/server';
 import { LibraryRegistry } from './libraries/registry';
 import type { Config } from './ops/config';
@@ -82,7 +83,10 @@ export async function startPlugin(
     libraries = await LibraryRegistry.open(config, logger, (frame) => pool.setLibraries(frame));
     await pool.start();
     const consoleRate = ConsoleRate.fromConfig(config);
-    running = await startServer({ config, pool, held, consoleRate, logger, metrics, draining: () => draining, functions }, connections);
+    running = await startServer(
+      { config, pool, held, consoleRate, clientHosts: new ClientHosts(config), logger, metrics, draining: () => draining, functions },
+      connections,
+    );
   } catch (error) {
     functions?.close();
     libraries?.close();

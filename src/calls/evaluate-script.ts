@@ -9,6 +9,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { PluginError } from '../contract/errors';
 import { MAX_REPLY_BYTES } from '../contract/replies';
 import type { FunctionRegistry } from '../functions/registry';
+import type { ClientHosts } from '../grpc/client-hosts';
 import { incomingOf } from '../grpc/incoming';
 import { hostOf } from '../grpc/peer-log';
 import { statusName, toStatus } from '../grpc/status';
@@ -37,6 +38,8 @@ export interface HandlerDeps {
   readonly functions?: FunctionRegistry | undefined;
   /** The console rate all calls of both RPCs share (SSE_CONSOLE_RATE_KB). */
   readonly consoleRate: ConsoleRate;
+  /** Which client host an address counts as, for the fair queue (SSE_CLIENT_PREFIX_V4/V6). */
+  readonly clientHosts: ClientHosts;
 }
 
 export type Call = ServerDuplexStream<Buffer, Uint8Array>;
@@ -107,7 +110,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
-      owner: { host: hostOf(peer), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
+      owner: { host: deps.clientHosts.of(hostOf(peer)), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       account,
       onConsole: (output) => scriptConsole.add(output),
     });

@@ -7,7 +7,8 @@
  * - At most maxConnections open at once, a number derived from the descriptor limit so that connections
  *   can never take the descriptors sandbox spawns need. When all are taken, a newcomer takes the slot
  *   of a host holding more than its own (src/grpc/connection-table.ts says which) or is closed as soon
- *   as it is accepted, before it costs more than a moment's descriptor.
+ *   as it is accepted, before it costs more than a moment's descriptor. A host is an address's network
+ *   (src/grpc/client-hosts.ts): a client with many addresses holds one host's share.
  * - TLS: the handshake runs in a tls.Server of ours (the same root, certificate and key; a client
  *   certificate signed by the root is required; ALPN h2), and the verified socket goes to an
  *   injector with insecure credentials: the encryption is already in place.
@@ -27,6 +28,7 @@ import { type ConnectionInjector, ServerInterceptingCall, status } from '@grpc/g
 import { heldHeaderBytes } from '../calls/held-bytes';
 import { ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
+import type { ClientHosts } from './client-hosts';
 import { type ConnectionTable, connectionKey, MAX_HEADER_BYTES_PER_CONNECTION, worthOf } from './connection-table';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
@@ -108,6 +110,8 @@ export interface AdmissionSettings {
   readonly port: number;
   /** Its limits are SSE_MAX_CONNECTIONS and SSE_MAX_CONNECTIONS_PER_HOST; calls are counted in it by countCallsPerConnection. */
   readonly table: ConnectionTable;
+  /** Which host a client address counts as for SSE_MAX_CONNECTIONS_PER_HOST (SSE_CLIENT_PREFIX_V4/V6). */
+  readonly clientHosts: ClientHosts;
   /** A listening socket systemd passed (socket activation): used instead of binding host:port. */
   readonly listenFd?: number | undefined;
   readonly handshakeTimeoutMs: number;
@@ -137,7 +141,7 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
   };
   const handshakes = settings.tls === undefined ? undefined : tlsHandshakes(settings, handOver, unverified, logger);
   const listener = net.createServer((socket) => {
-    const host = hostOf(socket);
+    const host = settings.clientHosts.of(addressOf(socket));
     const admission = table.admit(host);
     if (!admission.admit) {
       socket.on('error', () => undefined);
@@ -269,9 +273,9 @@ function watchPreface(socket: net.Socket, timeoutMs: number, logger: Logger): vo
   socket.once('close', () => clearTimeout(timer));
 }
 
-/** The client's address without its port; an IPv4 address seen through an IPv6 socket counts as itself. */
-function hostOf(socket: net.Socket): string {
-  return (socket.remoteAddress ?? 'unknown').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+/** The client's address without its port. */
+function addressOf(socket: net.Socket): string {
+  return socket.remoteAddress ?? 'unknown';
 }
 
 function peerOf(socket: net.Socket): string {

@@ -112,6 +112,7 @@ export async function startServer(
       host: config.host,
       port: config.port,
       table,
+      clientHosts: deps.clientHosts,
       listenFd: config.inheritedSockets?.grpcFd,
       handshakeTimeoutMs: config.handshakeTimeoutMs,
       tls: tlsServerOptions(config),

@@ -61,8 +61,11 @@ export interface Config {
    * process's descriptor limit so that connections can never starve sandbox spawns.
    */
   readonly maxConnections: number | undefined;
-  /** Open connections from one client address at most; undefined: half of maxConnections. */
+  /** Open connections from one client host at most; undefined: half of maxConnections. */
   readonly maxConnectionsPerHost: number | undefined;
+  /** Client addresses sharing this many leading bits are one host for its shares (src/grpc/client-hosts.ts). */
+  readonly clientPrefixV4: number;
+  readonly clientPrefixV6: number;
   /** A new connection must finish its TLS handshake / send the HTTP/2 preface within this time. */
   readonly handshakeTimeoutMs: number;
   /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
@@ -124,6 +127,13 @@ export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
  * never closed by this rule.
  */
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+
+/**
+ * A client with many addresses gets one share, not one per address: an IPv4 /24 is the block address
+ * aliases come from, an IPv6 /64 what one site or machine is given. 32 and 128: one share per address.
+ */
+export const DEFAULT_CLIENT_PREFIX_V4 = 24;
+export const DEFAULT_CLIENT_PREFIX_V6 = 64;
 
 interface Variable<T> {
   readonly schema: z.ZodType<T, string>;
@@ -255,6 +265,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
     maxConnections: optional('SSE_MAX_CONNECTIONS', integer(1, 1_000_000)),
     maxConnectionsPerHost: optional('SSE_MAX_CONNECTIONS_PER_HOST', integer(1, 1_000_000)),
+    clientPrefixV4: read('SSE_CLIENT_PREFIX_V4', integer(0, 32), DEFAULT_CLIENT_PREFIX_V4),
+    clientPrefixV6: read('SSE_CLIENT_PREFIX_V6', integer(0, 128), DEFAULT_CLIENT_PREFIX_V6),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
     inheritedSockets: inherited,

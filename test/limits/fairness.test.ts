@@ -105,9 +105,9 @@ describe('one thread shared between client hosts: many addresses buy no head sta
     // Ten half-lives: the engine's first-seen charge and its call are mostly forgotten, as after a quiet while.
     await new Promise((resolve) => setTimeout(resolve, 10 * HALF_LIFE_MS));
     let ended = 0;
-    // Eight more loopback addresses, each with a call that runs to the time limit.
+    // Eight more loopback hosts (each in a /24 of its own), each with a call that runs to the time limit.
     const loops = Array.from({ length: ADDRESSES }, (_, i) =>
-      callFrom(t.plugin.port, `127.0.0.${i + 2}`, { script: 'for (;;) {}', params: [{ dataType: 1 }] }, [[num(1)]]).then((result) => {
+      callFrom(t.plugin.port, `127.0.${i + 2}.1`, { script: 'for (;;) {}', params: [{ dataType: 1 }] }, [[num(1)]]).then((result) => {
         ended++;
         return result;
       }),
@@ -118,6 +118,40 @@ describe('one thread shared between client hosts: many addresses buy no head sta
     assert.deepEqual(strings(next), ['7']);
     // The one running then (and a straggler) may end first; in turn alone it waited behind all eight.
     assert.ok(endedBefore <= 2, `${endedBefore} of ${ADDRESSES} looping calls ended before the engine's call`);
+    for (const result of await Promise.all(loops)) assert.equal(result.code, status.DEADLINE_EXCEEDED, result.details);
+  });
+});
+
+describe('one thread shared between client hosts: the addresses of one network are one host', () => {
+  const ADDRESSES = 8;
+  const ENGINE = { common: { appId: 'sales', userId: 'u1' } };
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '300' });
+  });
+  after(async () => t.stop());
+
+  it('a host that used the thread a lot waits behind a few tasks of a client with many addresses, not one task per address', async () => {
+    // The engine (127.0.0.1) has used the thread lately: two calls that run to the time limit.
+    for (let i = 0; i < 2; i++) {
+      const spent = await evalText(t.client, 'for (;;) {}', ENGINE);
+      assert.equal(spent.code, status.DEADLINE_EXCEEDED, spent.details);
+    }
+    let ended = 0;
+    // Eight addresses of 127.0.9.0/24, each with a call that runs to the time limit: per address, each
+    // was a new host that had used less than the engine, and the engine waited behind all eight.
+    const loops = Array.from({ length: ADDRESSES }, (_, i) =>
+      callFrom(t.plugin.port, `127.0.9.${i + 1}`, { script: 'for (;;) {}', params: [{ dataType: 1 }] }, [[num(1)]]).then((result) => {
+        ended++;
+        return result;
+      }),
+    );
+    await waitFor('the looping calls queued', () => t.plugin.pool.queueSize >= ADDRESSES - 1, 5_000);
+    const next = await evalText(t.client, 'args[0] * 7', ENGINE);
+    const endedBefore = ended;
+    assert.deepEqual(strings(next), ['7']);
+    // As one host, the network's use soon ranks with the engine's and turns alternate.
+    assert.ok(endedBefore <= 3, `${endedBefore} of ${ADDRESSES} looping calls of one network ended before the engine's call`);
     for (const result of await Promise.all(loops)) assert.equal(result.code, status.DEADLINE_EXCEEDED, result.details);
   });
 });

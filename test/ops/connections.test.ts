@@ -147,10 +147,13 @@ describe('connections from one host', () => {
   });
   after(() => t.stop());
 
-  it('one host holding its share cannot lock out a client from another address', { timeout: TEST_TIMEOUT_MS }, async () => {
+  it('one host holding its share cannot lock out a client from another, however many addresses it has', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
     assert.equal(t.plugin.connections.maxConnectionsPerHost, PER_HOST);
-    // 127.0.0.2 is loopback too: the "other host" of this test, and the client below is 127.0.0.1.
-    const flood = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, () => idleSocket(t.plugin.port, '127.0.0.2')));
+    // 127.0.2.0/24 is loopback too: the "other host" of this test, one host however many of its
+    // addresses it connects from (SSE_CLIENT_PREFIX_V4, 24); the client below is 127.0.0.1.
+    const flood = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, (_, i) => idleSocket(t.plugin.port, `127.0.2.${i + 1}`)));
     let closed = 0;
     for (const connection of flood) void connection.closed.then(() => closed++);
     // Those past the host's share are closed as soon as they are accepted (the deadline only ends a hang).
@@ -217,8 +220,8 @@ describe('connections from many hosts', () => {
     timeout: TEST_TIMEOUT_MS,
   }, async () => {
     const held = [
-      ...(await Promise.all([heldCall(t.plugin.port, '127.0.0.2'), heldCall(t.plugin.port, '127.0.0.2')])),
-      ...(await Promise.all([heldCall(t.plugin.port, '127.0.0.3'), heldCall(t.plugin.port, '127.0.0.3')])),
+      ...(await Promise.all([heldCall(t.plugin.port, '127.0.2.1'), heldCall(t.plugin.port, '127.0.2.1')])),
+      ...(await Promise.all([heldCall(t.plugin.port, '127.0.3.1'), heldCall(t.plugin.port, '127.0.3.1')])),
     ];
     let closed = 0;
     for (const connection of held) void connection.closed.then(() => closed++);
@@ -249,7 +252,7 @@ describe('connections from many hosts', () => {
       SSE_HANDSHAKE_TIMEOUT_MS: '60000',
     });
     const raw = await Promise.all(
-      ['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
+      ['127.0.2.1', '127.0.2.1', '127.0.3.1', '127.0.3.1'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
     );
     try {
       await assertTlsClientServed(tlsPlugin.plugin.port);
