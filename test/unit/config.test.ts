@@ -123,6 +123,8 @@ describe('loadConfig', () => {
     ['SSE_METRICS_HOST', ' ', /SSE_METRICS_HOST=" " is invalid/],
     ['SSE_MAX_CONNECTIONS', '0', /SSE_MAX_CONNECTIONS="0" is invalid: expected an integer from 1 to 1000000/],
     ['SSE_MAX_CONNECTIONS_PER_HOST', 'x', /SSE_MAX_CONNECTIONS_PER_HOST="x" is invalid: expected an integer from 1 to 1000000/],
+    ['SSE_CLIENT_PREFIX_V4', '33', /SSE_CLIENT_PREFIX_V4="33" is invalid: expected an integer from 0 to 32/],
+    ['SSE_CLIENT_PREFIX_V6', '-1', /SSE_CLIENT_PREFIX_V6="-1" is invalid: expected an integer from 0 to 128/],
     ['SSE_HANDSHAKE_TIMEOUT_MS', '50', /SSE_HANDSHAKE_TIMEOUT_MS="50" is invalid: expected an integer from 100 to 600000/],
     ['SSE_IDLE_TIMEOUT_MS', '0', /SSE_IDLE_TIMEOUT_MS="0" is invalid: expected an integer from 100 to 86400000/],
   ];
