@@ -3,8 +3,8 @@
  * main.ts and by the tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
-import { ConsoleRate } from './calls/console-rate';
 import { HeldBytes } from './calls/held-bytes';
+import { LogRate, RefusedLines } from './calls/log-rate';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
 import { ClientHosts } from './grpc/client-hosts';
@@ -82,9 +82,20 @@ export async function startPlugin(
     // Before the processes start: each gets the set ahead of its first task.
     libraries = await LibraryRegistry.open(config, logger, (frame) => pool.setLibraries(frame));
     await pool.start();
-    const consoleRate = ConsoleRate.fromConfig(config);
+    const consoleRate = LogRate.forConsole(config);
     running = await startServer(
-      { config, pool, held, consoleRate, clientHosts: new ClientHosts(config), logger, metrics, draining: () => draining, functions },
+      {
+        config,
+        pool,
+        held,
+        consoleRate,
+        refusedLines: new RefusedLines(),
+        clientHosts: new ClientHosts(config),
+        logger,
+        metrics,
+        draining: () => draining,
+        functions,
+      },
       connections,
     );
   } catch (error) {

@@ -5,11 +5,11 @@
  * all its tasks (the sandbox stops at the same bounds per task, so no result carries more); past
  * them lines are counted, and one line at the call's end says how many were dropped. So a flood costs
  * the front at most the bounds per call, and the log never more. All calls together write at most
- * SSE_CONSOLE_RATE_KB a second (src/calls/console-rate.ts); lines past it are dropped the same way.
+ * SSE_CONSOLE_RATE_KB a second (src/calls/log-rate.ts); lines past it are dropped the same way.
  */
 import type { ConsoleOutput } from '../contract/console';
 import type { Logger } from '../ops/log';
-import type { ConsoleRate } from './console-rate';
+import type { LogRate } from './log-rate';
 
 export interface ConsoleOwner {
   readonly requestId: string;
@@ -28,7 +28,7 @@ export class CallConsole {
     private readonly owner: ConsoleOwner,
     private readonly maxLines: number,
     private readonly maxBytes: number,
-    private readonly rate?: ConsoleRate,
+    private readonly rate?: LogRate,
   ) {}
 
   /** The lines of one task's result, in the order the script wrote them. */

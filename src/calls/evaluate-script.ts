@@ -18,9 +18,9 @@ import type { Logger } from '../ops/log';
 import type { Metrics } from '../ops/metrics';
 import { busyError, type SandboxPool } from '../sandboxes/pool';
 import { CallConsole } from './call-console';
-import type { ConsoleRate } from './console-rate';
 import { contextKey } from './context-key';
 import { type HeldBytes, heldHeaderBytes, openCallAccount } from './held-bytes';
+import type { LogRate, RefusedLines } from './log-rate';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { PreparedScripts, scriptHash } from './prepared-scripts';
 import { readCommonHeader, type ScriptCall } from './request-header';
@@ -37,7 +37,9 @@ export interface HandlerDeps {
   /** The administrator's plugin functions (SSE_FUNCTIONS_DIR), when configured. */
   readonly functions?: FunctionRegistry | undefined;
   /** The console rate all calls of both RPCs share (SSE_CONSOLE_RATE_KB). */
-  readonly consoleRate: ConsoleRate;
+  readonly consoleRate: LogRate;
+  /** The rate of refused calls' log lines, which both RPCs share. */
+  readonly refusedLines: RefusedLines;
   /** Which client host an address counts as, for the fair queue (SSE_CLIENT_PREFIX_V4/V6). */
   readonly clientHosts: ClientHosts;
 }
@@ -155,7 +157,7 @@ interface CallRecord {
   readonly summary: CallSummary | undefined;
 }
 
-function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
+function logCall({ logger, metrics, refusedLines }: HandlerDeps, record: CallRecord): void {
   metrics.callEnded();
   const { scriptCall, error, summary } = record;
   const durationMs = performance.now() - record.started;
@@ -171,6 +173,9 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     // sse_isolate_rebuilds_total is derived from this one (src/ops/metrics.ts).
     if (summary.isolateRebuilds > 0) metrics.memoryDisposals.inc(summary.isolateRebuilds);
   }
+  // A refused call cost no sandbox time, so a client can repeat it far faster than calls run.
+  const refusedNotLogged = summary === undefined ? refusedLines.admit() : 0;
+  if (refusedNotLogged === undefined) return;
   const line = {
     requestId: record.requestId,
     appId: common.appId,
@@ -189,6 +194,7 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     status,
     // A script's own error message may quote row values: that only goes to debug.
     details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
+    refusedNotLogged: refusedNotLogged || undefined,
   };
   logger.info(line, record.rpc);
   if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);

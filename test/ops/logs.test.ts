@@ -222,6 +222,43 @@ describe('the call line of a client that went away', () => {
   });
 });
 
+describe('refused calls', () => {
+  test('get their lines up to a rate; the next line logged counts those left out, so every call is in the log', async () => {
+    const text: string[] = [];
+    const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '1', SSE_ALLOW_SCRIPT: 'false', SSE_METRICS_PORT: '0' });
+    const plugin = await startPlugin(config, createLogger(config.logLevel, { write: (line: string) => void text.push(line) }));
+    const client = new QlikClient(`127.0.0.1:${plugin.port}`);
+    const callLines = (): Record<string, unknown>[] =>
+      text.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === 'EvaluateScript');
+    const refuse = async (): Promise<void> => {
+      const result = await call(client, OK_SCRIPT, ['a']);
+      assert.equal(result.code, grpc.status.PERMISSION_DENIED, result.details);
+    };
+    const REFUSED = 600;
+    try {
+      // Far faster than the rate of 20 lines a second (after a burst of 200): 50 calls at a time.
+      for (let sent = 0; sent < REFUSED; sent += 50) await Promise.all(Array.from({ length: 50 }, refuse));
+      const logged = callLines().length;
+      assert.ok(logged < REFUSED, `${logged} lines for ${REFUSED} refused calls`);
+      // A line's worth of rate comes back within 50 ms; this call's line then says what was left out.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await refuse();
+      const lines = callLines();
+      assert.equal(lines.length, logged + 1);
+      const leftOut = lines.reduce((sum, line) => sum + Number(line['refusedNotLogged'] ?? 0), 0);
+      assert.equal(lines.length + leftOut, REFUSED + 1);
+      assert.ok(Number(lines.at(-1)?.['refusedNotLogged']) > 0, 'the last line counts those left out before it');
+      assert.equal(
+        sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_calls_total', { function: 'unknown', status: 'PERMISSION_DENIED' }),
+        REFUSED + 1,
+      );
+    } finally {
+      client.close();
+      await plugin.stop(1_000);
+    }
+  });
+});
+
 describe('a stdout nobody reads', () => {
   test('costs the front at most its log buffer: lines past it are dropped, counted, and reported once stdout takes lines again', {
     timeout: 120_000,

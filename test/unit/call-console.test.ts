@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { CallConsole } from '../../src/calls/call-console';
-import { ConsoleRate } from '../../src/calls/console-rate';
+import { LogRate } from '../../src/calls/log-rate';
 import { createLogger } from '../../src/ops/log';
 
 const OWNER = { requestId: 'r-1', appId: 'app', userId: 'user' };
 
-function collected(maxLines: number, maxBytes: number, rate?: ConsoleRate): { console: CallConsole; lines: Record<string, unknown>[] } {
+function collected(maxLines: number, maxBytes: number, rate?: LogRate): { console: CallConsole; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   return { console: new CallConsole(logger, OWNER, maxLines, maxBytes, rate), lines };
@@ -91,7 +91,7 @@ describe('the console rate all calls share', () => {
   it("drops what comes past the rate, across calls, and says so in each call's dropped line; time refills it", () => {
     let nowMs = 0;
     // 100 bytes a second, a burst of 100.
-    const rate = new ConsoleRate(100, 100, () => nowMs);
+    const rate = new LogRate(100, 100, () => nowMs);
     const first = collected(100, 1_000, rate);
     const second = collected(100, 1_000, rate);
     const line = { level: 'info' as const, text: 'x'.repeat(40) };
@@ -111,7 +111,7 @@ describe('the console rate all calls share', () => {
   });
 
   it('a rate of 0 bounds nothing', () => {
-    const rate = new ConsoleRate(0, 0);
+    const rate = new LogRate(0, 0);
     assert.equal(rate.take(1e9), true);
   });
 });
