@@ -29,7 +29,15 @@ import { heldHeaderBytes } from '../calls/held-bytes';
 import { ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
 import type { ClientHosts } from './client-hosts';
-import { type ConnectionTable, connectionKey, MAX_HEADER_BYTES_PER_CONNECTION, worthOf } from './connection-table';
+import {
+  type CallKind,
+  type ConnectionTable,
+  connectionKey,
+  MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_WATCHES_PER_CONNECTION,
+  worthOf,
+} from './connection-table';
+import { HEALTH_PATH_PREFIX, HEALTH_WATCH_PATH } from './health';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
 export const DEFAULT_MAX_CONNECTIONS = 256;
@@ -201,22 +209,32 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
  * a call of its own, and the ones before it need grpc-js's.
  */
 export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {
-  return (_method, call) => {
+  return (method, call) => {
     const base = call as unknown as { stream?: CallStream; metadata?: grpc.Metadata };
     const socket = base.stream?.session?.socket;
     if (base.stream === undefined || socket === undefined) return call as grpc.ServerInterceptingCall;
     const key = connectionKey(socket.remoteAddress, socket.remotePort);
     const headerBytes = heldHeaderBytes(base.metadata);
-    if (table.callOpened(key, headerBytes)) {
-      base.stream.once('close', () => table.callClosed(key, headerBytes));
+    const kind = callKindOf(method.path);
+    const refusal = table.callOpened(key, headerBytes, kind);
+    if (refusal === undefined) {
+      base.stream.once('close', () => table.callClosed(key, headerBytes, kind));
       return call as grpc.ServerInterceptingCall;
     }
-    const details = `this connection's open calls hold ${Math.round(table.headerBytesOf(key) / 1024)} KiB of headers, the most one connection may (${MAX_HEADER_BYTES_PER_CONNECTION / 1024 / 1024} MiB counted three times): end some calls before opening more`;
+    const details =
+      refusal === 'watches'
+        ? `this connection has ${MAX_WATCHES_PER_CONNECTION} health Watch calls open, the most one connection may: watch on fewer calls`
+        : `this connection's open calls hold ${Math.round(table.headerBytesOf(key) / 1024)} KiB of headers, the most one connection may (${MAX_HEADER_BYTES_PER_CONNECTION / 1024 / 1024} MiB counted three times): end some calls before opening more`;
     // grpc-js's documented way for an interceptor to refuse a call: a status instead of the metadata.
     return new ServerInterceptingCall(call, {
       start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
     });
   };
+}
+
+function callKindOf(path: string): CallKind {
+  if (path === HEALTH_WATCH_PATH) return 'watch';
+  return path.startsWith(HEALTH_PATH_PREFIX) ? 'health' : 'work';
 }
 
 interface CallStream {

@@ -13,7 +13,10 @@
  * - **busy** (a call open): never closed for a newcomer; closing it would fail calls in progress (behind
  *   a balancer Qlik's engine is the host holding most). A call whose client sends nothing with its
  *   request open ends after SSE_HANDSHAKE_TIMEOUT_MS (src/grpc/incoming.ts), so holding a slot takes
- *   a client that keeps sending.
+ *   a client that keeps sending. Health calls do not make a connection busy: a Watch stays open with
+ *   nothing sent, and 128 connections from each of two addresses holding one Watch each kept every
+ *   newcomer out for as long as they stayed. A connection may hold MAX_WATCHES_PER_CONNECTION of them
+ *   (each cost the front ~10 KB: 32,768 on 128 connections grew it by 340 MB).
  *
  * and by share: a newcomer's host with c connections may take a pending or idle slot of a host that
  * holds more than c. Locking Qlik out takes as many client addresses as there are slots, each feeding
@@ -32,6 +35,18 @@ export type ConnectionWorth = 'pending' | 'idle' | 'busy';
  */
 export const MAX_HEADER_BYTES_PER_CONNECTION = 2 * 1024 * 1024;
 
+/**
+ * Health Watch calls one connection may hold open: a client health-checking its channel (grpc-js's
+ * healthCheckConfig) opens one per connection.
+ */
+export const MAX_WATCHES_PER_CONNECTION = 4;
+
+/** What a call is to its connection: work makes it busy; health calls do not, and Watch calls are counted. */
+export type CallKind = 'work' | 'health' | 'watch';
+
+/** Why a call was refused on its connection. */
+export type CallRefusal = 'headers' | 'watches';
+
 const WORTH_ORDER: Record<ConnectionWorth, number> = { pending: 0, idle: 1, busy: 2 };
 
 export interface TrackedConnection {
@@ -42,7 +57,10 @@ export interface TrackedConnection {
   readonly sequence: number;
   /** The TLS handshake is done, or (plaintext) a call was made on it. */
   proven: boolean;
+  /** Open calls that make it busy (not health calls). */
   openCalls: number;
+  /** Open health Watch calls (MAX_WATCHES_PER_CONNECTION). */
+  watches: number;
   /** Counted header bytes of its open calls (MAX_HEADER_BYTES_PER_CONNECTION). */
   headerBytes: number;
   /** Ends the connection (and its calls); the table forgets it when it reports closed(). */
@@ -90,7 +108,16 @@ export class ConnectionTable {
   }
 
   add(host: string, key: string, close: () => void): TrackedConnection {
-    const connection: TrackedConnection = { host, key, sequence: this.sequence++, proven: false, openCalls: 0, headerBytes: 0, close };
+    const connection: TrackedConnection = {
+      host,
+      key,
+      sequence: this.sequence++,
+      proven: false,
+      openCalls: 0,
+      watches: 0,
+      headerBytes: 0,
+      close,
+    };
     this.byKey.set(key, connection);
     this.perHost.set(host, this.countOf(host) + 1);
     return connection;
@@ -111,24 +138,28 @@ export class ConnectionTable {
   }
 
   /**
-   * A call started on the connection with this key, its headers counted as headerBytes: false (and
-   * nothing counted) when the connection's open calls would hold more than
-   * MAX_HEADER_BYTES_PER_CONNECTION. Unknown keys: a connection already gone.
+   * A call of this kind started on the connection with this key, its headers counted as headerBytes:
+   * undefined when it may go on, or why not (nothing counted then): its connection's open calls would
+   * hold more than MAX_HEADER_BYTES_PER_CONNECTION, or it is one Watch too many. Unknown keys: a
+   * connection already gone.
    */
-  callOpened(key: string, headerBytes = 0): boolean {
+  callOpened(key: string, headerBytes = 0, kind: CallKind = 'work'): CallRefusal | undefined {
     const connection = this.byKey.get(key);
-    if (connection === undefined) return true;
+    if (connection === undefined) return undefined;
     connection.proven = true;
-    if (connection.headerBytes + headerBytes > MAX_HEADER_BYTES_PER_CONNECTION) return false;
-    connection.openCalls++;
+    if (connection.headerBytes + headerBytes > MAX_HEADER_BYTES_PER_CONNECTION) return 'headers';
+    if (kind === 'watch' && connection.watches >= MAX_WATCHES_PER_CONNECTION) return 'watches';
+    if (kind === 'work') connection.openCalls++;
+    if (kind === 'watch') connection.watches++;
     connection.headerBytes += headerBytes;
-    return true;
+    return undefined;
   }
 
-  callClosed(key: string, headerBytes = 0): void {
+  callClosed(key: string, headerBytes = 0, kind: CallKind = 'work'): void {
     const connection = this.byKey.get(key);
-    if (connection === undefined || connection.openCalls === 0) return;
-    connection.openCalls--;
+    if (connection === undefined) return;
+    if (kind === 'work') connection.openCalls = Math.max(0, connection.openCalls - 1);
+    if (kind === 'watch') connection.watches = Math.max(0, connection.watches - 1);
     connection.headerBytes = Math.max(0, connection.headerBytes - headerBytes);
   }
 

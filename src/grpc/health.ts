@@ -25,7 +25,8 @@ type WatchStatus = ServingStatus | 'SERVICE_UNKNOWN';
 /** A HealthCheckRequest is a service name; 512 bytes is far above the longest name served here. */
 export const MAX_HEALTH_REQUEST_BYTES = 512;
 
-const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
+export const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
+export const HEALTH_WATCH_PATH = `${HEALTH_PATH_PREFIX}Watch`;
 
 interface HealthRequest {
   readonly service: string;

@@ -13,7 +13,7 @@ import tls from 'node:tls';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { MAX_HEADER_BYTES_PER_CONNECTION } from '../../src/grpc/connection-table';
+import { MAX_HEADER_BYTES_PER_CONNECTION, MAX_WATCHES_PER_CONNECTION } from '../../src/grpc/connection-table';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, QlikClient } from '../helpers/qlik-client';
@@ -201,6 +201,60 @@ async function heldCall(
   return { closed, status, streamClosed, close: () => session.destroy() };
 }
 
+interface Watch {
+  /** The first status the Watch sent, or undefined when it was refused. */
+  readonly firstStatus: Promise<string | undefined>;
+  /** `code message` of a refusal (undefined while the Watch is open). */
+  readonly refusal: string | undefined;
+}
+
+/** Opens a health Watch of the plugin's name ('') on the session; resolves once it answered or was refused. */
+async function watchOn(session: http2.ClientHttp2Session): Promise<Watch> {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': '/grpc.health.v1.Health/Watch',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  stream.on('error', () => undefined);
+  // An empty HealthCheckRequest (service ''): a zero-length gRPC message.
+  stream.end(Buffer.alloc(5));
+  return new Promise<Watch>((resolve) => {
+    stream.on('response', (headers) => {
+      if (headers['grpc-status'] !== undefined)
+        resolve({
+          firstStatus: Promise.resolve(undefined),
+          refusal: `${headers['grpc-status']} ${decodeURIComponent(String(headers['grpc-message']))}`,
+        });
+    });
+    // HealthCheckResponse { status = 1 (SERVING) } is the message 08 01.
+    stream.once('data', (chunk: Buffer) =>
+      resolve({
+        firstStatus: Promise.resolve(chunk.subarray(5).equals(Buffer.from([8, 1])) ? 'SERVING' : chunk.toString('hex')),
+        refusal: undefined,
+      }),
+    );
+  });
+}
+
+/** An HTTP/2 connection from `localAddress` holding one health Watch open. */
+async function watchingConnection(
+  port: number,
+  localAddress: string,
+): Promise<{
+  readonly session: http2.ClientHttp2Session;
+  readonly closed: Promise<void>;
+  readonly firstStatus: Promise<string | undefined>;
+}> {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
+  });
+  session.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+  const watch = await watchOn(session);
+  return { session, closed, firstStatus: watch.firstStatus };
+}
+
 describe('connections from many hosts', () => {
   const MAX_CONNECTIONS = 4;
   const PER_HOST = 2;
@@ -238,6 +292,45 @@ describe('connections from many hosts', () => {
     } finally {
       client.close();
       for (const connection of held) connection.close();
+    }
+  });
+
+  it('connections that only hold health Watch calls give up a slot to a newcomer; a connection holds a few of them at most', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const watchers = await Promise.all(
+      ['127.0.2.1', '127.0.2.1', '127.0.3.1', '127.0.3.1'].map((from) => watchingConnection(t.plugin.port, from)),
+    );
+    try {
+      for (const watcher of watchers) assert.equal(await watcher.firstStatus, 'SERVING');
+      // One Watch too many on one connection: refused, the others stay open.
+      const extra = await Promise.all(
+        Array.from({ length: MAX_WATCHES_PER_CONNECTION }, () => watchOn(watchers[0]?.session as http2.ClientHttp2Session)),
+      );
+      assert.deepEqual(
+        extra.map((watch) => watch.refusal),
+        [
+          ...Array.from({ length: MAX_WATCHES_PER_CONNECTION - 1 }, () => undefined),
+          `8 this connection has ${MAX_WATCHES_PER_CONNECTION} health Watch calls open, the most one connection may: watch on fewer calls`,
+        ],
+      );
+      let closed = 0;
+      for (const watcher of watchers) void watcher.closed.then(() => closed++);
+      const client = new QlikClient(t.address);
+      try {
+        // Every slot is held by a connection with Watch calls open: one of them makes room.
+        assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+        await until(
+          () => closed,
+          (n) => n >= 1,
+          10_000,
+        );
+        assert.equal(closed, 1);
+      } finally {
+        client.close();
+      }
+    } finally {
+      for (const watcher of watchers) watcher.session.destroy();
     }
   });
 

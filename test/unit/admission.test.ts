@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '../../src/grpc/admission';
-import { ConnectionTable, MAX_HEADER_BYTES_PER_CONNECTION, type TrackedConnection, worthOf } from '../../src/grpc/connection-table';
+import {
+  ConnectionTable,
+  MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_WATCHES_PER_CONNECTION,
+  type TrackedConnection,
+  worthOf,
+} from '../../src/grpc/connection-table';
 import { ConfigError } from '../../src/ops/config';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -128,11 +134,28 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     const table = new ConnectionTable(2, 2);
     const [a] = fill(table, ['a']);
     const key = (a as TrackedConnection).key;
-    assert.equal(table.callOpened(key, MAX_HEADER_BYTES_PER_CONNECTION - 10), true);
-    assert.equal(table.callOpened(key, 11), false);
+    assert.equal(table.callOpened(key, MAX_HEADER_BYTES_PER_CONNECTION - 10), undefined);
+    assert.equal(table.callOpened(key, 11), 'headers');
     assert.equal(table.headerBytesOf(key), MAX_HEADER_BYTES_PER_CONNECTION - 10);
     assert.equal((a as TrackedConnection).openCalls, 1);
     table.callClosed(key, MAX_HEADER_BYTES_PER_CONNECTION - 10);
-    assert.equal(table.callOpened(key, 11), true);
+    assert.equal(table.callOpened(key, 11), undefined);
+  });
+
+  it('health calls leave a connection idle, so one that holds only Watch calls gives up its slot; Watch calls per connection are bounded', () => {
+    const table = new ConnectionTable(2, 2);
+    const [a, b] = fill(table, ['a', 'b']);
+    const connection = a as TrackedConnection;
+    for (let i = 0; i < MAX_WATCHES_PER_CONNECTION; i++) assert.equal(table.callOpened(connection.key, 100, 'watch'), undefined);
+    assert.equal(table.callOpened(connection.key, 100, 'watch'), 'watches');
+    assert.equal(table.callOpened(connection.key, 100, 'health'), undefined);
+    assert.equal(worthOf(connection), 'idle');
+    assert.equal(table.headerBytesOf(connection.key), 100 * (MAX_WATCHES_PER_CONNECTION + 1));
+    table.callOpened((b as TrackedConnection).key);
+    // A newcomer from a third host takes the slot of the connection that only watches.
+    const admission = table.admit('c');
+    assert.equal(admission.admit && admission.evict, connection);
+    table.callClosed(connection.key, 100, 'watch');
+    assert.equal(table.callOpened(connection.key, 100, 'watch'), undefined);
   });
 });
