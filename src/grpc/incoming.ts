@@ -218,6 +218,8 @@ export function countIncomingMessages(held: HeldBytes, stallMs: number): grpc.Se
     // headers are not kept for as long as the client likes. Not at once: the trailers must reach the
     // client first (a reset ahead of them reads as "ended without gRPC status").
     stream.once('finish', () => {
+      // The client half-closed already: the stream closes once the trailers are out, no timer needed.
+      if (stream.readableEnded) return;
       const timer = setTimeout(() => {
         if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
       }, RESET_AFTER_RESPONSE_MS);
