@@ -135,8 +135,18 @@ export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
  * base64, the decoded metadata), for as long as the call is open.
  */
 export function heldHeaderBytes(metadata: { getMap(): Record<string, string | Buffer> } | undefined): number {
-  let bytes = 0;
-  for (const [key, value] of Object.entries(metadata?.getMap() ?? {}))
-    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
-  return 3 * bytes;
+  if (metadata === undefined) return 0;
+  let bytes = headerBytesOf.get(metadata);
+  if (bytes !== undefined) return bytes;
+  bytes = 0;
+  for (const [key, value] of Object.entries(metadata.getMap())) bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  bytes *= 3;
+  headerBytesOf.set(metadata, bytes);
+  return bytes;
 }
+
+/**
+ * Each call's headers are measured twice, by the connection's count (src/grpc/admission.ts) and by
+ * the call's account: the second time reads this. Nothing changes a call's metadata in between.
+ */
+const headerBytesOf = new WeakMap<object, number>();
