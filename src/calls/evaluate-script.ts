@@ -158,7 +158,6 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
   const durationMs = performance.now() - record.started;
   const status = error ? statusName(toStatus(error).code) : 'OK';
   const functionName = scriptCall?.functionName ?? 'unknown';
-  const common = scriptCall?.common ?? safeCommonHeader(record.call);
   metrics.calls.inc({ function: functionName, status });
   metrics.duration.observe({ function: functionName }, durationMs / 1000);
   if (summary) {
@@ -168,7 +167,16 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     // sse_isolate_rebuilds_total is derived from this one (src/ops/metrics.ts).
     if (summary.isolateRebuilds > 0) metrics.memoryDisposals.inc(summary.isolateRebuilds);
   }
-  const line = {
+  // Below info (SSE_LOG_LEVEL=warn, as the bench runs) the line is not even built.
+  if (logger.isLevelEnabled('info')) logger.info(callLine(record, durationMs, status, functionName), record.rpc);
+  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);
+}
+
+/** The call's one log line. */
+function callLine(record: CallRecord, durationMs: number, status: string, functionName: string): Record<string, unknown> {
+  const { scriptCall, error, summary } = record;
+  const common = scriptCall?.common ?? safeCommonHeader(record.call);
+  return {
     requestId: record.requestId,
     appId: common.appId,
     userId: common.userId,
@@ -187,8 +195,6 @@ function logCall({ logger, metrics }: HandlerDeps, record: CallRecord): void {
     // A script's own error message may quote row values: that only goes to debug.
     details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
   };
-  logger.info(line, record.rpc);
-  if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);
 }
 
 function safeCommonHeader(call: Call): { appId: string; userId: string } {
