@@ -139,7 +139,8 @@ export function heldHeaderBytes(metadata: { getMap(): Record<string, string | Bu
   let bytes = headerBytesOf.get(metadata);
   if (bytes !== undefined) return bytes;
   bytes = 0;
-  for (const [key, value] of Object.entries(metadata.getMap())) bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  for (const [key, value] of Object.entries(metadata.getMap()))
+    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
   bytes *= 3;
   headerBytesOf.set(metadata, bytes);
   return bytes;

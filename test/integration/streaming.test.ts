@@ -154,7 +154,8 @@ describe('the LOAD pattern beside calls that are not one row', () => {
         return dual(i / 4, `dual ${i}`);
     }
   }
-  const describeValue = 'Number.isNaN(args[0].num) ? (args[0].str === "" ? "null" : "s:" + args[0].str) : "n:" + args[0].num + "|" + args[0].str';
+  const describeValue =
+    'Number.isNaN(args[0].num) ? (args[0].str === "" ? "null" : "s:" + args[0].str) : "n:" + args[0].num + "|" + args[0].str';
   function expected(i: number): string {
     const value = loadValue(i);
     if (Number.isNaN(value.numData)) return value.strData === '' ? 'null' : `s:${value.strData}`;
