@@ -157,9 +157,11 @@ export class SandboxPool implements TaskRunner {
       this.openCalls.add(request.callId);
     }
     return new Promise<TaskResult>((resolve, reject) => {
-      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false };
-      task.onAbort = () => this.dropQueued(task);
-      request.signal?.add(task.onAbort);
+      // onAbort in the literal, not added after: a function-valued property added to each task kept
+      // every call's objects alive through V8's young-generation collections (src/grpc/incoming.ts).
+      const onAbort = (): void => this.dropQueued(task);
+      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false, onAbort };
+      request.signal?.add(onAbort);
       if (!this.sendAtOnce(task)) {
         this.queue.push(task);
         this.pump();
