@@ -134,9 +134,24 @@ export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
  * What an open call's headers hold in the front: about three copies of them (the HTTP/2 text, its
  * base64, the decoded metadata), for as long as the call is open.
  */
-export function heldHeaderBytes(metadata: { getMap(): Record<string, string | Buffer> } | undefined): number {
-  let bytes = 0;
-  for (const [key, value] of Object.entries(metadata?.getMap() ?? {}))
-    bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
-  return 3 * bytes;
+export function heldHeaderBytes(metadata: { toJSON(): Record<string, readonly (string | Buffer)[]> } | undefined): number {
+  if (metadata === undefined) return 0;
+  let bytes = headerBytesOf.get(metadata);
+  if (bytes !== undefined) return bytes;
+  bytes = 0;
+  // The first value of each header, as grpc-js's getMap() gives them; toJSON() because getMap() copies every binary value.
+  const headers = metadata.toJSON();
+  for (const key in headers) {
+    const value = headers[key]?.[0];
+    if (value !== undefined) bytes += key.length + (typeof value === 'string' ? value.length : value.byteLength);
+  }
+  bytes *= 3;
+  headerBytesOf.set(metadata, bytes);
+  return bytes;
 }
+
+/**
+ * Each call's headers are measured twice, by the connection's count (src/grpc/admission.ts) and by
+ * the call's account: the second time reads this. Nothing changes a call's metadata in between.
+ */
+const headerBytesOf = new WeakMap<object, number>();

@@ -157,12 +157,32 @@ export class SandboxPool implements TaskRunner {
       this.openCalls.add(request.callId);
     }
     return new Promise<TaskResult>((resolve, reject) => {
-      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false };
-      this.queue.push(task);
-      task.onAbort = () => this.dropQueued(task);
-      request.signal?.add(task.onAbort);
-      this.pump();
+      // onAbort in the literal, not added after: a function-valued property added to each task kept
+      // every call's objects alive through V8's young-generation collections (src/grpc/incoming.ts).
+      const onAbort = (): void => this.dropQueued(task);
+      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false, onAbort };
+      request.signal?.add(onAbort);
+      if (!this.sendAtOnce(task)) {
+        this.queue.push(task);
+        this.pump();
+      }
     });
+  }
+
+  /**
+   * Nothing waits in any queue and a thread is free: the task goes there now, as queuing it and
+   * pumping would send it, without the queue's bookkeeping (~10 µs of a one-row call).
+   */
+  private sendAtOnce(task: QueuedTask): boolean {
+    if (this.queueSize > 0) return false;
+    // What pump does with an empty retry queue: a process held back for a retry takes work again.
+    for (const sandbox of this.sandboxes) sandbox?.release();
+    const sandbox = this.freest();
+    if (sandbox === undefined) return false;
+    this.queue.startNow(task);
+    sandbox.send(task);
+    this.supervisor.updateAvailability();
+    return true;
   }
 
   /** The call ended: sandbox processes that saw it may forget it. */

@@ -6,7 +6,7 @@ import { status } from '@grpc/grpc-js';
 
 import { MAX_REPLY_BYTES } from '../../src/contract/replies';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
+import { DataType, dual, FunctionType, num, numbers, str, strings } from '../helpers/qlik-client';
 
 const N = DataType.NUMERIC;
 const S = DataType.STRING;
@@ -137,5 +137,62 @@ describe('no state between calls', () => {
         `call ${k}`,
       );
     });
+  });
+});
+
+describe('the LOAD pattern beside calls that are not one row', () => {
+  /** Row i of the LOAD: a number, a text, a Qlik null (NaN, no text) or a dual, in turn. */
+  function loadValue(i: number): ReturnType<typeof dual> {
+    switch (i % 4) {
+      case 0:
+        return dual(i, '');
+      case 1:
+        return dual(Number.NaN, `text ${i}`);
+      case 2:
+        return dual(Number.NaN, '');
+      default:
+        return dual(i / 4, `dual ${i}`);
+    }
+  }
+  const describeValue =
+    'Number.isNaN(args[0].num) ? (args[0].str === "" ? "null" : "s:" + args[0].str) : "n:" + args[0].num + "|" + args[0].str';
+  function expected(i: number): string {
+    const value = loadValue(i);
+    if (Number.isNaN(value.numData)) return value.strData === '' ? 'null' : `s:${value.strData}`;
+    return `n:${value.numData}|${value.strData}`;
+  }
+
+  it('300 sequential one-row calls of mixed values answer right, with many-bundle and large calls between them', async () => {
+    for (let i = 0; i < 300; i++) {
+      const row = await t.client.evaluate({
+        script: describeValue,
+        functionType: FunctionType.SCALAR,
+        returnType: S,
+        params: [{ dataType: DataType.DUAL }],
+        bundles: [[[loadValue(i)]]],
+        common: { appId: 'load-app', userId: 'load-user', cardinality: 1 },
+      });
+      assert.equal(row.code, status.OK, row.details);
+      assert.deepEqual(strings(row), [expected(i)], `row ${i}`);
+      if (i % 100 !== 50) continue;
+      // Between two rows of the LOAD: 60 bundles of 500 rows, then one bundle of 40,000 rows (~600 KB).
+      const many = await t.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: N }], bundles: sequence(30_000, 500) });
+      assert.equal(many.code, status.OK, many.details);
+      assert.ok(
+        numbers(many).every((v, k) => v === k * 2),
+        'every row of the many-bundle call in its place',
+      );
+      const big = await t.client.evaluate({
+        script: 'args[0] + "!"',
+        returnType: S,
+        params: [{ dataType: S }],
+        bundles: [Array.from({ length: 40_000 }, (_, k) => [str(`value ${k}`)])],
+      });
+      assert.equal(big.code, status.OK, big.details);
+      assert.ok(
+        strings(big).every((v, k) => v === `value ${k}!`),
+        'every row of the large call in its place',
+      );
+    }
   });
 });

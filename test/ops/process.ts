@@ -51,13 +51,22 @@ export interface SpawnOptions {
   readonly execThrough?: readonly string[];
   /** main.js at another path (the checkout seen through a bind mount); default MAIN_JS. */
   readonly mainJs?: string;
+  /** Node or V8 flags after NODE_FLAGS (a V8 trace whose lines come out on stdout as notJson lines). */
+  readonly nodeFlags?: readonly string[];
 }
 
 export function spawnMain(env: Record<string, string>, options: SpawnOptions = {}): Omit<PluginProcess, 'port' | 'metricsPort'> {
   const become = options.becomeUser;
   const preload = become ? ['--require', BECOME_USER_JS] : [];
   const becomeEnv = become ? { TEST_BECOME_UID: String(become.uid), TEST_BECOME_GID: String(become.gid) } : {};
-  const command = [...(options.execThrough ?? []), process.execPath, ...NODE_FLAGS, ...preload, options.mainJs ?? MAIN_JS];
+  const command = [
+    ...(options.execThrough ?? []),
+    process.execPath,
+    ...NODE_FLAGS,
+    ...(options.nodeFlags ?? []),
+    ...preload,
+    options.mainJs ?? MAIN_JS,
+  ];
   const limited =
     options.descriptorLimit === undefined
       ? command
