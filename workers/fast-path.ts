@@ -19,7 +19,7 @@
  * the attempt holds the main thread until that work ends, and the process reads no task meanwhile. Such
  * an attempt is still only moved, never blamed: the watcher measures it against the call's time left,
  * not the budget, so the process is retired only for a task stuck past its call's own limit, as a pool
- * thread's would be. Its key is kept off at once, and the whole fast path pauses for a while in
+ * thread's would be (and one that used more CPU than its call had left fails on that limit). Its key is kept off at once, and the whole fast path pauses for a while in
  * proportion to how long the main thread was held, so no script, repeated or made unique each call,
  * holds the main thread for more than a small share of the time.
  */
@@ -87,12 +87,12 @@ export class FastPath {
     limits: SandboxLimits,
     private readonly budgetMs: number,
     resultLock: SharedArrayBuffer,
-    /** Tests pass a watcher that writes to a file. */
-    watch = new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS }),
+    /** Tests pass a watcher and a writer that write to files. */
+    parts: { readonly watch?: MainThreadWatch; readonly results?: ResultWriter } = {},
   ) {
-    this.watch = watch;
+    this.watch = parts.watch ?? new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
-    this.results = new ResultWriter(resultLock);
+    this.results = parts.results ?? new ResultWriter(resultLock);
   }
 
   get enabled(): boolean {
@@ -134,8 +134,11 @@ export class FastPath {
         this.watch.leave();
       }
       if (!result.ok && result.timedOut && timeoutMs < leftMs) {
-        this.noteOverrun(task.contextKey, timeoutMs, performance.now() - startedMs);
-        return 'moved';
+        const cpuMs = this.evaluator.lastFailureCpuMs;
+        this.noteOverrun(task.contextKey, timeoutMs, cpuMs, performance.now() - startedMs);
+        // Work that could not be stopped and used more CPU than the call has: past its own limit, as on a pool thread.
+        if (cpuMs < leftMs) return 'moved';
+        result = { ...timedOut(task.callTimeoutMs), scriptMs: cpuMs };
       }
     }
     Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
@@ -147,8 +150,7 @@ export class FastPath {
    * fast path when it could not be stopped. The budget is wall time: a script that was mostly waiting
    * for a busy CPU is not a slow one, so CPU time decides.
    */
-  private noteOverrun(contextKey: string, timeoutMs: number, heldMs: number): void {
-    const cpuMs = this.evaluator.lastFailureCpuMs;
+  private noteOverrun(contextKey: string, timeoutMs: number, cpuMs: number, heldMs: number): void {
     if (cpuMs >= timeoutMs + UNSTOPPABLE_OVERRUN_MS) {
       this.markSlow(contextKey, SLOW_STRIKES);
       const pauseMs = Math.max(SLOW_KEY_MS, heldMs * PAUSE_PER_HELD_MS);

@@ -18,10 +18,11 @@ import { status } from '@grpc/grpc-js';
 
 import { Frame, FrameReader, type ReceivedFrame } from '../../src/contract/channel';
 import { parseRetirement } from '../../src/contract/control-frames';
+import { decodeResult } from '../../src/contract/result-frame';
 import { DataType, type ScriptSpec } from '../../src/contract/task';
 import { FastPath, type FastTask } from '../../workers/fast-path';
 import { MainThreadWatch } from '../../workers/main-watch';
-import { newResultLock } from '../../workers/result-writer';
+import { newResultLock, ResultWriter } from '../../workers/result-writer';
 import { newBudget } from '../../workers/thread-task';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { strings } from '../helpers/qlik-client';
@@ -51,27 +52,32 @@ function onceTask(taskId: number, script: string, contextKey: string, callTimeou
 
 describe('a fast-path attempt that cannot be stopped at its budget', () => {
   let dir: string;
-  let fd: number;
+  let channelFd: number;
+  let resultsFd: number;
   let watch: MainThreadWatch;
   let fastPath: FastPath;
-  const file = (): string => path.join(dir, 'channel');
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'sse-fast-overrun-'));
-    fd = openSync(file(), 'w');
+    channelFd = openSync(path.join(dir, 'channel'), 'w');
+    resultsFd = openSync(path.join(dir, 'results'), 'w');
     // A 100 ms grace: the 0.5 s compile goes well past the budget + grace, not past the call's limit + grace.
-    watch = new MainThreadWatch({ graceMs: 100, intervalMs: 10, channelFd: fd, killAfterMs: 0 });
-    fastPath = new FastPath({ memoryLimitMb: 128, scriptTimeoutMs: 60_000 }, 10, newResultLock(), watch);
+    watch = new MainThreadWatch({ graceMs: 100, intervalMs: 10, channelFd, killAfterMs: 0 });
+    const lock = newResultLock();
+    const results = new ResultWriter(lock, resultsFd, 1_000, () => assert.fail('the results file was lost'));
+    fastPath = new FastPath({ memoryLimitMb: 128, scriptTimeoutMs: 60_000 }, 10, lock, { watch, results });
   });
   afterEach(async () => {
     await watch.stop();
-    closeSync(fd);
+    closeSync(channelFd);
+    closeSync(resultsFd);
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function written(): ReceivedFrame[] {
+  /** The frames written so far to the file standing for the channel (fd 3) or the results socket (fd 4). */
+  function written(name: 'channel' | 'results'): ReceivedFrame[] {
     const frames: ReceivedFrame[] = [];
-    new FrameReader((frame) => frames.push(frame)).push(readFileSync(file()));
+    new FrameReader((frame) => frames.push(frame)).push(readFileSync(path.join(dir, name)));
     return frames;
   }
 
@@ -79,18 +85,26 @@ describe('a fast-path attempt that cannot be stopped at its budget', () => {
     assert.equal(fastPath.accepts('key-A', 16), true);
     // The watcher looks every 10 ms while the main thread is held: a RETIRE would be written by now.
     assert.equal(fastPath.run(onceTask(1, UNSTOPPABLE, 'key-A', 60_000)), 'moved');
-    assert.deepEqual(written(), [], 'the watcher named a task that only outgrew the fast path');
+    assert.deepEqual(written('channel'), [], 'the watcher named a task that only outgrew the fast path');
+    assert.deepEqual(written('results'), [], 'a moved task was answered here');
     assert.equal(fastPath.accepts('key-A', 16), false, 'the same script takes the fast path again');
     assert.equal(fastPath.accepts('key-B', 16), false, 'a script made unique each call takes the fast path again');
   });
 
-  it('is named stuck once it runs past what its call has left', async () => {
-    assert.equal(fastPath.run(onceTask(2, UNSTOPPABLE, 'key-C', 200)), 'moved');
-    const [frame] = written();
-    assert.equal(frame?.kind, Frame.RETIRE);
-    const retired = parseRetirement(frame.payload);
+  it('is named stuck once it runs past what its call has left, and fails on its time limit', () => {
+    assert.equal(fastPath.run(onceTask(2, UNSTOPPABLE, 'key-C', 200)), 'sent');
+    const [retire] = written('channel');
+    assert.equal(retire?.kind, Frame.RETIRE);
+    const retired = parseRetirement(retire.payload);
     assert.equal(retired.reason, 'stuck');
     assert.deepEqual(retired.taskIds, [2]);
+    const [answer] = written('results');
+    assert.equal(answer?.kind, Frame.RESULT);
+    assert.equal(answer.id, 2);
+    const result = decodeResult(answer.payload);
+    assert.equal(result.ok, false);
+    assert.equal(result.ok ? '' : result.error.code, 'DEADLINE_EXCEEDED');
+    assert.match(result.ok ? '' : result.error.message, /time limit of 200 ms \(SSE_SCRIPT_TIMEOUT_MS\)/);
   });
 });
 
