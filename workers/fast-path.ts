@@ -14,6 +14,14 @@
  * outgrow it twice is then kept off the fast path for a while, so a slow LOAD pays that only twice;
  * a task that spent its budget mostly waiting for a busy CPU does not count. While the main thread is in
  * its isolate a watcher thread watches it (workers/main-watch.ts).
+ *
+ * Some native work cannot be stopped at the budget (compiling a huge eval, replaceAll on a long string):
+ * the attempt holds the main thread until that work ends, and the process reads no task meanwhile. Such
+ * an attempt is still only moved, never blamed: the watcher measures it against the call's time left,
+ * not the budget, so the process is retired only for a task stuck past its call's own limit, as a pool
+ * thread's would be (and one that used more CPU than its call had left fails on that limit). Its key is kept off at once, and the whole fast path pauses for a while in
+ * proportion to how long the main thread was held, so no script, repeated or made unique each call,
+ * holds the main thread for more than a small share of the time.
  */
 import { timeLimitError } from '../src/contract/limit-errors';
 import type { TaskResult } from '../src/contract/task';
@@ -38,8 +46,20 @@ const MAX_SLOW_KEYS = 1_024;
 /** A task moved after using at least this share of its budget in CPU time keeps its key off the fast path. */
 const SLOW_CPU_SHARE = 0.5;
 /**
- * How long past its budget the main thread may stay in its isolate before its process is retired: a
- * pool thread's grace. Every task sent to this process waits behind it meanwhile, but a shorter one
+ * CPU time past the budget after which an attempt counts as one that could not be stopped: isolated-vm
+ * ends an interruptible script within a millisecond of its limit, so only native work (or a collection
+ * at the memory limit) goes this far past it.
+ */
+const UNSTOPPABLE_OVERRUN_MS = 50;
+/**
+ * After an attempt that could not be stopped, no task takes the fast path for this many times as long
+ * as it held the main thread (at least SLOW_KEY_MS): such work then holds the main thread, and every
+ * task sent to the process waits, for at most about 1/21 of the time.
+ */
+const PAUSE_PER_HELD_MS = 20;
+/**
+ * How long past its call's time left the main thread may stay in its isolate before its process is
+ * retired: a pool thread's grace. Every task sent to this process waits behind it meanwhile, but a shorter one
  * (400 ms, tried) retired a process whose isolate was still collecting garbage at its memory limit
  * when the budget ran out: V8 answers the termination only after that collection.
  */
@@ -60,15 +80,19 @@ export class FastPath {
   private readonly results: ResultWriter;
   /** Context keys whose tasks outgrew the budget: how many times, and until when that counts. */
   private readonly slowKeys = new Map<string, { strikes: number; untilMs: number }>();
+  /** Until when (performance.now() ms) no task takes the fast path, after an attempt that could not be stopped. */
+  private pausedUntilMs = 0;
 
   constructor(
     limits: SandboxLimits,
     private readonly budgetMs: number,
     resultLock: SharedArrayBuffer,
+    /** Tests pass a watcher and a writer that write to files. */
+    parts: { readonly watch?: MainThreadWatch; readonly results?: ResultWriter } = {},
   ) {
-    this.watch = new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
+    this.watch = parts.watch ?? new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
-    this.results = new ResultWriter(resultLock);
+    this.results = parts.results ?? new ResultWriter(resultLock);
   }
 
   get enabled(): boolean {
@@ -81,7 +105,7 @@ export class FastPath {
 
   /** Whether a task of this size and key may run here. */
   accepts(contextKey: string, rowBytes: number): boolean {
-    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES) return false;
+    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES || performance.now() < this.pausedUntilMs) return false;
     const slow = this.slowKeys.get(contextKey);
     if (slow === undefined) return true;
     if (performance.now() >= slow.untilMs) this.slowKeys.delete(contextKey);
@@ -101,24 +125,41 @@ export class FastPath {
     let result: TaskResult;
     if (timeoutMs <= 0) result = timedOut(task.callTimeoutMs);
     else {
-      this.watch.enter(timeoutMs, task.taskId);
+      // Stuck only past what the call has left: past the budget alone the task is moved, not blamed.
+      this.watch.enter(leftMs, task.taskId);
+      const startedMs = performance.now();
       try {
         result = this.evaluator.run(task, timeoutMs);
       } finally {
         this.watch.leave();
       }
       if (!result.ok && result.timedOut && timeoutMs < leftMs) {
-        // The budget is wall time: a script that was mostly waiting for a busy CPU is not a slow one.
-        if (this.evaluator.lastFailureCpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(task.contextKey);
-        return 'moved';
+        const cpuMs = this.evaluator.lastFailureCpuMs;
+        this.noteOverrun(task.contextKey, timeoutMs, cpuMs, performance.now() - startedMs);
+        // Work that could not be stopped and used more CPU than the call has: past its own limit, as on a pool thread.
+        if (cpuMs < leftMs) return 'moved';
+        result = { ...timedOut(task.callTimeoutMs), scriptMs: cpuMs };
       }
     }
     Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
     return this.results.write(task.taskId, result) ? 'sent' : result;
   }
 
-  private markSlow(contextKey: string): void {
-    const strikes = (this.slowKeys.get(contextKey)?.strikes ?? 0) + 1;
+  /**
+   * An attempt that outgrew the budget: its key gets a strike, or all of them with a pause of the whole
+   * fast path when it could not be stopped. The budget is wall time: a script that was mostly waiting
+   * for a busy CPU is not a slow one, so CPU time decides.
+   */
+  private noteOverrun(contextKey: string, timeoutMs: number, cpuMs: number, heldMs: number): void {
+    if (cpuMs >= timeoutMs + UNSTOPPABLE_OVERRUN_MS) {
+      this.markSlow(contextKey, SLOW_STRIKES);
+      const pauseMs = Math.max(SLOW_KEY_MS, heldMs * PAUSE_PER_HELD_MS);
+      this.pausedUntilMs = Math.max(this.pausedUntilMs, performance.now() + pauseMs);
+    } else if (cpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(contextKey, 1);
+  }
+
+  private markSlow(contextKey: string, addStrikes: number): void {
+    const strikes = (this.slowKeys.get(contextKey)?.strikes ?? 0) + addStrikes;
     this.slowKeys.delete(contextKey);
     this.slowKeys.set(contextKey, { strikes, untilMs: performance.now() + SLOW_KEY_MS });
     for (const [oldest] of this.slowKeys) {

@@ -71,7 +71,11 @@ export class MainThreadWatch implements ThreadActivity {
     return this.watcher.terminate();
   }
 
-  /** The main thread enters its isolate for a task (taskId) or between tasks (no id), for at most timeoutMs. */
+  /**
+   * The main thread enters its isolate for a task (taskId) or between tasks (no id), for at most
+   * timeoutMs: for a task, what its call has left, not the fast path's budget, since native work may
+   * run past the budget and the task is then only moved (workers/fast-path.ts).
+   */
   enter(timeoutMs: number, taskId?: number): void {
     this.period = (this.period % 0x7fff_fffe) + 1;
     Atomics.store(this.view, WATCH_TIMEOUT_MS, timeoutMs);
