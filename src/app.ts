@@ -4,6 +4,7 @@
  */
 import type http from 'node:http';
 import { HeldBytes } from './calls/held-bytes';
+import { OpenCallSlots } from './calls/open-calls';
 import { LogRate, RefusedLines } from './calls/log-rate';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
@@ -67,6 +68,7 @@ export async function startPlugin(
     logger,
     {
       restarted: (reason) => metrics?.sandboxRestarts.inc({ reason }),
+      refusedBusy: () => metrics?.busyRefusals.inc(),
       availability: (available) => {
         clearTimeout(unavailableTimer);
         if (available && !draining) running?.setServing('SERVING');
@@ -75,7 +77,8 @@ export async function startPlugin(
     },
     (index, settings, listener, log) => new SandboxProcess(index, settings, listener, log, confinement),
   );
-  const held = new HeldBytes(config.maxHeldMb);
+  const held = new HeldBytes(config.maxHeldMb, config.hostSharePercent, () => metrics?.busyRefusals.inc());
+  const openCalls = new OpenCallSlots(pool.maxOpenCalls, config.hostSharePercent, () => metrics?.busyRefusals.inc());
   metrics = new Metrics(pool, held);
   let libraries: LibraryRegistry | undefined;
   try {
@@ -88,6 +91,7 @@ export async function startPlugin(
         config,
         pool,
         held,
+        openCalls,
         consoleRate,
         refusedLines: new RefusedLines(),
         clientHosts: new ClientHosts(config),

@@ -43,7 +43,11 @@ async function openWithOneRow(t: TestPlugin, value: number): Promise<RawCall> {
 
 describe(`calls left open, ${MAX_OPEN} at most (SSE_WORKERS=2, two sandbox processes)`, () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2' }, undefined, { maxOpenCalls: MAX_OPEN })));
+  // One host, the whole bound: this is about the front and the sandboxes agreeing, not host shares.
+  before(
+    async () =>
+      (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_HOST_SHARE_PERCENT: '100' }, undefined, { maxOpenCalls: MAX_OPEN })),
+  );
   after(async () => t.stop());
 
   it('a newcomer past the bound is refused as busy; a LOAD still streaming goes on and answers every row', async () => {

@@ -1,0 +1,67 @@
+/**
+ * The bound on calls open at once in the front, every EvaluateScript and ExecuteFunction call from
+ * its handler's start to its stream's end, whatever its kind: a sandbox process keeps the spec of
+ * each call it saw and refuses more than MAX_OPEN_CALLS (src/contract/channel.ts), so the front never
+ * admits more than that many. Counted at the call's start, not at its first task: calls without
+ * parameters and aggregations send no task before the client half-closes, and 4,401 of them were in
+ * flight while the bound said 4,096. One client host may hold at most SSE_HOST_SHARE_PERCENT of the
+ * slots (src/calls/host-shares.ts): 4,096 calls left open by one address refused every other host.
+ */
+import { PluginError } from '../contract/errors';
+import { openCallsError } from '../sandboxes/pool';
+import { HostShares, shareOf } from './host-shares';
+
+export class OpenCallSlots {
+  private open = 0;
+  private readonly hosts = new HostShares();
+  private readonly maxHostCalls: number;
+
+  constructor(
+    readonly maxCalls: number,
+    readonly hostSharePercent = 100,
+    /** Told of each refusal (sse_busy_refusals_total). */
+    private readonly onRefused: () => void = () => undefined,
+  ) {
+    this.maxHostCalls = shareOf(maxCalls, hostSharePercent);
+  }
+
+  /** Calls open now. */
+  get size(): number {
+    return this.open;
+  }
+
+  /** Calls of one client host open now. */
+  callsOf(host: string): number {
+    return this.hosts.usedBy(host);
+  }
+
+  /** Takes a slot for a call of `host`, or throws the busy error; returns the release (once is enough). */
+  admit(host: string): () => void {
+    const refusal = this.refusal(host);
+    if (refusal !== undefined) {
+      this.onRefused();
+      throw refusal;
+    }
+    this.open++;
+    this.hosts.join(host);
+    this.hosts.add(host, 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.open--;
+      this.hosts.add(host, -1);
+      this.hosts.leave(host);
+    };
+  }
+
+  private refusal(host: string): PluginError | undefined {
+    if (this.hosts.usedBy(host) >= this.maxHostCalls && this.maxHostCalls < this.maxCalls)
+      return new PluginError(
+        'RESOURCE_EXHAUSTED',
+        `the plugin is busy: calls from ${host} hold ${this.maxHostCalls} of the ${this.maxCalls} calls it keeps open, their host's share (SSE_HOST_SHARE_PERCENT=${this.hostSharePercent}); try again shortly`,
+      );
+    if (this.open >= this.maxCalls) return openCallsError(this.maxCalls);
+    return undefined;
+  }
+}
