@@ -25,6 +25,8 @@ export interface Plugin {
   readonly pool: SandboxPool;
   /** Bytes held for all calls together (SSE_MAX_HELD_MB). */
   readonly held: HeldBytes;
+  /** Calls open at once, and each client host's share of them (src/calls/open-calls.ts). */
+  readonly openCalls: OpenCallSlots;
   readonly logger: Logger;
   /** The connection limit in force and the descriptor limit it was derived from. */
   readonly connections: DescriptorBudget;
@@ -161,7 +163,7 @@ export async function startPlugin(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, held, logger, connections, confinement, libraries: offered, stop };
+  return { port: running.port, metricsPort, pool, held, openCalls, logger, connections, confinement, libraries: offered, stop };
 }
 
 /**
