@@ -4,8 +4,8 @@
  */
 import type http from 'node:http';
 import { HeldBytes } from './calls/held-bytes';
-import { OpenCallSlots } from './calls/open-calls';
 import { LogRate, RefusedLines } from './calls/log-rate';
+import { OpenCallSlots } from './calls/open-calls';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
 import { ClientHosts } from './grpc/client-hosts';
