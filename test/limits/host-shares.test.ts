@@ -16,6 +16,7 @@ import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, encodeBundle, FunctionType, num } from '../helpers/qlik-client';
 import { callFrom, connectFrom, openScriptStream, openStalledCall, type StalledCall } from '../helpers/raw-call';
 import { waitFor } from '../helpers/sandbox-calls';
+import { metricsText, sampleValue } from '../ops/process';
 
 const MB = 1024 * 1024;
 const REPLY_CHARS = 2_000_000;
@@ -50,7 +51,15 @@ async function stalledBigReply(t: TestPlugin, localAddress: string, value: numbe
 describe('held bytes: one host holds at most its share (SSE_MAX_HELD_MB=16, SSE_HOST_SHARE_PERCENT=50)', () => {
   let t: TestPlugin;
   // Replies unread for as long as the test likes: the share, not the reset, is under test here.
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_MAX_HELD_MB: '16', SSE_UNREAD_REPLY_TIMEOUT_MS: '600000' })));
+  before(
+    async () =>
+      (t = await startTestPlugin({
+        SSE_WORKERS: '2',
+        SSE_MAX_HELD_MB: '16',
+        SSE_UNREAD_REPLY_TIMEOUT_MS: '600000',
+        SSE_METRICS_PORT: '0',
+      })),
+  );
   after(async () => t.stop());
 
   it("a host whose clients never read fills only its share; its next call is refused naming the setting; another host's call is answered", async () => {
@@ -74,6 +83,9 @@ describe('held bytes: one host holds at most its share (SSE_MAX_HELD_MB=16, SSE_
     const again = await callFrom(t.plugin.port, '127.0.5.9', BIG_REPLY, [[num(8)]]);
     assert.equal(again.code, status.RESOURCE_EXHAUSTED, again.details);
     assert.match(again.details, /SSE_HOST_SHARE_PERCENT/);
+    // Both refusals are busy refusals to the metrics, though no queue was full.
+    const refusals = sampleValue(await metricsText(t.plugin.metricsPort as number), 'sse_busy_refusals_total');
+    assert.ok(refusals >= 2, `sse_busy_refusals_total is ${refusals}`);
     for (const call of held) call.cancel();
     await Promise.all(held.map((call) => call.closed));
     await waitFor('every held byte given back', () => t.plugin.held.bytes === 0, 10_000);
