@@ -82,12 +82,12 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     const requestId = randomUUID();
     // Read now: once a client drops its connection, grpc-js answers "unknown" for the call's peer.
     const peer = call.getPeer();
-    const host = deps.clientHosts.of(hostOf(peer));
     metrics.callStarted();
     let scriptCall: PreparedCall;
     // The call's one account, opened when its request messages began to arrive (src/grpc/incoming.ts):
-    // an open call costs the front its headers and its state, rows or not.
+    // an open call costs the front its headers and its state, rows or not. It knows the call's host.
     const incoming = incomingOf(call);
+    const host = incoming?.account.host ?? deps.clientHosts.of(hostOf(peer));
     const account = openCallAccount(deps.held, call, incoming?.account ?? deps.held.open(host));
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');

@@ -106,7 +106,8 @@ export class HeldAccount {
 
   constructor(
     private readonly budget: HeldBytes,
-    private readonly host: string,
+    /** The client host whose share it counts in. */
+    readonly host: string,
   ) {}
 
   get bytes(): number {
