@@ -19,7 +19,7 @@
  * the setting, while another host finds the rest free (src/calls/host-shares.ts says why a fixed part).
  */
 import { PluginError } from '../contract/errors';
-import { HostShares, shareOf } from './host-shares';
+import { HostShares, type HostUse, shareOf } from './host-shares';
 
 const MB = 1024 * 1024;
 
@@ -67,30 +67,28 @@ export class HeldBytes {
   /** host: the client host of the call (src/grpc/client-hosts.ts), whose share the account counts in. */
   open(host = ''): HeldAccount {
     this.openAccounts++;
-    this.hosts.join(host);
-    return new HeldAccount(this, host);
+    return new HeldAccount(this, this.hosts.join(host));
   }
 
   /** @internal by HeldAccount only: adds `bytes` or throws, leaving the totals unchanged. */
-  take(bytes: number, ownBytes: number, host: string): void {
-    const hostBytes = this.hosts.usedBy(host);
-    if (hostBytes + bytes > this.maxHostBytes && this.maxHostBytes < this.maxBytes) {
+  take(bytes: number, ownBytes: number, host: HostUse): void {
+    if (host.used + bytes > this.maxHostBytes && this.maxHostBytes < this.maxBytes) {
       this.onRefused();
-      throw hostShareError(this.maxHeldMb, this.hostSharePercent, host, ownBytes + bytes > this.maxHostBytes);
+      throw hostShareError(this.maxHeldMb, this.hostSharePercent, host.host, ownBytes + bytes > this.maxHostBytes);
     }
     if (this.total + bytes > this.maxBytes) {
       this.onRefused();
       throw heldLimitError(this.maxHeldMb, ownBytes + bytes > this.maxBytes);
     }
     this.total += bytes;
-    this.hosts.add(host, bytes);
+    host.used += bytes;
     if (this.total > this.peak) this.peak = this.total;
   }
 
   /** @internal by HeldAccount only. */
-  give(bytes: number, host: string, closing: boolean): void {
+  give(bytes: number, host: HostUse, closing: boolean): void {
     this.total -= bytes;
-    this.hosts.add(host, -bytes);
+    host.used -= bytes;
     if (closing) {
       this.openAccounts--;
       this.hosts.leave(host);
@@ -106,9 +104,14 @@ export class HeldAccount {
 
   constructor(
     private readonly budget: HeldBytes,
-    /** The client host whose share it counts in. */
-    readonly host: string,
+    /** The client host whose share it counts in, and what it holds. */
+    private readonly use: HostUse,
   ) {}
+
+  /** The client host whose share it counts in. */
+  get host(): string {
+    return this.use.host;
+  }
 
   get bytes(): number {
     return this.own;
@@ -117,21 +120,21 @@ export class HeldAccount {
   /** Counts bytes the call is about to keep; throws the busy error when they do not fit. */
   hold(bytes: number): void {
     if (this.closed || bytes <= 0) return;
-    this.budget.take(bytes, this.own, this.host);
+    this.budget.take(bytes, this.own, this.use);
     this.own += bytes;
   }
 
   release(bytes: number): void {
     const given = Math.min(Math.max(0, bytes), this.own);
     this.own -= given;
-    this.budget.give(given, this.host, false);
+    this.budget.give(given, this.use, false);
   }
 
   /** The call ended: gives back all it still holds. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.budget.give(this.own, this.host, true);
+    this.budget.give(this.own, this.use, true);
     this.own = 0;
     this.onClose?.();
   }

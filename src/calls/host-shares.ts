@@ -12,7 +12,12 @@
  * lookup a check (O(1)); locking Qlik out takes as many client networks as the shares cover.
  */
 
-interface HostUse {
+/** Hosts kept with no member open, at most (a client cycling networks costs a Map delete a call past it). */
+const KEPT_IDLE_HOSTS = 256;
+
+/** One host's use; a member keeps it and adds to `used` directly, with no lookup per change. */
+export interface HostUse {
+  readonly host: string;
   /** Accounts or calls of the host not yet closed: the entry goes with the last. */
   members: number;
   used: number;
@@ -21,7 +26,7 @@ interface HostUse {
 export class HostShares {
   private readonly hosts = new Map<string, HostUse>();
 
-  /** Hosts with a member open. */
+  /** Hosts known: with a member open, or idle among the few kept. */
   get size(): number {
     return this.hosts.size;
   }
@@ -30,21 +35,23 @@ export class HostShares {
     return this.hosts.get(host)?.used ?? 0;
   }
 
-  join(host: string): void {
-    const use = this.hosts.get(host);
-    if (use === undefined) this.hosts.set(host, { members: 1, used: 0 });
-    else use.members++;
+  /** A member of `host` opens: its use, to add to while it is open and to leave once. */
+  join(host: string): HostUse {
+    let use = this.hosts.get(host);
+    if (use === undefined) {
+      use = { host, members: 0, used: 0 };
+      this.hosts.set(host, use);
+    }
+    use.members++;
+    return use;
   }
 
-  add(host: string, amount: number): void {
-    const use = this.hosts.get(host);
-    if (use !== undefined) use.used += amount;
-  }
-
-  leave(host: string): void {
-    const use = this.hosts.get(host);
-    if (use === undefined) return;
-    if (--use.members <= 0) this.hosts.delete(host);
+  /**
+   * A host's entry stays after its last member while there are few hosts: a Map delete and set per
+   * call would cost more than all the rest of this bookkeeping (a host with one call at a time).
+   */
+  leave(use: HostUse): void {
+    if (--use.members <= 0 && this.hosts.size > KEPT_IDLE_HOSTS) this.hosts.delete(use.host);
   }
 }
 

@@ -43,15 +43,15 @@ export class OpenCallSlots {
       throw refusal;
     }
     this.open++;
-    this.hosts.join(host);
-    this.hosts.add(host, 1);
+    const use = this.hosts.join(host);
+    use.used++;
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.open--;
-      this.hosts.add(host, -1);
-      this.hosts.leave(host);
+      use.used--;
+      this.hosts.leave(use);
     };
   }
 
