@@ -4,7 +4,8 @@
  * limited how long that may take: 257 calls whose client paused its streams held 512 MB for as long
  * as the connection lived, with no traffic at all. The mirror of the stall on the request side
  * (SSE_HANDSHAKE_TIMEOUT_MS in src/grpc/incoming.ts): the clock runs only while a reply waits, and
- * each reply the client takes starts it again, so a slow reader is never cut, only one that stopped.
+ * each reply the client takes starts it again: a reader is cut only when one reply message (at most
+ * 4 MiB) takes it longer than the bound, under 140 KB/s at 30 s; Qlik reads them as they come.
  *
  * The status cannot reach a client that reads nothing (HTTP/2 sends trailers after the data), so
  * the stream is reset with ENHANCE_YOUR_CALM, which gRPC clients (grpc-js, Qlik's C-core) report as
