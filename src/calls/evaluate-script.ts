@@ -91,7 +91,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     const account = openCallAccount(deps.held, call, incoming?.account ?? deps.held.open(host));
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
-      account.alsoOnClose(deps.openCalls.admit(host));
+      account.alsoRelease(deps.openCalls.admit(host));
       account.hold(openCallBytes(call.metadata));
       scriptCall = prepare(call);
       if (scriptCall.lacksReturn === true)

@@ -100,7 +100,8 @@ export class HeldBytes {
 export class HeldAccount {
   private own = 0;
   private closed = false;
-  private onClose: (() => void) | undefined;
+  /** Something else the call holds until it ends (its open-call slot). */
+  private alsoHeld: { release(): void } | undefined;
 
   constructor(
     private readonly budget: HeldBytes,
@@ -136,13 +137,13 @@ export class HeldAccount {
     this.closed = true;
     this.budget.give(this.own, this.use, true);
     this.own = 0;
-    this.onClose?.();
+    this.alsoHeld?.release();
   }
 
   /** Gives back something else the call holds when it ends (its open-call slot): no listener more per call. */
-  alsoOnClose(release: () => void): void {
-    if (this.closed) return release();
-    this.onClose = release;
+  alsoRelease(held: { release(): void }): void {
+    if (this.closed) return held.release();
+    this.alsoHeld = held;
   }
 }
 

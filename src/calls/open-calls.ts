@@ -9,7 +9,7 @@
  */
 import { PluginError } from '../contract/errors';
 import { openCallsError } from '../sandboxes/pool';
-import { HostShares, shareOf } from './host-shares';
+import { HostShares, type HostUse, shareOf } from './host-shares';
 
 export class OpenCallSlots {
   private open = 0;
@@ -35,8 +35,8 @@ export class OpenCallSlots {
     return this.hosts.usedBy(host);
   }
 
-  /** Takes a slot for a call of `host`, or throws the busy error; returns the release (once is enough). */
-  admit(host: string): () => void {
+  /** Takes a slot for a call of `host`, or throws the busy error. */
+  admit(host: string): OpenCallSlot {
     const refusal = this.refusal(host);
     if (refusal !== undefined) {
       this.onRefused();
@@ -45,14 +45,14 @@ export class OpenCallSlots {
     this.open++;
     const use = this.hosts.join(host);
     use.used++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.open--;
-      use.used--;
-      this.hosts.leave(use);
-    };
+    return new OpenCallSlot(this, use);
+  }
+
+  /** @internal by OpenCallSlot only. */
+  give(use: HostUse): void {
+    this.open--;
+    use.used--;
+    this.hosts.leave(use);
   }
 
   private refusal(host: string): PluginError | undefined {
@@ -63,5 +63,22 @@ export class OpenCallSlots {
       );
     if (this.open >= this.maxCalls) return openCallsError(this.maxCalls);
     return undefined;
+  }
+}
+
+/** One call's slot; an object, not a closure, kept by its account (src/calls/held-bytes.ts). */
+export class OpenCallSlot {
+  private released = false;
+
+  constructor(
+    private readonly slots: OpenCallSlots,
+    private readonly use: HostUse,
+  ) {}
+
+  /** Gives the slot back; once is enough. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.slots.give(this.use);
   }
 }

@@ -11,8 +11,8 @@
  * the stream is reset with ENHANCE_YOUR_CALM, which gRPC clients (grpc-js, Qlik's C-core) report as
  * RESOURCE_EXHAUSTED; the reset gives back the replies' bytes at once. The plugin's log says why.
  *
- * Like src/grpc/incoming.ts it reaches grpc-js 1.14 internals (the call's http2 `stream`);
- * test/limits/unread-replies.test.ts fails if they change.
+ * Like src/grpc/incoming.ts it reaches grpc-js 1.14 internals (the call's http2 `stream`, and
+ * sendMessage on the prototype of its calls); test/limits/host-shares.test.ts fails if they change.
  */
 import type * as grpc from '@grpc/grpc-js';
 
@@ -27,8 +27,6 @@ interface Http2Stream {
   once(event: 'close', listener: () => void): unknown;
   close(code: number): void;
 }
-
-type SendMessage = (message: unknown, callback: () => void) => void;
 
 export function unreadReplyError(timeoutMs: number): string {
   return `the client took none of the call's replies for ${timeoutMs} ms (SSE_UNREAD_REPLY_TIMEOUT_MS): the call was reset (RESOURCE_EXHAUSTED); read replies as they come`;
@@ -46,6 +44,8 @@ export function endedForUnreadReplies(handlerStream: object): boolean {
 interface Waiting {
   readonly call: grpc.ServerInterceptingCallInterface;
   readonly stream: Http2Stream;
+  /** The plugin's sweep (one per server). */
+  readonly sweep: UnreadSweep;
   replies: number;
   /** When the client last took a reply, or the first of those waiting was handed on (Date.now()). */
   sinceMs: number;
@@ -102,28 +102,51 @@ class UnreadSweep {
   }
 }
 
+/** What it uses of grpc-js's BaseServerInterceptingCall, whose prototype it wraps once. */
+interface BaseCall {
+  readonly stream?: Http2Stream;
+  sendMessage(message: unknown, callback: () => void): void;
+}
+
+const watched = new WeakMap<object, Waiting>();
+/** Marks the prototype whose sendMessage is wrapped. */
+const WRAPPED = Symbol('unread-replies');
+
+/**
+ * Wraps grpc-js's sendMessage on the calls' prototype, once: a function assigned to each call's own
+ * object would keep every call's objects alive through V8's young-generation collections (see
+ * CountingDecoder in src/grpc/incoming.ts). Calls not watched pass straight through.
+ */
+function wrapSendMessage(prototype: BaseCall): void {
+  if (Object.hasOwn(prototype, WRAPPED)) return;
+  const send = prototype.sendMessage;
+  Object.defineProperty(prototype, WRAPPED, { value: true });
+  prototype.sendMessage = function (this: BaseCall, message: unknown, callback: () => void): void {
+    const entry = watched.get(this);
+    if (entry === undefined) return send.call(this, message, callback);
+    if (entry.replies++ === 0) {
+      entry.sinceMs = Date.now();
+      entry.sweep.add(entry);
+    }
+    send.call(this, message, () => {
+      // Taken by the client: the clock starts again for the replies still waiting, or stops.
+      if (--entry.replies === 0) entry.sweep.delete(entry);
+      else entry.sinceMs = Date.now();
+      callback();
+    });
+  };
+}
+
 export function endUnreadReplies(timeoutMs: number, logger: Logger): grpc.ServerInterceptor {
   const sweep = new UnreadSweep(timeoutMs, logger);
   return (_method, call) => {
-    const base = call as unknown as { stream?: Http2Stream; sendMessage?: SendMessage };
+    const base = call as unknown as BaseCall;
     const stream = base.stream;
-    const send = base.sendMessage;
-    if (stream === undefined || typeof send !== 'function')
+    if (stream === undefined || typeof base.sendMessage !== 'function')
       throw new Error('grpc-js internals changed: the call has no http2 stream; re-check src/grpc/unread-replies.ts');
-    const entry: Waiting = { call, stream, replies: 0, sinceMs: 0 };
-    stream.once('close', () => sweep.delete(entry));
-    base.sendMessage = (message, callback) => {
-      if (entry.replies++ === 0) {
-        entry.sinceMs = Date.now();
-        sweep.add(entry);
-      }
-      send.call(call, message, () => {
-        // Taken by the client: the clock starts again for the replies still waiting, or stops.
-        if (--entry.replies === 0) sweep.delete(entry);
-        else entry.sinceMs = Date.now();
-        callback();
-      });
-    };
+    wrapSendMessage(Object.getPrototypeOf(base) as BaseCall);
+    // A closed stream's entry leaves the sweep at its next check: no listener added per call.
+    watched.set(call, { call, stream, sweep, replies: 0, sinceMs: 0 });
     return call as grpc.ServerInterceptingCall;
   };
 }

@@ -75,8 +75,8 @@ describe('open calls per client host', () => {
     slots.admit('c');
     refusedWith(() => slots.admit('d'), /^the plugin is busy: 4 calls are open at once/);
     assert.deepEqual([slots.size, slots.callsOf('a'), refusals], [4, 2, 2]);
-    a1();
-    a1();
+    a1.release();
+    a1.release();
     assert.deepEqual([slots.size, slots.callsOf('a')], [3, 1]);
     slots.admit('a');
     assert.equal(slots.callsOf('a'), 2);
