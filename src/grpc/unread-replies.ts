@@ -110,8 +110,8 @@ interface BaseCall {
   [WATCH]?: Waiting;
 }
 
-/** Marks the prototype whose sendMessage is wrapped. */
-const WRAPPED = Symbol('unread-replies');
+/** The prototypes whose sendMessage is wrapped (grpc-js has one; a test process may load two). */
+const wrapped = new WeakSet<object>();
 const WATCH = Symbol('unread-replies-watch');
 
 /**
@@ -120,9 +120,9 @@ const WATCH = Symbol('unread-replies-watch');
  * CountingDecoder in src/grpc/incoming.ts). Calls not watched pass straight through.
  */
 function wrapSendMessage(prototype: BaseCall): void {
-  if (Object.hasOwn(prototype, WRAPPED)) return;
+  if (wrapped.has(prototype)) return;
+  wrapped.add(prototype);
   const send = prototype.sendMessage;
-  Object.defineProperty(prototype, WRAPPED, { value: true });
   prototype.sendMessage = function (this: BaseCall, message: unknown, callback: () => void): void {
     const entry = this[WATCH];
     if (entry === undefined) return send.call(this, message, callback);
