@@ -5,6 +5,7 @@
 import type http from 'node:http';
 import { HeldBytes } from './calls/held-bytes';
 import { LogRate, RefusedLines } from './calls/log-rate';
+import { OpenCallSlots } from './calls/open-calls';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
 import { ClientHosts } from './grpc/client-hosts';
@@ -24,6 +25,8 @@ export interface Plugin {
   readonly pool: SandboxPool;
   /** Bytes held for all calls together (SSE_MAX_HELD_MB). */
   readonly held: HeldBytes;
+  /** Calls open at once, and each client host's share of them (src/calls/open-calls.ts). */
+  readonly openCalls: OpenCallSlots;
   readonly logger: Logger;
   /** The connection limit in force and the descriptor limit it was derived from. */
   readonly connections: DescriptorBudget;
@@ -67,6 +70,7 @@ export async function startPlugin(
     logger,
     {
       restarted: (reason) => metrics?.sandboxRestarts.inc({ reason }),
+      refusedBusy: () => metrics?.busyRefusals.inc(),
       availability: (available) => {
         clearTimeout(unavailableTimer);
         if (available && !draining) running?.setServing('SERVING');
@@ -75,7 +79,8 @@ export async function startPlugin(
     },
     (index, settings, listener, log) => new SandboxProcess(index, settings, listener, log, confinement),
   );
-  const held = new HeldBytes(config.maxHeldMb);
+  const held = new HeldBytes(config.maxHeldMb, config.hostSharePercent, () => metrics?.busyRefusals.inc());
+  const openCalls = new OpenCallSlots(pool.maxOpenCalls, config.hostSharePercent, () => metrics?.busyRefusals.inc());
   metrics = new Metrics(pool, held);
   let libraries: LibraryRegistry | undefined;
   try {
@@ -88,6 +93,7 @@ export async function startPlugin(
         config,
         pool,
         held,
+        openCalls,
         consoleRate,
         refusedLines: new RefusedLines(),
         clientHosts: new ClientHosts(config),
@@ -157,7 +163,7 @@ export async function startPlugin(
     })();
     return stopping;
   };
-  return { port: running.port, metricsPort, pool, held, logger, connections, confinement, libraries: offered, stop };
+  return { port: running.port, metricsPort, pool, held, openCalls, logger, connections, confinement, libraries: offered, stop };
 }
 
 /**

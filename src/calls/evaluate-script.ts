@@ -13,6 +13,7 @@ import type { ClientHosts } from '../grpc/client-hosts';
 import { incomingOf } from '../grpc/incoming';
 import { hostOf } from '../grpc/peer-log';
 import { statusName, toStatus } from '../grpc/status';
+import { endedForUnreadReplies, unreadReplyError } from '../grpc/unread-replies';
 import type { Config } from '../ops/config';
 import type { Logger } from '../ops/log';
 import type { Metrics } from '../ops/metrics';
@@ -21,6 +22,7 @@ import { CallConsole } from './call-console';
 import { contextKey } from './context-key';
 import { type HeldBytes, heldHeaderBytes, openCallAccount } from './held-bytes';
 import type { LogRate, RefusedLines } from './log-rate';
+import type { OpenCallSlots } from './open-calls';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { PreparedScripts, scriptHash } from './prepared-scripts';
 import { readCommonHeader, type ScriptCall } from './request-header';
@@ -30,6 +32,8 @@ export interface HandlerDeps {
   readonly pool: SandboxPool;
   /** The front-wide budget of bytes held for calls (SSE_MAX_HELD_MB). */
   readonly held: HeldBytes;
+  /** The calls open at once, every kind, and each host's share of them (src/calls/open-calls.ts). */
+  readonly openCalls: OpenCallSlots;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** True once shutdown began: new calls are refused. */
@@ -81,11 +85,13 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     metrics.callStarted();
     let scriptCall: PreparedCall;
     // The call's one account, opened when its request messages began to arrive (src/grpc/incoming.ts):
-    // an open call costs the front its headers and its state, rows or not.
+    // an open call costs the front its headers and its state, rows or not. It knows the call's host.
     const incoming = incomingOf(call);
-    const account = openCallAccount(deps.held, call, incoming?.account);
+    const host = incoming?.account.host ?? deps.clientHosts.of(hostOf(peer));
+    const account = openCallAccount(deps.held, call, incoming?.account ?? deps.held.open(host));
     try {
       if (deps.draining()) throw new PluginError('UNAVAILABLE', 'the plugin is shutting down; try again on another instance');
+      account.alsoRelease(deps.openCalls.admit(host));
       account.hold(openCallBytes(call.metadata));
       scriptCall = prepare(call);
       if (scriptCall.lacksReturn === true)
@@ -112,7 +118,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       timeoutMs: config.scriptTimeoutMs,
       maxReplyBytes: MAX_REPLY_BYTES,
       contextKey: scriptCall.contextKey ?? contextKey(scriptCall.common, scriptCall.spec),
-      owner: { host: deps.clientHosts.of(hostOf(peer)), appId: scriptCall.common.appId, userId: scriptCall.common.userId },
+      owner: { host, appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       account,
       onConsole: (output) => scriptConsole.add(output),
     });
@@ -122,8 +128,13 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
     // counts each from the moment it takes it, so the early hold goes back then (this listener is first).
     if (incoming) call.on('data', () => incoming.taken());
     pipeline.run().then(
-      ({ error, summary }) => {
+      ({ error: ended, summary }) => {
         scriptConsole.finish();
+        // Reset for replies left unread (src/grpc/unread-replies.ts): grpc-js says 'cancelled'.
+        const error =
+          ended?.code === 'CANCELLED' && endedForUnreadReplies(call)
+            ? new PluginError('RESOURCE_EXHAUSTED', unreadReplyError(config.unreadReplyTimeoutMs))
+            : ended;
         logCall(deps, { rpc, requestId, started, call, peer, scriptCall, error, summary });
       },
       (error: unknown) => {

@@ -12,8 +12,14 @@
  * kept, and a call that would pass the budget fails with RESOURCE_EXHAUSTED "busy" naming the
  * variable. The account is closed when the call ends, whichever way, and gives back what is left,
  * so a bug in one release path cannot leak budget for ever.
+ *
+ * One client host (src/grpc/client-hosts.ts) may hold at most SSE_HOST_SHARE_PERCENT of the budget
+ * (half by default): a client that never read its replies held all 512 MB from one address, and
+ * every other host's calls were refused as busy. Past its share a host's call is refused naming
+ * the setting, while another host finds the rest free (src/calls/host-shares.ts says why a fixed part).
  */
 import { PluginError } from '../contract/errors';
+import { HostShares, type HostUse, shareOf } from './host-shares';
 
 const MB = 1024 * 1024;
 
@@ -21,11 +27,26 @@ export class HeldBytes {
   private total = 0;
   private peak = 0;
   private openAccounts = 0;
+  /** What each host holds: its accounts and their bytes. */
+  private readonly hosts = new HostShares();
+  private readonly maxHostBytes: number;
 
-  constructor(readonly maxHeldMb: number) {}
+  constructor(
+    readonly maxHeldMb: number,
+    readonly hostSharePercent = 100,
+    /** Told of each refusal (sse_busy_refusals_total). */
+    private readonly onRefused: () => void = () => undefined,
+  ) {
+    this.maxHostBytes = shareOf(this.maxBytes, hostSharePercent);
+  }
 
   get maxBytes(): number {
     return this.maxHeldMb * MB;
+  }
+
+  /** Bytes held now by the calls of one client host. */
+  bytesOf(host: string): number {
+    return this.hosts.usedBy(host);
   }
 
   /** Bytes held now by all calls together. */
@@ -43,22 +64,35 @@ export class HeldBytes {
     return this.openAccounts;
   }
 
-  open(): HeldAccount {
+  /** host: the client host of the call (src/grpc/client-hosts.ts), whose share the account counts in. */
+  open(host = ''): HeldAccount {
     this.openAccounts++;
-    return new HeldAccount(this);
+    return new HeldAccount(this, this.hosts.join(host));
   }
 
-  /** @internal by HeldAccount only: adds `bytes` or throws, leaving the total unchanged. */
-  take(bytes: number, ownBytes: number): void {
-    if (this.total + bytes > this.maxBytes) throw heldLimitError(this.maxHeldMb, ownBytes + bytes > this.maxBytes);
+  /** @internal by HeldAccount only: adds `bytes` or throws, leaving the totals unchanged. */
+  take(bytes: number, ownBytes: number, host: HostUse): void {
+    if (host.used + bytes > this.maxHostBytes && this.maxHostBytes < this.maxBytes) {
+      this.onRefused();
+      throw hostShareError(this.maxHeldMb, this.hostSharePercent, host.host, ownBytes + bytes > this.maxHostBytes);
+    }
+    if (this.total + bytes > this.maxBytes) {
+      this.onRefused();
+      throw heldLimitError(this.maxHeldMb, ownBytes + bytes > this.maxBytes);
+    }
     this.total += bytes;
+    host.used += bytes;
     if (this.total > this.peak) this.peak = this.total;
   }
 
   /** @internal by HeldAccount only. */
-  give(bytes: number, closing: boolean): void {
+  give(bytes: number, host: HostUse, closing: boolean): void {
     this.total -= bytes;
-    if (closing) this.openAccounts--;
+    host.used -= bytes;
+    if (closing) {
+      this.openAccounts--;
+      this.hosts.leave(host);
+    }
   }
 }
 
@@ -66,8 +100,19 @@ export class HeldBytes {
 export class HeldAccount {
   private own = 0;
   private closed = false;
+  /** Something else the call holds until it ends (its open-call slot). */
+  private alsoHeld: { release(): void } | undefined;
 
-  constructor(private readonly budget: HeldBytes) {}
+  constructor(
+    private readonly budget: HeldBytes,
+    /** The client host whose share it counts in, and what it holds. */
+    private readonly use: HostUse,
+  ) {}
+
+  /** The client host whose share it counts in. */
+  get host(): string {
+    return this.use.host;
+  }
 
   get bytes(): number {
     return this.own;
@@ -76,22 +121,29 @@ export class HeldAccount {
   /** Counts bytes the call is about to keep; throws the busy error when they do not fit. */
   hold(bytes: number): void {
     if (this.closed || bytes <= 0) return;
-    this.budget.take(bytes, this.own);
+    this.budget.take(bytes, this.own, this.use);
     this.own += bytes;
   }
 
   release(bytes: number): void {
     const given = Math.min(Math.max(0, bytes), this.own);
     this.own -= given;
-    this.budget.give(given, false);
+    this.budget.give(given, this.use, false);
   }
 
   /** The call ended: gives back all it still holds. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.budget.give(this.own, true);
+    this.budget.give(this.own, this.use, true);
     this.own = 0;
+    this.alsoHeld?.release();
+  }
+
+  /** Gives back something else the call holds when it ends (its open-call slot): no listener more per call. */
+  alsoRelease(held: { release(): void }): void {
+    if (this.closed) return held.release();
+    this.alsoHeld = held;
   }
 }
 
@@ -127,6 +179,17 @@ export function heldLimitError(maxHeldMb: number, alone = false): PluginError {
   return new PluginError(
     'RESOURCE_EXHAUSTED',
     `the plugin is busy: its calls already hold close to ${maxHeldMb} MB of rows and results waiting (SSE_MAX_HELD_MB); try again shortly`,
+  );
+}
+
+/** alone: this call by itself holds more than the host's share. */
+export function hostShareError(maxHeldMb: number, sharePercent: number, host: string, alone: boolean): PluginError {
+  const share = `${sharePercent}% of the ${maxHeldMb} MB the plugin holds for all calls (SSE_HOST_SHARE_PERCENT of SSE_MAX_HELD_MB)`;
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    alone
+      ? `the plugin is busy: this call's rows and results waiting in the plugin pass one client host's share, ${share}`
+      : `the plugin is busy: calls from ${host} already hold close to their host's share, ${share}; try again shortly`,
   );
 }
 

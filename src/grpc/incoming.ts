@@ -201,8 +201,15 @@ export class IncomingMessages {
 
 const byCall = new WeakMap<object, IncomingMessages>();
 
-/** stallMs: how long a client may keep its request open sending nothing (SSE_HANDSHAKE_TIMEOUT_MS). */
-export function countIncomingMessages(held: HeldBytes, stallMs: number): grpc.ServerInterceptor {
+/**
+ * stallMs: how long a client may keep its request open sending nothing (SSE_HANDSHAKE_TIMEOUT_MS);
+ * hostOfPeer: the client host whose share the call's account counts in (src/grpc/client-hosts.ts).
+ */
+export function countIncomingMessages(
+  held: HeldBytes,
+  stallMs: number,
+  hostOfPeer: (peer: string) => string = () => '',
+): grpc.ServerInterceptor {
   return (method, call) => {
     if (method.path === GET_CAPABILITIES_PATH) lowerReceiveLimit(call, MAX_CAPABILITIES_REQUEST_BYTES);
     const base = call as unknown as BaseCall;
@@ -210,7 +217,7 @@ export function countIncomingMessages(held: HeldBytes, stallMs: number): grpc.Se
     if (decoder === undefined || typeof decoder.write !== 'function' || base.stream === undefined)
       throw new Error('grpc-js internals changed: the call has no StreamDecoder; re-check src/grpc/incoming.ts');
     const stream = base.stream;
-    const incoming = new IncomingMessages(held.open(), base.maxReceiveMessageSize ?? 0);
+    const incoming = new IncomingMessages(held.open(hostOfPeer(call.getPeer())), base.maxReceiveMessageSize ?? 0);
     byCall.set(call, incoming);
     stream.once('close', () => incoming.close());
     // The response is complete but the client has not finished its request (a refused call, or one

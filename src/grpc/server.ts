@@ -17,8 +17,9 @@ import { ConnectionTable } from './connection-table';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
 import { countIncomingMessages } from './incoming';
-import { FirstCallPerHost } from './peer-log';
+import { FirstCallPerHost, hostOf } from './peer-log';
 import { encodeMessage, messages, PROTO_PATH } from './proto';
+import { endUnreadReplies } from './unread-replies';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';
 
@@ -85,7 +86,12 @@ export async function startServer(
     // Calls at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): a client may not open
     // hundreds of thousands of streams; clients queue past it, as gRPC clients do.
     'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
-    interceptors: [boundHealthRequests, countIncomingMessages(deps.held, config.handshakeTimeoutMs), countCallsPerConnection(table)],
+    interceptors: [
+      boundHealthRequests,
+      countIncomingMessages(deps.held, config.handshakeTimeoutMs, (peer) => deps.clientHosts.of(hostOf(peer))),
+      endUnreadReplies(config.unreadReplyTimeoutMs, logger),
+      countCallsPerConnection(table),
+    ],
   });
   const firstCalls = new FirstCallPerHost();
   server.addService(connectorService(), {

@@ -63,6 +63,13 @@ export interface Config {
   readonly maxConnections: number | undefined;
   /** Open connections from one client host at most; undefined: half of maxConnections. */
   readonly maxConnectionsPerHost: number | undefined;
+  /**
+   * The part of SSE_MAX_HELD_MB and of the open-call bound one client host may use, in percent
+   * (src/calls/host-shares.ts); 100 behind a load balancer, where every call comes from one host.
+   */
+  readonly hostSharePercent: number;
+  /** A call whose client takes none of its replies for this long is reset (src/grpc/unread-replies.ts). */
+  readonly unreadReplyTimeoutMs: number;
   /** Client addresses sharing this many leading bits are one host for its shares (src/grpc/client-hosts.ts). */
   readonly clientPrefixV4: number;
   readonly clientPrefixV6: number;
@@ -112,6 +119,20 @@ export const MAX_SCRIPT_BYTES_CEILING = 49_152;
  * for replies on their way: together with Node's own ~100 MB the front stays within about 650 MB.
  */
 export const DEFAULT_MAX_HELD_MB = 512;
+
+/**
+ * Half, as for connections (SSE_MAX_CONNECTIONS_PER_HOST): whatever one host holds, another finds at
+ * least half of the held bytes and of the open-call slots free. A share that shrank with the number of
+ * hosts would not free what the first host already holds, so a newcomer could still find none.
+ */
+export const DEFAULT_HOST_SHARE_PERCENT = 50;
+
+/**
+ * Qlik's engine reads replies as they come: a 4 MiB reply message takes well under a second on a LAN.
+ * Thirty seconds leave room for a slow WAN or an overloaded engine, while a client that reads nothing
+ * holds its replies (SSE_MAX_HELD_MB) for thirty seconds, not for as long as its connection lives.
+ */
+export const DEFAULT_UNREAD_REPLY_TIMEOUT_MS = 30_000;
 
 /**
  * A TLS handshake with client certificates takes a few milliseconds on a LAN (one round trip more
@@ -265,6 +286,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     functionsDir: optional('SSE_FUNCTIONS_DIR', nonEmpty),
     maxConnections: optional('SSE_MAX_CONNECTIONS', integer(1, 1_000_000)),
     maxConnectionsPerHost: optional('SSE_MAX_CONNECTIONS_PER_HOST', integer(1, 1_000_000)),
+    hostSharePercent: read('SSE_HOST_SHARE_PERCENT', integer(1, 100), DEFAULT_HOST_SHARE_PERCENT),
+    unreadReplyTimeoutMs: read('SSE_UNREAD_REPLY_TIMEOUT_MS', integer(100, 3_600_000), DEFAULT_UNREAD_REPLY_TIMEOUT_MS),
     clientPrefixV4: read('SSE_CLIENT_PREFIX_V4', integer(0, 32), DEFAULT_CLIENT_PREFIX_V4),
     clientPrefixV6: read('SSE_CLIENT_PREFIX_V6', integer(0, 128), DEFAULT_CLIENT_PREFIX_V6),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),

@@ -38,7 +38,7 @@ export class Metrics {
   });
   readonly busyRefusals = new Counter({
     name: 'sse_busy_refusals_total',
-    help: 'Calls refused because the queue was full',
+    help: 'Calls and chunks refused as busy: a full queue (SSE_MAX_QUEUE), held bytes past SSE_MAX_HELD_MB or a host share, open calls past the bound or a host share',
     registers: [this.registry],
   });
   readonly sandboxRestarts = new Counter({

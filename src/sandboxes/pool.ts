@@ -65,6 +65,7 @@ export class SandboxPool implements TaskRunner {
   private readonly openCalls = new Set<number>();
   private nextTaskId = 1;
   private closing = false;
+  private readonly refusedBusy: () => void;
 
   constructor(
     readonly settings: PoolSettings,
@@ -74,6 +75,7 @@ export class SandboxPool implements TaskRunner {
     spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
     this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs);
+    this.refusedBusy = events.refusedBusy ?? (() => undefined);
     // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
     const listener = {
       ready: () => {
@@ -150,10 +152,11 @@ export class SandboxPool implements TaskRunner {
 
   run(request: TaskRequest): Promise<TaskResult> {
     if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
-    if (this.queueSize >= this.settings.maxQueue) return Promise.reject(busyError(this.settings.maxQueue));
+    if (this.queueSize >= this.settings.maxQueue) return this.refuse(busyError(this.settings.maxQueue));
     if (!this.openCalls.has(request.callId)) {
       // A newcomer is refused, never an open call: its later tasks must find their spec in any process.
-      if (this.openCalls.size >= this.maxOpenCalls) return Promise.reject(openCallsError(this.maxOpenCalls));
+      // The front admits no more calls than this (src/calls/open-calls.ts); this guards the sandboxes' bound.
+      if (this.openCalls.size >= this.maxOpenCalls) return this.refuse(openCallsError(this.maxOpenCalls));
       this.openCalls.add(request.callId);
     }
     return new Promise<TaskResult>((resolve, reject) => {
@@ -191,8 +194,14 @@ export class SandboxPool implements TaskRunner {
     for (const sandbox of this.sandboxes) sandbox?.closeCall(callId);
   }
 
-  private get maxOpenCalls(): number {
+  /** Calls open at once, front and sandboxes alike (src/calls/open-calls.ts bounds the front's by it). */
+  get maxOpenCalls(): number {
     return this.settings.maxOpenCalls ?? MAX_OPEN_CALLS;
+  }
+
+  private refuse(error: PluginError): Promise<never> {
+    this.refusedBusy();
+    return Promise.reject(error);
   }
 
   /** The libraries scripts may require (a LIBRARIES frame): every sandbox process gets it once. */

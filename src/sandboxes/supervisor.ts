@@ -59,6 +59,8 @@ export interface Place {
 export interface PoolEvents {
   restarted?(reason: RestartReason): void;
   availability?(available: boolean): void;
+  /** A task was refused as busy (a full queue, or the open-call bound): sse_busy_refusals_total. */
+  refusedBusy?(): void;
 }
 
 /** Makes the handle of a slot's process: a real child process, or a fake in unit tests. */

@@ -86,6 +86,10 @@ export interface StalledCall {
   cancel(): void;
   /** Resolves when the stream is closed, whichever side closed it. */
   readonly closed: Promise<void>;
+  /** The response headers: with a grpc-status when the plugin refused the call before any reply. */
+  readonly response: Promise<http2.IncomingHttpHeaders>;
+  /** The RST_STREAM code the stream closed with (0 when it ended normally), once closed. */
+  rstCode(): number | undefined;
 }
 
 /**
@@ -93,14 +97,17 @@ export interface StalledCall {
  * stops taking its data and HTTP/2 flow control holds the plugin's writes. (A grpc-js client keeps
  * reading from the connection into its own memory even when nobody reads the call: it cannot show this.)
  */
-export function openStalledCall(address: string, options: ScriptCallOptions): StalledCall {
-  const session = http2.connect(`http://${address}`);
+export function openStalledCall(address: string, options: ScriptCallOptions, localAddress?: string): StalledCall {
+  const session = connectFrom(address, localAddress);
   session.on('error', () => undefined);
   const stream = openScriptStream(session, options);
   stream.pause();
   const closed = new Promise<void>((resolve) => stream.on('close', () => resolve()));
+  const response = new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once('response', resolve));
   void closed.then(() => session.close());
   return {
+    response,
+    rstCode: () => stream.rstCode,
     send(rows) {
       const message = encodeBundle(rows);
       const frame = Buffer.alloc(5 + message.length);
@@ -125,10 +132,7 @@ export function callFrom(
   options: ScriptCallOptions,
   rows: readonly (readonly Dual[])[],
 ): Promise<{ readonly code: number; readonly details: string }> {
-  const session = http2.connect(`http://127.0.0.1:${port}`, {
-    createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
-  });
-  session.on('error', () => undefined);
+  const session = connectFrom(`127.0.0.1:${port}`, localAddress);
   const stream = openScriptStream(session, options);
   const message = encodeBundle(rows);
   const frame = Buffer.alloc(5 + message.length);
@@ -149,4 +153,15 @@ export function callFrom(
       resolve(result);
     });
   });
+}
+
+/** An HTTP/2 session to `address` (host:port) from `localAddress` (127.0.0.x: another loopback "host"), or the default. */
+export function connectFrom(address: string, localAddress?: string): http2.ClientHttp2Session {
+  const [host = '127.0.0.1', port = '0'] = address.split(':');
+  const session =
+    localAddress === undefined
+      ? http2.connect(`http://${address}`)
+      : http2.connect(`http://${address}`, { createConnection: () => net.connect({ port: Number(port), host, localAddress }) });
+  session.on('error', () => undefined);
+  return session;
 }

@@ -43,7 +43,13 @@ async function openWithOneRow(t: TestPlugin, value: number): Promise<RawCall> {
 
 describe(`calls left open, ${MAX_OPEN} at most (SSE_WORKERS=2, two sandbox processes)`, () => {
   let t: TestPlugin;
-  before(async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2' }, undefined, { maxOpenCalls: MAX_OPEN })));
+  // One host, the whole bound: this is about the front and the sandboxes agreeing, not host shares.
+  before(
+    async () =>
+      (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_SANDBOX_PROCESSES: '2', SSE_HOST_SHARE_PERCENT: '100' }, undefined, {
+        maxOpenCalls: MAX_OPEN,
+      })),
+  );
   after(async () => t.stop());
 
   it('a newcomer past the bound is refused as busy; a LOAD still streaming goes on and answers every row', async () => {
@@ -72,6 +78,51 @@ describe(`calls left open, ${MAX_OPEN} at most (SSE_WORKERS=2, two sandbox proce
     const next = await openWithOneRow(t, 6);
     next.call.end();
     assert.equal((await next.result).code, grpc.status.OK);
+  });
+});
+
+describe(`every kind of call counts against the bound, ${MAX_OPEN} at most`, () => {
+  let t: TestPlugin;
+  before(
+    async () => (t = await startTestPlugin({ SSE_WORKERS: '2', SSE_HOST_SHARE_PERCENT: '100' }, undefined, { maxOpenCalls: MAX_OPEN })),
+  );
+  after(async () => t.stop());
+
+  it('calls without parameters and aggregations left open take their slots: a newcomer is refused, and they answer once ended', async () => {
+    // Neither sends a task before the client half-closes: they used to be in no count at all.
+    const noParams = [0, 1].map(() => openRawCall(t.client.client, { script: '7', returnType: DataType.NUMERIC, params: [] }, true, true));
+    const aggregations = [0, 1].map(() =>
+      openRawCall(
+        t.client.client,
+        {
+          script: 'args[0].length',
+          functionType: FunctionType.AGGREGATION,
+          returnType: DataType.NUMERIC,
+          params: [{ dataType: DataType.NUMERIC }],
+        },
+        true,
+        true,
+      ),
+    );
+    for (const call of noParams) call.send([]);
+    for (const call of aggregations) call.send([[num(1)], [num(2)], [num(3)]]);
+    await waitFor(`${MAX_OPEN} calls open in the front`, () => t.plugin.held.accounts >= MAX_OPEN, 10_000);
+    const newcomer = openRawCall(t.client.client, SCALAR);
+    newcomer.send([[num(5)]]);
+    newcomer.call.end();
+    const refused = await newcomer.result;
+    assert.equal(refused.code, grpc.status.RESOURCE_EXHAUSTED, refused.details);
+    assert.match(refused.details, new RegExp(`busy: ${MAX_OPEN} calls are open at once`));
+    const open = [...noParams, ...aggregations];
+    for (const call of open) call.call.end();
+    const results = await Promise.all(open.map((call) => call.result));
+    const values = results.map((result) => {
+      assert.equal(result.code, grpc.status.OK, result.details);
+      return result.messages.flatMap((m) =>
+        (decodeMessage(messages.BundledRows, m) as { rows: { duals: { numData: number }[] }[] }).rows.map((r) => r.duals[0]?.numData),
+      );
+    });
+    assert.deepEqual(values, [[7], [7], [3], [3]]);
   });
 });
 
