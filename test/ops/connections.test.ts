@@ -227,6 +227,7 @@ async function watchOn(session: http2.ClientHttp2Session): Promise<Watch> {
           refusal: `${headers['grpc-status']} ${decodeURIComponent(String(headers['grpc-message']))}`,
         });
     });
+    stream.once('close', () => resolve({ firstStatus: Promise.resolve(undefined), refusal: 'closed before an answer' }));
     // HealthCheckResponse { status = 1 (SERVING) } is the message 08 01.
     stream.once('data', (chunk: Buffer) =>
       resolve({
@@ -295,6 +296,43 @@ describe('connections from many hosts', () => {
     }
   });
 
+  it('raw connections that never start TLS are the first to give up a slot to a client with a certificate', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const tlsPlugin = await startTestPlugin({
+      SSE_TLS_DIR: certificates().serverDir,
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
+      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+    });
+    const raw = await Promise.all(
+      ['127.0.2.1', '127.0.2.1', '127.0.3.1', '127.0.3.1'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
+    );
+    try {
+      await assertTlsClientServed(tlsPlugin.plugin.port);
+      assert.equal(raw.filter((connection) => connection.socket.destroyed).length >= 1, true);
+    } finally {
+      for (const connection of raw) connection.socket.destroy();
+      await tlsPlugin.stop();
+    }
+  });
+});
+
+describe('health Watch calls and connection slots', () => {
+  const MAX_CONNECTIONS = 4;
+  const PER_HOST = 2;
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
+      SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
+    });
+  });
+  after(() => t.stop());
+
   it('connections that only hold health Watch calls give up a slot to a newcomer; a connection holds a few of them at most', {
     timeout: TEST_TIMEOUT_MS,
   }, async () => {
@@ -331,28 +369,6 @@ describe('connections from many hosts', () => {
       }
     } finally {
       for (const watcher of watchers) watcher.session.destroy();
-    }
-  });
-
-  it('raw connections that never start TLS are the first to give up a slot to a client with a certificate', {
-    timeout: TEST_TIMEOUT_MS,
-  }, async () => {
-    const tlsPlugin = await startTestPlugin({
-      SSE_TLS_DIR: certificates().serverDir,
-      SSE_WORKERS: '1',
-      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
-      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
-      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
-    });
-    const raw = await Promise.all(
-      ['127.0.2.1', '127.0.2.1', '127.0.3.1', '127.0.3.1'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
-    );
-    try {
-      await assertTlsClientServed(tlsPlugin.plugin.port);
-      assert.equal(raw.filter((connection) => connection.socket.destroyed).length >= 1, true);
-    } finally {
-      for (const connection of raw) connection.socket.destroy();
-      await tlsPlugin.stop();
     }
   });
 });
