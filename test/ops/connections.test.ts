@@ -256,18 +256,23 @@ async function watchingConnection(
   return { session, closed, firstStatus: watch.firstStatus };
 }
 
+/** Four connection slots, two a host; calls that send nothing end after SSE_HANDSHAKE_TIMEOUT_MS (their connections stay, idle). */
+const FOUR_SLOTS = { MAX_CONNECTIONS: 4, PER_HOST: 2 };
+
+function startFourSlotPlugin(): Promise<TestPlugin> {
+  return startTestPlugin({
+    SSE_WORKERS: '1',
+    SSE_MAX_CONNECTIONS: String(FOUR_SLOTS.MAX_CONNECTIONS),
+    SSE_MAX_CONNECTIONS_PER_HOST: String(FOUR_SLOTS.PER_HOST),
+    SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
+  });
+}
+
 describe('connections from many hosts', () => {
-  const MAX_CONNECTIONS = 4;
-  const PER_HOST = 2;
+  const { MAX_CONNECTIONS, PER_HOST } = FOUR_SLOTS;
   let t: TestPlugin;
   before(async () => {
-    // Calls that send nothing end after SSE_HANDSHAKE_TIMEOUT_MS; their connections stay, idle.
-    t = await startTestPlugin({
-      SSE_WORKERS: '1',
-      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
-      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
-      SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
-    });
+    t = await startFourSlotPlugin();
   });
   after(() => t.stop());
 
@@ -320,16 +325,9 @@ describe('connections from many hosts', () => {
 });
 
 describe('health Watch calls and connection slots', () => {
-  const MAX_CONNECTIONS = 4;
-  const PER_HOST = 2;
   let t: TestPlugin;
   before(async () => {
-    t = await startTestPlugin({
-      SSE_WORKERS: '1',
-      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
-      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
-      SSE_HANDSHAKE_TIMEOUT_MS: String(HANDSHAKE_TIMEOUT_MS),
-    });
+    t = await startFourSlotPlugin();
   });
   after(() => t.stop());
 
