@@ -30,6 +30,8 @@ import { evalText, textOf } from '../helpers/sandbox-calls';
 
 /** Compiling this takes ~0.5 s of CPU here, far past a 10 ms budget, and V8 does not stop a compile. */
 const UNSTOPPABLE = "eval('0;'.repeat(2e6)) + 7";
+/** Native work that holds the thread past the budget and ends on the 128 MB memory limit. */
+const MEMORY_AFTER_A_HOLD = "'ab'.repeat(4e6).replaceAll('a', 'cd').length";
 /** ~1.7 s here: past the watcher's 1 s grace, as in the attack that replaced a process per call. */
 const UNSTOPPABLE_PAST_GRACE = "eval('0;'.repeat(8e6)) + 7";
 
@@ -89,6 +91,15 @@ describe('a fast-path attempt that cannot be stopped at its budget', () => {
     assert.deepEqual(written('results'), [], 'a moved task was answered here');
     assert.equal(fastPath.accepts('key-A', 16), false, 'the same script takes the fast path again');
     assert.equal(fastPath.accepts('key-B', 16), false, 'a script made unique each call takes the fast path again');
+  });
+
+  it('pauses the fast path also when the work that held the thread ends on the memory limit', () => {
+    assert.equal(fastPath.run(onceTask(3, MEMORY_AFTER_A_HOLD, 'key-D', 60_000)), 'sent');
+    const [answer] = written('results');
+    const result = decodeResult(answer?.payload ?? new Uint8Array());
+    assert.equal(result.ok ? 'OK' : result.error.code, 'RESOURCE_EXHAUSTED');
+    assert.equal(fastPath.accepts('key-D', 16), false, 'the same script takes the fast path again');
+    assert.equal(fastPath.accepts('key-E', 16), false, 'a script made unique each call takes the fast path again');
   });
 
   it('is named stuck once it runs past what its call has left, and fails on its time limit', () => {
