@@ -4,7 +4,7 @@
  */
 import type http from 'node:http';
 import { HeldBytes } from './calls/held-bytes';
-import { LogRate, RefusedLines } from './calls/log-rate';
+import { FailedLines, LogRate } from './calls/log-rate';
 import { OpenCallSlots } from './calls/open-calls';
 import { FunctionRegistry } from './functions/registry';
 import { type DescriptorBudget, descriptorBudget, METRICS_MAX_CONNECTIONS, readDescriptorLimit } from './grpc/admission';
@@ -95,7 +95,7 @@ export async function startPlugin(
         held,
         openCalls,
         consoleRate,
-        refusedLines: new RefusedLines(),
+        failedLines: new FailedLines(),
         clientHosts: new ClientHosts(config),
         logger,
         metrics,

@@ -21,7 +21,7 @@ import { busyError, type SandboxPool } from '../sandboxes/pool';
 import { CallConsole } from './call-console';
 import { contextKey } from './context-key';
 import { type HeldBytes, heldHeaderBytes, openCallAccount } from './held-bytes';
-import type { LogRate, RefusedLines } from './log-rate';
+import type { FailedLines, LogRate } from './log-rate';
 import type { OpenCallSlots } from './open-calls';
 import { CallPipeline, type CallSummary } from './pipeline';
 import { PreparedScripts, scriptHash } from './prepared-scripts';
@@ -43,7 +43,7 @@ export interface HandlerDeps {
   /** The console rate all calls of both RPCs share (SSE_CONSOLE_RATE_KB). */
   readonly consoleRate: LogRate;
   /** The rate of refused calls' log lines, which both RPCs share. */
-  readonly refusedLines: RefusedLines;
+  readonly failedLines: FailedLines;
   /** Which client host an address counts as, for the fair queue (SSE_CLIENT_PREFIX_V4/V6). */
   readonly clientHosts: ClientHosts;
 }
@@ -168,7 +168,7 @@ interface CallRecord {
   readonly summary: CallSummary | undefined;
 }
 
-function logCall({ logger, metrics, refusedLines }: HandlerDeps, record: CallRecord): void {
+function logCall({ logger, metrics, failedLines }: HandlerDeps, record: CallRecord): void {
   metrics.callEnded();
   const { scriptCall, error, summary } = record;
   const durationMs = performance.now() - record.started;
@@ -185,20 +185,21 @@ function logCall({ logger, metrics, refusedLines }: HandlerDeps, record: CallRec
   }
   // Below info (SSE_LOG_LEVEL=warn, as the bench runs) the line is not even built.
   if (logger.isLevelEnabled('info')) {
-    // A refused call cost no sandbox time, so a client can repeat it far faster than calls run.
-    const refusedNotLogged = summary === undefined ? refusedLines.admit() : 0;
-    if (refusedNotLogged !== undefined) logger.info(callLine(record, durationMs, status, functionName, refusedNotLogged), record.rpc);
+    // A call refused, or failing at once (a syntax error), costs little, so a client can repeat it far
+    // faster than calls run; failed calls' lines share one rate.
+    const failedNotLogged = error !== null ? failedLines.admit() : 0;
+    if (failedNotLogged !== undefined) logger.info(callLine(record, durationMs, status, functionName, failedNotLogged), record.rpc);
   }
   if (error?.code === 'INVALID_ARGUMENT') logger.debug({ requestId: record.requestId, details: error.message }, `${record.rpc} failed`);
 }
 
-/** The call's one log line; refusedNotLogged: refused calls' lines left out before it. */
+/** The call's one log line; failedNotLogged: refused calls' lines left out before it. */
 function callLine(
   record: CallRecord,
   durationMs: number,
   status: string,
   functionName: string,
-  refusedNotLogged: number,
+  failedNotLogged: number,
 ): Record<string, unknown> {
   const { scriptCall, error, summary } = record;
   const common = scriptCall?.common ?? safeCommonHeader(record.call);
@@ -220,7 +221,7 @@ function callLine(
     status,
     // A script's own error message may quote row values: that only goes to debug.
     details: error && error.code !== 'INVALID_ARGUMENT' ? error.message : undefined,
-    refusedNotLogged: refusedNotLogged || undefined,
+    failedNotLogged: failedNotLogged || undefined,
   };
 }
 

@@ -1,6 +1,6 @@
-/** A log line of a refused call is a few hundred bytes: 20 a second is ~0.3 MB of log a minute. */
-const REFUSED_LINES_PER_SECOND = 20;
-const REFUSED_LINES_BURST = 200;
+/** A failed call's log line is a few hundred bytes: 20 a second is ~0.3 MB of log a minute. */
+const FAILED_LINES_PER_SECOND = 20;
+const FAILED_LINES_BURST = 200;
 
 /**
  * Front-wide rates of log output, token buckets shared by every call, for what a client can make the
@@ -9,9 +9,10 @@ const REFUSED_LINES_BURST = 200;
  *   calls come one after another: a black-box pass wrote 1.1 GB of log a minute from four clients
  *   looping one-row calls that each logged their 64 KiB. Past the rate, lines are dropped and counted
  *   in their call's dropped line.
- * - lines of refused calls (busy, shutting down, bad headers), which cost the front no sandbox time: one
- *   client looping refused calls wrote 53 MB of log a minute. Past the rate, the next line logged says
- *   how many were not; sse_calls_total counts every call.
+ * - lines of failed calls: refused ones (busy, shutting down, bad headers) cost the front no sandbox
+ *   time, and ones failing at once (a syntax error) little: one client looping refused calls wrote 53 MB
+ *   of log a minute, one looping syntax errors 70 MB. Past the rate, the next line logged says how many
+ *   were not; sse_calls_total counts every call.
  */
 export class LogRate {
   /** The console rate from the plugin's settings: a burst of one second's worth, and at least one call's whole share. */
@@ -20,9 +21,9 @@ export class LogRate {
     return new LogRate(bytesPerSecond, Math.max(bytesPerSecond, config.consoleBytes));
   }
 
-  /** Refused calls' lines: REFUSED_LINES_PER_SECOND, with a burst of REFUSED_LINES_BURST. */
-  static forRefusedCalls(): LogRate {
-    return new LogRate(REFUSED_LINES_PER_SECOND, REFUSED_LINES_BURST);
+  /** Failed calls' lines: FAILED_LINES_PER_SECOND, with a burst of FAILED_LINES_BURST. */
+  static forFailedCalls(): LogRate {
+    return new LogRate(FAILED_LINES_PER_SECOND, FAILED_LINES_BURST);
   }
 
   private tokens: number;
@@ -50,11 +51,11 @@ export class LogRate {
   }
 }
 
-/** Which refused calls get their log line: those within the rate, the next of them saying how many did not. */
-export class RefusedLines {
+/** Which failed calls get their log line: those within the rate, the next of them saying how many did not. */
+export class FailedLines {
   private notLogged = 0;
 
-  constructor(private readonly rate = LogRate.forRefusedCalls()) {}
+  constructor(private readonly rate = LogRate.forFailedCalls()) {}
 
   /** undefined: leave this call's line out; otherwise how many lines were left out since the last one logged. */
   admit(): number | undefined {

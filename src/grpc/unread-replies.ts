@@ -16,7 +16,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 
-import { RefusedLines } from '../calls/log-rate';
+import { FailedLines } from '../calls/log-rate';
 import type { Logger } from '../ops/log';
 
 /** RST_STREAM ENHANCE_YOUR_CALM: gRPC clients map it to RESOURCE_EXHAUSTED. */
@@ -58,7 +58,7 @@ interface Waiting {
 class UnreadSweep {
   private readonly waiting = new Set<Waiting>();
   private sweep: NodeJS.Timeout | undefined;
-  private readonly lines = new RefusedLines();
+  private readonly lines = new FailedLines();
 
   constructor(
     private readonly timeoutMs: number,

@@ -222,7 +222,7 @@ describe('the call line of a client that went away', () => {
   });
 });
 
-describe('refused calls', () => {
+describe('failed calls', () => {
   test('get their lines up to a rate; the next line logged counts those left out, so every call is in the log', async () => {
     const text: string[] = [];
     const config = loadConfig({ SSE_PORT: '0', SSE_HOST: '127.0.0.1', SSE_WORKERS: '1', SSE_ALLOW_SCRIPT: 'false', SSE_METRICS_PORT: '0' });
@@ -245,9 +245,9 @@ describe('refused calls', () => {
       await refuse();
       const lines = callLines();
       assert.equal(lines.length, logged + 1);
-      const leftOut = lines.reduce((sum, line) => sum + Number(line['refusedNotLogged'] ?? 0), 0);
+      const leftOut = lines.reduce((sum, line) => sum + Number(line['failedNotLogged'] ?? 0), 0);
       assert.equal(lines.length + leftOut, REFUSED + 1);
-      assert.ok(Number(lines.at(-1)?.['refusedNotLogged']) > 0, 'the last line counts those left out before it');
+      assert.ok(Number(lines.at(-1)?.['failedNotLogged']) > 0, 'the last line counts those left out before it');
       assert.equal(
         sampleValue(await metricsText(plugin.metricsPort ?? 0), 'sse_calls_total', { function: 'unknown', status: 'PERMISSION_DENIED' }),
         REFUSED + 1,
