@@ -19,8 +19,9 @@
  *   (each cost the front ~10 KB: 32,768 on 128 connections grew it by 340 MB).
  *
  * and by share: a newcomer's host with c connections may take a pending or idle slot of a host that
- * holds more than c. Locking Qlik out takes as many client addresses as there are slots, each feeding
- * a call. Choosing is one pass over the slots, and only when all are taken.
+ * holds more than c. Busy slots are never taken, so hosts holding SSE_MAX_CONNECTIONS_PER_HOST each (two
+ * at the default half), each connection feeding a call, still lock a newcomer out (security.md: open).
+ * Choosing is one pass over the slots, and only when all are taken.
  */
 
 export type ConnectionWorth = 'pending' | 'idle' | 'busy';
