@@ -10,17 +10,20 @@
  *   holder nothing to open again; the oldest goes first (a slow-handshake holder is old, a real client's
  *   handshake takes milliseconds);
  * - **idle** (no call open): a gRPC client reconnects on its next call;
- * - **busy** (a call open): never closed for a newcomer; closing it would fail calls in progress (behind
- *   a balancer Qlik's engine is the host holding most). A call whose client sends nothing with its
- *   request open ends after SSE_HANDSHAKE_TIMEOUT_MS (src/grpc/incoming.ts), so holding a slot takes
- *   a client that keeps sending. Health calls do not make a connection busy: a Watch stays open with
- *   nothing sent, and 128 connections from each of two addresses holding one Watch each kept every
- *   newcomer out for as long as they stayed. A connection may hold MAX_WATCHES_PER_CONNECTION of them
- *   (each cost the front ~10 KB: 32,768 on 128 connections grew it by 340 MB).
+ * - **busy** (a call open): closing it fails calls in progress, so it is taken last, and only from a
+ *   host holding at least two more slots than the newcomer's: two networks holding every slot with
+ *   calls they fed a byte at a time (or with connections whose HTTP/2 session died with a stream still
+ *   counted open: Node keeps such a socket until the keepalive ping fails, 80 s) locked every newcomer
+ *   out for as long as they liked. Health calls do not make a connection busy: a Watch stays open with
+ *   nothing sent. A connection may hold MAX_WATCHES_PER_CONNECTION of them (each cost the front ~10 KB:
+ *   32,768 on 128 connections grew it by 340 MB).
  *
- * and by share: a newcomer's host with c connections may take a pending or idle slot of a host that
- * holds more than c. Busy slots are never taken, so hosts holding SSE_MAX_CONNECTIONS_PER_HOST each (two
- * at the default half), each connection feeding a call, still lock a newcomer out (security.md: open).
+ * and by share: the slot is taken from the host holding most, so the slots tend to an even share per
+ * host (max-min fairness): a Qlik engine holding a few connections keeps them while a host holding a
+ * hundred is cut, and a call in progress is never cut to move its slot between two hosts holding about
+ * as many. A newcomer's host with c connections may take a pending or idle slot of a host holding more
+ * than c, a busy one of a host holding more than c + 1. Behind a balancer the balancer is one host and
+ * holds at most SSE_MAX_CONNECTIONS_PER_HOST, so its calls are cut only when other hosts hold the rest.
  * Choosing is one pass over the slots, and only when all are taken.
  */
 
@@ -174,21 +177,26 @@ export class ConnectionTable {
     let best: TrackedConnection | undefined;
     for (const connection of this.byKey.values()) {
       const holds = this.countOf(connection.host);
-      // A call in progress is never cut for a newcomer: calls that make no progress end on their own (SSE_HANDSHAKE_TIMEOUT_MS).
-      if (worthOf(connection) === 'busy' || holds <= fromHost) continue;
+      // Calls in progress are cut only for a gain in fairness: after the move the host still holds as many as the newcomer's.
+      if (holds <= fromHost + (worthOf(connection) === 'busy' ? 1 : 0)) continue;
       if (best === undefined || this.before(connection, best)) best = connection;
     }
     return best;
   }
 
-  /** Closed first: the less worth, then the host holding more, then the oldest pending or the newest otherwise. */
+  /**
+   * Closed first: a pending slot (worth nothing to anyone), then the host holding more, then idle before
+   * busy, then the oldest pending or the newest otherwise (the least invested in).
+   */
   private before(a: TrackedConnection, b: TrackedConnection): boolean {
-    const worthA = WORTH_ORDER[worthOf(a)];
-    const worthB = WORTH_ORDER[worthOf(b)];
-    if (worthA !== worthB) return worthA < worthB;
+    const pendingA = worthOf(a) === 'pending';
+    if (pendingA !== (worthOf(b) === 'pending')) return pendingA;
     const holdsA = this.countOf(a.host);
     const holdsB = this.countOf(b.host);
     if (holdsA !== holdsB) return holdsA > holdsB;
-    return worthA === WORTH_ORDER.pending ? a.sequence < b.sequence : a.sequence > b.sequence;
+    const worthA = WORTH_ORDER[worthOf(a)];
+    const worthB = WORTH_ORDER[worthOf(b)];
+    if (worthA !== worthB) return worthA < worthB;
+    return pendingA ? a.sequence < b.sequence : a.sequence > b.sequence;
   }
 }

@@ -174,10 +174,14 @@ describe('connections from one host', () => {
   });
 });
 
-/** An HTTP/2 connection from `localAddress` holding one EvaluateScript call open that never sends a row. */
+/**
+ * An HTTP/2 connection from `localAddress` holding one EvaluateScript call open that never sends a row;
+ * with feedEveryMs it sends an empty bundle that often, so the call never counts as silent.
+ */
 async function heldCall(
   port: number,
   localAddress: string,
+  feedEveryMs?: number,
 ): Promise<{ readonly closed: Promise<void>; readonly status: Promise<string>; readonly streamClosed: Promise<void>; close(): void }> {
   const session = http2.connect(`http://127.0.0.1:${port}`, {
     createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
@@ -198,6 +202,11 @@ async function heldCall(
     session.once('connect', () => session.ping((error) => (error ? reject(error) : resolve())));
   });
   const streamClosed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+  if (feedEveryMs !== undefined) {
+    // A zero-length gRPC message: a BundledRows with no rows.
+    const feed = setInterval(() => stream.write(Buffer.alloc(5)), feedEveryMs);
+    stream.once('close', () => clearInterval(feed));
+  }
   return { closed, status, streamClosed, close: () => session.destroy() };
 }
 
@@ -298,6 +307,41 @@ describe('connections from many hosts', () => {
     } finally {
       client.close();
       for (const connection of held) connection.close();
+    }
+  });
+
+  it('two hosts holding every slot with calls they keep feeding cannot lock out a third: a host holding most gives one up', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const FEED_EVERY_MS = HANDSHAKE_TIMEOUT_MS / 4;
+    // A plugin of its own: the connections of the test before may still count in the other one's table.
+    const own = await startFourSlotPlugin();
+    const held = [
+      ...(await Promise.all([
+        heldCall(own.plugin.port, '127.0.2.1', FEED_EVERY_MS),
+        heldCall(own.plugin.port, '127.0.2.1', FEED_EVERY_MS),
+      ])),
+      ...(await Promise.all([
+        heldCall(own.plugin.port, '127.0.3.1', FEED_EVERY_MS),
+        heldCall(own.plugin.port, '127.0.3.1', FEED_EVERY_MS),
+      ])),
+    ];
+    let closed = 0;
+    for (const connection of held) void connection.closed.then(() => closed++);
+    const client = new QlikClient(own.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      // The fed calls were still open (not ended as silent): one connection gave its slot up, the others stay.
+      await until(
+        () => closed,
+        (n) => n >= 1,
+        10_000,
+      );
+      assert.equal(closed, 1);
+    } finally {
+      client.close();
+      for (const connection of held) connection.close();
+      await own.stop();
     }
   });
 

@@ -103,13 +103,31 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     assert.equal(next.admit && next.evict, b1);
   });
 
-  it('never takes a busy slot: calls in progress are not cut for a newcomer', () => {
+  it('takes a busy slot only from a host holding two more than the newcomer, its newest one', () => {
     const table = new ConnectionTable(4, 4);
     const connections = fill(table, ['a', 'a', 'a', 'b']);
     for (const connection of connections) table.callOpened(connection.key);
-    assert.deepEqual(table.admit('c'), { admit: false, reason: 'full' });
-    table.callClosed((connections[2] as TrackedConnection).key);
+    // a holds 3, the newcomer's host 0: after the move a still holds 2 against c's 1.
     assert.deepEqual(table.admit('c'), { admit: true, evict: connections[2] });
+    table.closed(connections[2] as TrackedConnection);
+    table.callOpened(table.add('c', 'c|0', () => undefined).key);
+    // Now a holds 2, b and c 1 each: cutting a call would only move the unfairness, so b is refused.
+    assert.deepEqual(table.admit('b'), { admit: false, reason: 'full' });
+    assert.deepEqual(table.admit('d'), { admit: true, evict: connections[1] });
+  });
+
+  it("takes from the host holding most before an idle slot of a host holding few (Qlik's engine keeps its own)", () => {
+    const table = new ConnectionTable(6, 6);
+    const connections = fill(table, ['qlik', 'qlik', 'a', 'a', 'a', 'a']);
+    for (const connection of connections.slice(0, 2)) (connection as TrackedConnection).proven = true;
+    for (const connection of connections.slice(2)) table.callOpened(connection.key);
+    assert.deepEqual(table.admit('d'), { admit: true, evict: connections[5] });
+    // A pending slot is still taken before any proven one, whoever holds it.
+    const small = new ConnectionTable(3, 3);
+    const [x1, x2, y1] = fill(small, ['x', 'x', 'y']);
+    small.callOpened((x1 as TrackedConnection).key);
+    small.callOpened((x2 as TrackedConnection).key);
+    assert.deepEqual(small.admit('z'), { admit: true, evict: y1 });
   });
 
   it('counts calls per connection: proven at its first call, busy while one is open', () => {
