@@ -205,7 +205,7 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
  * Counts each call on its connection in the table (a call makes a plaintext connection proven, and an
  * open call makes it busy), with its headers: a call that would make its connection's open calls hold
  * more than MAX_HEADER_BYTES_PER_CONNECTION is answered RESOURCE_EXHAUSTED at once. The connection is
- * found by the peer address of the call's HTTP/2 session. Last in the interceptor list: it may return
+ * found by the peer address of the call's HTTP/2 session. Late in the interceptor list: it may return
  * a call of its own, and the ones before it need grpc-js's.
  */
 export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {

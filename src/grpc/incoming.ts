@@ -15,11 +15,17 @@
  * open is reset, and a connection carries at most MAX_CONCURRENT_STREAMS calls (src/grpc/server.ts). GetCapabilities carries an empty message:
  * its receive limit is lowered to a few bytes.
  *
+ * An open stream costs the front more than its messages and headers (its HTTP/2 and grpc-js objects):
+ * 16,000 silent GetCapabilities streams held steadily took the front from 76 to 230 MB resident, about
+ * 10 KB each, and twice that while they were re-made every 10 s (256 connections x 250 streams swung it
+ * between 1.0 and 2.0 GB with SSE_MAX_HELD_MB showing nothing). Each stream holds STREAM_HELD_BYTES in
+ * its call's account from its start (holdStreamCost), so the streams of one host stop at its share.
+ *
  * This reaches grpc-js 1.14 internals (the call's `decoder`, its read state, and the handler stream's
  * `call`), as src/grpc/health.ts does; test/limits/incoming.test.ts fails if they change.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { status } from '@grpc/grpc-js';
+import { ServerInterceptingCall, status } from '@grpc/grpc-js';
 
 import type { HeldAccount, HeldBytes } from '../calls/held-bytes';
 import { lowerReceiveLimit } from './health';
@@ -28,6 +34,8 @@ const NGHTTP2_NO_ERROR = 0;
 /** How long a client has to finish its side once the response is complete. */
 const RESET_AFTER_RESPONSE_MS = 1_000;
 const GET_CAPABILITIES_PATH = '/qlik.sse.Connector/GetCapabilities';
+/** What an open stream holds in the budget besides its messages: about its measured cost, garbage included. */
+export const STREAM_HELD_BYTES = 16 * 1024;
 /** GetCapabilities takes an Empty message: anything longer is not Qlik's. */
 const MAX_CAPABILITIES_REQUEST_BYTES = 64;
 
@@ -237,6 +245,33 @@ export function countIncomingMessages(
     (base as { decoder: CountingDecoder }).decoder = new CountingDecoder(decoder as Decoder, incoming, active);
     return call as grpc.ServerInterceptingCall;
   };
+}
+
+/**
+ * Holds STREAM_HELD_BYTES in each call's account (opened by countIncomingMessages), or refuses the call
+ * RESOURCE_EXHAUSTED busy when its host's share or the budget is full. Last in the interceptor list:
+ * it may return a call of its own, and the ones before it need grpc-js's (a call another one already
+ * refused is passed on).
+ */
+export function holdStreamCost(): grpc.ServerInterceptor {
+  return (_method, call) => {
+    const incoming = byCall.get(call);
+    if (incoming === undefined) return call as grpc.ServerInterceptingCall;
+    try {
+      incoming.account.hold(STREAM_HELD_BYTES);
+      return call as grpc.ServerInterceptingCall;
+    } catch (error) {
+      return refused(call, error);
+    }
+  };
+}
+
+/** A call refused before it began (grpc-js's documented way: a status instead of the metadata). */
+function refused(call: grpc.ServerInterceptingCallInterface, error: unknown): grpc.ServerInterceptingCall {
+  const details = error instanceof Error ? error.message : String(error);
+  return new ServerInterceptingCall(call, {
+    start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
+  });
 }
 
 /**

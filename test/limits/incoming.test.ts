@@ -8,11 +8,12 @@
  */
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { MAX_SMALL_PIECES } from '../../src/grpc/incoming';
+import { MAX_SMALL_PIECES, STREAM_HELD_BYTES } from '../../src/grpc/incoming';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { openScriptStream } from '../helpers/raw-call';
@@ -124,7 +125,64 @@ describe('request messages being received', () => {
     } finally {
       session.destroy();
     }
-    assert.equal(t.plugin.held.bytes, 0);
+    // The stream's own cost is given back when the front sees it close.
+    await waitFor('the stream given back', () => t.plugin.held.bytes === 0, 10_000);
+  });
+});
+
+describe('streams whose request never comes', () => {
+  const STREAMS_PER_CONNECTION = 100;
+  const CONNECTIONS = 6;
+  let t: TestPlugin;
+  before(async () => {
+    // The default host share (half of 16 MiB) and silent requests that are not ended while the test runs.
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_MAX_HELD_MB: String(MAX_HELD_MB), SSE_HANDSHAKE_TIMEOUT_MS: '60000' });
+  });
+  after(() => t.stop());
+
+  it("each hold a stream's cost: one host's silent streams stop at its share, another host is served", { timeout: 30_000 }, async () => {
+    const port = Number(t.address.split(':').pop());
+    const sessions = Array.from({ length: CONNECTIONS }, () => {
+      const session = http2.connect(`http://${t.address}`, {
+        createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress: '127.0.2.1' }),
+      });
+      session.on('error', () => undefined);
+      return session;
+    });
+    const refusals: string[] = [];
+    let answered = 0;
+    try {
+      for (const session of sessions)
+        for (let i = 0; i < STREAMS_PER_CONNECTION; i++) {
+          const stream = session.request({
+            ':method': 'POST',
+            ':path': '/qlik.sse.Connector/GetCapabilities',
+            'content-type': 'application/grpc',
+            te: 'trailers',
+          });
+          stream.on('error', () => undefined);
+          stream.on('response', (headers) => {
+            answered++;
+            if (headers['grpc-status'] !== undefined)
+              refusals.push(`${headers['grpc-status']} ${decodeURIComponent(String(headers['grpc-message']))}`);
+          });
+        }
+      // A held stream gets no answer; a refused one gets its status at once. The host's share fits this many streams:
+      const fit = Math.floor((MAX_HELD_MB * 1024 * 1024) / 2 / STREAM_HELD_BYTES);
+      const total = CONNECTIONS * STREAMS_PER_CONNECTION;
+      await waitFor('the streams past the share refused', () => answered >= total - fit, 20_000);
+      assert.equal(refusals.length, answered);
+      assert.equal(answered, total - fit);
+      assert.match(refusals[0] ?? '', /^8 the plugin is busy: calls from 127\.0\.2\.0\/24 already hold close to their host's share/);
+      assert.equal(t.plugin.held.bytes, fit * STREAM_HELD_BYTES);
+      assert.deepEqual(
+        numbers(await t.client.evaluate({ script: 'args[0] * 2', params: [{ dataType: DataType.NUMERIC }], bundles: [[[num(21)]]] })),
+        [42],
+      );
+    } finally {
+      for (const session of sessions) session.destroy();
+    }
+    await waitFor('every stream given back', () => t.plugin.held.bytes === 0, 10_000);
   });
 });
 
