@@ -66,7 +66,9 @@ export class TaskDispatch {
         this.calls.open(frame.id, { call: parseJson(frame.payload) as CallSpec, budget: newBudget() });
         return;
       case Frame.CLOSE_CALL:
+        // Closed with a task still running only when the call ended early: that task's result is not wanted.
         this.calls.delete(frame.id);
+        this.pool.stopCall(frame.id);
         return;
       case Frame.TASK:
         return this.arrive(frame);

@@ -21,7 +21,8 @@ import type { TaskResult } from '../src/contract/task';
 import { newResultLock } from './result-writer';
 import type { SandboxLimits } from './thread/sandbox';
 import { ActivityWatch, newActivityCells } from './thread-activity';
-import { CONTROL_STATE, CONTROL_TIMEOUT_MS, type EvaluateTask, newControl, TASK_FATAL, TASK_RUNNING } from './thread-task';
+import { newStopCells, TaskStops } from './thread-stop';
+import { CONTROL_STATE, CONTROL_STOP, CONTROL_TIMEOUT_MS, type EvaluateTask, newControl, TASK_FATAL, TASK_RUNNING } from './thread-task';
 
 const THREAD_FILE = path.join(__dirname, 'thread', 'evaluate.js');
 /** How long past its time limit a running task may go before its thread is presumed stuck. */
@@ -38,12 +39,15 @@ export function threadHeapMb(memoryLimitMb: number): number {
 /** What each thread starts with: the limits, and the lock its results socket is written under. */
 export interface ThreadData extends SandboxLimits {
   readonly resultLock: SharedArrayBuffer;
+  /** Where each thread says which task it runs, and is told to stop it (workers/thread-stop.ts). */
+  readonly stopCells: SharedArrayBuffer;
   /** Where each thread reports its between-task work (workers/thread-activity.ts). */
   readonly activity: SharedArrayBuffer;
 }
 
 interface Watched {
   readonly taskId: number;
+  readonly callId: number;
   readonly control: Int32Array;
   startedAt: number;
 }
@@ -52,6 +56,7 @@ export class ThreadPool {
   private readonly piscina: Piscina<EvaluateTask | null, TaskResult | null>;
   private readonly watched = new Set<Watched>();
   private readonly activity: ActivityWatch;
+  private readonly stops: TaskStops;
   private lastTaskEndMs = 0;
   /** Runs only while tasks do: an idle sandbox process wakes for nothing. */
   private watchdog: NodeJS.Timeout | undefined;
@@ -66,6 +71,8 @@ export class ThreadPool {
   ) {
     const activity = newActivityCells();
     this.activity = new ActivityWatch(activity);
+    const stopCells = newStopCells();
+    this.stops = new TaskStops(stopCells);
     this.piscina = new Piscina<EvaluateTask | null, TaskResult | null>({
       filename: THREAD_FILE,
       minThreads: threads,
@@ -75,7 +82,7 @@ export class ThreadPool {
       atomics: 'async',
       // Timing histograms are piscina's; the plugin measures its own (sse_call_duration_seconds).
       recordTiming: false,
-      workerData: { ...limits, resultLock: this.resultLock, activity } satisfies ThreadData,
+      workerData: { ...limits, resultLock: this.resultLock, stopCells, activity } satisfies ThreadData,
       resourceLimits: { maxOldGenerationSizeMb: threadHeapMb(limits.memoryLimitMb) },
     });
   }
@@ -90,9 +97,9 @@ export class ThreadPool {
    * the thread wrote the result to the front itself, else with the result for the caller to send.
    */
   async run(task: Omit<EvaluateTask, 'control'>, transferList: ArrayBuffer[]): Promise<TaskResult | null> {
-    const { taskId } = task;
+    const { taskId, callId } = task;
     const control = newControl();
-    const entry: Watched = { taskId, control: new Int32Array(control), startedAt: 0 };
+    const entry: Watched = { taskId, callId, control: new Int32Array(control), startedAt: 0 };
     this.watched.add(entry);
     if (!this.retired) this.watchdog ??= setInterval(() => this.check(), WATCH_INTERVAL_MS).unref();
     try {
@@ -102,6 +109,19 @@ export class ThreadPool {
     } finally {
       this.watched.delete(entry);
       this.lastTaskEndMs = performance.now();
+    }
+  }
+
+  /**
+   * The call ended (the front closed it): its tasks here stop, the one a thread runs at once, those
+   * still waiting for a thread when they reach one. Nobody reads their results but the front's count
+   * of what each thread was busy with, which so charges the call's client until its task stopped.
+   */
+  stopCall(callId: number): void {
+    for (const entry of this.watched) {
+      if (entry.callId !== callId) continue;
+      Atomics.store(entry.control, CONTROL_STOP, 1);
+      this.stops.stop(entry.taskId);
     }
   }
 

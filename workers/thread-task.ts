@@ -23,7 +23,10 @@ export interface EvaluateTask {
   readonly callTimeoutMs: number;
   /** Int32[BUDGET_SPENT_MS]: script time the call's tasks have used, shared by all of them. */
   readonly budget: SharedArrayBuffer;
-  /** Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the thread, watched by its sandbox process. */
+  /**
+   * Int32[CONTROL_STATE, CONTROL_TIMEOUT_MS], written by the thread, watched by its sandbox process;
+   * Int32[CONTROL_STOP], set by the sandbox process when the task's call ended (workers/thread-stop.ts).
+   */
   readonly control: SharedArrayBuffer;
   readonly maxReplyBytes: number;
   /** The process's current library set (workers/library-cell.ts): shared, so a task carries no code. */
@@ -33,6 +36,8 @@ export interface EvaluateTask {
 export const BUDGET_SPENT_MS = 0;
 export const CONTROL_STATE = 0;
 export const CONTROL_TIMEOUT_MS = 1;
+/** Non-zero once the task's call ended: the task is not started, or is stopped where it runs. */
+export const CONTROL_STOP = 2;
 export const TASK_QUEUED = 0;
 export const TASK_RUNNING = 1;
 export const TASK_DONE = 2;
@@ -41,7 +46,7 @@ export const TASK_FATAL = 3;
 
 /** A fresh control cell for one task. */
 export function newControl(): SharedArrayBuffer {
-  return new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+  return new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT);
 }
 
 /** A fresh budget cell for one call. */

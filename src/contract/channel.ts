@@ -9,7 +9,7 @@
  *
  * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
  *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, rows
- *                   CLOSE_CALL id = call   (its spec and contexts may go)
+ *                   CLOSE_CALL id = call   (its spec and contexts may go; a task of it still running is stopped)
  *                   LIBRARIES  id = 0      payload = JSON LibraryBundle (src/contract/libraries.ts), at start and reloads
  * sandbox -> front  READY      id = 0      payload = JSON { threads }
  *                   RESULT     id = task   payload = encodeResult()

@@ -62,6 +62,7 @@ export class Metrics {
       threads: number;
       residentBytes(): { index: number; bytes: number }[];
       retirements: number;
+      stoppedTasks?: number;
       processes(): { state: string }[];
       spareProcesses(): { state: string }[];
     },
@@ -95,6 +96,15 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(pool.retirements);
+      },
+    });
+    new Counter({
+      name: 'sse_tasks_stopped_total',
+      help: 'Running chunks a sandbox stopped because their call had ended (cancelled, past its deadline, failed)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(pool.stoppedTasks ?? 0);
       },
     });
     new Gauge({

@@ -64,6 +64,7 @@ export class SandboxPool implements TaskRunner {
    */
   private readonly openCalls = new Set<number>();
   private nextTaskId = 1;
+  private stopped = 0;
   private closing = false;
   private readonly refusedBusy: () => void;
 
@@ -119,6 +120,11 @@ export class SandboxPool implements TaskRunner {
 
   restartsFor(reason: RestartReason): number {
     return this.supervisor.restartsFor(reason);
+  }
+
+  /** Running tasks a sandbox stopped because their call had ended (workers/thread-stop.ts). */
+  get stoppedTasks(): number {
+    return this.stopped;
   }
 
   /** Processes retired near their memory fence to a ready spare (src/sandboxes/supervisor.ts). */
@@ -220,6 +226,8 @@ export class SandboxPool implements TaskRunner {
   }
 
   private onResult(task: QueuedTask, result: TaskResult): void {
+    // Until this result the stopped task counted as running for its client's host in the fair queue.
+    if (!result.ok && result.error.code === 'CANCELLED') this.stopped++;
     this.queue.finished(task.id);
     this.settle(task, result);
     // A spare that ran a quarantined retry is idle again: it may take an empty slot.

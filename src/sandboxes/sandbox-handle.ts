@@ -137,6 +137,12 @@ export abstract class SandboxHandle {
     if (this.current === 'held') this.current = 'ready';
   }
 
+  /** True when a task of this call was sent here and is not answered. */
+  protected holdsTaskOf(callId: number): boolean {
+    for (const { task } of this.inFlight.values()) if (task.request.callId === callId) return true;
+    return false;
+  }
+
   /** True when a task was sent more than its call's time limit + graceMs ago and is not answered. */
   overdue(nowMs: number, graceMs: number): boolean {
     for (const { task, sentAtMs } of this.inFlight.values()) if (nowMs - sentAtMs > task.request.call.callTimeoutMs + graceMs) return true;

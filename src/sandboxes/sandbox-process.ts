@@ -170,11 +170,13 @@ export class SandboxProcess extends SandboxHandle {
 
   /**
    * The call ended: the process may drop its spec. Not written at once: a one-row call then costs
-   * one write to the sandbox (its spec and task), not two.
+   * one write to the sandbox (its spec and task), not two. A call that ended with a task still
+   * running here ended early: the process stops that task on this frame, so it goes at once.
    */
   closeCall(callId: number): void {
     if (!this.knownCalls.delete(callId) || this.state === 'exited') return;
     this.pendingCloses.push(frameHeader(Frame.CLOSE_CALL, callId, 0));
+    if (this.holdsTaskOf(callId)) return this.writeCloses();
     // Left armed when the closes ride along with a task: a LOAD's calls then share one timer every
     // CLOSE_FLUSH_MS instead of setting and clearing one each.
     this.closeTimer ??= setTimeout(() => {

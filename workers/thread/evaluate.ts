@@ -3,7 +3,8 @@
  * TaskEvaluator (task-evaluator.ts: decode, run in the isolate, check, encode) and writes the result
  * to the front itself. Every failure is turned into data (TaskFailure); nothing is thrown across the
  * thread. The task's control cell tells the sandbox process when it started, with what time limit,
- * and whether V8 gave up on the isolate (workers/thread-pool.ts).
+ * and whether V8 gave up on the isolate (workers/thread-pool.ts); the sandbox process says there
+ * when the task's call ended, and the thread's stopper stops it where it runs (isolate-stopper.ts).
  */
 import { workerData } from 'node:worker_threads';
 
@@ -14,7 +15,18 @@ import type { TaskResult, TaskSuccess } from '../../src/contract/task';
 import { ResultWriter } from '../result-writer';
 import { threadActivity } from '../thread-activity';
 import type { ThreadData } from '../thread-pool';
-import { BUDGET_SPENT_MS, CONTROL_STATE, CONTROL_TIMEOUT_MS, type EvaluateTask, TASK_DONE, TASK_FATAL, TASK_RUNNING } from '../thread-task';
+import {
+  BUDGET_SPENT_MS,
+  CONTROL_STATE,
+  CONTROL_STOP,
+  CONTROL_TIMEOUT_MS,
+  type EvaluateTask,
+  TASK_DONE,
+  TASK_FATAL,
+  TASK_RUNNING,
+} from '../thread-task';
+import { IsolateStopper } from './isolate-stopper';
+import { stoppedError } from './sandbox';
 import { TaskEvaluator } from './task-evaluator';
 
 const limits = workerData as ThreadData;
@@ -34,7 +46,8 @@ function onCatastrophicError(message: string): void {
   if (runningControl && !/failed to terminate/i.test(message)) Atomics.store(runningControl, CONTROL_STATE, TASK_FATAL);
 }
 
-const evaluator = new TaskEvaluator(limits, onCatastrophicError, threadActivity(limits.activity));
+const stopper = new IsolateStopper(limits.stopCells);
+const evaluator = new TaskEvaluator(limits, onCatastrophicError, threadActivity(limits.activity), stopper);
 
 /** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
 export function warmUp(): void {
@@ -53,12 +66,29 @@ export default function evaluate(task: EvaluateTask): TaskResult | null {
   Atomics.store(control, CONTROL_TIMEOUT_MS, Math.max(0, timeoutMs));
   Atomics.store(control, CONTROL_STATE, TASK_RUNNING);
   runningControl = control;
-  const result = timeoutMs > 0 ? evaluator.run(task, timeoutMs) : timedOut(task.callTimeoutMs);
+  stopper.running(task.taskId);
+  const result = runTask(task, control, timeoutMs);
+  stopper.running(0);
   runningControl = undefined;
   Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
   Atomics.store(control, CONTROL_STATE, TASK_DONE);
   if (results.write(task.taskId, result)) return null;
   return result.ok ? (movable(result) as unknown as TaskResult) : result;
+}
+
+function runTask(task: EvaluateTask, control: Int32Array, timeoutMs: number): TaskResult {
+  // Read after the stopper was told which task runs: a stop either finds the task running or is seen here.
+  if (Atomics.load(control, CONTROL_STOP) !== 0) return stopped();
+  if (timeoutMs <= 0) return timedOut(task.callTimeoutMs);
+  const result = evaluator.run(task, timeoutMs);
+  // Stopped without being asked: the stop of this thread's previous task came a moment late. A script
+  // has no effect outside its call, so it runs again from the start (the stop was used up).
+  if (!result.ok && result.error.code === 'CANCELLED' && Atomics.load(control, CONTROL_STOP) === 0) return evaluator.run(task, timeoutMs);
+  return result;
+}
+
+function stopped(): TaskResult {
+  return { ok: false, error: stoppedError().toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
 }
 
 function timedOut(callTimeoutMs: number): TaskResult {

@@ -22,6 +22,7 @@ import { memoryLimitError, timeLimitError } from '../../src/contract/limit-error
 import { DataType, type ScriptSpec } from '../../src/contract/task';
 import { installConsole } from './console';
 import { installRuntime, type RuntimeEntries, type RuntimeInput, type RuntimeOutput } from './isolate-runtime';
+import { NO_STOPPER, type Stopper } from './isolate-stopper';
 import { isolatedVm } from './isolated-vm';
 import { IsolateLibraries, installRequire, LIBRARIES_GLOBAL } from './libraries';
 import { installRejectionWatch, RUN_END } from './rejection-watch';
@@ -97,9 +98,12 @@ export class Sandbox {
     private readonly onCatastrophicError: (message: string) => void,
     /** Told when the thread enters the isolate between tasks (a spare context), so its watchdog sees it. */
     private readonly activity: ThreadActivity = IDLE_ONLY,
+    /** Disposes the isolate from another thread when the running task's call ended (isolate-stopper.ts). */
+    private readonly stopper: Stopper = NO_STOPPER,
   ) {
     this.isolate = newIsolate(limits.memoryLimitMb, onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
+    this.stopper.arm(this.isolate);
     this.scheduleSpare();
   }
 
@@ -293,6 +297,10 @@ export class Sandbox {
    */
   private failure(error: unknown): PluginError {
     if (error instanceof PluginError) return error; // a syntax error from compile()
+    if (this.isolate.isDisposed && this.stopper.takeStopped() !== 0) {
+      this.rebuild();
+      return stoppedError();
+    }
     if (this.isolate.isDisposed) {
       this.rebuild();
       return memoryLimitError(this.limits.memoryLimitMb);
@@ -319,6 +327,7 @@ export class Sandbox {
     if (!this.isolate.isDisposed) this.isolate.dispose();
     this.isolate = newIsolate(this.limits.memoryLimitMb, this.onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
+    this.stopper.arm(this.isolate);
   }
 
   private compile(spec: ScriptSpec): ivm.Script {
@@ -491,6 +500,11 @@ export interface ThreadActivity {
 }
 
 const IDLE_ONLY: ThreadActivity = { enter: () => undefined, leave: () => undefined };
+
+/** The task's call ended while it ran: nobody reads this but the front's count of the thread's time. */
+export function stoppedError(): PluginError {
+  return new PluginError('CANCELLED', 'the call ended while this chunk ran: it was stopped');
+}
 
 function syntaxError(error: unknown): PluginError {
   const message = error instanceof Error ? error.message : String(error);

@@ -15,6 +15,7 @@ import { readLibraryCell } from '../library-cell';
 import type { EvaluateTask } from '../thread-task';
 import { consoleOutput } from './console-output';
 import type { RuntimeInput, RuntimeOutput } from './isolate-runtime';
+import type { Stopper } from './isolate-stopper';
 import { checkOutput } from './output-check';
 import { Sandbox, type SandboxLimits, type ThreadActivity } from './sandbox';
 import { encodeTableChunk } from './table-cells';
@@ -38,12 +39,14 @@ export class TaskEvaluator {
     /** isolated-vm's word that V8 gave up on the isolate (see Sandbox). */
     private readonly onCatastrophicError: (message: string) => void,
     private readonly activity: ThreadActivity,
+    /** A pool thread's: stops a task whose call ended (isolate-stopper.ts); the fast path's budget is short. */
+    private readonly stopper?: Stopper,
   ) {}
 
   /** Builds the isolate ahead of the first task, so its ~10 ms are not billed to a script. */
   warmUp(): void {
     if (this.sandbox) return;
-    this.sandbox = new Sandbox(this.limits, this.onCatastrophicError, this.activity);
+    this.sandbox = this.newSandbox();
     this.sandbox.warmUp();
   }
 
@@ -55,7 +58,7 @@ export class TaskEvaluator {
   /** Runs the task within timeoutMs of script time; never throws. */
   run(task: TaskInput, timeoutMs: number): TaskResult {
     const started = performance.now();
-    this.sandbox ??= new Sandbox(this.limits, this.onCatastrophicError, this.activity);
+    this.sandbox ??= this.newSandbox();
     const sandbox = this.sandbox;
     const rebuildsBefore = sandbox.rebuilds;
     const { memoryLimitMb } = this.limits;
@@ -94,6 +97,10 @@ export class TaskEvaluator {
         ...consoleOutput(output?.console ?? null, consoleLines),
       };
     }
+  }
+
+  private newSandbox(): Sandbox {
+    return new Sandbox(this.limits, this.onCatastrophicError, this.activity, this.stopper);
   }
 
   /** Gives the sandbox the process's current library set when it is not the one it has. */
