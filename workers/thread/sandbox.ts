@@ -113,13 +113,17 @@ export class Sandbox {
    * slower) and creating one costs ~0.9 ms a call (bench/RESULTS.md).
    */
   evaluate(spec: ScriptSpec, input: RuntimeInput, timeoutMs: number, callId: number, contextKey: string, retried = false): RuntimeOutput {
+    // Disposed between tasks: a stop that reached the isolate after its task's run had ended (isolate-stopper.ts).
+    if (this.isolate.isDisposed) this.rebuild();
     const started = performance.now();
     const leftMs = (): number => Math.max(1, Math.floor(timeoutMs - (performance.now() - started)));
     const sharedIsolate = this.serve(contextKey);
     const isolate = this.isolate;
-    const cpuBeforeNs = isolate.cpuTime;
+    let cpuBeforeNs: bigint | undefined;
     let context: KeptContext | undefined;
     try {
+      // In the try: the stopper may dispose the isolate from its own thread at any moment.
+      cpuBeforeNs = isolate.cpuTime;
       this.makeRoomFor(contextKey);
       context = this.contextFor(spec, contextKey, timeoutMs);
       const reset = context.callId !== callId && context.callId !== 0;
@@ -136,7 +140,7 @@ export class Sandbox {
       return output;
     } catch (error) {
       if (context) this.release(context);
-      this.lastCpuMs = cpuMsSince(isolate, cpuBeforeNs);
+      this.lastCpuMs = cpuBeforeNs === undefined ? 0 : cpuMsSince(isolate, cpuBeforeNs);
       const failure = this.failure(error);
       if (!retried && sharedIsolate && failure.code === 'RESOURCE_EXHAUSTED')
         return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
@@ -148,6 +152,7 @@ export class Sandbox {
 
   /** A new library set from the front: every context from now on gets it (kept ones had the old set). */
   setLibraries(bundle: LibraryBundle): void {
+    if (this.isolate.isDisposed) this.rebuild();
     this.libraries.set(bundle);
     this.dropKept();
     if (this.spare) this.release(this.spare);
@@ -327,6 +332,8 @@ export class Sandbox {
     if (!this.isolate.isDisposed) this.isolate.dispose();
     this.isolate = newIsolate(this.limits.memoryLimitMb, this.onCatastrophicError);
     this.runtime = this.isolate.compileScriptSync(RUNTIME_SOURCE, { filename: 'runtime.js' });
+    // A stop recorded for the isolate just replaced is used up: a later disposal is not a stop.
+    this.stopper.takeStopped();
     this.stopper.arm(this.isolate);
   }
 
