@@ -30,6 +30,32 @@
 export type ConnectionWorth = 'pending' | 'idle' | 'busy';
 
 /**
+ * Calls at once on one connection, the SETTINGS every connection starts with: the smallest value RFC
+ * 9113 recommends (nginx uses 128). A Qlik engine runs far fewer (about one per engine worker thread);
+ * a client past it queues its calls.
+ */
+export const MAX_CONCURRENT_STREAMS = 100;
+
+/**
+ * The streams one connection may carry when its host holds `connections`: MAX_CONCURRENT_STREAMS
+ * shared among them, halved as their number doubles (so a host growing to 128 connections sends at
+ * most 8 new SETTINGS to each), never less than one. The front's cost is per stream (about 150-400 µs
+ * of its one thread for a call answered at once), and its event loop serves connections in turn:
+ * 256 connections of two hosts opening and finishing health checks as fast as they were answered
+ * stalled another client's calls 3-6 s with 100 streams each, 1.3-4.4 s with 8 each, and 1.5-2.1 s once
+ * with one each. A LOAD makes one call at a time; a chart's calls beyond the threads only wait anyway.
+ */
+export function streamsPerConnection(connections: number): number {
+  const halvings = Math.ceil(Math.log2(Math.max(1, connections)));
+  return Math.max(1, Math.floor(MAX_CONCURRENT_STREAMS / 2 ** halvings));
+}
+
+/** What the table needs of a connection's HTTP/2 session: Node applies a lower limit at once (REFUSED_STREAM past it). */
+export interface StreamSettings {
+  settings(settings: { readonly maxConcurrentStreams: number }): void;
+}
+
+/**
  * Header bytes the open calls of one connection may hold, counted three times (the HTTP/2 text, its
  * base64, the decoded metadata): about 680 KB of headers, ten calls with the largest script header or
  * hundreds of ordinary ones. Open calls' headers live in HTTP/2 and grpc-js until the call ends, and a
@@ -69,6 +95,9 @@ export interface TrackedConnection {
   headerBytes: number;
   /** Ends the connection (and its calls); the table forgets it when it reports closed(). */
   readonly close: () => void;
+  /** Its HTTP/2 session, once grpc-js made one; and the streams at once it allows now. */
+  session: StreamSettings | undefined;
+  maxStreams: number;
 }
 
 export type Admission =
@@ -121,10 +150,21 @@ export class ConnectionTable {
       watches: 0,
       headerBytes: 0,
       close,
+      session: undefined,
+      maxStreams: MAX_CONCURRENT_STREAMS,
     };
     this.byKey.set(key, connection);
     this.perHost.set(host, this.countOf(host) + 1);
+    this.shareStreams(host);
     return connection;
+  }
+
+  /** The HTTP/2 session of the connection with this key was made: it gets its host's share of streams. */
+  sessionOpened(key: string, session: StreamSettings): void {
+    const connection = this.byKey.get(key);
+    if (connection === undefined) return;
+    connection.session = session;
+    this.allowStreams(connection, streamsPerConnection(this.countOf(connection.host)));
   }
 
   closed(connection: TrackedConnection): void {
@@ -133,6 +173,24 @@ export class ConnectionTable {
     const left = this.countOf(connection.host) - 1;
     if (left > 0) this.perHost.set(connection.host, left);
     else this.perHost.delete(connection.host);
+    this.shareStreams(connection.host);
+  }
+
+  /** Gives every connection of the host its share of streams, when the share changed. */
+  private shareStreams(host: string): void {
+    const share = streamsPerConnection(this.countOf(host));
+    for (const connection of this.byKey.values()) if (connection.host === host) this.allowStreams(connection, share);
+  }
+
+  private allowStreams(connection: TrackedConnection, streams: number): void {
+    if (connection.session === undefined || connection.maxStreams === streams) return;
+    connection.maxStreams = streams;
+    try {
+      connection.session.settings({ maxConcurrentStreams: streams });
+    } catch {
+      // A session closing, or one whose client acknowledges no SETTINGS (Node allows 10 unacknowledged):
+      // the last limit sent holds.
+    }
   }
 
   /** The connection's TLS handshake is done (a client certificate the root signed). */

@@ -12,7 +12,7 @@
  * stream: src/calls/evaluate-script.ts, whose pipeline counts it from then on) or when the stream
  * closes. Bytes received, not the size a prefix declares: 4,000 streams declaring 16 MiB each and
  * sending 1 KB filled the budget with 4 MB. Once the response is complete, a stream the client keeps
- * open is reset, and a connection carries at most MAX_CONCURRENT_STREAMS calls (src/grpc/server.ts). GetCapabilities carries an empty message:
+ * open is reset, and a connection carries at most MAX_CONCURRENT_STREAMS calls, fewer when its host holds many connections (src/grpc/connection-table.ts). GetCapabilities carries an empty message:
  * its receive limit is lowered to a few bytes.
  *
  * An open stream costs the front more than its messages and headers (its HTTP/2 and grpc-js objects):

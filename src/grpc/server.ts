@@ -5,6 +5,8 @@
  * handshake deadline) and hands connections to grpc-js, which closes those with no call open for
  * SSE_IDLE_TIMEOUT_MS and those whose peer stops answering pings.
  */
+import type http2 from 'node:http2';
+
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { evaluateScript, type HandlerDeps } from '../calls/evaluate-script';
@@ -13,7 +15,7 @@ import { MAX_REPLY_BYTES } from '../contract/replies';
 import { tlsServerOptions } from '../ops/tls';
 import { admitConnections, countCallsPerConnection, type DescriptorBudget } from './admission';
 import { capabilities } from './capabilities';
-import { ConnectionTable } from './connection-table';
+import { ConnectionTable, connectionKey, MAX_CONCURRENT_STREAMS } from './connection-table';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
 import { countIncomingMessages, holdStreamCost } from './incoming';
@@ -68,11 +70,20 @@ export interface RunningServer {
 }
 
 /**
- * Calls at once on one connection: the smallest value RFC 9113 recommends (nginx uses 128). A
- * Qlik engine runs far fewer (about one per engine worker thread); a client past it queues its calls.
- * At 256, 256 connections opening 64,000 streams at once stalled other calls 3.4-5.3 s.
+ * Gives each connection's HTTP/2 session to the table as it is made (before it reads a frame), so that
+ * the table can lower the streams it allows when its host opens more connections (connection-table.ts).
+ * grpc-js keeps the http2 server behind a connection injector in a private map; the newest entry is
+ * the injector's. test/ops/connections.test.ts fails if that changes.
  */
-export const MAX_CONCURRENT_STREAMS = 100;
+function shareStreamsPerHost(server: grpc.Server, table: ConnectionTable): void {
+  const servers = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
+  const injected = servers === undefined ? undefined : [...servers.keys()].at(-1);
+  if (injected === undefined)
+    throw new Error('grpc-js internals changed: no http2 server behind the injector; re-check src/grpc/server.ts');
+  injected.on('session', (session: http2.ServerHttp2Session) =>
+    table.sessionOpened(connectionKey(session.socket.remoteAddress, session.socket.remotePort), session),
+  );
+}
 
 export async function startServer(
   deps: HandlerDeps,
@@ -116,6 +127,7 @@ export async function startServer(
   health.addToServer(server);
   // TLS, when on, is done before grpc-js sees the socket (src/grpc/admission.ts).
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  shareStreamsPerHost(server, table);
   guardHeaderLimits(server);
   const admission = await admitConnections(
     injector,

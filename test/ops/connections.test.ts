@@ -13,7 +13,12 @@ import tls from 'node:tls';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { MAX_HEADER_BYTES_PER_CONNECTION, MAX_WATCHES_PER_CONNECTION } from '../../src/grpc/connection-table';
+import {
+  MAX_CONCURRENT_STREAMS,
+  MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_WATCHES_PER_CONNECTION,
+  streamsPerConnection,
+} from '../../src/grpc/connection-table';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { num, numbers, QlikClient } from '../helpers/qlik-client';
@@ -364,6 +369,45 @@ describe('connections from many hosts', () => {
     } finally {
       for (const connection of raw) connection.socket.destroy();
       await tlsPlugin.stop();
+    }
+  });
+});
+
+describe("a host's streams at once", () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1' });
+  });
+  after(() => t.stop());
+
+  /** A raw HTTP/2 session from `localAddress`, and the MAX_CONCURRENT_STREAMS the server allows it now. */
+  async function session(localAddress: string): Promise<{ session: http2.ClientHttp2Session; allowed: () => number | undefined }> {
+    const port = t.plugin.port;
+    const opened = http2.connect(`http://127.0.0.1:${port}`, {
+      createConnection: () => net.connect({ port, host: '127.0.0.1', localAddress }),
+    });
+    opened.on('error', () => undefined);
+    await new Promise<void>((resolve) => opened.once('remoteSettings', () => resolve()));
+    return { session: opened, allowed: () => opened.remoteSettings.maxConcurrentStreams };
+  }
+
+  it('are shared among its connections: a host opening more gets fewer on each, another host keeps its own', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const first = await session('127.0.2.1');
+    const other = await session('127.0.3.1');
+    assert.equal(first.allowed(), MAX_CONCURRENT_STREAMS);
+    const more = [await session('127.0.2.2'), await session('127.0.2.3')];
+    try {
+      // Four connections of 127.0.2.0/24: a quarter each, sent to the ones already open too.
+      await until(first.allowed, (n) => n === streamsPerConnection(4), 10_000);
+      for (const connection of more) await until(connection.allowed, (n) => n === streamsPerConnection(4), 10_000);
+      assert.equal(other.allowed(), MAX_CONCURRENT_STREAMS);
+      // Their connections closed, the first has the whole share again.
+      for (const connection of more) connection.session.destroy();
+      await until(first.allowed, (n) => n === MAX_CONCURRENT_STREAMS, 10_000);
+    } finally {
+      for (const connection of [first, other, ...more]) connection.session.destroy();
     }
   });
 });

@@ -7,6 +7,7 @@ import {
   ConnectionTable,
   MAX_HEADER_BYTES_PER_CONNECTION,
   MAX_WATCHES_PER_CONNECTION,
+  streamsPerConnection,
   type TrackedConnection,
   worthOf,
 } from '../../src/grpc/connection-table';
@@ -128,6 +129,29 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     small.callOpened((x1 as TrackedConnection).key);
     small.callOpened((x2 as TrackedConnection).key);
     assert.deepEqual(small.admit('z'), { admit: true, evict: y1 });
+  });
+
+  it("shares a host's streams among its connections, halving as they double, never below one", () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 8, 9, 16, 17, 64, 65, 256].map(streamsPerConnection), [100, 50, 25, 25, 12, 12, 6, 6, 3, 1, 1, 1]);
+    const table = new ConnectionTable(8, 8);
+    const sent: [string, number][] = [];
+    const session = (name: string) => ({
+      settings: ({ maxConcurrentStreams }: { maxConcurrentStreams: number }) => sent.push([name, maxConcurrentStreams]),
+    });
+    const [a1] = fill(table, ['a']);
+    table.sessionOpened((a1 as TrackedConnection).key, session('a1'));
+    assert.equal(sent.length, 0, 'one connection keeps the SETTINGS every connection starts with');
+    const b1 = table.add('b', 'b|0', () => undefined);
+    table.sessionOpened(b1.key, session('b1'));
+    const a2 = table.add('a', 'a|1', () => undefined);
+    table.sessionOpened(a2.key, session('a2'));
+    assert.deepEqual(sent, [
+      ['a1', 50],
+      ['a2', 50],
+    ]);
+    table.closed(a2);
+    assert.deepEqual(sent.at(-1), ['a1', 100]);
+    assert.equal(sent.filter(([name]) => name === 'b1').length, 0, "another host's connections keep theirs");
   });
 
   it('counts calls per connection: proven at its first call, busy while one is open', () => {
