@@ -20,7 +20,10 @@
  * - a task that had run past its call's time limit when its process met a memory bound (the fence,
  *   V8 giving up) fails naming the time limit, the one it passed first (a regular expression compiling
  *   past the limit in native code can reach the fence before the watchdog notices it).
- * Tasks sent back go first, in the order they were sent. A spare takes the dead process's slot at once
+ * Tasks sent back go first, in the order they were sent. A process whose main thread native work
+ * holds (HELD) gives its slot to a spare, and the tasks sent after the held one, which wait unread
+ * behind it, go first too. After a hold or a death the fast path pauses for every process, a memory
+ * kept here (src/sandboxes/fast-path-gate.ts). A spare takes the dead process's slot at once
  * (src/sandboxes/supervisor.ts); its own replacement starts at once, or after a growing delay when
  * processes keep dying.
  */
@@ -28,6 +31,7 @@ import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { Logger } from '../ops/log';
+import { FastPathGate } from './fast-path-gate';
 import { blamesMemory, culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
 import type { SandboxExit, SandboxHandle, SandboxState, SentTask } from './sandbox-handle';
 import { type PoolEvents, type PoolSettings, SandboxSupervisor, type SpawnSandbox, spawnSandboxProcess } from './supervisor';
@@ -63,6 +67,8 @@ export class SandboxPool implements TaskRunner {
    * each it saw, so no process can be asked to keep more than this many (MAX_OPEN_CALLS).
    */
   private readonly openCalls = new Set<number>();
+  /** The fast-path pause every process obeys, kept here: a process's own dies with it. */
+  private readonly fastPath = new FastPathGate();
   private nextTaskId = 1;
   private closing = false;
   private readonly refusedBusy: () => void;
@@ -84,6 +90,7 @@ export class SandboxPool implements TaskRunner {
       },
       result: (_: SandboxHandle, task: QueuedTask, result: TaskResult) => this.onResult(task, result),
       exit: (_: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]) => this.onExit(exit, tasks),
+      held: (sandbox: SandboxHandle, task: QueuedTask, heldMs: number) => this.onHeld(sandbox, task, heldMs),
     };
     this.supervisor = new SandboxSupervisor(settings, logger, events, listener, spawn);
   }
@@ -183,7 +190,7 @@ export class SandboxPool implements TaskRunner {
     const sandbox = this.freest();
     if (sandbox === undefined) return false;
     this.queue.startNow(task);
-    sandbox.send(task);
+    sandbox.send(task, this.poolOnly());
     this.supervisor.updateAvailability();
     return true;
   }
@@ -234,11 +241,41 @@ export class SandboxPool implements TaskRunner {
       for (const { task } of sent) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
       return;
     }
+    this.pauseFastPath(exit, sent);
     const reason = restartReason(exit);
     const culprits = new Set(exit.retirement?.taskIds ?? []);
     // Put back at the head last one first: they are sent again in the order they were sent.
     for (const one of [...sent].reverse()) this.recover(one, exit, culprits, reason);
     this.pump();
+  }
+
+  /**
+   * Native work of `task` holds a process's main thread: every process's fast path pauses, and once
+   * the process has left its slot to a spare (the supervisor's), the tasks waiting unread behind it
+   * go first to the slots, in the order they were sent. Not charged: they never ran.
+   */
+  private onHeld(sandbox: SandboxHandle, task: QueuedTask, heldMs: number): void {
+    this.fastPath.pause(heldMs, performance.now());
+    if (this.closing || this.sandboxes.includes(sandbox)) return;
+    const behind = sandbox.takeBackAfter(task.id);
+    for (const waiting of behind) this.queue.finished(waiting.id);
+    for (const waiting of behind.reverse()) this.requeue(waiting, this.queue);
+    this.pump();
+  }
+
+  /**
+   * A process that died holding tasks may have died of one on its main thread (the front cannot tell
+   * a crash's thread): the fast path pauses everywhere as long as it would have after that hold.
+   */
+  private pauseFastPath(exit: SandboxExit, sent: readonly SentTask[]): void {
+    if (sent.length === 0) return;
+    const heldMs = Math.max(...sent.map(({ sentAtMs }) => exit.endedAtMs - sentAtMs));
+    this.fastPath.pause(heldMs, exit.endedAtMs);
+  }
+
+  /** Whether a task sent now must stay off the sandboxes' main threads (src/sandboxes/fast-path-gate.ts). */
+  private poolOnly(): boolean {
+    return !this.fastPath.allows(performance.now());
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
@@ -319,8 +356,8 @@ export class SandboxPool implements TaskRunner {
   private send(sandbox: SandboxHandle, task: QueuedTask, alone?: 'alone'): void {
     // Counted running for its app, user and call, however it was queued: the fair queue's turns see it.
     this.queue.started(task);
-    if (alone) sandbox.sendAlone(task);
-    else sandbox.send(task);
+    if (alone) sandbox.sendAlone(task, this.poolOnly());
+    else sandbox.send(task, this.poolOnly());
   }
 
   private settle(task: QueuedTask, outcome: TaskResult | PluginError): void {
