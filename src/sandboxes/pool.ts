@@ -69,6 +69,8 @@ export class SandboxPool implements TaskRunner {
   private readonly openCalls = new Set<number>();
   /** The fast-path pause every process obeys, kept here: a process's own dies with it. */
   private readonly fastPath = new FastPathGate();
+  /** Tasks a process said hold its main thread, until their answer or its end: when each was sent (performance.now() ms). */
+  private readonly heldSinceMs = new Map<number, number>();
   private nextTaskId = 1;
   private closing = false;
   private readonly refusedBusy: () => void;
@@ -228,6 +230,7 @@ export class SandboxPool implements TaskRunner {
 
   private onResult(task: QueuedTask, result: TaskResult): void {
     this.queue.finished(task.id);
+    this.endHold(task.id, performance.now());
     this.settle(task, result);
     // A spare that ran a quarantined retry is idle again: it may take an empty slot.
     this.supervisor.fillEmptySlots();
@@ -236,7 +239,10 @@ export class SandboxPool implements TaskRunner {
 
   /** A process ended (the supervisor replaces it): the tasks its handle held are settled or sent again. */
   private onExit(exit: SandboxExit, sent: readonly SentTask[]): void {
-    for (const { task } of sent) this.queue.finished(task.id);
+    for (const { task } of sent) {
+      this.queue.finished(task.id);
+      this.heldSinceMs.delete(task.id);
+    }
     if (this.closing) {
       for (const { task } of sent) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
       return;
@@ -256,11 +262,23 @@ export class SandboxPool implements TaskRunner {
    */
   private onHeld(sandbox: SandboxHandle, task: QueuedTask, heldMs: number): void {
     this.fastPath.pause(heldMs, performance.now());
+    this.heldSinceMs.set(task.id, performance.now() - heldMs);
     if (this.closing || this.sandboxes.includes(sandbox)) return;
     const behind = sandbox.takeBackAfter(task.id);
     for (const waiting of behind) this.queue.finished(waiting.id);
     for (const waiting of behind.reverse()) this.requeue(waiting, this.queue);
     this.pump();
+  }
+
+  /**
+   * A held task answered: the pause grows to what the whole hold calls for (HELD came early in it). Its
+   * answer may include a run on a pool thread after the hold: a longer pause costs speed only.
+   */
+  private endHold(taskId: number, nowMs: number): void {
+    const sinceMs = this.heldSinceMs.get(taskId);
+    if (sinceMs === undefined) return;
+    this.heldSinceMs.delete(taskId);
+    this.fastPath.pause(nowMs - sinceMs, nowMs);
   }
 
   /**
