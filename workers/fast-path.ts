@@ -21,8 +21,12 @@
  * not the budget, so the process is retired only for a task stuck past its call's own limit, as a pool
  * thread's would be (and one that used more CPU than its call had left fails on that limit). Its key is kept off at once, and the whole fast path pauses for a while in
  * proportion to how long the main thread was held, so no script, repeated or made unique each call,
- * holds the main thread for more than a small share of the time.
+ * holds the main thread for more than a small share of the time. Work that holds it HELD_NOTICE_MS past
+ * the budget is also told to the front by the watcher (HELD): the front gives this process's slot to a
+ * spare, sends the tasks waiting unread behind it there, and pauses every process's fast path, a
+ * memory that outlives this process (src/sandboxes/fast-path-gate.ts).
  */
+import { fastPathPauseMs } from '../src/contract/channel';
 import { timeLimitError } from '../src/contract/limit-errors';
 import type { TaskResult } from '../src/contract/task';
 import { MainThreadWatch } from './main-watch';
@@ -52,18 +56,19 @@ const SLOW_CPU_SHARE = 0.5;
  */
 const UNSTOPPABLE_OVERRUN_MS = 50;
 /**
- * After an attempt that could not be stopped, no task takes the fast path for this many times as long
- * as it held the main thread (at least SLOW_KEY_MS): such work then holds the main thread, and every
- * task sent to the process waits, for at most about 1/21 of the time.
- */
-const PAUSE_PER_HELD_MS = 20;
-/**
  * How long past its call's time left the main thread may stay in its isolate before its process is
  * retired: a pool thread's grace. Every task sent to this process waits behind it meanwhile, but a shorter one
  * (400 ms, tried) retired a process whose isolate was still collecting garbage at its memory limit
  * when the budget ran out: V8 answers the termination only after that collection.
  */
 export const MAIN_STUCK_GRACE_MS = STUCK_GRACE_MS;
+/**
+ * How long past the budget a task may hold the main thread before the front is told (HELD): isolated-vm
+ * stops an interruptible script within a millisecond of the budget, so this is native work, and every
+ * task sent here waits behind it; the front then sends the waiting tasks elsewhere (a bystander waits
+ * about this long plus the watcher's first look, not until the work ends or the process is retired).
+ */
+const HELD_NOTICE_MS = 100;
 /** How often the watcher looks at the main thread: a few wake-ups a second while the process idles. */
 const WATCH_INTERVAL_MS = 100;
 
@@ -90,7 +95,9 @@ export class FastPath {
     /** Tests pass a watcher and a writer that write to files. */
     parts: { readonly watch?: MainThreadWatch; readonly results?: ResultWriter } = {},
   ) {
-    this.watch = parts.watch ?? new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS });
+    this.watch =
+      parts.watch ??
+      new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS, heldNoticeMs: budgetMs + HELD_NOTICE_MS });
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
     this.results = parts.results ?? new ResultWriter(resultLock);
   }
@@ -160,8 +167,9 @@ export class FastPath {
   private noteOverrun(contextKey: string, timeoutMs: number, cpuMs: number, heldMs: number): void {
     if (cpuMs >= timeoutMs + UNSTOPPABLE_OVERRUN_MS) {
       this.markSlow(contextKey, SLOW_STRIKES);
-      const pauseMs = Math.max(SLOW_KEY_MS, heldMs * PAUSE_PER_HELD_MS);
-      this.pausedUntilMs = Math.max(this.pausedUntilMs, performance.now() + pauseMs);
+      // The front pauses every process so too when it hears of the hold or of a process that died
+      // holding tasks (src/sandboxes/fast-path-gate.ts): a replacement starts without this memory.
+      this.pausedUntilMs = Math.max(this.pausedUntilMs, performance.now() + fastPathPauseMs(heldMs));
     } else if (cpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(contextKey, 1);
   }
 

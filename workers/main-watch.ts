@@ -7,7 +7,10 @@
  * writes when it enters its isolate and when it leaves, every WATCH_INTERVAL_MS, and when the main
  * thread stays in past its time limit + STUCK_GRACE_MS it writes RETIRE naming the task to blame on
  * the channel itself (the main thread cannot) and ends the process if that fails. The front then
- * ends the process and fails the task as it would for a stuck pool thread.
+ * ends the process and fails the task as it would for a stuck pool thread. Long before that, once a
+ * task has held the main thread heldNoticeMs (past the fast path's budget: native work), it writes
+ * HELD naming the task, so that the front stops sending here and sends the tasks that wait unread
+ * behind it elsewhere (src/sandboxes/supervisor.ts).
  *
  * The cell: a busy-period number (0 when out of the isolate), the task's id (+1; 0 between tasks),
  * the period's time limit, and whether V8 gave up on the isolate (onCatastrophicError).
@@ -33,11 +36,14 @@ export interface WatcherData {
   readonly channelFd: number;
   /** After RETIRE, how long the front has to end the process before it ends itself; 0: never (tests). */
   readonly killAfterMs: number;
+  /** How long a task may hold the main thread before the front is told (HELD); 0: never. */
+  readonly heldNoticeMs: number;
 }
 
 export interface WatchOptions {
   readonly graceMs: number;
   readonly intervalMs: number;
+  readonly heldNoticeMs?: number;
   readonly channelFd?: number;
   readonly killAfterMs?: number;
 }
@@ -50,11 +56,11 @@ export class MainThreadWatch implements ThreadActivity {
   private period = 0;
   private readonly watcher: Worker;
 
-  constructor({ graceMs, intervalMs, channelFd = CHANNEL_FD, killAfterMs = KILL_AFTER_MS }: WatchOptions) {
+  constructor({ graceMs, intervalMs, channelFd = CHANNEL_FD, killAfterMs = KILL_AFTER_MS, heldNoticeMs = 0 }: WatchOptions) {
     const cells = new SharedArrayBuffer(CELLS * Int32Array.BYTES_PER_ELEMENT);
     this.view = new Int32Array(cells);
     const watcher = new Worker(path.join(__dirname, 'main-watcher-thread.js'), {
-      workerData: { cells, graceMs, intervalMs, channelFd, killAfterMs } satisfies WatcherData,
+      workerData: { cells, graceMs, intervalMs, channelFd, killAfterMs, heldNoticeMs } satisfies WatcherData,
       // It only reads four cells and writes one small frame.
       resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
       stdout: false,

@@ -5,17 +5,21 @@
  * limit + graceMs, or V8 gave up on that isolate, it writes RETIRE on the channel (fd 3) naming the
  * task: the main thread is stuck in native code and writes nothing there meanwhile (it enters its
  * isolate only with nothing left to write on the channel). If the frame cannot be written whole, the
- * process ends itself; the front then retries the tasks it held as after any crash.
+ * process ends itself; the front then retries the tasks it held as after any crash. Earlier, once a
+ * task has held the main thread heldNoticeMs, it writes HELD (once a period) the same way: one that
+ * the socket cannot take at all is left out (the front then waits for RETIRE, as before HELD was).
  */
 import { writeSync } from 'node:fs';
 import { workerData } from 'node:worker_threads';
 
-import { type Retirement, retireFrame } from '../src/contract/control-frames';
+import { heldFrame, type Retirement, retireFrame } from '../src/contract/control-frames';
 import { WATCH_FATAL, WATCH_PERIOD, WATCH_TASK, WATCH_TIMEOUT_MS, type WatcherData } from './main-watch';
 
-const { cells, graceMs, intervalMs, channelFd, killAfterMs } = workerData as WatcherData;
+const { cells, graceMs, intervalMs, channelFd, killAfterMs, heldNoticeMs } = workerData as WatcherData;
 const view = new Int32Array(cells);
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** How often it looks while a period it has seen goes on (a hold is rare: the fast path's tasks take ~0.2 ms). */
+const BUSY_INTERVAL_MS = 20;
 
 function retire(retirement: Retirement): never {
   try {
@@ -31,6 +35,21 @@ function retire(retirement: Retirement): never {
   for (;;) Atomics.wait(sleeper, 0, 0);
 }
 
+/** Tells the front the task holds the main thread; a frame cut short would corrupt the channel: the process ends. */
+function tellHeld(taskId: number): void {
+  const frame = heldFrame(taskId);
+  let written = 0;
+  try {
+    written = writeSync(channelFd, frame);
+  } catch {
+    return;
+  }
+  if (written !== frame.length) {
+    process.kill(process.pid, 'SIGKILL');
+    for (;;) Atomics.wait(sleeper, 0, 0);
+  }
+}
+
 function blamed(): number[] {
   const task = Atomics.load(view, WATCH_TASK);
   return task === 0 ? [] : [(task - 1) >>> 0];
@@ -39,8 +58,10 @@ function blamed(): number[] {
 function watch(): never {
   let seenPeriod = 0;
   let sinceMs = 0;
+  let told = false;
   for (;;) {
-    Atomics.wait(sleeper, 0, 0, intervalMs);
+    // Closer looks while the main thread is in its isolate: HELD goes out soon after heldNoticeMs.
+    Atomics.wait(sleeper, 0, 0, seenPeriod === 0 ? intervalMs : Math.min(intervalMs, BUSY_INTERVAL_MS));
     const period = Atomics.load(view, WATCH_PERIOD);
     if (period === 0) {
       seenPeriod = 0;
@@ -52,9 +73,15 @@ function watch(): never {
     if (period !== seenPeriod) {
       seenPeriod = period;
       sinceMs = now;
-    } else if (now - sinceMs > Atomics.load(view, WATCH_TIMEOUT_MS) + graceMs) {
-      retire({ reason: 'stuck', taskIds: blamed(), detail: "the sandbox process's main thread stopped responding past its time limit" });
+      told = false;
+      continue;
     }
+    if (!told && heldNoticeMs > 0 && now - sinceMs > heldNoticeMs) {
+      told = true;
+      for (const taskId of blamed()) tellHeld(taskId);
+    }
+    if (now - sinceMs > Atomics.load(view, WATCH_TIMEOUT_MS) + graceMs)
+      retire({ reason: 'stuck', taskIds: blamed(), detail: "the sandbox process's main thread stopped responding past its time limit" });
   }
 }
 

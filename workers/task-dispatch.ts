@@ -4,6 +4,8 @@
  * the channel are taken in order; of the tasks among them, all but the last go to the pool at once,
  * and the last may run on the main thread after them: when several tasks arrive together the pool's
  * threads run them side by side, and a lone small task (a LOAD's next row) skips the hand-off.
+ * A task the front marks pool-only never runs on the main thread: the front's memory of what held a
+ * main thread outlives this process (src/sandboxes/fast-path-gate.ts).
  * Either way a task carries the library set in force when it arrived (LIBRARIES frames come in order
  * with the tasks), and each evaluator loads a new set before its next task (task-evaluator.ts).
  */
@@ -37,6 +39,8 @@ interface ArrivedTask {
   readonly owned: boolean;
   /** The library set in force when it arrived (workers/library-cell.ts); null: none sent yet. */
   readonly libraries: SharedArrayBuffer | null;
+  /** The front keeps it off the main thread (its fast-path pause outlives any one process). */
+  readonly poolOnly: boolean;
 }
 
 export class TaskDispatch {
@@ -84,7 +88,7 @@ export class TaskDispatch {
     this.arrived.length = 0;
     if (last === undefined) return;
     // The watcher may write on the channel while the main thread is stuck: only when nothing is pending there.
-    if (!this.fastPath.accepts(last.open.call.contextKey, last.bytes.byteLength) || this.channel.writableLength > 0)
+    if (last.poolOnly || !this.fastPath.accepts(last.open.call.contextKey, last.bytes.byteLength) || this.channel.writableLength > 0)
       return this.toPool(last);
     const outcome = this.fastPath.run(evaluateInput(last, last.bytes));
     if (outcome === 'moved') this.toPool(last);
@@ -98,9 +102,9 @@ export class TaskDispatch {
     // Tasks of one call may also run in other sandbox processes: the front's count of its script time wins when larger.
     const spent = new Int32Array(open.budget);
     if (task.spentMs > Atomics.load(spent, BUDGET_SPENT_MS)) Atomics.store(spent, BUDGET_SPENT_MS, task.spentMs);
-    const { callId, rows, firstRow, bytes } = task;
+    const { callId, rows, firstRow, bytes, poolOnly } = task;
     const libraries = this.libraries.cell;
-    this.arrived.push({ taskId: frame.id, callId, open, rows, firstRow, bytes, owned: frame.owned, libraries });
+    this.arrived.push({ taskId: frame.id, callId, open, rows, firstRow, bytes, owned: frame.owned, libraries, poolOnly });
   }
 
   private toPool(task: ArrivedTask): void {

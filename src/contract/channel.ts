@@ -8,12 +8,13 @@
  * frame = u32 payload length | u8 kind | u32 id | payload            (little-endian)
  *
  * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
- *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, rows
+ *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, u32 flags, rows
  *                   CLOSE_CALL id = call   (its spec and contexts may go; a task of it still running is stopped)
  *                   LIBRARIES  id = 0      payload = JSON LibraryBundle (src/contract/libraries.ts), at start and reloads
  * sandbox -> front  READY      id = 0      payload = JSON { threads }
  *                   RESULT     id = task   payload = encodeResult()
  *                   RETIRE     id = 0      payload = JSON Retirement
+ *                   HELD       id = task   (none: native work holds the main thread past the fast path's budget)
  *
  * RESULT payloads are coded in src/contract/result-frame.ts, READY and RETIRE payloads in
  * src/contract/control-frames.ts; the front checks each before use. RESULT frames travel on a second socket pair, the child's fd 4, written by the sandbox threads
@@ -31,6 +32,7 @@ export const Frame = {
   READY: 16,
   RESULT: 17,
   RETIRE: 18,
+  HELD: 19,
 } as const;
 export type FrameKind = (typeof Frame)[keyof typeof Frame];
 
@@ -48,7 +50,10 @@ const TASK_CALL_AT = 0;
 const TASK_ROWS_AT = 4;
 const TASK_FIRST_ROW_AT = 8;
 const TASK_SPENT_MS_AT = 12;
-const TASK_FIELDS_BYTES = 16;
+const TASK_FLAGS_AT = 16;
+const TASK_FIELDS_BYTES = 20;
+/** A TASK flag: the task must not run on the sandbox's main thread (the front's fast-path pause, src/sandboxes/fast-path-gate.ts). */
+const TASK_POOL_ONLY = 1;
 /** No frame from the front is larger: a task is at most a few MiB of rows (an aggregation: the memory limit). */
 export const MAX_FRAME_BYTES = 1024 * 1024 * 1024;
 /**
@@ -80,6 +85,8 @@ export interface TaskFrame {
   readonly firstRow: number;
   /** Script time the call had used, as the front knew it when it sent this task. */
   readonly spentMs: number;
+  /** The front says it must run on a pool thread, never on the main thread's fast path (workers/fast-path.ts). */
+  readonly poolOnly: boolean;
   readonly bytes: Uint8Array;
 }
 
@@ -89,6 +96,20 @@ export interface TaskFrame {
  * other tasks wait little behind it.
  */
 export const DEFAULT_FAST_PATH_MS = 10;
+
+/**
+ * How long no task takes the fast path after native work held a main thread heldMs: 20 times as long,
+ * at least 10 s, so such work holds a main thread at most about 1/21 of the time. The sandbox pauses
+ * its own fast path so after a hold that ended (workers/fast-path.ts); the front pauses every process's
+ * after a hold it was told of or a process that died with tasks (src/sandboxes/fast-path-gate.ts),
+ * which a replacement process would not know of.
+ */
+export function fastPathPauseMs(heldMs: number): number {
+  return Math.max(FAST_PATH_MIN_PAUSE_MS, heldMs * FAST_PATH_PAUSE_PER_HELD_MS);
+}
+
+const FAST_PATH_MIN_PAUSE_MS = 10_000;
+const FAST_PATH_PAUSE_PER_HELD_MS = 20;
 
 /** What a sandbox process is started with (its one argument, JSON): the front writes it, the process reads it. */
 export interface SandboxSettings {
@@ -195,6 +216,7 @@ export function taskFrameHead(taskId: number, task: Omit<TaskFrame, 'bytes'>, ro
   head.writeUInt32LE(task.rows >>> 0, HEADER_BYTES + TASK_ROWS_AT);
   head.writeUInt32LE(task.firstRow >>> 0, HEADER_BYTES + TASK_FIRST_ROW_AT);
   head.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.ceil(task.spentMs))), HEADER_BYTES + TASK_SPENT_MS_AT);
+  head.writeUInt32LE(task.poolOnly ? TASK_POOL_ONLY : 0, HEADER_BYTES + TASK_FLAGS_AT);
   return head;
 }
 
@@ -205,6 +227,7 @@ export function readTaskFrame(payload: Uint8Array): TaskFrame {
     rows: view.getUint32(TASK_ROWS_AT, true),
     firstRow: view.getUint32(TASK_FIRST_ROW_AT, true),
     spentMs: view.getUint32(TASK_SPENT_MS_AT, true),
+    poolOnly: (view.getUint32(TASK_FLAGS_AT, true) & TASK_POOL_ONLY) !== 0,
     bytes: payload.subarray(TASK_FIELDS_BYTES),
   };
 }
@@ -283,5 +306,7 @@ function maxPayloadBytes(kind: FrameKind): number {
     case Frame.READY:
     case Frame.RETIRE:
       return MAX_CONTROL_FRAME_BYTES;
+    case Frame.HELD:
+      return 0;
   }
 }

@@ -1,11 +1,12 @@
 /**
- * The two small control frames a sandbox process sends on its channel (src/contract/channel.ts):
- * READY once its threads have built their isolates, and RETIRE when it has lost a thread and asks to
- * be ended. The sandbox writes them with the functions here; the front reads them with the readers
+ * The small control frames a sandbox process sends on its channel (src/contract/channel.ts): READY
+ * once its threads have built their isolates, RETIRE when it has lost a thread and asks to be ended,
+ * and HELD when native work holds its main thread past the fast path's budget (no payload: the id
+ * names the task; the front gives the process's slot to a spare). The sandbox writes them with the functions here; the front reads them with the readers
  * here, which check every field: a sandbox is not trusted (a script that escaped V8 would own it), so
  * a payload of any other shape throws, which the front treats as that process's protocol error.
  */
-import { Frame, jsonFrame, parseJson } from './channel';
+import { Frame, frameHeader, jsonFrame, parseJson } from './channel';
 import { oneLine } from './errors';
 
 /** What READY says: how many threads the process started (the front asked for that many). */
@@ -30,6 +31,10 @@ export function readyFrame(threads: number): Buffer {
 
 export function retireFrame(retirement: Retirement): Buffer {
   return jsonFrame(Frame.RETIRE, 0, retirement);
+}
+
+export function heldFrame(taskId: number): Buffer {
+  return frameHeader(Frame.HELD, taskId, 0);
 }
 
 /** A READY payload, checked: the thread count the front asked for, nothing else. */

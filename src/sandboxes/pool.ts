@@ -20,7 +20,10 @@
  * - a task that had run past its call's time limit when its process met a memory bound (the fence,
  *   V8 giving up) fails naming the time limit, the one it passed first (a regular expression compiling
  *   past the limit in native code can reach the fence before the watchdog notices it).
- * Tasks sent back go first, in the order they were sent. A spare takes the dead process's slot at once
+ * Tasks sent back go first, in the order they were sent. A process whose main thread native work
+ * holds (HELD) gives its slot to a spare, and the tasks sent after the held one, which wait unread
+ * behind it, go first too. After a hold or a death the fast path pauses for every process, a memory
+ * kept here (src/sandboxes/fast-path-gate.ts). A spare takes the dead process's slot at once
  * (src/sandboxes/supervisor.ts); its own replacement starts at once, or after a growing delay when
  * processes keep dying.
  */
@@ -28,6 +31,7 @@ import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
 import type { Logger } from '../ops/log';
+import { FastPathGate } from './fast-path-gate';
 import { blamesMemory, culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
 import type { SandboxExit, SandboxHandle, SandboxState, SentTask } from './sandbox-handle';
 import { type PoolEvents, type PoolSettings, SandboxSupervisor, type SpawnSandbox, spawnSandboxProcess } from './supervisor';
@@ -63,6 +67,10 @@ export class SandboxPool implements TaskRunner {
    * each it saw, so no process can be asked to keep more than this many (MAX_OPEN_CALLS).
    */
   private readonly openCalls = new Set<number>();
+  /** The fast-path pause every process obeys, kept here: a process's own dies with it. */
+  private readonly fastPath = new FastPathGate();
+  /** Tasks a process said hold its main thread, until their answer or its end: when each was sent (performance.now() ms). */
+  private readonly heldSinceMs = new Map<number, number>();
   private nextTaskId = 1;
   private stopped = 0;
   private closing = false;
@@ -85,6 +93,7 @@ export class SandboxPool implements TaskRunner {
       },
       result: (_: SandboxHandle, task: QueuedTask, result: TaskResult) => this.onResult(task, result),
       exit: (_: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]) => this.onExit(exit, tasks),
+      held: (sandbox: SandboxHandle, task: QueuedTask, heldMs: number) => this.onHeld(sandbox, task, heldMs),
     };
     this.supervisor = new SandboxSupervisor(settings, logger, events, listener, spawn);
   }
@@ -189,7 +198,7 @@ export class SandboxPool implements TaskRunner {
     const sandbox = this.freest();
     if (sandbox === undefined) return false;
     this.queue.startNow(task);
-    sandbox.send(task);
+    sandbox.send(task, this.poolOnly());
     this.supervisor.updateAvailability();
     return true;
   }
@@ -229,6 +238,7 @@ export class SandboxPool implements TaskRunner {
     // Until this result the stopped task counted as running for its client's host in the fair queue.
     if (!result.ok && result.error.code === 'CANCELLED') this.stopped++;
     this.queue.finished(task.id);
+    this.endHold(task.id, performance.now());
     this.settle(task, result);
     // A spare that ran a quarantined retry is idle again: it may take an empty slot.
     this.supervisor.fillEmptySlots();
@@ -237,16 +247,61 @@ export class SandboxPool implements TaskRunner {
 
   /** A process ended (the supervisor replaces it): the tasks its handle held are settled or sent again. */
   private onExit(exit: SandboxExit, sent: readonly SentTask[]): void {
-    for (const { task } of sent) this.queue.finished(task.id);
+    for (const { task } of sent) {
+      this.queue.finished(task.id);
+      this.heldSinceMs.delete(task.id);
+    }
     if (this.closing) {
       for (const { task } of sent) this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
       return;
     }
+    this.pauseFastPath(exit, sent);
     const reason = restartReason(exit);
     const culprits = new Set(exit.retirement?.taskIds ?? []);
     // Put back at the head last one first: they are sent again in the order they were sent.
     for (const one of [...sent].reverse()) this.recover(one, exit, culprits, reason);
     this.pump();
+  }
+
+  /**
+   * Native work of `task` holds a process's main thread: every process's fast path pauses, and once
+   * the process has left its slot to a spare (the supervisor's), the tasks waiting unread behind it
+   * go first to the slots, in the order they were sent. Not charged: they never ran.
+   */
+  private onHeld(sandbox: SandboxHandle, task: QueuedTask, heldMs: number): void {
+    this.fastPath.pause(heldMs, performance.now());
+    this.heldSinceMs.set(task.id, performance.now() - heldMs);
+    if (this.closing || this.sandboxes.includes(sandbox)) return;
+    const behind = sandbox.takeBackAfter(task.id);
+    for (const waiting of behind) this.queue.finished(waiting.id);
+    for (const waiting of behind.reverse()) this.requeue(waiting, this.queue);
+    this.pump();
+  }
+
+  /**
+   * A held task answered: the pause grows to what the whole hold calls for (HELD came early in it). Its
+   * answer may include a run on a pool thread after the hold: a longer pause costs speed only.
+   */
+  private endHold(taskId: number, nowMs: number): void {
+    const sinceMs = this.heldSinceMs.get(taskId);
+    if (sinceMs === undefined) return;
+    this.heldSinceMs.delete(taskId);
+    this.fastPath.pause(nowMs - sinceMs, nowMs);
+  }
+
+  /**
+   * A process that died holding tasks may have died of one on its main thread (the front cannot tell
+   * a crash's thread): the fast path pauses everywhere as long as it would have after that hold.
+   */
+  private pauseFastPath(exit: SandboxExit, sent: readonly SentTask[]): void {
+    if (sent.length === 0) return;
+    const heldMs = Math.max(...sent.map(({ sentAtMs }) => exit.endedAtMs - sentAtMs));
+    this.fastPath.pause(heldMs, exit.endedAtMs);
+  }
+
+  /** Whether a task sent now must stay off the sandboxes' main threads (src/sandboxes/fast-path-gate.ts). */
+  private poolOnly(): boolean {
+    return !this.fastPath.allows(performance.now());
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
@@ -327,8 +382,8 @@ export class SandboxPool implements TaskRunner {
   private send(sandbox: SandboxHandle, task: QueuedTask, alone?: 'alone'): void {
     // Counted running for its app, user and call, however it was queued: the fair queue's turns see it.
     this.queue.started(task);
-    if (alone) sandbox.sendAlone(task);
-    else sandbox.send(task);
+    if (alone) sandbox.sendAlone(task, this.poolOnly());
+    else sandbox.send(task, this.poolOnly());
   }
 
   private settle(task: QueuedTask, outcome: TaskResult | PluginError): void {

@@ -14,6 +14,8 @@
  * A killed process is done with at once: from SIGKILL on nothing it does is read, so its tasks go back
  * to the pool then, not when the kernel has reaped it (a few hundred ms for a large process on a busy
  * machine), and a spare can take its place at once.
+ * A process whose main thread is held (HELD) may be asked for the tasks sent after the held one, which
+ * wait unread: the handle forgets them and hands them back (takeBackAfter).
  * Everything a process sends is checked before use (a script that escaped V8 would own the process):
  * a frame that does not decode is a protocol error that ends that process, never the front.
  */
@@ -58,6 +60,8 @@ export interface SandboxListener {
   result(sandbox: SandboxHandle, task: QueuedTask, result: TaskResult): void;
   /** The process ended; `tasks` is everything it held, handed back to be settled or sent again. */
   exit(sandbox: SandboxHandle, exit: SandboxExit, tasks: readonly SentTask[]): void;
+  /** Native work of this task holds the process's main thread (HELD), heldMs after it was sent. */
+  held?(sandbox: SandboxHandle, task: QueuedTask, heldMs: number): void;
 }
 
 export abstract class SandboxHandle {
@@ -100,8 +104,8 @@ export abstract class SandboxHandle {
   abstract closeCall(callId: number): void;
   /** Ends the process as the plugin closes: resolves once it has exited. */
   abstract stop(): Promise<void>;
-  /** Writes a task (and its call's spec, the first time) to the process. */
-  protected abstract write(task: QueuedTask): void;
+  /** Writes a task (and its call's spec, the first time) to the process; poolOnly: never on its main thread. */
+  protected abstract write(task: QueuedTask, poolOnly: boolean): void;
   /** Ends the process at once (SIGKILL). */
   protected abstract terminate(): void;
   /** Closes the channel: the process ends itself. */
@@ -114,18 +118,18 @@ export abstract class SandboxHandle {
   /** Sends the library set (a LIBRARIES frame) to the process; a stand-in without scripts ignores it. */
   sendLibraries(_frame: Buffer): void {}
 
-  /** Sends a task to a ready process (the pool picks one with a free thread). */
-  send(task: QueuedTask): void {
+  /** Sends a task to a ready process (the pool picks one with a free thread); poolOnly: the front's fast-path pause. */
+  send(task: QueuedTask, poolOnly = false): void {
     if (this.current !== 'ready') throw new Error(`a task sent to a sandbox process that is ${this.current}`);
-    this.dispatch(task);
+    this.dispatch(task, poolOnly);
   }
 
   /** Sends a task sent back after a death: alone, so nothing else is sent here until its result. */
-  sendAlone(task: QueuedTask): void {
+  sendAlone(task: QueuedTask, poolOnly = false): void {
     if ((this.current !== 'ready' && this.current !== 'held') || this.busy > 0)
       throw new Error(`a retry sent to a sandbox process that is ${this.current} with ${this.busy} tasks`);
     this.current = 'retrying';
-    this.dispatch(task);
+    this.dispatch(task, poolOnly);
   }
 
   /** Takes no new tasks until released or sent a retry: it falls idle for the retry. */
@@ -175,6 +179,8 @@ export abstract class SandboxHandle {
         return this.onReady(frame.payload);
       case Frame.RETIRE:
         return this.onRetire(frame.payload);
+      case Frame.HELD:
+        return this.onHeld(frame.id);
       default:
         return this.protocolError(`a frame of kind ${frame.kind}, which only the front sends`);
     }
@@ -203,9 +209,9 @@ export abstract class SandboxHandle {
     this.listener.exit(this, exit, tasks);
   }
 
-  private dispatch(task: QueuedTask): void {
+  private dispatch(task: QueuedTask, poolOnly: boolean): void {
     this.inFlight.set(task.id, { task, sentAtMs: performance.now() });
-    this.write(task);
+    this.write(task, poolOnly);
   }
 
   private onResult(taskId: number, payload: Uint8Array): void {
@@ -233,6 +239,26 @@ export abstract class SandboxHandle {
     this.current = 'ready';
     this.readySeen = true;
     this.listener.ready(this);
+  }
+
+  /**
+   * Takes back the tasks sent after this one: its process's main thread is held running it, so they
+   * wait unread on the channel (workers/task-dispatch.ts reads no frame meanwhile). Only for a process
+   * that takes no new task (retired): they are sent elsewhere, and what it may answer for them later is
+   * ignored, as for any task it no longer holds.
+   */
+  takeBackAfter(taskId: number): QueuedTask[] {
+    if (!this.inFlight.has(taskId)) return [];
+    const sent = [...this.inFlight.values()];
+    const behind = sent.slice(sent.findIndex(({ task }) => task.id === taskId) + 1);
+    for (const { task } of behind) this.inFlight.delete(task.id);
+    return behind.map(({ task }) => task);
+  }
+
+  /** A task holds the process's main thread (its watcher's HELD); answered by now (the results socket came first): nothing to do. */
+  private onHeld(taskId: number): void {
+    const sent = this.inFlight.get(taskId);
+    if (sent !== undefined) this.listener.held?.(this, sent.task, performance.now() - sent.sentAtMs);
   }
 
   /** The process lost a thread (workers/thread-pool.ts) and names the task to blame: it is ended. */

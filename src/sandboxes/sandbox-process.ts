@@ -148,7 +148,7 @@ export class SandboxProcess extends SandboxHandle {
    * call: one write. A small task's frames are copied into one buffer (a LOAD's row: ~600 bytes),
    * cheaper than corking the socket for a writev of five; a large one's rows go as they are.
    */
-  protected write(task: QueuedTask): void {
+  protected write(task: QueuedTask, poolOnly: boolean): void {
     const { request } = task;
     const pieces: Uint8Array[] = [];
     if (this.pendingCloses.length > 0) {
@@ -159,7 +159,7 @@ export class SandboxProcess extends SandboxHandle {
       this.knownCalls.add(request.callId);
       pieces.push(...openCallFrame(request.callId, request.call));
     }
-    const frame = { callId: request.callId, rows: request.rows, firstRow: request.firstRow, spentMs: request.budget.spentMs };
+    const frame = { callId: request.callId, rows: request.rows, firstRow: request.firstRow, spentMs: request.budget.spentMs, poolOnly };
     pieces.push(taskFrameHead(task.id, frame, byteLength(request.chunks)), ...request.chunks);
     const bytes = byteLength(pieces);
     if (bytes <= COPIED_WRITE_BYTES) return void this.channel.write(Buffer.concat(pieces, bytes));

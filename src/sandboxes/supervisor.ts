@@ -17,7 +17,8 @@
  * ready, is retired rather than killed later: the spare takes the slot at once, the retired process
  * gets no new task, finishes those it runs and is ended when idle, and a new spare starts. Memory a
  * script left behind (native objects in a kept context) then costs nobody a failed or repeated call;
- * the fence still ends the process if it keeps growing.
+ * the fence still ends the process if it keeps growing. A process whose main thread native work holds
+ * past the fast path's budget (its watcher's HELD) is retired the same way: what is sent there waits.
  */
 
 import { DEFAULT_FAST_PATH_MS, type SandboxSettings } from '../contract/channel';
@@ -234,6 +235,10 @@ export class SandboxSupervisor {
           this.tasks.ready(ready);
         },
         result: this.tasks.result,
+        held: (held, task, heldMs) => {
+          this.retireHeld(held, heldMs);
+          this.tasks.held?.(held, task, heldMs);
+        },
         exit: (ended, exit, tasks) => {
           clearTimeout(timer);
           if (!exit.wasReady) reject(new Error(`a sandbox process could not start: ${lastLine(exit.stderrTail) || describeExit(exit)}`));
@@ -349,14 +354,11 @@ export class SandboxSupervisor {
 
   private checkMemory(sandbox: SandboxHandle): void {
     const fenceMb = this.fenceMb(sandbox.settings.threads);
+    // stop(), not end(): a process whose threads do not let it exit is killed after a grace.
+    if (this.retiring.has(sandbox) && sandbox.busy === 0) void sandbox.stop();
     const bytes = sandbox.residentBytes();
     if (bytes === undefined) return;
-    if (this.retiring.has(sandbox)) {
-      // stop(), not end(): a process whose threads do not let it exit is killed after a grace.
-      if (sandbox.busy === 0) void sandbox.stop();
-    } else if (bytes > RETIRE_AT_FENCE_SHARE * fenceMb * 1024 * 1024) {
-      this.retire(sandbox, bytes, fenceMb);
-    }
+    if (!this.retiring.has(sandbox) && bytes > RETIRE_AT_FENCE_SHARE * fenceMb * 1024 * 1024) this.retire(sandbox, bytes, fenceMb);
     if (bytes <= fenceMb * 1024 * 1024) return;
     this.logger.warn(
       { sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb },
@@ -367,16 +369,35 @@ export class SandboxSupervisor {
 
   /** A slot's process past the retirement share: a ready spare takes its slot (see the top). */
   private retire(sandbox: SandboxHandle, bytes: number, fenceMb: number): void {
-    const slot = this.sandboxes.indexOf(sandbox);
-    if (this.closing || slot < 0 || !this.promoteSpare(slot)) return;
-    this.retiring.add(sandbox);
-    this.retirements++;
+    if (!this.retireToSpare(sandbox)) return;
     this.logger.warn(
       { sandbox: sandbox.index, pid: sandbox.pid, residentMb: Math.round(bytes / 1048576), fenceMb, running: sandbox.busy },
       'sandbox process near its memory fence (SSE_SANDBOX_MEMORY_MB): a spare took its slot; it ends when idle',
     );
+  }
+
+  /**
+   * Native work holds a slot's process's main thread (HELD): whatever is sent there waits behind it,
+   * for up to its call's time limit + 1 s. A ready spare takes the slot as for memory, and the pool
+   * sends the tasks waiting unread there elsewhere; with no spare ready they wait, as before.
+   */
+  private retireHeld(sandbox: SandboxHandle, heldMs: number): void {
+    if (!this.retireToSpare(sandbox)) return;
+    this.logger.warn(
+      { sandbox: sandbox.index, pid: sandbox.pid, heldMs: Math.round(heldMs), running: sandbox.busy },
+      "native work holds a sandbox process's main thread past the fast path's budget: a spare took its slot; it ends when idle",
+    );
+  }
+
+  /** A ready spare takes the slot of this process, which then takes no new task and ends once idle; a new spare starts. */
+  private retireToSpare(sandbox: SandboxHandle): boolean {
+    const slot = this.sandboxes.indexOf(sandbox);
+    if (this.closing || slot < 0 || !this.promoteSpare(slot)) return false;
+    this.retiring.add(sandbox);
+    this.retirements++;
     const place = this.vacancy();
     if (place) this.startOne(place).catch((error: unknown) => this.logger.debug({ sandbox: sandbox.index, err: error }, 'start failed'));
+    return true;
   }
 
   private restartDelay(): number {

@@ -8,7 +8,7 @@
 import pino from 'pino';
 
 import { type FrameKind, FrameReader, frameHeader, type SandboxSettings } from '../../src/contract/channel';
-import { type Retirement, readyFrame, retireFrame } from '../../src/contract/control-frames';
+import { heldFrame, type Retirement, readyFrame, retireFrame } from '../../src/contract/control-frames';
 import { resultFrame } from '../../src/contract/result-frame';
 import type { TaskResult } from '../../src/contract/task';
 import type { Logger } from '../../src/ops/log';
@@ -21,6 +21,8 @@ export const silentLogger: Logger = pino({ level: 'silent' });
 export class FakeSandbox extends SandboxHandle {
   /** Every task written to this process, in order. */
   readonly sent: QueuedTask[] = [];
+  /** Whether each was written pool-only (the front's fast-path pause), in the same order. */
+  readonly poolOnly: boolean[] = [];
   /** How many times the front sent it SIGKILL. */
   terminated = 0;
 
@@ -45,8 +47,9 @@ export class FakeSandbox extends SandboxHandle {
     return Promise.resolve();
   }
 
-  protected write(task: QueuedTask): void {
+  protected write(task: QueuedTask, poolOnly: boolean): void {
     this.sent.push(task);
+    this.poolOnly.push(poolOnly);
   }
 
   protected terminate(): void {
@@ -65,6 +68,11 @@ export class FakeSandbox extends SandboxHandle {
 
   retire(retirement: Retirement): void {
     this.deliver(retireFrame(retirement));
+  }
+
+  /** Its main-thread watcher says this task holds the main thread. */
+  held(taskId: number): void {
+    this.deliver(heldFrame(taskId));
   }
 
   /** A frame of this kind with this payload, however malformed the payload. */

@@ -1,8 +1,9 @@
 /**
  * The watcher of a sandbox process's main thread (workers/main-watch.ts) while it runs scripts on
  * the fast path: native work that ignores termination keeps the main thread from reading the channel
- * or running any watchdog, so only this thread can name the task. Run here with a real watcher
- * thread writing to a file instead of the channel, and a short grace.
+ * or running any watchdog, so only this thread can name the task, and tell the front early (HELD) that
+ * the tasks behind it wait. Run here with a real watcher thread writing to a file instead of the
+ * channel, and a short grace.
  */
 import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -24,7 +25,7 @@ describe('the main-thread watcher', () => {
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'sse-watch-'));
     fd = openSync(file(), 'w');
-    watch = new MainThreadWatch({ graceMs: 100, intervalMs: 10, channelFd: fd, killAfterMs: 0 });
+    watch = new MainThreadWatch({ graceMs: 100, intervalMs: 10, channelFd: fd, killAfterMs: 0, heldNoticeMs: 30 });
   });
   afterEach(async () => {
     await watch.stop();
@@ -41,10 +42,9 @@ describe('the main-thread watcher', () => {
 
   async function retirement(): Promise<Retirement> {
     // Only turns a watcher that never writes into a failure; it writes ~150 ms after the entry.
-    await waitFor('a RETIRE frame', () => written().length > 0, 10_000);
-    const [frame] = written();
-    assert.equal(frame?.kind, Frame.RETIRE);
-    return parseRetirement(frame.payload);
+    await waitFor('a RETIRE frame', () => written().some((frame) => frame.kind === Frame.RETIRE), 10_000);
+    const frame = written().find((one) => one.kind === Frame.RETIRE);
+    return parseRetirement(frame?.payload ?? new Uint8Array());
   }
 
   it('names the task when the main thread stays in its isolate past its limit + grace', async () => {
@@ -64,6 +64,28 @@ describe('the main-thread watcher', () => {
   it('names no task when the main thread is stuck between tasks', async () => {
     watch.enter(20);
     assert.deepEqual((await retirement()).taskIds, []);
+  });
+
+  it('writes HELD naming a task that holds the main thread, once, before RETIRE', async () => {
+    watch.enter(20, 5);
+    assert.deepEqual((await retirement()).taskIds, [5]);
+    const [held, retire] = written();
+    assert.equal(held?.kind, Frame.HELD);
+    assert.equal(held.id, 5);
+    assert.equal(held.payload.byteLength, 0);
+    assert.equal(retire?.kind, Frame.RETIRE);
+    assert.equal(written().length, 2);
+  });
+
+  it('writes HELD for no task that left before the notice, nor between tasks', async () => {
+    watch.enter(60_000, 6);
+    watch.leave();
+    watch.enter(20);
+    await retirement();
+    assert.deepEqual(
+      written().map((frame) => frame.kind),
+      [Frame.RETIRE],
+    );
   });
 
   it('says fatal when V8 gave up on the isolate', async () => {

@@ -245,6 +245,53 @@ describe('the spare sandbox process', () => {
     await pool.close();
   });
 
+  it('takes the slot of a process whose main thread is held: the tasks waiting behind the hold go to it, pool-only', async () => {
+    const { pool, spawner } = await startPool(1, 3, 1);
+    const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
+    const [t1, t2, t3] = runCalls(pool, 3);
+    assert.deepEqual(slot.sentIds(), [1, 2, 3]);
+    assert.deepEqual(slot.poolOnly, [false, false, false]);
+    slot.held(1);
+    assert.deepEqual(
+      pool.processes().map((p) => p.pid),
+      [spare.pid],
+    );
+    assert.deepEqual(spare.sentIds(), [2, 3], 'the tasks written after the held one, in order');
+    assert.deepEqual(spare.poolOnly, [true, true], 'no main thread takes a task while the front pauses the fast path');
+    assert.equal(slot.busy, 1, 'the held process keeps only the held task');
+    slot.answer(2, answerFor(99));
+    spare.answer(2, answerFor(2));
+    spare.answer(3, answerFor(3));
+    slot.answer(1, answerFor(1));
+    await settle();
+    assert.deepEqual(
+      [t1, t2, t3].map((t) => t?.outcome),
+      [1, 2, 3].map(answerFor),
+    );
+    assert.equal(pool.retirements, 1);
+    const [t4] = [track(pool.run(request(4)))];
+    assert.deepEqual(spare.poolOnly, [true, true, true]);
+    spare.answer(4, answerFor(4));
+    assert.deepEqual(await t4?.done, answerFor(4));
+    await pool.close();
+  });
+
+  it('sends every task pool-only after a process died running tasks: its replacement knows nothing of a hold', async () => {
+    const { pool, spawner } = await startPool(1, 2, 1);
+    const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
+    const [t1] = runCalls(pool, 1);
+    assert.deepEqual(slot.poolOnly, [false]);
+    slot.retire({ reason: 'stuck', taskIds: [1], detail: "the sandbox process's main thread stopped responding" });
+    await settle();
+    assert.equal(failure(t1).code, 'DEADLINE_EXCEEDED');
+    const [t2] = [track(pool.run(request(2)))];
+    assert.deepEqual(spare.sentIds(), [2]);
+    assert.deepEqual(spare.poolOnly, [true]);
+    spare.answer(2, answerFor(2));
+    assert.deepEqual(await t2?.done, answerFor(2));
+    await pool.close();
+  });
+
   it('runs suspects that ran long alone on the next spare, one at a time, while the slot serves new calls at once', async () => {
     const { pool, spawner } = await startPool(1, 2, 1);
     const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
