@@ -34,7 +34,9 @@ import {
   type ConnectionTable,
   connectionKey,
   MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_RESETS_PER_HOST_PER_SECOND,
   MAX_WATCHES_PER_CONNECTION,
+  RESET_CALM_MS,
   worthOf,
 } from './connection-table';
 import { HEALTH_PATH_PREFIX, HEALTH_WATCH_PATH } from './health';
@@ -141,6 +143,7 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
   const open = new Set<net.Socket>();
   const refused = rateLimitedWarning(logger);
   const refusedHost = rateLimitedWarning(logger);
+  const refusedResets = rateLimitedWarning(logger);
   const evicted = rateLimitedWarning(logger);
   const unverified = rateLimitedWarning(logger);
   const handOver = (socket: net.Socket): void => {
@@ -154,7 +157,12 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
     if (!admission.admit) {
       socket.on('error', () => undefined);
       socket.destroy();
-      if (admission.reason === 'host')
+      if (admission.reason === 'resets')
+        refusedResets.warn(
+          { host, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND, calmMs: RESET_CALM_MS },
+          `connection refused: clients of ${host} reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second (rapid reset); its connections were closed and new ones are refused for ${RESET_CALM_MS / 1000} s`,
+        );
+      else if (admission.reason === 'host')
         refusedHost.warn(
           { maxConnectionsPerHost: table.maxConnectionsPerHost, host },
           `connection refused: ${table.countOf(host)} connections from ${host} are open (SSE_MAX_CONNECTIONS_PER_HOST)`,
@@ -208,7 +216,11 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
  * found by the peer address of the call's HTTP/2 session. Late in the interceptor list: it may return
  * a call of its own, and the ones before it need grpc-js's.
  */
-export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {
+export function countCallsPerConnection(
+  table: ConnectionTable,
+  /** Told when a host's rapid resets closed its connections (for the log). */
+  onResets: (key: string) => void = () => undefined,
+): grpc.ServerInterceptor {
   return (method, call) => {
     const base = call as unknown as { stream?: CallStream; metadata?: grpc.Metadata };
     const socket = base.stream?.session?.socket;
@@ -218,7 +230,12 @@ export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInte
     const kind = callKindOf(method.path);
     const refusal = table.callOpened(key, headerBytes, kind);
     if (refusal === undefined) {
-      base.stream.once('close', () => table.callClosed(key, headerBytes, kind));
+      const stream = base.stream;
+      stream.once('close', () => {
+        table.callClosed(key, headerBytes, kind);
+        // Reset by the client before the response ended: rapid resets are counted per host.
+        if (stream.aborted === true && table.streamReset(key)) onResets(key);
+      });
       return call as grpc.ServerInterceptingCall;
     }
     const details =
@@ -239,6 +256,8 @@ function callKindOf(path: string): CallKind {
 
 interface CallStream {
   readonly session?: { readonly socket?: { readonly remoteAddress?: string; readonly remotePort?: number } };
+  /** Node's Http2Stream: true once the client reset it before its response ended. */
+  readonly aborted?: boolean;
   once(event: 'close', listener: () => void): unknown;
 }
 

@@ -50,6 +50,18 @@ export function streamsPerConnection(connections: number): number {
   return Math.max(1, Math.floor(MAX_CONCURRENT_STREAMS / 2 ** halvings));
 }
 
+/**
+ * Streams the clients of one host may reset in a second: past it, every connection of the host is
+ * closed and its new ones refused for RESET_CALM_MS. Opening a stream and resetting it at once costs
+ * a client nothing and the front a call's setup (150-400 µs of its one thread): 256 sessions of two
+ * hosts that each sent and reset their 249 queued streams at once stalled another client 4-6 s, under
+ * every per-session limit (nghttp2 allows 1,000 resets a session). A Qlik engine resets a stream when a
+ * user's selection cancels a chart's calculation: a few at a time.
+ */
+export const MAX_RESETS_PER_HOST_PER_SECOND = 1_000;
+export const RESET_CALM_MS = 10_000;
+const RESET_WINDOW_MS = 1_000;
+
 /** What the table needs of a connection's HTTP/2 session: Node applies a lower limit at once (REFUSED_STREAM past it). */
 export interface StreamSettings {
   settings(settings: { readonly maxConcurrentStreams: number }): void;
@@ -102,7 +114,7 @@ export interface TrackedConnection {
 
 export type Admission =
   | { readonly admit: true; readonly evict?: TrackedConnection }
-  | { readonly admit: false; readonly reason: 'host' | 'full' };
+  | { readonly admit: false; readonly reason: 'host' | 'full' | 'resets' };
 
 export function connectionKey(remoteAddress: string | undefined, remotePort: number | undefined): string {
   return `${remoteAddress ?? '?'}|${remotePort ?? '?'}`;
@@ -116,6 +128,10 @@ export function worthOf(connection: TrackedConnection): ConnectionWorth {
 export class ConnectionTable {
   private readonly byKey = new Map<string, TrackedConnection>();
   private readonly perHost = new Map<string, number>();
+  /** Per host with connections: streams its clients reset in the current window. */
+  private readonly resets = new Map<string, { windowStartMs: number; count: number }>();
+  /** Hosts whose connections were closed for resetting too many streams, and until when. */
+  private readonly calmUntilMs = new Map<string, number>();
   private sequence = 0;
 
   constructor(
@@ -132,7 +148,8 @@ export class ConnectionTable {
   }
 
   /** Whether a connection from `host` may come in, and which one to close first if it may. */
-  admit(host: string): Admission {
+  admit(host: string, nowMs = performance.now()): Admission {
+    if (this.calming(host, nowMs)) return { admit: false, reason: 'resets' };
     const fromHost = this.countOf(host);
     if (fromHost >= this.maxConnectionsPerHost) return { admit: false, reason: 'host' };
     if (this.byKey.size < this.maxConnections) return { admit: true };
@@ -172,8 +189,47 @@ export class ConnectionTable {
     this.byKey.delete(connection.key);
     const left = this.countOf(connection.host) - 1;
     if (left > 0) this.perHost.set(connection.host, left);
-    else this.perHost.delete(connection.host);
+    else {
+      this.perHost.delete(connection.host);
+      this.resets.delete(connection.host);
+    }
     this.shareStreams(connection.host);
+  }
+
+  /**
+   * A client reset a call's stream on the connection with this key (the stream was aborted). True when
+   * its host passed MAX_RESETS_PER_HOST_PER_SECOND: then all its connections were closed.
+   */
+  streamReset(key: string, nowMs = performance.now()): boolean {
+    const connection = this.byKey.get(key);
+    if (connection === undefined) return false;
+    const window = this.resets.get(connection.host);
+    if (window === undefined || nowMs - window.windowStartMs >= RESET_WINDOW_MS) {
+      this.resets.set(connection.host, { windowStartMs: nowMs, count: 1 });
+      return false;
+    }
+    if (++window.count <= MAX_RESETS_PER_HOST_PER_SECOND) return false;
+    this.calm(connection.host, nowMs);
+    return true;
+  }
+
+  /** Closes every connection of the host, and refuses its new ones for RESET_CALM_MS. */
+  private calm(host: string, nowMs: number): void {
+    for (const [calmed, untilMs] of this.calmUntilMs) if (untilMs <= nowMs) this.calmUntilMs.delete(calmed);
+    this.calmUntilMs.set(host, nowMs + RESET_CALM_MS);
+    for (const connection of [...this.byKey.values()]) {
+      if (connection.host !== host) continue;
+      this.closed(connection);
+      connection.close();
+    }
+  }
+
+  private calming(host: string, nowMs: number): boolean {
+    const untilMs = this.calmUntilMs.get(host);
+    if (untilMs === undefined) return false;
+    if (untilMs > nowMs) return true;
+    this.calmUntilMs.delete(host);
+    return false;
   }
 
   /** Gives every connection of the host its share of streams, when the share changed. */

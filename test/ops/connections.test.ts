@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   MAX_CONCURRENT_STREAMS,
   MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_RESETS_PER_HOST_PER_SECOND,
   MAX_WATCHES_PER_CONNECTION,
   streamsPerConnection,
 } from '../../src/grpc/connection-table';
@@ -408,6 +409,75 @@ describe("a host's streams at once", () => {
       await until(first.allowed, (n) => n === MAX_CONCURRENT_STREAMS, 10_000);
     } finally {
       for (const connection of [first, other, ...more]) connection.session.destroy();
+    }
+  });
+});
+
+/** An HTTP/2 frame: 9-byte header, then the payload. */
+function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+
+/** A header block of literal fields (HPACK "without indexing", no Huffman): short names and values only. */
+function headerBlock(fields: Record<string, string>): Buffer {
+  const literal = (name: string, value: string): Buffer =>
+    Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+  return Buffer.concat(Object.entries(fields).map(([name, value]) => literal(name, value)));
+}
+
+/** Bytes that open `count` GetCapabilities streams and reset each at once (RST_STREAM CANCEL), after the preface. */
+function rapidResets(count: number): Buffer {
+  const HEADERS = 1;
+  const RST_STREAM = 3;
+  const END_HEADERS = 4;
+  const CANCEL = Buffer.from([0, 0, 0, 8]);
+  const block = headerBlock({
+    ':method': 'POST',
+    ':scheme': 'http',
+    ':path': '/qlik.sse.Connector/GetCapabilities',
+    ':authority': 'x',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  const frames: Buffer[] = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0)];
+  for (let i = 0; i < count; i++) frames.push(frame(HEADERS, END_HEADERS, 2 * i + 1, block), frame(RST_STREAM, 0, 2 * i + 1, CANCEL));
+  return Buffer.concat(frames);
+}
+
+describe('rapid resets', () => {
+  let t: TestPlugin;
+  before(async () => {
+    // Connections that only sent the preface stay for the whole test: only the reset rule closes them.
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_HANDSHAKE_TIMEOUT_MS: '60000' });
+  });
+  after(() => t.stop());
+
+  it('a host whose clients reset streams as fast as they open them, over many sessions, has its connections closed for a while; others are served', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    // Twice the host's rate, spread so that no session passes what one session may reset (Node's own
+    // limit, 1,000): the front processes them in well under a second, even on a slow machine.
+    const SESSIONS = 4;
+    const perSession = (2 * MAX_RESETS_PER_HOST_PER_SECOND) / SESSIONS;
+    const quiet = await idleSocket(t.plugin.port, '127.0.2.9');
+    quiet.socket.write(rapidResets(0));
+    const attackers = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => idleSocket(t.plugin.port, `127.0.2.${i + 1}`)));
+    for (const attacker of attackers) attacker.socket.write(rapidResets(perSession));
+    // Every connection of the host is closed, the quiet one too (we never close them ourselves)...
+    await Promise.all([quiet.closed, ...attackers.map((attacker) => attacker.closed)]);
+    // ...a new one is refused at accept, while a client of another host is served.
+    const again = await idleSocket(t.plugin.port, '127.0.2.20');
+    await again.closed;
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+    } finally {
+      client.close();
     }
   });
 });

@@ -6,7 +6,9 @@ import { DEFAULT_MAX_CONNECTIONS, descriptorBudget, softDescriptorLimit } from '
 import {
   ConnectionTable,
   MAX_HEADER_BYTES_PER_CONNECTION,
+  MAX_RESETS_PER_HOST_PER_SECOND,
   MAX_WATCHES_PER_CONNECTION,
+  RESET_CALM_MS,
   streamsPerConnection,
   type TrackedConnection,
   worthOf,
@@ -152,6 +154,23 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     table.closed(a2);
     assert.deepEqual(sent.at(-1), ['a1', 100]);
     assert.equal(sent.filter(([name]) => name === 'b1').length, 0, "another host's connections keep theirs");
+  });
+
+  it("closes a host's connections when its clients reset too many streams in a second, and refuses it for a while", () => {
+    const table = new ConnectionTable(8, 8);
+    let closed = 0;
+    const a1 = table.add('a', 'a|1', () => closed++);
+    table.add('a', 'a|2', () => closed++);
+    table.add('b', 'b|1', () => closed++);
+    // Spread over two windows, the same number is no rapid reset.
+    for (let i = 0; i < MAX_RESETS_PER_HOST_PER_SECOND; i++) assert.equal(table.streamReset(a1.key, 100 + i / 10), false);
+    for (let i = 0; i < MAX_RESETS_PER_HOST_PER_SECOND; i++) assert.equal(table.streamReset(a1.key, 1_200 + i / 10), false);
+    assert.equal(table.streamReset(a1.key, 1_300), true);
+    assert.equal(closed, 2);
+    assert.equal(table.countOf('a'), 0);
+    assert.equal(table.countOf('b'), 1);
+    assert.deepEqual(table.admit('a', 1_400), { admit: false, reason: 'resets' });
+    assert.deepEqual(table.admit('a', 1_300 + RESET_CALM_MS), { admit: true });
   });
 
   it('counts calls per connection: proven at its first call, busy while one is open', () => {
