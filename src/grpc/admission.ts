@@ -39,6 +39,7 @@ import {
   RESET_CALM_MS,
   worthOf,
 } from './connection-table';
+import { halfClosedPeers, peerKey } from './half-closed';
 import { HEALTH_PATH_PREFIX, HEALTH_WATCH_PATH } from './health';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
@@ -151,8 +152,11 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
     injector.injectConnection(socket);
   };
   const handshakes = settings.tls === undefined ? undefined : tlsHandshakes(settings, handOver, unverified, logger);
+  const halfClosed = reaperOfHalfClosed(table, () => (listener.address() as net.AddressInfo | null)?.port, logger);
   const listener = net.createServer((socket) => {
     const host = settings.clientHosts.of(addressOf(socket));
+    // A full table first gives up connections whose clients are gone, before it takes a live one.
+    if (table.size >= table.maxConnections) halfClosed();
     const admission = table.admit(host);
     if (!admission.admit) {
       socket.on('error', () => undefined);
@@ -207,6 +211,34 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
       for (const socket of open) socket.destroy();
     },
   };
+}
+
+/** How often a full table may look for connections whose client is gone (a read of /proc/net/tcp). */
+const HALF_CLOSED_CHECK_MS = 1_000;
+
+/**
+ * When every slot is taken: closes the connections whose client already closed its side (CLOSE-WAIT,
+ * src/grpc/half-closed.ts), at most once every HALF_CLOSED_CHECK_MS; true when it closed any.
+ */
+function reaperOfHalfClosed(table: ConnectionTable, localPort: () => number | undefined, logger: Logger): () => boolean {
+  let lastMs = Number.NEGATIVE_INFINITY;
+  return () => {
+    const port = localPort();
+    const now = performance.now();
+    if (port === undefined || now - lastMs < HALF_CLOSED_CHECK_MS) return false;
+    lastMs = now;
+    const gone = halfClosedPeers(port);
+    if (gone.size === 0) return false;
+    const closed = table.closeWhere((connection) => gone.has(peerKeyOf(connection.key)));
+    if (closed > 0) logger.warn({ closed }, `closed ${closed} connections whose client had closed its side (TCP CLOSE-WAIT) to make room`);
+    return closed > 0;
+  };
+}
+
+/** A table key (connectionKey) as halfClosedPeers writes it. */
+function peerKeyOf(key: string): string {
+  const at = key.lastIndexOf('|');
+  return peerKey(key.slice(0, at), Number(key.slice(at + 1)));
 }
 
 /**

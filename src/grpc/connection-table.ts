@@ -213,6 +213,18 @@ export class ConnectionTable {
     return true;
   }
 
+  /** Closes the connections `dead` says yes to (their clients are gone); how many. */
+  closeWhere(dead: (connection: TrackedConnection) => boolean): number {
+    let count = 0;
+    for (const connection of [...this.byKey.values()]) {
+      if (!dead(connection)) continue;
+      this.closed(connection);
+      connection.close();
+      count++;
+    }
+    return count;
+  }
+
   /** Closes every connection of the host, and refuses its new ones for RESET_CALM_MS. */
   private calm(host: string, nowMs: number): void {
     for (const [calmed, untilMs] of this.calmUntilMs) if (untilMs <= nowMs) this.calmUntilMs.delete(calmed);

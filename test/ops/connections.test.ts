@@ -449,6 +449,60 @@ function rapidResets(count: number): Buffer {
   return Buffer.concat(frames);
 }
 
+/**
+ * A connection whose HTTP/2 session the front ended on a protocol error (DATA and HEADERS on a stream
+ * already half-closed) with a call still counted on it, whose client then closes its side (FIN).
+ */
+async function deadConnection(port: number, localAddress: string): Promise<Idle> {
+  const connection = await idleSocket(port, localAddress);
+  const HEADERS = 1;
+  const DATA = 0;
+  const END_STREAM = 1;
+  const END_HEADERS = 4;
+  const block = headerBlock({
+    ':method': 'POST',
+    ':scheme': 'http',
+    ':path': '/qlik.sse.Connector/GetCapabilities',
+    ':authority': 'x',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
+  connection.socket.write(
+    Buffer.concat([
+      rapidResets(0),
+      frame(HEADERS, END_STREAM | END_HEADERS, 1, block),
+      frame(DATA, END_STREAM, 1, Buffer.alloc(5)),
+      frame(HEADERS, END_STREAM | END_HEADERS, 1, block),
+    ]),
+  );
+  // The front answers with a GOAWAY; then this side closes.
+  await new Promise<void>((resolve) => connection.socket.once('data', () => resolve()));
+  connection.socket.end();
+  return connection;
+}
+
+describe('connections whose client is gone', () => {
+  let t: TestPlugin;
+  before(async () => {
+    // Four slots, one a host: a dead connection's host holds no more than a newcomer's would after it.
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_MAX_CONNECTIONS: '4', SSE_MAX_CONNECTIONS_PER_HOST: '1' });
+  });
+  after(() => t.stop());
+
+  it('give up their slots first when all are taken: dead HTTP/2 sessions from four hosts do not keep a fifth out', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const dead = await Promise.all(['127.0.2.1', '127.0.3.1', '127.0.4.1', '127.0.5.1'].map((from) => deadConnection(t.plugin.port, from)));
+    const client = new QlikClient(t.address);
+    try {
+      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+    } finally {
+      client.close();
+      for (const connection of dead) connection.socket.destroy();
+    }
+  });
+});
+
 describe('rapid resets', () => {
   let t: TestPlugin;
   before(async () => {
