@@ -28,7 +28,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { ServerInterceptingCall, status } from '@grpc/grpc-js';
 
 import type { HeldAccount, HeldBytes } from '../calls/held-bytes';
-import { lowerReceiveLimit } from './health';
+import { HEALTH_PATH_PREFIX, lowerReceiveLimit } from './health';
 
 const NGHTTP2_NO_ERROR = 0;
 /** How long a client has to finish its side once the response is complete. */
@@ -176,6 +176,12 @@ export class IncomingMessages {
     /** The call's one account: the handler counts what it keeps in it too (src/calls/evaluate-script.ts). */
     readonly account: HeldAccount,
     private readonly maxDecompressedBytes: number,
+    /**
+     * False for health calls: a full budget must not make the plugin look dead to its liveness probe
+     * (a restart would end every call in flight). Their messages are a few bytes (boundHealthRequests),
+     * a connection holds 4 Watch calls, and a host's streams at once are shared (connection-table.ts).
+     */
+    readonly counted = true,
   ) {}
 
   /** One decoder write: `finished` messages came out of it; `receivedBytes` of one more have arrived. */
@@ -203,7 +209,7 @@ export class IncomingMessages {
 
   /** Throws the busy error (grpc-js answers RESOURCE_EXHAUSTED with its message) when it does not fit. */
   private hold(bytes: number): void {
-    if (bytes > 0) this.account.hold(bytes);
+    if (bytes > 0 && this.counted) this.account.hold(bytes);
   }
 }
 
@@ -225,7 +231,11 @@ export function countIncomingMessages(
     if (decoder === undefined || typeof decoder.write !== 'function' || base.stream === undefined)
       throw new Error('grpc-js internals changed: the call has no StreamDecoder; re-check src/grpc/incoming.ts');
     const stream = base.stream;
-    const incoming = new IncomingMessages(held.open(hostOfPeer(call.getPeer())), base.maxReceiveMessageSize ?? 0);
+    const incoming = new IncomingMessages(
+      held.open(hostOfPeer(call.getPeer())),
+      base.maxReceiveMessageSize ?? 0,
+      !method.path.startsWith(HEALTH_PATH_PREFIX),
+    );
     byCall.set(call, incoming);
     stream.once('close', () => incoming.close());
     // The response is complete but the client has not finished its request (a refused call, or one
@@ -256,7 +266,7 @@ export function countIncomingMessages(
 export function holdStreamCost(): grpc.ServerInterceptor {
   return (_method, call) => {
     const incoming = byCall.get(call);
-    if (incoming === undefined) return call as grpc.ServerInterceptingCall;
+    if (incoming === undefined || !incoming.counted) return call as grpc.ServerInterceptingCall;
     try {
       incoming.account.hold(STREAM_HELD_BYTES);
       return call as grpc.ServerInterceptingCall;
