@@ -27,6 +27,8 @@
  * (src/sandboxes/supervisor.ts); its own replacement starts at once, or after a growing delay when
  * processes keep dying.
  */
+
+import { shareOf } from '../calls/host-shares';
 import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
@@ -123,6 +125,16 @@ export class SandboxPool implements TaskRunner {
     return this.supervisor.all().reduce((n, s) => n + s.busy, 0);
   }
 
+  /**
+   * Tasks one client host may have waiting: its share of SSE_MAX_QUEUE, and never fewer than one call
+   * keeps in flight (the threads and one more, src/calls/evaluate-script.ts), so a call alone is never
+   * refused for its host's share.
+   */
+  private get maxHostQueue(): number {
+    const { maxQueue, hostSharePercent = 100, workers } = this.settings;
+    return Math.min(maxQueue, Math.max(shareOf(maxQueue, hostSharePercent), workers + 1));
+  }
+
   get saturated(): boolean {
     return this.queueSize >= this.settings.maxQueue;
   }
@@ -168,6 +180,8 @@ export class SandboxPool implements TaskRunner {
   run(request: TaskRequest): Promise<TaskResult> {
     if (this.closing) return Promise.reject(new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
     if (this.queueSize >= this.settings.maxQueue) return this.refuse(busyError(this.settings.maxQueue));
+    if (this.queue.queuedOf(request.owner.host) >= this.maxHostQueue)
+      return this.refuse(hostQueueError(this.settings.maxQueue, this.settings.hostSharePercent ?? 100, request.owner.host));
     if (!this.openCalls.has(request.callId)) {
       // A newcomer is refused, never an open call: its later tasks must find their spec in any process.
       // The front admits no more calls than this (src/calls/open-calls.ts); this guards the sandboxes' bound.
@@ -420,6 +434,18 @@ function viewOf(places: readonly (SandboxHandle | undefined)[], firstIndex: numb
     views.push({ index: firstIndex + i, pid: s.pid, threads: s.settings.threads, busy: s.busy, ready: s.wasReady, state: s.state });
   });
   return views;
+}
+
+/**
+ * One client host's tasks filled the queue's share it may use: 530 one-row `while(1){}` calls from one
+ * address, each sent again as it ended, kept every other host's calls refused busy for as long as it
+ * liked (the fair queue orders what waits; it cannot make room in a full queue).
+ */
+export function hostQueueError(maxQueue: number, sharePercent: number, host: string): PluginError {
+  return new PluginError(
+    'RESOURCE_EXHAUSTED',
+    `the plugin is busy: chunks of calls from ${host} already fill their host's share of the queue, ${sharePercent}% of ${maxQueue} (SSE_HOST_SHARE_PERCENT of SSE_MAX_QUEUE); try again shortly`,
+  );
 }
 
 export function busyError(maxQueue: number): PluginError {

@@ -34,6 +34,8 @@ export interface PoolSettings {
   readonly memoryLimitMb: number;
   readonly scriptTimeoutMs: number;
   readonly maxQueue: number;
+  /** The part of maxQueue one client host's tasks may fill, in percent (SSE_HOST_SHARE_PERCENT); 100 when not given. */
+  readonly hostSharePercent?: number;
   /** Resident memory past which a sandbox process is ended, in MB; undefined: defaultSandboxMemoryMb. */
   readonly sandboxMemoryMb: number | undefined;
   /** Niceness of the sandbox processes' threads (SSE_SANDBOX_NICE); 0 when not given. */

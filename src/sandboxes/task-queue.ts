@@ -179,6 +179,11 @@ export class TaskQueue {
     return this.inHead.size + this.root.queued;
   }
 
+  /** Tasks of one client host waiting here (not counting those put back at the head). */
+  queuedOf(host: string): number {
+    return this.root.below.get(host)?.queued ?? 0;
+  }
+
   push(task: QueuedTask): void {
     this.usage.seen(task.request.owner.host, this.nowMs());
     const call = this.callLine(task.request, true) as Line;

@@ -77,7 +77,12 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
 
-async function startPool(processes: number, threads: number, spareSandboxes = 0): Promise<{ pool: SandboxPool; spawner: FakeSpawner }> {
+async function startPool(
+  processes: number,
+  threads: number,
+  spareSandboxes = 0,
+  queue: { maxQueue: number; hostSharePercent?: number } = { maxQueue: 100 },
+): Promise<{ pool: SandboxPool; spawner: FakeSpawner }> {
   const spawner = new FakeSpawner();
   const settings = {
     workers: processes * threads,
@@ -85,8 +90,8 @@ async function startPool(processes: number, threads: number, spareSandboxes = 0)
     spareSandboxes,
     memoryLimitMb: 64,
     scriptTimeoutMs: 1_000,
-    maxQueue: 100,
     sandboxMemoryMb: undefined,
+    ...queue,
   };
   const pool = new SandboxPool(settings, silentLogger, {}, spawner.spawn);
   const started = pool.start();
@@ -101,6 +106,26 @@ function runCalls(pool: SandboxPool, count: number): Tracked[] {
 }
 
 describe('the sandbox pool with fake processes', () => {
+  it("refuses a host's task past its share of the queue, busy, while another host's still queues", async () => {
+    const { pool } = await startPool(1, 1, 0, { maxQueue: 4, hostSharePercent: 50 });
+    const fromHost = (callId: number, host: string): TaskRequest => ({ ...request(callId), owner: { host, appId: 'app', userId: 'user' } });
+    // The one thread takes the first task; two more of host a wait, the third is past a's share of 4.
+    const tasks = [1, 2, 3, 4].map((callId) => track(pool.run(fromHost(callId, 'a'))));
+    await settle();
+    assert.deepEqual(
+      tasks.slice(0, 3).map((task) => task.outcome),
+      ['pending', 'pending', 'pending'],
+    );
+    assert.match(
+      failure(tasks[3]).message,
+      /^the plugin is busy: chunks of calls from a already fill their host's share of the queue, 50% of 4/,
+    );
+    const other = track(pool.run(fromHost(5, 'b')));
+    await settle();
+    assert.equal(other.outcome, 'pending');
+    assert.equal(pool.queueSize, 3);
+  });
+
   it('a result settles its task once: a second RESULT for it is ignored, and an exit does not hand it back', async () => {
     const { pool, spawner } = await startPool(1, 2);
     const [task] = runCalls(pool, 1);
