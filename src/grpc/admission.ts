@@ -34,9 +34,7 @@ import {
   type ConnectionTable,
   connectionKey,
   MAX_HEADER_BYTES_PER_CONNECTION,
-  MAX_RESETS_PER_HOST_PER_SECOND,
   MAX_WATCHES_PER_CONNECTION,
-  RESET_CALM_MS,
   worthOf,
 } from './connection-table';
 import { halfClosedPeers, peerKey } from './half-closed';
@@ -144,7 +142,6 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
   const open = new Set<net.Socket>();
   const refused = rateLimitedWarning(logger);
   const refusedHost = rateLimitedWarning(logger);
-  const refusedResets = rateLimitedWarning(logger);
   const evicted = rateLimitedWarning(logger);
   const unverified = rateLimitedWarning(logger);
   const handOver = (socket: net.Socket): void => {
@@ -161,12 +158,7 @@ export async function admitConnections(injector: ConnectionInjector, settings: A
     if (!admission.admit) {
       socket.on('error', () => undefined);
       socket.destroy();
-      if (admission.reason === 'resets')
-        refusedResets.warn(
-          { host, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND, calmMs: RESET_CALM_MS },
-          `connection refused: clients of ${host} reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second (rapid reset); its connections were closed and new ones are refused for ${RESET_CALM_MS / 1000} s`,
-        );
-      else if (admission.reason === 'host')
+      if (admission.reason === 'host')
         refusedHost.warn(
           { maxConnectionsPerHost: table.maxConnectionsPerHost, host },
           `connection refused: ${table.countOf(host)} connections from ${host} are open (SSE_MAX_CONNECTIONS_PER_HOST)`,
@@ -250,8 +242,8 @@ function peerKeyOf(key: string): string {
  */
 export function countCallsPerConnection(
   table: ConnectionTable,
-  /** Told when a host's rapid resets closed its connections (for the log). */
-  onResets: (key: string) => void = () => undefined,
+  /** Told how many connections a host's rapid resets closed (for the log). */
+  onResets: (key: string, closed: number) => void = () => undefined,
 ): grpc.ServerInterceptor {
   return (method, call) => {
     const base = call as unknown as { stream?: CallStream; metadata?: grpc.Metadata };
@@ -266,7 +258,9 @@ export function countCallsPerConnection(
       stream.once('close', () => {
         table.callClosed(key, headerBytes, kind);
         // Reset by the client before the response ended: rapid resets are counted per host.
-        if (stream.aborted === true && table.streamReset(key)) onResets(key);
+        if (stream.aborted !== true) return;
+        const closed = table.streamReset(key);
+        if (closed > 0) onResets(key, closed);
       });
       return call as grpc.ServerInterceptingCall;
     }

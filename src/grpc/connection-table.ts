@@ -51,15 +51,17 @@ export function streamsPerConnection(connections: number): number {
 }
 
 /**
- * Streams the clients of one host may reset in a second: past it, every connection of the host is
- * closed and its new ones refused for RESET_CALM_MS. Opening a stream and resetting it at once costs
- * a client nothing and the front a call's setup (150-400 µs of its one thread): 256 sessions of two
- * hosts that each sent and reset their 249 queued streams at once stalled another client 4-6 s, under
- * every per-session limit (nghttp2 allows 1,000 resets a session). A Qlik engine resets a stream when a
- * user's selection cancels a chart's calculation: a few at a time.
+ * Streams the clients of one host may reset in a second: past it, the host's connections that reset
+ * at least MIN_RESETS_TO_CLOSE of them in that second are closed (the others, and new connections,
+ * stay). Opening a stream and resetting it at once costs a client nothing and the front a call's setup
+ * (150-400 µs of its one thread): 256 sessions of two hosts that each sent and reset their 249 queued
+ * streams at once stalled another client 4-6 s, under every per-session limit (Node closes a session
+ * past 1,000 resets). Only the resetting connections: closing the whole host, and refusing it a while,
+ * let one address in Qlik's /24 (or any client behind a balancer) cut Qlik's engine off. A Qlik engine
+ * resets a stream when a user's selection cancels a chart's calculation: a few at a time.
  */
 export const MAX_RESETS_PER_HOST_PER_SECOND = 1_000;
-export const RESET_CALM_MS = 10_000;
+export const MIN_RESETS_TO_CLOSE = 32;
 const RESET_WINDOW_MS = 1_000;
 
 /** What the table needs of a connection's HTTP/2 session: Node applies a lower limit at once (REFUSED_STREAM past it). */
@@ -110,11 +112,13 @@ export interface TrackedConnection {
   /** Its HTTP/2 session, once grpc-js made one; and the streams at once it allows now. */
   session: StreamSettings | undefined;
   maxStreams: number;
+  /** Streams its client reset in its host's current window (see streamReset). */
+  resets?: { readonly windowStartMs: number; readonly count: number };
 }
 
 export type Admission =
   | { readonly admit: true; readonly evict?: TrackedConnection }
-  | { readonly admit: false; readonly reason: 'host' | 'full' | 'resets' };
+  | { readonly admit: false; readonly reason: 'host' | 'full' };
 
 export function connectionKey(remoteAddress: string | undefined, remotePort: number | undefined): string {
   return `${remoteAddress ?? '?'}|${remotePort ?? '?'}`;
@@ -130,8 +134,6 @@ export class ConnectionTable {
   private readonly perHost = new Map<string, number>();
   /** Per host with connections: streams its clients reset in the current window. */
   private readonly resets = new Map<string, { windowStartMs: number; count: number }>();
-  /** Hosts whose connections were closed for resetting too many streams, and until when. */
-  private readonly calmUntilMs = new Map<string, number>();
   private sequence = 0;
 
   constructor(
@@ -148,8 +150,7 @@ export class ConnectionTable {
   }
 
   /** Whether a connection from `host` may come in, and which one to close first if it may. */
-  admit(host: string, nowMs = performance.now()): Admission {
-    if (this.calming(host, nowMs)) return { admit: false, reason: 'resets' };
+  admit(host: string): Admission {
     const fromHost = this.countOf(host);
     if (fromHost >= this.maxConnectionsPerHost) return { admit: false, reason: 'host' };
     if (this.byKey.size < this.maxConnections) return { admit: true };
@@ -197,23 +198,31 @@ export class ConnectionTable {
   }
 
   /**
-   * A client reset a call's stream on the connection with this key (the stream was aborted). True when
-   * its host passed MAX_RESETS_PER_HOST_PER_SECOND: then all its connections were closed.
+   * A client reset a call's stream on the connection with this key (the stream was aborted). When its
+   * host passed MAX_RESETS_PER_HOST_PER_SECOND, its connections that reset MIN_RESETS_TO_CLOSE or more
+   * in this window are closed: how many (0 otherwise).
    */
-  streamReset(key: string, nowMs = performance.now()): boolean {
+  streamReset(key: string, nowMs = performance.now()): number {
     const connection = this.byKey.get(key);
-    if (connection === undefined) return false;
+    if (connection === undefined) return 0;
     const window = this.resets.get(connection.host);
     if (window === undefined || nowMs - window.windowStartMs >= RESET_WINDOW_MS) {
       this.resets.set(connection.host, { windowStartMs: nowMs, count: 1 });
-      return false;
+      connection.resets = { windowStartMs: nowMs, count: 1 };
+      return 0;
     }
-    if (++window.count <= MAX_RESETS_PER_HOST_PER_SECOND) return false;
-    this.calm(connection.host, nowMs);
-    return true;
+    window.count++;
+    const own = connection.resets?.windowStartMs === window.windowStartMs ? connection.resets.count : 0;
+    connection.resets = { windowStartMs: window.windowStartMs, count: own + 1 };
+    if (window.count <= MAX_RESETS_PER_HOST_PER_SECOND) return 0;
+    const { windowStartMs } = window;
+    return this.closeWhere(
+      (other) =>
+        other.host === connection.host && other.resets?.windowStartMs === windowStartMs && other.resets.count >= MIN_RESETS_TO_CLOSE,
+    );
   }
 
-  /** Closes the connections `dead` says yes to (their clients are gone); how many. */
+  /** Closes the connections `dead` says yes to (their clients are gone, or abuse them); how many. */
   closeWhere(dead: (connection: TrackedConnection) => boolean): number {
     let count = 0;
     for (const connection of [...this.byKey.values()]) {
@@ -223,25 +232,6 @@ export class ConnectionTable {
       count++;
     }
     return count;
-  }
-
-  /** Closes every connection of the host, and refuses its new ones for RESET_CALM_MS. */
-  private calm(host: string, nowMs: number): void {
-    for (const [calmed, untilMs] of this.calmUntilMs) if (untilMs <= nowMs) this.calmUntilMs.delete(calmed);
-    this.calmUntilMs.set(host, nowMs + RESET_CALM_MS);
-    for (const connection of [...this.byKey.values()]) {
-      if (connection.host !== host) continue;
-      this.closed(connection);
-      connection.close();
-    }
-  }
-
-  private calming(host: string, nowMs: number): boolean {
-    const untilMs = this.calmUntilMs.get(host);
-    if (untilMs === undefined) return false;
-    if (untilMs > nowMs) return true;
-    this.calmUntilMs.delete(host);
-    return false;
   }
 
   /** Gives every connection of the host its share of streams, when the share changed. */

@@ -15,7 +15,13 @@ import { MAX_REPLY_BYTES } from '../contract/replies';
 import { tlsServerOptions } from '../ops/tls';
 import { admitConnections, countCallsPerConnection, type DescriptorBudget } from './admission';
 import { capabilities } from './capabilities';
-import { ConnectionTable, connectionKey, MAX_CONCURRENT_STREAMS, MAX_RESETS_PER_HOST_PER_SECOND, RESET_CALM_MS } from './connection-table';
+import {
+  ConnectionTable,
+  connectionKey,
+  MAX_CONCURRENT_STREAMS,
+  MAX_RESETS_PER_HOST_PER_SECOND,
+  MIN_RESETS_TO_CLOSE,
+} from './connection-table';
 import { guardHeaderLimits } from './header-guard';
 import { boundHealthRequests, PluginHealth, type ServingStatus } from './health';
 import { countIncomingMessages, holdStreamCost } from './incoming';
@@ -105,10 +111,10 @@ export async function startServer(
       boundHealthRequests,
       countIncomingMessages(deps.held, config.handshakeTimeoutMs, (peer) => deps.clientHosts.of(hostOf(peer))),
       endUnreadReplies(config.unreadReplyTimeoutMs, logger),
-      countCallsPerConnection(table, (key) =>
+      countCallsPerConnection(table, (key, closed) =>
         logger.warn(
-          { peer: key.replace('|', ':'), maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND, calmMs: RESET_CALM_MS },
-          `a client host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second (rapid reset): its connections are closed, new ones refused for ${RESET_CALM_MS / 1000} s`,
+          { peer: key.replace('|', ':'), closed, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND },
+          `clients of one host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second (rapid reset): closed its ${closed} connections that reset ${MIN_RESETS_TO_CLOSE} or more`,
         ),
       ),
       holdStreamCost(),
