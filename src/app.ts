@@ -3,6 +3,7 @@
  * main.ts and by the tests, which start the real plugin on 127.0.0.1:0.
  */
 import type http from 'node:http';
+import type net from 'node:net';
 import { HeldBytes } from './calls/held-bytes';
 import { FailedLines, LogRate } from './calls/log-rate';
 import { OpenCallSlots } from './calls/open-calls';
@@ -169,11 +170,37 @@ export async function startPlugin(
 /**
  * The metrics endpoint holds descriptors too (reserved in the budget): a bounded number of
  * connections, each with a short time to send its request; its errors are logged, never thrown.
+ * A newcomer past the bound closes the oldest connection not being answered (one still sending its
+ * request, or kept alive between requests; Node's own maxConnections drops the newcomer: 8 connections sending a byte every 500 ms, reopened
+ * as they were closed, failed every Prometheus scrape); when every one is serving, the newcomer goes.
  */
 function boundMetricsConnections(server: http.Server, logger: Logger): void {
-  server.maxConnections = METRICS_MAX_CONNECTIONS;
   server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
   server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  const waiting = new Set<net.Socket>();
+  const serving = new Set<net.Socket>();
+  server.on('connection', (socket: net.Socket) => {
+    if (waiting.size + serving.size >= METRICS_MAX_CONNECTIONS) {
+      const [oldest] = waiting;
+      if (oldest === undefined) return void socket.destroy();
+      waiting.delete(oldest);
+      oldest.destroy();
+    }
+    waiting.add(socket);
+    socket.once('close', () => {
+      waiting.delete(socket);
+      serving.delete(socket);
+    });
+  });
+  server.on('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
+    const socket = request.socket;
+    if (!waiting.delete(socket)) return;
+    serving.add(socket);
+    // Answered: a kept-alive connection waits for its next request, and may be taken like any waiting one.
+    response.once('finish', () => {
+      if (serving.delete(socket) && !socket.destroyed) waiting.add(socket);
+    });
+  });
   server.on('error', (error) => logger.error({ err: error }, 'metrics endpoint error'));
 }
 

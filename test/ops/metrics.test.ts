@@ -3,10 +3,12 @@
  * real calls (OK, script error, timeout, memory limit).
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
+import { METRICS_MAX_CONNECTIONS } from '../../src/grpc/admission';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, str } from '../helpers/qlik-client';
 import { httpGet, metricsText, SLOW_SCRIPT, sampleValue, until } from './process';
@@ -54,6 +56,30 @@ describe('Prometheus metrics', () => {
     assert.equal(sampleValue(response.body, 'sse_sandbox_processes', { role: 'spare', state: 'ready' }), 1);
     assert.match(response.body, /^process_resident_memory_bytes \d+/m);
     assert.equal((await httpGet(`http://127.0.0.1:${port}/`)).status, 404);
+  });
+
+  test('connections that never finish a request cannot keep a scrape out: the oldest of them gives way', async () => {
+    // Twice as many as the endpoint keeps, each sending one byte of a request and nothing more.
+    const slow = await Promise.all(
+      Array.from(
+        { length: 2 * METRICS_MAX_CONNECTIONS },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const socket = net.connect(port, '127.0.0.1', () => {
+              socket.write('G');
+              resolve(socket);
+            });
+            socket.once('error', reject);
+          }),
+      ),
+    );
+    try {
+      const response = await httpGet(`http://127.0.0.1:${port}/metrics`);
+      assert.equal(response.status, 200);
+      assert.match(response.body, /^# TYPE sse_calls_total counter$/m);
+    } finally {
+      for (const socket of slow) socket.destroy();
+    }
   });
 
   test('an OK call moves calls, rows and the duration histogram', async () => {
