@@ -53,6 +53,24 @@ async function doubled(client: QlikClient, script = 'args[0] * 2'): Promise<{ co
   return { code: result.code, values: numbers(result), details: result.details };
 }
 
+/** A new client at `address` is served, and exactly one of the connections holding the slots is closed for it. */
+async function servedAsOneGivesWay(address: string, holders: readonly { readonly closed: Promise<void> }[]): Promise<void> {
+  let closed = 0;
+  for (const holder of holders) void holder.closed.then(() => closed++);
+  const client = new QlikClient(address);
+  try {
+    assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
+    await until(
+      () => closed,
+      (n) => n >= 1,
+      10_000,
+    );
+    assert.equal(closed, 1);
+  } finally {
+    client.close();
+  }
+}
+
 /** Resolves when the client's channel reaches `state` (event-driven: grpc-js watches it). */
 function channelState(client: QlikClient, state: grpc.connectivityState, withinMs: number): Promise<void> {
   const channel = client.client.getChannel();
@@ -332,20 +350,10 @@ describe('connections from many hosts', () => {
         heldCall(own.plugin.port, '127.0.3.1', FEED_EVERY_MS),
       ])),
     ];
-    let closed = 0;
-    for (const connection of held) void connection.closed.then(() => closed++);
-    const client = new QlikClient(own.address);
     try {
-      assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
       // The fed calls were still open (not ended as silent): one connection gave its slot up, the others stay.
-      await until(
-        () => closed,
-        (n) => n >= 1,
-        10_000,
-      );
-      assert.equal(closed, 1);
+      await servedAsOneGivesWay(own.address, held);
     } finally {
-      client.close();
       for (const connection of held) connection.close();
       await own.stop();
     }
@@ -573,21 +581,8 @@ describe('health Watch calls and connection slots', () => {
           `8 this connection has ${MAX_WATCHES_PER_CONNECTION} health Watch calls open, the most one connection may: watch on fewer calls`,
         ],
       );
-      let closed = 0;
-      for (const watcher of watchers) void watcher.closed.then(() => closed++);
-      const client = new QlikClient(t.address);
-      try {
-        // Every slot is held by a connection with Watch calls open: one of them makes room.
-        assert.deepEqual(await doubled(client), { code: grpc.status.OK, values: [42], details: 'OK' });
-        await until(
-          () => closed,
-          (n) => n >= 1,
-          10_000,
-        );
-        assert.equal(closed, 1);
-      } finally {
-        client.close();
-      }
+      // Every slot is held by a connection with Watch calls open: one of them makes room.
+      await servedAsOneGivesWay(t.address, watchers);
     } finally {
       for (const watcher of watchers) watcher.session.destroy();
     }
