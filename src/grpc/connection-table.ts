@@ -152,7 +152,10 @@ export class ConnectionTable {
   /** Whether a connection from `host` may come in, and which one to close first if it may. */
   admit(host: string): Admission {
     const fromHost = this.countOf(host);
-    if (fromHost >= this.maxConnectionsPerHost) return { admit: false, reason: 'host' };
+    if (fromHost >= this.maxConnectionsPerHost) {
+      const own = this.ownVictimOf(host);
+      return own === undefined ? { admit: false, reason: 'host' } : { admit: true, evict: own };
+    }
     if (this.byKey.size < this.maxConnections) return { admit: true };
     const evict = this.victimFor(fromHost);
     return evict === undefined ? { admit: false, reason: 'full' } : { admit: true, evict };
@@ -288,6 +291,20 @@ export class ConnectionTable {
     return this.byKey.get(key)?.headerBytes ?? 0;
   }
 
+  /**
+   * A host at its share makes room among its own connections for a newcomer: its oldest pending one,
+   * else its oldest idle one, never one with a call in progress. One address in Qlik's /24 holding the
+   * host's 128 connections idle (each reopened as the idle timeout closed it) refused Qlik's engine.
+   */
+  private ownVictimOf(host: string): TrackedConnection | undefined {
+    let best: TrackedConnection | undefined;
+    for (const connection of this.byKey.values()) {
+      if (connection.host !== host || worthOf(connection) === 'busy') continue;
+      if (best === undefined || lessWorthOrOlder(connection, best)) best = connection;
+    }
+    return best;
+  }
+
   /** The slot to free for a newcomer whose host holds `fromHost`, or none it may take. */
   private victimFor(fromHost: number): TrackedConnection | undefined {
     let best: TrackedConnection | undefined;
@@ -315,4 +332,11 @@ export class ConnectionTable {
     if (worthA !== worthB) return worthA < worthB;
     return pendingA ? a.sequence < b.sequence : a.sequence > b.sequence;
   }
+}
+
+/** Of a host's own connections, closed first: pending before idle, then the oldest. */
+function lessWorthOrOlder(a: TrackedConnection, b: TrackedConnection): boolean {
+  const worthA = WORTH_ORDER[worthOf(a)];
+  const worthB = WORTH_ORDER[worthOf(b)];
+  return worthA !== worthB ? worthA < worthB : a.sequence < b.sequence;
 }

@@ -85,11 +85,16 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     return hosts.map((host, i) => table.add(host, `${host}|${i}`, () => undefined));
   }
 
-  it('refuses past the per-host share, and admits freely below the limit', () => {
+  it("past the per-host share takes the host's own oldest idle slot, or refuses when all are busy; admits freely below the limit", () => {
     const table = new ConnectionTable(4, 2);
-    fill(table, ['a', 'a']);
+    const [a1, a2] = fill(table, ['a', 'a']);
+    for (const connection of [a1, a2]) table.callOpened((connection as TrackedConnection).key);
     assert.deepEqual(table.admit('a'), { admit: false, reason: 'host' });
     assert.deepEqual(table.admit('b'), { admit: true });
+    // A neighbour in the same network holding the share idle does not keep the host's newcomer out.
+    table.callClosed((a2 as TrackedConnection).key);
+    table.callClosed((a1 as TrackedConnection).key);
+    assert.deepEqual(table.admit('a'), { admit: true, evict: a1 });
   });
 
   it('takes a pending slot first, the oldest of the host holding most', () => {
