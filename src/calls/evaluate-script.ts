@@ -99,7 +99,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
           { requestId, scriptHash: scriptCall.scriptHash },
           'the script is a function body without a return statement: every row gives a Qlik null',
         );
-      if (pool.saturated) {
+      if (pool.saturatedFor(host)) {
         metrics.busyRefusals.inc();
         throw busyError(config.maxQueue);
       }

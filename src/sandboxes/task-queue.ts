@@ -184,6 +184,24 @@ export class TaskQueue {
     return this.root.below.get(host)?.queued ?? 0;
   }
 
+  /**
+   * When the queue is full, the task that makes room for one of `host`: the newest of the host with the
+   * most tasks waiting, if it has at least two more than `host` (so two hosts never take slots from each
+   * other back and forth); undefined when none may be taken.
+   */
+  displaceableFor(host: string): QueuedTask | undefined {
+    const own = this.queuedOf(host);
+    let most: Line | undefined;
+    for (const line of this.root.below.values()) if (line.queued > (most?.queued ?? own + 1)) most = line;
+    if (most === undefined) return undefined;
+    let newest: QueuedTask | undefined;
+    for (const app of most.below.values())
+      for (const user of app.below.values())
+        for (const call of user.below.values())
+          for (const task of call.tasks.values()) if (newest === undefined || task.id > newest.id) newest = task;
+    return newest;
+  }
+
   push(task: QueuedTask): void {
     this.usage.seen(task.request.owner.host, this.nowMs());
     const call = this.callLine(task.request, true) as Line;

@@ -106,6 +106,30 @@ function runCalls(pool: SandboxPool, count: number): Tracked[] {
 }
 
 describe('the sandbox pool with fake processes', () => {
+  it('a full queue makes room for a host with nothing waiting by refusing the newest task of the host waiting most', async () => {
+    const { pool } = await startPool(1, 1, 0, { maxQueue: 4 });
+    const fromHost = (callId: number, host: string): TaskRequest => ({ ...request(callId), owner: { host, appId: 'app', userId: 'user' } });
+    // One runs on the thread, four wait: the queue is full, all of host a.
+    const tasks = [1, 2, 3, 4, 5].map((callId) => track(pool.run(fromHost(callId, 'a'))));
+    await settle();
+    assert.equal(pool.queueSize, 4);
+    assert.equal(pool.saturatedFor('a'), true);
+    assert.equal(pool.saturatedFor('b'), false);
+    const fromB = track(pool.run(fromHost(6, 'b')));
+    await settle();
+    assert.equal(fromB.outcome, 'pending');
+    assert.match(failure(tasks[4]).message, /^the plugin is busy: 4 chunks are already waiting/);
+    assert.deepEqual(
+      tasks.slice(0, 4).map((task) => task.outcome),
+      ['pending', 'pending', 'pending', 'pending'],
+    );
+    // a (3 waiting) cannot take b's place back (1 waiting): refused as before.
+    const again = track(pool.run(fromHost(7, 'a')));
+    await settle();
+    assert.match(failure(again).message, /^the plugin is busy: 4 chunks are already waiting/);
+    assert.equal(fromB.outcome, 'pending');
+  });
+
   it("refuses a host's task past its share of the queue, busy, while another host's still queues", async () => {
     const { pool } = await startPool(1, 1, 0, { maxQueue: 4, hostSharePercent: 50 });
     const fromHost = (callId: number, host: string): TaskRequest => ({ ...request(callId), owner: { host, appId: 'app', userId: 'user' } });
