@@ -67,33 +67,49 @@ const MAX_REMEMBERED_HOSTS = 10_000;
 
 /**
  * Thread time per host, decayed: each host's sum of (ms × 2^(t/halfLife)) kept as its base-2 log, so
- * that sums from different times compare without rescaling and never overflow.
+ * that sums from different times compare without rescaling and never overflow. A host also has a floor,
+ * NEW_HOST_CHARGE_MS at the time it was first seen, and weighs the larger of the two: a newcomer buys no
+ * head start, while a host that has used less than that since it came keeps its place ahead of hosts
+ * that came after it. (Added to the use instead, the charge plus 100 ms of one-row calls put a host
+ * behind 40 networks that came 3 s later, each looping a script to its time limit: it waited the whole
+ * attack, 20 s.)
  */
 export class HostUsage {
-  private readonly weights = new Map<Key, number>();
+  private readonly weights = new Map<Key, { readonly floor: number; used: number }>();
 
   constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
 
-  /** Smaller is less used, counting at most USAGE_CAP_MS of use now; a host never charged (or forgotten) is -Infinity. */
+  /** Smaller is less used, counting at most USAGE_CAP_MS of use now; a host never seen (or forgotten) is -Infinity. */
   weight(host: Key, nowMs: number): number {
     return Math.min(this.stored(host), nowMs / this.halfLifeMs + Math.log2(USAGE_CAP_MS));
   }
 
   private stored(host: Key): number {
-    return this.weights.get(host) ?? Number.NEGATIVE_INFINITY;
+    const entry = this.weights.get(host);
+    return entry === undefined ? Number.NEGATIVE_INFINITY : Math.max(entry.floor, entry.used);
   }
 
-  /** A host queues a task: one never seen (or forgotten) starts at NEW_HOST_CHARGE_MS now. */
+  /** A host queues a task: one never seen (or forgotten) starts with a floor of NEW_HOST_CHARGE_MS now. */
   seen(host: Key, nowMs: number): void {
-    if (!this.weights.has(host)) this.charge(host, NEW_HOST_CHARGE_MS, nowMs);
+    if (!this.weights.has(host)) this.remember(host, { floor: this.logWeight(NEW_HOST_CHARGE_MS, nowMs), used: Number.NEGATIVE_INFINITY });
   }
 
   charge(host: Key, ms: number, nowMs: number): void {
-    const added = nowMs / this.halfLifeMs + Math.log2(Math.max(ms, 0.001));
-    const before = this.stored(host);
-    const sum = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
+    const added = this.logWeight(ms, nowMs);
+    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY };
+    const before = entry.used;
+    entry.used = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
+    this.remember(host, entry);
+  }
+
+  private logWeight(ms: number, nowMs: number): number {
+    return nowMs / this.halfLifeMs + Math.log2(Math.max(ms, 0.001));
+  }
+
+  /** Keeps the entry as the most recently charged; the least recently charged is forgotten past MAX_REMEMBERED_HOSTS. */
+  private remember(host: Key, entry: { readonly floor: number; used: number }): void {
     this.weights.delete(host);
-    this.weights.set(host, sum);
+    this.weights.set(host, entry);
     if (this.weights.size > MAX_REMEMBERED_HOSTS) {
       const [oldest] = this.weights.keys();
       if (oldest !== undefined) this.weights.delete(oldest);

@@ -60,6 +60,28 @@ describe('TaskQueue', () => {
     assert.equal(take(queue)?.request.callId, 999);
   });
 
+  it('a host that used less than a newcomer is charged keeps its place ahead of hosts that came after it', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    // Qlik's engine ran 15 one-row calls of 7 ms over 3 s: 105 ms of use, well under what a newcomer is charged.
+    for (let i = 0; i < 15; i++) {
+      const small = task(900 + i, 'sales', 'user', '10.0.0.1');
+      queue.push(small);
+      queue.started(queue.shift() as QueuedTask);
+      nowMs += 7;
+      queue.finished(small.id);
+      nowMs += 193;
+    }
+    // Then 40 networks, each with a loop queued; two threads run them 5 s each.
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const first = [take(queue), take(queue)];
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    nowMs += 5_000;
+    queue.finished((first[0] as QueuedTask).id);
+    // Charged as a newcomer plus its use, the engine waited behind every one of the 40 (20 s and more).
+    assert.equal(take(queue)?.request.callId, 999);
+  });
+
   it('a host that used the threads a lot lately waits behind at most one task of each new address, not until they used as much', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
