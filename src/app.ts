@@ -46,6 +46,8 @@ export interface Plugin {
 const UNAVAILABLE_GRACE_MS = 5_000;
 /** A scrape is one small GET: a connection that has not sent its request by then is closed. */
 const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+/** Requests one metrics connection may make before it is closed (the scraper reconnects). */
+const METRICS_REQUESTS_PER_CONNECTION = 16;
 
 export async function startPlugin(
   config: Config,
@@ -177,6 +179,9 @@ export async function startPlugin(
 function boundMetricsConnections(server: http.Server, logger: Logger): void {
   server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
   server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+  // A scraper sends one request at a time; 8 connections pipelining thousands each, never reading,
+  // kept every connection "being answered" and stalled the front 8-15 s while it rendered them.
+  server.maxRequestsPerSocket = METRICS_REQUESTS_PER_CONNECTION;
   const waiting = new Set<net.Socket>();
   const serving = new Set<net.Socket>();
   server.on('connection', (socket: net.Socket) => {
