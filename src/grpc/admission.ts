@@ -23,7 +23,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 
 import type * as grpc from '@grpc/grpc-js';
-import { type ConnectionInjector, ServerInterceptingCall, status } from '@grpc/grpc-js';
+import type { ConnectionInjector } from '@grpc/grpc-js';
 
 import { heldHeaderBytes } from '../calls/held-bytes';
 import { ConfigError } from '../ops/config';
@@ -39,6 +39,7 @@ import {
 } from './connection-table';
 import { halfClosedPeers, peerKey } from './half-closed';
 import { HEALTH_PATH_PREFIX, HEALTH_WATCH_PATH } from './health';
+import { refusedBusy } from './incoming';
 
 /** Connections when neither SSE_MAX_CONNECTIONS nor a low descriptor limit says less: a few engines, health checks, a balancer. */
 export const DEFAULT_MAX_CONNECTIONS = 256;
@@ -268,10 +269,7 @@ export function countCallsPerConnection(
       refusal === 'watches'
         ? `this connection has ${MAX_WATCHES_PER_CONNECTION} health Watch calls open, the most one connection may: watch on fewer calls`
         : `this connection's open calls hold ${Math.round(table.headerBytesOf(key) / 1024)} KiB of headers, the most one connection may (${MAX_HEADER_BYTES_PER_CONNECTION / 1024 / 1024} MiB counted three times): end some calls before opening more`;
-    // grpc-js's documented way for an interceptor to refuse a call: a status instead of the metadata.
-    return new ServerInterceptingCall(call, {
-      start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
-    });
+    return refusedBusy(call, details);
   };
 }
 

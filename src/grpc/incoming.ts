@@ -271,14 +271,16 @@ export function holdStreamCost(): grpc.ServerInterceptor {
       incoming.account.hold(STREAM_HELD_BYTES);
       return call as grpc.ServerInterceptingCall;
     } catch (error) {
-      return refused(call, error);
+      return refusedBusy(call, error instanceof Error ? error.message : String(error));
     }
   };
 }
 
-/** A call refused before it began (grpc-js's documented way: a status instead of the metadata). */
-function refused(call: grpc.ServerInterceptingCallInterface, error: unknown): grpc.ServerInterceptingCall {
-  const details = error instanceof Error ? error.message : String(error);
+/**
+ * A call an interceptor refuses RESOURCE_EXHAUSTED before it began: grpc-js's documented way, a status
+ * instead of the metadata. Interceptors after the one that returns it get this call, not grpc-js's.
+ */
+export function refusedBusy(call: grpc.ServerInterceptingCallInterface, details: string): grpc.ServerInterceptingCall {
   return new ServerInterceptingCall(call, {
     start: (next) => next({ onReceiveMetadata: () => call.sendStatus({ code: status.RESOURCE_EXHAUSTED, details }) }),
   });
