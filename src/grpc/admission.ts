@@ -241,11 +241,7 @@ function peerKeyOf(key: string): string {
  * found by the peer address of the call's HTTP/2 session. Late in the interceptor list: it may return
  * a call of its own, and the ones before it need grpc-js's.
  */
-export function countCallsPerConnection(
-  table: ConnectionTable,
-  /** Told how many connections a host's rapid resets closed (for the log). */
-  onResets: (key: string, closed: number) => void = () => undefined,
-): grpc.ServerInterceptor {
+export function countCallsPerConnection(table: ConnectionTable): grpc.ServerInterceptor {
   return (method, call) => {
     const base = call as unknown as { stream?: CallStream; metadata?: grpc.Metadata };
     const socket = base.stream?.session?.socket;
@@ -255,14 +251,7 @@ export function countCallsPerConnection(
     const kind = callKindOf(method.path);
     const refusal = table.callOpened(key, headerBytes, kind);
     if (refusal === undefined) {
-      const stream = base.stream;
-      stream.once('close', () => {
-        table.callClosed(key, headerBytes, kind);
-        // Reset by the client before the response ended: rapid resets are counted per host.
-        if (stream.aborted !== true) return;
-        const closed = table.streamReset(key);
-        if (closed > 0) onResets(key, closed);
-      });
+      base.stream.once('close', () => table.callClosed(key, headerBytes, kind));
       return call as grpc.ServerInterceptingCall;
     }
     const details =
@@ -280,8 +269,6 @@ function callKindOf(path: string): CallKind {
 
 interface CallStream {
   readonly session?: { readonly socket?: { readonly remoteAddress?: string; readonly remotePort?: number } };
-  /** Node's Http2Stream: true once the client reset it before its response ended. */
-  readonly aborted?: boolean;
   once(event: 'close', listener: () => void): unknown;
 }
 

@@ -51,14 +51,14 @@ export function streamsPerConnection(connections: number): number {
 }
 
 /**
- * Streams the clients of one host may reset in a second: past it, the host's connections that reset
- * at least MIN_RESETS_TO_CLOSE of them in that second are closed (the others, and new connections,
- * stay). Opening a stream and resetting it at once costs a client nothing and the front a call's setup
- * (150-400 µs of its one thread): 256 sessions of two hosts that each sent and reset their 249 queued
- * streams at once stalled another client 4-6 s, under every per-session limit (Node closes a session
- * past 1,000 resets). Only the resetting connections: closing the whole host, and refusing it a while,
- * let one address in Qlik's /24 (or any client behind a balancer) cut Qlik's engine off. A Qlik engine
- * resets a stream when a user's selection cancels a chart's calculation: a few at a time.
+ * Streams the clients of one host may reset in a second before the front handed them to grpc-js
+ * (stream-handover.ts): past it, the host's connections that reset at least MIN_RESETS_TO_CLOSE of
+ * them in that second are closed (the others, and new connections, stay). Such a stream costs the
+ * front only Node's bookkeeping, but a client can send thousands a session in one write. Only the
+ * resetting connections: closing the whole host, and refusing it a while, let one address in Qlik's
+ * /24 (or any client behind a balancer) cut Qlik's engine off. A call that was handled and then
+ * cancelled never counts: a Qlik engine cancels a page of chart calls when a selection changes, and
+ * counting those let a neighbour's storm close Qlik's connection with its calls.
  */
 export const MAX_RESETS_PER_HOST_PER_SECOND = 1_000;
 export const MIN_RESETS_TO_CLOSE = 32;
@@ -201,7 +201,7 @@ export class ConnectionTable {
   }
 
   /**
-   * A client reset a call's stream on the connection with this key (the stream was aborted). When its
+   * A client reset a stream on the connection with this key before it was handled. When its
    * host passed MAX_RESETS_PER_HOST_PER_SECOND, its connections that reset MIN_RESETS_TO_CLOSE or more
    * in this window are closed: how many (0 otherwise).
    */

@@ -27,6 +27,7 @@ import { boundHealthRequests, PluginHealth, type ServingStatus } from './health'
 import { countIncomingMessages, holdStreamCost } from './incoming';
 import { FirstCallPerHost, hostOf } from './peer-log';
 import { encodeMessage, messages, PROTO_PATH } from './proto';
+import { handOverLiveStreams } from './stream-handover';
 import { endUnreadReplies } from './unread-replies';
 
 export const SERVICE_NAME = 'qlik.sse.Connector';
@@ -76,19 +77,36 @@ export interface RunningServer {
 }
 
 /**
- * Gives each connection's HTTP/2 session to the table as it is made (before it reads a frame), so that
- * the table can lower the streams it allows when its host opens more connections (connection-table.ts).
- * grpc-js keeps the http2 server behind a connection injector in a private map; the newest entry is
- * the injector's. test/ops/connections.test.ts fails if that changes.
+ * The http2 server behind the connection injector: grpc-js keeps it in a private map, the newest entry
+ * is the injector's. test/ops/connections.test.ts fails if that changes.
  */
-function shareStreamsPerHost(server: grpc.Server, table: ConnectionTable): void {
+function injectedHttp2Server(server: grpc.Server): http2.Http2Server {
   const servers = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
   const injected = servers === undefined ? undefined : [...servers.keys()].at(-1);
   if (injected === undefined)
     throw new Error('grpc-js internals changed: no http2 server behind the injector; re-check src/grpc/server.ts');
-  injected.on('session', (session: http2.ServerHttp2Session) =>
-    table.sessionOpened(connectionKey(session.socket.remoteAddress, session.socket.remotePort), session),
-  );
+  return injected;
+}
+
+/**
+ * Gives each connection's HTTP/2 session to the table as it is made (before it reads a frame), so that
+ * the table can lower the streams it allows when its host opens more connections (connection-table.ts),
+ * and counts the streams a client reset before they were handled (stream-handover.ts) as its rapid
+ * resets.
+ */
+function trackSessions(injected: http2.Http2Server, table: ConnectionTable, onResets: (key: string, closed: number) => void): void {
+  const keys = new WeakMap<http2.ServerHttp2Session, string>();
+  injected.on('session', (session: http2.ServerHttp2Session) => {
+    const key = connectionKey(session.socket.remoteAddress, session.socket.remotePort);
+    keys.set(session, key);
+    table.sessionOpened(key, session);
+  });
+  handOverLiveStreams(injected, (session) => {
+    const key = keys.get(session);
+    if (key === undefined) return;
+    const closed = table.streamReset(key);
+    if (closed > 0) onResets(key, closed);
+  });
 }
 
 export async function startServer(
@@ -111,12 +129,7 @@ export async function startServer(
       boundHealthRequests,
       countIncomingMessages(deps.held, config.handshakeTimeoutMs, (peer) => deps.clientHosts.of(hostOf(peer))),
       endUnreadReplies(config.unreadReplyTimeoutMs, logger),
-      countCallsPerConnection(table, (key, closed) =>
-        logger.warn(
-          { peer: key.replace('|', ':'), closed, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND },
-          `clients of one host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second (rapid reset): closed its ${closed} connections that reset ${MIN_RESETS_TO_CLOSE} or more`,
-        ),
-      ),
+      countCallsPerConnection(table),
       holdStreamCost(),
     ],
   });
@@ -138,7 +151,12 @@ export async function startServer(
   health.addToServer(server);
   // TLS, when on, is done before grpc-js sees the socket (src/grpc/admission.ts).
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  shareStreamsPerHost(server, table);
+  trackSessions(injectedHttp2Server(server), table, (key, closed) =>
+    logger.warn(
+      { peer: key.replace('|', ':'), closed, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND },
+      `clients of one host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second before they were handled (rapid reset): closed its ${closed} connections that reset ${MIN_RESETS_TO_CLOSE} or more`,
+    ),
+  );
   guardHeaderLimits(server);
   const admission = await admitConnections(
     injector,

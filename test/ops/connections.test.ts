@@ -18,13 +18,14 @@ import {
   MAX_HEADER_BYTES_PER_CONNECTION,
   MAX_RESETS_PER_HOST_PER_SECOND,
   MAX_WATCHES_PER_CONNECTION,
+  MIN_RESETS_TO_CLOSE,
   streamsPerConnection,
 } from '../../src/grpc/connection-table';
 import { certificatesForSuite } from '../helpers/certs';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { num, numbers, QlikClient } from '../helpers/qlik-client';
-import { openScriptStream } from '../helpers/raw-call';
-import { SLOW_SCRIPT, SLOW_SCRIPT_MS, until } from './process';
+import { num, numbers, QlikClient, scriptMetadata } from '../helpers/qlik-client';
+import { openRawCall, openScriptStream } from '../helpers/raw-call';
+import { metricsText, SLOW_SCRIPT, SLOW_SCRIPT_MS, until } from './process';
 
 const certificates = certificatesForSuite();
 const HANDSHAKE_TIMEOUT_MS = 300;
@@ -438,26 +439,44 @@ function frame(type: number, flags: number, streamId: number, payload: Buffer = 
   return Buffer.concat([header, payload]);
 }
 
-/** A header block of literal fields (HPACK "without indexing", no Huffman): short names and values only. */
+/** An HPACK string, not Huffman-coded: its length as a 7-bit-prefix integer, then its bytes. */
+function hpackString(text: string): Buffer {
+  const length: number[] = [];
+  if (text.length < 127) length.push(text.length);
+  else {
+    length.push(127);
+    let rest = text.length - 127;
+    for (; rest >= 128; rest >>= 7) length.push((rest & 127) | 128);
+    length.push(rest);
+  }
+  return Buffer.concat([Buffer.from(length), Buffer.from(text)]);
+}
+
+/** A header block of literal fields (HPACK "without indexing", no Huffman). */
 function headerBlock(fields: Record<string, string>): Buffer {
-  const literal = (name: string, value: string): Buffer =>
-    Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+  const literal = (name: string, value: string): Buffer => Buffer.concat([Buffer.from([0x00]), hpackString(name), hpackString(value)]);
   return Buffer.concat(Object.entries(fields).map(([name, value]) => literal(name, value)));
 }
 
-/** Bytes that open `count` GetCapabilities streams and reset each at once (RST_STREAM CANCEL), after the preface. */
-function rapidResets(count: number): Buffer {
+/**
+ * Bytes that open `count` streams and reset each at once (RST_STREAM CANCEL), after the preface:
+ * GetCapabilities calls, or script calls with Qlik's headers.
+ */
+function rapidResets(count: number, script?: string): Buffer {
   const HEADERS = 1;
   const RST_STREAM = 3;
   const END_HEADERS = 4;
   const CANCEL = Buffer.from([0, 0, 0, 8]);
+  const qlikHeaders =
+    script === undefined ? {} : (scriptMetadata({ script, params: [{ dataType: 1 }] }).toHttp2Headers() as Record<string, string>);
   const block = headerBlock({
     ':method': 'POST',
     ':scheme': 'http',
-    ':path': '/qlik.sse.Connector/GetCapabilities',
+    ':path': script === undefined ? '/qlik.sse.Connector/GetCapabilities' : '/qlik.sse.Connector/EvaluateScript',
     ':authority': 'x',
     'content-type': 'application/grpc',
     te: 'trailers',
+    ...qlikHeaders,
   });
   const frames: Buffer[] = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0)];
   for (let i = 0; i < count; i++) frames.push(frame(HEADERS, END_HEADERS, 2 * i + 1, block), frame(RST_STREAM, 0, 2 * i + 1, CANCEL));
@@ -750,6 +769,78 @@ describe('header strings of a flood of streams', () => {
     } finally {
       clearInterval(watch);
       for (const session of sessions) session.destroy();
+    }
+  });
+});
+
+describe('streams reset before the front handled them', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_METRICS_PORT: '0' });
+  });
+  after(() => t.stop());
+
+  /** Every call the front started, whatever its function and status. */
+  async function callsStarted(): Promise<number> {
+    const text = await metricsText(t.plugin.metricsPort ?? 0);
+    return text
+      .split('\n')
+      .filter((line) => line.startsWith('sse_calls_total{'))
+      .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+  }
+
+  it('start no call: script calls opened and reset in one write cost the front no call setup', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const before = await callsStarted();
+    // Fewer than the reset rule closes a connection for: only the hand-over is under test.
+    const resetter = await idleSocket(t.plugin.port, '127.0.3.1');
+    resetter.socket.write(rapidResets(20, 'args[0] * 2'));
+    // A ping sent after them is answered once the front has read them; a call after that, once it has handed them over.
+    const PING = 6;
+    const pinged = new Promise<void>((resolve) => resetter.socket.once('data', () => resolve()));
+    resetter.socket.write(frame(PING, 0, 0, Buffer.alloc(8)));
+    await pinged;
+    try {
+      assert.deepEqual(await doubled(t.client), { code: grpc.status.OK, values: [42], details: 'OK' });
+      assert.equal((await callsStarted()) - before, 1, 'a stream reset before it was handled started a call');
+    } finally {
+      resetter.socket.destroy();
+    }
+  });
+
+  it("leave a host's cancelled calls out of the rapid-reset rule: a neighbour's storm does not close Qlik's connection", {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    // Qlik's engine (127.0.0.1, one connection) has a call running and a page of chart calls queued
+    // behind it on the one thread; a selection change cancels the page. Meanwhile a client in the same
+    // /24 resets streams as fast as it opens them, past the host's rate.
+    const qlik = new QlikClient(t.address);
+    const open = t.plugin.openCalls.size;
+    const running = qlik.evaluate({ script: SLOW_SCRIPT, params: [{ dataType: 1 }], bundles: [[[num(7)]]], deadlineMs: 20_000 });
+    const page = Array.from({ length: 2 * MIN_RESETS_TO_CLOSE }, () => {
+      const call = openRawCall(qlik.client, { script: 'args[0] + 1', params: [{ dataType: 1 }] });
+      call.send([[num(1)]]);
+      call.call.end();
+      return call;
+    });
+    try {
+      await until(
+        () => t.plugin.openCalls.size,
+        (size) => size >= open + 1 + page.length,
+      );
+      for (const call of page) call.call.cancel();
+      const SESSIONS = 4;
+      const perSession = (2 * MAX_RESETS_PER_HOST_PER_SECOND) / SESSIONS;
+      const storm = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => idleSocket(t.plugin.port, `127.0.0.${i + 2}`)));
+      for (const attacker of storm) attacker.socket.write(rapidResets(perSession));
+      await Promise.all(storm.map((attacker) => attacker.closed));
+      assert.deepEqual(
+        (await Promise.all(page.map((call) => call.result))).map((result) => result.code),
+        page.map(() => grpc.status.CANCELLED),
+      );
+      const answer = await running;
+      assert.deepEqual({ code: answer.code, values: numbers(answer) }, { code: grpc.status.OK, values: [7] });
+    } finally {
+      qlik.close();
     }
   });
 });
