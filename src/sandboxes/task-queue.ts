@@ -19,8 +19,10 @@
  * goes at the next free thread; an address that has run a task waits behind hosts that used less
  * until its use has decayed. Use counts up to USAGE_CAP_MS only: uncapped, a host that had used the
  * threads a lot (Qlik's engine after a busy minute, 4 s here) waited until every new address had used
- * as much (8 new addresses: 14.7 s, behind 29 of their 30 one-second tasks); capped, it waits behind
- * at most about one task of each new address, as plain turns would have it.
+ * as much (8 new addresses: 14.7 s, behind 29 of their 30 one-second tasks). A host that has not run a
+ * task yet ranks at the cap, with the heavy hosts, and among hosts at the cap the one whose tasks are
+ * much shorter goes first (HostUsage), so a busy engine's millisecond calls wait for about one running
+ * task however many networks keep a loop queued.
  *
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
  * push, shift, remove and the running counts touch one line per level; a line exists only while it
@@ -64,41 +66,62 @@ const NEW_HOST_CHARGE_MS = 1_000;
 const USAGE_CAP_MS = NEW_HOST_CHARGE_MS + 500;
 /** Hosts whose use is remembered at most; the least recently charged is forgotten first. */
 const MAX_REMEMBERED_HOSTS = 10_000;
+/** What a host's tasks are expected to take before it has run one: as long as a newcomer is charged. */
+const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
+/**
+ * Hosts tied at the cap are told apart by how long their tasks take, in steps of this factor: a host
+ * whose tasks take an eighth as long or less goes first, closer ones take turns. Qlik's one-row and
+ * chart tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks), a loop stopped by
+ * the time limit seconds.
+ */
+const TASK_TIME_STEP = 8;
 
 /**
  * Thread time per host, decayed: each host's sum of (ms × 2^(t/halfLife)) kept as its base-2 log, so
  * that sums from different times compare without rescaling and never overflow. A host also has a floor,
- * NEW_HOST_CHARGE_MS at the time it was first seen, and weighs the larger of the two: a newcomer buys no
- * head start, while a host that has used less than that since it came keeps its place ahead of hosts
- * that came after it. (Added to the use instead, the charge plus 100 ms of one-row calls put a host
- * behind 40 networks that came 3 s later, each looping a script to its time limit: it waited the whole
- * attack, 20 s.)
+ * NEW_HOST_CHARGE_MS at the time it was first seen, and weighs the larger of the two: a host that has
+ * used less than that since it came keeps its place ahead of hosts that came after it. (Added to the
+ * use instead, the charge plus 100 ms of one-row calls put a host behind 40 networks that came 3 s
+ * later, each looping a script to its time limit: it waited the whole attack, 20 s.) A host that has
+ * not run a task yet weighs the cap: it ties with the hosts that used a lot, never goes ahead of them
+ * (at its floor, 40 networks that had waited a few seconds went ahead of a busy Qlik engine, one
+ * 5-second loop each: 20 s and more a call), and among those tied a host whose tasks are much shorter
+ * goes first (taskStep): a busy engine's millisecond calls pass the loops, where taking turns with 8
+ * looping networks made each of its calls wait 20 s.
  */
 export class HostUsage {
-  private readonly weights = new Map<Key, { readonly floor: number; used: number }>();
+  private readonly weights = new Map<Key, { readonly floor: number; used: number; taskMs: number }>();
 
   constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
 
   /** Smaller is less used, counting at most USAGE_CAP_MS of use now; a host never seen (or forgotten) is -Infinity. */
   weight(host: Key, nowMs: number): number {
-    return Math.min(this.stored(host), nowMs / this.halfLifeMs + Math.log2(USAGE_CAP_MS));
+    const cap = nowMs / this.halfLifeMs + Math.log2(USAGE_CAP_MS);
+    const entry = this.weights.get(host);
+    if (entry === undefined) return Number.NEGATIVE_INFINITY;
+    if (entry.used === Number.NEGATIVE_INFINITY) return cap;
+    return Math.min(Math.max(entry.floor, entry.used), cap);
   }
 
-  private stored(host: Key): number {
-    const entry = this.weights.get(host);
-    return entry === undefined ? Number.NEGATIVE_INFINITY : Math.max(entry.floor, entry.used);
+  /** How long the host's tasks take, in steps of TASK_TIME_STEP (smaller is shorter). */
+  taskStep(host: Key): number {
+    const taskMs = this.weights.get(host)?.taskMs ?? NEW_HOST_TASK_MS;
+    return Math.floor(Math.log(Math.max(1, taskMs)) / Math.log(TASK_TIME_STEP));
   }
 
   /** A host queues a task: one never seen (or forgotten) starts with a floor of NEW_HOST_CHARGE_MS now. */
   seen(host: Key, nowMs: number): void {
-    if (!this.weights.has(host)) this.remember(host, { floor: this.logWeight(NEW_HOST_CHARGE_MS, nowMs), used: Number.NEGATIVE_INFINITY });
+    if (!this.weights.has(host))
+      this.remember(host, { floor: this.logWeight(NEW_HOST_CHARGE_MS, nowMs), used: Number.NEGATIVE_INFINITY, taskMs: NEW_HOST_TASK_MS });
   }
 
   charge(host: Key, ms: number, nowMs: number): void {
     const added = this.logWeight(ms, nowMs);
-    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY };
+    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY, taskMs: ms };
     const before = entry.used;
     entry.used = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
+    // The first task replaces the guess; later ones move the average halfway.
+    entry.taskMs = before === Number.NEGATIVE_INFINITY ? ms : (entry.taskMs + ms) / 2;
     this.remember(host, entry);
   }
 
@@ -107,7 +130,7 @@ export class HostUsage {
   }
 
   /** Keeps the entry as the most recently charged; the least recently charged is forgotten past MAX_REMEMBERED_HOSTS. */
-  private remember(host: Key, entry: { readonly floor: number; used: number }): void {
+  private remember(host: Key, entry: { readonly floor: number; used: number; taskMs: number }): void {
     this.weights.delete(host);
     this.weights.set(host, entry);
     if (this.weights.size > MAX_REMEMBERED_HOSTS) {
@@ -139,17 +162,24 @@ class Line {
     return undefined;
   }
 
-  /** Among the lines below with the fewest tasks running, the least used; the first in turn among equals. */
+  /**
+   * Among the lines below with the fewest tasks running, the least used; among those tied at the cap,
+   * the one with much shorter tasks; the first in turn among equals.
+   */
   leastUsed(usage: HostUsage, nowMs: number): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
       let best: Line | undefined;
       let bestWeight = Number.POSITIVE_INFINITY;
+      let bestStep = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
         const weight = usage.weight(line.key, nowMs);
-        if (best === undefined || weight < bestWeight) {
+        if (best !== undefined && weight > bestWeight) continue;
+        const step = usage.taskStep(line.key);
+        if (best === undefined || weight < bestWeight || step < bestStep) {
           best = line;
           bestWeight = weight;
+          bestStep = step;
         }
       }
       return best;

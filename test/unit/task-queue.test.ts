@@ -112,6 +112,61 @@ describe('TaskQueue', () => {
     assert.ok(before <= 8, `the engine's call waited behind ${before} tasks`);
   });
 
+  it('a host that used the threads a lot goes before networks that have not run yet, however long they waited', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    // Qlik's engine kept both threads busy for 4 s with 20 ms tasks: capped, like any heavy host.
+    for (let i = 0; i < 200; i++) {
+      const busy = task(900 + i, 'sales', 'user', '10.0.0.1');
+      queue.push(busy);
+      queue.started(queue.shift() as QueuedTask);
+      nowMs += 20;
+      queue.finished(busy.id);
+    }
+    // 40 networks queue a loop each; two threads run the first two to the 5 s time limit.
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const threads = [take(queue), take(queue)];
+    nowMs += 3_000;
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    nowMs += 2_000;
+    queue.finished((threads[0] as QueuedTask).id);
+    // At its floor, each network that had waited went first: one 5 s loop each, 100 s on two threads.
+    assert.equal(take(queue)?.request.callId, 999);
+  });
+
+  it("a busy host's short tasks pass hosts that loop to the time limit, turn after turn", () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    for (let i = 0; i < 200; i++) {
+      const busy = task(900 + i, 'sales', 'user', '10.0.0.1');
+      queue.push(busy);
+      queue.started(queue.shift() as QueuedTask);
+      nowMs += 20;
+      queue.finished(busy.id);
+    }
+    // 8 networks keep a 5 s loop queued each, re-sent as it ends; the engine sends a call now and then.
+    for (let i = 0; i < 8; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const threads = [take(queue) as QueuedTask, take(queue) as QueuedTask];
+    let waitedBehind = 0;
+    for (let round = 0; round < 20; round++) {
+      queue.push(task(2_000 + round, 'sales', 'user', '10.0.0.1'));
+      nowMs += 2_500;
+      const done = threads.shift() as QueuedTask;
+      queue.finished(done.id);
+      queue.push(task(done.request.callId, 'hog', 'h', done.request.owner.host));
+      // The next free thread: the engine's call (it takes 5 ms), then a loop again.
+      const next = take(queue) as QueuedTask;
+      if (next.request.callId !== 2_000 + round) waitedBehind++;
+      else {
+        nowMs += 5;
+        queue.finished(next.id);
+        threads.push(take(queue) as QueuedTask);
+      }
+    }
+    // Taking turns with the 8 networks, each of its calls waited for 4 loops: 20 s.
+    assert.equal(waitedBehind, 0);
+  });
+
   it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
