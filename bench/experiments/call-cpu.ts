@@ -5,7 +5,7 @@
  * what several clients at once run out of.
  *
  *   npm run build
- *   node --no-node-snapshot dist/bench/experiments/call-cpu.js [scalar|small] [calls]
+ *   node --no-node-snapshot dist/bench/experiments/call-cpu.js [scalar|small|numeric|string] [calls]
  *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/call-cpu.js scalar 3000
  */
 import type { ChildServer } from '../child';
@@ -14,7 +14,7 @@ import { cpuTicks, TICK_MS } from '../proc';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
 import { ms } from '../stats';
-import { numericWorkload, scalarWorkload } from '../workloads';
+import { numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
 
 function sample(server: ChildServer): Map<number, number> {
   return new Map(server.processes().map((pid) => [pid, cpuTicks(pid) * TICK_MS]));
@@ -23,7 +23,13 @@ function sample(server: ChildServer): Map<number, number> {
 async function main(): Promise<void> {
   const kind = process.argv[2] ?? 'scalar';
   const calls = Number(process.argv[3] ?? '2000');
-  const workload = kind === 'small' ? numericWorkload(10, 2000) : scalarWorkload();
+  const workloads: Record<string, () => Workload> = {
+    small: () => numericWorkload(10, 2000),
+    // Bulk: where the rows' own cost shows, call by call (the calls are few; ask for 20-50).
+    numeric: () => numericWorkload(200_000, 2000),
+    string: () => stringWorkload(100_000, 2000),
+  };
+  const workload = (workloads[kind] ?? scalarWorkload)();
   const servers: [string, ChildServer][] = [
     [CEILING, await startCeiling()],
     [PLUGIN, await startPlugin(2, pluginFlagsFromEnv())],
@@ -32,7 +38,7 @@ async function main(): Promise<void> {
   if (baseline) servers.push(['baseline', await startPlugin(2, pluginFlagsFromEnv(), {}, baseline)]);
   const targets: Target[] = servers.map(([name, server]) => target(name, server, name !== CEILING));
   try {
-    await sequentialLatencies(targets, workload, 200, 100);
+    await sequentialLatencies(targets, workload, Math.min(200, calls), Math.min(100, calls));
     const before = servers.map(([, server]) => sample(server));
     const clientBefore = process.cpuUsage();
     const results = await sequentialLatencies(targets, workload, calls, 0);
