@@ -58,10 +58,13 @@ export function streamsPerConnection(connections: number): number {
  * resetting connections: closing the whole host, and refusing it a while, let one address in Qlik's
  * /24 (or any client behind a balancer) cut Qlik's engine off. A call that was handled and then
  * cancelled never counts: a Qlik engine cancels a page of chart calls when a selection changes, and
- * counting those let a neighbour's storm close Qlik's connection with its calls.
+ * counting those let a neighbour's storm close Qlik's connection with its calls. A connection is
+ * closed only past more such resets than it may have streams open (MAX_CONCURRENT_STREAMS): at 32, a
+ * client that cancelled 60 calls a second as soon as it sent them had its connection closed with a
+ * neighbour's (a storm resets hundreds a connection in one write).
  */
 export const MAX_RESETS_PER_HOST_PER_SECOND = 1_000;
-export const MIN_RESETS_TO_CLOSE = 32;
+export const MIN_RESETS_TO_CLOSE = 128;
 const RESET_WINDOW_MS = 1_000;
 
 /** What the table needs of a connection's HTTP/2 session: Node applies a lower limit at once (REFUSED_STREAM past it). */
