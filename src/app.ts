@@ -182,6 +182,9 @@ function boundMetricsConnections(server: http.Server, logger: Logger): void {
   // A scraper sends one request at a time; 8 connections pipelining thousands each, never reading,
   // kept every connection "being answered" and stalled the front 8-15 s while it rendered them.
   server.maxRequestsPerSocket = METRICS_REQUESTS_PER_CONNECTION;
+  // Past it Node answers every further pipelined request 503 while the client sends them: 64
+  // connections pipelining 20,000 each kept the front busy writing 503s. Such a client is closed.
+  server.on('dropRequest', (_request: http.IncomingMessage, socket: net.Socket) => socket.destroy());
   const waiting = new Set<net.Socket>();
   const serving = new Set<net.Socket>();
   server.on('connection', (socket: net.Socket) => {

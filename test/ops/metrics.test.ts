@@ -82,6 +82,20 @@ describe('Prometheus metrics', () => {
     }
   });
 
+  test('a connection that pipelines more requests than a connection may make is closed, not answered 503 for each', async () => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.once('error', () => undefined);
+    socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(200));
+    await closed;
+    // Answered one by one, the 184 requests past the 16 a connection may make were 184 responses.
+    assert.equal(received.split('HTTP/1.1 503').length - 1, 0);
+    const response = await httpGet(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(response.status, 200);
+  });
+
   test('an OK call moves calls, rows and the duration histogram', async () => {
     const before = await metricsText(port);
     const result = await plugin.client.evaluate({
