@@ -109,6 +109,28 @@ function trackSessions(injected: http2.Http2Server, table: ConnectionTable, onRe
   });
 }
 
+/**
+ * One warning line per RESET_WARNING_EVERY_MS at most, counting the connections closed since the
+ * last: the rule fires many times a second under a storm (2,043 lines in one 25 s burst).
+ */
+const RESET_WARNING_EVERY_MS = 10_000;
+
+function resetWarnings(logger: HandlerDeps['logger']): (key: string, closed: number) => void {
+  let lastMs = Number.NEGATIVE_INFINITY;
+  let unlogged = 0;
+  return (key, closed) => {
+    unlogged += closed;
+    const now = performance.now();
+    if (now - lastMs < RESET_WARNING_EVERY_MS) return;
+    lastMs = now;
+    logger.warn(
+      { peer: key.replace('|', ':'), closed: unlogged, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND },
+      `clients of one host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second before they were handled (rapid reset): closed ${unlogged} connections that reset ${MIN_RESETS_TO_CLOSE} or more since the last such line`,
+    );
+    unlogged = 0;
+  };
+}
+
 export async function startServer(
   deps: HandlerDeps,
   connections: Pick<DescriptorBudget, 'maxConnections' | 'maxConnectionsPerHost'>,
@@ -151,12 +173,7 @@ export async function startServer(
   health.addToServer(server);
   // TLS, when on, is done before grpc-js sees the socket (src/grpc/admission.ts).
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  trackSessions(injectedHttp2Server(server), table, (key, closed) =>
-    logger.warn(
-      { peer: key.replace('|', ':'), closed, maxResetsPerSecond: MAX_RESETS_PER_HOST_PER_SECOND },
-      `clients of one host reset more than ${MAX_RESETS_PER_HOST_PER_SECOND} streams in a second before they were handled (rapid reset): closed its ${closed} connections that reset ${MIN_RESETS_TO_CLOSE} or more`,
-    ),
-  );
+  trackSessions(injectedHttp2Server(server), table, resetWarnings(logger));
   guardHeaderLimits(server);
   const admission = await admitConnections(
     injector,
