@@ -24,6 +24,18 @@ function take(queue: TaskQueue): QueuedTask | undefined {
   return next;
 }
 
+/** `count` tasks of `host` run one after another, each `taskMs` long and `gapMs` apart; `advance` moves the test's clock. */
+function ranOneByOne(queue: TaskQueue, advance: (ms: number) => void, host: string, count: number, taskMs: number, gapMs = 0): void {
+  for (let i = 0; i < count; i++) {
+    const done = task(900 + i, 'sales', 'user', host);
+    queue.push(done);
+    queue.started(queue.shift() as QueuedTask);
+    advance(taskMs);
+    queue.finished(done.id);
+    advance(gapMs);
+  }
+}
+
 describe('TaskQueue', () => {
   it('a host that invents an app id per call has one share: a call from another host goes next', () => {
     const queue = new TaskQueue();
@@ -64,14 +76,7 @@ describe('TaskQueue', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
     // Qlik's engine ran 15 one-row calls of 7 ms over 3 s: 105 ms of use, well under what a newcomer is charged.
-    for (let i = 0; i < 15; i++) {
-      const small = task(900 + i, 'sales', 'user', '10.0.0.1');
-      queue.push(small);
-      queue.started(queue.shift() as QueuedTask);
-      nowMs += 7;
-      queue.finished(small.id);
-      nowMs += 193;
-    }
+    ranOneByOne(queue, (ms) => (nowMs += ms), '10.0.0.1', 15, 7, 193);
     // Then 40 networks, each with a loop queued; two threads run them 5 s each.
     for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
     const first = [take(queue), take(queue)];
@@ -86,13 +91,7 @@ describe('TaskQueue', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
     // Qlik's engine kept both threads busy for 4 s.
-    for (let i = 0; i < 4; i++) {
-      const busy = task(900 + i, `heavy-${i}`, 'user', '10.0.0.1');
-      queue.push(busy);
-      queue.started(queue.shift() as QueuedTask);
-      nowMs += 2_000;
-      queue.finished(busy.id);
-    }
+    ranOneByOne(queue, (ms) => (nowMs += ms), '10.0.0.1', 4, 2_000);
     nowMs += 5_000;
     // 8 new addresses queue four 1-second tasks each; two threads run them.
     for (let i = 0; i < 8; i++) for (let j = 0; j < 4; j++) queue.push(task(100 + i * 4 + j, 'atk', 'user', `10.0.1.${i}`));
@@ -115,14 +114,8 @@ describe('TaskQueue', () => {
   it('a host that used the threads a lot goes before networks that have not run yet, however long they waited', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
-    // Qlik's engine kept both threads busy for 4 s with 20 ms tasks: capped, like any heavy host.
-    for (let i = 0; i < 200; i++) {
-      const busy = task(900 + i, 'sales', 'user', '10.0.0.1');
-      queue.push(busy);
-      queue.started(queue.shift() as QueuedTask);
-      nowMs += 20;
-      queue.finished(busy.id);
-    }
+    // Qlik's engine kept a thread busy for 4 s with 20 ms tasks: capped, like any heavy host.
+    ranOneByOne(queue, (ms) => (nowMs += ms), '10.0.0.1', 200, 20);
     // 40 networks queue a loop each; two threads run the first two to the 5 s time limit.
     for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
     const threads = [take(queue), take(queue)];
@@ -137,13 +130,7 @@ describe('TaskQueue', () => {
   it("a busy host's short tasks pass hosts that loop to the time limit, turn after turn", () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
-    for (let i = 0; i < 200; i++) {
-      const busy = task(900 + i, 'sales', 'user', '10.0.0.1');
-      queue.push(busy);
-      queue.started(queue.shift() as QueuedTask);
-      nowMs += 20;
-      queue.finished(busy.id);
-    }
+    ranOneByOne(queue, (ms) => (nowMs += ms), '10.0.0.1', 200, 20);
     // 8 networks keep a 5 s loop queued each, re-sent as it ends; the engine sends a call now and then.
     for (let i = 0; i < 8; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
     const threads = [take(queue) as QueuedTask, take(queue) as QueuedTask];
