@@ -69,12 +69,20 @@ const MAX_REMEMBERED_HOSTS = 10_000;
 /** What a host's tasks are expected to take before it has run one: as long as a newcomer is charged. */
 const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
 /**
- * Hosts tied at the cap are told apart by how long their tasks take, in steps of this factor: a host
- * whose tasks take an eighth as long or less goes first, closer ones take turns. Qlik's one-row and
- * chart tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks), a loop stopped by
- * the time limit seconds.
+ * Among hosts tied at the cap, one whose tasks take at most a quarter as long as those of the host
+ * whose turn it is goes first; closer ones take turns. Qlik's one-row and chart tasks take
+ * milliseconds (a slow script's rows are cut into ~20 ms tasks), a loop stopped by the time limit
+ * seconds. A ratio, not fixed steps: a task time moving across a step's edge changed the order
+ * between hosts whose tasks hardly differ.
  */
-const TASK_TIME_STEP = 8;
+const SHORTER_TASKS_RATIO = 4;
+
+/** A host's decayed use and floor (base-2 logs at a time scale) and how long its tasks take (HostUsage). */
+interface HostEntry {
+  readonly floor: number;
+  used: number;
+  taskMs: number;
+}
 
 /**
  * Thread time per host, decayed: each host's sum of (ms × 2^(t/halfLife)) kept as its base-2 log, so
@@ -86,11 +94,12 @@ const TASK_TIME_STEP = 8;
  * not run a task yet weighs the cap: it ties with the hosts that used a lot, never goes ahead of them
  * (at its floor, 40 networks that had waited a few seconds went ahead of a busy Qlik engine, one
  * 5-second loop each: 20 s and more a call), and among those tied a host whose tasks are much shorter
- * goes first (taskStep): a busy engine's millisecond calls pass the loops, where taking turns with 8
- * looping networks made each of its calls wait 20 s.
+ * goes first (SHORTER_TASKS_RATIO): a busy engine's millisecond calls pass the loops, where taking
+ * turns with 8 looping networks made each of its calls wait 20 s. A network can make its tasks look
+ * shorter with trivial calls between its loops: then it takes turns again (security.md).
  */
 export class HostUsage {
-  private readonly weights = new Map<Key, { readonly floor: number; used: number; taskMs: number }>();
+  private readonly weights = new Map<Key, HostEntry>();
 
   constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
 
@@ -103,10 +112,9 @@ export class HostUsage {
     return Math.min(Math.max(entry.floor, entry.used), cap);
   }
 
-  /** How long the host's tasks take, in steps of TASK_TIME_STEP (smaller is shorter). */
-  taskStep(host: Key): number {
-    const taskMs = this.weights.get(host)?.taskMs ?? NEW_HOST_TASK_MS;
-    return Math.floor(Math.log(Math.max(1, taskMs)) / Math.log(TASK_TIME_STEP));
+  /** How long the host's tasks take, in ms: its first task, then each moves it halfway; NEW_HOST_TASK_MS before. */
+  taskMs(host: Key): number {
+    return this.weights.get(host)?.taskMs ?? NEW_HOST_TASK_MS;
   }
 
   /** A host queues a task: one never seen (or forgotten) starts with a floor of NEW_HOST_CHARGE_MS now. */
@@ -120,7 +128,9 @@ export class HostUsage {
     const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY, taskMs: ms };
     const before = entry.used;
     entry.used = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
-    // The first task replaces the guess; later ones move the average halfway.
+    // The first task replaces the guess; later ones move it halfway, so a host's next task is judged by
+    // its last few. (Its longest lately instead, decayed like use, kept an engine that had run three
+    // 1.5 s tasks behind 8 new looping networks, 20 s, long after its calls took milliseconds again.)
     entry.taskMs = before === Number.NEGATIVE_INFINITY ? ms : (entry.taskMs + ms) / 2;
     this.remember(host, entry);
   }
@@ -130,7 +140,7 @@ export class HostUsage {
   }
 
   /** Keeps the entry as the most recently charged; the least recently charged is forgotten past MAX_REMEMBERED_HOSTS. */
-  private remember(host: Key, entry: { readonly floor: number; used: number; taskMs: number }): void {
+  private remember(host: Key, entry: HostEntry): void {
     this.weights.delete(host);
     this.weights.set(host, entry);
     if (this.weights.size > MAX_REMEMBERED_HOSTS) {
@@ -163,26 +173,31 @@ class Line {
   }
 
   /**
-   * Among the lines below with the fewest tasks running, the least used; among those tied at the cap,
-   * the one with much shorter tasks; the first in turn among equals.
+   * Among the lines below with the fewest tasks running, the least used; among those tied (at the cap),
+   * the first in turn, unless another's tasks are SHORTER_TASKS_RATIO times shorter (the shortest then).
    */
   leastUsed(usage: HostUsage, nowMs: number): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
-      let best: Line | undefined;
+      let first: Line | undefined;
+      let shortest: Line | undefined;
       let bestWeight = Number.POSITIVE_INFINITY;
-      let bestStep = Number.POSITIVE_INFINITY;
+      let shortestMs = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
         const weight = usage.weight(line.key, nowMs);
-        if (best !== undefined && weight > bestWeight) continue;
-        const step = usage.taskStep(line.key);
-        if (best === undefined || weight < bestWeight || step < bestStep) {
-          best = line;
+        if (first !== undefined && weight > bestWeight) continue;
+        const taskMs = usage.taskMs(line.key);
+        if (first === undefined || weight < bestWeight) {
+          first = shortest = line;
           bestWeight = weight;
-          bestStep = step;
+          shortestMs = taskMs;
+        } else if (taskMs < shortestMs) {
+          shortest = line;
+          shortestMs = taskMs;
         }
       }
-      return best;
+      if (first === undefined || shortest === undefined) return undefined;
+      return shortestMs * SHORTER_TASKS_RATIO <= usage.taskMs(first.key) ? shortest : first;
     }
     return undefined;
   }
