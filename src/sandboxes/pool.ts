@@ -361,7 +361,7 @@ export class SandboxPool implements TaskRunner {
     while (this.queue.length > 0) {
       const sandbox = this.freest();
       if (!sandbox) break;
-      this.send(sandbox, this.queue.shift() as QueuedTask);
+      this.send(sandbox, this.queue.shift(this.threads) as QueuedTask);
     }
     this.supervisor.updateAvailability();
   }

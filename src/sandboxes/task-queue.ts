@@ -76,6 +76,14 @@ const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
  * between hosts whose tasks hardly differ.
  */
 const SHORTER_TASKS_RATIO = 4;
+/**
+ * A host whose tasks take this long or more (the average of its last few) is a long host: while a
+ * host that is not (short, or new) has tasks waiting, long hosts' tasks may hold every thread but one.
+ * Tasks are never preempted, and without this 8 or 40 networks each looping to the time limit took
+ * turns with a new host or a host with 1.5 s tasks: 20 s to a whole attack a call. Qlik's row and
+ * chart tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks).
+ */
+const LONG_TASK_MS = 250;
 
 /** A host's decayed use and floor (base-2 logs at a time scale) and how long its tasks take (HostUsage). */
 interface HostEntry {
@@ -96,7 +104,8 @@ interface HostEntry {
  * 5-second loop each: 20 s and more a call), and among those tied a host whose tasks are much shorter
  * goes first (SHORTER_TASKS_RATIO): a busy engine's millisecond calls pass the loops, where taking
  * turns with 8 looping networks made each of its calls wait 20 s. A network can make its tasks look
- * shorter with trivial calls between its loops: then it takes turns again (security.md).
+ * shorter with trivial calls between its loops; then LONG_TASK_MS's lane still keeps a thread for
+ * short and new hosts (security.md says what is left).
  */
 export class HostUsage {
   private readonly weights = new Map<Key, HostEntry>();
@@ -110,6 +119,12 @@ export class HostUsage {
     if (entry === undefined) return Number.NEGATIVE_INFINITY;
     if (entry.used === Number.NEGATIVE_INFINITY) return cap;
     return Math.min(Math.max(entry.floor, entry.used), cap);
+  }
+
+  /** Its tasks take LONG_TASK_MS or more; a host that has run none is not long. */
+  isLong(host: Key): boolean {
+    const entry = this.weights.get(host);
+    return entry !== undefined && entry.used !== Number.NEGATIVE_INFINITY && entry.taskMs >= LONG_TASK_MS;
   }
 
   /** How long the host's tasks take, in ms: its first task, then each moves it halfway; NEW_HOST_TASK_MS before. */
@@ -176,7 +191,7 @@ class Line {
    * Among the lines below with the fewest tasks running, the least used; among those tied (at the cap),
    * the first in turn, unless another's tasks are SHORTER_TASKS_RATIO times shorter (the shortest then).
    */
-  leastUsed(usage: HostUsage, nowMs: number): Line | undefined {
+  leastUsed(usage: HostUsage, nowMs: number, allow: (host: Key) => boolean = () => true): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
       let first: Line | undefined;
@@ -184,6 +199,7 @@ class Line {
       let bestWeight = Number.POSITIVE_INFINITY;
       let shortestMs = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
+        if (!allow(line.key)) continue;
         const weight = usage.weight(line.key, nowMs);
         if (first !== undefined && weight > bestWeight) continue;
         const taskMs = usage.taskMs(line.key);
@@ -196,7 +212,7 @@ class Line {
           shortestMs = taskMs;
         }
       }
-      if (first === undefined || shortest === undefined) return undefined;
+      if (first === undefined || shortest === undefined) continue;
       return shortestMs * SHORTER_TASKS_RATIO <= usage.taskMs(first.key) ? shortest : first;
     }
     return undefined;
@@ -225,7 +241,12 @@ export class TaskQueue {
   private readonly inHead = new Set<QueuedTask>();
   private readonly root = new Line('', undefined);
   /** The call line of each task running (started and not finished), and when it started. */
-  private readonly running = new Map<number, { readonly line: Line; readonly host: string; readonly startedMs: number }>();
+  private readonly running = new Map<
+    number,
+    { readonly line: Line; readonly host: string; readonly startedMs: number; readonly long: boolean }
+  >();
+  /** Tasks running now whose host was a long host when they started (LONG_TASK_MS). */
+  private runningLong = 0;
   private readonly usage: HostUsage;
 
   /** nowMs: a clock in ms (tests pass their own). */
@@ -275,11 +296,16 @@ export class TaskQueue {
     this.inHead.add(task);
   }
 
-  shift(): QueuedTask | undefined {
+  /** The next task for a free thread; `threads`: how many there are in all (see LONG_TASK_MS). */
+  shift(threads = Number.POSITIVE_INFINITY): QueuedTask | undefined {
     for (let back = this.head.pop(); back !== undefined; back = this.head.pop()) {
       if (this.inHead.delete(back)) return back;
     }
-    let line: Line | undefined = this.root.leastUsed(this.usage, this.nowMs());
+    const now = this.nowMs();
+    const keepOneFree = this.runningLong + 1 > threads - 1;
+    let line: Line | undefined =
+      (keepOneFree ? this.root.leastUsed(this.usage, now, (host) => !this.usage.isLong(host)) : undefined) ??
+      this.root.leastUsed(this.usage, now);
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
@@ -314,7 +340,9 @@ export class TaskQueue {
   started(task: QueuedTask): void {
     if (this.running.has(task.id)) return;
     const call = this.callLine(task.request, true) as Line;
-    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs() });
+    const long = this.usage.isLong(task.request.owner.host);
+    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs(), long });
+    if (long) this.runningLong++;
     this.update(call, (line) => line.running++, false);
   }
 
@@ -323,6 +351,7 @@ export class TaskQueue {
     const running = this.running.get(taskId);
     if (running === undefined) return;
     this.running.delete(taskId);
+    if (running.long) this.runningLong--;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
     this.update(running.line, (line) => line.running--, false);

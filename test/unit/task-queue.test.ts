@@ -154,6 +154,33 @@ describe('TaskQueue', () => {
     assert.equal(waitedBehind, 0);
   });
 
+  it('while a new host waits, hosts with long tasks hold at most every thread but one', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    const takeOf = (threads: number): QueuedTask => {
+      const next = queue.shift(threads) as QueuedTask;
+      queue.started(next);
+      return next;
+    };
+    // 8 networks ran a few trivial tasks and a 5 s loop each (their tasks average ~2.5 s), and keep a loop queued.
+    for (let i = 0; i < 8; i++) {
+      ranOneByOne(queue, advance, `10.5.${i}.1`, 4, 1);
+      ranOneByOne(queue, advance, `10.5.${i}.1`, 1, 5_000);
+    }
+    for (let i = 0; i < 8; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const threads = [takeOf(2)];
+    advance(2_500);
+    threads.push(takeOf(2));
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    advance(2_500);
+    const done = threads.shift() as QueuedTask;
+    queue.finished(done.id);
+    queue.push(task(done.request.callId, 'hog', 'h', done.request.owner.host));
+    // Taking turns, the new host's call waited for all 8 loops: 20 s.
+    assert.equal(takeOf(2).request.callId, 999);
+  });
+
   it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
