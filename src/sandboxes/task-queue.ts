@@ -77,19 +77,29 @@ const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
  */
 const SHORTER_TASKS_RATIO = 4;
 /**
- * A host whose tasks take this long or more (the average of its last few) is a long host: while a
- * host that is not (short, or new) has tasks waiting, long hosts' tasks may hold every thread but one.
- * Tasks are never preempted, and without this 8 or 40 networks each looping to the time limit took
- * turns with a new host or a host with 1.5 s tasks: 20 s to a whole attack a call. Qlik's row and
- * chart tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks).
+ * Lanes, so that hosts whose tasks loop to the time limit cannot take every thread from others (tasks
+ * are never preempted). A host is *proven short* once it has run PROVEN_AFTER_TASKS tasks and they take
+ * under LONG_TASK_MS (the average of its last few): a Qlik engine, after a few seconds of work. A
+ * host is *long* once its tasks average LONG_TASK_MS or more. Any other host (new, or few tasks) is
+ * *unproven*. While a host of one class waits, hosts of a later class (unproven after proven short,
+ * long after both) may hold at most every thread but one. Without lanes, 8 or 40 networks each
+ * looping to the time limit took turns with a new host or a busy one (20 s a call, or a whole 20-60 s
+ * attack), and one trivial call per network first made them look like light, short hosts.
  */
 const LONG_TASK_MS = 250;
+const PROVEN_AFTER_TASKS = 100;
+type Lane = 0 | 1 | 2;
+const PROVEN_SHORT: Lane = 0;
+const UNPROVEN: Lane = 1;
+const LONG: Lane = 2;
 
 /** A host's decayed use and floor (base-2 logs at a time scale) and how long its tasks take (HostUsage). */
 interface HostEntry {
   readonly floor: number;
   used: number;
   taskMs: number;
+  /** Tasks it has run (while remembered). */
+  tasks: number;
 }
 
 /**
@@ -104,8 +114,8 @@ interface HostEntry {
  * 5-second loop each: 20 s and more a call), and among those tied a host whose tasks are much shorter
  * goes first (SHORTER_TASKS_RATIO): a busy engine's millisecond calls pass the loops, where taking
  * turns with 8 looping networks made each of its calls wait 20 s. A network can make its tasks look
- * shorter with trivial calls between its loops; then LONG_TASK_MS's lane still keeps a thread for
- * short and new hosts (security.md says what is left).
+ * shorter with trivial calls between its loops; the lanes (LONG_TASK_MS) still keep a thread for
+ * hosts proven short (security.md says what is left).
  */
 export class HostUsage {
   private readonly weights = new Map<Key, HostEntry>();
@@ -121,10 +131,12 @@ export class HostUsage {
     return Math.min(Math.max(entry.floor, entry.used), cap);
   }
 
-  /** Its tasks take LONG_TASK_MS or more; a host that has run none is not long. */
-  isLong(host: Key): boolean {
+  /** The host's lane (see LONG_TASK_MS). */
+  laneOf(host: Key): Lane {
     const entry = this.weights.get(host);
-    return entry !== undefined && entry.used !== Number.NEGATIVE_INFINITY && entry.taskMs >= LONG_TASK_MS;
+    if (entry === undefined || entry.used === Number.NEGATIVE_INFINITY) return UNPROVEN;
+    if (entry.taskMs >= LONG_TASK_MS) return LONG;
+    return entry.tasks >= PROVEN_AFTER_TASKS ? PROVEN_SHORT : UNPROVEN;
   }
 
   /** How long the host's tasks take, in ms: its first task, then each moves it halfway; NEW_HOST_TASK_MS before. */
@@ -135,12 +147,18 @@ export class HostUsage {
   /** A host queues a task: one never seen (or forgotten) starts with a floor of NEW_HOST_CHARGE_MS now. */
   seen(host: Key, nowMs: number): void {
     if (!this.weights.has(host))
-      this.remember(host, { floor: this.logWeight(NEW_HOST_CHARGE_MS, nowMs), used: Number.NEGATIVE_INFINITY, taskMs: NEW_HOST_TASK_MS });
+      this.remember(host, {
+        floor: this.logWeight(NEW_HOST_CHARGE_MS, nowMs),
+        used: Number.NEGATIVE_INFINITY,
+        taskMs: NEW_HOST_TASK_MS,
+        tasks: 0,
+      });
   }
 
   charge(host: Key, ms: number, nowMs: number): void {
     const added = this.logWeight(ms, nowMs);
-    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY, taskMs: ms };
+    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY, taskMs: ms, tasks: 0 };
+    entry.tasks++;
     const before = entry.used;
     entry.used = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
     // The first task replaces the guess; later ones move it halfway, so a host's next task is judged by
@@ -243,10 +261,10 @@ export class TaskQueue {
   /** The call line of each task running (started and not finished), and when it started. */
   private readonly running = new Map<
     number,
-    { readonly line: Line; readonly host: string; readonly startedMs: number; readonly long: boolean }
+    { readonly line: Line; readonly host: string; readonly startedMs: number; readonly lane: Lane }
   >();
-  /** Tasks running now whose host was a long host when they started (LONG_TASK_MS). */
-  private runningLong = 0;
+  /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
+  private readonly runningIn: [number, number, number] = [0, 0, 0];
   private readonly usage: HostUsage;
 
   /** nowMs: a clock in ms (tests pass their own). */
@@ -302,9 +320,12 @@ export class TaskQueue {
       if (this.inHead.delete(back)) return back;
     }
     const now = this.nowMs();
-    const keepOneFree = this.runningLong + 1 > threads - 1;
+    const lane = this.firstLaneWaiting();
+    // Tasks of later lanes may not take the last thread while this lane waits.
+    const later = this.runningIn.slice(lane + 1).reduce((sum, n) => sum + n, 0);
+    const keepOneFree = later + 1 > threads - 1;
     let line: Line | undefined =
-      (keepOneFree ? this.root.leastUsed(this.usage, now, (host) => !this.usage.isLong(host)) : undefined) ??
+      (keepOneFree ? this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) === lane) : undefined) ??
       this.root.leastUsed(this.usage, now);
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
@@ -312,6 +333,18 @@ export class TaskQueue {
     line.tasks.delete(first.id);
     // Served: the call, its user and its app each go to the back of their turn.
     this.update(line, (l) => l.queued--, true);
+    return first;
+  }
+
+  /** The first lane with a host that has tasks waiting (LONG when none). */
+  private firstLaneWaiting(): Lane {
+    let first: Lane = LONG;
+    for (const host of this.root.below.values()) {
+      if (host.queued === 0) continue;
+      const lane = this.usage.laneOf(host.key);
+      if (lane < first) first = lane;
+      if (first === PROVEN_SHORT) break;
+    }
     return first;
   }
 
@@ -340,9 +373,9 @@ export class TaskQueue {
   started(task: QueuedTask): void {
     if (this.running.has(task.id)) return;
     const call = this.callLine(task.request, true) as Line;
-    const long = this.usage.isLong(task.request.owner.host);
-    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs(), long });
-    if (long) this.runningLong++;
+    const lane = this.usage.laneOf(task.request.owner.host);
+    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs(), lane });
+    this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
 
@@ -351,7 +384,7 @@ export class TaskQueue {
     const running = this.running.get(taskId);
     if (running === undefined) return;
     this.running.delete(taskId);
-    if (running.long) this.runningLong--;
+    this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
     this.update(running.line, (line) => line.running--, false);

@@ -181,6 +181,30 @@ describe('TaskQueue', () => {
     assert.equal(takeOf(2).request.callId, 999);
   });
 
+  it('networks that made one trivial call each before looping do not go ahead of a host proven short', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    const takeOf = (threads: number): QueuedTask => {
+      const next = queue.shift(threads) as QueuedTask;
+      queue.started(next);
+      return next;
+    };
+    // The engine ran 200 calls of 20 ms (4 s: capped); then 40 networks each made one trivial call, and queue a loop.
+    ranOneByOne(queue, advance, '10.0.0.1', 200, 20, 5);
+    for (let i = 0; i < 40; i++) ranOneByOne(queue, advance, `10.5.${i}.1`, 1, 1);
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const threads = [takeOf(2)];
+    advance(2_500);
+    threads.push(takeOf(2));
+    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+    advance(2_500);
+    const done = threads.shift() as QueuedTask;
+    queue.finished(done.id);
+    // Light and short-looking, each network went first once: 40 loops, 100 s on two threads.
+    assert.equal(takeOf(2).request.callId, 999);
+  });
+
   it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
