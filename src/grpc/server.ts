@@ -72,7 +72,7 @@ export interface RunningServer {
   setServing(status: ServingStatus): void;
   /** Stops accepting connections; the ones open go on until the server shuts down. */
   stopListening(): void;
-  /** Ends every connection still open: after tryShutdown/forceShutdown. */
+  /** Ends every connection still open, within a second (those closing by themselves first): after tryShutdown/forceShutdown. */
   destroyConnections(): void;
 }
 
