@@ -21,8 +21,9 @@
  * threads a lot (Qlik's engine after a busy minute, 4 s here) waited until every new address had used
  * as much (8 new addresses: 14.7 s, behind 29 of their 30 one-second tasks). A host that has not run a
  * task yet ranks at the cap, with the heavy hosts, and among hosts at the cap the one whose tasks are
- * much shorter goes first (HostUsage), so a busy engine's millisecond calls wait for about one running
- * task however many networks keep a loop queued.
+ * much shorter goes first (HostUsage); and lanes (LONG_TASK_MS) keep a thread for hosts proven short,
+ * then for new ones, while hosts whose tasks are long wait: a busy engine's millisecond calls wait for
+ * about one running task however many networks keep a loop queued.
  *
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
  * push, shift, remove and the running counts touch one line per level; a line exists only while it
@@ -215,6 +216,7 @@ class Line {
       let first: Line | undefined;
       let shortest: Line | undefined;
       let bestWeight = Number.POSITIVE_INFINITY;
+      let firstMs = Number.POSITIVE_INFINITY;
       let shortestMs = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
         if (!allow(line.key)) continue;
@@ -224,14 +226,14 @@ class Line {
         if (first === undefined || weight < bestWeight) {
           first = shortest = line;
           bestWeight = weight;
-          shortestMs = taskMs;
+          firstMs = shortestMs = taskMs;
         } else if (taskMs < shortestMs) {
           shortest = line;
           shortestMs = taskMs;
         }
       }
       if (first === undefined || shortest === undefined) continue;
-      return shortestMs * SHORTER_TASKS_RATIO <= usage.taskMs(first.key) ? shortest : first;
+      return shortestMs * SHORTER_TASKS_RATIO <= firstMs ? shortest : first;
     }
     return undefined;
   }
@@ -320,12 +322,9 @@ export class TaskQueue {
       if (this.inHead.delete(back)) return back;
     }
     const now = this.nowMs();
-    const lane = this.firstLaneWaiting();
-    // Tasks of later lanes may not take the last thread while this lane waits.
-    const later = this.runningIn.slice(lane + 1).reduce((sum, n) => sum + n, 0);
-    const keepOneFree = later + 1 > threads - 1;
+    const lane = this.laneToKeepAThreadFor(threads);
     let line: Line | undefined =
-      (keepOneFree ? this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) === lane) : undefined) ??
+      (lane === undefined ? undefined : this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) === lane)) ??
       this.root.leastUsed(this.usage, now);
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
@@ -336,8 +335,13 @@ export class TaskQueue {
     return first;
   }
 
-  /** The first lane with a host that has tasks waiting (LONG when none). */
-  private firstLaneWaiting(): Lane {
+  /**
+   * The lane the free thread must go to: the first lane with a host waiting, when tasks of later lanes
+   * already hold every other thread; undefined when any lane may have it. Only looks at the waiting
+   * hosts when the running tasks could hold that many.
+   */
+  private laneToKeepAThreadFor(threads: number): Lane | undefined {
+    if (this.runningIn[UNPROVEN] + this.runningIn[LONG] + 1 <= threads - 1) return undefined;
     let first: Lane = LONG;
     for (const host of this.root.below.values()) {
       if (host.queued === 0) continue;
@@ -345,7 +349,9 @@ export class TaskQueue {
       if (lane < first) first = lane;
       if (first === PROVEN_SHORT) break;
     }
-    return first;
+    let later = 0;
+    for (let next = first + 1; next <= LONG; next++) later += this.runningIn[next as Lane];
+    return later + 1 > threads - 1 ? first : undefined;
   }
 
   /** True when the task was waiting here. */

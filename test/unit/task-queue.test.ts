@@ -17,11 +17,27 @@ function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'
 const calls = (tasks: (QueuedTask | undefined)[]): number[] => tasks.map((t) => t?.request.callId ?? -1);
 const apps = (tasks: (QueuedTask | undefined)[]): string[] => tasks.map((t) => t?.request.owner.appId ?? '-');
 
-/** Takes the next task and counts it running, as the pool does when it sends one to a thread. */
-function take(queue: TaskQueue): QueuedTask | undefined {
-  const next = queue.shift();
+/** Takes the next task for one of `threads` threads and counts it running, as the pool does when it sends one to a thread. */
+function take(queue: TaskQueue, threads?: number): QueuedTask | undefined {
+  const next = queue.shift(threads);
   if (next) queue.started(next);
   return next;
+}
+
+/**
+ * `networks` (10.5.i.1) each queue a 5 s loop; two threads start one each, 2.5 s apart; the engine
+ * (10.0.0.1) queues call 999; when the first loop ends (sent again at once), what the free thread takes.
+ */
+function nextAfterALoopEnds(queue: TaskQueue, advance: (ms: number) => void, networks: number): QueuedTask | undefined {
+  for (let i = 0; i < networks; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+  const first = take(queue, 2) as QueuedTask;
+  advance(2_500);
+  take(queue, 2);
+  queue.push(task(999, 'sales', 'user', '10.0.0.1'));
+  advance(2_500);
+  queue.finished(first.id);
+  queue.push(task(first.request.callId, 'hog', 'h', first.request.owner.host));
+  return take(queue, 2);
 }
 
 /** `count` tasks of `host` run one after another, each `taskMs` long and `gapMs` apart; `advance` moves the test's clock. */
@@ -158,51 +174,24 @@ describe('TaskQueue', () => {
     let nowMs = 0;
     const advance = (ms: number): number => (nowMs += ms);
     const queue = new TaskQueue(() => nowMs);
-    const takeOf = (threads: number): QueuedTask => {
-      const next = queue.shift(threads) as QueuedTask;
-      queue.started(next);
-      return next;
-    };
     // 8 networks ran a few trivial tasks and a 5 s loop each (their tasks average ~2.5 s), and keep a loop queued.
     for (let i = 0; i < 8; i++) {
       ranOneByOne(queue, advance, `10.5.${i}.1`, 4, 1);
       ranOneByOne(queue, advance, `10.5.${i}.1`, 1, 5_000);
     }
-    for (let i = 0; i < 8; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
-    const threads = [takeOf(2)];
-    advance(2_500);
-    threads.push(takeOf(2));
-    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
-    advance(2_500);
-    const done = threads.shift() as QueuedTask;
-    queue.finished(done.id);
-    queue.push(task(done.request.callId, 'hog', 'h', done.request.owner.host));
     // Taking turns, the new host's call waited for all 8 loops: 20 s.
-    assert.equal(takeOf(2).request.callId, 999);
+    assert.equal(nextAfterALoopEnds(queue, advance, 8)?.request.callId, 999);
   });
 
   it('networks that made one trivial call each before looping do not go ahead of a host proven short', () => {
     let nowMs = 0;
     const advance = (ms: number): number => (nowMs += ms);
     const queue = new TaskQueue(() => nowMs);
-    const takeOf = (threads: number): QueuedTask => {
-      const next = queue.shift(threads) as QueuedTask;
-      queue.started(next);
-      return next;
-    };
     // The engine ran 200 calls of 20 ms (4 s: capped); then 40 networks each made one trivial call, and queue a loop.
     ranOneByOne(queue, advance, '10.0.0.1', 200, 20, 5);
     for (let i = 0; i < 40; i++) ranOneByOne(queue, advance, `10.5.${i}.1`, 1, 1);
-    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
-    const threads = [takeOf(2)];
-    advance(2_500);
-    threads.push(takeOf(2));
-    queue.push(task(999, 'sales', 'user', '10.0.0.1'));
-    advance(2_500);
-    const done = threads.shift() as QueuedTask;
-    queue.finished(done.id);
     // Light and short-looking, each network went first once: 40 loops, 100 s on two threads.
-    assert.equal(takeOf(2).request.callId, 999);
+    assert.equal(nextAfterALoopEnds(queue, advance, 40)?.request.callId, 999);
   });
 
   it('among hosts with as many tasks running, serves the one that used the threads least lately, though later in turn', () => {
