@@ -74,6 +74,9 @@ export class TaskDispatch {
         this.calls.delete(frame.id);
         this.pool.stopCall(frame.id);
         return;
+      case Frame.YIELD:
+        // Only a pool thread's task can be asked back: while the main thread runs one, it reads no frame.
+        return this.pool.yieldTask(frame.id);
       case Frame.TASK:
         return this.arrive(frame);
       default:

@@ -22,7 +22,17 @@ import { newResultLock } from './result-writer';
 import type { SandboxLimits } from './thread/sandbox';
 import { ActivityWatch, newActivityCells } from './thread-activity';
 import { newStopCells, TaskStops } from './thread-stop';
-import { CONTROL_STATE, CONTROL_STOP, CONTROL_TIMEOUT_MS, type EvaluateTask, newControl, TASK_FATAL, TASK_RUNNING } from './thread-task';
+import {
+  CONTROL_STATE,
+  CONTROL_STOP,
+  CONTROL_TIMEOUT_MS,
+  type EvaluateTask,
+  newControl,
+  STOP_CALL_ENDED,
+  STOP_YIELD,
+  TASK_FATAL,
+  TASK_RUNNING,
+} from './thread-task';
 
 const THREAD_FILE = path.join(__dirname, 'thread', 'evaluate.js');
 /** How long past its time limit a running task may go before its thread is presumed stuck. */
@@ -120,8 +130,21 @@ export class ThreadPool {
   stopCall(callId: number): void {
     for (const entry of this.watched) {
       if (entry.callId !== callId) continue;
-      Atomics.store(entry.control, CONTROL_STOP, 1);
+      Atomics.store(entry.control, CONTROL_STOP, STOP_CALL_ENDED);
       this.stops.stop(entry.taskId);
+    }
+  }
+
+  /**
+   * The front asks a task back (YIELD): it stops where it runs, or before it starts, and answers
+   * ABORTED with no script time spent; the front sends it again later. Unknown (answered) ids are ignored.
+   */
+  yieldTask(taskId: number): void {
+    for (const entry of this.watched) {
+      if (entry.taskId !== taskId) continue;
+      // A call that ended meanwhile keeps its stop.
+      if (Atomics.compareExchange(entry.control, CONTROL_STOP, 0, STOP_YIELD) === 0) this.stops.stop(taskId);
+      return;
     }
   }
 

@@ -36,8 +36,13 @@ export interface EvaluateTask {
 export const BUDGET_SPENT_MS = 0;
 export const CONTROL_STATE = 0;
 export const CONTROL_TIMEOUT_MS = 1;
-/** Non-zero once the task's call ended: the task is not started, or is stopped where it runs. */
+/**
+ * Non-zero once the task must not finish: STOP_CALL_ENDED (its call ended) or STOP_YIELD (the front
+ * asked it back, to run it again later); the task is not started, or is stopped where it runs.
+ */
 export const CONTROL_STOP = 2;
+export const STOP_CALL_ENDED = 1;
+export const STOP_YIELD = 2;
 export const TASK_QUEUED = 0;
 export const TASK_RUNNING = 1;
 export const TASK_DONE = 2;

@@ -10,6 +10,7 @@
  * front -> sandbox  OPEN_CALL  id = call   payload = JSON CallSpec
  *                   TASK       id = task   payload = u32 call, u32 rows, u32 firstRow, u32 spentMs, u32 flags, rows
  *                   CLOSE_CALL id = call   (its spec and contexts may go; a task of it still running is stopped)
+ *                   YIELD      id = task   (the task, if running, stops and answers ABORTED: the front runs it again later)
  *                   LIBRARIES  id = 0      payload = JSON LibraryBundle (src/contract/libraries.ts), at start and reloads
  * sandbox -> front  READY      id = 0      payload = JSON { threads }
  *                   RESULT     id = task   payload = encodeResult()
@@ -29,6 +30,7 @@ export const Frame = {
   TASK: 2,
   CLOSE_CALL: 3,
   LIBRARIES: 4,
+  YIELD: 5,
   READY: 16,
   RESULT: 17,
   RETIRE: 18,
@@ -307,6 +309,7 @@ function maxPayloadBytes(kind: FrameKind): number {
     case Frame.RETIRE:
       return MAX_CONTROL_FRAME_BYTES;
     case Frame.HELD:
+    case Frame.YIELD:
       return 0;
   }
 }

@@ -12,6 +12,9 @@ export const ERROR_CODES = [
   'CANCELLED',
   'UNAVAILABLE',
   'INTERNAL',
+  // A task the front asked back from its thread to let another host go first (src/sandboxes/task-queue.ts):
+  // it runs again, and a client never sees this code.
+  'ABORTED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -11,6 +11,7 @@ const STATUS_OF: Record<ErrorCode, status> = {
   CANCELLED: status.CANCELLED,
   UNAVAILABLE: status.UNAVAILABLE,
   INTERNAL: status.INTERNAL,
+  ABORTED: status.ABORTED,
 };
 
 /** The one mapping from our errors to a gRPC status with safe one-line details. */

@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-
+import { YIELD_AFTER_MS } from '../sandboxes/task-queue';
 import { logLoss } from './log';
 
 export class Metrics {
@@ -63,6 +63,7 @@ export class Metrics {
       residentBytes(): { index: number; bytes: number }[];
       retirements: number;
       stoppedTasks?: number;
+      yieldedTasks?: number;
       processes(): { state: string }[];
       spareProcesses(): { state: string }[];
     },
@@ -105,6 +106,15 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(pool.stoppedTasks ?? 0);
+      },
+    });
+    new Counter({
+      name: 'sse_tasks_yielded_total',
+      help: `Running chunks asked back from their thread after ${YIELD_AFTER_MS} ms because another client host waited, and run again later`,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(pool.yieldedTasks ?? 0);
       },
     });
     new Gauge({

@@ -47,6 +47,11 @@ export type { PoolEvents, PoolSettings, RestartReason };
  * task takes a few ms even on a loaded machine, the scripts that kill a process run for longer.
  */
 const LONG_SUSPECT_MS = 100;
+/**
+ * How often, while tasks wait, the pool looks again at what runs: a running task may have run long
+ * enough to be asked back (YIELD_AFTER_MS), or a thread kept for hosts proven short may be free again.
+ */
+const QUEUE_LOOK_MS = 50;
 
 /** A live process as tests, diagnostics and metrics see it. */
 export interface ProcessView {
@@ -75,6 +80,9 @@ export class SandboxPool implements TaskRunner {
   private readonly heldSinceMs = new Map<number, number>();
   private nextTaskId = 1;
   private stopped = 0;
+  private yieldedCount = 0;
+  /** Set while tasks wait (QUEUE_LOOK_MS). */
+  private queueLook: NodeJS.Timeout | undefined;
   private closing = false;
   private readonly refusedBusy: () => void;
 
@@ -162,6 +170,11 @@ export class SandboxPool implements TaskRunner {
     return this.stopped;
   }
 
+  /** Running tasks asked back for another host and sent again (src/sandboxes/task-queue.ts, YIELD_AFTER_MS). */
+  get yieldedTasks(): number {
+    return this.yieldedCount;
+  }
+
   /** Processes retired near their memory fence to a ready spare (src/sandboxes/supervisor.ts). */
   get retirements(): number {
     return this.supervisor.retirements;
@@ -225,7 +238,7 @@ export class SandboxPool implements TaskRunner {
     // What pump does with an empty retry queue: a process held back for a retry takes work again.
     for (const sandbox of this.sandboxes) sandbox?.release();
     const sandbox = this.freest();
-    if (sandbox === undefined) return false;
+    if (sandbox === undefined || !this.queue.mayStartNow(task.request.owner.host, this.threads)) return false;
     this.queue.startNow(task);
     sandbox.send(task, this.poolOnly());
     this.supervisor.updateAvailability();
@@ -257,6 +270,7 @@ export class SandboxPool implements TaskRunner {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    clearInterval(this.queueLook);
     this.supervisor.stop();
     for (const task of [...this.queue.drain(), ...this.retries.drain(), ...this.quarantine.drain()])
       this.settle(task, new PluginError('UNAVAILABLE', 'the plugin is shutting down'));
@@ -264,6 +278,7 @@ export class SandboxPool implements TaskRunner {
   }
 
   private onResult(task: QueuedTask, result: TaskResult): void {
+    if (!result.ok && result.error.code === 'ABORTED') return this.onYielded(task);
     // Until this result the stopped task counted as running for its client's host in the fair queue.
     if (!result.ok && result.error.code === 'CANCELLED') this.stopped++;
     this.queue.finished(task.id);
@@ -271,6 +286,20 @@ export class SandboxPool implements TaskRunner {
     this.settle(task, result);
     // A spare that ran a quarantined retry is idle again: it may take an empty slot.
     this.supervisor.fillEmptySlots();
+    this.pump();
+  }
+
+  /**
+   * A task asked back answered ABORTED, having spent none of its call's time: it waits again, first of
+   * its call's tasks, and runs from the start when its turn comes (src/sandboxes/task-queue.ts).
+   */
+  private onYielded(task: QueuedTask): void {
+    this.yieldedCount++;
+    this.endHold(task.id, performance.now());
+    if (task.request.signal?.aborted) {
+      this.queue.finished(task.id);
+      this.settle(task, new PluginError('CANCELLED', 'the call ended before this chunk ran'));
+    } else this.queue.yielded(task);
     this.pump();
   }
 
@@ -361,9 +390,27 @@ export class SandboxPool implements TaskRunner {
     while (this.queue.length > 0) {
       const sandbox = this.freest();
       if (!sandbox) break;
-      this.send(sandbox, this.queue.shift(this.threads) as QueuedTask);
+      const next = this.queue.shift(this.threads);
+      if (next === undefined) break;
+      this.send(sandbox, next);
     }
+    this.askBack();
+    this.lookAgainWhileQueued();
     this.supervisor.updateAvailability();
+  }
+
+  /** Asks a running task back when the queue says one ran long while another host waits (YIELD_AFTER_MS). */
+  private askBack(): void {
+    const task = this.queue.taskToYield();
+    if (task === undefined) return;
+    for (const sandbox of this.supervisor.all()) if (sandbox.holds(task.id)) return sandbox.yieldTask(task.id);
+  }
+
+  private lookAgainWhileQueued(): void {
+    if (this.queue.length === 0) {
+      clearInterval(this.queueLook);
+      this.queueLook = undefined;
+    } else this.queueLook ??= setInterval(() => this.pump(), QUEUE_LOOK_MS).unref();
   }
 
   /**

@@ -102,6 +102,8 @@ export abstract class SandboxHandle {
   abstract residentBytes(): number | undefined;
   /** The call ended: the process may forget its spec. */
   abstract closeCall(callId: number): void;
+  /** Asks a task sent here back (a YIELD frame): it answers ABORTED unless it ends first (src/sandboxes/task-queue.ts). */
+  abstract yieldTask(taskId: number): void;
   /** Ends the process as the plugin closes: resolves once it has exited. */
   abstract stop(): Promise<void>;
   /** Writes a task (and its call's spec, the first time) to the process; poolOnly: never on its main thread. */
@@ -139,6 +141,11 @@ export abstract class SandboxHandle {
 
   release(): void {
     if (this.current === 'held') this.current = 'ready';
+  }
+
+  /** True when this task was sent here and is not answered. */
+  holds(taskId: number): boolean {
+    return this.inFlight.has(taskId);
   }
 
   /** True when a task of this call was sent here and is not answered. */

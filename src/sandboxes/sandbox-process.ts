@@ -185,6 +185,12 @@ export class SandboxProcess extends SandboxHandle {
     }, CLOSE_FLUSH_MS);
   }
 
+  yieldTask(taskId: number): void {
+    if (this.state === 'exited') return;
+    this.writeCloses();
+    this.channel.write(frameHeader(Frame.YIELD, taskId, 0));
+  }
+
   private writeCloses(): void {
     if (this.pendingCloses.length === 0 || this.state === 'exited') return;
     const frames = this.pendingCloses.length === 1 ? (this.pendingCloses[0] as Buffer) : Buffer.concat(this.pendingCloses);

@@ -89,6 +89,22 @@ const SHORTER_TASKS_RATIO = 4;
  */
 const LONG_TASK_MS = 250;
 const PROVEN_AFTER_TASKS = 100;
+/**
+ * A task of a host proven short or unproven that has run this long is asked back (YIELD) when a host
+ * of its lane or an earlier one waits and the task's own host is not that host: it stops, runs again
+ * from the start later (a script has no effect outside its call, security.md), and its host is judged
+ * long and unproven again (HostUsage.yielded). Lanes judge a host by its tasks so far, and a host can
+ * make them look short: networks that made 100 trivial calls each and 50 between loops each put a 5 s
+ * loop ahead of a busy engine's calls, once per network (40 networks: the whole attack). Twice
+ * LONG_TASK_MS: a Qlik engine's tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks).
+ */
+export const YIELD_AFTER_MS = 2 * LONG_TASK_MS;
+/**
+ * After a task of a host proven short ends, hosts of later lanes still hold at most every thread but
+ * one for this long (with two threads or more): a LOAD's next one-row call comes a millisecond after
+ * the last one's answer, and found every thread taken by other hosts' loops (one 5 s loop a row).
+ */
+const KEEP_FOR_SHORT_MS = 100;
 type Lane = 0 | 1 | 2;
 const PROVEN_SHORT: Lane = 0;
 const UNPROVEN: Lane = 1;
@@ -138,6 +154,14 @@ export class HostUsage {
     if (entry === undefined || entry.used === Number.NEGATIVE_INFINITY) return UNPROVEN;
     if (entry.taskMs >= LONG_TASK_MS) return LONG;
     return entry.tasks >= PROVEN_AFTER_TASKS ? PROVEN_SHORT : UNPROVEN;
+  }
+
+  /** The host's task was asked back after ranMs (YIELD_AFTER_MS): judged long, and unproven again. */
+  yielded(host: Key, ranMs: number): void {
+    const entry = this.weights.get(host);
+    if (entry === undefined) return;
+    entry.taskMs = Math.max(entry.taskMs, ranMs, LONG_TASK_MS);
+    entry.tasks = 0;
   }
 
   /** How long the host's tasks take, in ms: its first task, then each moves it halfway; NEW_HOST_TASK_MS before. */
@@ -255,16 +279,25 @@ class Line {
   }
 }
 
+interface Running {
+  readonly task: QueuedTask;
+  readonly line: Line;
+  readonly host: string;
+  readonly startedMs: number;
+  readonly lane: Lane;
+  /** Asked back (YIELD_AFTER_MS); it answers ABORTED, or ends first. */
+  yielding: boolean;
+}
+
 export class TaskQueue {
   /** Tasks put back at the head, last one first; `head` may hold removed ones until they are reached. */
   private readonly head: QueuedTask[] = [];
   private readonly inHead = new Set<QueuedTask>();
   private readonly root = new Line('', undefined);
-  /** The call line of each task running (started and not finished), and when it started. */
-  private readonly running = new Map<
-    number,
-    { readonly line: Line; readonly host: string; readonly startedMs: number; readonly lane: Lane }
-  >();
+  /** Each task running (started and not finished): its call's line, when it started, its host's lane then. */
+  private readonly running = new Map<number, Running>();
+  /** When the last task of a host proven short ended (KEEP_FOR_SHORT_MS). */
+  private lastShortEndMs = Number.NEGATIVE_INFINITY;
   /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
   private readonly runningIn: [number, number, number] = [0, 0, 0];
   private readonly usage: HostUsage;
@@ -322,10 +355,12 @@ export class TaskQueue {
       if (this.inHead.delete(back)) return back;
     }
     const now = this.nowMs();
-    const lane = this.laneToKeepAThreadFor(threads);
+    const lane = this.laneToKeepAThreadFor(threads, now);
+    // A thread kept for a lane with nobody waiting in it stays free (KEEP_FOR_SHORT_MS).
     let line: Line | undefined =
-      (lane === undefined ? undefined : this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) === lane)) ??
-      this.root.leastUsed(this.usage, now);
+      lane === undefined
+        ? this.root.leastUsed(this.usage, now)
+        : this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) <= lane);
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
@@ -336,18 +371,28 @@ export class TaskQueue {
   }
 
   /**
-   * The lane the free thread must go to: the first lane with a host waiting, when tasks of later lanes
-   * already hold every other thread; undefined when any lane may have it. Only looks at the waiting
-   * hosts when the running tasks could hold that many.
+   * Whether a task of `host` may take a free thread now, nothing being queued: not when the thread is
+   * kept for hosts proven short (KEEP_FOR_SHORT_MS).
    */
-  private laneToKeepAThreadFor(threads: number): Lane | undefined {
+  mayStartNow(host: string, threads: number): boolean {
+    const lane = this.laneToKeepAThreadFor(threads, this.nowMs());
+    return lane === undefined || this.usage.laneOf(host) <= lane;
+  }
+
+  /**
+   * The lane (or an earlier one) the free thread must go to: the first lane with a host waiting (or
+   * proven short and just served, KEEP_FOR_SHORT_MS), when tasks of later lanes already hold every
+   * other thread; undefined when any lane may have it. Only looks at the waiting hosts when the
+   * running tasks could hold that many.
+   */
+  private laneToKeepAThreadFor(threads: number, nowMs: number): Lane | undefined {
     if (this.runningIn[UNPROVEN] + this.runningIn[LONG] + 1 <= threads - 1) return undefined;
-    let first: Lane = LONG;
+    let first: Lane = threads > 1 && nowMs - this.lastShortEndMs < KEEP_FOR_SHORT_MS ? PROVEN_SHORT : LONG;
     for (const host of this.root.below.values()) {
+      if (first === PROVEN_SHORT) break;
       if (host.queued === 0) continue;
       const lane = this.usage.laneOf(host.key);
       if (lane < first) first = lane;
-      if (first === PROVEN_SHORT) break;
     }
     let later = 0;
     for (let next = first + 1; next <= LONG; next++) later += this.runningIn[next as Lane];
@@ -380,7 +425,7 @@ export class TaskQueue {
     if (this.running.has(task.id)) return;
     const call = this.callLine(task.request, true) as Line;
     const lane = this.usage.laneOf(task.request.owner.host);
-    this.running.set(task.id, { line: call, host: task.request.owner.host, startedMs: this.nowMs(), lane });
+    this.running.set(task.id, { task, line: call, host: task.request.owner.host, startedMs: this.nowMs(), lane, yielding: false });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
@@ -393,7 +438,50 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
+    if (running.lane === PROVEN_SHORT) this.lastShortEndMs = now;
     this.update(running.line, (line) => line.running--, false);
+  }
+
+  /**
+   * A running task to ask back (YIELD_AFTER_MS), marked so it is asked once: the longest running of
+   * those started as proven short or unproven that ran that long, while a host of its lane or an
+   * earlier one other than its own waits. Tasks sent again after a sandbox died run alone and stay.
+   */
+  taskToYield(): QueuedTask | undefined {
+    if (this.root.queued === 0) return undefined;
+    const now = this.nowMs();
+    let chosen: Running | undefined;
+    for (const run of this.running.values()) {
+      if (run.lane === LONG || run.yielding || run.task.retried || now - run.startedMs < YIELD_AFTER_MS) continue;
+      if (chosen !== undefined && run.startedMs >= chosen.startedMs) continue;
+      if (this.waitsIn(run.lane, run.host)) chosen = run;
+    }
+    if (chosen !== undefined) chosen.yielding = true;
+    return chosen?.task;
+  }
+
+  /**
+   * The task asked back answered ABORTED: its time is charged (finished), its host judged long and
+   * unproven (HostUsage.yielded), and it waits again, first of its call's tasks.
+   */
+  yielded(task: QueuedTask): void {
+    const running = this.running.get(task.id);
+    if (running === undefined) return;
+    const ranMs = this.nowMs() - running.startedMs;
+    this.finished(task.id);
+    this.usage.yielded(running.host, ranMs);
+    const call = this.callLine(task.request, true) as Line;
+    const others = [...call.tasks.values()];
+    call.tasks.clear();
+    for (const one of [task, ...others]) call.tasks.set(one.id, one);
+    this.update(call, (line) => line.queued++, false);
+  }
+
+  /** Whether a host other than `except`, of this lane or an earlier one, has tasks waiting. */
+  private waitsIn(lane: Lane, except: string): boolean {
+    for (const host of this.root.below.values())
+      if (host.queued > 0 && host.key !== except && this.usage.laneOf(host.key) <= lane) return true;
+    return false;
   }
 
   drain(): QueuedTask[] {

@@ -25,6 +25,8 @@ export class FakeSandbox extends SandboxHandle {
   readonly poolOnly: boolean[] = [];
   /** How many times the front sent it SIGKILL. */
   terminated = 0;
+  /** Ids of the tasks the front asked back (YIELD), in order. */
+  readonly yielded: number[] = [];
 
   get pid(): number {
     return 1_000 + this.index;
@@ -40,6 +42,10 @@ export class FakeSandbox extends SandboxHandle {
   }
 
   closeCall(): void {}
+
+  yieldTask(taskId: number): void {
+    this.yielded.push(taskId);
+  }
 
   stop(): Promise<void> {
     this.end();

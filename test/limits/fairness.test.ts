@@ -155,3 +155,39 @@ describe('one thread shared between client hosts: the addresses of one network a
     for (const result of await Promise.all(loops)) assert.equal(result.code, status.DEADLINE_EXCEEDED, result.details);
   });
 });
+
+describe('one thread shared between client hosts: a task that runs long is asked back for a host that waits', () => {
+  const WARM_CALLS = 100;
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '20000' });
+  });
+  after(async () => t.stop());
+
+  it("another host's call is answered while the long task runs again from its start, and the long task's answer is right", async () => {
+    // Both hosts are proven short: a hundred trivial calls each, as a network that wants to look like a Qlik engine would make.
+    for (let i = 0; i < WARM_CALLS; i++) assert.deepEqual(strings(await evalText(t.client, 'args[0] * 7')), ['7']);
+    for (let i = 0; i < WARM_CALLS; i++) {
+      const warm = await callFrom(t.plugin.port, '127.0.5.1', { script: 'args[0]', params: [{ dataType: 1 }] }, [[num(1)]]);
+      assert.equal(warm.code, status.OK, warm.details);
+    }
+    const yieldedBefore = t.plugin.pool.yieldedTasks;
+    const order: string[] = [];
+    // 2 s of CPU on the one thread, then an answer that depends on the row.
+    const spin = 'const end = Date.now() + 2000; while (Date.now() < end); return args[0] * 2;';
+    const long = evalText(t.client, spin, { bundles: [[[num(21)]]] }).then((result) => {
+      order.push('long');
+      return result;
+    });
+    await waitFor('the long task running', () => t.plugin.pool.busyWorkers === 1, 5_000);
+    const other = await callFrom(t.plugin.port, '127.0.5.1', { script: 'args[0]', params: [{ dataType: 1 }] }, [[num(1)]]);
+    order.push('other');
+    assert.equal(other.code, status.OK, other.details);
+    const answer = await long;
+    assert.equal(answer.code, status.OK, answer.details);
+    assert.deepEqual(strings(answer), ['42']);
+    // Without asking back, the other host's trivial call waited for the whole 2 s task.
+    assert.deepEqual(order, ['other', 'long']);
+    assert.equal(t.plugin.pool.yieldedTasks, yieldedBefore + 1);
+  });
+});

@@ -168,6 +168,36 @@ describe('the sandbox pool with fake processes', () => {
     await pool.close();
   });
 
+  it('asks a task that runs long back when another host waits: that host goes first, then the task runs again from its start', async () => {
+    const { pool, spawner } = await startPool(1, 1);
+    const fromHost = (callId: number, host: string): TaskRequest => ({ ...request(callId), owner: { host, appId: 'app', userId: 'user' } });
+    const long = track(pool.run(fromHost(1, 'a')));
+    const other = track(pool.run(fromHost(2, 'b')));
+    const sandbox = spawner.slot(0);
+    // Asked back once it has run YIELD_AFTER_MS (an event the test waits for; the pool looks every 50 ms).
+    while (sandbox.yielded.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(sandbox.yielded, [1]);
+    sandbox.answer(1, {
+      ok: false,
+      error: { code: 'ABORTED', message: 'asked back' },
+      scriptMs: 0,
+      isolateRebuilt: false,
+      timedOut: false,
+    });
+    await settle();
+    assert.equal(long.outcome, 'pending', 'a task asked back settled its call');
+    assert.deepEqual(sandbox.sentIds(), [1, 2]);
+    sandbox.answer(2, answerFor(2));
+    await settle();
+    assert.deepEqual(other.outcome, answerFor(2));
+    assert.deepEqual(sandbox.sentIds(), [1, 2, 1]);
+    sandbox.answer(1, answerFor(1));
+    assert.deepEqual(await long.done, answerFor(1));
+    assert.equal(pool.yieldedTasks, 1);
+    assert.deepEqual(sandbox.yielded, [1], 'the task sent again was asked back again');
+    await pool.close();
+  });
+
   it('a death with no culprit sends each task again once, alone on a held process, and fails it if that one dies too', async () => {
     const { pool, spawner } = await startPool(2, 2);
     const [t1, t2, t3, t4] = runCalls(pool, 4);

@@ -6,9 +6,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { type QueuedTask, TaskQueue } from '../../src/sandboxes/task-queue';
+import { type QueuedTask, TaskQueue, YIELD_AFTER_MS } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
+/** How long a thread stays kept for a host proven short after its task ends (KEEP_FOR_SHORT_MS), and a little more. */
+const KEEP_MS = 101;
 function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
   const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, settled: false };
@@ -358,6 +360,92 @@ describe('TaskQueue', () => {
     assert.deepEqual(queue.drain(), [y, z]);
     assert.equal(queue.length, 0);
     assert.equal(queue.shift(), undefined);
+  });
+
+  it('asks back a loop of a network that made itself look short once it ran long while a host proven short waits', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    // The engine and 40 networks are all proven short (100 trivial calls each); each network then queues a loop.
+    ranOneByOne(queue, advance, '10.0.0.1', 200, 5);
+    for (let i = 0; i < 40; i++) ranOneByOne(queue, advance, `10.5.${i}.1`, 100, 1);
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const loops = [take(queue, 2) as QueuedTask, take(queue, 2) as QueuedTask];
+    // Only other networks wait: a network of the same lane waiting is another host too.
+    advance(YIELD_AFTER_MS - 1);
+    assert.equal(queue.taskToYield(), undefined, 'asked back before it ran YIELD_AFTER_MS');
+    const engine = task(999, 'sales', 'user', '10.0.0.1');
+    queue.push(engine);
+    advance(1);
+    const asked = queue.taskToYield();
+    assert.equal(asked, loops[0]);
+    // Asked once: the other loop started at the same time and is the next one asked, not this one again.
+    assert.equal(queue.taskToYield(), loops[1]);
+    assert.equal(queue.taskToYield(), undefined);
+    queue.yielded(loops[0] as QueuedTask);
+    // The engine's call takes the thread; the loop waits again, first of its call.
+    assert.equal(take(queue, 2), engine);
+    advance(5);
+    queue.finished(engine.id);
+    // Its network is long now: its loop may hold one thread of two (the long lane), and runs to its end.
+    advance(KEEP_MS);
+    const again = take(queue, 2);
+    assert.equal(again?.id, loops[0]?.id);
+    queue.push(task(1_000, 'sales', 'user', '10.0.0.1'));
+    advance(10 * YIELD_AFTER_MS);
+    // The other loop was asked back already; the one sent again runs in the long lane and is not asked again.
+    assert.equal(queue.taskToYield(), undefined);
+  });
+
+  it('never asks back a task for its own host, a long host, or a task sent again after a sandbox died', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    ranOneByOne(queue, advance, '10.0.0.1', 100, 5);
+    ranOneByOne(queue, advance, '10.7.0.1', 4, 2_000);
+    const own = task(1, 'a', 'u', '10.0.0.1');
+    queue.push(own);
+    take(queue, 1);
+    // Its own host's next call waits behind it: the engine's apps share its turns, not by asking back.
+    queue.push(task(2, 'b', 'u', '10.0.0.1'));
+    // A long host waits too: it is of a later lane.
+    queue.push(task(3, 'x', 'u', '10.7.0.1'));
+    advance(10 * YIELD_AFTER_MS);
+    assert.equal(queue.taskToYield(), undefined);
+    queue.finished(own.id);
+    const retried = task(4, 'c', 'u', '10.9.0.1');
+    retried.retried = true;
+    queue.started(retried);
+    queue.push(task(5, 'sales', 'u', '10.0.0.1'));
+    advance(10 * YIELD_AFTER_MS);
+    assert.equal(queue.taskToYield(), undefined);
+  });
+
+  it("keeps a thread for a host proven short a moment after its task ends: a LOAD's next row finds it free", () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    ranOneByOne(queue, advance, '10.0.0.1', 100, 1);
+    ranOneByOne(queue, advance, '10.7.0.1', 2, 5_000);
+    for (let call = 1; call <= 3; call++) queue.push(task(call, 'hog', 'h', '10.7.0.1'));
+    take(queue, 2);
+    // The engine's row runs on the other thread and ends; its next row comes a moment later.
+    const row = task(50, 'sales', 'user', '10.0.0.1');
+    queue.push(row);
+    assert.equal(take(queue, 2), row);
+    advance(1);
+    queue.finished(row.id);
+    assert.equal(queue.shift(2), undefined, "a long host's loop took the thread the LOAD had just used");
+    assert.equal(queue.mayStartNow('10.7.0.1', 2), false);
+    assert.equal(queue.mayStartNow('10.0.0.1', 2), true);
+    advance(1);
+    const next = task(51, 'sales', 'user', '10.0.0.1');
+    queue.push(next);
+    assert.equal(take(queue, 2), next);
+    queue.finished(next.id);
+    // The engine went quiet: the thread goes to the long host again; with one thread it was never kept.
+    advance(1_000);
+    assert.equal(queue.shift(2)?.request.owner.host, '10.7.0.1');
   });
 
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {

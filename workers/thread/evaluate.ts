@@ -4,12 +4,14 @@
  * to the front itself. Every failure is turned into data (TaskFailure); nothing is thrown across the
  * thread. The task's control cell tells the sandbox process when it started, with what time limit,
  * and whether V8 gave up on the isolate (workers/thread-pool.ts); the sandbox process says there
- * when the task's call ended, and the thread's stopper stops it where it runs (isolate-stopper.ts).
+ * when the task's call ended, or when the front asked the task back, and the thread's stopper stops
+ * it where it runs (isolate-stopper.ts).
  */
 import { workerData } from 'node:worker_threads';
 
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 
+import { PluginError } from '../../src/contract/errors';
 import { timeLimitError } from '../../src/contract/limit-errors';
 import type { TaskResult, TaskSuccess } from '../../src/contract/task';
 import { ResultWriter } from '../result-writer';
@@ -21,6 +23,7 @@ import {
   CONTROL_STOP,
   CONTROL_TIMEOUT_MS,
   type EvaluateTask,
+  STOP_YIELD,
   TASK_DONE,
   TASK_FATAL,
   TASK_RUNNING,
@@ -78,17 +81,28 @@ export default function evaluate(task: EvaluateTask): TaskResult | null {
 
 function runTask(task: EvaluateTask, control: Int32Array, timeoutMs: number): TaskResult {
   // Read after the stopper was told which task runs: a stop either finds the task running or is seen here.
-  if (Atomics.load(control, CONTROL_STOP) !== 0) return stopped();
+  if (Atomics.load(control, CONTROL_STOP) !== 0) return stopped(control);
   if (timeoutMs <= 0) return timedOut(task.callTimeoutMs);
   const result = evaluator.run(task, timeoutMs);
+  if (result.ok || result.error.code !== 'CANCELLED') return result;
   // Stopped without being asked: the stop of this thread's previous task came a moment late. A script
   // has no effect outside its call, so it runs again from the start (the stop was used up).
-  if (!result.ok && result.error.code === 'CANCELLED' && Atomics.load(control, CONTROL_STOP) === 0) return evaluator.run(task, timeoutMs);
-  return result;
+  const stop = Atomics.load(control, CONTROL_STOP);
+  if (stop === 0) return evaluator.run(task, timeoutMs);
+  return stop === STOP_YIELD ? stopped(control) : result;
 }
 
-function stopped(): TaskResult {
-  return { ok: false, error: stoppedError().toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
+/**
+ * A task stopped before its end. Asked back by the front, it answers ABORTED having spent none of its
+ * call's time: it runs again from the start later (its partial output is dropped with the isolate).
+ */
+function stopped(control: Int32Array): TaskResult {
+  const error = Atomics.load(control, CONTROL_STOP) === STOP_YIELD ? yieldedError() : stoppedError();
+  return { ok: false, error: error.toData(), scriptMs: 0, isolateRebuilt: false, timedOut: false };
+}
+
+function yieldedError(): PluginError {
+  return new PluginError('ABORTED', 'asked back by the front: another host waits; the task runs again later');
 }
 
 function timedOut(callTimeoutMs: number): TaskResult {
