@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { DEFAULT_FAST_PATH_MS } from '../contract/channel';
 import { MAX_CONSOLE_BYTES, MAX_CONSOLE_LINES } from '../contract/console';
 import { LIBRARY_NAME } from '../contract/libraries';
+import { isAddressOrNetwork } from '../grpc/client-hosts';
 
 /**
  * The only reader of the environment. Every variable is validated once at start; an invalid value
@@ -73,6 +74,11 @@ export interface Config {
   /** Client addresses sharing this many leading bits are one host for its shares (src/grpc/client-hosts.ts). */
   readonly clientPrefixV4: number;
   readonly clientPrefixV6: number;
+  /**
+   * Addresses and networks of Qlik's engines (SSE_PRIORITY_HOSTS): each address a host of its own that
+   * goes ahead of every other in the fair queue (src/sandboxes/task-queue.ts); empty: none.
+   */
+  readonly priorityHosts: readonly string[];
   /** A new connection must finish its TLS handshake / send the HTTP/2 preface within this time. */
   readonly handshakeTimeoutMs: number;
   /** A connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call). */
@@ -192,6 +198,15 @@ const libraryNames: Variable<string[]> = {
   accepts: 'none, or library names separated by commas (simple-statistics,date-fns,d3-array,qlik)',
 };
 
+/** `none`, or addresses and networks (`10.0.0.7`, `10.0.0.0/28`, `2001:db8::/64`) separated by commas. */
+const addressList: Variable<string[]> = {
+  schema: z
+    .string()
+    .transform((v) => (v.trim().toLowerCase() === 'none' ? [] : v.split(',').map((entry) => entry.trim())))
+    .pipe(z.array(z.string().refine(isAddressOrNetwork))),
+  accepts: 'none, or IP addresses and networks separated by commas (10.0.0.7,10.0.1.0/28,2001:db8::/64)',
+};
+
 const nonEmpty: Variable<string> = {
   schema: z.string().trim().min(1),
   accepts: 'a non-empty value',
@@ -290,6 +305,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     unreadReplyTimeoutMs: read('SSE_UNREAD_REPLY_TIMEOUT_MS', integer(100, 3_600_000), DEFAULT_UNREAD_REPLY_TIMEOUT_MS),
     clientPrefixV4: read('SSE_CLIENT_PREFIX_V4', integer(0, 32), DEFAULT_CLIENT_PREFIX_V4),
     clientPrefixV6: read('SSE_CLIENT_PREFIX_V6', integer(0, 128), DEFAULT_CLIENT_PREFIX_V6),
+    priorityHosts: read('SSE_PRIORITY_HOSTS', addressList, []),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
     inheritedSockets: inherited,

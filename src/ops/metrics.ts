@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { YIELD_AFTER_MS } from '../sandboxes/task-queue';
+import { YIELD_MAX_MS, YIELD_MIN_MS } from '../sandboxes/task-queue';
 import { logLoss } from './log';
 
 export class Metrics {
@@ -110,7 +110,7 @@ export class Metrics {
     });
     new Counter({
       name: 'sse_tasks_yielded_total',
-      help: `Running chunks asked back from their thread after ${YIELD_AFTER_MS} ms because another client host waited, and run again later`,
+      help: `Running chunks asked back from their thread after ${YIELD_MIN_MS}-${YIELD_MAX_MS} ms because another client host waited, and run again later`,
       registers,
       collect() {
         this.reset();

@@ -32,6 +32,7 @@ import { shareOf } from '../calls/host-shares';
 import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
 import type { TaskResult } from '../contract/task';
+import { priorityCheck } from '../grpc/client-hosts';
 import type { Logger } from '../ops/log';
 import { FastPathGate } from './fast-path-gate';
 import { blamesMemory, culpritError, pastTimeLimitError, type RestartReason, restartReason, suspectError } from './recovery';
@@ -49,7 +50,7 @@ export type { PoolEvents, PoolSettings, RestartReason };
 const LONG_SUSPECT_MS = 100;
 /**
  * How often, while tasks wait, the pool looks again at what runs: a running task may have run long
- * enough to be asked back (YIELD_AFTER_MS), or a thread kept for hosts proven short may be free again.
+ * enough to be asked back (YIELD_MIN_MS), or a thread kept for a lane (KEEP_FOR_SHORT_MS) may be free again.
  */
 const QUEUE_LOOK_MS = 50;
 
@@ -93,7 +94,7 @@ export class SandboxPool implements TaskRunner {
     /** Makes each process's handle: unit tests pass fakes (test/unit/pool.test.ts). */
     spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
-    this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs);
+    this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs, priorityCheck(settings.priorityHosts ?? []));
     this.refusedBusy = events.refusedBusy ?? (() => undefined);
     // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
     const listener = {
@@ -170,7 +171,7 @@ export class SandboxPool implements TaskRunner {
     return this.stopped;
   }
 
-  /** Running tasks asked back for another host and sent again (src/sandboxes/task-queue.ts, YIELD_AFTER_MS). */
+  /** Running tasks asked back for another host and sent again (src/sandboxes/task-queue.ts, YIELD_MIN_MS). */
   get yieldedTasks(): number {
     return this.yieldedCount;
   }
@@ -220,7 +221,16 @@ export class SandboxPool implements TaskRunner {
       // onAbort in the literal, not added after: a function-valued property added to each task kept
       // every call's objects alive through V8's young-generation collections (src/grpc/incoming.ts).
       const onAbort = (): void => this.dropQueued(task);
-      const task: QueuedTask = { id: this.nextTaskId++, request, resolve, reject, retried: false, settled: false, onAbort };
+      const task: QueuedTask = {
+        id: this.nextTaskId++,
+        request,
+        resolve,
+        reject,
+        retried: false,
+        askedBack: false,
+        settled: false,
+        onAbort,
+      };
       request.signal?.add(onAbort);
       if (!this.sendAtOnce(task)) {
         this.queue.push(task);
@@ -399,7 +409,7 @@ export class SandboxPool implements TaskRunner {
     this.supervisor.updateAvailability();
   }
 
-  /** Asks a running task back when the queue says one ran long while another host waits (YIELD_AFTER_MS). */
+  /** Asks a running task back when the queue says one ran long while another host waits (YIELD_MIN_MS). */
   private askBack(): void {
     const task = this.queue.taskToYield();
     if (task === undefined) return;

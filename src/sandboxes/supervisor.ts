@@ -42,6 +42,8 @@ export interface PoolSettings {
   readonly sandboxNice?: number;
   /** Calls open at once, front and sandboxes alike; MAX_OPEN_CALLS (src/contract/channel.ts) unless a test makes it small. */
   readonly maxOpenCalls?: number;
+  /** Addresses and networks of client hosts that go ahead of every other (SSE_PRIORITY_HOSTS); none when not given. */
+  readonly priorityHosts?: readonly string[];
   /** How fast the queue forgets a client host's use of the threads; USAGE_HALF_LIFE_MS unless a test makes it short. */
   readonly usageHalfLifeMs?: number;
   /** Spare processes kept ready beside the slots (SSE_SPARE_SANDBOXES); none when not given. */

@@ -43,6 +43,8 @@ export interface QueuedTask {
   readonly reject: (error: PluginError) => void;
   /** Sent again after a sandbox died with no culprit named: at most once. */
   retried: boolean;
+  /** Asked back from its thread for another host (TaskQueue.taskToYield): at most once. */
+  askedBack: boolean;
   settled: boolean;
   /** Removed from the call's signal when the task settles: a listener left behind keeps the task's rows alive until the call ends. */
   onAbort?: () => void;
@@ -78,37 +80,46 @@ const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
  */
 const SHORTER_TASKS_RATIO = 4;
 /**
- * Lanes, so that hosts whose tasks loop to the time limit cannot take every thread from others (tasks
- * are never preempted). A host is *proven short* once it has run PROVEN_AFTER_TASKS tasks and they take
- * under LONG_TASK_MS (the average of its last few): a Qlik engine, after a few seconds of work. A
- * host is *long* once its tasks average LONG_TASK_MS or more. Any other host (new, or few tasks) is
- * *unproven*. While a host of one class waits, hosts of a later class (unproven after proven short,
- * long after both) may hold at most every thread but one. Without lanes, 8 or 40 networks each
- * looping to the time limit took turns with a new host or a busy one (20 s a call, or a whole 20-60 s
- * attack), and one trivial call per network first made them look like light, short hosts.
+ * Lanes, so that hosts whose tasks loop to the time limit cannot take every thread from others. A
+ * *priority* host is an address the administrator lists (SSE_PRIORITY_HOSTS: Qlik's engines,
+ * src/grpc/client-hosts.ts). Any other host is *proven short* once it has run PROVEN_AFTER_TASKS tasks
+ * and they take under LONG_TASK_MS (the average of its last few): a Qlik engine, after a few seconds
+ * of work. A host is *long* once its tasks average LONG_TASK_MS or more. Any other host (new, or few
+ * tasks) is *unproven*. While a host of one lane waits, hosts of later lanes may hold at most every
+ * thread but one. Without lanes, 8 or 40 networks each looping to the time limit took turns with a new
+ * host or a busy one (20 s a call, or a whole 20-60 s attack), and one trivial call per network first
+ * made them look like light, short hosts.
  */
 const LONG_TASK_MS = 250;
 const PROVEN_AFTER_TASKS = 100;
 /**
- * A task of a host proven short or unproven that has run this long is asked back (YIELD) when a host
- * of its lane or an earlier one waits and the task's own host is not that host: it stops, runs again
- * from the start later (a script has no effect outside its call, security.md), and its host is judged
- * long and unproven again (HostUsage.yielded). Lanes judge a host by its tasks so far, and a host can
- * make them look short: networks that made 100 trivial calls each and 50 between loops each put a 5 s
- * loop ahead of a busy engine's calls, once per network (40 networks: the whole attack). Twice
- * LONG_TASK_MS: a Qlik engine's tasks take milliseconds (a slow script's rows are cut into ~20 ms tasks).
+ * A task is asked back (YIELD) once it has run four times as long as its host's tasks take, within
+ * these bounds, when a host of its lane or an earlier one other than its own waits (a long host's task
+ * only for a priority host, and no priority host's task ever): it stops, runs again from its start
+ * later (a script has no effect outside its call, security.md), never asked back again, and its host
+ * is judged long and unproven (HostUsage.yielded). Lanes judge a host by its tasks so far, and a host
+ * can make them look short: networks that made 100 trivial calls each (and 50 between loops) each put a
+ * 5 s loop ahead of a busy engine's calls (40 networks: the whole attack). Each such network now costs
+ * a waiting host YIELD_MIN_MS, once per 100 calls it makes to look short again; a Qlik engine's tasks
+ * take milliseconds (a slow script's rows are cut into ~20 ms tasks), and an engine whose tasks take
+ * longer is given up to YIELD_MAX_MS.
  */
-export const YIELD_AFTER_MS = 2 * LONG_TASK_MS;
+export const YIELD_MIN_MS = 100;
+export const YIELD_MAX_MS = 2 * LONG_TASK_MS;
+const YIELD_TASK_TIMES = 4;
 /**
- * After a task of a host proven short ends, hosts of later lanes still hold at most every thread but
- * one for this long (with two threads or more): a LOAD's next one-row call comes a millisecond after
- * the last one's answer, and found every thread taken by other hosts' loops (one 5 s loop a row).
+ * After a task of a host that is not long ends, hosts of later lanes still hold at most every thread
+ * but one for this long (with two threads or more): a LOAD's next one-row call comes a millisecond
+ * after the last one's answer, and a Qlik engine's next chart calls seconds later, and found every
+ * thread taken by other hosts' loops (one 5 s loop a row; a new host beside 40 looping networks: 2.3 s
+ * a call). Hosts whose tasks are long have every thread again when no other has been served for this long.
  */
-const KEEP_FOR_SHORT_MS = 100;
-type Lane = 0 | 1 | 2;
-const PROVEN_SHORT: Lane = 0;
-const UNPROVEN: Lane = 1;
-const LONG: Lane = 2;
+const KEEP_FOR_SHORT_MS = 2_000;
+type Lane = 0 | 1 | 2 | 3;
+const PRIORITY: Lane = 0;
+const PROVEN_SHORT: Lane = 1;
+const UNPROVEN: Lane = 2;
+const LONG: Lane = 3;
 
 /** A host's decayed use and floor (base-2 logs at a time scale) and how long its tasks take (HostUsage). */
 interface HostEntry {
@@ -117,6 +128,8 @@ interface HostEntry {
   taskMs: number;
   /** Tasks it has run (while remembered). */
   tasks: number;
+  /** Listed in SSE_PRIORITY_HOSTS (found once, when the entry is made). */
+  readonly priority: boolean;
 }
 
 /**
@@ -137,7 +150,10 @@ interface HostEntry {
 export class HostUsage {
   private readonly weights = new Map<Key, HostEntry>();
 
-  constructor(private readonly halfLifeMs = USAGE_HALF_LIFE_MS) {}
+  constructor(
+    private readonly halfLifeMs = USAGE_HALF_LIFE_MS,
+    private readonly isPriority: (host: string) => boolean = () => false,
+  ) {}
 
   /** Smaller is less used, counting at most USAGE_CAP_MS of use now; a host never seen (or forgotten) is -Infinity. */
   weight(host: Key, nowMs: number): number {
@@ -151,12 +167,13 @@ export class HostUsage {
   /** The host's lane (see LONG_TASK_MS). */
   laneOf(host: Key): Lane {
     const entry = this.weights.get(host);
+    if (entry?.priority) return PRIORITY;
     if (entry === undefined || entry.used === Number.NEGATIVE_INFINITY) return UNPROVEN;
     if (entry.taskMs >= LONG_TASK_MS) return LONG;
     return entry.tasks >= PROVEN_AFTER_TASKS ? PROVEN_SHORT : UNPROVEN;
   }
 
-  /** The host's task was asked back after ranMs (YIELD_AFTER_MS): judged long, and unproven again. */
+  /** The host's task was asked back after ranMs (YIELD_MIN_MS): judged long, and unproven again. */
   yielded(host: Key, ranMs: number): void {
     const entry = this.weights.get(host);
     if (entry === undefined) return;
@@ -177,12 +194,19 @@ export class HostUsage {
         used: Number.NEGATIVE_INFINITY,
         taskMs: NEW_HOST_TASK_MS,
         tasks: 0,
+        priority: typeof host === 'string' && this.isPriority(host),
       });
   }
 
   charge(host: Key, ms: number, nowMs: number): void {
     const added = this.logWeight(ms, nowMs);
-    const entry = this.weights.get(host) ?? { floor: Number.NEGATIVE_INFINITY, used: Number.NEGATIVE_INFINITY, taskMs: ms, tasks: 0 };
+    const entry = this.weights.get(host) ?? {
+      floor: Number.NEGATIVE_INFINITY,
+      used: Number.NEGATIVE_INFINITY,
+      taskMs: ms,
+      tasks: 0,
+      priority: typeof host === 'string' && this.isPriority(host),
+    };
     entry.tasks++;
     const before = entry.used;
     entry.used = before === Number.NEGATIVE_INFINITY ? added : Math.max(before, added) + Math.log2(1 + 2 ** -Math.abs(before - added));
@@ -285,7 +309,9 @@ interface Running {
   readonly host: string;
   readonly startedMs: number;
   readonly lane: Lane;
-  /** Asked back (YIELD_AFTER_MS); it answers ABORTED, or ends first. */
+  /** Asked back once it has run this long (YIELD_MIN_MS). */
+  readonly yieldAfterMs: number;
+  /** Asked back; it answers ABORTED, or ends first. */
   yielding: boolean;
 }
 
@@ -296,18 +322,19 @@ export class TaskQueue {
   private readonly root = new Line('', undefined);
   /** Each task running (started and not finished): its call's line, when it started, its host's lane then. */
   private readonly running = new Map<number, Running>();
-  /** When the last task of a host proven short ended (KEEP_FOR_SHORT_MS). */
-  private lastShortEndMs = Number.NEGATIVE_INFINITY;
+  /** When the last task of a host of each lane ended (KEEP_FOR_SHORT_MS). */
+  private readonly lastEndMs = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
   /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
-  private readonly runningIn: [number, number, number] = [0, 0, 0];
+  private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
 
-  /** nowMs: a clock in ms (tests pass their own). */
+  /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
     private readonly nowMs: () => number = () => performance.now(),
     halfLifeMs: number = USAGE_HALF_LIFE_MS,
+    isPriority: (host: string) => boolean = () => false,
   ) {
-    this.usage = new HostUsage(halfLifeMs);
+    this.usage = new HostUsage(halfLifeMs, isPriority);
   }
 
   get length(): number {
@@ -372,7 +399,7 @@ export class TaskQueue {
 
   /**
    * Whether a task of `host` may take a free thread now, nothing being queued: not when the thread is
-   * kept for hosts proven short (KEEP_FOR_SHORT_MS).
+   * kept for hosts of an earlier lane (KEEP_FOR_SHORT_MS).
    */
   mayStartNow(host: string, threads: number): boolean {
     const lane = this.laneToKeepAThreadFor(threads, this.nowMs());
@@ -381,15 +408,18 @@ export class TaskQueue {
 
   /**
    * The lane (or an earlier one) the free thread must go to: the first lane with a host waiting (or
-   * proven short and just served, KEEP_FOR_SHORT_MS), when tasks of later lanes already hold every
+   * one served lately, KEEP_FOR_SHORT_MS), when tasks of later lanes already hold every
    * other thread; undefined when any lane may have it. Only looks at the waiting hosts when the
    * running tasks could hold that many.
    */
   private laneToKeepAThreadFor(threads: number, nowMs: number): Lane | undefined {
-    if (this.runningIn[UNPROVEN] + this.runningIn[LONG] + 1 <= threads - 1) return undefined;
-    let first: Lane = threads > 1 && nowMs - this.lastShortEndMs < KEEP_FOR_SHORT_MS ? PROVEN_SHORT : LONG;
+    if (this.runningIn[PROVEN_SHORT] + this.runningIn[UNPROVEN] + this.runningIn[LONG] + 1 <= threads - 1) return undefined;
+    let first: Lane = LONG;
+    if (threads > 1)
+      for (let lane: Lane = UNPROVEN; lane >= PRIORITY; lane--)
+        if (nowMs - (this.lastEndMs[lane] as number) < KEEP_FOR_SHORT_MS) first = lane;
     for (const host of this.root.below.values()) {
-      if (first === PROVEN_SHORT) break;
+      if (first === PRIORITY) break;
       if (host.queued === 0) continue;
       const lane = this.usage.laneOf(host.key);
       if (lane < first) first = lane;
@@ -424,8 +454,10 @@ export class TaskQueue {
   started(task: QueuedTask): void {
     if (this.running.has(task.id)) return;
     const call = this.callLine(task.request, true) as Line;
-    const lane = this.usage.laneOf(task.request.owner.host);
-    this.running.set(task.id, { task, line: call, host: task.request.owner.host, startedMs: this.nowMs(), lane, yielding: false });
+    const host = task.request.owner.host;
+    const lane = this.usage.laneOf(host);
+    const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
+    this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
@@ -438,23 +470,24 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
-    if (running.lane === PROVEN_SHORT) this.lastShortEndMs = now;
+    this.lastEndMs[running.lane] = now;
     this.update(running.line, (line) => line.running--, false);
   }
 
   /**
-   * A running task to ask back (YIELD_AFTER_MS), marked so it is asked once: the longest running of
-   * those started as proven short or unproven that ran that long, while a host of its lane or an
-   * earlier one other than its own waits. Tasks sent again after a sandbox died run alone and stay.
+   * A running task to ask back (YIELD_MIN_MS), marked so it is asked once: the longest running of those
+   * that ran their time while a host of their lane or an earlier one other than their own waits (a long
+   * host's task: a priority host). Never a priority host's task, one asked back before, or one sent
+   * again after a sandbox died (it runs alone).
    */
   taskToYield(): QueuedTask | undefined {
     if (this.root.queued === 0) return undefined;
     const now = this.nowMs();
     let chosen: Running | undefined;
     for (const run of this.running.values()) {
-      if (run.lane === LONG || run.yielding || run.task.retried || now - run.startedMs < YIELD_AFTER_MS) continue;
-      if (chosen !== undefined && run.startedMs >= chosen.startedMs) continue;
-      if (this.waitsIn(run.lane, run.host)) chosen = run;
+      if (run.lane === PRIORITY || run.yielding || run.task.retried || run.task.askedBack) continue;
+      if (now - run.startedMs < run.yieldAfterMs || (chosen !== undefined && run.startedMs >= chosen.startedMs)) continue;
+      if (this.waitsIn(run.lane === LONG ? PRIORITY : run.lane, run.host)) chosen = run;
     }
     if (chosen !== undefined) chosen.yielding = true;
     return chosen?.task;
@@ -468,6 +501,7 @@ export class TaskQueue {
     const running = this.running.get(task.id);
     if (running === undefined) return;
     const ranMs = this.nowMs() - running.startedMs;
+    task.askedBack = true;
     this.finished(task.id);
     this.usage.yielded(running.host, ranMs);
     const call = this.callLine(task.request, true) as Line;

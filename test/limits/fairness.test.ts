@@ -191,3 +191,33 @@ describe('one thread shared between client hosts: a task that runs long is asked
     assert.equal(t.plugin.pool.yieldedTasks, yieldedBefore + 1);
   });
 });
+
+describe('one thread, and the engine listed in SSE_PRIORITY_HOSTS', () => {
+  let t: TestPlugin;
+  before(async () => {
+    t = await startTestPlugin({ SSE_WORKERS: '1', SSE_SCRIPT_TIMEOUT_MS: '20000', SSE_PRIORITY_HOSTS: '127.0.0.1' });
+  });
+  after(async () => t.stop());
+
+  it("the engine's call has even a long host's running task asked back, which then runs again and answers", async () => {
+    const network = (script: string): Promise<{ code: number; details: string }> =>
+      callFrom(t.plugin.port, '127.0.6.1', { script, params: [{ dataType: 1 }] }, [[num(1)]]);
+    // The network's tasks are long (400 ms): for a host that is not listed, its task would run to its end.
+    const warm = await network('const end = Date.now() + 400; while (Date.now() < end); return args[0];');
+    assert.equal(warm.code, status.OK, warm.details);
+    const yieldedBefore = t.plugin.pool.yieldedTasks;
+    const order: string[] = [];
+    const long = network('const end = Date.now() + 2000; while (Date.now() < end); return args[0];').then((result) => {
+      order.push('long');
+      return result;
+    });
+    await waitFor('the long task running', () => t.plugin.pool.busyWorkers === 1, 5_000);
+    const engine = await evalText(t.client, 'args[0] * 7');
+    order.push('engine');
+    assert.deepEqual(strings(engine), ['7']);
+    const answer = await long;
+    assert.equal(answer.code, status.OK, answer.details);
+    assert.deepEqual(order, ['engine', 'long']);
+    assert.equal(t.plugin.pool.yieldedTasks, yieldedBefore + 1);
+  });
+});

@@ -167,6 +167,7 @@ describe('a sandbox process told to open more calls than the bound', () => {
       resolve: () => undefined,
       reject: () => undefined,
       retried: false,
+      askedBack: false,
       settled: false,
     });
     // The front's pool never does this: calls 1 and 2 are open, 3 is one more, and call 1 sends again.

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { ClientHosts } from '../../src/grpc/client-hosts';
+import { ClientHosts, isAddressOrNetwork, priorityCheck } from '../../src/grpc/client-hosts';
 import { DEFAULT_CLIENT_PREFIX_V4, DEFAULT_CLIENT_PREFIX_V6 } from '../../src/ops/config';
 
 const defaults = new ClientHosts({ clientPrefixV4: DEFAULT_CLIENT_PREFIX_V4, clientPrefixV6: DEFAULT_CLIENT_PREFIX_V6 });
@@ -32,6 +32,36 @@ describe('ClientHosts', () => {
     const odd = new ClientHosts({ clientPrefixV4: 20, clientPrefixV6: 0 });
     assert.equal(odd.of('10.1.31.3'), '10.1.16.0/20');
     assert.equal(odd.of('2001:db8::7'), '::/0');
+  });
+
+  test('an address SSE_PRIORITY_HOSTS lists is a host of its own, named by the address, and a priority host; its neighbours are not', () => {
+    const entries = ['10.1.2.7', '10.9.0.0/28', '2001:db8::/64', '::ffff:10.8.0.0/120'];
+    const hosts = new ClientHosts({ clientPrefixV4: 24, clientPrefixV6: 48, priorityHosts: entries });
+    const isPriority = priorityCheck(entries);
+    for (const [address, host] of [
+      ['10.1.2.7', '10.1.2.7'],
+      ['::ffff:10.1.2.7', '10.1.2.7'],
+      ['10.9.0.15', '10.9.0.15'],
+      ['2001:db8::5', '2001:db8::5'],
+      ['10.8.0.200', '10.8.0.200'],
+    ]) {
+      assert.equal(hosts.of(address as string), host);
+      assert.equal(isPriority(host as string), true, `${host} is not a priority host`);
+    }
+    for (const [address, host] of [
+      ['10.1.2.8', '10.1.2.0/24'],
+      ['10.9.0.16', '10.9.0.0/24'],
+      ['2001:db8:0:1::5', '2001:db8::/48'],
+      ['10.8.1.1', '10.8.1.0/24'],
+    ]) {
+      assert.equal(hosts.of(address as string), host);
+      assert.equal(isPriority(host as string), false, `${host} is a priority host`);
+    }
+    assert.equal(priorityCheck([])('10.1.2.7'), false);
+    assert.equal(isAddressOrNetwork('10.0.0.0/24'), true);
+    assert.equal(isAddressOrNetwork('fe80::1'), true);
+    assert.equal(isAddressOrNetwork('10.0.0.0/33'), false);
+    assert.equal(isAddressOrNetwork('qlik.example'), false);
   });
 
   test('answers the same once its memory of addresses is full', () => {

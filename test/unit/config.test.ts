@@ -127,6 +127,12 @@ describe('loadConfig', () => {
     ['SSE_CLIENT_PREFIX_V6', '-1', /SSE_CLIENT_PREFIX_V6="-1" is invalid: expected an integer from 0 to 128/],
     ['SSE_HANDSHAKE_TIMEOUT_MS', '50', /SSE_HANDSHAKE_TIMEOUT_MS="50" is invalid: expected an integer from 100 to 600000/],
     ['SSE_IDLE_TIMEOUT_MS', '0', /SSE_IDLE_TIMEOUT_MS="0" is invalid: expected an integer from 100 to 86400000/],
+    [
+      'SSE_PRIORITY_HOSTS',
+      '10.0.0.1,qlik.example',
+      /SSE_PRIORITY_HOSTS="10.0.0.1,qlik.example" is invalid: expected none, or IP addresses/,
+    ],
+    ['SSE_PRIORITY_HOSTS', '10.0.0.0/33', /SSE_PRIORITY_HOSTS="10.0.0.0\/33" is invalid/],
   ];
   for (const [name, value, message] of bad) {
     it(`refuses ${name}=${value}`, () => {
@@ -136,6 +142,16 @@ describe('loadConfig', () => {
       );
     });
   }
+
+  it('lists no priority hosts unless SSE_PRIORITY_HOSTS names addresses or networks', () => {
+    assert.deepEqual(loadConfig({}).priorityHosts, []);
+    assert.deepEqual(loadConfig({ SSE_PRIORITY_HOSTS: 'none' }).priorityHosts, []);
+    assert.deepEqual(loadConfig({ SSE_PRIORITY_HOSTS: '10.0.0.7, 10.0.1.0/28,2001:db8::/64' }).priorityHosts, [
+      '10.0.0.7',
+      '10.0.1.0/28',
+      '2001:db8::/64',
+    ]);
+  });
 
   it('bounds connections: limit from the descriptor limit, 10 s to handshake, 5 min idle, unless told otherwise', () => {
     const defaults = loadConfig({});

@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { type QueuedTask, TaskQueue, YIELD_AFTER_MS } from '../../src/sandboxes/task-queue';
+import { type QueuedTask, TaskQueue, YIELD_MAX_MS, YIELD_MIN_MS } from '../../src/sandboxes/task-queue';
 
 let nextId = 1;
 /** How long a thread stays kept for a host proven short after its task ends (KEEP_FOR_SHORT_MS), and a little more. */
-const KEEP_MS = 101;
+const KEEP_MS = 2_001;
 function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
   const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
-  return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, settled: false };
+  return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, askedBack: false, settled: false };
 }
 
 const calls = (tasks: (QueuedTask | undefined)[]): number[] => tasks.map((t) => t?.request.callId ?? -1);
@@ -372,8 +372,9 @@ describe('TaskQueue', () => {
     for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
     const loops = [take(queue, 2) as QueuedTask, take(queue, 2) as QueuedTask];
     // Only other networks wait: a network of the same lane waiting is another host too.
-    advance(YIELD_AFTER_MS - 1);
-    assert.equal(queue.taskToYield(), undefined, 'asked back before it ran YIELD_AFTER_MS');
+    // Their tasks take a millisecond: asked back after the least time, YIELD_MIN_MS.
+    advance(YIELD_MIN_MS - 1);
+    assert.equal(queue.taskToYield(), undefined, 'asked back before it ran YIELD_MIN_MS');
     const engine = task(999, 'sales', 'user', '10.0.0.1');
     queue.push(engine);
     advance(1);
@@ -392,7 +393,7 @@ describe('TaskQueue', () => {
     const again = take(queue, 2);
     assert.equal(again?.id, loops[0]?.id);
     queue.push(task(1_000, 'sales', 'user', '10.0.0.1'));
-    advance(10 * YIELD_AFTER_MS);
+    advance(10 * YIELD_MAX_MS);
     // The other loop was asked back already; the one sent again runs in the long lane and is not asked again.
     assert.equal(queue.taskToYield(), undefined);
   });
@@ -410,14 +411,14 @@ describe('TaskQueue', () => {
     queue.push(task(2, 'b', 'u', '10.0.0.1'));
     // A long host waits too: it is of a later lane.
     queue.push(task(3, 'x', 'u', '10.7.0.1'));
-    advance(10 * YIELD_AFTER_MS);
+    advance(10 * YIELD_MAX_MS);
     assert.equal(queue.taskToYield(), undefined);
     queue.finished(own.id);
     const retried = task(4, 'c', 'u', '10.9.0.1');
     retried.retried = true;
     queue.started(retried);
     queue.push(task(5, 'sales', 'u', '10.0.0.1'));
-    advance(10 * YIELD_AFTER_MS);
+    advance(10 * YIELD_MAX_MS);
     assert.equal(queue.taskToYield(), undefined);
   });
 
@@ -444,8 +445,68 @@ describe('TaskQueue', () => {
     assert.equal(take(queue, 2), next);
     queue.finished(next.id);
     // The engine went quiet: the thread goes to the long host again; with one thread it was never kept.
-    advance(1_000);
+    advance(KEEP_MS);
     assert.equal(queue.shift(2)?.request.owner.host, '10.7.0.1');
+  });
+
+  it('keeps a thread the same way for a new host between its calls, and never for a host whose tasks are long', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    ranOneByOne(queue, advance, '10.7.0.1', 2, 5_000);
+    for (let call = 1; call <= 3; call++) queue.push(task(call, 'hog', 'h', '10.7.0.1'));
+    take(queue, 2);
+    const first = task(50, 'sales', 'user', '10.0.0.1');
+    queue.push(first);
+    assert.equal(take(queue, 2), first);
+    advance(1);
+    queue.finished(first.id);
+    assert.equal(queue.shift(2), undefined, "a long host's loop took the thread a new host had just used");
+    advance(KEEP_MS);
+    const loop = take(queue, 2) as QueuedTask;
+    assert.equal(loop.request.owner.host, '10.7.0.1');
+    advance(1);
+    queue.finished(loop.id);
+    assert.equal(queue.shift(2)?.request.owner.host, '10.7.0.1', 'a thread was kept for a host whose tasks are long');
+  });
+
+  it("a priority host's call has every other host's task asked back, a long one's too, once each; its own never", () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => host === '10.0.0.7',
+    );
+    ranOneByOne(queue, advance, '10.7.0.1', 4, 2_000);
+    ranOneByOne(queue, advance, '10.5.0.1', 100, 1);
+    const long = task(1, 'x', 'u', '10.7.0.1');
+    const short = task(2, 'y', 'u', '10.5.0.1');
+    queue.push(long);
+    queue.push(short);
+    take(queue, 2);
+    take(queue, 2);
+    // The network proven short waits for the long host's loop: a long task is asked back for a priority host only.
+    queue.push(task(3, 'y', 'u', '10.5.0.1'));
+    advance(10 * YIELD_MAX_MS);
+    assert.equal(queue.taskToYield(), undefined);
+    const engine = task(4, 'sales', 'u', '10.0.0.7');
+    queue.push(engine);
+    assert.deepEqual(new Set([queue.taskToYield(), queue.taskToYield()]), new Set([long, short]));
+    assert.equal(queue.taskToYield(), undefined);
+    queue.yielded(long);
+    assert.equal(take(queue, 2), engine);
+    // The engine's own task is never asked back, and the long task, sent again, is not asked twice.
+    queue.push(task(5, 'sales', 'u', '10.0.0.7'));
+    advance(10 * YIELD_MAX_MS);
+    assert.equal(queue.taskToYield(), undefined);
+    queue.finished(engine.id);
+    queue.finished(short.id);
+    // Two threads free: the engine's next call and the long task, sent again (the network waits: it is long now).
+    assert.deepEqual(new Set([take(queue, 2)?.request.callId, take(queue, 2)?.request.callId]), new Set([1, 5]));
+    queue.push(task(6, 'sales', 'u', '10.0.0.7'));
+    advance(10 * YIELD_MAX_MS);
+    assert.equal(queue.taskToYield(), undefined);
   });
 
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {
