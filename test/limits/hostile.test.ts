@@ -281,8 +281,13 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
     ctx.diagnostic(`${settled.length} of 300 refused; held ${(t.plugin.held.bytes / MB).toFixed(1)} MB; ${describeReport(report)}`);
     for (const result of settled) {
       assert.equal(result.code, grpc.status.RESOURCE_EXHAUSTED, result.details);
-      // On one connection the headers' own bound comes first (2 MiB of its open calls' headers).
-      assert.match(result.details, new RegExp(`${BUSY_HELD.source}|this connection's open calls hold \\d+ KiB of headers`));
+      // On one connection the headers' own bound comes first (2 MiB of its open calls' headers). Node 24's
+      // HTTP/2 refuses some of them itself before they reach the plugin (ENHANCE_YOUR_CALM, which grpc-js
+      // reports as below): refused all the same, and counted nowhere in the front.
+      assert.match(
+        result.details,
+        new RegExp(`${BUSY_HELD.source}|this connection's open calls hold \\d+ KiB of headers|^Bandwidth exhausted or memory limit exceeded$`),
+      );
     }
     assert.ok(settled.length < 300, 'every call was refused');
     assert.ok(t.plugin.held.peakBytes <= 16 * MB);
