@@ -304,12 +304,16 @@ export class SandboxPool implements TaskRunner {
    * its call's tasks, and runs from the start when its turn comes (src/sandboxes/task-queue.ts).
    */
   private onYielded(task: QueuedTask): void {
-    this.yieldedCount++;
     this.endHold(task.id, performance.now());
     if (task.request.signal?.aborted) {
       this.queue.finished(task.id);
       this.settle(task, new PluginError('CANCELLED', 'the call ended before this chunk ran'));
-    } else this.queue.yielded(task);
+    } else if (this.queue.yielded(task)) this.yieldedCount++;
+    else {
+      // A sandbox process is not trusted: an answer nobody asked for fails the task rather than loop it.
+      this.queue.finished(task.id);
+      this.settle(task, new PluginError('INTERNAL', 'internal error: a sandbox stopped a task the front had not asked back'));
+    }
     this.pump();
   }
 

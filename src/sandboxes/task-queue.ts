@@ -495,11 +495,12 @@ export class TaskQueue {
 
   /**
    * The task asked back answered ABORTED: its time is charged (finished), its host judged long and
-   * unproven (HostUsage.yielded), and it waits again, first of its call's tasks.
+   * unproven (HostUsage.yielded), and it waits again, first of its call's tasks. False, and nothing
+   * done, when it was not asked back (taskToYield).
    */
-  yielded(task: QueuedTask): void {
+  yielded(task: QueuedTask): boolean {
     const running = this.running.get(task.id);
-    if (running === undefined) return;
+    if (!running?.yielding) return false;
     const ranMs = this.nowMs() - running.startedMs;
     task.askedBack = true;
     this.finished(task.id);
@@ -509,6 +510,7 @@ export class TaskQueue {
     call.tasks.clear();
     for (const one of [task, ...others]) call.tasks.set(one.id, one);
     this.update(call, (line) => line.queued++, false);
+    return true;
   }
 
   /** Whether a host other than `except`, of this lane or an earlier one, has tasks waiting. */

@@ -286,7 +286,9 @@ describe('hostile clients: open calls that hold rows (SSE_MAX_HELD_MB=16, SSE_MA
       // reports as below): refused all the same, and counted nowhere in the front.
       assert.match(
         result.details,
-        new RegExp(`${BUSY_HELD.source}|this connection's open calls hold \\d+ KiB of headers|^Bandwidth exhausted or memory limit exceeded$`),
+        new RegExp(
+          `${BUSY_HELD.source}|this connection's open calls hold \\d+ KiB of headers|^Bandwidth exhausted or memory limit exceeded$`,
+        ),
       );
     }
     assert.ok(settled.length < 300, 'every call was refused');

@@ -198,6 +198,19 @@ describe('the sandbox pool with fake processes', () => {
     await pool.close();
   });
 
+  it('fails a task a sandbox answers ABORTED for unasked, instead of sending it again and again', async () => {
+    const { pool, spawner } = await startPool(1, 1);
+    const [task] = runCalls(pool, 1);
+    spawner
+      .slot(0)
+      .answer(1, { ok: false, error: { code: 'ABORTED', message: 'forged' }, scriptMs: 0, isolateRebuilt: false, timedOut: false });
+    await settle();
+    assert.match(failure(task).message, /a sandbox stopped a task the front had not asked back/);
+    assert.deepEqual(spawner.slot(0).sentIds(), [1]);
+    assert.equal(pool.yieldedTasks, 0);
+    await pool.close();
+  });
+
   it('a death with no culprit sends each task again once, alone on a held process, and fails it if that one dies too', async () => {
     const { pool, spawner } = await startPool(2, 2);
     const [t1, t2, t3, t4] = runCalls(pool, 4);
