@@ -377,6 +377,49 @@ describe('connections from many hosts', () => {
   });
 });
 
+describe('handshakes that never end, one from each of many networks', () => {
+  it("do not take the slots of two engines' verified connections: each newcomer takes the oldest handshake", {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const tlsPlugin = await startTestPlugin({
+      SSE_TLS_DIR: certificates().serverDir,
+      SSE_WORKERS: '1',
+      SSE_MAX_CONNECTIONS: '4',
+      SSE_MAX_CONNECTIONS_PER_HOST: '2',
+      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+    });
+    const { client } = certificates();
+    // Two engines of one /24, each on a connection of its own (no shared subchannel), verified and idle between calls.
+    const engines = [1, 2].map(
+      () =>
+        new QlikClient(`localhost:${tlsPlugin.plugin.port}`, grpc.credentials.createSsl(client.root, client.key, client.cert), {
+          'grpc.use_local_subchannel_pool': 1,
+        }),
+    );
+    const raw: Idle[] = [];
+    try {
+      for (const engine of engines) assert.deepEqual(await doubled(engine), { code: grpc.status.OK, values: [42], details: 'OK' });
+      // Two networks take the last slots with TCP connections that never start TLS, then each opens more:
+      // a host holding one asks for the slot of a host holding more, and only the engines' /24 did.
+      for (const from of ['127.0.2.1', '127.0.3.1', '127.0.2.1', '127.0.3.1', '127.0.2.1', '127.0.3.1'])
+        raw.push(await idleSocket(tlsPlugin.plugin.port, from));
+      await until(
+        () => raw.filter((one) => one.socket.destroyed).length,
+        (closed) => closed >= 4,
+        5_000,
+      );
+      for (const engine of engines) {
+        assert.equal(engine.client.getChannel().getConnectivityState(false), grpc.connectivityState.READY);
+        assert.deepEqual(await doubled(engine), { code: grpc.status.OK, values: [42], details: 'OK' });
+      }
+    } finally {
+      for (const one of raw) one.socket.destroy();
+      for (const engine of engines) engine.close();
+      await tlsPlugin.stop();
+    }
+  });
+});
+
 describe("a host's streams at once", () => {
   let t: TestPlugin;
   before(async () => {

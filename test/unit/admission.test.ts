@@ -111,6 +111,23 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     assert.equal(next.admit && next.evict, b1);
   });
 
+  it("takes a pending slot before any verified one even from a host holding no more than the newcomer's: pending slots are no share", () => {
+    const table = new ConnectionTable(5, 5);
+    const [q1, q2, a1, b1, c1] = fill(table, ['qlik', 'qlik', 'a', 'b', 'c']);
+    // Two engines of one /24 hold verified, idle connections; three /24s hold one handshake each that never ends.
+    for (const engine of [q1, q2]) (engine as TrackedConnection).proven = true;
+    // A newcomer of a host already holding one: before, only qlik held more, and its idle connection was closed.
+    assert.deepEqual(table.admit('a'), { admit: true, evict: a1 });
+    table.closed(a1 as TrackedConnection);
+    table.add('a', 'a|9', () => undefined);
+    // The oldest handshake left goes next, whoever's; the engines keep both of theirs.
+    assert.deepEqual(table.admit('d'), { admit: true, evict: b1 });
+    table.closed(b1 as TrackedConnection);
+    table.add('d', 'd|9', () => undefined);
+    assert.deepEqual(table.admit('e'), { admit: true, evict: c1 });
+    assert.equal(table.countOf('qlik'), 2);
+  });
+
   it('takes a busy slot only from a host holding two more than the newcomer, its newest one', () => {
     const table = new ConnectionTable(4, 4);
     const connections = fill(table, ['a', 'a', 'a', 'b']);
