@@ -22,7 +22,7 @@ import { type PluginProcess, spawnMain, startMain } from './process';
 const CALLS = 2_000;
 /**
  * The front's median may be at most this many times the bare server's, plus SURVIVED_MARGIN_BYTES.
- * Measured medians, front / bare grpc-js: Node 20 0.10 / 0.03 MB, Node 24 1.33 / 0.81 MB; the leaks this
+ * Measured medians, front / bare grpc-js: Node 20 0.11 / 0.01 MB, Node 24 1.33 / 0.81 MB; the leaks this
  * guards against added 0.5 MB (the task's onAbort added after) to 2 MB and more (the decoder's write too).
  */
 const SURVIVED_RATIO = 2;
