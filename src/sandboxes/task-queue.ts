@@ -303,6 +303,12 @@ class Line {
   }
 }
 
+/** A thread kept for hosts of this lane or an earlier one (and for the host served lately, KEEP_FOR_SHORT_MS). */
+interface Kept {
+  readonly lane: Lane;
+  readonly keptFor: string | undefined;
+}
+
 interface Running {
   readonly task: QueuedTask;
   readonly line: Line;
@@ -322,8 +328,8 @@ export class TaskQueue {
   private readonly root = new Line('', undefined);
   /** Each task running (started and not finished): its call's line, when it started, its host's lane then. */
   private readonly running = new Map<number, Running>();
-  /** When the last task of a host of each lane ended (KEEP_FOR_SHORT_MS). */
-  private readonly lastEndMs = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  /** When the last task of a host of each lane ended, and whose (KEEP_FOR_SHORT_MS). */
+  private readonly lastEnd: { ms: number; host: string }[] = [0, 1, 2, 3].map(() => ({ ms: Number.NEGATIVE_INFINITY, host: '' }));
   /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
@@ -382,12 +388,10 @@ export class TaskQueue {
       if (this.inHead.delete(back)) return back;
     }
     const now = this.nowMs();
-    const lane = this.laneToKeepAThreadFor(threads, now);
+    const kept = this.laneToKeepAThreadFor(threads, now);
     // A thread kept for a lane with nobody waiting in it stays free (KEEP_FOR_SHORT_MS).
     let line: Line | undefined =
-      lane === undefined
-        ? this.root.leastUsed(this.usage, now)
-        : this.root.leastUsed(this.usage, now, (host) => this.usage.laneOf(host) <= lane);
+      kept === undefined ? this.root.leastUsed(this.usage, now) : this.root.leastUsed(this.usage, now, (host) => this.mayHave(kept, host));
     while (line !== undefined && line.tasks.size === 0) line = line.next();
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
@@ -402,31 +406,39 @@ export class TaskQueue {
    * kept for hosts of an earlier lane (KEEP_FOR_SHORT_MS).
    */
   mayStartNow(host: string, threads: number): boolean {
-    const lane = this.laneToKeepAThreadFor(threads, this.nowMs());
-    return lane === undefined || this.usage.laneOf(host) <= lane;
+    const kept = this.laneToKeepAThreadFor(threads, this.nowMs());
+    return kept === undefined || this.mayHave(kept, host);
+  }
+
+  /** Whether a thread kept for a lane may go to `host`: one of that lane or an earlier one, or the host it is kept for. */
+  private mayHave(kept: Kept, host: Key): boolean {
+    return this.usage.laneOf(host) <= kept.lane || host === kept.keptFor;
   }
 
   /**
    * The lane (or an earlier one) the free thread must go to: the first lane with a host waiting (or
-   * one served lately, KEEP_FOR_SHORT_MS), when tasks of later lanes already hold every
-   * other thread; undefined when any lane may have it. Only looks at the waiting hosts when the
-   * running tasks could hold that many.
+   * one served lately, KEEP_FOR_SHORT_MS: that host may have it too, whatever its lane now), when
+   * tasks of later lanes already hold every other thread; undefined when any lane may have it. Only
+   * looks at the waiting hosts when the running tasks could hold that many.
    */
-  private laneToKeepAThreadFor(threads: number, nowMs: number): Lane | undefined {
+  private laneToKeepAThreadFor(threads: number, nowMs: number): Kept | undefined {
     if (this.runningIn[PROVEN_SHORT] + this.runningIn[UNPROVEN] + this.runningIn[LONG] + 1 <= threads - 1) return undefined;
     let first: Lane = LONG;
+    let keptFor: string | undefined;
     if (threads > 1)
-      for (let lane: Lane = UNPROVEN; lane >= PRIORITY; lane--)
-        if (nowMs - (this.lastEndMs[lane] as number) < KEEP_FOR_SHORT_MS) first = lane;
+      for (let lane: Lane = UNPROVEN; lane >= PRIORITY; lane--) {
+        const end = this.lastEnd[lane] as { ms: number; host: string };
+        if (nowMs - end.ms < KEEP_FOR_SHORT_MS) [first, keptFor] = [lane, end.host];
+      }
     for (const host of this.root.below.values()) {
       if (first === PRIORITY) break;
       if (host.queued === 0) continue;
       const lane = this.usage.laneOf(host.key);
-      if (lane < first) first = lane;
+      if (lane < first) [first, keptFor] = [lane, undefined];
     }
     let later = 0;
     for (let next = first + 1; next <= LONG; next++) later += this.runningIn[next as Lane];
-    return later + 1 > threads - 1 ? first : undefined;
+    return later + 1 > threads - 1 ? { lane: first, keptFor } : undefined;
   }
 
   /** True when the task was waiting here. */
@@ -470,7 +482,7 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
-    this.lastEndMs[running.lane] = now;
+    this.lastEnd[running.lane] = { ms: now, host: running.host };
     this.update(running.line, (line) => line.running--, false);
   }
 

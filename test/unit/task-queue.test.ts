@@ -449,6 +449,22 @@ describe('TaskQueue', () => {
     assert.equal(queue.shift(2)?.request.owner.host, '10.7.0.1');
   });
 
+  it('a thread kept for a host is not kept from that host when its own tasks turned long meanwhile', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    // A new host's first loops run on both threads and end; its tasks are long now, and it sends two more.
+    const loops = [task(1), task(2)];
+    for (const loop of loops) queue.push(loop);
+    take(queue, 2);
+    take(queue, 2);
+    advance(1_000);
+    for (const loop of loops) queue.finished(loop.id);
+    for (const call of [3, 4]) queue.push(task(call));
+    assert.equal(take(queue, 2)?.request.callId, 3);
+    assert.equal(take(queue, 2)?.request.callId, 4, 'the thread kept after its own task stayed free for nobody');
+  });
+
   it('keeps a thread the same way for a new host between its calls, and never for a host whose tasks are long', () => {
     let nowMs = 0;
     const advance = (ms: number): number => (nowMs += ms);
