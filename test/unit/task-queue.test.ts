@@ -11,6 +11,8 @@ import { type QueuedTask, TaskQueue, YIELD_MAX_MS, YIELD_MIN_MS } from '../../sr
 let nextId = 1;
 /** How long a thread stays kept for a host proven short after its task ends (KEEP_FOR_SHORT_MS), and a little more. */
 const KEEP_MS = 2_001;
+/** How long a host waits with nothing running before it goes first (STARVED_MS). */
+const STARVED_MS = 100;
 function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
   const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, askedBack: false, settled: false };
@@ -384,7 +386,9 @@ describe('TaskQueue', () => {
     assert.equal(queue.taskToYield(), loops[1]);
     assert.equal(queue.taskToYield(), undefined);
     queue.yielded(loops[0] as QueuedTask);
-    // The engine's call takes the thread; the loop waits again, first of its call.
+    // Once it has waited STARVED_MS as the networks have, the engine's call takes the thread (the lighter
+    // host among the starved); the loop waits again, first of its call.
+    advance(STARVED_MS);
     assert.equal(take(queue, 2), engine);
     advance(5);
     queue.finished(engine.id);
@@ -523,6 +527,31 @@ describe('TaskQueue', () => {
     queue.push(task(6, 'sales', 'u', '10.0.0.7'));
     advance(10 * YIELD_MAX_MS);
     assert.equal(queue.taskToYield(), undefined);
+  });
+
+  it('serves a host that waited 100 ms with nothing running first, though 40 lighter networks flood trivial calls', () => {
+    let nowMs = 0;
+    const advance = (ms: number): number => (nowMs += ms);
+    const queue = new TaskQueue(() => nowMs);
+    // A host whose calls take a second, heavy; 40 networks each keep one trivial call queued, sent again as it ends.
+    ranOneByOne(queue, advance, '10.7.0.1', 3, 1_000);
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, 'hog', 'h', `10.5.${i}.1`));
+    const slow = task(1, 'charts', 'u', '10.7.0.1');
+    queue.push(slow);
+    let waitedMs = 0;
+    let served = false;
+    while (!served && waitedMs < 60_000) {
+      const next = take(queue, 2) as QueuedTask;
+      if (next === slow) served = true;
+      else {
+        advance(1);
+        waitedMs++;
+        queue.finished(next.id);
+        queue.push(task(next.request.callId, 'hog', 'h', next.request.owner.host));
+      }
+    }
+    // Lighter and shorter, the networks always went first: it waited as long as the flood lasted.
+    assert.ok(served && waitedMs <= 200, `served ${served} after ${waitedMs} ms`);
   });
 
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {
