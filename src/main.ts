@@ -4,13 +4,18 @@
  */
 import { type Plugin, startPlugin } from './app';
 import { type Config, ConfigError, loadConfig } from './ops/config';
-import { abandonPendingLogLines, createLogger, type Logger } from './ops/log';
+import { abandonPendingLogLines, createLogger, type Logger, logLinesWritten } from './ops/log';
 import { logStartup } from './ops/startup-log';
 import { loadTlsFiles, type TlsFiles } from './ops/tls';
 import { logConfinement } from './sandboxes/sandbox-confinement';
 
 /** After stop() the process should end by itself; if a handle still holds it, exit anyway. */
 const EXIT_WATCHDOG_MS = 3_000;
+/**
+ * A second signal exits without waiting for calls, but gives stdout this long to take the last lines:
+ * exiting at once dropped its own "second signal" line now and then (the write was still in flight).
+ */
+const LAST_LINES_WAIT_MS = 200;
 
 const EXIT_CONFIG = 2;
 const EXIT_FAILURE = 1;
@@ -38,7 +43,7 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
   const stopThenExit = (reason: string, code: number): void => {
     if (++signals > 1) {
       logger.warn({ reason }, 'second signal: exiting without waiting for calls in flight');
-      exitNow(EXIT_FAILURE);
+      return exitNow(EXIT_FAILURE);
     }
     const started = performance.now();
     logger.info(
@@ -60,14 +65,21 @@ function handleSignals(logger: Logger, config: Config, plugin: Plugin): void {
   process.on('SIGINT', () => stopThenExit('SIGINT', 0));
 }
 
-/** Sandbox processes end themselves when their channel closes (workers/sandbox-main.ts). */
-function exitNow(code: number): never {
-  abandonPendingLogLines();
-  process.exit(code);
+/**
+ * Exits without waiting for calls, once stdout took the last lines or LAST_LINES_WAIT_MS passed; sandbox
+ * processes end themselves when their channel closes (workers/sandbox-main.ts).
+ */
+function exitNow(code: number): void {
+  process.exitCode = code;
+  void logLinesWritten(LAST_LINES_WAIT_MS).then(() => {
+    abandonPendingLogLines();
+    process.exit(code);
+  });
 }
 
 function exitWhenIdle(logger: Logger, code: number): void {
-  process.exitCode = code;
+  // A second signal's exit code stands (exitNow may still be waiting for stdout).
+  process.exitCode ??= code;
   setTimeout(() => {
     logger.warn({ handles: process.getActiveResourcesInfo() }, 'still running after stop; exiting');
     abandonPendingLogLines();

@@ -108,6 +108,24 @@ export function abandonPendingLogLines(): void {
   if (stdout) stdout.flushSync = () => undefined;
 }
 
+/**
+ * Resolves once stdout has taken the lines written so far, or after withinMs, whichever is first: an
+ * exit that must not wait for anything else (a second signal) still gets its last lines out when stdout
+ * takes them. Read from the destination's own counters (sonic-boom's pending length and write flag).
+ */
+export function logLinesWritten(withinMs: number): Promise<void> {
+  const deadline = performance.now() + withinMs;
+  return new Promise((resolve) => {
+    const check = (): void => {
+      const pending = stdout as unknown as { _len?: unknown; _writing?: unknown } | undefined;
+      const written = pending === undefined || typeof pending._len !== 'number' || (pending._len === 0 && pending._writing !== true);
+      if (written || performance.now() >= deadline) resolve();
+      else setTimeout(check, 5);
+    };
+    check();
+  });
+}
+
 /** Says how many lines were lost, once the loss has stopped growing (stdout takes lines again). */
 function reportLoss(logger: Logger): void {
   let reported = { ...logLoss };
