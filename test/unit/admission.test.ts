@@ -128,6 +128,21 @@ describe('connection table: whom a newcomer may take a slot from when all are ta
     assert.equal(table.countOf('qlik'), 2);
   });
 
+  it("takes the oldest handshake of a host holding as many pending ones, not an engine's new one because the engine holds verified ones", () => {
+    const table = new ConnectionTable(5, 5);
+    const [q1, q2, a1, b1] = fill(table, ['qlik', 'qlik', 'a', 'b']);
+    for (const engine of [q1, q2]) (engine as TrackedConnection).proven = true;
+    // The engines' /24 opens a third connection (a reconnect, a health probe): its handshake is under way.
+    const q3 = table.add('qlik', 'qlik|3', () => undefined);
+    // Counted by all its slots, qlik "held most" (3) and its new handshake was closed for each newcomer.
+    assert.deepEqual(table.admit('c'), { admit: true, evict: a1 });
+    table.closed(a1 as TrackedConnection);
+    table.add('c', 'c|0', () => undefined);
+    assert.deepEqual(table.admit('d'), { admit: true, evict: b1 });
+    assert.equal(q3.proven, false);
+    assert.equal(table.countOf('qlik'), 3);
+  });
+
   it('takes a busy slot only from a host holding two more than the newcomer, its newest one', () => {
     const table = new ConnectionTable(4, 4);
     const connections = fill(table, ['a', 'a', 'a', 'b']);
