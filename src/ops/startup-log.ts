@@ -46,6 +46,11 @@ export function logStartup(logger: Logger, config: Config, listening: Listening)
     logger.warn(
       `listening on loopback only (SSE_HOST=${config.host}): a Qlik engine on another machine cannot connect; set SSE_HOST=0.0.0.0 (and SSE_TLS_DIR) to accept remote engines`,
     );
+  } else if (config.priorityHosts.length === 0) {
+    // The fair queue cannot tell an engine from many networks behaving like one (security.md).
+    logger.warn(
+      `no SSE_PRIORITY_HOSTS: other clients that reach ${config.host}:${port} from many networks can delay the engines' calls; list the Qlik engines' addresses (SSE_PRIORITY_HOSTS=10.0.0.7,10.0.0.8)`,
+    );
   }
 }
 

@@ -98,6 +98,26 @@ describe('start-up diagnostics of the real process', () => {
     }
   });
 
+  test('listening beyond 127.0.0.1 with no SSE_PRIORITY_HOSTS: a warning to list the engines; none once they are listed', async () => {
+    const unlisted = await startMain({ SSE_HOST: '127.0.0.2' });
+    try {
+      const warning = unlisted.lines.find(startsWith('no SSE_PRIORITY_HOSTS'));
+      assert.equal(warning?.level, WARN);
+      assert.match(
+        message(warning),
+        new RegExp(`^no SSE_PRIORITY_HOSTS: other clients that reach 127\\.0\\.0\\.2:${unlisted.port} from many networks`),
+      );
+    } finally {
+      await stopped(unlisted);
+    }
+    const listed = await startMain({ SSE_HOST: '127.0.0.2', SSE_PRIORITY_HOSTS: '127.0.0.1' });
+    try {
+      assert.equal(listed.lines.some(startsWith('no SSE_PRIORITY_HOSTS')), false);
+    } finally {
+      await stopped(listed);
+    }
+  });
+
   test('mutual TLS: the certificate line, and the Settings.ini line names the client certificate folder', async () => {
     const plugin = await startMain({ SSE_TLS_DIR: certificates().serverDir });
     try {
