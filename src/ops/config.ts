@@ -248,6 +248,15 @@ export const DEFAULT_CONSOLE_BYTES = 64 * 1024;
  */
 export const DEFAULT_CONSOLE_RATE_KB = 1024;
 
+/**
+ * Listening on loopback, the plugin's client is the Qlik engine on the same machine, which connects from
+ * 127.0.0.1 (or ::1): it goes ahead of any other local process that binds another loopback address
+ * (src/grpc/client-hosts.ts). Elsewhere the engines' addresses are the administrator's to list.
+ */
+export function defaultPriorityHosts(host: string): string[] {
+  return ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host) ? ['127.0.0.1', '::1'] : [];
+}
+
 export function defaultSandboxProcesses(workers: number): number {
   return Math.ceil(workers / 4);
 }
@@ -305,7 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     unreadReplyTimeoutMs: read('SSE_UNREAD_REPLY_TIMEOUT_MS', integer(100, 3_600_000), DEFAULT_UNREAD_REPLY_TIMEOUT_MS),
     clientPrefixV4: read('SSE_CLIENT_PREFIX_V4', integer(0, 32), DEFAULT_CLIENT_PREFIX_V4),
     clientPrefixV6: read('SSE_CLIENT_PREFIX_V6', integer(0, 128), DEFAULT_CLIENT_PREFIX_V6),
-    priorityHosts: read('SSE_PRIORITY_HOSTS', addressList, []),
+    priorityHosts: read('SSE_PRIORITY_HOSTS', addressList, defaultPriorityHosts(host)),
     handshakeTimeoutMs: read('SSE_HANDSHAKE_TIMEOUT_MS', integer(100, 600_000), DEFAULT_HANDSHAKE_TIMEOUT_MS),
     idleTimeoutMs: read('SSE_IDLE_TIMEOUT_MS', integer(100, 86_400_000), DEFAULT_IDLE_TIMEOUT_MS),
     inheritedSockets: inherited,

@@ -143,8 +143,10 @@ describe('loadConfig', () => {
     });
   }
 
-  it('lists no priority hosts unless SSE_PRIORITY_HOSTS names addresses or networks', () => {
-    assert.deepEqual(loadConfig({}).priorityHosts, []);
+  it('lists the local engine as the priority host on loopback, none elsewhere, unless SSE_PRIORITY_HOSTS names them', () => {
+    assert.deepEqual(loadConfig({}).priorityHosts, ['127.0.0.1', '::1']);
+    assert.deepEqual(loadConfig({ SSE_HOST: '0.0.0.0' }).priorityHosts, []);
+    assert.deepEqual(loadConfig({ SSE_TLS_DIR: '/certs' }).priorityHosts, []);
     assert.deepEqual(loadConfig({ SSE_PRIORITY_HOSTS: 'none' }).priorityHosts, []);
     assert.deepEqual(loadConfig({ SSE_PRIORITY_HOSTS: '10.0.0.7, 10.0.1.0/28,2001:db8::/64' }).priorityHosts, [
       '10.0.0.7',
