@@ -240,6 +240,34 @@ export class HostUsage {
   }
 }
 
+/**
+ * How long each app's tasks take (per host): a host's apps with nothing running take turns, but an app
+ * whose tasks are a quarter as long as those of the app whose turn it is goes first. App ids are what a
+ * client says: 40 apps of one host each looping a script to the time limit kept another app's trivial
+ * call waiting for a loop of each (70 s and more on two threads), where the promise is about one running
+ * task. An app not seen yet is judged by its host's tasks; its first task replaces that, then each
+ * moves it halfway.
+ */
+class AppTaskTimes {
+  private readonly times = new Map<string, number>();
+
+  /** Undefined for an app not seen (or forgotten): it is then judged by its host's tasks. */
+  taskMs(host: Key, app: Key): number | undefined {
+    return this.times.get(`${host}\u0000${app}`);
+  }
+
+  charge(host: Key, app: Key, ms: number): void {
+    const key = `${host}\u0000${app}`;
+    const before = this.times.get(key);
+    this.times.delete(key);
+    this.times.set(key, before === undefined ? ms : (before + ms) / 2);
+    if (this.times.size > MAX_REMEMBERED_HOSTS) {
+      const [oldest] = this.times.keys();
+      if (oldest !== undefined) this.times.delete(oldest);
+    }
+  }
+}
+
 /** The root, a host, an app of a host, a user of an app, or a call of a user: what is queued and running below it. */
 class Line {
   queued = 0;
@@ -261,6 +289,27 @@ class Line {
   /** The line below to serve next: the fewest tasks running, the first in turn among equals. */
   next(): Line | undefined {
     for (const turn of this.turns) if (turn) for (const line of turn.values()) return line;
+    return undefined;
+  }
+
+  /**
+   * Among the lines below with the fewest tasks running, the first in turn, unless another's tasks are
+   * SHORTER_TASKS_RATIO times shorter (the shortest then): how a host chooses among its apps.
+   */
+  nextShortest(taskMsOf: (key: Key) => number): Line | undefined {
+    for (const turn of this.turns) {
+      if (turn === undefined || turn.size === 0) continue;
+      let first: Line | undefined;
+      let shortest: Line | undefined;
+      let firstMs = 0;
+      let shortestMs = Number.POSITIVE_INFINITY;
+      for (const line of turn.values()) {
+        const ms = taskMsOf(line.key);
+        if (first === undefined) [first, firstMs] = [line, ms];
+        if (ms < shortestMs) [shortest, shortestMs] = [line, ms];
+      }
+      return shortest !== undefined && shortestMs * SHORTER_TASKS_RATIO <= firstMs ? shortest : first;
+    }
     return undefined;
   }
 
@@ -350,6 +399,7 @@ export class TaskQueue {
   /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
+  private readonly appTasks = new AppTaskTimes();
 
   /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
@@ -417,7 +467,11 @@ export class TaskQueue {
     // A thread kept for a lane with nobody waiting in it stays free (KEEP_FOR_SHORT_MS).
     const starved = this.starvedHosts(now, allow);
     let line: Line | undefined = this.root.leastUsed(this.usage, now, starved === undefined ? allow : (host) => starved.has(host));
-    while (line !== undefined && line.tasks.size === 0) line = line.next();
+    while (line !== undefined && line.tasks.size === 0) {
+      const host = line;
+      const taskMsOf = (app: Key): number => this.appTasks.taskMs(host.key, app) ?? this.usage.taskMs(host.key);
+      line = line.parent === this.root ? line.nextShortest(taskMsOf) : line.next();
+    }
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
     hostLineOf(line).waitingSinceMs = now;
@@ -524,6 +578,7 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
+    this.appTasks.charge(running.host, running.task.request.owner.appId, now - running.startedMs);
     this.lastEnd[running.lane] = { ms: now, host: running.host };
     this.update(running.line, (line) => line.running--, false);
   }

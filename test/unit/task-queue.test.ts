@@ -554,6 +554,27 @@ describe('TaskQueue', () => {
     assert.ok(served && waitedMs <= 200, `served ${served} after ${waitedMs} ms`);
   });
 
+  it('gives the next free thread to an app whose tasks are much shorter, though 40 apps of its host loop and it is last in turn', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    // The victim app ran a trivial call; 40 other apps of the same host each keep a 5 s loop queued.
+    const trivial = task(1, 'victim', 'u');
+    queue.push(trivial);
+    take(queue, 2);
+    nowMs += 1;
+    queue.finished(trivial.id);
+    for (let i = 0; i < 40; i++) queue.push(task(100 + i, `loop-${i}`, 'u'));
+    const threads = [take(queue, 2) as QueuedTask, take(queue, 2) as QueuedTask];
+    const call = task(2, 'victim', 'u');
+    queue.push(call);
+    nowMs += 5_000;
+    const done = threads[0] as QueuedTask;
+    queue.finished(done.id);
+    queue.push(task(done.request.callId, done.request.owner.appId, 'u'));
+    // In turn alone it waited for a loop of each app: 40 loops, 100 s on two threads.
+    assert.equal(take(queue, 2), call);
+  });
+
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {
     const queue = new TaskQueue();
     for (let call = 1; call <= 3; call++) queue.push(task(call, 'A'));
