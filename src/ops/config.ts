@@ -189,23 +189,27 @@ const logFormat: Variable<LogFormat> = {
   accepts: 'auto, json or pretty',
 };
 
-/** `none`, or library names separated by commas. */
-const libraryNames: Variable<string[]> = {
-  schema: z
-    .string()
-    .transform((v) => (v.trim().toLowerCase() === 'none' ? [] : v.split(',').map((name) => name.trim())))
-    .pipe(z.array(z.string().regex(LIBRARY_NAME))),
-  accepts: 'none, or library names separated by commas (simple-statistics,date-fns,d3-array,qlik)',
-};
+/** `none`, or entries separated by commas, each checked by `entry`. */
+function noneOrList(entry: z.ZodType<string, string>, accepts: string): Variable<string[]> {
+  return {
+    schema: z
+      .string()
+      .transform((v) => (v.trim().toLowerCase() === 'none' ? [] : v.split(',').map((item) => item.trim())))
+      .pipe(z.array(entry)),
+    accepts,
+  };
+}
 
-/** `none`, or addresses and networks (`10.0.0.7`, `10.0.0.0/28`, `2001:db8::/64`) separated by commas. */
-const addressList: Variable<string[]> = {
-  schema: z
-    .string()
-    .transform((v) => (v.trim().toLowerCase() === 'none' ? [] : v.split(',').map((entry) => entry.trim())))
-    .pipe(z.array(z.string().refine(isAddressOrNetwork))),
-  accepts: 'none, or IP addresses and networks separated by commas (10.0.0.7,10.0.1.0/28,2001:db8::/64)',
-};
+const libraryNames = noneOrList(
+  z.string().regex(LIBRARY_NAME),
+  'none, or library names separated by commas (simple-statistics,date-fns,d3-array,qlik)',
+);
+
+/** Addresses and networks (`10.0.0.7`, `10.0.0.0/28`, `2001:db8::/64`). */
+const addressList = noneOrList(
+  z.string().refine(isAddressOrNetwork),
+  'none, or IP addresses and networks separated by commas (10.0.0.7,10.0.1.0/28,2001:db8::/64)',
+);
 
 const nonEmpty: Variable<string> = {
   schema: z.string().trim().min(1),

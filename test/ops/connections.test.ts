@@ -287,6 +287,17 @@ async function watchingConnection(
 /** Four connection slots, two a host; calls that send nothing end after SSE_HANDSHAKE_TIMEOUT_MS (their connections stay, idle). */
 const FOUR_SLOTS = { MAX_CONNECTIONS: 4, PER_HOST: 2 };
 
+/** Four slots, two a host, mutual TLS; a handshake never ends by the deadline within a test. */
+function startFourSlotTlsPlugin(): Promise<TestPlugin> {
+  return startTestPlugin({
+    SSE_TLS_DIR: certificates().serverDir,
+    SSE_WORKERS: '1',
+    SSE_MAX_CONNECTIONS: String(FOUR_SLOTS.MAX_CONNECTIONS),
+    SSE_MAX_CONNECTIONS_PER_HOST: String(FOUR_SLOTS.PER_HOST),
+    SSE_HANDSHAKE_TIMEOUT_MS: '60000',
+  });
+}
+
 function startFourSlotPlugin(): Promise<TestPlugin> {
   return startTestPlugin({
     SSE_WORKERS: '1',
@@ -297,7 +308,6 @@ function startFourSlotPlugin(): Promise<TestPlugin> {
 }
 
 describe('connections from many hosts', () => {
-  const { MAX_CONNECTIONS, PER_HOST } = FOUR_SLOTS;
   let t: TestPlugin;
   before(async () => {
     t = await startFourSlotPlugin();
@@ -357,13 +367,7 @@ describe('connections from many hosts', () => {
   it('raw connections that never start TLS are the first to give up a slot to a client with a certificate', {
     timeout: TEST_TIMEOUT_MS,
   }, async () => {
-    const tlsPlugin = await startTestPlugin({
-      SSE_TLS_DIR: certificates().serverDir,
-      SSE_WORKERS: '1',
-      SSE_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
-      SSE_MAX_CONNECTIONS_PER_HOST: String(PER_HOST),
-      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
-    });
+    const tlsPlugin = await startFourSlotTlsPlugin();
     const raw = await Promise.all(
       ['127.0.2.1', '127.0.2.1', '127.0.3.1', '127.0.3.1'].map((from) => idleSocket(tlsPlugin.plugin.port, from)),
     );
@@ -381,13 +385,7 @@ describe('handshakes that never end, one from each of many networks', () => {
   it("do not take the slots of two engines' verified connections: each newcomer takes the oldest handshake", {
     timeout: TEST_TIMEOUT_MS,
   }, async () => {
-    const tlsPlugin = await startTestPlugin({
-      SSE_TLS_DIR: certificates().serverDir,
-      SSE_WORKERS: '1',
-      SSE_MAX_CONNECTIONS: '4',
-      SSE_MAX_CONNECTIONS_PER_HOST: '2',
-      SSE_HANDSHAKE_TIMEOUT_MS: '60000',
-    });
+    const tlsPlugin = await startFourSlotTlsPlugin();
     const { client } = certificates();
     // Two engines of one /24, each on a connection of its own (no shared subchannel), verified and idle between calls.
     const engines = [1, 2].map(
