@@ -68,4 +68,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 STOPSIGNAL SIGTERM
 # The same command as `npm start`. Exec form, so the front itself receives SIGTERM; it starts the sandbox
 # processes as its children and ends them after draining (they also end at once if the front dies).
-CMD ["node", "--no-node-snapshot", "--no-concurrent-recompilation", "dist/src/main.js"]
+CMD ["node", "--no-node-snapshot", "--no-concurrent-recompilation", "--initial-old-space-size=128", "dist/src/main.js"]

@@ -1,16 +1,17 @@
 /**
- * Runs the real entry point (`node --no-node-snapshot --no-concurrent-recompilation
- * dist/src/main.js`) as a child process, on loopback, and reads its JSON log lines. Also small
+ * Runs the real entry point (`node <FRONT_NODE_FLAGS> dist/src/main.js`, as `npm start` does) as a child process, on loopback, and reads its JSON log lines. Also small
  * HTTP and Prometheus-text readers for the /metrics endpoint.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 
+import { FRONT_NODE_FLAGS } from '../../src/ops/node-flags';
+
 export const MAIN_JS = path.join(__dirname, '..', '..', 'src', 'main.js');
 const BECOME_USER_JS = path.join(__dirname, 'become-user.js');
 /** As `npm start` runs it. */
-export const NODE_FLAGS = ['--no-node-snapshot', '--no-concurrent-recompilation'];
+export const NODE_FLAGS = FRONT_NODE_FLAGS;
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 

@@ -1,0 +1,81 @@
+/**
+ * What the process boundary alone costs: the ceiling, the same ceiling with each message relayed
+ * through a child process (bench/relay-ceiling.ts: no row decoded, no script run), the plugin, and a
+ * baseline checkout of the plugin (BENCH_BASELINE, e.g. the thread design), measured alternately in
+ * one run: bulk rows per second, and sequential 1-row calls.
+ *
+ *   npm run build
+ *   BENCH_BASELINE=/work/wt/thread-design node --no-node-snapshot --no-concurrent-recompilation dist/bench/experiments/relay.js
+ *
+ * BENCH_QUICK=1 takes a tenth of the sizes.
+ */
+import path from 'node:path';
+
+import { ChildServer } from '../child';
+import { sequentialLatencies, type Target, target, throughput } from '../measure';
+import { CEILING, PLUGIN } from '../report';
+import { startCeiling, startPlugin } from '../servers';
+import { benchSizes } from '../sizes';
+import { ms, rate, ratio } from '../stats';
+import { numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
+
+const RELAY = 'relay ceiling';
+const BASELINE = 'baseline';
+
+async function bulk(targets: readonly Target[], workload: Workload, reps: number): Promise<void> {
+  const results = await throughput(targets, workload, reps);
+  const ceiling = results.get(CEILING)?.rowsPerSec ?? Number.NaN;
+  const baseline = results.get(BASELINE)?.rowsPerSec;
+  console.log(workload.name);
+  for (const t of targets) {
+    const r = results.get(t.name);
+    if (!r) continue;
+    const vsBaseline = baseline === undefined ? '' : `, ${ratio(r.rowsPerSec / baseline)} of the baseline`;
+    console.log(
+      `  ${t.name.padEnd(14)} ${rate(r.rowsPerSec)} = ${ratio(r.rowsPerSec / ceiling)} of the ceiling${vsBaseline}, server CPU ${r.cpuMs.toFixed(0)} ms`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  const sizes = benchSizes();
+  const baselineCheckout = process.env['BENCH_BASELINE'];
+  const ceilingServer = await startCeiling();
+  const relayServer = await ChildServer.start({
+    name: RELAY,
+    entry: path.join(__dirname, '..', 'relay-ceiling.js'),
+    portVariable: 'BENCH_PORT',
+    env: {},
+  });
+  const pluginServer = await startPlugin(2);
+  const baselineServer = baselineCheckout === undefined ? undefined : await startPlugin(2, [], {}, baselineCheckout);
+  const targets = [
+    target(CEILING, ceilingServer, false),
+    target(RELAY, relayServer, false),
+    target(PLUGIN, pluginServer, true),
+    ...(baselineServer === undefined ? [] : [target(BASELINE, baselineServer, true)]),
+  ];
+  try {
+    await bulk(targets, numericWorkload(sizes.numericRows, sizes.rowsPerBundle), sizes.reps);
+    await bulk(targets, stringWorkload(sizes.stringRows, sizes.rowsPerBundle), sizes.reps);
+    const scalar = scalarWorkload();
+    const latencies = await sequentialLatencies(targets, scalar, sizes.scalarCalls, sizes.smallWarmupCalls);
+    const ceiling = latencies.get(CEILING);
+    console.log(`${sizes.scalarCalls} sequential 1-row SCALAR calls, p50 / p95`);
+    for (const t of targets) {
+      const l = latencies.get(t.name);
+      if (!l || !ceiling) continue;
+      console.log(
+        `  ${t.name.padEnd(14)} ${ms(l.p50Ms)} / ${ms(l.p95Ms)} (+${ms(l.p50Ms - ceiling.p50Ms)} / +${ms(l.p95Ms - ceiling.p95Ms)})`,
+      );
+    }
+  } finally {
+    for (const t of targets) t.client.close();
+    await Promise.all([ceilingServer.stop(), relayServer.stop(), pluginServer.stop(), baselineServer?.stop()]);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

@@ -1,0 +1,120 @@
+/**
+ * The transport ceiling with a process boundary: the ceiling server's work (bench/ceiling-server.ts),
+ * but each request message crosses to a child process and its reply comes back from there, over a
+ * socket pair (the child's fd 3), framed as the plugin's channel is (src/contract/channel.ts). No row
+ * is decoded and no script runs: it is the least any design that keeps scripts out of the gRPC process
+ * can cost, so its figures bound what such a design can reach on this machine.
+ *
+ *   BENCH_PORT=<port> node --no-node-snapshot dist/bench/relay-ceiling.js
+ */
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+
+import * as grpc from '@grpc/grpc-js';
+import { Frame, FrameReader, frameHeader } from '../src/contract/channel';
+import { DataType, FunctionType } from '../src/contract/task';
+import { decodeMessage, messages } from '../src/grpc/proto';
+import { countRows, numericReply } from './wire';
+
+const raw = (value: Buffer): Buffer => value;
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+const MAX_REPLY_BYTES = 4 * 1024 * 1024;
+const CHILD_FD = 3;
+/** The task id's low bit says what the child answers: 1 echo (strings), 0 numeric rows. */
+const ECHO = 1;
+
+function method(name: string, streaming: boolean): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path: `/qlik.sse.Connector/${name}`,
+    requestStream: streaming,
+    responseStream: streaming,
+    requestSerialize: raw,
+    requestDeserialize: raw,
+    responseSerialize: raw,
+    responseDeserialize: raw,
+  };
+}
+
+/** The child: answers each TASK frame with a RESULT frame of the same id. */
+function child(): void {
+  const socket = new net.Socket({ fd: CHILD_FD, readable: true, writable: true });
+  const reader = new FrameReader((frame) => {
+    const reply =
+      (frame.id & ECHO) === ECHO
+        ? Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength)
+        : numericReply(countRows(frame.payload));
+    socket.write(frameHeader(Frame.RESULT, frame.id, reply.length));
+    socket.write(reply);
+  });
+  socket.on('data', (chunk: Buffer) => reader.push(chunk));
+  socket.on('close', () => process.exit(0));
+}
+
+function server(): void {
+  const sandbox = spawn(process.execPath, [...process.execArgv, __filename], {
+    env: { ...process.env, BENCH_RELAY_CHILD: '1' },
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+  });
+  const channel = sandbox.stdio[CHILD_FD] as net.Socket;
+  /** Replies come back in the order their messages went; each names the call to write it to. */
+  const waiting: { call: grpc.ServerDuplexStream<Buffer, Buffer>; last: boolean }[] = [];
+  let nextId = 0;
+  const reader = new FrameReader((frame) => {
+    const entry = waiting.shift();
+    if (entry === undefined) return;
+    const reply = Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength);
+    if (reply.length > 0 && !entry.call.write(reply)) entry.call.pause();
+    if (entry.last) entry.call.end();
+  });
+  channel.on('data', (chunk: Buffer) => reader.push(chunk));
+
+  const send = (call: grpc.ServerDuplexStream<Buffer, Buffer>, message: Buffer, echo: boolean, last: boolean): void => {
+    nextId = (nextId + 2) & 0x7ffffffe;
+    channel.write(frameHeader(Frame.TASK, nextId | (echo ? ECHO : 0), message.length));
+    channel.write(message);
+    waiting.push({ call, last });
+  };
+
+  const evaluateScript = (call: grpc.ServerDuplexStream<Buffer, Buffer>): void => {
+    const headerBytes = call.metadata.get('qlik-scriptrequestheader-bin')[0];
+    const header = decodeMessage(messages.ScriptRequestHeader, Buffer.isBuffer(headerBytes) ? headerBytes : Buffer.alloc(0));
+    const aggregate = header['functionType'] === FunctionType.AGGREGATION;
+    const echo = header['returnType'] === DataType.STRING;
+    call.on('data', (message: Buffer) => {
+      if (!aggregate) send(call, message, echo, false);
+    });
+    call.on('drain', () => call.resume());
+    call.on('end', () => {
+      // The last reply (or none) ends the call once every earlier one came back.
+      send(call, aggregate ? numericReply(1) : Buffer.alloc(0), true, true);
+    });
+    call.on('error', () => undefined);
+  };
+
+  const port = Number(process.env['BENCH_PORT'] ?? '0');
+  const grpcServer = new grpc.Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_REPLY_BYTES,
+  });
+  grpcServer.addService(
+    { GetCapabilities: method('GetCapabilities', false), EvaluateScript: method('EvaluateScript', true) },
+    {
+      GetCapabilities: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+        callback(null, Buffer.alloc(0)),
+      EvaluateScript: evaluateScript,
+    },
+  );
+  grpcServer.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
+    if (error) {
+      process.stderr.write(`relay ceiling failed to bind: ${error.message}\n`);
+      process.exit(1);
+    }
+  });
+  process.once('SIGTERM', () => {
+    sandbox.kill();
+    grpcServer.tryShutdown(() => undefined);
+  });
+}
+
+if (process.env['BENCH_RELAY_CHILD'] === '1') child();
+else server();
