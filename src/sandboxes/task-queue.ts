@@ -31,8 +31,10 @@
  * (and, among hosts, at the hosts with tasks queued: each holds a connection, so at most
  * SSE_MAX_CONNECTIONS of them).
  */
+import { createHash } from 'node:crypto';
+
 import type { PluginError } from '../contract/errors';
-import type { TaskResult } from '../contract/task';
+import type { ScriptSpec, TaskResult } from '../contract/task';
 import type { TaskRequest } from './task-runner';
 
 /** A task from the moment it is queued until it settles; while it runs, its sandbox's handle holds it (src/sandboxes/sandbox-handle.ts). */
@@ -79,6 +81,11 @@ const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
  * between hosts whose tasks hardly differ.
  */
 const SHORTER_TASKS_RATIO = 4;
+/**
+ * Task times below this count as this when lines below a host are compared (Line.nextShortest): at
+ * a millisecond or less, 4 x is noise (0.1 against 0.5 ms), and such lines take turns.
+ */
+const SHORTEST_COMPARED_TASK_MS = 5;
 /**
  * Lanes, so that hosts whose tasks loop to the time limit cannot take every thread from others. A
  * *priority* host is an address the administrator lists (SSE_PRIORITY_HOSTS: Qlik's engines,
@@ -241,32 +248,64 @@ export class HostUsage {
 }
 
 /**
- * How long each app's tasks take (per host): a host's apps with nothing running take turns, but an app
- * whose tasks are a quarter as long as those of the app whose turn it is goes first. App ids are what a
- * client says: 40 apps of one host each looping a script to the time limit kept another app's trivial
- * call waiting for a loop of each (70 s and more on two threads), where the promise is about one running
- * task. An app not seen yet is judged by its host's tasks; its first task replaces that, then each
- * moves it halfway.
+ * How long the tasks of each app, each user of an app, and each script of a user take (per host): the
+ * lines below a host that have nothing running take turns, but one whose tasks are a quarter as long as
+ * those of the line whose turn it is goes first. App and user ids are what a client says: 40 apps of
+ * one host each looping a script to the time limit kept another app's trivial call waiting for a loop of
+ * each (70 s and more on two threads), and 40 user ids of one app did the same to another user of it
+ * (98.5 s), where the promise is about one running task. A call is judged by its script as this user ran
+ * it (the context key), else as any user of the host ran it (an app's users run the same charts), else
+ * by its user, its app, its host: the first of these the queue knows. Each line's time starts at its
+ * first task, then each task moves it halfway. Keys of long ids are hashed, so what is remembered stays
+ * small whatever the ids.
  */
-class AppTaskTimes {
+class TaskTimes {
   private readonly times = new Map<string, number>();
 
-  /** Undefined for an app not seen (or forgotten): it is then judged by its host's tasks. */
-  taskMs(host: Key, app: Key): number | undefined {
-    return this.times.get(`${host}\u0000${app}`);
+  /** Undefined for a line not seen (or forgotten): it is then judged by the line above it. */
+  taskMs(key: string): number | undefined {
+    return this.times.get(key);
   }
 
-  charge(host: Key, app: Key, ms: number): void {
-    const key = `${host}\u0000${app}`;
+  charge(key: string, ms: number): void {
     const before = this.times.get(key);
     this.times.delete(key);
     this.times.set(key, before === undefined ? ms : (before + ms) / 2);
-    if (this.times.size > MAX_REMEMBERED_HOSTS) {
+    if (this.times.size > MAX_REMEMBERED_LINES) {
       const [oldest] = this.times.keys();
       if (oldest !== undefined) this.times.delete(oldest);
     }
   }
 }
+
+/** Lines below hosts whose task times are remembered (TaskTimes): with 64-byte keys, under 2 MB. */
+const MAX_REMEMBERED_LINES = 10_000;
+/** Keys longer than this are hashed (ids are the client's text, kilobytes each). */
+const MAX_TIMES_KEY_CHARS = 64;
+
+/**
+ * The TaskTimes key of an app (`[host, app]`), a user (`[host, app, user]`), a user's script
+ * (`[host, contextKey]`) or a script as any user runs it (`[host, scriptId(spec)]`).
+ */
+function timesKey(kind: 'app' | 'user' | 'script' | 'text', parts: readonly Key[]): string {
+  const key = `${kind}\u0000${parts.join('\u0000')}`;
+  return key.length <= MAX_TIMES_KEY_CHARS ? key : `${kind}#${createHash('sha256').update(key).digest('base64url')}`;
+}
+
+/** What makes a script the same for every user: its text and how it is called (made once per prepared spec). */
+function scriptId(spec: ScriptSpec | undefined): string {
+  if (spec === undefined) return '';
+  let id = scriptIds.get(spec);
+  if (id === undefined) {
+    id = createHash('sha256')
+      .update(JSON.stringify([spec.factory === true, spec.entry ?? null, spec.boundNames, spec.script]))
+      .digest('base64url');
+    scriptIds.set(spec, id);
+  }
+  return id;
+}
+
+const scriptIds = new WeakMap<ScriptSpec, string>();
 
 /** The root, a host, an app of a host, a user of an app, or a call of a user: what is queued and running below it. */
 class Line {
@@ -274,6 +313,8 @@ class Line {
   running = 0;
   /** A host's: since when it has had tasks queued and none served (STARVED_MS). */
   waitingSinceMs = 0;
+  /** An app's, a user's or a call's keys in TaskTimes, the first known judges it; a host has none. */
+  timesKeys: readonly string[] = [];
   /** The lines below with tasks queued or running. */
   readonly below = new Map<Key, Line>();
   /** A call's own tasks in order (calls only). */
@@ -294,9 +335,10 @@ class Line {
 
   /**
    * Among the lines below with the fewest tasks running, the first in turn, unless another's tasks are
-   * SHORTER_TASKS_RATIO times shorter (the shortest then): how a host chooses among its apps.
+   * SHORTER_TASKS_RATIO times shorter (the shortest then): how a host chooses among its apps, an app
+   * among its users and a user among its calls.
    */
-  nextShortest(taskMsOf: (key: Key) => number): Line | undefined {
+  nextShortest(taskMsOf: (line: Line) => number): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
       let first: Line | undefined;
@@ -304,7 +346,7 @@ class Line {
       let firstMs = 0;
       let shortestMs = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
-        const ms = taskMsOf(line.key);
+        const ms = Math.max(SHORTEST_COMPARED_TASK_MS, taskMsOf(line));
         if (first === undefined) [first, firstMs] = [line, ms];
         if (ms < shortestMs) [shortest, shortestMs] = [line, ms];
       }
@@ -399,7 +441,7 @@ export class TaskQueue {
   /** Tasks running now, by the lane their host was in when they started (LONG_TASK_MS). */
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
-  private readonly appTasks = new AppTaskTimes();
+  private readonly taskTimes = new TaskTimes();
 
   /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
@@ -467,11 +509,8 @@ export class TaskQueue {
     // A thread kept for a lane with nobody waiting in it stays free (KEEP_FOR_SHORT_MS).
     const starved = this.starvedHosts(now, allow);
     let line: Line | undefined = this.root.leastUsed(this.usage, now, starved === undefined ? allow : (host) => starved.has(host));
-    while (line !== undefined && line.tasks.size === 0) {
-      const host = line;
-      const taskMsOf = (app: Key): number => this.appTasks.taskMs(host.key, app) ?? this.usage.taskMs(host.key);
-      line = line.parent === this.root ? line.nextShortest(taskMsOf) : line.next();
-    }
+    const taskMsOf = (below: Line): number => this.taskMsOf(below);
+    while (line !== undefined && line.tasks.size === 0) line = line.nextShortest(taskMsOf);
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
     hostLineOf(line).waitingSinceMs = now;
@@ -578,7 +617,8 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
-    this.appTasks.charge(running.host, running.task.request.owner.appId, now - running.startedMs);
+    for (let line: Line | undefined = running.line; line !== undefined; line = line.parent)
+      for (const key of line.timesKeys) this.taskTimes.charge(key, now - running.startedMs);
     this.lastEnd[running.lane] = { ms: now, host: running.host };
     this.update(running.line, (line) => line.running--, false);
   }
@@ -643,17 +683,50 @@ export class TaskQueue {
 
   /** The line of a task's call, below its user, its app and its host; made when `create`. */
   private callLine(request: TaskRequest, create: boolean): Line | undefined {
+    const { host, appId, userId } = request.owner;
     let line = this.root;
-    for (const key of [request.owner.host, request.owner.appId, request.owner.userId, request.callId]) {
+    for (const [depth, key] of [host, appId, userId, request.callId].entries()) {
       let below = line.below.get(key);
       if (below === undefined) {
         if (!create) return undefined;
         below = new Line(key, line);
+        below.timesKeys = [
+          [],
+          [timesKey('app', [host, appId])],
+          [timesKey('user', [host, appId, userId])],
+          [timesKey('script', [host, request.call.contextKey]), timesKey('text', [host, scriptId(request.call.spec)])],
+        ][depth] as string[];
         line.below.set(key, below);
       }
       line = below;
     }
     return line;
+  }
+
+  /**
+   * How long a line's tasks take, as far as the queue knows (TaskTimes): its own; else those of the line
+   * below it that would be served next (a new user's next call, by its script); else those of the line
+   * above it; else its host's.
+   */
+  private taskMsOf(line: Line): number {
+    for (let at: Line | undefined = line; at !== undefined; at = at.next()) {
+      const ms = this.knownTaskMs(at);
+      if (ms !== undefined) return ms;
+    }
+    let above = line.parent;
+    for (; above !== undefined && above.timesKeys.length > 0; above = above.parent) {
+      const ms = this.knownTaskMs(above);
+      if (ms !== undefined) return ms;
+    }
+    return this.usage.taskMs(above?.key ?? '');
+  }
+
+  private knownTaskMs(line: Line): number | undefined {
+    for (const key of line.timesKeys) {
+      const ms = this.taskTimes.taskMs(key);
+      if (ms !== undefined) return ms;
+    }
+    return undefined;
   }
 
   /** Applies a change of counts to a call's line and each line above it, each kept in its right turn. */

@@ -13,8 +13,9 @@ let nextId = 1;
 const KEEP_MS = 2_001;
 /** How long a host waits with nothing running before it goes first (STARVED_MS). */
 const STARVED_MS = 100;
-function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'): QueuedTask {
-  const request = { callId, owner: { host, appId, userId }, call: {} as never, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
+function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1', script = 'script'): QueuedTask {
+  const call = { contextKey: `${appId}/${userId}/${script}`, spec: { script, boundNames: [] } } as never;
+  const request = { callId, owner: { host, appId, userId }, call, chunks: [], rows: 1, firstRow: 0, budget: {} as never };
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, askedBack: false, settled: false };
 }
 
@@ -573,6 +574,70 @@ describe('TaskQueue', () => {
     queue.push(task(done.request.callId, done.request.owner.appId, 'u'));
     // In turn alone it waited for a loop of each app: 40 loops, 100 s on two threads.
     assert.equal(take(queue, 2), call);
+  });
+
+  /**
+   * `loopers` lines (made by `looper(i)`) each keep a 5 s loop queued on two threads, after `victim`
+   * ran one trivial task; the victim's next call is queued last: what the thread freed by a loop takes.
+   */
+  function afterTrivialAndLoops(
+    victim: (callId: number) => QueuedTask,
+    looper: (callId: number, i: number) => QueuedTask,
+    victimTaskMs = 1,
+  ): [QueuedTask, QueuedTask | undefined] {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    const trivial = victim(1);
+    queue.push(trivial);
+    take(queue, 2);
+    nowMs += victimTaskMs;
+    queue.finished(trivial.id);
+    for (let i = 0; i < 40; i++) queue.push(looper(100 + i, i));
+    const running = [take(queue, 2) as QueuedTask, take(queue, 2) as QueuedTask];
+    const call = victim(2);
+    queue.push(call);
+    nowMs += 5_000;
+    const done = running[0] as QueuedTask;
+    queue.finished(done.id);
+    queue.push(looper(done.request.callId, 0));
+    return [call, take(queue, 2)];
+  }
+
+  it('gives the next free thread to a user whose tasks are much shorter, though 40 users of its app loop and it is last in turn', () => {
+    // In turn alone it waited for a loop of each user: 40 loops, 98.5 s measured on two threads.
+    const [call, next] = afterTrivialAndLoops(
+      (id) => task(id, 'sales', 'victim'),
+      (id, i) => task(id, 'sales', `user-${i}`),
+    );
+    assert.equal(next, call);
+  });
+
+  it("gives the next free thread to a user's trivial script, though 40 calls of the user's loop are ahead of it", () => {
+    const [call, next] = afterTrivialAndLoops(
+      (id) => task(id, 'sales', 'u', '127.0.0.1', 'args[0] + 1'),
+      (id) => task(id, 'sales', 'u', '127.0.0.1', 'for (;;) {}'),
+    );
+    assert.equal(next, call);
+  });
+
+  it("gives the next free thread to a new user's call of a script the app's other users ran short", () => {
+    // Nothing is known of the newcomer; its script is: another user ran it in 1 ms.
+    const [call, next] = afterTrivialAndLoops(
+      (id) => task(id, 'sales', id === 1 ? 'analyst' : 'newcomer', '127.0.0.1', 'Sum(args[0])'),
+      (id, i) => task(id, 'sales', `user-${i}`, '127.0.0.1', 'for (;;) {}'),
+    );
+    assert.equal(next, call);
+  });
+
+  it('keeps turns among users whose tasks take about as long', () => {
+    const [call, next] = afterTrivialAndLoops(
+      (id) => task(id, 'sales', 'victim', '127.0.0.1', 'for (;;) {}'),
+      (id, i) => task(id, 'sales', `user-${i}`, '127.0.0.1', 'for (;;) {}'),
+      5_000,
+    );
+    // The victim's loop took as long as the others': the next user in turn goes (0 and 1 ran first).
+    assert.equal(next?.request.owner.userId, 'user-2');
+    assert.notEqual(next, call);
   });
 
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {
