@@ -67,9 +67,15 @@ export interface ProcessView {
 export class SandboxPool implements TaskRunner {
   private readonly supervisor: SandboxSupervisor;
   private readonly queue: TaskQueue;
-  private readonly retries = new TaskQueue();
+  /**
+   * Suspects that ran short: each runs again alone on a held process. Like the quarantine, served in
+   * the fair queue's order, earliest first among equals: while scripts kill a process a second, a
+   * bystander's suspect served last-in-first-out waited behind every later death's (41-59 s, the whole
+   * attack, for a 300 ms chart beside two clients running out of memory in a loop).
+   */
+  private readonly retries: TaskQueue;
   /** Suspects that ran long: each runs again alone on a spare (retries when there is no spare). */
-  private readonly quarantine = new TaskQueue();
+  private readonly quarantine: TaskQueue;
   /**
    * Calls with a task admitted and not closed yet (closeCall): a sandbox process keeps the spec of
    * each it saw, so no process can be asked to keep more than this many (MAX_OPEN_CALLS).
@@ -94,7 +100,10 @@ export class SandboxPool implements TaskRunner {
     /** Makes each process's handle: unit tests pass fakes (test/unit/pool.test.ts). */
     spawn: SpawnSandbox = spawnSandboxProcess,
   ) {
-    this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs, priorityCheck(settings.priorityHosts ?? []));
+    const isPriority = priorityCheck(settings.priorityHosts ?? []);
+    this.queue = new TaskQueue(undefined, settings.usageHalfLifeMs, isPriority);
+    this.retries = new TaskQueue(undefined, settings.usageHalfLifeMs, isPriority);
+    this.quarantine = new TaskQueue(undefined, settings.usageHalfLifeMs, isPriority);
     this.refusedBusy = events.refusedBusy ?? (() => undefined);
     // Arrow functions: the supervisor hands `result` to each handle as it is, unbound.
     const listener = {
@@ -330,8 +339,11 @@ export class SandboxPool implements TaskRunner {
     this.pauseFastPath(exit, sent);
     const reason = restartReason(exit);
     const culprits = new Set(exit.retirement?.taskIds ?? []);
-    // Put back at the head last one first: they are sent again in the order they were sent.
-    for (const one of [...sent].reverse()) this.recover(one, exit, culprits, reason);
+    // Bystanders of a named culprit go back at the head, last one first, so they are sent again in the
+    // order they were sent; suspects join their queues in that order.
+    const bystanders: QueuedTask[] = [];
+    for (const one of sent) this.recover(one, exit, culprits, reason, bystanders);
+    for (const task of bystanders.reverse()) this.requeue(task, this.queue);
     this.pump();
   }
 
@@ -377,24 +389,32 @@ export class SandboxPool implements TaskRunner {
   }
 
   /** What happens to one task of a process that died (see the top of this file). */
-  private recover({ task, sentAtMs }: SentTask, exit: SandboxExit, culprits: Set<number>, reason: RestartReason): void {
+  private recover(
+    { task, sentAtMs }: SentTask,
+    exit: SandboxExit,
+    culprits: Set<number>,
+    reason: RestartReason,
+    bystanders: QueuedTask[],
+  ): void {
     if (task.settled) return;
     const ranMs = exit.endedAtMs - sentAtMs;
     if (ranMs > task.request.call.callTimeoutMs && blamesMemory(exit, reason)) return this.settle(task, pastTimeLimitError(this.settings));
     if (culprits.has(task.id)) return this.settle(task, culpritError(exit, this.settings));
-    if (culprits.size > 0) return this.requeue(task, this.queue);
+    if (culprits.size > 0) return void bystanders.push(task);
     if (task.retried) return this.settle(task, suspectError(exit, reason, this.settings));
     task.retried = true;
     // The dead attempt's time is not charged: most suspects are bystanders of another call's script
     // (charged, a 3 s script beside a sandbox killer failed its 5 s limit on the retry). A script that
     // kills sandboxes itself dies again on its retry and fails then, after at most twice its time limit.
     const long = ranMs >= LONG_SUSPECT_MS && this.supervisor.spares.length > 0;
-    this.requeue(task, long ? this.quarantine : this.retries);
+    this.requeue(task, long ? this.quarantine : this.retries, 'in turn');
   }
 
-  private requeue(task: QueuedTask, queue: TaskQueue): void {
+  /** Sends a task back: first of all (the main queue's head), or `in turn` (the suspects' queues). */
+  private requeue(task: QueuedTask, queue: TaskQueue, order: 'first' | 'in turn' = 'first'): void {
     if (task.request.signal?.aborted) return this.settle(task, new PluginError('CANCELLED', 'the call ended before this chunk ran'));
-    queue.unshift(task);
+    if (order === 'first') queue.unshift(task);
+    else queue.push(task);
   }
 
   private pump(): void {
@@ -440,7 +460,9 @@ export class SandboxPool implements TaskRunner {
         if (!usable.some((s) => s.state === 'held')) least?.hold();
         return;
       }
-      this.send(idle, this.retries.shift() as QueuedTask, 'alone');
+      const next = this.retries.shift();
+      if (next === undefined) return;
+      this.send(idle, next, 'alone');
     }
     for (const sandbox of this.sandboxes) sandbox?.release();
   }
@@ -449,8 +471,9 @@ export class SandboxPool implements TaskRunner {
   private pumpQuarantine(): void {
     while (this.quarantine.length > 0) {
       const spare = this.supervisor.idleSpare();
-      if (!spare) return;
-      this.send(spare, this.quarantine.shift() as QueuedTask, 'alone');
+      const next = spare === undefined ? undefined : this.quarantine.shift();
+      if (spare === undefined || next === undefined) return;
+      this.send(spare, next, 'alone');
     }
   }
 

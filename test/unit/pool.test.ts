@@ -34,10 +34,10 @@ const CALL: CallSpec = {
   maxReplyBytes: 4 * 1024 * 1024,
 };
 
-function request(callId: number): TaskRequest {
+function request(callId: number, host = 'h'): TaskRequest {
   return {
     callId,
-    owner: { host: 'h', appId: 'app', userId: 'user' },
+    owner: { host, appId: 'app', userId: 'user' },
     call: CALL,
     chunks: [],
     rows: 1,
@@ -416,6 +416,34 @@ describe('the spare sandbox process', () => {
     await settle();
     assert.deepEqual([t2?.outcome, t3.outcome], [answerFor(2), answerFor(3)]);
     assert.equal(spawner.slot(1).state, 'ready', 'back to a spare');
+    await pool.close();
+  });
+
+  it('runs quarantined suspects in turn, earliest first: later deaths do not keep one waiting', async () => {
+    const { pool, spawner } = await startPool(1, 2, 1);
+    const [slot, spare] = [spawner.slot(0), spawner.slot(1)];
+    // A bystander's 300 ms chart and a script that runs out of memory, from two hosts, die together.
+    const bystander = track(pool.run(request(1, 'engine')));
+    const killer = track(pool.run(request(2, 'attacker-1')));
+    const second = spawner.next(1);
+    slot.die({}, 300);
+    // The spare took the slot; another killer kills it too, before the new spare is ready.
+    const again = track(pool.run(request(3, 'attacker-2')));
+    assert.deepEqual(spare.sentIds(), [3]);
+    const starting = await second;
+    const third = spawner.next(1);
+    spare.die({}, 300);
+    starting.becomeReady();
+    const quarantine = await third;
+    quarantine.becomeReady();
+    // Served last in first, every later death's suspect went before the bystander's: 41-59 s under two
+    // clients running out of memory in a loop.
+    assert.deepEqual(quarantine.sentIds(), [1], 'the earliest suspect first');
+    quarantine.answer(1, answerFor(1));
+    await settle();
+    assert.deepEqual(bystander.outcome, answerFor(1));
+    assert.deepEqual(quarantine.sentIds(), [1, 2], 'then the next, alone');
+    assert.deepEqual([killer.outcome, again.outcome], ['pending', 'pending']);
     await pool.close();
   });
 
