@@ -52,8 +52,10 @@ function readLength(buf: Uint8Array, pos: number, end: number): number {
 function skipField(buf: Uint8Array, pos: number, end: number, wireType: number): number {
   switch (wireType) {
     case 0: {
+      const start = pos;
       while (pos < end && (buf[pos] as number) >= 0x80) pos++;
       if (pos >= end) throw malformed('truncated varint');
+      if (pos - start >= MAX_VARINT_BYTES) throw malformed('varint longer than 10 bytes');
       return pos + 1;
     }
     case 1:
@@ -72,9 +74,14 @@ function skipField(buf: Uint8Array, pos: number, end: number, wireType: number):
 }
 
 /** Reads a tag (ours are one byte; tolerate multi-byte tags of unknown fields); next position in `cursor`. */
+/** The most bytes a protobuf varint takes (a 64-bit value). */
+const MAX_VARINT_BYTES = 10;
+
+/** A field's tag; field number 0 is not protobuf (no encoder writes it). */
 function readTag(buf: Uint8Array, pos: number, end: number): number {
   const first = buf[pos] as number;
   if (first < 0x80) {
+    if (first < 8) throw malformed('field number 0');
     cursor = pos + 1;
     return first;
   }
@@ -83,6 +90,7 @@ function readTag(buf: Uint8Array, pos: number, end: number): number {
     const byte = buf[p++] as number;
     tag += (byte & 0x7f) * 2 ** shift;
     if (byte < 0x80) {
+      if (tag < 8) throw malformed('field number 0');
       cursor = p;
       return tag;
     }

@@ -36,6 +36,26 @@ describe('splitRows', () => {
     );
   });
 
+  it('refuses field number 0 and a varint longer than 10 bytes, which no protobuf encoder writes', () => {
+    const row = encodeBundle([[num(1)]]);
+    const fieldZero = Buffer.concat([row, Buffer.of(0x00, 0x01)]);
+    const overlongZero = Buffer.concat([row, Buffer.of(0x80, 0x00, 0x01)]);
+    const longVarint = Buffer.concat([row, Buffer.of(0x18), Buffer.alloc(10, 0xff), Buffer.of(0x01)]);
+    for (const [what, bytes] of [
+      ['field number 0', fieldZero],
+      ['field number 0', overlongZero],
+      ['varint longer than 10 bytes', longVarint],
+    ] as const)
+      assert.throws(
+        () => splitRows(bytes, 1000),
+        (e: unknown) => e instanceof PluginError && e.code === 'INVALID_ARGUMENT' && e.message.includes(what),
+        what,
+      );
+    // A 10-byte varint in an unknown field is still dropped.
+    const tenBytes = Buffer.concat([row, Buffer.of(0x18), Buffer.alloc(9, 0xff), Buffer.of(0x01)]);
+    assert.equal(splitRows(tenBytes, 1000)[0]?.rows, 1);
+  });
+
   it('reads the hex vector of sse-protocol.md: one row of duals 1 and 10', () => {
     const vector = Buffer.from('0a16' + '0a09' + '09000000000000f03f' + '0a09' + '090000000000002440', 'hex');
     assert.equal(splitRows(vector, 1000)[0]?.rows, 1);
