@@ -121,6 +121,7 @@ export function runCall(deps: HandlerDeps, rpc: RpcName, prepare: (call: Call) =
       owner: { host, appId: scriptCall.common.appId, userId: scriptCall.common.userId },
       account,
       onConsole: (output) => scriptConsole.add(output),
+      ...(incoming === undefined ? {} : { endedInsideMessage: () => incoming.endedInsideMessage() }),
     });
     // The account stays open after the pipeline settles: replies not yet taken are still counted,
     // until the stream's end closes it (openCallAccount).

@@ -49,6 +49,8 @@ export interface PipelineOptions {
   readonly account: HeldAccount;
   /** Told of what each task's script wrote to its console, as results arrive (src/calls/call-console.ts). */
   readonly onConsole?: (output: ConsoleOutput) => void;
+  /** At the client's half-close: whether its last message was cut short (src/grpc/incoming.ts). */
+  readonly endedInsideMessage?: () => boolean;
 }
 
 export interface CallSummary {
@@ -162,6 +164,13 @@ export class CallPipeline {
   }
 
   private onInputEnd(): void {
+    if (this.options.endedInsideMessage?.() === true)
+      return this.fail(
+        new PluginError(
+          'INVALID_ARGUMENT',
+          'the request ended inside a message: its length prefix promised more bytes than arrived before the client half-closed',
+        ),
+      );
     if (this.state.name === 'reading') this.state.moveTo({ name: 'draining' });
     this.pump();
     this.maybeFinish();

@@ -31,6 +31,8 @@ import type { HeldAccount, HeldBytes } from '../calls/held-bytes';
 import { HEALTH_PATH_PREFIX, lowerReceiveLimit } from './health';
 
 const NGHTTP2_NO_ERROR = 0;
+/** grpc-js's StreamDecoder read state between messages. */
+const NO_DATA = 0;
 /** How long a client has to finish its side once the response is complete. */
 const RESET_AFTER_RESPONSE_MS = 1_000;
 const GET_CAPABILITIES_PATH = '/qlik.sse.Connector/GetCapabilities';
@@ -43,6 +45,8 @@ interface Decoder {
   write(data: Buffer): Buffer[];
   readonly readMessageSize: number;
   readonly readMessageRemaining: number;
+  /** 0 between messages; 1 inside a length prefix; 2 inside a message. */
+  readonly readState: number;
   /** The pieces of the message being received, as grpc-js keeps them until its last byte. */
   readPartialMessage: Buffer[];
 }
@@ -167,6 +171,8 @@ export class IncomingMessages {
   private readonly held: number[] = [];
   /** What the message being received holds so far: its bytes received. */
   private partialBytes = 0;
+  /** The last bytes received left a message (or its length prefix) unfinished. */
+  private inMessage = false;
 
   /**
    * maxDecompressedBytes: a compressed message (its flag byte is 1) may grow to this when grpc-js
@@ -184,8 +190,12 @@ export class IncomingMessages {
     readonly counted = true,
   ) {}
 
-  /** One decoder write: `finished` messages came out of it; `receivedBytes` of one more have arrived. */
-  received(finished: readonly Buffer[], receivedBytes: number): void {
+  /**
+   * One decoder write: `finished` messages came out of it; `receivedBytes` of one more have arrived;
+   * `inMessage`: the write ended inside a message or its prefix.
+   */
+  received(finished: readonly Buffer[], receivedBytes: number, inMessage = receivedBytes > 0): void {
+    this.inMessage = inMessage;
     for (const message of finished) {
       const bytes = message[0] === 1 ? Math.max(message.length, this.maxDecompressedBytes) : message.length;
       this.hold(bytes - this.partialBytes);
@@ -194,6 +204,14 @@ export class IncomingMessages {
     }
     this.hold(receivedBytes - this.partialBytes);
     this.partialBytes = Math.max(this.partialBytes, receivedBytes);
+  }
+
+  /**
+   * Whether the request ended inside a message: grpc-js drops such a message unread and ends the call's
+   * input as if it were whole (a pass answered OK with the rows before it). Asked at the half-close.
+   */
+  endedInsideMessage(): boolean {
+    return this.inMessage;
   }
 
   /** The handler took the oldest message: its own account counts it from now on. */
@@ -308,7 +326,8 @@ class CountingDecoder {
     const decoder = this.decoder;
     const finished = decoder.write(data);
     this.joiner.compact(decoder);
-    this.incoming.received(finished, decoder.readMessageRemaining > 0 ? decoder.readMessageSize - decoder.readMessageRemaining : 0);
+    const receivedBytes = decoder.readMessageRemaining > 0 ? decoder.readMessageSize - decoder.readMessageRemaining : 0;
+    this.incoming.received(finished, receivedBytes, decoder.readState !== NO_DATA);
     return finished;
   }
 }

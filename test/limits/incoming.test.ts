@@ -16,7 +16,7 @@ import { status } from '@grpc/grpc-js';
 import { MAX_SMALL_PIECES, STREAM_HELD_BYTES } from '../../src/grpc/incoming';
 import { check, healthClient } from '../helpers/health-client';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
-import { DataType, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
+import { DataType, encodeBundle, FunctionType, num, numbers, scriptMetadata } from '../helpers/qlik-client';
 import { openScriptStream } from '../helpers/raw-call';
 import { waitFor } from '../helpers/sandbox-calls';
 
@@ -196,6 +196,32 @@ describe('a request message sent in tiny frames', () => {
     t = await startTestPlugin({ SSE_WORKERS: '1' });
   });
   after(() => t.stop());
+
+  it('a request that ends inside a message fails INVALID_ARGUMENT, not OK with the rows before it', async () => {
+    const session = http2.connect(`http://127.0.0.1:${t.plugin.port}`);
+    session.on('error', () => undefined);
+    const stream = openScriptStream(session, {
+      script: 'args[0] * 2',
+      functionType: FunctionType.SCALAR,
+      params: [{ dataType: DataType.NUMERIC }],
+    });
+    let headers: http2.IncomingHttpHeaders | undefined;
+    stream.on('trailers', (trailers) => (headers = trailers));
+    stream.on('response', (response) => {
+      if (response['grpc-status'] !== undefined) headers = response;
+    });
+    stream.resume();
+    // One whole message of one row, then a prefix promising 50 bytes and 2 of them, then the half-close.
+    const whole = encodeBundle([[num(21)]]);
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(whole.length, 1);
+    const cut = Buffer.from([0, 0, 0, 0, 50, 0x0a, 0x0b]);
+    stream.end(Buffer.concat([prefix, whole, cut]));
+    await new Promise<void>((resolve) => (stream.closed ? resolve() : stream.once('close', () => resolve())));
+    session.destroy();
+    assert.equal(Number(headers?.['grpc-status']), status.INVALID_ARGUMENT);
+    assert.match(decodeURIComponent(String(headers?.['grpc-message'])), /the request ended inside a message/);
+  });
 
   it('is refused RESOURCE_EXHAUSTED after a few thousand pieces, and the front serves the next call', { timeout: 60_000 }, async () => {
     const session = http2.connect(`http://127.0.0.1:${t.plugin.port}`);
