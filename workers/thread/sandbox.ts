@@ -137,6 +137,7 @@ export class Sandbox {
       this.settle(contextKey, context, output);
       if (!output.ok && output.kind === 'dirty') return this.evaluate(spec, input, leftMs(), callId, contextKey, retried);
       if (!retried && sharedIsolate && refusedMemory(output)) return this.evaluateAlone(spec, input, leftMs(), callId, contextKey);
+      this.lastCpuMs = cpuMsSince(isolate, cpuBeforeNs);
       return output;
     } catch (error) {
       if (context) this.release(context);

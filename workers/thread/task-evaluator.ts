@@ -50,8 +50,8 @@ export class TaskEvaluator {
     this.sandbox.warmUp();
   }
 
-  /** CPU time the isolate spent on the last task that failed, in ms. */
-  get lastFailureCpuMs(): number {
+  /** CPU time the isolate spent on the last task, in ms (of the last attempt when it was run again). */
+  get lastCpuMs(): number {
     return this.sandbox?.lastCpuMs ?? 0;
   }
 
