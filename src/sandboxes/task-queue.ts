@@ -82,10 +82,17 @@ const NEW_HOST_TASK_MS = NEW_HOST_CHARGE_MS;
  */
 const SHORTER_TASKS_RATIO = 4;
 /**
- * Task times below this count as this when lines below a host are compared (Line.nextShortest): at
- * a millisecond or less, 4 x is noise (0.1 against 0.5 ms), and such lines take turns.
+ * Task times below this count as this when lines below a host are compared (Line.nextFair): at
+ * a millisecond or less the estimates are noise (0.1 against 0.5 ms), and such lines take turns.
  */
 const SHORTEST_COMPARED_TASK_MS = 5;
+/**
+ * What a line below a host that the queue does not remember pays to enter (virtual ms, see
+ * Line.nextFair): as a host never seen counts as if it had just used a second (NEW_HOST_CHARGE_MS).
+ * App and user ids are the client's to choose: without it, a fresh id per call would always be served
+ * before a user that had just been served.
+ */
+const NEW_LINE_MS = 1_000;
 /**
  * Lanes, so that hosts whose tasks loop to the time limit cannot take every thread from others. A
  * *priority* host is an address the administrator lists (SSE_PRIORITY_HOSTS: Qlik's engines,
@@ -307,6 +314,11 @@ function scriptId(spec: ScriptSpec | undefined): string {
 
 const scriptIds = new WeakMap<ScriptSpec, string>();
 
+/** What a line's virtual times are remembered by while it is out of the tree: its first TaskTimes key, or its host. */
+function virtualKey(line: Line): string {
+  return line.timesKeys[0] ?? `host\u0000${String(line.key)}`;
+}
+
 /** The root, a host, an app of a host, a user of an app, or a call of a user: what is queued and running below it. */
 class Line {
   queued = 0;
@@ -315,6 +327,13 @@ class Line {
   waitingSinceMs = 0;
   /** An app's, a user's or a call's keys in TaskTimes, the first known judges it; a host has none. */
   timesKeys: readonly string[] = [];
+  /**
+   * Below a host, start-time fair queuing: the virtual time (thread ms) up to which this line has been
+   * served, each task charged its estimated time when it starts and corrected when it ends...
+   */
+  vfinish = 0;
+  /** ...and the virtual time of the lines below this one: the start tag of the last task started among them. */
+  vnow = 0;
   /** The lines below with tasks queued or running. */
   readonly below = new Map<Key, Line>();
   /** A call's own tasks in order (calls only). */
@@ -334,23 +353,23 @@ class Line {
   }
 
   /**
-   * Among the lines below with the fewest tasks running, the first in turn, unless another's tasks are
-   * SHORTER_TASKS_RATIO times shorter (the shortest then): how a host chooses among its apps, an app
-   * among its users and a user among its calls.
+   * Among the lines below with the fewest tasks running, the one whose next task would finish first in
+   * virtual time: it starts at the later of where the line was served up to and this line's virtual
+   * time, and takes the time its tasks are estimated to take; the first in turn among equals. So a line
+   * with nothing queued for a while (a user between clicks) is served before lines that keep tasks
+   * queued (40 apps or users each keeping a 1.1 s task queued held a 300 ms chart 22 s a call when
+   * lines below a host took turns task by task), and a line whose tasks are much shorter goes first.
    */
-  nextShortest(taskMsOf: (line: Line) => number): Line | undefined {
+  nextFair(taskMsOf: (line: Line) => number): Line | undefined {
     for (const turn of this.turns) {
       if (turn === undefined || turn.size === 0) continue;
-      let first: Line | undefined;
-      let shortest: Line | undefined;
-      let firstMs = 0;
-      let shortestMs = Number.POSITIVE_INFINITY;
+      let best: Line | undefined;
+      let bestFinish = Number.POSITIVE_INFINITY;
       for (const line of turn.values()) {
-        const ms = Math.max(SHORTEST_COMPARED_TASK_MS, taskMsOf(line));
-        if (first === undefined) [first, firstMs] = [line, ms];
-        if (ms < shortestMs) [shortest, shortestMs] = [line, ms];
+        const finish = Math.max(line.vfinish, this.vnow) + Math.max(SHORTEST_COMPARED_TASK_MS, taskMsOf(line));
+        if (finish < bestFinish) [best, bestFinish] = [line, finish];
       }
-      return shortest !== undefined && shortestMs * SHORTER_TASKS_RATIO <= firstMs ? shortest : first;
+      return best;
     }
     return undefined;
   }
@@ -425,6 +444,8 @@ interface Running {
   readonly lane: Lane;
   /** Asked back once it has run this long (YIELD_MIN_MS). */
   readonly yieldAfterMs: number;
+  /** The virtual time charged when it started, to the call's line and each above it below the host. */
+  readonly charged: readonly number[];
   /** Asked back; it answers ABORTED, or ends first. */
   yielding: boolean;
 }
@@ -442,6 +463,8 @@ export class TaskQueue {
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
   private readonly taskTimes = new TaskTimes();
+  /** The virtual times of lines that have nothing queued or running now (Line.nextFair), by virtualKey. */
+  private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number }>();
 
   /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
@@ -510,7 +533,7 @@ export class TaskQueue {
     const starved = this.starvedHosts(now, allow);
     let line: Line | undefined = this.root.leastUsed(this.usage, now, starved === undefined ? allow : (host) => starved.has(host));
     const taskMsOf = (below: Line): number => this.taskMsOf(below);
-    while (line !== undefined && line.tasks.size === 0) line = line.nextShortest(taskMsOf);
+    while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
     hostLineOf(line).waitingSinceMs = now;
@@ -604,7 +627,8 @@ export class TaskQueue {
     const host = task.request.owner.host;
     const lane = this.usage.laneOf(host);
     const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
-    this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false });
+    const charged = this.chargeStart(call);
+    this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false, charged });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
@@ -617,10 +641,32 @@ export class TaskQueue {
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
     this.usage.charge(running.host, now - running.startedMs, now);
-    for (let line: Line | undefined = running.line; line !== undefined; line = line.parent)
-      for (const key of line.timesKeys) this.taskTimes.charge(key, now - running.startedMs);
+    const ranMs = now - running.startedMs;
+    let level = 0;
+    for (let line: Line | undefined = running.line; line !== undefined; line = line.parent) {
+      for (const key of line.timesKeys) this.taskTimes.charge(key, ranMs);
+      // What it was charged at its start becomes what it ran.
+      if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
+    }
     this.lastEnd[running.lane] = { ms: now, host: running.host };
     this.update(running.line, (line) => line.running--, false);
+  }
+
+  /**
+   * A task starts: its call's line and each above it below the host start at the later of where each
+   * was served up to and its parent's virtual time, and are charged its estimated time (Line.nextFair).
+   */
+  private chargeStart(call: Line): number[] {
+    const charged: number[] = [];
+    for (let line: Line | undefined = call; line?.parent !== undefined && line.timesKeys.length > 0; line = line.parent) {
+      const parent: Line = line.parent;
+      const start = Math.max(line.vfinish, parent.vnow);
+      const estimateMs = Math.max(SHORTEST_COMPARED_TASK_MS, this.taskMsOf(line));
+      line.vfinish = start + estimateMs;
+      parent.vnow = Math.max(parent.vnow, start);
+      charged.push(estimateMs);
+    }
+    return charged;
   }
 
   /**
@@ -696,6 +742,11 @@ export class TaskQueue {
           [timesKey('user', [host, appId, userId])],
           [timesKey('script', [host, request.call.contextKey]), timesKey('text', [host, scriptId(request.call.spec)])],
         ][depth] as string[];
+        const kept = this.virtualTimes.get(virtualKey(below));
+        this.virtualTimes.delete(virtualKey(below));
+        below.vnow = kept?.vnow ?? 0;
+        // A line never seen (or forgotten) enters behind its parent's virtual time (NEW_LINE_MS).
+        below.vfinish = kept?.vfinish ?? (depth === 0 ? 0 : line.vnow + NEW_LINE_MS);
         line.below.set(key, below);
       }
       line = below;
@@ -734,5 +785,13 @@ export class TaskQueue {
     let line = call;
     for (let parent = line.parent; parent !== undefined; line = parent, parent = line.parent) parent.reseat(line, change, rotate);
     change(line);
+    // Lines left with nothing queued or running are gone from the tree: their virtual times are kept.
+    for (let gone: Line | undefined = call; gone?.parent !== undefined && gone.queued === 0 && gone.running === 0; gone = gone.parent) {
+      this.virtualTimes.set(virtualKey(gone), { vfinish: gone.vfinish, vnow: gone.vnow });
+      if (this.virtualTimes.size > MAX_REMEMBERED_LINES) {
+        const [oldest] = this.virtualTimes.keys();
+        if (oldest !== undefined) this.virtualTimes.delete(oldest);
+      }
+    }
   }
 }
