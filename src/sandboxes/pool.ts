@@ -257,7 +257,7 @@ export class SandboxPool implements TaskRunner {
     // What pump does with an empty retry queue: a process held back for a retry takes work again.
     for (const sandbox of this.sandboxes) sandbox?.release();
     const sandbox = this.freest();
-    if (sandbox === undefined || !this.queue.mayStartNow(task.request.owner.host, this.threads)) return false;
+    if (sandbox === undefined || !this.queue.mayStartNow(task.request, this.threads)) return false;
     this.queue.startNow(task);
     sandbox.send(task, this.poolOnly());
     this.supervisor.updateAvailability();

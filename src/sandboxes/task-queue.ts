@@ -463,6 +463,8 @@ export class TaskQueue {
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
   private readonly taskTimes = new TaskTimes();
+  /** Per host, when a task of one of its users last ended in under LONG_TASK_MS, and whose (keptWithinHost). */
+  private readonly shortEnds = new Map<string, { readonly ms: number; readonly appId: string; readonly userId: string }>();
   /** The virtual times of lines that have nothing queued or running now (Line.nextFair), by virtualKey. */
   private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number }>();
 
@@ -536,6 +538,8 @@ export class TaskQueue {
     while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
     const [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
+    // A thread kept within the host for a user whose short task just ended stays free.
+    if (this.keptWithinHost(first.request, threads, now)) return undefined;
     hostLineOf(line).waitingSinceMs = now;
     line.tasks.delete(first.id);
     // Served: the call, its user and its app each go to the back of their turn.
@@ -563,9 +567,42 @@ export class TaskQueue {
    * Whether a task of `host` may take a free thread now, nothing being queued: not when the thread is
    * kept for hosts of an earlier lane (KEEP_FOR_SHORT_MS).
    */
-  mayStartNow(host: string, threads: number): boolean {
-    const kept = this.laneToKeepAThreadFor(threads, this.nowMs());
-    return kept === undefined || this.mayHave(kept, host);
+  mayStartNow(request: TaskRequest, threads: number): boolean {
+    const now = this.nowMs();
+    const kept = this.laneToKeepAThreadFor(threads, now);
+    return (kept === undefined || this.mayHave(kept, request.owner.host)) && !this.keptWithinHost(request, threads, now);
+  }
+
+  /**
+   * Within a host, what the lanes do between hosts (KEEP_FOR_SHORT_MS): for 2 s after a task of a user
+   * ended in under LONG_TASK_MS, another user's task estimated at LONG_TASK_MS or more may not take the
+   * last free thread. A LOAD sends its rows one call after another: each row freed its thread for the
+   * moment before the next arrived, and two other apps of the engine, one call each, took both threads
+   * (a LOAD beside two looping apps: 0.4 rows a second, 1.8 beside two apps of 1.1 s calls).
+   */
+  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number): boolean {
+    if (!(threads > 1) || this.running.size + 1 < threads) return false;
+    const { host, appId, userId } = request.owner;
+    const ended = this.shortEnds.get(host);
+    if (ended === undefined || nowMs - ended.ms >= KEEP_FOR_SHORT_MS) return false;
+    if (ended.appId === appId && ended.userId === userId) return false;
+    return this.estimateFor(request) >= LONG_TASK_MS;
+  }
+
+  /** What a task not queued yet is estimated to take (taskMsOf, by its keys). */
+  private estimateFor(request: TaskRequest): number {
+    const { host, appId, userId } = request.owner;
+    const keys = [
+      timesKey('script', [host, request.call.contextKey]),
+      timesKey('text', [host, scriptId(request.call.spec)]),
+      timesKey('user', [host, appId, userId]),
+      timesKey('app', [host, appId]),
+    ];
+    for (const key of keys) {
+      const ms = this.taskTimes.taskMs(key);
+      if (ms !== undefined) return ms;
+    }
+    return this.usage.taskMs(host);
   }
 
   /** Whether a thread kept for a lane may go to `host`: one of that lane or an earlier one, or the host it is kept for. */
@@ -649,6 +686,15 @@ export class TaskQueue {
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
     }
     this.lastEnd[running.lane] = { ms: now, host: running.host };
+    if (ranMs < LONG_TASK_MS) {
+      const { appId, userId } = running.task.request.owner;
+      this.shortEnds.delete(running.host);
+      this.shortEnds.set(running.host, { ms: now, appId, userId });
+      if (this.shortEnds.size > MAX_REMEMBERED_HOSTS) {
+        const [oldest] = this.shortEnds.keys();
+        if (oldest !== undefined) this.shortEnds.delete(oldest);
+      }
+    }
     this.update(running.line, (line) => line.running--, false);
   }
 

@@ -442,8 +442,8 @@ describe('TaskQueue', () => {
     advance(1);
     queue.finished(row.id);
     assert.equal(queue.shift(2), undefined, "a long host's loop took the thread the LOAD had just used");
-    assert.equal(queue.mayStartNow('10.7.0.1', 2), false);
-    assert.equal(queue.mayStartNow('10.0.0.1', 2), true);
+    assert.equal(queue.mayStartNow(task(0, 'a', 'u', '10.7.0.1').request, 2), false);
+    assert.equal(queue.mayStartNow(task(0, 'a', 'u', '10.0.0.1').request, 2), true);
     advance(1);
     const next = task(51, 'sales', 'user', '10.0.0.1');
     queue.push(next);
@@ -683,6 +683,37 @@ describe('TaskQueue', () => {
         `waited ${startedAtMs === undefined ? 'past 60 s' : startedAtMs - queuedAtMs} ms`,
       );
     });
+
+  it("keeps a host's last free thread from its long tasks for 2 s after a LOAD's row ended, for the LOAD's next row", () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    const host = '127.0.0.1';
+    // Two apps of the engine, one looping call each (known long).
+    const x = task(1, 'loop-x', 'u', host, 'for (;;) {}');
+    const y = task(2, 'loop-y', 'u', host, 'for (;;) {}');
+    queue.push(x);
+    queue.push(y);
+    take(queue, 2);
+    take(queue, 2);
+    nowMs += 5_000;
+    queue.finished(y.id);
+    // A LOAD's row takes the thread y freed and ends at once.
+    const row = task(3, 'load', 'u', host, 'args[0] + 1');
+    assert.equal(queue.mayStartNow(row.request, 2), true);
+    queue.startNow(row);
+    nowMs += 1;
+    queue.finished(row.id);
+    // y's next call comes before the LOAD's next row: it may not take the last free thread (a LOAD made
+    // 0.4 rows a second beside two looping apps when it could).
+    const yNext = task(4, 'loop-y', 'u', host, 'for (;;) {}');
+    assert.equal(queue.mayStartNow(yNext.request, 2), false);
+    queue.push(yNext);
+    assert.equal(queue.shift(2), undefined);
+    assert.equal(queue.mayStartNow(task(5, 'load', 'u', host, 'args[0] + 1').request, 2), true, "the LOAD's next row may");
+    // Two seconds without a row: the thread is y's.
+    nowMs += 2_001;
+    assert.equal(take(queue, 2), yNext);
+  });
 
   it('keeps turns among users whose tasks take about as long', () => {
     const [call, next] = afterTrivialAndLoops(
