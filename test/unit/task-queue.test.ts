@@ -684,7 +684,7 @@ describe('TaskQueue', () => {
       );
     });
 
-  it("keeps a host's last free thread from its long tasks for 2 s after a LOAD's row ended, for the LOAD's next row", () => {
+  it("keeps a host's last free thread for half a second after a LOAD's row ended, for the LOAD's next row", () => {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
     const host = '127.0.0.1';
@@ -710,8 +710,8 @@ describe('TaskQueue', () => {
     queue.push(yNext);
     assert.equal(queue.shift(2), undefined);
     assert.equal(queue.mayStartNow(task(5, 'load', 'u', host, 'args[0] + 1').request, 2), true, "the LOAD's next row may");
-    // Two seconds without a row: the thread is y's.
-    nowMs += 2_001;
+    // Half a second without a row: the thread is y's.
+    nowMs += 501;
     assert.equal(take(queue, 2), yNext);
   });
 
