@@ -12,32 +12,12 @@
  *
  * Run as a child process: BENCH_PORT=<port> node --no-node-snapshot dist/bench/ceiling-server.js
  */
-import * as grpc from '@grpc/grpc-js';
-import { DataType, FunctionType } from '../src/contract/task';
-import { decodeMessage, messages } from '../src/grpc/proto';
+import type * as grpc from '@grpc/grpc-js';
+import { scriptShape, serveRaw } from './raw-server';
 import { countRows, numericReply } from './wire';
 
-const raw = (value: Buffer): Buffer => value;
-const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
-const MAX_REPLY_BYTES = 4 * 1024 * 1024;
-
-function method(name: string, streaming: boolean): grpc.MethodDefinition<Buffer, Buffer> {
-  return {
-    path: `/qlik.sse.Connector/${name}`,
-    requestStream: streaming,
-    responseStream: streaming,
-    requestSerialize: raw,
-    requestDeserialize: raw,
-    responseSerialize: raw,
-    responseDeserialize: raw,
-  };
-}
-
 function evaluateScript(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
-  const headerBytes = call.metadata.get('qlik-scriptrequestheader-bin')[0];
-  const header = decodeMessage(messages.ScriptRequestHeader, Buffer.isBuffer(headerBytes) ? headerBytes : Buffer.alloc(0));
-  const aggregate = header['functionType'] === FunctionType.AGGREGATION;
-  const echo = header['returnType'] === DataType.STRING;
+  const { aggregate, echo } = scriptShape(call);
   call.on('data', (message: Buffer) => {
     if (aggregate) return;
     if (!call.write(echo ? message : numericReply(countRows(message)))) call.pause();
@@ -50,24 +30,4 @@ function evaluateScript(call: grpc.ServerDuplexStream<Buffer, Buffer>): void {
   call.on('error', () => undefined);
 }
 
-function main(): void {
-  const port = Number(process.env['BENCH_PORT'] ?? '0');
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': MAX_REPLY_BYTES });
-  server.addService(
-    { GetCapabilities: method('GetCapabilities', false), EvaluateScript: method('EvaluateScript', true) },
-    {
-      GetCapabilities: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
-        callback(null, Buffer.alloc(0)),
-      EvaluateScript: evaluateScript,
-    },
-  );
-  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
-    if (error) {
-      process.stderr.write(`ceiling server failed to bind: ${error.message}\n`);
-      process.exit(1);
-    }
-  });
-  process.once('SIGTERM', () => server.tryShutdown(() => undefined));
-}
-
-main();
+serveRaw('ceiling server', evaluateScript);

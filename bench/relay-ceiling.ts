@@ -10,30 +10,14 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { Frame, FrameReader, frameHeader } from '../src/contract/channel';
-import { DataType, FunctionType } from '../src/contract/task';
-import { decodeMessage, messages } from '../src/grpc/proto';
+import { scriptShape, serveRaw } from './raw-server';
 import { countRows, numericReply } from './wire';
 
-const raw = (value: Buffer): Buffer => value;
-const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
-const MAX_REPLY_BYTES = 4 * 1024 * 1024;
 const CHILD_FD = 3;
 /** The task id's low bit says what the child answers: 1 echo (strings), 0 numeric rows. */
 const ECHO = 1;
-
-function method(name: string, streaming: boolean): grpc.MethodDefinition<Buffer, Buffer> {
-  return {
-    path: `/qlik.sse.Connector/${name}`,
-    requestStream: streaming,
-    responseStream: streaming,
-    requestSerialize: raw,
-    requestDeserialize: raw,
-    responseSerialize: raw,
-    responseDeserialize: raw,
-  };
-}
 
 /** The child: answers each TASK frame with a RESULT frame of the same id. */
 function child(): void {
@@ -76,10 +60,7 @@ function server(): void {
   };
 
   const evaluateScript = (call: grpc.ServerDuplexStream<Buffer, Buffer>): void => {
-    const headerBytes = call.metadata.get('qlik-scriptrequestheader-bin')[0];
-    const header = decodeMessage(messages.ScriptRequestHeader, Buffer.isBuffer(headerBytes) ? headerBytes : Buffer.alloc(0));
-    const aggregate = header['functionType'] === FunctionType.AGGREGATION;
-    const echo = header['returnType'] === DataType.STRING;
+    const { aggregate, echo } = scriptShape(call);
     call.on('data', (message: Buffer) => {
       if (!aggregate) send(call, message, echo, false);
     });
@@ -91,29 +72,7 @@ function server(): void {
     call.on('error', () => undefined);
   };
 
-  const port = Number(process.env['BENCH_PORT'] ?? '0');
-  const grpcServer = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-    'grpc.max_send_message_length': MAX_REPLY_BYTES,
-  });
-  grpcServer.addService(
-    { GetCapabilities: method('GetCapabilities', false), EvaluateScript: method('EvaluateScript', true) },
-    {
-      GetCapabilities: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
-        callback(null, Buffer.alloc(0)),
-      EvaluateScript: evaluateScript,
-    },
-  );
-  grpcServer.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
-    if (error) {
-      process.stderr.write(`relay ceiling failed to bind: ${error.message}\n`);
-      process.exit(1);
-    }
-  });
-  process.once('SIGTERM', () => {
-    sandbox.kill();
-    grpcServer.tryShutdown(() => undefined);
-  });
+  serveRaw('relay ceiling', evaluateScript, () => sandbox.kill());
 }
 
 if (process.env['BENCH_RELAY_CHILD'] === '1') child();

@@ -73,11 +73,13 @@ function skipField(buf: Uint8Array, pos: number, end: number, wireType: number):
   }
 }
 
-/** Reads a tag (ours are one byte; tolerate multi-byte tags of unknown fields); next position in `cursor`. */
 /** The most bytes a protobuf varint takes (a 64-bit value). */
 const MAX_VARINT_BYTES = 10;
 
-/** A field's tag; field number 0 is not protobuf (no encoder writes it). */
+/**
+ * Reads a tag (ours are one byte; tolerate multi-byte tags of unknown fields); next position in `cursor`.
+ * Field number 0 is not protobuf (no encoder writes it).
+ */
 function readTag(buf: Uint8Array, pos: number, end: number): number {
   const first = buf[pos] as number;
   if (first < 0x80) {

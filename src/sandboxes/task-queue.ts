@@ -26,10 +26,11 @@
  * about one running task however many networks keep a loop queued.
  *
  * Tasks sent back because their sandbox process died go first. No operation grows with the queue:
- * push, shift, remove and the running counts touch one line per level; a line exists only while it
- * has tasks queued or running, and choosing among lines looks at no more turns than tasks are running
- * (and, among hosts, at the hosts with tasks queued: each holds a connection, so at most
- * SSE_MAX_CONNECTIONS of them).
+ * push, remove and the running counts touch one line per level; a line exists only while it has tasks
+ * queued or running, and choosing among lines looks at no more turns than tasks are running, and in the
+ * first of them at each line waiting (among hosts, the hosts with tasks queued: each holds a connection,
+ * so at most SSE_MAX_CONNECTIONS of them; below a host, its apps, an app's users, a user's calls: at most
+ * the calls open, MAX_OPEN_CALLS).
  */
 import { createHash } from 'node:crypto';
 
@@ -264,15 +265,12 @@ export class HostUsage {
 
 /**
  * How long the tasks of each app, each user of an app, and each script of a user take (per host): the
- * lines below a host that have nothing running take turns, but one whose tasks are a quarter as long as
- * those of the line whose turn it is goes first. App and user ids are what a client says: 40 apps of
- * one host each looping a script to the time limit kept another app's trivial call waiting for a loop of
- * each (70 s and more on two threads), and 40 user ids of one app did the same to another user of it
- * (98.5 s), where the promise is about one running task. A call is judged by its script as this user ran
- * it (the context key), else as any user of the host ran it (an app's users run the same charts), else
- * by its user, its app, its host: the first of these the queue knows. Each line's time starts at its
- * first task, then each task moves it halfway. Keys of long ids are hashed, so what is remembered stays
- * small whatever the ids.
+ * estimates start-time fair queuing charges a task at its start and orders the lines below a host by
+ * (Line.nextFair). A call is judged by its script as this user ran it (the context key), else as any
+ * user of the host ran it (an app's users run the same charts: a user new to an app passes looping users
+ * at once with a chart others ran), else by its user, its app, its host: the first of these the queue
+ * knows. Each line's time starts at its first task, then each task moves it halfway. Keys of long ids
+ * are hashed, so what is remembered stays small whatever the ids.
  */
 class TaskTimes {
   private readonly times = new Map<string, number>();
@@ -284,12 +282,17 @@ class TaskTimes {
 
   charge(key: string, ms: number): void {
     const before = this.times.get(key);
-    this.times.delete(key);
-    this.times.set(key, before === undefined ? ms : (before + ms) / 2);
-    if (this.times.size > MAX_REMEMBERED_LINES) {
-      const [oldest] = this.times.keys();
-      if (oldest !== undefined) this.times.delete(oldest);
-    }
+    remember(this.times, key, before === undefined ? ms : (before + ms) / 2, MAX_REMEMBERED_LINES);
+  }
+}
+
+/** Sets `key` as the newest entry of `map`, forgetting the oldest past `max` entries. */
+function remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > max) {
+    const [oldest] = map.keys();
+    if (oldest !== undefined) map.delete(oldest);
   }
 }
 
@@ -321,6 +324,21 @@ function scriptId(spec: ScriptSpec | undefined): string {
 }
 
 const scriptIds = new WeakMap<ScriptSpec, string>();
+
+/** The TaskTimes keys of a request's line at `depth` below the root: none for its host, then its app, user and call. */
+function timesKeysAt(depth: number, request: TaskRequest): string[] {
+  const { host, appId, userId } = request.owner;
+  switch (depth) {
+    case 1:
+      return [timesKey('app', [host, appId])];
+    case 2:
+      return [timesKey('user', [host, appId, userId])];
+    case 3:
+      return [timesKey('script', [host, request.call.contextKey]), timesKey('text', [host, scriptId(request.call.spec)])];
+    default:
+      return [];
+  }
+}
 
 /** What a line's virtual times are remembered by while it is out of the tree: its first TaskTimes key, or its host. */
 function virtualKey(line: Line): string {
@@ -362,8 +380,8 @@ class Line {
 
   /**
    * Among the lines below with the fewest tasks running, the one whose next task would finish first in
-   * virtual time: it starts at the later of where the line was served up to and this line's virtual
-   * time, and takes the time its tasks are estimated to take; the first in turn among equals. So a line
+   * virtual time: it starts at the line's start tag (taken when its task arrived, `arrive`) and takes
+   * the time its tasks are estimated to take; the first in turn among equals. So a line
    * with nothing queued for a while (a user between clicks) is served before lines that keep tasks
    * queued (40 apps or users each keeping a 1.1 s task queued held a 300 ms chart 22 s a call when
    * lines below a host took turns task by task), and a line whose tasks are much shorter goes first.
@@ -622,15 +640,14 @@ export class TaskQueue {
     let enders = this.shortEnds.get(host);
     if (enders === undefined) {
       enders = new Map();
-      if (this.shortEnds.size >= MAX_REMEMBERED_HOSTS) {
-        const [oldest] = this.shortEnds.keys();
-        if (oldest !== undefined) this.shortEnds.delete(oldest);
-      }
-      this.shortEnds.set(host, enders);
+      remember(this.shortEnds, host, enders, MAX_REMEMBERED_HOSTS);
     }
-    const key = `${owner.appId}\u0000${owner.userId}`;
-    enders.delete(key);
-    enders.set(key, { ms: nowMs, appId: owner.appId, userId: owner.userId });
+    remember(
+      enders,
+      `${owner.appId}\u0000${owner.userId}`,
+      { ms: nowMs, appId: owner.appId, userId: owner.userId },
+      Number.POSITIVE_INFINITY,
+    );
     for (const [oldest, ended] of enders) {
       if (enders.size <= MAX_SHORT_ENDERS && nowMs - ended.ms < KEEP_WITHIN_HOST_MS) break;
       enders.delete(oldest);
@@ -736,8 +753,8 @@ export class TaskQueue {
   }
 
   /**
-   * A task starts: its call's line and each above it below the host start at the later of where each
-   * was served up to and its parent's virtual time, and are charged its estimated time (Line.nextFair).
+   * A task starts: its call's line and each above it below the host start at their start tag (`arrive`)
+   * and are charged its estimated time (Line.nextFair); finished() replaces the estimate by what it ran.
    */
   private chargeStart(call: Line): number[] {
     const charged: number[] = [];
@@ -819,14 +836,10 @@ export class TaskQueue {
       if (below === undefined) {
         if (!create) return undefined;
         below = new Line(key, line);
-        below.timesKeys = [
-          [],
-          [timesKey('app', [host, appId])],
-          [timesKey('user', [host, appId, userId])],
-          [timesKey('script', [host, request.call.contextKey]), timesKey('text', [host, scriptId(request.call.spec)])],
-        ][depth] as string[];
-        const kept = this.virtualTimes.get(virtualKey(below));
-        this.virtualTimes.delete(virtualKey(below));
+        below.timesKeys = timesKeysAt(depth, request);
+        const memoryKey = virtualKey(below);
+        const kept = this.virtualTimes.get(memoryKey);
+        this.virtualTimes.delete(memoryKey);
         below.vnow = kept?.vnow ?? 0;
         // A line never seen (or forgotten) enters behind its parent's virtual time (NEW_LINE_MS).
         below.vfinish = kept?.vfinish ?? (depth === 0 ? 0 : line.vnow + NEW_LINE_MS);
@@ -869,12 +882,7 @@ export class TaskQueue {
     for (let parent = line.parent; parent !== undefined; line = parent, parent = line.parent) parent.reseat(line, change, rotate);
     change(line);
     // Lines left with nothing queued or running are gone from the tree: their virtual times are kept.
-    for (let gone: Line | undefined = call; gone?.parent !== undefined && gone.queued === 0 && gone.running === 0; gone = gone.parent) {
-      this.virtualTimes.set(virtualKey(gone), { vfinish: gone.vfinish, vnow: gone.vnow });
-      if (this.virtualTimes.size > MAX_REMEMBERED_LINES) {
-        const [oldest] = this.virtualTimes.keys();
-        if (oldest !== undefined) this.virtualTimes.delete(oldest);
-      }
-    }
+    for (let gone: Line | undefined = call; gone?.parent !== undefined && gone.queued === 0 && gone.running === 0; gone = gone.parent)
+      remember(this.virtualTimes, virtualKey(gone), { vfinish: gone.vfinish, vnow: gone.vnow }, MAX_REMEMBERED_LINES);
   }
 }
