@@ -300,7 +300,8 @@ export class SandboxPool implements TaskRunner {
     if (!result.ok && result.error.code === 'ABORTED') return this.onYielded(task);
     // Until this result the stopped task counted as running for its client's host in the fair queue.
     if (!result.ok && result.error.code === 'CANCELLED') this.stopped++;
-    this.queue.finished(task.id);
+    // A failure's script time is not the thread's (a stopped task says 0): it is charged the time since it was sent.
+    this.queue.finished(task.id, result.ok ? result.scriptMs : undefined);
     this.endHold(task.id, performance.now());
     this.settle(task, result);
     // A spare that ran a quarantined retry is idle again: it may take an empty slot.

@@ -100,6 +100,12 @@ const NEW_LINE_MS = 1_000;
  * every 1.5 s halved two 1.1 s charts of the host with 2 s).
  */
 const KEEP_WITHIN_HOST_MS = 500;
+/**
+ * How far below its parent's virtual time a line busy lately keeps its place (arrivalFloor): two tasks at
+ * the default time limit. Bounded, so that a line of cheap calls kept up for an hour cannot then hold
+ * the host's threads for that hour.
+ */
+const ACTIVE_CREDIT_MS = 10_000;
 /** Users of one host whose short ends are remembered at once (keptWithinHost). */
 const MAX_SHORT_ENDERS = 32;
 /**
@@ -360,6 +366,8 @@ class Line {
   vfinish = 0;
   /** ...and the virtual time of the lines below this one: the start tag of the last task started among them. */
   vnow = 0;
+  /** When a task of this line last started or ended (arrivalFloor). */
+  activeMs = Number.NEGATIVE_INFINITY;
   /** The lines below with tasks queued or running. */
   readonly below = new Map<Key, Line>();
   /** A call's own tasks in order (calls only). */
@@ -455,9 +463,20 @@ class Line {
  * (start-time fair queuing: a tag taken when the task is served instead floats up with the others'
  * and a line of long tasks waiting beside short ones never went first: 22-42 s for a 1.1 s chart).
  */
-function arrive(call: Line): void {
+function arrive(call: Line, nowMs: number): void {
   for (let line: Line | undefined = call; line?.parent !== undefined && line.timesKeys.length > 0; line = line.parent)
-    if (line.queued === 0) line.vfinish = Math.max(line.vfinish, line.parent.vnow);
+    if (line.queued === 0) line.vfinish = Math.max(line.vfinish, arrivalFloor(line.parent.vnow, line.running, line.activeMs, nowMs));
+}
+
+/**
+ * The least start tag a line takes when a task arrives with none of its own waiting: its parent's
+ * virtual time, less ACTIVE_CREDIT_MS while it has a task running or ended one within
+ * KEEP_WITHIN_HOST_MS. A LOAD is never seen waiting (each row runs as it comes), so each row was
+ * lifted to the virtual time other apps' long tasks had moved: served as a newcomer, not by what it
+ * had used, it lost its thread to a loop after a few dozen rows (12-49 rows a second beside two loops).
+ */
+function arrivalFloor(parentVnow: number, running: number, activeMs: number, nowMs: number): number {
+  return running > 0 || nowMs - activeMs < KEEP_WITHIN_HOST_MS ? parentVnow - ACTIVE_CREDIT_MS : parentVnow;
 }
 
 /** The host line above a call's (or any) line: the one whose parent is the root. */
@@ -503,7 +522,7 @@ export class TaskQueue {
   /** Per host, when a task of one of its users last ended in under LONG_TASK_MS, and whose (keptWithinHost). */
   private readonly shortEnds = new Map<string, Map<string, { readonly ms: number; readonly appId: string; readonly userId: string }>>();
   /** The virtual times of lines that have nothing queued or running now (Line.nextFair), by virtualKey. */
-  private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number }>();
+  private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number; readonly activeMs: number }>();
 
   /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
@@ -552,7 +571,7 @@ export class TaskQueue {
   private queueIn(call: Line): void {
     const host = hostLineOf(call);
     if (host.queued === 0) host.waitingSinceMs = this.nowMs();
-    arrive(call);
+    arrive(call, this.nowMs());
     this.update(call, (line) => line.queued++, false);
   }
 
@@ -627,10 +646,10 @@ export class TaskQueue {
     // its loops made the thread kept for itself, and took it (a LOAD beside two such apps: 3.4 rows/s).
     for (const ended of this.shortEnds.get(host)?.values() ?? []) {
       if (nowMs - ended.ms >= KEEP_WITHIN_HOST_MS || (ended.appId === appId && ended.userId === userId)) continue;
-      // Compared where the two part: their apps, or their users when the app is the same.
+      // Compared where the two part, their apps or else their users, as Line.nextFair compares them.
       const user = ended.appId === appId;
-      const candidate = this.virtualFinish(host, appId, user ? userId : undefined);
-      if (candidate > this.virtualFinish(host, ended.appId, user ? ended.userId : undefined)) return true;
+      const candidate = this.virtualNext(host, appId, user ? userId : undefined);
+      if (candidate > this.virtualNext(host, ended.appId, user ? ended.userId : undefined)) return true;
     }
     return false;
   }
@@ -654,16 +673,28 @@ export class TaskQueue {
     }
   }
 
-  /** Where an app (or a user of it) of a host has been served up to in virtual time: in the tree, remembered, or as a newcomer. */
-  private virtualFinish(host: string, appId: string, userId: string | undefined): number {
+  /**
+   * When the next task of an app (or of a user of it) of a host would finish in virtual time, as
+   * Line.nextFair judges it: at its start tag (or where it would arrive, `arrive`) plus its estimate.
+   * Not by the start tag alone: a line that arrives starts at its host's virtual time, which a LOAD's
+   * own rows move, so a loop that came back started level with the LOAD and took its thread after a
+   * few dozen rows (4 s a round; 12-14 rows a second beside two loops).
+   */
+  private virtualNext(host: string, appId: string, userId: string | undefined): number {
     const hostLine = this.root.below.get(host);
     const appLine = hostLine?.below.get(appId);
+    const parent = userId === undefined ? hostLine : appLine;
     const line = userId === undefined ? appLine : appLine?.below.get(userId);
-    if (line !== undefined) return line.vfinish;
+    const vnow = parent?.vnow ?? 0;
+    const now = this.nowMs();
+    if (line !== undefined) {
+      const start = line.queued === 0 ? Math.max(line.vfinish, arrivalFloor(vnow, line.running, line.activeMs, now)) : line.vfinish;
+      return start + Math.max(SHORTEST_COMPARED_TASK_MS, this.taskMsOf(line));
+    }
     const key = userId === undefined ? timesKey('app', [host, appId]) : timesKey('user', [host, appId, userId]);
     const kept = this.virtualTimes.get(key);
-    if (kept !== undefined) return kept.vfinish;
-    return ((userId === undefined ? hostLine?.vnow : appLine?.vnow) ?? 0) + NEW_LINE_MS;
+    const start = kept === undefined ? vnow + NEW_LINE_MS : Math.max(kept.vfinish, arrivalFloor(vnow, 0, kept.activeMs, now));
+    return start + Math.max(SHORTEST_COMPARED_TASK_MS, this.taskTimes.taskMs(key) ?? this.usage.taskMs(host));
   }
 
   /** Whether a thread kept for a lane may go to `host`: one of that lane or an earlier one, or the host it is kept for. */
@@ -715,7 +746,7 @@ export class TaskQueue {
    */
   startNow(task: QueuedTask): void {
     this.usage.seen(task.request.owner.host, this.nowMs());
-    arrive(this.callLine(task.request, true) as Line);
+    arrive(this.callLine(task.request, true) as Line, this.nowMs());
     this.started(task);
   }
 
@@ -727,22 +758,30 @@ export class TaskQueue {
     const lane = this.usage.laneOf(host);
     const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
     const charged = this.chargeStart(call);
+    for (let line: Line | undefined = call; line !== undefined; line = line.parent) line.activeMs = this.nowMs();
     this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false, charged });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
 
-  /** The task's thread is done with it (a result, or its process ended); unknown ids are ignored. */
-  finished(taskId: number): void {
+  /**
+   * The task's thread is done with it (a result, or its process ended); unknown ids are ignored.
+   * `threadMs`, the time its sandbox thread says it took, is what it is charged when less than the time
+   * since it was sent: that time also holds the hand-offs between processes and threads, which grow
+   * with a busy machine's run queue (a LOAD's one-row task, 0.2 ms on its thread, took 250 ms there
+   * once in a hundred rows beside two loops, lost its thread to a loop, and the LOAD waited 4 s a round).
+   */
+  finished(taskId: number, threadMs?: number): void {
     const running = this.running.get(taskId);
     if (running === undefined) return;
     this.running.delete(taskId);
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
-    this.usage.charge(running.host, now - running.startedMs, now);
-    const ranMs = now - running.startedMs;
+    const ranMs = Math.min(now - running.startedMs, threadMs ?? Number.POSITIVE_INFINITY);
+    this.usage.charge(running.host, ranMs, now);
     let level = 0;
     for (let line: Line | undefined = running.line; line !== undefined; line = line.parent) {
+      line.activeMs = now;
       for (const key of line.timesKeys) this.taskTimes.charge(key, ranMs);
       // What it was charged at its start becomes what it ran.
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
@@ -841,6 +880,7 @@ export class TaskQueue {
         const kept = this.virtualTimes.get(memoryKey);
         this.virtualTimes.delete(memoryKey);
         below.vnow = kept?.vnow ?? 0;
+        below.activeMs = kept?.activeMs ?? Number.NEGATIVE_INFINITY;
         // A line never seen (or forgotten) enters behind its parent's virtual time (NEW_LINE_MS).
         below.vfinish = kept?.vfinish ?? (depth === 0 ? 0 : line.vnow + NEW_LINE_MS);
         line.below.set(key, below);
@@ -883,6 +923,11 @@ export class TaskQueue {
     change(line);
     // Lines left with nothing queued or running are gone from the tree: their virtual times are kept.
     for (let gone: Line | undefined = call; gone?.parent !== undefined && gone.queued === 0 && gone.running === 0; gone = gone.parent)
-      remember(this.virtualTimes, virtualKey(gone), { vfinish: gone.vfinish, vnow: gone.vnow }, MAX_REMEMBERED_LINES);
+      remember(
+        this.virtualTimes,
+        virtualKey(gone),
+        { vfinish: gone.vfinish, vnow: gone.vnow, activeMs: gone.activeMs },
+        MAX_REMEMBERED_LINES,
+      );
   }
 }

@@ -186,9 +186,22 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
             returnType: DataType.STRING,
             params: [{ dataType: DataType.STRING }],
           });
+          let refused = '';
+          void stalled.response.then((headers) => {
+            if (headers['grpc-status'] !== undefined) refused = `${headers['grpc-status']} ${headers['grpc-message']}`;
+          });
+          let closed = false;
+          void stalled.closed.then(() => (closed = true));
           for (const rows of textBundles(13, 1_000, 1_000)) stalled.send(rows);
           stalled.end();
-          await waitFor('the call to stop producing replies nobody takes', () => producingStopped(t), 20_000);
+          await waitFor(
+            'the call to stop producing replies nobody takes',
+            () => {
+              if (refused !== '' || closed) assert.fail(`the call ended (rst ${stalled?.rstCode()}): ${refused}`);
+              return producingStopped(t);
+            },
+            20_000,
+          );
           return t.plugin.held.bytes;
         },
       ),

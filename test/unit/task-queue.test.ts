@@ -715,6 +715,86 @@ describe('TaskQueue', () => {
     assert.equal(take(queue, 2), yNext);
   });
 
+  /**
+   * Two apps of the engine loop (5 s to the time limit, each sent again as it ends; with `trivialBetween`,
+   * that many trivial calls first, each a script of its own), a third app's LOAD sends one-row calls back
+   * to back, on two threads, a simulated minute in steps of a millisecond. A row takes 0.2 ms on its
+   * thread; `slowEvery`: every that many rows, the time from its start to its result is 300 ms (a busy
+   * machine's hand-offs). The longest a row waited for a thread once the LOAD had run 10 s: a new app
+   * enters the fair queue behind the apps it finds (NEW_LINE_MS), so its first rows may wait for a loop.
+   */
+  function loadBesideLoops(trivialBetween: number, slowEvery: number): { rows: number; longestWaitMs: number } {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    const host = '127.0.0.1';
+    const running = new Map<number, { task: QueuedTask; endsMs: number; threadMs: number | undefined; after: () => void }>();
+    const arrivals: { atMs: number; task: QueuedTask; after: () => void }[] = [];
+    const waiting = new Map<number, { sinceMs: number; after: () => void }>();
+    let rows = 0;
+    let longestWaitMs = 0;
+    let callId = 1;
+    const SETTLED_MS = 12_000;
+    const run = (one: QueuedTask, after: () => void): void => {
+      const load = one.request.owner.appId === 'load';
+      const loop = one.request.call.spec.script.startsWith('for');
+      const sinceMs = waiting.get(one.id)?.sinceMs ?? nowMs;
+      if (load) rows++;
+      if (load && sinceMs >= SETTLED_MS) longestWaitMs = Math.max(longestWaitMs, nowMs - sinceMs);
+      const wallMs = loop ? 5_000 : load && slowEvery > 0 && rows % slowEvery === 0 ? 300 : 2;
+      running.set(one.id, { task: one, endsMs: nowMs + wallMs, threadMs: loop ? undefined : 0.2, after });
+    };
+    const looper = (app: string, k = 0): void => {
+      const loop = k % (trivialBetween + 1) === trivialBetween;
+      const script = loop ? `for (;;) {} /* ${app} ${k} */` : `args[0] /* ${app} ${k} */`;
+      const next = task(callId++, app, 'u', host, script);
+      arrivals.push({ atMs: nowMs + 1, task: next, after: () => looper(app, k + 1) });
+    };
+    const loader = (): void => {
+      arrivals.push({ atMs: nowMs + 1, task: task(callId++, 'load', 'loader', host, 'args[0] + 1'), after: loader });
+    };
+    looper('loop-x');
+    looper('loop-y');
+    nowMs = 2_000;
+    loader();
+    for (; nowMs < 62_000; nowMs++) {
+      for (const [id, one] of running)
+        if (one.endsMs <= nowMs) {
+          running.delete(id);
+          queue.finished(id, one.threadMs);
+          one.after();
+        }
+      for (const due of arrivals.filter((a) => a.atMs <= nowMs)) {
+        arrivals.splice(arrivals.indexOf(due), 1);
+        waiting.set(due.task.id, { sinceMs: nowMs, after: due.after });
+        if (running.size < 2 && queue.length === 0 && queue.mayStartNow(due.task.request, 2)) {
+          queue.startNow(due.task);
+          run(due.task, due.after);
+        } else queue.push(due.task);
+      }
+      for (
+        let next = running.size < 2 ? queue.shift(2) : undefined;
+        next !== undefined;
+        next = running.size < 2 ? queue.shift(2) : undefined
+      ) {
+        queue.started(next);
+        run(next, (waiting.get(next.id) as { after: () => void }).after);
+      }
+    }
+    return { rows, longestWaitMs };
+  }
+
+  for (const [what, trivialBetween, slowEvery] of [
+    ['two looping apps', 0, 0],
+    ['two looping apps, and a busy machine slows one row in fifty to 300 ms', 0, 50],
+    ['two apps that make ten trivial calls between loops', 10, 0],
+  ] as const)
+    it(`keeps a LOAD's thread beside ${what}: once under way, no row waits for a loop`, () => {
+      const { rows, longestWaitMs } = loadBesideLoops(trivialBetween, slowEvery);
+      assert.ok(longestWaitMs < 1_000, `a row waited ${longestWaitMs} ms for a thread (${rows} rows in a minute)`);
+      // Alone: a row every 3 ms (20,000 a minute); with one in fifty at 300 ms, one every 9 ms (6,700).
+      assert.ok(rows > (slowEvery > 0 ? 5_000 : 15_000), `${rows} rows in a minute`);
+    });
+
   it('keeps turns among users whose tasks take about as long', () => {
     const [call, next] = afterTrivialAndLoops(
       (id) => task(id, 'sales', 'victim', '127.0.0.1', 'for (;;) {}'),
