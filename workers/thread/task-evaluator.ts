@@ -70,19 +70,22 @@ export class TaskEvaluator {
       const columns = spec.mode === 'once' ? [] : decodeColumns(task.bundles, task.rows, spec.paramTypes, task.firstRow);
       const input = runtimeInput(spec, columns, task, this.limits);
       output = sandbox.evaluate(spec, input, timeoutMs, task.callId, task.contextKey);
-      const scriptMs = performance.now() - started;
       if (!output.ok) throw scriptFailure(spec, output, task.firstRow, memoryLimitMb);
       checkOutput(output, spec.mode === 'rows' ? task.rows : 1, spec.returnType);
       const rowsOut = output.nums?.length ?? output.byteLens?.length ?? output.lens?.length ?? 0;
       // A table chunk's encoded cells may take up to the memory limit (the front bounds the joined table again).
       const tableBytes = memoryLimitMb * 1024 * 1024;
+      const replies = encodeReplies(output, spec.returnType, task.maxReplyBytes);
+      const table = output.table === null ? null : encodeTableChunk(output.table, task.rows, tableBytes, memoryLimitMb);
       return {
         ok: true,
-        replies: encodeReplies(output, spec.returnType, task.maxReplyBytes),
+        replies,
         rowsOut,
         nondeterministic: output.nondet,
-        table: output.table === null ? null : encodeTableChunk(output.table, task.rows, tableBytes, memoryLimitMb),
-        scriptMs,
+        table,
+        // The thread's whole time on the task, its results' encoding too: what the front's fair queue
+        // charges it and the call's time budget counts (a script's huge strings cost their encoding).
+        scriptMs: performance.now() - started,
         ...consoleOutput(output.console, consoleLines),
       };
     } catch (error) {
