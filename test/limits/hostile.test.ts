@@ -201,7 +201,11 @@ describe('hostile clients: tables, many messages, replies nobody reads (SSE_MAX_
               return producingStopped(t);
             },
             20_000,
-          );
+          ).catch((error: unknown) => {
+            const { held, pool } = t.plugin;
+            const state = `held ${held.bytes} bytes in ${held.accounts} calls, ${pool.busyWorkers} threads busy, ${pool.queueSize} tasks queued`;
+            throw new Error(`${error instanceof Error ? error.message : String(error)} (${state})`);
+          });
           return t.plugin.held.bytes;
         },
       ),
