@@ -100,12 +100,8 @@ const NEW_LINE_MS = 1_000;
  * every 1.5 s halved two 1.1 s charts of the host with 2 s).
  */
 const KEEP_WITHIN_HOST_MS = 500;
-/**
- * How far below its parent's virtual time a line busy lately keeps its place (arrivalFloor): two tasks at
- * the default time limit. Bounded, so that a line of cheap calls kept up for an hour cannot then hold
- * the host's threads for that hour.
- */
-const ACTIVE_CREDIT_MS = 10_000;
+/** What the keep rule takes a script the queue has not timed to take, when its call names no time limit (scriptMsOf). */
+const UNKNOWN_SCRIPT_MS = 5_000;
 /** Users of one host whose short ends are remembered at once (keptWithinHost). */
 const MAX_SHORT_ENDERS = 32;
 /**
@@ -366,8 +362,6 @@ class Line {
   vfinish = 0;
   /** ...and the virtual time of the lines below this one: the start tag of the last task started among them. */
   vnow = 0;
-  /** When a task of this line last started or ended (arrivalFloor). */
-  activeMs = Number.NEGATIVE_INFINITY;
   /** The lines below with tasks queued or running. */
   readonly below = new Map<Key, Line>();
   /** A call's own tasks in order (calls only). */
@@ -463,20 +457,9 @@ class Line {
  * (start-time fair queuing: a tag taken when the task is served instead floats up with the others'
  * and a line of long tasks waiting beside short ones never went first: 22-42 s for a 1.1 s chart).
  */
-function arrive(call: Line, nowMs: number): void {
+function arrive(call: Line): void {
   for (let line: Line | undefined = call; line?.parent !== undefined && line.timesKeys.length > 0; line = line.parent)
-    if (line.queued === 0) line.vfinish = Math.max(line.vfinish, arrivalFloor(line.parent.vnow, line.running, line.activeMs, nowMs));
-}
-
-/**
- * The least start tag a line takes when a task arrives with none of its own waiting: its parent's
- * virtual time, less ACTIVE_CREDIT_MS while it has a task running or ended one within
- * KEEP_WITHIN_HOST_MS. A LOAD is never seen waiting (each row runs as it comes), so each row was
- * lifted to the virtual time other apps' long tasks had moved: served as a newcomer, not by what it
- * had used, it lost its thread to a loop after a few dozen rows (12-49 rows a second beside two loops).
- */
-function arrivalFloor(parentVnow: number, running: number, activeMs: number, nowMs: number): number {
-  return running > 0 || nowMs - activeMs < KEEP_WITHIN_HOST_MS ? parentVnow - ACTIVE_CREDIT_MS : parentVnow;
+    if (line.queued === 0) line.vfinish = Math.max(line.vfinish, line.parent.vnow);
 }
 
 /** The host line above a call's (or any) line: the one whose parent is the root. */
@@ -484,6 +467,13 @@ function hostLineOf(line: Line): Line {
   let host = line;
   while (host.parent?.parent !== undefined) host = host.parent;
   return host;
+}
+
+/** A user whose task ended in under LONG_TASK_MS, and when (TaskQueue.keptWithinHost). */
+interface ShortEnd {
+  readonly ms: number;
+  readonly appId: string;
+  readonly userId: string;
 }
 
 /** A thread kept for hosts of this lane or an earlier one (and for the host served lately, KEEP_FOR_SHORT_MS). */
@@ -520,9 +510,9 @@ export class TaskQueue {
   private readonly usage: HostUsage;
   private readonly taskTimes = new TaskTimes();
   /** Per host, when a task of one of its users last ended in under LONG_TASK_MS, and whose (keptWithinHost). */
-  private readonly shortEnds = new Map<string, Map<string, { readonly ms: number; readonly appId: string; readonly userId: string }>>();
+  private readonly shortEnds = new Map<string, Map<string, ShortEnd>>();
   /** The virtual times of lines that have nothing queued or running now (Line.nextFair), by virtualKey. */
-  private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number; readonly activeMs: number }>();
+  private readonly virtualTimes = new Map<string, { readonly vfinish: number; readonly vnow: number }>();
 
   /** nowMs: a clock in ms (tests pass their own); isPriority: whether a host is listed in SSE_PRIORITY_HOSTS. */
   constructor(
@@ -571,7 +561,7 @@ export class TaskQueue {
   private queueIn(call: Line): void {
     const host = hostLineOf(call);
     if (host.queued === 0) host.waitingSinceMs = this.nowMs();
-    arrive(call, this.nowMs());
+    arrive(call);
     this.update(call, (line) => line.queued++, false);
   }
 
@@ -593,10 +583,16 @@ export class TaskQueue {
     let line: Line | undefined = this.root.leastUsed(this.usage, now, starved === undefined ? allow : (host) => starved.has(host));
     const taskMsOf = (below: Line): number => this.taskMsOf(below);
     while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
-    const [first] = line?.tasks.values() ?? [];
+    let [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
-    // A thread kept within the host for a user whose short task just ended stays free.
-    if (this.keptWithinHost(first.request, threads, now)) return undefined;
+    // A thread kept within the host for a user whose short task just ended goes to that user's next
+    // task when it waits (the fair choice may be the task it is kept from), else stays free.
+    const keptFor = this.keptWithinHost(first.request, threads, now);
+    if (keptFor !== undefined) {
+      line = this.nextCallOf(first.request.owner.host, keptFor.appId, keptFor.userId);
+      [first] = line?.tasks.values() ?? [];
+      if (line === undefined || first === undefined) return undefined;
+    }
     hostLineOf(line).waitingSinceMs = now;
     line.tasks.delete(first.id);
     // Served: the call, its user and its app each go to the back of their turn.
@@ -627,7 +623,7 @@ export class TaskQueue {
   mayStartNow(request: TaskRequest, threads: number): boolean {
     const now = this.nowMs();
     const kept = this.laneToKeepAThreadFor(threads, now);
-    return (kept === undefined || this.mayHave(kept, request.owner.host)) && !this.keptWithinHost(request, threads, now);
+    return (kept === undefined || this.mayHave(kept, request.owner.host)) && this.keptWithinHost(request, threads, now) === undefined;
   }
 
   /**
@@ -639,8 +635,12 @@ export class TaskQueue {
    * apps of 1.1 s calls). By virtual time, not by how long tasks are: kept from every longer task, a
    * 1.1 s chart waited 22-42 s beside three apps of 200 ms charts, whose tasks kept ending.
    */
-  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number): boolean {
-    if (!(threads > 1) || this.running.size + 1 < threads) return false;
+  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number): ShortEnd | undefined {
+    if (!(threads > 1) || this.running.size + 1 < threads) return undefined;
+    // A short task frees the thread as soon as it would have been kept: never kept from it (a LOAD's row
+    // was kept from its thread for an app whose trivial call had ended, whose loop then took it).
+    const scriptMs = this.scriptMsOf(request);
+    if (scriptMs < LONG_TASK_MS) return undefined;
     const { host, appId, userId } = request.owner;
     // Every user whose short task ended lately, not only the last: an app that ran trivial calls between
     // its loops made the thread kept for itself, and took it (a LOAD beside two such apps: 3.4 rows/s).
@@ -648,10 +648,23 @@ export class TaskQueue {
       if (nowMs - ended.ms >= KEEP_WITHIN_HOST_MS || (ended.appId === appId && ended.userId === userId)) continue;
       // Compared where the two part, their apps or else their users, as Line.nextFair compares them.
       const user = ended.appId === appId;
-      const candidate = this.virtualNext(host, appId, user ? userId : undefined);
-      if (candidate > this.virtualNext(host, ended.appId, user ? ended.userId : undefined)) return true;
+      const candidate = this.virtualNext(host, appId, user ? userId : undefined, scriptMs);
+      // The user's next task when it waits already: judged by its own script (4.8 s calls of apps that
+      // had made trivial ones took the thread a 300 ms chart was kept from).
+      const [own] = this.nextCallOf(host, ended.appId, ended.userId)?.tasks.values() ?? [];
+      const endedNext = this.virtualNext(host, ended.appId, user ? ended.userId : undefined, own && this.scriptMsOf(own.request));
+      if (candidate > endedNext) return ended;
     }
-    return false;
+    return undefined;
+  }
+
+  /** The call line of a user whose task would be served next, when the user has any queued. */
+  private nextCallOf(host: string, appId: string, userId: string): Line | undefined {
+    let line = this.root.below.get(host)?.below.get(appId)?.below.get(userId);
+    if (line === undefined || line.queued === 0) return undefined;
+    const taskMsOf = (below: Line): number => this.taskMsOf(below);
+    while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
+    return line;
   }
 
   /** Remembers that a user's task ended short (keptWithinHost): the latest MAX_SHORT_ENDERS users a host, of the latest hosts. */
@@ -675,26 +688,38 @@ export class TaskQueue {
 
   /**
    * When the next task of an app (or of a user of it) of a host would finish in virtual time, as
-   * Line.nextFair judges it: at its start tag (or where it would arrive, `arrive`) plus its estimate.
-   * Not by the start tag alone: a line that arrives starts at its host's virtual time, which a LOAD's
-   * own rows move, so a loop that came back started level with the LOAD and took its thread after a
-   * few dozen rows (4 s a round; 12-14 rows a second beside two loops).
+   * Line.nextFair judges it: at its start tag (or where it would arrive, `arrive`) plus its estimate
+   * (`estimateMs` when given). Not by the start tag alone: a line that arrives starts at its host's
+   * virtual time, which a LOAD's own rows move, so a loop that came back started level with the LOAD
+   * and took its thread after a few dozen rows (4 s a round; 12-14 rows a second beside two loops).
    */
-  private virtualNext(host: string, appId: string, userId: string | undefined): number {
+  private virtualNext(host: string, appId: string, userId: string | undefined, estimateMs?: number): number {
     const hostLine = this.root.below.get(host);
     const appLine = hostLine?.below.get(appId);
     const parent = userId === undefined ? hostLine : appLine;
     const line = userId === undefined ? appLine : appLine?.below.get(userId);
     const vnow = parent?.vnow ?? 0;
-    const now = this.nowMs();
     if (line !== undefined) {
-      const start = line.queued === 0 ? Math.max(line.vfinish, arrivalFloor(vnow, line.running, line.activeMs, now)) : line.vfinish;
-      return start + Math.max(SHORTEST_COMPARED_TASK_MS, this.taskMsOf(line));
+      const start = line.queued === 0 ? Math.max(line.vfinish, vnow) : line.vfinish;
+      return start + Math.max(SHORTEST_COMPARED_TASK_MS, estimateMs ?? this.taskMsOf(line));
     }
     const key = userId === undefined ? timesKey('app', [host, appId]) : timesKey('user', [host, appId, userId]);
-    const kept = this.virtualTimes.get(key);
-    const start = kept === undefined ? vnow + NEW_LINE_MS : Math.max(kept.vfinish, arrivalFloor(vnow, 0, kept.activeMs, now));
-    return start + Math.max(SHORTEST_COMPARED_TASK_MS, this.taskTimes.taskMs(key) ?? this.usage.taskMs(host));
+    const start = Math.max(this.virtualTimes.get(key)?.vfinish ?? vnow + NEW_LINE_MS, vnow);
+    return start + Math.max(SHORTEST_COMPARED_TASK_MS, estimateMs ?? this.taskTimes.taskMs(key) ?? this.usage.taskMs(host));
+  }
+
+  /**
+   * How long a task's script takes as the queue knows it (as its user ran it, else as any user of the
+   * host ran its text); as long as its call may run when unknown. For the keep rule only: apps that
+   * made trivial calls between loops, each loop a new text, looked as short as their trivial calls and
+   * took a LOAD's thread (100 rows a second, two waits of a whole loop in 15 s).
+   */
+  private scriptMsOf(request: TaskRequest): number {
+    for (const key of timesKeysAt(3, request)) {
+      const ms = this.taskTimes.taskMs(key);
+      if (ms !== undefined) return ms;
+    }
+    return request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS;
   }
 
   /** Whether a thread kept for a lane may go to `host`: one of that lane or an earlier one, or the host it is kept for. */
@@ -746,7 +771,7 @@ export class TaskQueue {
    */
   startNow(task: QueuedTask): void {
     this.usage.seen(task.request.owner.host, this.nowMs());
-    arrive(this.callLine(task.request, true) as Line, this.nowMs());
+    arrive(this.callLine(task.request, true) as Line);
     this.started(task);
   }
 
@@ -758,7 +783,6 @@ export class TaskQueue {
     const lane = this.usage.laneOf(host);
     const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
     const charged = this.chargeStart(call);
-    for (let line: Line | undefined = call; line !== undefined; line = line.parent) line.activeMs = this.nowMs();
     this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false, charged });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
@@ -781,7 +805,6 @@ export class TaskQueue {
     this.usage.charge(running.host, ranMs, now);
     let level = 0;
     for (let line: Line | undefined = running.line; line !== undefined; line = line.parent) {
-      line.activeMs = now;
       for (const key of line.timesKeys) this.taskTimes.charge(key, ranMs);
       // What it was charged at its start becomes what it ran.
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
@@ -880,7 +903,6 @@ export class TaskQueue {
         const kept = this.virtualTimes.get(memoryKey);
         this.virtualTimes.delete(memoryKey);
         below.vnow = kept?.vnow ?? 0;
-        below.activeMs = kept?.activeMs ?? Number.NEGATIVE_INFINITY;
         // A line never seen (or forgotten) enters behind its parent's virtual time (NEW_LINE_MS).
         below.vfinish = kept?.vfinish ?? (depth === 0 ? 0 : line.vnow + NEW_LINE_MS);
         line.below.set(key, below);
@@ -923,11 +945,6 @@ export class TaskQueue {
     change(line);
     // Lines left with nothing queued or running are gone from the tree: their virtual times are kept.
     for (let gone: Line | undefined = call; gone?.parent !== undefined && gone.queued === 0 && gone.running === 0; gone = gone.parent)
-      remember(
-        this.virtualTimes,
-        virtualKey(gone),
-        { vfinish: gone.vfinish, vnow: gone.vnow, activeMs: gone.activeMs },
-        MAX_REMEMBERED_LINES,
-      );
+      remember(this.virtualTimes, virtualKey(gone), { vfinish: gone.vfinish, vnow: gone.vnow }, MAX_REMEMBERED_LINES);
   }
 }

@@ -715,72 +715,111 @@ describe('TaskQueue', () => {
     assert.equal(take(queue, 2), yNext);
   });
 
+  /** What a simulated client does next: a task (its time from send to result, and on its thread), or a pause. */
+  type Step =
+    | { readonly script: string; readonly wallMs: number; readonly threadMs?: number; readonly pauseMs?: number }
+    | { readonly sleepMs: number };
+  interface Actor {
+    readonly app: string;
+    readonly user?: string;
+    readonly startMs?: number;
+    /** Calls it keeps in flight at once, each a chain of steps. */
+    readonly chains?: number;
+    step(k: number, chain: number, nowMs: number): Step;
+  }
+  interface Served {
+    readonly app: string;
+    readonly script: string;
+    readonly arrivedMs: number;
+    readonly waitedMs: number;
+  }
+
   /**
-   * Two apps of the engine loop (5 s to the time limit, each sent again as it ends; with `trivialBetween`,
-   * that many trivial calls first, each a script of its own), a third app's LOAD sends one-row calls back
-   * to back, on two threads, a simulated minute in steps of a millisecond. A row takes 0.2 ms on its
-   * thread; `slowEvery`: every that many rows, the time from its start to its result is 300 ms (a busy
-   * machine's hand-offs). The longest a row waited for a thread once the LOAD had run 10 s: a new app
-   * enters the fair queue behind the apps it finds (NEW_LINE_MS), so its first rows may wait for a loop.
+   * One host's clients on `threads` threads, in steps of a simulated millisecond, as the pool drives the
+   * queue: a task goes at once when nothing is queued and mayStartNow, else it is queued and shifted when
+   * a thread is free. A task charges its thread time when it has one (a failure, such as a loop at the
+   * time limit, has none). Each served task: its app, script, and how long it waited for a thread.
    */
-  function loadBesideLoops(trivialBetween: number, slowEvery: number): { rows: number; longestWaitMs: number } {
+  function simulate(actors: readonly Actor[], untilMs: number, threads = 2): Served[] {
     let nowMs = 0;
     const queue = new TaskQueue(() => nowMs);
-    const host = '127.0.0.1';
-    const running = new Map<number, { task: QueuedTask; endsMs: number; threadMs: number | undefined; after: () => void }>();
-    const arrivals: { atMs: number; task: QueuedTask; after: () => void }[] = [];
-    const waiting = new Map<number, { sinceMs: number; after: () => void }>();
-    let rows = 0;
-    let longestWaitMs = 0;
+    const served: Served[] = [];
+    const running = new Map<number, { endsMs: number; threadMs: number | undefined; next: () => void }>();
+    const due: { atMs: number; arrive: () => void }[] = [];
+    const waiting = new Map<number, { sinceMs: number; wallMs: number; threadMs: number | undefined; next: () => void }>();
     let callId = 1;
-    const SETTLED_MS = 12_000;
-    const run = (one: QueuedTask, after: () => void): void => {
-      const load = one.request.owner.appId === 'load';
-      const loop = one.request.call.spec.script.startsWith('for');
-      const sinceMs = waiting.get(one.id)?.sinceMs ?? nowMs;
-      if (load) rows++;
-      if (load && sinceMs >= SETTLED_MS) longestWaitMs = Math.max(longestWaitMs, nowMs - sinceMs);
-      const wallMs = loop ? 5_000 : load && slowEvery > 0 && rows % slowEvery === 0 ? 300 : 2;
-      running.set(one.id, { task: one, endsMs: nowMs + wallMs, threadMs: loop ? undefined : 0.2, after });
+    const run = (one: QueuedTask): void => {
+      const wait = waiting.get(one.id) as { sinceMs: number; wallMs: number; threadMs: number | undefined; next: () => void };
+      waiting.delete(one.id);
+      const { appId } = one.request.owner;
+      served.push({ app: appId, script: one.request.call.spec.script, arrivedMs: wait.sinceMs, waitedMs: nowMs - wait.sinceMs });
+      running.set(one.id, { endsMs: nowMs + wait.wallMs, threadMs: wait.threadMs, next: wait.next });
     };
-    const looper = (app: string, k = 0): void => {
-      const loop = k % (trivialBetween + 1) === trivialBetween;
-      const script = loop ? `for (;;) {} /* ${app} ${k} */` : `args[0] /* ${app} ${k} */`;
-      const next = task(callId++, app, 'u', host, script);
-      arrivals.push({ atMs: nowMs + 1, task: next, after: () => looper(app, k + 1) });
+    const chain = (actor: Actor, index: number, k: number, atMs: number): void => {
+      due.push({
+        atMs,
+        arrive: () => {
+          const step = actor.step(k, index, nowMs);
+          if ('sleepMs' in step) return chain(actor, index, k + 1, nowMs + step.sleepMs);
+          const one = task(callId++, actor.app, actor.user ?? 'u', '127.0.0.1', step.script);
+          const next = (): void => chain(actor, index, k + 1, nowMs + (step.pauseMs ?? 1));
+          waiting.set(one.id, { sinceMs: nowMs, wallMs: step.wallMs, threadMs: step.threadMs, next });
+          if (running.size < threads && queue.length === 0 && queue.mayStartNow(one.request, threads)) {
+            queue.startNow(one);
+            run(one);
+          } else queue.push(one);
+        },
+      });
     };
-    const loader = (): void => {
-      arrivals.push({ atMs: nowMs + 1, task: task(callId++, 'load', 'loader', host, 'args[0] + 1'), after: loader });
-    };
-    looper('loop-x');
-    looper('loop-y');
-    nowMs = 2_000;
-    loader();
-    for (; nowMs < 62_000; nowMs++) {
+    for (const actor of actors) for (let i = 0; i < (actor.chains ?? 1); i++) chain(actor, i, 0, actor.startMs ?? 0);
+    for (; nowMs < untilMs; nowMs++) {
       for (const [id, one] of running)
         if (one.endsMs <= nowMs) {
           running.delete(id);
           queue.finished(id, one.threadMs);
-          one.after();
+          one.next();
         }
-      for (const due of arrivals.filter((a) => a.atMs <= nowMs)) {
-        arrivals.splice(arrivals.indexOf(due), 1);
-        waiting.set(due.task.id, { sinceMs: nowMs, after: due.after });
-        if (running.size < 2 && queue.length === 0 && queue.mayStartNow(due.task.request, 2)) {
-          queue.startNow(due.task);
-          run(due.task, due.after);
-        } else queue.push(due.task);
+      for (const next of due.filter((d) => d.atMs <= nowMs)) {
+        due.splice(due.indexOf(next), 1);
+        next.arrive();
       }
       for (
-        let next = running.size < 2 ? queue.shift(2) : undefined;
-        next !== undefined;
-        next = running.size < 2 ? queue.shift(2) : undefined
+        let next = running.size < threads ? queue.shift(threads) : undefined;
+        next;
+        next = running.size < threads ? queue.shift(threads) : undefined
       ) {
         queue.started(next);
-        run(next, (waiting.get(next.id) as { after: () => void }).after);
+        run(next);
       }
     }
-    return { rows, longestWaitMs };
+    return served;
+  }
+
+  /** A loop to the time limit: 5 s on its thread, answered as a failure (no thread time of its own). */
+  const loop = (name: string): Step => ({ script: `for (;;) {} /* ${name} */`, wallMs: 5_000 });
+  const trivial = (name: string): Step => ({ script: `args[0] /* ${name} */`, wallMs: 2, threadMs: 0.2 });
+
+  /**
+   * Two apps of the engine loop (each sent again as it ends; with `trivialBetween`, that many trivial
+   * calls first, each a script of its own), a third app's LOAD sends one-row calls back to back, a
+   * simulated minute. A row takes 0.2 ms on its thread; `slowEvery`: every that many rows, 300 ms from
+   * send to result (a busy machine's hand-offs). The longest a row waited once the LOAD had run 10 s: a
+   * new app enters behind the apps it finds (NEW_LINE_MS), so its first rows may wait for a loop.
+   */
+  function loadBesideLoops(trivialBetween: number, slowEvery: number): { rows: number; longestWaitMs: number } {
+    const looper = (app: string): Actor => ({
+      app,
+      step: (k) => (k % (trivialBetween + 1) === trivialBetween ? loop(`${app} ${k}`) : { script: 'args[0]', wallMs: 2, threadMs: 0.2 }),
+    });
+    const load: Actor = {
+      app: 'load',
+      user: 'loader',
+      startMs: 2_000,
+      step: (k) => ({ script: 'args[0] + 1', wallMs: slowEvery > 0 && k % slowEvery === slowEvery - 1 ? 300 : 2, threadMs: 0.2 }),
+    };
+    const rows = simulate([looper('loop-x'), looper('loop-y'), load], 62_000).filter((one) => one.app === 'load');
+    const settled = rows.filter((one) => one.arrivedMs >= 12_000);
+    return { rows: rows.length, longestWaitMs: Math.max(...settled.map((one) => one.waitedMs)) };
   }
 
   for (const [what, trivialBetween, slowEvery] of [
@@ -794,6 +833,27 @@ describe('TaskQueue', () => {
       // Alone: a row every 3 ms (20,000 a minute); with one in fifty at 300 ms, one every 9 ms (6,700).
       assert.ok(rows > (slowEvery > 0 ? 5_000 : 15_000), `${rows} rows in a minute`);
     });
+
+  it("serves an app's chart after about one running task, though other apps made trivial calls for a while before their long ones", () => {
+    // Four apps each make a trivial call every 100 ms for 10 s, then two 4.8 s calls at once; again.
+    const attacker = (app: string): Actor => ({
+      app,
+      chains: 2,
+      step: (_k, chain, nowMs) => {
+        const inCycle = nowMs % 20_000;
+        if (inCycle < 10_000) return chain === 0 ? { ...trivial(`${app} ${nowMs}`), pauseMs: 100 } : { sleepMs: 10_000 - inCycle };
+        return { script: `busy(4800) /* ${app} */`, wallMs: 4_800, threadMs: 4_800, pauseMs: 20_000 - ((nowMs + 4_800) % 20_000) };
+      },
+    });
+    const chart: Actor = { app: 'victim', step: () => ({ script: 'chart()', wallMs: 300, threadMs: 300, pauseMs: 100 }) };
+    const charts = simulate([0, 1, 2, 3].map((i) => attacker(`trickle-${i}`)).concat(chart), 60_000).filter((one) => one.app === 'victim');
+    // The first cycle's long calls are scripts the queue has not timed, judged by their apps' trivial
+    // calls: each app's first one goes ahead of the chart once (two rounds of the two threads).
+    const longest = Math.max(...charts.map((one) => one.waitedMs));
+    assert.ok(longest < 10_500, `a chart waited ${longest} ms for a thread (${charts.length} charts in a minute)`);
+    const later = Math.max(...charts.filter((one) => one.arrivedMs >= 20_000).map((one) => one.waitedMs));
+    assert.ok(later < 5_500, `once their scripts were timed, a chart waited ${later} ms for a thread`);
+  });
 
   it('keeps turns among users whose tasks take about as long', () => {
     const [call, next] = afterTrivialAndLoops(
