@@ -21,6 +21,7 @@ import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:chi
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { isolatedVmPackagesFor, NODE_MAJOR } from '../contract/isolated-vm-package';
 import { type Config, ConfigError } from '../ops/config';
 import type { Logger } from '../ops/log';
 
@@ -32,7 +33,21 @@ const PROBE_TIMEOUT_MS = 10_000;
 const WORKERS_DIR = path.join(__dirname, '..', '..', 'workers');
 /** What a sandbox process loads first: the sandbox user must be able to read them (and the folders above). */
 const SANDBOX_ENTRY = path.join(WORKERS_DIR, 'sandbox-main.js');
-const SANDBOX_MODULES = ['piscina', 'isolated-vm'];
+const SANDBOX_MODULES = ['piscina', installedIsolatedVm()];
+
+/** The isolated-vm package a sandbox process will load here (resolved, never loaded: the front runs no isolate). */
+function installedIsolatedVm(): string {
+  const candidates = isolatedVmPackagesFor(NODE_MAJOR);
+  for (const name of candidates) {
+    try {
+      require.resolve(name, { paths: [WORKERS_DIR] });
+      return name;
+    } catch {
+      // Not installed for this Node: the next one.
+    }
+  }
+  return candidates[0] as string;
+}
 
 export interface SandboxIdentity {
   readonly user: string;

@@ -9,14 +9,12 @@ import { setFlagsFromString } from 'node:v8';
 
 import type IsolatedVM from 'isolated-vm';
 
-function packagesFor(nodeMajor: number): string[] {
-  return nodeMajor >= 24 ? ['isolated-vm-6', 'isolated-vm'] : ['isolated-vm', 'isolated-vm-6'];
-}
+import { isolatedVmPackagesFor, NODE_MAJOR } from '../../src/contract/isolated-vm-package';
 
 function load(): typeof IsolatedVM {
   const requireHere = createRequire(__filename);
   const failures: string[] = [];
-  for (const name of packagesFor(Number(process.versions.node.split('.')[0]))) {
+  for (const name of isolatedVmPackagesFor(NODE_MAJOR)) {
     try {
       return requireHere(name) as typeof IsolatedVM;
     } catch (error) {
