@@ -789,11 +789,13 @@ export class TaskQueue {
   }
 
   /**
-   * The task's thread is done with it (a result, or its process ended); unknown ids are ignored.
-   * `threadMs`, the time its sandbox thread says it took, is what it is charged when less than the time
-   * since it was sent: that time also holds the hand-offs between processes and threads, which grow
-   * with a busy machine's run queue (a LOAD's one-row task, 0.2 ms on its thread, took 250 ms there
-   * once in a hundred rows beside two loops, lost its thread to a loop, and the LOAD waited 4 s a round).
+   * The task's thread is done with it (a result, or its process ended); unknown ids are ignored. It is
+   * charged the time since it was sent: the thread's slot was the task's for that long, hand-offs
+   * included (charged only its thread's own time, a LOAD-like flood of trivial calls from 16 apps, 0.2
+   * ms each on its thread and ~2 ms in its slot, held a 1.1 s chart for the whole of a 45 s attack).
+   * It counts as short by `threadMs`, the time its sandbox thread says it took, when less: on a busy
+   * machine one row of a LOAD in about a hundred took 250 ms from send to result (0.2 ms on its
+   * thread), was not short, lost its thread to a loop, and the LOAD waited 4 s a round.
    */
   finished(taskId: number, threadMs?: number): void {
     const running = this.running.get(taskId);
@@ -801,7 +803,7 @@ export class TaskQueue {
     this.running.delete(taskId);
     this.runningIn[running.lane] -= 1;
     const now = this.nowMs();
-    const ranMs = Math.min(now - running.startedMs, threadMs ?? Number.POSITIVE_INFINITY);
+    const ranMs = now - running.startedMs;
     this.usage.charge(running.host, ranMs, now);
     let level = 0;
     for (let line: Line | undefined = running.line; line !== undefined; line = line.parent) {
@@ -810,7 +812,8 @@ export class TaskQueue {
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
     }
     this.lastEnd[running.lane] = { ms: now, host: running.host };
-    if (ranMs < LONG_TASK_MS) this.endedShort(running.host, running.task.request.owner, now);
+    if (Math.min(ranMs, threadMs ?? Number.POSITIVE_INFINITY) < LONG_TASK_MS)
+      this.endedShort(running.host, running.task.request.owner, now);
     this.update(running.line, (line) => line.running--, false);
   }
 
