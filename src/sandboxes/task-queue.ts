@@ -492,8 +492,12 @@ interface Running {
   readonly yieldAfterMs: number;
   /** The virtual time charged when it started, to the call's line and each above it below the host. */
   readonly charged: readonly number[];
+  /** How long its script was estimated to take when it started (TaskQueue.scriptMsOf). */
+  readonly scriptMs: number;
   /** Asked back; it answers ABORTED, or ends first. */
   yielding: boolean;
+  /** Asked back for a short task of its own host (taskToYield): its host is not judged by it. */
+  withinHost: boolean;
 }
 
 export class TaskQueue {
@@ -587,7 +591,7 @@ export class TaskQueue {
     if (line === undefined || first === undefined) return undefined;
     // A thread kept within the host for a user whose short task just ended goes to that user's next
     // task when it waits (the fair choice may be the task it is kept from), else stays free.
-    const keptFor = this.keptWithinHost(first.request, threads, now);
+    const keptFor = this.keptWithinHost(first.request, threads, now, first.askedBack);
     if (keptFor !== undefined) {
       line = this.nextCallOf(first.request.owner.host, keptFor.appId, keptFor.userId);
       [first] = line?.tasks.values() ?? [];
@@ -635,11 +639,12 @@ export class TaskQueue {
    * apps of 1.1 s calls). By virtual time, not by how long tasks are: kept from every longer task, a
    * 1.1 s chart waited 22-42 s beside three apps of 200 ms charts, whose tasks kept ending.
    */
-  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number): ShortEnd | undefined {
+  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number, askedBack = false): ShortEnd | undefined {
     if (!(threads > 1) || this.running.size + 1 < threads) return undefined;
     // A short task frees the thread as soon as it would have been kept: never kept from it (a LOAD's row
     // was kept from its thread for an app whose trivial call had ended, whose loop then took it).
-    const scriptMs = this.scriptMsOf(request);
+    // A task asked back ran long, whatever its script's time says (taskToYieldWithinHost).
+    const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
     if (scriptMs < LONG_TASK_MS) return undefined;
     const { host, appId, userId } = request.owner;
     // Every user whose short task ended lately, not only the last: an app that ran trivial calls between
@@ -783,7 +788,19 @@ export class TaskQueue {
     const lane = this.usage.laneOf(host);
     const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
     const charged = this.chargeStart(call);
-    this.running.set(task.id, { task, line: call, host, startedMs: this.nowMs(), lane, yieldAfterMs, yielding: false, charged });
+    const scriptMs = this.scriptMsOf(task.request);
+    this.running.set(task.id, {
+      task,
+      line: call,
+      host,
+      startedMs: this.nowMs(),
+      lane,
+      yieldAfterMs,
+      scriptMs,
+      yielding: false,
+      withinHost: false,
+      charged,
+    });
     this.runningIn[lane]++;
     this.update(call, (line) => line.running++, false);
   }
@@ -849,8 +866,39 @@ export class TaskQueue {
       if (now - run.startedMs < run.yieldAfterMs || (chosen !== undefined && run.startedMs >= chosen.startedMs)) continue;
       if (this.waitsIn(run.lane === LONG ? PRIORITY : run.lane, run.host)) chosen = run;
     }
+    if (chosen === undefined) chosen = this.taskToYieldWithinHost(now);
     if (chosen !== undefined) chosen.yielding = true;
     return chosen?.task;
+  }
+
+  /**
+   * Within a host: a task whose script was timed short (so the last free thread was not kept from it)
+   * that has run four times its estimate, at least YIELD_MIN_MS, while a user of its host whose short
+   * task ended lately has a short task waiting. Its text was short for most arguments and looped for
+   * one: a LOAD of another app of the engine waited the whole time limit each time (12.7 rows a
+   * second). It runs again later judged long (keptWithinHost), and its host is not judged by it.
+   */
+  private taskToYieldWithinHost(now: number): Running | undefined {
+    let chosen: Running | undefined;
+    for (const run of this.running.values()) {
+      if (run.yielding || run.task.retried || run.task.askedBack || run.scriptMs >= LONG_TASK_MS) continue;
+      if (now - run.startedMs < Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * run.scriptMs)) continue;
+      if (chosen !== undefined && run.startedMs >= chosen.startedMs) continue;
+      if (this.shortWaiterBeside(run, now)) chosen = run;
+    }
+    if (chosen !== undefined) chosen.withinHost = true;
+    return chosen;
+  }
+
+  /** Whether another user of the task's host, whose short task ended lately, has a short task waiting. */
+  private shortWaiterBeside(run: Running, nowMs: number): boolean {
+    const { appId, userId } = run.task.request.owner;
+    for (const ended of this.shortEnds.get(run.host)?.values() ?? []) {
+      if (nowMs - ended.ms >= KEEP_WITHIN_HOST_MS || (ended.appId === appId && ended.userId === userId)) continue;
+      const [next] = this.nextCallOf(run.host, ended.appId, ended.userId)?.tasks.values() ?? [];
+      if (next !== undefined && this.scriptMsOf(next.request) < LONG_TASK_MS) return true;
+    }
+    return false;
   }
 
   /**
@@ -864,7 +912,7 @@ export class TaskQueue {
     const ranMs = this.nowMs() - running.startedMs;
     task.askedBack = true;
     this.finished(task.id);
-    this.usage.yielded(running.host, ranMs);
+    if (!running.withinHost) this.usage.yielded(running.host, ranMs);
     const call = this.callLine(task.request, true) as Line;
     const others = [...call.tasks.values()];
     call.tasks.clear();

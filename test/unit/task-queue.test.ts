@@ -855,6 +855,39 @@ describe('TaskQueue', () => {
     assert.ok(later < 5_500, `once their scripts were timed, a chart waited ${later} ms for a thread`);
   });
 
+  it("asks back a task of the host timed short that runs long while a LOAD's short row waits, and keeps the thread from it after", () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(() => nowMs);
+    const host = '127.0.0.1';
+    const text = '(args[0] === 1 ? (() => { for (;;) {} })() : args[0])';
+    const ran = (one: QueuedTask): void => {
+      queue.startNow(one);
+      nowMs += 1;
+      queue.finished(one.id, 0.2);
+    };
+    // Another app loops on one thread; the attacker's text is timed short by a trivial run.
+    queue.push(task(1, 'loop-x', 'u', host, 'for (;;) {}'));
+    take(queue, 2);
+    ran(task(2, 'atk', 'u', host, text));
+    ran(task(3, 'load', 'u', host, 'args[0] + 1'));
+    // The same text loops this time: short by its time, it may take the last free thread.
+    const disguised = task(4, 'atk', 'u', host, text);
+    assert.equal(queue.mayStartNow(disguised.request, 2), true);
+    queue.startNow(disguised);
+    const row = task(5, 'load', 'u', host, 'args[0] + 1');
+    queue.push(row);
+    nowMs += 50;
+    assert.equal(queue.taskToYield(), undefined, 'asked back before YIELD_MIN_MS');
+    nowMs += YIELD_MIN_MS;
+    assert.equal(queue.taskToYield(), disguised, "the disguised loop was not asked back for the LOAD's row");
+    assert.equal(queue.yielded(disguised), true);
+    // The row goes; the loop, asked back, is kept from the last thread while the LOAD goes on.
+    assert.equal(take(queue, 2), row);
+    nowMs += 1;
+    queue.finished(row.id, 0.2);
+    assert.equal(queue.shift(2), undefined, 'the loop asked back took the thread the LOAD had just used');
+  });
+
   it('keeps turns among users whose tasks take about as long', () => {
     const [call, next] = afterTrivialAndLoops(
       (id) => task(id, 'sales', 'victim', '127.0.0.1', 'for (;;) {}'),
