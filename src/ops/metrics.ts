@@ -110,7 +110,7 @@ export class Metrics {
     });
     new Counter({
       name: 'sse_tasks_yielded_total',
-      help: `Running chunks asked back from their thread after ${YIELD_MIN_MS}-${YIELD_MAX_MS} ms because another client host waited, and run again later`,
+      help: `Running chunks asked back from their thread after ${YIELD_MIN_MS}-${YIELD_MAX_MS} ms because another client host waited (or, within a host, a short task of another user), and run again later`,
       registers,
       collect() {
         this.reset();

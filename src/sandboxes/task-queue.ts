@@ -632,12 +632,13 @@ export class TaskQueue {
 
   /**
    * Within a host, what the lanes do between hosts: for KEEP_WITHIN_HOST_MS after a task of a user ended
-   * in under LONG_TASK_MS, the last free thread is kept for that user from lines of the host that have
-   * been served further in virtual time than it (Line.nextFair). A LOAD sends its rows one call after
-   * another: each row freed its thread for the moment before the next arrived, and two other apps of the
-   * engine, one call each, took both threads (0.4 rows a second beside two looping apps, 1.8 beside two
-   * apps of 1.1 s calls). By virtual time, not by how long tasks are: kept from every longer task, a
-   * 1.1 s chart waited 22-42 s beside three apps of 200 ms charts, whose tasks kept ending.
+   * in under LONG_TASK_MS, the last free thread is kept for that user from a task of the host whose
+   * script is not short and whose next task would finish later in virtual time than the user's
+   * (virtualNext, as Line.nextFair orders them). A LOAD sends its rows one call after another: each row
+   * freed its thread for the moment before the next arrived, and two other apps of the engine, one call
+   * each, took both threads (0.4 rows a second beside two looping apps, 1.8 beside two apps of 1.1 s
+   * calls). By virtual time, not by length alone: kept from every longer task, a 1.1 s chart waited
+   * 22-42 s beside three apps of 200 ms charts, whose tasks kept ending.
    */
   private keptWithinHost(request: TaskRequest, threads: number, nowMs: number, askedBack = false): ShortEnd | undefined {
     if (!(threads > 1) || this.running.size + 1 < threads) return undefined;
@@ -715,12 +716,13 @@ export class TaskQueue {
 
   /**
    * How long a task's script takes as the queue knows it (as its user ran it, else as any user of the
-   * host ran its text); as long as its call may run when unknown. For the keep rule only: apps that
-   * made trivial calls between loops, each loop a new text, looked as short as their trivial calls and
-   * took a LOAD's thread (100 rows a second, two waits of a whole loop in 15 s).
+   * host ran its text); as long as its call may run when unknown. For the keep rule and the ask-back
+   * within a host, not the fair order: apps that made trivial calls between loops, each loop a new text,
+   * looked as short as their trivial calls and took a LOAD's thread (100 rows a second, two waits of a
+   * whole loop in 15 s). `keys`: the call line's, when it has one (no hashing again per task).
    */
-  private scriptMsOf(request: TaskRequest): number {
-    for (const key of timesKeysAt(3, request)) {
+  private scriptMsOf(request: TaskRequest, keys: readonly string[] = timesKeysAt(3, request)): number {
+    for (const key of keys) {
       const ms = this.taskTimes.taskMs(key);
       if (ms !== undefined) return ms;
     }
@@ -788,7 +790,7 @@ export class TaskQueue {
     const lane = this.usage.laneOf(host);
     const yieldAfterMs = Math.min(YIELD_MAX_MS, Math.max(YIELD_MIN_MS, YIELD_TASK_TIMES * this.usage.taskMs(host)));
     const charged = this.chargeStart(call);
-    const scriptMs = this.scriptMsOf(task.request);
+    const scriptMs = this.scriptMsOf(task.request, call.timesKeys);
     this.running.set(task.id, {
       task,
       line: call,
