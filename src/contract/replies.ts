@@ -3,6 +3,7 @@
  * (Qlik refuses a message over 4 MiB). Hand-written, as src/rows.ts, because it is the hot path.
  */
 import { PluginError } from './errors';
+import { SHORT_COPY_BYTES } from './rows';
 
 const TAG_ROW = 0x0a; // BundledRows.rows and Row.duals: field 1, length-delimited
 const TAG_NUM = 0x09; // Dual.numData: field 1, fixed64
@@ -134,8 +135,11 @@ export function encodeUtf8(bytes: Uint8Array, byteLengths: Uint32Array, maxBytes
     if (strBytes > 0) {
       out[pos++] = TAG_STR;
       pos = writeVarint(out, pos, strBytes);
-      out.set(bytes.subarray(bytePos, bytePos + strBytes), pos);
-      pos += strBytes;
+      if (strBytes < SHORT_COPY_BYTES) for (let k = 0; k < strBytes; k++) out[pos++] = bytes[bytePos + k] as number;
+      else {
+        out.set(bytes.subarray(bytePos, bytePos + strBytes), pos);
+        pos += strBytes;
+      }
     }
     writer.advance(pos);
     bytePos += strBytes;

@@ -158,6 +158,9 @@ export interface Column {
  * join (measured in bench/RESULTS.md). Invalid UTF-8 makes the counts unreliable (the decoder's
  * replacement characters): such a column is decoded value by value instead.
  */
+/** Values shorter than this many bytes are copied byte by byte rather than with a subarray and set. */
+export const SHORT_COPY_BYTES = 64;
+
 class ColumnBuilder {
   readonly nums: Float64Array | null;
   readonly lengths: Uint32Array | null;
@@ -184,10 +187,24 @@ class ColumnBuilder {
       grown.set(this.bytes.subarray(0, this.used));
       this.bytes = grown;
     }
-    this.bytes.set(buf.subarray(start, end), this.used);
-    (this.starts as Uint32Array)[row] = this.used;
+    const at = this.used;
+    (this.starts as Uint32Array)[row] = at;
     this.used += length;
-    const units = utf16Length(this.bytes, this.used - length, this.used);
+    let units: number;
+    if (length < SHORT_COPY_BYTES) {
+      // Byte by byte: a subarray and a set cost ~100 ns a value, 3x this loop for Qlik's usual short texts.
+      const bytes = this.bytes;
+      let high = 0;
+      for (let i = 0; i < length; i++) {
+        const b = buf[start + i] as number;
+        bytes[at + i] = b;
+        high |= b;
+      }
+      units = high < 0x80 ? length : utf16Length(bytes, at, at + length);
+    } else {
+      this.bytes.set(buf.subarray(start, end), at);
+      units = utf16Length(this.bytes, at, this.used);
+    }
     if (units < 0) this.wellFormed = false;
     else (this.lengths as Uint32Array)[row] = units;
   }

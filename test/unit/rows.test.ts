@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 
 import { PluginError } from '../../src/contract/errors';
 import { encodeCells, encodeNumbers, encodeUtf8 } from '../../src/contract/replies';
-import { decodeColumns, splitRows } from '../../src/contract/rows';
+import { decodeColumns, SHORT_COPY_BYTES, splitRows } from '../../src/contract/rows';
 import { DataType } from '../../src/contract/task';
 import { decodeMessage, messages } from '../../src/grpc/proto';
 import { dual, encodeBundle, num, str } from '../helpers/qlik-client';
@@ -86,16 +86,23 @@ describe('decodeColumns', () => {
     assert.throws(() => decodeColumns([bundle], 2, [DataType.NUMERIC], 40), /row 41 has 2 values but the script takes 1 parameter/);
   });
 
-  it('decodes every value exactly as Node decodes it alone, valid UTF-8 or not (random bytes)', () => {
+  it('decodes every value exactly as Node decodes it alone, valid UTF-8 or not, short or long (random bytes)', () => {
     let seed = 7;
     const random = (): number => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
       return seed / 2 ** 31;
     };
     const alphabet = [0x41, 0x7a, 0xc3, 0xa5, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0, 0x80, 0xff, 0xc0];
+    const lengths = [0, 1, 2, 3, 4, 5, SHORT_COPY_BYTES - 1, SHORT_COPY_BYTES, SHORT_COPY_BYTES + 1, 100];
     for (let round = 0; round < 200; round++) {
       const values = Array.from({ length: 1 + Math.floor(random() * 6) }, () =>
-        Buffer.from(Array.from({ length: Math.floor(random() * 6) }, () => alphabet[Math.floor(random() * alphabet.length)] as number)),
+        // Short values are copied byte by byte, long ones (SHORT_COPY_BYTES and over) in one piece.
+        Buffer.from(
+          Array.from(
+            { length: lengths[Math.floor(random() * lengths.length)] as number },
+            () => alphabet[Math.floor(random() * alphabet.length)] as number,
+          ),
+        ),
       );
       const row = (bytes: Buffer): Buffer => {
         const dual = bytes.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x12, bytes.length]), bytes]);
@@ -133,7 +140,16 @@ describe('encoders', () => {
   });
 
   it('encodeUtf8 handles ASCII, multi-byte text and empty strings', () => {
-    const values = ['abc', '', 'åäö', '😀', 'x'.repeat(150), 'y'.repeat(150)];
+    const values = [
+      'abc',
+      '',
+      'åäö',
+      '😀',
+      'x'.repeat(150),
+      'y'.repeat(150),
+      'z'.repeat(SHORT_COPY_BYTES - 1),
+      'å'.repeat(SHORT_COPY_BYTES / 2),
+    ];
     const replies = encodeUtf8(Buffer.from(values.join(''), 'utf8'), Uint32Array.from(values.map((v) => Buffer.byteLength(v))), 200);
     assert.ok(replies.length >= 2);
     assert.ok(replies.every((r) => r.length <= 200));
