@@ -5,7 +5,7 @@
  * tasks run on another built checkout's evaluator in turn, so the two are compared in one run.
  *
  *   npm run build
- *   node --no-node-snapshot dist/bench/experiments/task-cpu.js [string|numeric] [rounds]
+ *   node --no-node-snapshot dist/bench/experiments/task-cpu.js [string|numeric|scalar] [rounds]
  *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/task-cpu.js string 12
  */
 import path from 'node:path';
@@ -36,8 +36,9 @@ function main(): void {
   const kind = process.argv[2] ?? 'string';
   const rounds = Number(process.argv[3] ?? '8');
   const sizes = benchSizes();
-  const rows = kind === 'string' ? sizes.stringRows : sizes.numericRows;
-  const perTask = sizes.rowsPerBundle;
+  // scalar: the LOAD pattern, one row a task (and a call), 5,000 of them.
+  const rows = kind === 'string' ? sizes.stringRows : kind === 'scalar' ? 5_000 : sizes.numericRows;
+  const perTask = kind === 'scalar' ? 1 : sizes.rowsPerBundle;
   const spec: ScriptSpec =
     kind === 'string'
       ? {
@@ -90,8 +91,9 @@ function main(): void {
   for (const [name, values] of cpu) {
     const sorted = [...values].sort((a, b) => a - b);
     const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+    const perTaskUs = (cpuMs: number): string => ((cpuMs * 1000) / bundles.length).toFixed(1);
     process.stdout.write(
-      `${name}: ${kind} ${rows} rows in tasks of ${perTask}: CPU min ${sorted[0]?.toFixed(0)} ms, median ${median.toFixed(0)} ms (${rounds} rounds)\n`,
+      `${name}: ${kind} ${rows} rows in tasks of ${perTask}: CPU min ${sorted[0]?.toFixed(0)} ms, median ${median.toFixed(0)} ms (${rounds} rounds); a task: min ${perTaskUs(sorted[0] ?? 0)} µs, median ${perTaskUs(median)} µs\n`,
     );
   }
 }

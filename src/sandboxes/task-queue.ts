@@ -513,6 +513,8 @@ export class TaskQueue {
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
   private readonly taskTimes = new TaskTimes();
+  /** Hosts whose task ended in under LONG_TASK_MS within KEEP_WITHIN_HOST_MS, and when, oldest first (keptBetweenHosts). */
+  private readonly hostShortEnds = new Map<string, number>();
   /** Per host, when a task of one of its users last ended in under LONG_TASK_MS, and whose (keptWithinHost). */
   private readonly shortEnds = new Map<string, Map<string, ShortEnd>>();
   /** The virtual times of lines that have nothing queued or running now (Line.nextFair), by virtualKey. */
@@ -589,10 +591,15 @@ export class TaskQueue {
     while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
     let [first] = line?.tasks.values() ?? [];
     if (line === undefined || first === undefined) return undefined;
-    // A thread kept within the host for a user whose short task just ended goes to that user's next
-    // task when it waits (the fair choice may be the task it is kept from), else stays free.
-    const keptFor = this.keptWithinHost(first.request, threads, now, first.askedBack);
-    if (keptFor !== undefined) {
+    // A thread kept for another host, or within the host for a user, whose short task just ended goes
+    // to its next task when one waits (the fair choice may be the task it is kept from), else stays free.
+    const keptForHost = this.keptBetweenHosts(first.request, threads, now, first.askedBack);
+    const keptFor = keptForHost === undefined ? this.keptWithinHost(first.request, threads, now, first.askedBack) : undefined;
+    if (keptForHost !== undefined) {
+      line = this.nextLineOf(this.root.below.get(keptForHost));
+      [first] = line?.tasks.values() ?? [];
+      if (line === undefined || first === undefined) return undefined;
+    } else if (keptFor !== undefined) {
       line = this.nextCallOf(first.request.owner.host, keptFor.appId, keptFor.userId);
       [first] = line?.tasks.values() ?? [];
       if (line === undefined || first === undefined) return undefined;
@@ -627,7 +634,11 @@ export class TaskQueue {
   mayStartNow(request: TaskRequest, threads: number): boolean {
     const now = this.nowMs();
     const kept = this.laneToKeepAThreadFor(threads, now);
-    return (kept === undefined || this.mayHave(kept, request.owner.host)) && this.keptWithinHost(request, threads, now) === undefined;
+    return (
+      (kept === undefined || this.mayHave(kept, request.owner.host)) &&
+      this.keptBetweenHosts(request, threads, now) === undefined &&
+      this.keptWithinHost(request, threads, now) === undefined
+    );
   }
 
   /**
@@ -666,11 +677,56 @@ export class TaskQueue {
 
   /** The call line of a user whose task would be served next, when the user has any queued. */
   private nextCallOf(host: string, appId: string, userId: string): Line | undefined {
-    let line = this.root.below.get(host)?.below.get(appId)?.below.get(userId);
+    return this.nextLineOf(this.root.below.get(host)?.below.get(appId)?.below.get(userId));
+  }
+
+  /** The call line below `line` (a host, app, user or call) whose task would be served next, when it has any queued. */
+  private nextLineOf(line: Line | undefined): Line | undefined {
     if (line === undefined || line.queued === 0) return undefined;
     const taskMsOf = (below: Line): number => this.taskMsOf(below);
-    while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
-    return line;
+    let next: Line | undefined = line;
+    while (next !== undefined && next.tasks.size === 0) next = next.nextFair(taskMsOf);
+    return next;
+  }
+
+  /**
+   * Between hosts, what keptWithinHost does within one: for KEEP_WITHIN_HOST_MS after a task of a host
+   * ended in under LONG_TASK_MS, a task whose script is not short may not take the last thread that no
+   * long task holds, when that host is of the task's lane or an earlier one and goes before the task's
+   * host (fewer tasks running, or as many and less used). Two engines listed in SSE_PRIORITY_HOSTS: two
+   * apps of one looping to the time limit took each thread the other's LOAD freed before its next row
+   * arrived (0.3-0.4 rows a second, nearly every row waiting 5 s). Long tasks keep every thread but one
+   * while such a host is active, so the cost to them is bounded: one thread of the host's time.
+   */
+  private keptBetweenHosts(request: TaskRequest, threads: number, nowMs: number, askedBack = false): string | undefined {
+    if (!(threads > 1) || this.hostShortEnds.size === 0) return undefined;
+    const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
+    if (scriptMs < LONG_TASK_MS) return undefined;
+    let long = 0;
+    for (const run of this.running.values()) {
+      if (run.scriptMs >= LONG_TASK_MS || run.task.askedBack || nowMs - run.startedMs >= LONG_TASK_MS) long++;
+    }
+    if (long + 1 < threads) return undefined;
+    const { host } = request.owner;
+    const lane = this.usage.laneOf(host);
+    const running = this.root.below.get(host)?.running ?? 0;
+    for (const [ender, endedMs] of this.hostShortEnds) {
+      if (ender === host || nowMs - endedMs >= KEEP_WITHIN_HOST_MS || this.usage.laneOf(ender) > lane) continue;
+      const enderRunning = this.root.below.get(ender)?.running ?? 0;
+      if (enderRunning < running || (enderRunning === running && this.usage.weight(ender, nowMs) <= this.usage.weight(host, nowMs)))
+        return ender;
+    }
+    return undefined;
+  }
+
+  /** Remembers that a host's task ended short (keptBetweenHosts): the latest MAX_SHORT_ENDERS hosts of the last KEEP_WITHIN_HOST_MS. */
+  private hostEndedShort(host: string, nowMs: number): void {
+    this.hostShortEnds.delete(host);
+    this.hostShortEnds.set(host, nowMs);
+    for (const [oldest, endedMs] of this.hostShortEnds) {
+      if (this.hostShortEnds.size <= MAX_SHORT_ENDERS && nowMs - endedMs < KEEP_WITHIN_HOST_MS) break;
+      this.hostShortEnds.delete(oldest);
+    }
   }
 
   /** Remembers that a user's task ended short (keptWithinHost): the latest MAX_SHORT_ENDERS users a host, of the latest hosts. */
@@ -831,8 +887,10 @@ export class TaskQueue {
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
     }
     this.lastEnd[running.lane] = { ms: now, host: running.host };
-    if (Math.min(ranMs, threadMs ?? Number.POSITIVE_INFINITY) < LONG_TASK_MS)
+    if (Math.min(ranMs, threadMs ?? Number.POSITIVE_INFINITY) < LONG_TASK_MS) {
       this.endedShort(running.host, running.task.request.owner, now);
+      this.hostEndedShort(running.host, now);
+    }
     this.update(running.line, (line) => line.running--, false);
   }
 

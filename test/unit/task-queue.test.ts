@@ -722,6 +722,8 @@ describe('TaskQueue', () => {
   interface Actor {
     readonly app: string;
     readonly user?: string;
+    /** Its client host; 127.0.0.1 when not given. */
+    readonly host?: string;
     readonly startMs?: number;
     /** Calls it keeps in flight at once, each a chain of steps. */
     readonly chains?: number;
@@ -740,9 +742,13 @@ describe('TaskQueue', () => {
    * a thread is free. A task charges its thread time when it has one (a failure, such as a loop at the
    * time limit, has none). Each served task: its app, script, and how long it waited for a thread.
    */
-  function simulate(actors: readonly Actor[], untilMs: number, threads = 2): Served[] {
+  function simulate(actors: readonly Actor[], untilMs: number, threads = 2, priorityHosts: readonly string[] = []): Served[] {
     let nowMs = 0;
-    const queue = new TaskQueue(() => nowMs);
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => priorityHosts.includes(host),
+    );
     const served: Served[] = [];
     const running = new Map<number, { endsMs: number; threadMs: number | undefined; next: () => void }>();
     const due: { atMs: number; arrive: () => void }[] = [];
@@ -761,7 +767,7 @@ describe('TaskQueue', () => {
         arrive: () => {
           const step = actor.step(k, index, nowMs);
           if ('sleepMs' in step) return chain(actor, index, k + 1, nowMs + step.sleepMs);
-          const one = task(callId++, actor.app, actor.user ?? 'u', '127.0.0.1', step.script);
+          const one = task(callId++, actor.app, actor.user ?? 'u', actor.host ?? '127.0.0.1', step.script);
           const next = (): void => chain(actor, index, k + 1, nowMs + (step.pauseMs ?? 1));
           waiting.set(one.id, { sinceMs: nowMs, wallMs: step.wallMs, threadMs: step.threadMs, next });
           if (running.size < threads && queue.length === 0 && queue.mayStartNow(one.request, threads)) {
@@ -833,6 +839,24 @@ describe('TaskQueue', () => {
       // Alone: a row every 3 ms (20,000 a minute); with one in fifty at 300 ms, one every 9 ms (6,700).
       assert.ok(rows > (slowEvery > 0 ? 5_000 : 15_000), `${rows} rows in a minute`);
     });
+
+  it("keeps one listed engine's LOAD going beside another listed engine's two looping apps", () => {
+    // Both engines in SSE_PRIORITY_HOSTS: no lane between them, and a listed host's task is never asked
+    // back. Each loop's end freed a thread the LOAD's next row had not reached yet: 0.4 rows a second.
+    const looper = (app: string): Actor => ({ app, host: '10.0.0.1', step: (k) => loop(`${app} ${k}`) });
+    const load: Actor = {
+      app: 'load',
+      host: '10.0.0.2',
+      startMs: 2_000,
+      step: () => ({ script: 'args[0] + 1', wallMs: 2, threadMs: 0.2 }),
+    };
+    const rows = simulate([looper('loop-x'), looper('loop-y'), load], 32_000, 2, ['10.0.0.1', '10.0.0.2']).filter(
+      (one) => one.app === 'load',
+    );
+    const longest = Math.max(...rows.filter((one) => one.arrivedMs >= 8_000).map((one) => one.waitedMs));
+    assert.ok(longest < 1_000, `a row waited ${longest} ms for a thread (${rows.length} rows in 30 s)`);
+    assert.ok(rows.length > 7_000, `${rows.length} rows in 30 s`);
+  });
 
   it("serves an app's chart after about one running task, though other apps made trivial calls for a while before their long ones", () => {
     // Four apps each make a trivial call every 100 ms for 10 s, then two 4.8 s calls at once; again.
