@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { CallConsole } from '../../src/calls/call-console';
+import { CallConsole, consoleLineBytes } from '../../src/calls/call-console';
 import { LogRate } from '../../src/calls/log-rate';
 import { createLogger } from '../../src/ops/log';
 
@@ -90,11 +90,12 @@ describe('CallConsole', () => {
 describe('the console rate all calls share', () => {
   it("drops what comes past the rate, across calls, and says so in each call's dropped line; time refills it", () => {
     let nowMs = 0;
-    // 100 bytes a second, a burst of 100.
-    const rate = new LogRate(100, 100, () => nowMs);
+    const line = { level: 'info' as const, text: 'x'.repeat(40) };
+    // Two lines' worth a second, a burst of two lines.
+    const twoLines = 2 * consoleLineBytes(OWNER, line.text);
+    const rate = new LogRate(twoLines, twoLines, () => nowMs);
     const first = collected(100, 1_000, rate);
     const second = collected(100, 1_000, rate);
-    const line = { level: 'info' as const, text: 'x'.repeat(40) };
     first.console.add({ lines: [line, line, line], dropped: 0 });
     second.console.add({ lines: [line], dropped: 0 });
     nowMs += 1_000;
@@ -108,6 +109,20 @@ describe('the console rate all calls share', () => {
       /^1 more console lines dropped: .*1 of them past the rate all calls share \(SSE_CONSOLE_RATE_KB\)$/,
     );
     assert.equal(second.lines.at(-1)?.['droppedByRate'], 1);
+  });
+
+  it('counts what the log gets for a line, its fields and JSON escapes too, within a little of what is written', () => {
+    for (const text of ['x'.repeat(204), '"'.repeat(300), '\\'.repeat(50) + 'åäö', '']) {
+      const { console, lines } = collected(10, 10_000);
+      const written: string[] = [];
+      const logger = createLogger('info', { write: (l: string) => void written.push(l) });
+      new CallConsole(logger, OWNER, 10, 10_000).add({ lines: [{ level: 'info', text }], dropped: 0 });
+      console.add({ lines: [{ level: 'info', text }], dropped: 0 });
+      assert.equal(lines[0]?.['msg'], text);
+      const actual = Buffer.byteLength(written[0] ?? '');
+      const counted = consoleLineBytes(OWNER, text);
+      assert.ok(counted >= actual && counted <= actual + 64, `counted ${counted} bytes for a ${actual}-byte line`);
+    }
   });
 
   it('a rate of 0 bounds nothing', () => {
