@@ -2,7 +2,7 @@
  * What the process boundary alone costs: the ceiling, the same ceiling with each message relayed
  * through a child process (bench/relay-ceiling.ts: no row decoded, no script run), the plugin, and a
  * baseline checkout of the plugin (BENCH_BASELINE, e.g. the thread design), measured alternately in
- * one run: bulk rows per second, and sequential 1-row calls.
+ * one run: bulk rows per second, sequential 1-row and 10-row calls, and several clients' 1-row calls.
  *
  *   npm run build
  *   BENCH_BASELINE=/work/wt/thread-design node --no-node-snapshot --no-concurrent-recompilation dist/bench/experiments/relay.js
@@ -12,7 +12,7 @@
 import path from 'node:path';
 
 import { ChildServer } from '../child';
-import { sequentialLatencies, type Target, target, throughput } from '../measure';
+import { concurrentClients, sequentialLatencies, type Target, target, throughput } from '../measure';
 import { CEILING, PLUGIN } from '../report';
 import { startCeiling, startPlugin } from '../servers';
 import { benchSizes } from '../sizes';
@@ -58,16 +58,28 @@ async function main(): Promise<void> {
   try {
     await bulk(targets, numericWorkload(sizes.numericRows, sizes.rowsPerBundle), sizes.reps);
     await bulk(targets, stringWorkload(sizes.stringRows, sizes.rowsPerBundle), sizes.reps);
-    const scalar = scalarWorkload();
-    const latencies = await sequentialLatencies(targets, scalar, sizes.scalarCalls, sizes.smallWarmupCalls);
-    const ceiling = latencies.get(CEILING);
-    console.log(`${sizes.scalarCalls} sequential 1-row SCALAR calls, p50 / p95`);
+    for (const [label, workload, calls] of [
+      [`${sizes.scalarCalls} sequential 1-row SCALAR calls`, scalarWorkload(), sizes.scalarCalls],
+      [`${sizes.smallCalls} sequential 10-row calls`, numericWorkload(sizes.smallCallRows, sizes.rowsPerBundle), sizes.smallCalls],
+    ] as const) {
+      const latencies = await sequentialLatencies(targets, workload, calls, sizes.smallWarmupCalls);
+      const ceiling = latencies.get(CEILING);
+      console.log(`${label}, p50 / p95`);
+      for (const t of targets) {
+        const l = latencies.get(t.name);
+        if (!l || !ceiling) continue;
+        console.log(
+          `  ${t.name.padEnd(14)} ${ms(l.p50Ms)} / ${ms(l.p95Ms)} (+${ms(l.p50Ms - ceiling.p50Ms)} / +${ms(l.p95Ms - ceiling.p95Ms)})`,
+        );
+      }
+    }
+    // The LOAD pattern from several clients at once: calls a second, each server in turn.
+    console.log(`${sizes.scalarClients} clients x ${sizes.scalarCallsPerClient} sequential 1-row calls, calls/s`);
+    let ceilingRate = Number.NaN;
     for (const t of targets) {
-      const l = latencies.get(t.name);
-      if (!l || !ceiling) continue;
-      console.log(
-        `  ${t.name.padEnd(14)} ${ms(l.p50Ms)} / ${ms(l.p95Ms)} (+${ms(l.p50Ms - ceiling.p50Ms)} / +${ms(l.p95Ms - ceiling.p95Ms)})`,
-      );
+      const c = await concurrentClients(t, scalarWorkload(), sizes.scalarClients, sizes.scalarCallsPerClient);
+      if (t.name === CEILING) ceilingRate = c.rowsPerSec;
+      console.log(`  ${t.name.padEnd(14)} ${rate(c.rowsPerSec)} = ${ratio(c.rowsPerSec / ceilingRate)} of the ceiling`);
     }
   } finally {
     for (const t of targets) t.client.close();
