@@ -19,6 +19,9 @@ function task(callId: number, appId = 'app', userId = 'user', host = '127.0.0.1'
   return { id: nextId++, request, resolve: () => undefined, reject: () => undefined, retried: false, askedBack: false, settled: false };
 }
 
+/** A clock that never moves: the order a test asserts must not depend on how long the machine took between its steps. */
+const frozenClock = (): number => 0;
+
 const calls = (tasks: (QueuedTask | undefined)[]): number[] => tasks.map((t) => t?.request.callId ?? -1);
 const apps = (tasks: (QueuedTask | undefined)[]): string[] => tasks.map((t) => t?.request.owner.appId ?? '-');
 
@@ -59,7 +62,7 @@ function ranOneByOne(queue: TaskQueue, advance: (ms: number) => void, host: stri
 
 describe('TaskQueue', () => {
   it('a host that invents an app id per call has one share: a call from another host goes next', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     for (let i = 0; i < 40; i++) queue.push(task(100 + i, `invented-${i}`, 'user', '10.0.0.9'));
     // Both threads run tasks of the inventing host.
     take(queue);
@@ -218,7 +221,7 @@ describe('TaskQueue', () => {
   });
 
   it('takes the calls in turn, each call in its own order', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     const big = [task(1), task(1), task(1), task(1)];
     for (const t of big) queue.push(t);
     const small = task(2);
@@ -236,7 +239,7 @@ describe('TaskQueue', () => {
   });
 
   it('takes apps in turn, then the users of an app, then the calls of a user', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     for (const t of [task(1, 'A', 'u1'), task(1, 'A', 'u1'), task(1, 'A', 'u1')]) queue.push(t);
     for (const t of [task(2, 'A', 'u2'), task(2, 'A', 'u2')]) queue.push(t);
     for (const t of [task(3, 'B', 'v'), task(3, 'B', 'v')]) queue.push(t);
@@ -245,7 +248,7 @@ describe('TaskQueue', () => {
   });
 
   it('gives the next free thread to an app with nothing running, whatever another app has queued', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     // App A: 30 one-task calls on 2 threads, both busy with A.
     for (let call = 1; call <= 30; call++) queue.push(task(call, 'A'));
     const running = [take(queue), take(queue)];
@@ -261,7 +264,7 @@ describe('TaskQueue', () => {
   });
 
   it('gives the next free thread to a user of the app with nothing running, whatever another user has queued', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     for (let call = 1; call <= 20; call++) queue.push(task(call, 'A', 'heavy'));
     const running = take(queue) as QueuedTask;
     take(queue);
@@ -272,7 +275,7 @@ describe('TaskQueue', () => {
   });
 
   it('shares threads between apps by tasks running, with many apps, users and calls (simulated threads)', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     const threads = 3;
     // A deterministic mix: app i has i+1 users, user j has j+1 calls, call k has 4 tasks.
     const appIds = ['A', 'B', 'C', 'D', 'E'];
@@ -328,7 +331,7 @@ describe('TaskQueue', () => {
   });
 
   it('serves tasks put back at the head first, last one first, before any app', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     queue.push(task(1));
     const a = task(2, 'other');
     const b = task(3, 'other');
@@ -340,7 +343,7 @@ describe('TaskQueue', () => {
   });
 
   it('removes a task put back at the head without serving it', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     const [a, b] = [task(1), task(2)];
     queue.unshift(a);
     queue.unshift(b);
@@ -352,7 +355,7 @@ describe('TaskQueue', () => {
   });
 
   it('removes a task of a cancelled call, and drains everything', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     const [x, y, z] = [task(1), task(1), task(2)];
     queue.push(x);
     queue.push(y);
@@ -924,7 +927,7 @@ describe('TaskQueue', () => {
   });
 
   it('ignores a finish of a task it never saw start, and a second start or finish', () => {
-    const queue = new TaskQueue();
+    const queue = new TaskQueue(frozenClock);
     for (let call = 1; call <= 3; call++) queue.push(task(call, 'A'));
     const first = take(queue) as QueuedTask;
     queue.started(first);
