@@ -500,6 +500,11 @@ interface Running {
   withinHost: boolean;
 }
 
+/** A running task judged long: its script's estimate, asked back once, or run LONG_TASK_MS already. */
+function runsLong(run: Running, nowMs: number): boolean {
+  return run.scriptMs >= LONG_TASK_MS || run.task.askedBack || nowMs - run.startedMs >= LONG_TASK_MS;
+}
+
 export class TaskQueue {
   /** Tasks put back at the head, last one first; `head` may hold removed ones until they are reached. */
   private readonly head: QueuedTask[] = [];
@@ -586,11 +591,23 @@ export class TaskQueue {
     const allow = kept === undefined ? () => true : (host: Key) => this.mayHave(kept, host);
     // A thread kept for a lane with nobody waiting in it stays free (KEEP_FOR_SHORT_MS).
     const starved = this.starvedHosts(now, allow);
-    let line: Line | undefined = this.root.leastUsed(this.usage, now, starved === undefined ? allow : (host) => starved.has(host));
     const taskMsOf = (below: Line): number => this.taskMsOf(below);
-    while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
-    let [first] = line?.tasks.values() ?? [];
-    if (line === undefined || first === undefined) return undefined;
+    // Hosts whose next task was asked back while a listed host is active: it waits for the listed ones.
+    const held = new Set<Key>();
+    let line: Line | undefined;
+    let first: QueuedTask | undefined;
+    for (;;) {
+      // Starved hosts go first unless every one of them is held.
+      const starvedLeft = starved === undefined ? 0 : [...starved].filter((host) => !held.has(host)).length;
+      const permitted = (host: Key): boolean => !held.has(host) && (starvedLeft === 0 ? allow(host) : (starved as Set<Key>).has(host));
+      line = this.root.leastUsed(this.usage, now, permitted);
+      while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
+      [first] = line?.tasks.values() ?? [];
+      if (line === undefined || first === undefined) return undefined;
+      const { host } = first.request.owner;
+      if (!first.askedBack || this.usage.laneOf(host) === PRIORITY || !this.priorityHostActive(now)) break;
+      held.add(host);
+    }
     // A thread kept for another host, or within the host for a user, whose short task just ended goes
     // to its next task when one waits (the fair choice may be the task it is kept from), else stays free.
     const keptForHost = this.keptBetweenHosts(first.request, threads, now, first.askedBack);
@@ -659,6 +676,7 @@ export class TaskQueue {
     const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
     if (scriptMs < LONG_TASK_MS) return undefined;
     const { host, appId, userId } = request.owner;
+    if (!this.longRunsIn(host, nowMs)) return undefined;
     // Every user whose short task ended lately, not only the last: an app that ran trivial calls between
     // its loops made the thread kept for itself, and took it (a LOAD beside two such apps: 3.4 rows/s).
     for (const ended of this.shortEnds.get(host)?.values() ?? []) {
@@ -673,6 +691,32 @@ export class TaskQueue {
       if (candidate > endedNext) return ended;
     }
     return undefined;
+  }
+
+  /**
+   * Whether a listed host (SSE_PRIORITY_HOSTS) has tasks waiting, or ended a short task within
+   * KEEP_WITHIN_HOST_MS (a LOAD between its rows). Another host's task that was asked back waits while
+   * one is: its host had fewer tasks running than the engine, so it took back at once the thread it had
+   * given back, and ran its whole time limit (a task is not asked back twice) while the engine's chart
+   * waited for it. Only for listed hosts, which go ahead of every other; among the others, a later lane
+   * keeps every thread but one (laneToKeepAThreadFor).
+   */
+  private priorityHostActive(nowMs: number): boolean {
+    for (const [host, endedMs] of this.hostShortEnds)
+      if (nowMs - endedMs < KEEP_WITHIN_HOST_MS && this.usage.laneOf(host) === PRIORITY) return true;
+    for (const host of this.root.below.values()) if (host.queued > 0 && this.usage.laneOf(host.key) === PRIORITY) return true;
+    return false;
+  }
+
+  /**
+   * Whether a long task of the host runs (runsLong). The keep rules only keep the last thread from a
+   * host's long task while another of its long tasks runs: they bound its long work to every thread
+   * but one of those it holds, never to none. Kept while another host's loop held the other thread,
+   * the engine's 1.1 s chart waited that whole loop (5 s) whenever the engine also made short calls.
+   */
+  private longRunsIn(host: string, nowMs: number): boolean {
+    for (const run of this.running.values()) if (run.host === host && runsLong(run, nowMs)) return true;
+    return false;
   }
 
   /** The call line of a user whose task would be served next, when the user has any queued. */
@@ -703,11 +747,10 @@ export class TaskQueue {
     const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
     if (scriptMs < LONG_TASK_MS) return undefined;
     let long = 0;
-    for (const run of this.running.values()) {
-      if (run.scriptMs >= LONG_TASK_MS || run.task.askedBack || nowMs - run.startedMs >= LONG_TASK_MS) long++;
-    }
+    for (const run of this.running.values()) if (runsLong(run, nowMs)) long++;
     if (long + 1 < threads) return undefined;
     const { host } = request.owner;
+    if (!this.longRunsIn(host, nowMs)) return undefined;
     const lane = this.usage.laneOf(host);
     const running = this.root.below.get(host)?.running ?? 0;
     for (const [ender, endedMs] of this.hostShortEnds) {
@@ -872,7 +915,7 @@ export class TaskQueue {
    * machine one row of a LOAD in about a hundred took 250 ms from send to result (0.2 ms on its
    * thread), was not short, lost its thread to a loop, and the LOAD waited 4 s a round.
    */
-  finished(taskId: number, threadMs?: number): void {
+  finished(taskId: number, threadMs?: number, askedBack = false): void {
     const running = this.running.get(taskId);
     if (running === undefined) return;
     this.running.delete(taskId);
@@ -887,7 +930,8 @@ export class TaskQueue {
       if (line.timesKeys.length > 0) line.vfinish += ranMs - (running.charged[level++] ?? 0);
     }
     this.lastEnd[running.lane] = { ms: now, host: running.host };
-    if (Math.min(ranMs, threadMs ?? Number.POSITIVE_INFINITY) < LONG_TASK_MS) {
+    // A task asked back did not end: it ran 100-500 ms and was stopped, so it is no short end.
+    if (!askedBack && Math.min(ranMs, threadMs ?? Number.POSITIVE_INFINITY) < LONG_TASK_MS) {
       this.endedShort(running.host, running.task.request.owner, now);
       this.hostEndedShort(running.host, now);
     }
@@ -971,7 +1015,7 @@ export class TaskQueue {
     if (!running?.yielding) return false;
     const ranMs = this.nowMs() - running.startedMs;
     task.askedBack = true;
-    this.finished(task.id);
+    this.finished(task.id, undefined, true);
     if (!running.withinHost) this.usage.yielded(running.host, ranMs);
     const call = this.callLine(task.request, true) as Line;
     const others = [...call.tasks.values()];

@@ -861,6 +861,54 @@ describe('TaskQueue', () => {
     assert.ok(rows.length > 7_000, `${rows.length} rows in 30 s`);
   });
 
+  it("gives a listed engine's chart the free thread while its own short calls come and another host's task holds the other", () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => host === '10.0.0.1',
+    );
+    // Another network's loop holds one thread of two; the engine's click ends short; its 1.1 s chart waits.
+    queue.push(task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}'));
+    assert.equal(take(queue, 2)?.request.callId, 1);
+    const click = task(2, 'clicks', 'c', '10.0.0.1', 'args[0]');
+    queue.push(click);
+    assert.equal(take(queue, 2), click);
+    nowMs += 2;
+    queue.finished(click.id, 0.2);
+    const chart = task(3, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    // Kept for the clicks, the chart had no thread at all until the loop ended (5 s).
+    assert.equal(take(queue, 2), chart);
+  });
+
+  it('holds a task asked back for a listed engine while the engine is active, then runs it', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => host === '10.0.0.1',
+    );
+    const loop = task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}');
+    queue.push(loop);
+    assert.equal(take(queue, 2), loop);
+    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    assert.equal(take(queue, 2), chart);
+    const row = task(3, 'load', 'r', '10.0.0.1', 'args[0]');
+    queue.push(row);
+    nowMs += YIELD_MAX_MS;
+    assert.equal(queue.taskToYield(), loop);
+    assert.ok(queue.yielded(loop));
+    // Its host had no task running and the engine one: it went first and took back the thread at once.
+    assert.equal(take(queue, 2), row);
+    nowMs += 1;
+    queue.finished(row.id, 0.2);
+    assert.equal(take(queue, 2), undefined, 'taken back between two rows of the engine');
+    nowMs += 600;
+    assert.equal(take(queue, 2), loop, 'the engine quiet for half a second');
+  });
+
   it("serves an app's chart after about one running task, though other apps made trivial calls for a while before their long ones", () => {
     // Four apps each make a trivial call every 100 ms for 10 s, then two 4.8 s calls at once; again.
     const attacker = (app: string): Actor => ({
