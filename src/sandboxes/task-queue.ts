@@ -102,6 +102,11 @@ const NEW_LINE_MS = 1_000;
 const KEEP_WITHIN_HOST_MS = 500;
 /** What the keep rule takes a script the queue has not timed to take, when its call names no time limit (scriptMsOf). */
 const UNKNOWN_SCRIPT_MS = 5_000;
+/**
+ * The longest a host's long task, none of its host's other long tasks running, is kept from the last
+ * thread for other hosts' short tasks (keptBetweenHosts): about its own time, so the two share it.
+ */
+const KEPT_LONGEST_MS = 1_000;
 /** Users of one host whose short ends are remembered at once (keptWithinHost). */
 const MAX_SHORT_ENDERS = 32;
 /**
@@ -518,6 +523,8 @@ export class TaskQueue {
   private readonly runningIn: [number, number, number, number] = [0, 0, 0, 0];
   private readonly usage: HostUsage;
   private readonly taskTimes = new TaskTimes();
+  /** When each waiting task was queued (keptBetweenHosts). */
+  private readonly queuedAt = new WeakMap<QueuedTask, number>();
   /** Hosts whose task ended in under LONG_TASK_MS within KEEP_WITHIN_HOST_MS, and when, oldest first (keptBetweenHosts). */
   private readonly hostShortEnds = new Map<string, number>();
   /** Per host, when a task of one of its users last ended in under LONG_TASK_MS, and whose (keptWithinHost). */
@@ -563,6 +570,7 @@ export class TaskQueue {
 
   push(task: QueuedTask): void {
     this.usage.seen(task.request.owner.host, this.nowMs());
+    this.queuedAt.set(task, this.nowMs());
     const call = this.callLine(task.request, true) as Line;
     call.tasks.set(task.id, task);
     this.queueIn(call);
@@ -610,7 +618,7 @@ export class TaskQueue {
     }
     // A thread kept for another host, or within the host for a user, whose short task just ended goes
     // to its next task when one waits (the fair choice may be the task it is kept from), else stays free.
-    const keptForHost = this.keptBetweenHosts(first.request, threads, now, first.askedBack);
+    const keptForHost = this.keptBetweenHosts(first.request, threads, now, first.askedBack, this.queuedAt.get(first));
     const keptFor = keptForHost === undefined ? this.keptWithinHost(first.request, threads, now, first.askedBack) : undefined;
     if (keptForHost !== undefined) {
       line = this.nextLineOf(this.root.below.get(keptForHost));
@@ -742,7 +750,13 @@ export class TaskQueue {
    * arrived (0.3-0.4 rows a second, nearly every row waiting 5 s). Long tasks keep every thread but one
    * while such a host is active, so the cost to them is bounded: one thread of the host's time.
    */
-  private keptBetweenHosts(request: TaskRequest, threads: number, nowMs: number, askedBack = false): string | undefined {
+  private keptBetweenHosts(
+    request: TaskRequest,
+    threads: number,
+    nowMs: number,
+    askedBack = false,
+    queuedAtMs = nowMs,
+  ): string | undefined {
     if (!(threads > 1) || this.hostShortEnds.size === 0) return undefined;
     const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
     if (scriptMs < LONG_TASK_MS) return undefined;
@@ -750,7 +764,10 @@ export class TaskQueue {
     for (const run of this.running.values()) if (runsLong(run, nowMs)) long++;
     if (long + 1 < threads) return undefined;
     const { host } = request.owner;
-    if (!this.longRunsIn(host, nowMs)) return undefined;
+    // With no other long task of its host running, kept at most as long as it takes (KEPT_LONGEST_MS at
+    // most): three listed engines on two threads, one's loop holding one thread, another's 1.1 s charts
+    // took the other whenever the third's LOAD row had not arrived yet (one row a chart).
+    if (!this.longRunsIn(host, nowMs) && nowMs - queuedAtMs >= Math.min(scriptMs, KEPT_LONGEST_MS)) return undefined;
     const lane = this.usage.laneOf(host);
     const running = this.root.below.get(host)?.running ?? 0;
     for (const [ender, endedMs] of this.hostShortEnds) {
@@ -1016,6 +1033,7 @@ export class TaskQueue {
     const ranMs = this.nowMs() - running.startedMs;
     task.askedBack = true;
     this.finished(task.id, undefined, true);
+    this.queuedAt.set(task, this.nowMs());
     if (!running.withinHost) this.usage.yielded(running.host, ranMs);
     const call = this.callLine(task.request, true) as Line;
     const others = [...call.tasks.values()];

@@ -882,6 +882,37 @@ describe('TaskQueue', () => {
     assert.equal(take(queue, 2), chart);
   });
 
+  it("keeps a thread for one listed engine's LOAD from another's chart for about the chart's time, not for ever", () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => ['10.0.0.1', '10.0.0.2', '10.0.0.3'].includes(host),
+    );
+    // Engine C's loop holds one thread of two (a listed host's task is never asked back).
+    queue.push(task(1, 'loop', 'l', '10.0.0.3', 'for (;;) {}'));
+    assert.equal(take(queue, 2)?.request.callId, 1);
+    let callId = 10;
+    const row = (): void => {
+      const one = task(callId++, 'load', 'r', '10.0.0.2', 'args[0]');
+      queue.push(one);
+      assert.equal(take(queue, 2), one, `row ${one.request.callId} at ${nowMs} ms`);
+      nowMs += 2;
+      queue.finished(one.id, 0.2);
+    };
+    row();
+    // Engine A's chart arrives as engine B's LOAD runs: B's rows keep the thread for a while...
+    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    for (; nowMs < 900; nowMs += 1) {
+      assert.equal(take(queue, 2), undefined, `the chart took the LOAD's thread at ${nowMs} ms`);
+      row();
+    }
+    // ...and the chart takes it once it has waited about its time (at most a second).
+    nowMs += 200;
+    assert.equal(take(queue, 2), chart);
+  });
+
   it('holds a task asked back for a listed engine while the engine is active, then runs it', () => {
     let nowMs = 0;
     const queue = new TaskQueue(
