@@ -107,6 +107,8 @@ const UNKNOWN_SCRIPT_MS = 5_000;
  * thread for other hosts' short tasks (keptBetweenHosts): about its own time, so the two share it.
  */
 const KEPT_LONGEST_MS = 1_000;
+/** The longest a task asked back waits for a listed host before it may take the last free thread again (heldForPriority). */
+const HELD_LONGEST_MS = 1_000;
 /** Users of one host whose short ends are remembered at once (keptWithinHost). */
 const MAX_SHORT_ENDERS = 32;
 /**
@@ -613,13 +615,14 @@ export class TaskQueue {
       [first] = line?.tasks.values() ?? [];
       if (line === undefined || first === undefined) return undefined;
       const { host } = first.request.owner;
-      if (!first.askedBack || this.usage.laneOf(host) === PRIORITY || !this.priorityHostActive(now)) break;
+      if (!first.askedBack || this.usage.laneOf(host) === PRIORITY || !this.heldForPriority(first, threads, now)) break;
       held.add(host);
     }
     // A thread kept for another host, or within the host for a user, whose short task just ended goes
     // to its next task when one waits (the fair choice may be the task it is kept from), else stays free.
     const keptForHost = this.keptBetweenHosts(first.request, threads, now, first.askedBack, this.queuedAt.get(first));
-    const keptFor = keptForHost === undefined ? this.keptWithinHost(first.request, threads, now, first.askedBack) : undefined;
+    const keptFor =
+      keptForHost === undefined ? this.keptWithinHost(first.request, threads, now, first.askedBack, this.queuedAt.get(first)) : undefined;
     if (keptForHost !== undefined) {
       line = this.nextLineOf(this.root.below.get(keptForHost));
       [first] = line?.tasks.values() ?? [];
@@ -676,7 +679,13 @@ export class TaskQueue {
    * calls). By virtual time, not by length alone: kept from every longer task, a 1.1 s chart waited
    * 22-42 s beside three apps of 200 ms charts, whose tasks kept ending.
    */
-  private keptWithinHost(request: TaskRequest, threads: number, nowMs: number, askedBack = false): ShortEnd | undefined {
+  private keptWithinHost(
+    request: TaskRequest,
+    threads: number,
+    nowMs: number,
+    askedBack = false,
+    queuedAtMs = nowMs,
+  ): ShortEnd | undefined {
     if (!(threads > 1) || this.running.size + 1 < threads) return undefined;
     // A short task frees the thread as soon as it would have been kept: never kept from it (a LOAD's row
     // was kept from its thread for an app whose trivial call had ended, whose loop then took it).
@@ -684,7 +693,7 @@ export class TaskQueue {
     const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
     if (scriptMs < LONG_TASK_MS) return undefined;
     const { host, appId, userId } = request.owner;
-    if (!this.longRunsIn(host, nowMs)) return undefined;
+    if (!this.longRunsIn(host, nowMs) && nowMs - queuedAtMs >= Math.min(scriptMs, KEPT_LONGEST_MS)) return undefined;
     // Every user whose short task ended lately, not only the last: an app that ran trivial calls between
     // its loops made the thread kept for itself, and took it (a LOAD beside two such apps: 3.4 rows/s).
     for (const ended of this.shortEnds.get(host)?.values() ?? []) {
@@ -702,13 +711,21 @@ export class TaskQueue {
   }
 
   /**
-   * Whether a listed host (SSE_PRIORITY_HOSTS) has tasks waiting, or ended a short task within
-   * KEEP_WITHIN_HOST_MS (a LOAD between its rows). Another host's task that was asked back waits while
-   * one is: its host had fewer tasks running than the engine, so it took back at once the thread it had
-   * given back, and ran its whole time limit (a task is not asked back twice) while the engine's chart
-   * waited for it. Only for listed hosts, which go ahead of every other; among the others, a later lane
-   * keeps every thread but one (laneToKeepAThreadFor).
+   * Whether a task of another host asked back (taskToYield) waits for a listed host (SSE_PRIORITY_HOSTS)
+   * that has tasks waiting, or ended a short task within KEEP_WITHIN_HOST_MS (a LOAD between its rows),
+   * rather than take the last free thread: for HELD_LONGEST_MS after it was asked back. Not held, its
+   * host had fewer tasks running than the engine, so it took back at once the thread it had given up,
+   * and ran its whole time limit (a task is asked back once) while the engine's chart waited for it.
+   * Only for listed hosts, which go ahead of every other; among the others, a later lane keeps every
+   * thread but one (laneToKeepAThreadFor).
    */
+  private heldForPriority(task: QueuedTask, threads: number, nowMs: number): boolean {
+    // Held for at most HELD_LONGEST_MS, and only from the last free thread: held while an engine was
+    // merely active, an unlisted call waited a whole reload (20-40 s) beside idle threads.
+    if (nowMs - (this.queuedAt.get(task) ?? nowMs) >= HELD_LONGEST_MS || this.running.size + 1 < threads) return false;
+    return this.priorityHostActive(nowMs);
+  }
+
   private priorityHostActive(nowMs: number): boolean {
     for (const [host, endedMs] of this.hostShortEnds)
       if (nowMs - endedMs < KEEP_WITHIN_HOST_MS && this.usage.laneOf(host) === PRIORITY) return true;

@@ -861,24 +861,34 @@ describe('TaskQueue', () => {
     assert.ok(rows.length > 7_000, `${rows.length} rows in 30 s`);
   });
 
-  it("gives a listed engine's chart the free thread while its own short calls come and another host's task holds the other", () => {
+  it("gives a listed engine's chart the free thread within about its time while its own clicks come and another host's task holds the other", () => {
     let nowMs = 0;
     const queue = new TaskQueue(
       () => nowMs,
       undefined,
       (host) => host === '10.0.0.1',
     );
-    // Another network's loop holds one thread of two; the engine's click ends short; its 1.1 s chart waits.
+    // Another network's loop holds one thread of two; the engine's clicks end short every 300 ms.
     queue.push(task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}'));
     assert.equal(take(queue, 2)?.request.callId, 1);
-    const click = task(2, 'clicks', 'c', '10.0.0.1', 'args[0]');
-    queue.push(click);
-    assert.equal(take(queue, 2), click);
-    nowMs += 2;
-    queue.finished(click.id, 0.2);
+    let callId = 10;
+    const click = (): void => {
+      const one = task(callId++, 'clicks', 'c', '10.0.0.1', 'args[0]');
+      queue.push(one);
+      assert.equal(take(queue, 2), one, `click at ${nowMs} ms`);
+      nowMs += 2;
+      queue.finished(one.id, 0.2);
+    };
+    click();
     const chart = task(3, 'chart', 'v', '10.0.0.1', 'chart()');
     queue.push(chart);
-    // Kept for the clicks, the chart had no thread at all until the loop ended (5 s).
+    // Kept for the clicks a while; kept for as long as they came, it had no thread until the loop ended (5 s).
+    for (; nowMs < 900; nowMs += 100) {
+      if (nowMs % 300 < 100) click();
+      assert.equal(take(queue, 2), undefined, `the chart took the clicks' thread at ${nowMs} ms`);
+    }
+    click();
+    nowMs += 200;
     assert.equal(take(queue, 2), chart);
   });
 
@@ -911,6 +921,42 @@ describe('TaskQueue', () => {
     // ...and the chart takes it once it has waited about its time (at most a second).
     nowMs += 200;
     assert.equal(take(queue, 2), chart);
+  });
+
+  it('holds a task asked back for a listed engine for a second at most, though the engine stays busy', () => {
+    let nowMs = 0;
+    const queue = new TaskQueue(
+      () => nowMs,
+      undefined,
+      (host) => host === '10.0.0.1',
+    );
+    const loop = task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}');
+    queue.push(loop);
+    assert.equal(take(queue, 2), loop);
+    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    assert.equal(take(queue, 2), chart);
+    queue.push(task(3, 'load', 'r', '10.0.0.1', 'args[0]'));
+    nowMs += YIELD_MAX_MS;
+    assert.equal(queue.taskToYield(), loop);
+    assert.ok(queue.yielded(loop));
+    // The engine's LOAD goes on beside its chart: the loop waits a second, then takes the thread.
+    let callId = 10;
+    for (let row = take(queue, 2); nowMs < YIELD_MAX_MS + 1_000; nowMs += 1) {
+      assert.notEqual(row, loop, `the loop went back ${nowMs - YIELD_MAX_MS} ms after it was asked back`);
+      if (row !== undefined) queue.finished(row.id, 0.2);
+      queue.push(task(callId++, 'load', 'r', '10.0.0.1', 'args[0]'));
+      row = take(queue, 2);
+    }
+    // A second after it was asked back, the next free thread may be its again, the LOAD still going.
+    const served: (QueuedTask | undefined)[] = [];
+    for (let i = 0; i < 3 && !served.includes(loop); i++) {
+      const next = take(queue, 2);
+      served.push(next);
+      if (next !== undefined && next !== loop) queue.finished(next.id, 0.2);
+      queue.push(task(callId++, 'load', 'r', '10.0.0.1', 'args[0]'));
+    }
+    assert.ok(served.includes(loop), `the loop was held past a second (${calls(served).join(', ')})`);
   });
 
   it('holds a task asked back for a listed engine while the engine is active, then runs it', () => {
