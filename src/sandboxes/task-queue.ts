@@ -613,7 +613,6 @@ export class TaskQueue {
       line = this.root.leastUsed(this.usage, now, permitted);
       while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
       [first] = line?.tasks.values() ?? [];
-      if ((line === undefined || first === undefined) && kept !== undefined) [line, first] = this.lentToShort(now, held);
       if (line === undefined || first === undefined) return undefined;
       const { host } = first.request.owner;
       if (!first.askedBack || this.usage.laneOf(host) === PRIORITY || !this.heldForPriority(first, threads, now)) break;
@@ -664,7 +663,7 @@ export class TaskQueue {
     const now = this.nowMs();
     const kept = this.laneToKeepAThreadFor(threads, now);
     return (
-      (kept === undefined || this.mayHave(kept, request.owner.host) || this.scriptMsOf(request) < LONG_TASK_MS) &&
+      (kept === undefined || this.mayHave(kept, request.owner.host)) &&
       this.keptBetweenHosts(request, threads, now) === undefined &&
       this.keptWithinHost(request, threads, now) === undefined
     );
@@ -709,27 +708,6 @@ export class TaskQueue {
       if (candidate > endedNext) return ended;
     }
     return undefined;
-  }
-
-  /**
-   * A thread kept for an earlier lane (KEEP_FOR_SHORT_MS) with nobody of it waiting is lent to a short
-   * task of a later lane: the least used host whose next task's script is short. Kept idle, it left a
-   * network's 50 ms calls each waiting a whole 5 s loop of another network on the other thread, for as
-   * long as the engine made one trivial call every two seconds. A task that runs long on it is asked
-   * back when the lane it was kept for waits (taskToYield).
-   */
-  private lentToShort(nowMs: number, held: ReadonlySet<Key>): [Line | undefined, QueuedTask | undefined] {
-    let best: [Line, QueuedTask] | undefined;
-    let bestWeight = Number.POSITIVE_INFINITY;
-    for (const host of this.root.below.values()) {
-      if (host.queued === 0 || held.has(host.key)) continue;
-      const line = this.nextLineOf(host);
-      const [task] = line?.tasks.values() ?? [];
-      if (line === undefined || task === undefined || task.askedBack || this.scriptMsOf(task.request) >= LONG_TASK_MS) continue;
-      const weight = this.usage.weight(host.key, nowMs);
-      if (weight < bestWeight) [best, bestWeight] = [[line, task], weight];
-    }
-    return best ?? [undefined, undefined];
   }
 
   /**

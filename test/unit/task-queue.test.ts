@@ -923,34 +923,6 @@ describe('TaskQueue', () => {
     assert.equal(take(queue, 2), chart);
   });
 
-  it("lends the thread kept for a listed engine's next call to another network's short task", () => {
-    let nowMs = 0;
-    const queue = new TaskQueue(
-      () => nowMs,
-      undefined,
-      (host) => host === '10.0.0.1',
-    );
-    // A network's 50 ms call, timed once; the engine's click; another network's loop on one thread.
-    const timed = task(1, 'v', 'v', '10.6.0.1', 'short()');
-    queue.push(timed);
-    assert.equal(take(queue, 2), timed);
-    nowMs += 50;
-    queue.finished(timed.id, 50);
-    const click = task(2, 'e', 'e', '10.0.0.1', 'args[0]');
-    queue.push(click);
-    assert.equal(take(queue, 2), click);
-    nowMs += 2;
-    queue.finished(click.id, 0.2);
-    queue.push(task(3, 'loop', 'l', '10.5.0.1', 'for (;;) {}'));
-    assert.equal(take(queue, 2)?.request.callId, 3);
-    // The other thread is kept for the engine for 2 s: a long task may not have it, a short one may.
-    queue.push(task(4, 'loop', 'l2', '10.7.0.1', 'for (;;) { /* another */ }'));
-    assert.equal(take(queue, 2), undefined, 'a loop took the thread kept for the engine');
-    const victim = task(5, 'v', 'v', '10.6.0.1', 'short()');
-    queue.push(victim);
-    assert.equal(take(queue, 2), victim, "the network's 50 ms call waited for the loop on the other thread");
-  });
-
   it('holds a task asked back for a listed engine for a second at most, though the engine stays busy', () => {
     let nowMs = 0;
     const queue = new TaskQueue(
