@@ -861,89 +861,91 @@ describe('TaskQueue', () => {
     assert.ok(rows.length > 7_000, `${rows.length} rows in 30 s`);
   });
 
-  it("gives a listed engine's chart the free thread within about its time while its own clicks come and another host's task holds the other", () => {
-    let nowMs = 0;
-    const queue = new TaskQueue(
-      () => nowMs,
-      undefined,
-      (host) => host === '10.0.0.1',
-    );
-    // Another network's loop holds one thread of two; the engine's clicks end short every 300 ms.
-    queue.push(task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}'));
-    assert.equal(take(queue, 2)?.request.callId, 1);
+  /** A queue with these hosts listed (SSE_PRIORITY_HOSTS), on a clock the test moves. */
+  function listedQueue(...listed: string[]): { queue: TaskQueue; clock: { ms: number } } {
+    const clock = { ms: 0 };
+    return {
+      queue: new TaskQueue(
+        () => clock.ms,
+        undefined,
+        (host) => listed.includes(host),
+      ),
+      clock,
+    };
+  }
+
+  /** One-row calls of an app of `host`, each sent when called, served at once and ended short 2 ms later. */
+  function shortCalls(queue: TaskQueue, clock: { ms: number }, host: string, app: string): () => void {
     let callId = 10;
-    const click = (): void => {
-      const one = task(callId++, 'clicks', 'c', '10.0.0.1', 'args[0]');
+    return () => {
+      const one = task(callId++, app, 'u', host, 'args[0]');
       queue.push(one);
-      assert.equal(take(queue, 2), one, `click at ${nowMs} ms`);
-      nowMs += 2;
+      assert.equal(take(queue, 2), one, `${app} call ${one.request.callId} at ${clock.ms} ms`);
+      clock.ms += 2;
       queue.finished(one.id, 0.2);
     };
-    click();
-    const chart = task(3, 'chart', 'v', '10.0.0.1', 'chart()');
-    queue.push(chart);
-    // Kept for the clicks a while; kept for as long as they came, it had no thread until the loop ended (5 s).
-    for (; nowMs < 900; nowMs += 100) {
-      if (nowMs % 300 < 100) click();
-      assert.equal(take(queue, 2), undefined, `the chart took the clicks' thread at ${nowMs} ms`);
-    }
-    click();
-    nowMs += 200;
-    assert.equal(take(queue, 2), chart);
-  });
+  }
 
-  it("keeps a thread for one listed engine's LOAD from another's chart for about the chart's time, not for ever", () => {
-    let nowMs = 0;
-    const queue = new TaskQueue(
-      () => nowMs,
-      undefined,
-      (host) => ['10.0.0.1', '10.0.0.2', '10.0.0.3'].includes(host),
-    );
-    // Engine C's loop holds one thread of two (a listed host's task is never asked back).
-    queue.push(task(1, 'loop', 'l', '10.0.0.3', 'for (;;) {}'));
-    assert.equal(take(queue, 2)?.request.callId, 1);
-    let callId = 10;
-    const row = (): void => {
-      const one = task(callId++, 'load', 'r', '10.0.0.2', 'args[0]');
-      queue.push(one);
-      assert.equal(take(queue, 2), one, `row ${one.request.callId} at ${nowMs} ms`);
-      nowMs += 2;
-      queue.finished(one.id, 0.2);
-    };
-    row();
-    // Engine A's chart arrives as engine B's LOAD runs: B's rows keep the thread for a while...
-    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
-    queue.push(chart);
-    for (; nowMs < 900; nowMs += 1) {
-      assert.equal(take(queue, 2), undefined, `the chart took the LOAD's thread at ${nowMs} ms`);
-      row();
-    }
-    // ...and the chart takes it once it has waited about its time (at most a second).
-    nowMs += 200;
-    assert.equal(take(queue, 2), chart);
-  });
-
-  it('holds a task asked back for a listed engine for a second at most, though the engine stays busy', () => {
-    let nowMs = 0;
-    const queue = new TaskQueue(
-      () => nowMs,
-      undefined,
-      (host) => host === '10.0.0.1',
-    );
+  /** The listed engine (10.0.0.1) runs a chart on one thread of two, an unlisted network (10.9.0.1) a loop on the other. */
+  function engineChartBesideALoop(): { queue: TaskQueue; clock: { ms: number }; loop: QueuedTask } {
+    const { queue, clock } = listedQueue('10.0.0.1');
     const loop = task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}');
     queue.push(loop);
     assert.equal(take(queue, 2), loop);
     const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
     queue.push(chart);
     assert.equal(take(queue, 2), chart);
+    return { queue, clock, loop };
+  }
+
+  it("gives a listed engine's chart the free thread within about its time while its own clicks come and another host's task holds the other", () => {
+    const { queue, clock } = listedQueue('10.0.0.1');
+    // Another network's loop holds one thread of two; the engine's clicks end short every 300 ms.
+    queue.push(task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}'));
+    assert.equal(take(queue, 2)?.request.callId, 1);
+    const click = shortCalls(queue, clock, '10.0.0.1', 'clicks');
+    click();
+    const chart = task(3, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    // Kept for the clicks a while; kept for as long as they came, it had no thread until the loop ended (5 s).
+    for (; clock.ms < 900; clock.ms += 100) {
+      if (clock.ms % 300 < 100) click();
+      assert.equal(take(queue, 2), undefined, `the chart took the clicks' thread at ${clock.ms} ms`);
+    }
+    click();
+    clock.ms += 200;
+    assert.equal(take(queue, 2), chart);
+  });
+
+  it("keeps a thread for one listed engine's LOAD from another's chart for about the chart's time, not for ever", () => {
+    const { queue, clock } = listedQueue('10.0.0.1', '10.0.0.2', '10.0.0.3');
+    // Engine C's loop holds one thread of two (a listed host's task is never asked back).
+    queue.push(task(1, 'loop', 'l', '10.0.0.3', 'for (;;) {}'));
+    assert.equal(take(queue, 2)?.request.callId, 1);
+    const row = shortCalls(queue, clock, '10.0.0.2', 'load');
+    row();
+    // Engine A's chart arrives as engine B's LOAD runs: B's rows keep the thread for a while...
+    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
+    queue.push(chart);
+    for (; clock.ms < 900; clock.ms += 1) {
+      assert.equal(take(queue, 2), undefined, `the chart took the LOAD's thread at ${clock.ms} ms`);
+      row();
+    }
+    // ...and the chart takes it once it has waited about its time (at most a second).
+    clock.ms += 200;
+    assert.equal(take(queue, 2), chart);
+  });
+
+  it('holds a task asked back for a listed engine for a second at most, though the engine stays busy', () => {
+    const { queue, clock, loop } = engineChartBesideALoop();
     queue.push(task(3, 'load', 'r', '10.0.0.1', 'args[0]'));
-    nowMs += YIELD_MAX_MS;
+    clock.ms += YIELD_MAX_MS;
     assert.equal(queue.taskToYield(), loop);
     assert.ok(queue.yielded(loop));
     // The engine's LOAD goes on beside its chart: the loop waits a second, then takes the thread.
     let callId = 10;
-    for (let row = take(queue, 2); nowMs < YIELD_MAX_MS + 1_000; nowMs += 1) {
-      assert.notEqual(row, loop, `the loop went back ${nowMs - YIELD_MAX_MS} ms after it was asked back`);
+    for (let row = take(queue, 2); clock.ms < YIELD_MAX_MS + 1_000; clock.ms += 1) {
+      assert.notEqual(row, loop, `the loop went back ${clock.ms - YIELD_MAX_MS} ms after it was asked back`);
       if (row !== undefined) queue.finished(row.id, 0.2);
       queue.push(task(callId++, 'load', 'r', '10.0.0.1', 'args[0]'));
       row = take(queue, 2);
@@ -960,29 +962,18 @@ describe('TaskQueue', () => {
   });
 
   it('holds a task asked back for a listed engine while the engine is active, then runs it', () => {
-    let nowMs = 0;
-    const queue = new TaskQueue(
-      () => nowMs,
-      undefined,
-      (host) => host === '10.0.0.1',
-    );
-    const loop = task(1, 'loop', 'l', '10.9.0.1', 'for (;;) {}');
-    queue.push(loop);
-    assert.equal(take(queue, 2), loop);
-    const chart = task(2, 'chart', 'v', '10.0.0.1', 'chart()');
-    queue.push(chart);
-    assert.equal(take(queue, 2), chart);
+    const { queue, clock, loop } = engineChartBesideALoop();
     const row = task(3, 'load', 'r', '10.0.0.1', 'args[0]');
     queue.push(row);
-    nowMs += YIELD_MAX_MS;
+    clock.ms += YIELD_MAX_MS;
     assert.equal(queue.taskToYield(), loop);
     assert.ok(queue.yielded(loop));
     // Its host had no task running and the engine one: it went first and took back the thread at once.
     assert.equal(take(queue, 2), row);
-    nowMs += 1;
+    clock.ms += 1;
     queue.finished(row.id, 0.2);
     assert.equal(take(queue, 2), undefined, 'taken back between two rows of the engine');
-    nowMs += 600;
+    clock.ms += 600;
     assert.equal(take(queue, 2), loop, 'the engine quiet for half a second');
   });
 
