@@ -22,6 +22,8 @@ export class CallConsole {
   private bytes = 0;
   private dropped = 0;
   private droppedByRate = 0;
+  /** What each line costs the shared rate beside its text (consoleLineBytes). */
+  private readonly lineBytes: number;
 
   constructor(
     private readonly logger: Logger,
@@ -29,7 +31,9 @@ export class CallConsole {
     private readonly maxLines: number,
     private readonly maxBytes: number,
     private readonly rate?: LogRate,
-  ) {}
+  ) {
+    this.lineBytes = lineBytesBesideText(owner);
+  }
 
   /** The lines of one task's result, in the order the script wrote them. */
   add(output: ConsoleOutput): void {
@@ -40,7 +44,7 @@ export class CallConsole {
         continue;
       }
       const bytes = Buffer.byteLength(text, 'utf8');
-      if (this.rate && !this.rate.take(consoleLineBytes(this.owner, text))) {
+      if (this.rate && !this.rate.take(this.lineBytes + jsonBytes(text))) {
         this.dropped++;
         this.droppedByRate++;
         continue;
@@ -77,8 +81,16 @@ const LOG_LINE_FIXED_BYTES = 144;
  * characters a line made 380-byte lines: 125 MiB of log a minute under a rate meant to allow 60.
  */
 export function consoleLineBytes(owner: ConsoleOwner, text: string): number {
-  const ids = Buffer.byteLength(owner.requestId) + Buffer.byteLength(owner.appId) + Buffer.byteLength(owner.userId);
-  return LOG_LINE_FIXED_BYTES + ids + Buffer.byteLength(JSON.stringify(text));
+  return lineBytesBesideText(owner) + jsonBytes(text);
+}
+
+/** A console line's bytes but its text: its ids and the fixed part (the same for every line of a call). */
+function lineBytesBesideText(owner: ConsoleOwner): number {
+  return LOG_LINE_FIXED_BYTES + Buffer.byteLength(owner.requestId) + Buffer.byteLength(owner.appId) + Buffer.byteLength(owner.userId);
+}
+
+function jsonBytes(text: string): number {
+  return Buffer.byteLength(JSON.stringify(text));
 }
 
 /** Control characters (newlines, ESC, C1, line separators), but not tab. */

@@ -152,15 +152,15 @@ export interface Column {
   readonly strs: PackedStrings | null;
 }
 
+/** Values shorter than this many bytes are copied byte by byte rather than with a subarray and set. */
+export const SHORT_COPY_BYTES = 64;
+
 /**
  * Text values are gathered as UTF-8 bytes and turned into one string at the end, with each value's
  * UTF-16 length counted from its bytes: one decode per column instead of a utf8Slice per value and a
  * join (measured in bench/RESULTS.md). Invalid UTF-8 makes the counts unreliable (the decoder's
  * replacement characters): such a column is decoded value by value instead.
  */
-/** Values shorter than this many bytes are copied byte by byte rather than with a subarray and set. */
-export const SHORT_COPY_BYTES = 64;
-
 class ColumnBuilder {
   readonly nums: Float64Array | null;
   readonly lengths: Uint32Array | null;

@@ -608,8 +608,8 @@ export class TaskQueue {
     let first: QueuedTask | undefined;
     for (;;) {
       // Starved hosts go first unless every one of them is held.
-      const starvedLeft = starved === undefined ? 0 : [...starved].filter((host) => !held.has(host)).length;
-      const permitted = (host: Key): boolean => !held.has(host) && (starvedLeft === 0 ? allow(host) : (starved as Set<Key>).has(host));
+      const goFirst = starved !== undefined && (held.size === 0 || [...starved].some((host) => !held.has(host))) ? starved : undefined;
+      const permitted = (host: Key): boolean => !held.has(host) && (goFirst === undefined ? allow(host) : goFirst.has(host));
       line = this.root.leastUsed(this.usage, now, permitted);
       while (line !== undefined && line.tasks.size === 0) line = line.nextFair(taskMsOf);
       [first] = line?.tasks.values() ?? [];
@@ -687,13 +687,9 @@ export class TaskQueue {
     queuedAtMs = nowMs,
   ): ShortEnd | undefined {
     if (!(threads > 1) || this.running.size + 1 < threads) return undefined;
-    // A short task frees the thread as soon as it would have been kept: never kept from it (a LOAD's row
-    // was kept from its thread for an app whose trivial call had ended, whose loop then took it).
-    // A task asked back ran long, whatever its script's time says (taskToYieldWithinHost).
-    const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
-    if (scriptMs < LONG_TASK_MS) return undefined;
+    const scriptMs = this.keepableMs(request, nowMs, askedBack, queuedAtMs);
+    if (scriptMs === undefined) return undefined;
     const { host, appId, userId } = request.owner;
-    if (!this.longRunsIn(host, nowMs) && nowMs - queuedAtMs >= Math.min(scriptMs, KEPT_LONGEST_MS)) return undefined;
     // Every user whose short task ended lately, not only the last: an app that ran trivial calls between
     // its loops made the thread kept for itself, and took it (a LOAD beside two such apps: 3.4 rows/s).
     for (const ended of this.shortEnds.get(host)?.values() ?? []) {
@@ -731,6 +727,23 @@ export class TaskQueue {
       if (nowMs - endedMs < KEEP_WITHIN_HOST_MS && this.usage.laneOf(host) === PRIORITY) return true;
     for (const host of this.root.below.values()) if (host.queued > 0 && this.usage.laneOf(host.key) === PRIORITY) return true;
     return false;
+  }
+
+  /**
+   * The script time of a task the keep rules may keep from the last thread, undefined when they may
+   * not. A short task frees the thread as soon as it would have been kept: never kept from it (a LOAD's
+   * row was kept from its thread for an app whose trivial call had ended, whose loop then took it). A
+   * task asked back ran long, whatever its script's time says (taskToYieldWithinHost). With no other
+   * long task of its host running, kept at most about its own time since it was queued
+   * (KEPT_LONGEST_MS at most): kept for as long as the engine's clicks came while another network's
+   * loop held the other thread, its 1.1 s chart waited the whole loop; three listed engines on two
+   * threads, one's 1.1 s charts took the thread whenever another's LOAD row had not arrived yet.
+   */
+  private keepableMs(request: TaskRequest, nowMs: number, askedBack: boolean, queuedAtMs: number): number | undefined {
+    const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
+    if (scriptMs < LONG_TASK_MS) return undefined;
+    if (!this.longRunsIn(request.owner.host, nowMs) && nowMs - queuedAtMs >= Math.min(scriptMs, KEPT_LONGEST_MS)) return undefined;
+    return scriptMs;
   }
 
   /**
@@ -775,16 +788,10 @@ export class TaskQueue {
     queuedAtMs = nowMs,
   ): string | undefined {
     if (!(threads > 1) || this.hostShortEnds.size === 0) return undefined;
-    const scriptMs = askedBack ? (request.call.callTimeoutMs ?? UNKNOWN_SCRIPT_MS) : this.scriptMsOf(request);
-    if (scriptMs < LONG_TASK_MS) return undefined;
     let long = 0;
     for (const run of this.running.values()) if (runsLong(run, nowMs)) long++;
-    if (long + 1 < threads) return undefined;
+    if (long + 1 < threads || this.keepableMs(request, nowMs, askedBack, queuedAtMs) === undefined) return undefined;
     const { host } = request.owner;
-    // With no other long task of its host running, kept at most as long as it takes (KEPT_LONGEST_MS at
-    // most): three listed engines on two threads, one's loop holding one thread, another's 1.1 s charts
-    // took the other whenever the third's LOAD row had not arrived yet (one row a chart).
-    if (!this.longRunsIn(host, nowMs) && nowMs - queuedAtMs >= Math.min(scriptMs, KEPT_LONGEST_MS)) return undefined;
     const lane = this.usage.laneOf(host);
     const running = this.root.below.get(host)?.running ?? 0;
     for (const [ender, endedMs] of this.hostShortEnds) {
