@@ -1,6 +1,7 @@
 /**
  * What the process boundary alone costs: the ceiling, the same ceiling with each message relayed
- * through a child process (bench/relay-ceiling.ts: no row decoded, no script run), the plugin, and a
+ * through a child process (bench/relay-ceiling.ts: no row decoded, no script run), the same relay
+ * with each message passed through an isolated-vm isolate in the child, the plugin, and a
  * baseline checkout of the plugin (BENCH_BASELINE, e.g. the thread design), measured alternately in
  * one run: bulk rows per second, sequential 1-row and 10-row calls, and several clients' 1-row calls.
  *
@@ -20,6 +21,7 @@ import { ms, rate, ratio } from '../stats';
 import { numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
 
 const RELAY = 'relay ceiling';
+const ISOLATE_RELAY = 'isolate relay';
 const BASELINE = 'baseline';
 
 async function bulk(targets: readonly Target[], workload: Workload, reps: number): Promise<void> {
@@ -47,11 +49,18 @@ async function main(): Promise<void> {
     portVariable: 'BENCH_PORT',
     env: {},
   });
+  const isolateServer = await ChildServer.start({
+    name: ISOLATE_RELAY,
+    entry: path.join(__dirname, '..', 'relay-ceiling.js'),
+    portVariable: 'BENCH_PORT',
+    env: { BENCH_RELAY_ISOLATE: '1' },
+  });
   const pluginServer = await startPlugin(2);
   const baselineServer = baselineCheckout === undefined ? undefined : await startPlugin(2, [], {}, baselineCheckout);
   const targets = [
     target(CEILING, ceilingServer, false),
     target(RELAY, relayServer, false),
+    target(ISOLATE_RELAY, isolateServer, false),
     target(PLUGIN, pluginServer, true),
     ...(baselineServer === undefined ? [] : [target(BASELINE, baselineServer, true)]),
   ];
@@ -83,7 +92,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const t of targets) t.client.close();
-    await Promise.all([ceilingServer.stop(), relayServer.stop(), pluginServer.stop(), baselineServer?.stop()]);
+    await Promise.all([ceilingServer.stop(), relayServer.stop(), isolateServer.stop(), pluginServer.stop(), baselineServer?.stop()]);
   }
 }
 

@@ -73,7 +73,8 @@ function main(): void {
       const before = process.cpuUsage();
       bundles.forEach((bundle, i) => {
         const task = {
-          callId: round + 1,
+          // A LOAD's rows are each a call of their own: a new call id each task, so each resets its context.
+          callId: kind === 'scalar' ? round * bundles.length + i + 1 : round + 1,
           contextKey: 'k',
           spec,
           bundles: [bundle],
