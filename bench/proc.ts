@@ -44,6 +44,29 @@ export function cpuTicks(pid: number): number {
   return fields ? [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) : 0;
 }
 
+/**
+ * Nanoseconds each live thread of the process has run on a CPU (/proc/<pid>/task/<tid>/schedstat),
+ * by thread id (the main thread's id is the pid); empty for a process that is gone. Exact, where
+ * /proc/<pid>/stat counts 10 ms ticks.
+ */
+export function threadCpuNs(pid: number): Map<number, number> {
+  const threads = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return threads;
+  }
+  for (const tid of tids) {
+    try {
+      threads.set(Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return threads;
+}
+
 /** A `kB` field of /proc/<pid>/status in bytes (0 for a process that is gone). */
 export function statusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {

@@ -2,7 +2,9 @@
  * What one small call costs each process in CPU time, beside its latency: the ceiling, the plugin
  * (its front and each sandbox process apart) and, with BENCH_BASELINE, another built checkout, all
  * driven call by call in turn. CPU time per call is steadier than latency on a shared VM, and it is
- * what several clients at once run out of.
+ * what several clients at once run out of. Each process's time is split between its main thread and
+ * its other threads (a sandbox's pool threads, V8's and libuv's helpers), read from
+ * /proc/<pid>/task/<tid>/schedstat (nanoseconds on the CPU, not clock ticks).
  *
  *   npm run build
  *   node --no-node-snapshot dist/bench/experiments/call-cpu.js [scalar|small|numeric|string] [calls]
@@ -10,14 +12,23 @@
  */
 import type { ChildServer } from '../child';
 import { sequentialLatencies, type Target, target } from '../measure';
-import { cpuTicks, TICK_MS } from '../proc';
+import { threadCpuNs } from '../proc';
 import { CEILING, PLUGIN } from '../report';
 import { pluginFlagsFromEnv, startCeiling, startPlugin } from '../servers';
 import { ms } from '../stats';
 import { numericWorkload, scalarWorkload, stringWorkload, type Workload } from '../workloads';
 
-function sample(server: ChildServer): Map<number, number> {
-  return new Map(server.processes().map((pid) => [pid, cpuTicks(pid) * TICK_MS]));
+/** CPU time (ns) of each process's main thread and of its other threads together, by pid. */
+function sample(server: ChildServer): Map<number, { main: number; others: number }> {
+  return new Map(
+    server.processes().map((pid) => {
+      const threads = threadCpuNs(pid);
+      const main = threads.get(pid) ?? 0;
+      let all = 0;
+      for (const ns of threads.values()) all += ns;
+      return [pid, { main, others: all - main }];
+    }),
+  );
 }
 
 async function main(): Promise<void> {
@@ -47,8 +58,11 @@ async function main(): Promise<void> {
     servers.forEach(([name, server], k) => {
       const after = sample(server);
       const parts = [...after].map(([pid, cpu], i) => {
-        const used = ((cpu - (before[k]?.get(pid) ?? cpu)) * 1000) / calls;
-        return `${i === 0 ? 'main' : `sandbox ${i}`} ${used.toFixed(0)}`;
+        const was = before[k]?.get(pid) ?? { main: 0, others: 0 };
+        const us = (ns: number): string => (ns / 1000 / calls).toFixed(0);
+        const main = cpu.main - was.main;
+        const others = cpu.others - was.others;
+        return `${i === 0 ? 'main' : `sandbox ${i}`} ${us(main + others)} (main thread ${us(main)}, other threads ${us(others)})`;
       });
       const latency = results.get(name);
       process.stdout.write(
