@@ -15,6 +15,16 @@
  * a task that spent its budget mostly waiting for a busy CPU does not count. While the main thread is in
  * its isolate a watcher thread watches it (workers/main-watch.ts).
  *
+ * V8 itself pauses some tasks: the runtime's own functions are compiled by TurboFan on the thread that
+ * runs them (the sandbox processes run without concurrent recompilation), once in each new context at
+ * about its 34th task, and that took 7-22 ms of a 1-row task's time on a slow 2-core VM, as a major
+ * collection can. Stopped at the budget, such a row was moved, its isolate rebuilt (so the next context
+ * compiled again), and after two of them the LOAD's rows went through the pool for 10 s: ~900 of 3,000
+ * rows in one bench run (bench/RESULTS.md). So a key whose last PROVEN_AFTER_TASKS tasks all ended
+ * within the budget has PROVEN_BUDGETS times the budget before its task is stopped; a script that runs
+ * long after proving itself holds the main thread that much longer, once, and then loses the allowance
+ * and takes its strikes as any other.
+ *
  * Some native work cannot be stopped at the budget (compiling a huge eval, replaceAll on a long string):
  * the attempt holds the main thread until that work ends, and the process reads no task meanwhile. Such
  * an attempt is still only moved, never blamed: the watcher measures it against the call's time left,
@@ -22,7 +32,7 @@
  * thread's would be (and one that used more CPU than its call had left fails on that limit). Its key is kept off at once, and the whole fast path pauses for a while in
  * proportion to how long the main thread was held, so no script, repeated or made unique each call,
  * holds the main thread for more than a small share of the time. Work that holds it HELD_NOTICE_MS past
- * the budget is also told to the front by the watcher (HELD): the front gives this process's slot to a
+ * its time here is also told to the front by the watcher (HELD): the front gives this process's slot to a
  * spare, sends the tasks waiting unread behind it there, and pauses every process's fast path, a
  * memory that outlives this process (src/sandboxes/fast-path-gate.ts).
  */
@@ -49,6 +59,14 @@ const SLOW_STRIKES = 2;
 const MAX_SLOW_KEYS = 1_024;
 /** A task moved after using at least this share of its budget in CPU time keeps its key off the fast path. */
 const SLOW_CPU_SHARE = 0.5;
+/** Tasks of a key that must end within the budget, one after another, before its tasks get PROVEN_BUDGETS. */
+const PROVEN_AFTER_TASKS = 20;
+/**
+ * How many budgets a proven key's task may run before it is stopped: room for V8's compiler or collector
+ * (7-22 ms measured on top of a 1-row task's 0.1-0.3 ms), and a bound on what a script that proved itself
+ * and then runs long holds the main thread for, once.
+ */
+export const PROVEN_BUDGETS = 5;
 /**
  * CPU time past the budget after which an attempt counts as one that could not be stopped: isolated-vm
  * ends an interruptible script within a millisecond of its limit, so only native work (or a collection
@@ -63,10 +81,11 @@ const UNSTOPPABLE_OVERRUN_MS = 50;
  */
 export const MAIN_STUCK_GRACE_MS = STUCK_GRACE_MS;
 /**
- * How long past the budget a task may hold the main thread before the front is told (HELD): isolated-vm
- * stops an interruptible script within a millisecond of the budget, so this is native work, and every
- * task sent here waits behind it; the front then sends the waiting tasks elsewhere (a bystander waits
- * about this long plus the watcher's first look, not until the work ends or the process is retired).
+ * How long past its time here (the budget, or a proven key's PROVEN_BUDGETS of it) a task may hold the
+ * main thread before the front is told (HELD): isolated-vm stops an interruptible script within a
+ * millisecond of that time, so this is native work, and every task sent here waits behind it; the front
+ * then sends the waiting tasks elsewhere (a bystander waits about this long plus the watcher's first
+ * look, not until the work ends or the process is retired).
  */
 const HELD_NOTICE_MS = 100;
 /** How often the watcher looks at the main thread: a few wake-ups a second while the process idles. */
@@ -85,6 +104,8 @@ export class FastPath {
   private readonly results: ResultWriter;
   /** Context keys whose tasks outgrew the budget: how many times, and until when that counts. */
   private readonly slowKeys = new Map<string, { strikes: number; untilMs: number }>();
+  /** Context keys by how many of their tasks in a row ended within their time here (PROVEN_AFTER_TASKS), oldest first. */
+  private readonly provenKeys = new Map<string, number>();
   /** Until when (performance.now() ms) no task takes the fast path, after an attempt that could not be stopped. */
   private pausedUntilMs = 0;
 
@@ -97,7 +118,11 @@ export class FastPath {
   ) {
     this.watch =
       parts.watch ??
-      new MainThreadWatch({ graceMs: MAIN_STUCK_GRACE_MS, intervalMs: WATCH_INTERVAL_MS, heldNoticeMs: budgetMs + HELD_NOTICE_MS });
+      new MainThreadWatch({
+        graceMs: MAIN_STUCK_GRACE_MS,
+        intervalMs: WATCH_INTERVAL_MS,
+        heldNoticeMs: budgetMs + HELD_NOTICE_MS,
+      });
     this.evaluator = new TaskEvaluator(limits, (message) => this.onCatastrophicError(message), this.watch);
     this.results = parts.results ?? new ResultWriter(resultLock);
   }
@@ -128,12 +153,13 @@ export class FastPath {
   run(task: FastTask): 'moved' | 'sent' | TaskResult {
     const spent = new Int32Array(task.budget);
     const leftMs = task.callTimeoutMs - Atomics.load(spent, BUDGET_SPENT_MS);
-    const timeoutMs = Math.min(this.budgetMs, leftMs);
+    const proven = (this.provenKeys.get(task.contextKey) ?? 0) >= PROVEN_AFTER_TASKS;
+    const timeoutMs = Math.min(proven ? this.budgetMs * PROVEN_BUDGETS : this.budgetMs, leftMs);
     let result: TaskResult;
     if (timeoutMs <= 0) result = timedOut(task.callTimeoutMs);
     else {
       // Stuck only past what the call has left: past the budget alone the task is moved, not blamed.
-      this.watch.enter(leftMs, task.taskId);
+      this.watch.enter(leftMs, task.taskId, timeoutMs + HELD_NOTICE_MS);
       const startedMs = performance.now();
       try {
         result = this.evaluator.run(task, timeoutMs);
@@ -143,6 +169,7 @@ export class FastPath {
       const heldMs = performance.now() - startedMs;
       if (!result.ok && result.timedOut && timeoutMs < leftMs) {
         const cpuMs = this.evaluator.lastCpuMs;
+        this.provenKeys.delete(task.contextKey);
         this.noteOverrun(task.contextKey, timeoutMs, cpuMs, heldMs);
         // Work that could not be stopped and used more CPU than the call has: past its own limit, as on a pool thread.
         if (cpuMs < leftMs) return 'moved';
@@ -153,8 +180,9 @@ export class FastPath {
         // that ended on the memory limit, and the fast path never paused. Judged by the CPU the isolate
         // used, not the wall time: a thread the machine did not run for 60 ms (a busy 2-core VM) paused
         // the whole fast path for 10 s, and a LOAD's rows went through the pool meanwhile.
+        this.provenKeys.delete(task.contextKey);
         this.noteOverrun(task.contextKey, timeoutMs, this.evaluator.lastCpuMs, heldMs);
-      }
+      } else this.noteEnded(task.contextKey);
     }
     Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
     return this.results.write(task.taskId, result) ? 'sent' : result;
@@ -172,6 +200,17 @@ export class FastPath {
       // holding tasks (src/sandboxes/fast-path-gate.ts): a replacement starts without this memory.
       this.pausedUntilMs = Math.max(this.pausedUntilMs, performance.now() + fastPathPauseMs(heldMs));
     } else if (cpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(contextKey, 1);
+  }
+
+  /** A task of the key ended within its time here: one more towards (or kept at) PROVEN_AFTER_TASKS. */
+  private noteEnded(contextKey: string): void {
+    const ended = Math.min(PROVEN_AFTER_TASKS, (this.provenKeys.get(contextKey) ?? 0) + 1);
+    this.provenKeys.delete(contextKey);
+    this.provenKeys.set(contextKey, ended);
+    for (const [oldest] of this.provenKeys) {
+      if (this.provenKeys.size <= MAX_SLOW_KEYS) break;
+      this.provenKeys.delete(oldest);
+    }
   }
 
   private markSlow(contextKey: string, addStrikes: number): void {

@@ -13,7 +13,8 @@
  * behind it elsewhere (src/sandboxes/supervisor.ts).
  *
  * The cell: a busy-period number (0 when out of the isolate), the task's id (+1; 0 between tasks),
- * the period's time limit, and whether V8 gave up on the isolate (onCatastrophicError).
+ * the period's time limit, whether V8 gave up on the isolate (onCatastrophicError), and the period's
+ * own notice time when it is not the watcher's.
  */
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -25,7 +26,9 @@ export const WATCH_PERIOD = 0;
 export const WATCH_TASK = 1;
 export const WATCH_TIMEOUT_MS = 2;
 export const WATCH_FATAL = 3;
-const CELLS = 4;
+/** This period's own heldNoticeMs (a task with a longer time on the fast path); 0: the watcher's. */
+export const WATCH_NOTICE_MS = 4;
+const CELLS = 5;
 
 /** What the watcher thread starts with. */
 export interface WatcherData {
@@ -36,7 +39,7 @@ export interface WatcherData {
   readonly channelFd: number;
   /** After RETIRE, how long the front has to end the process before it ends itself; 0: never (tests). */
   readonly killAfterMs: number;
-  /** How long a task may hold the main thread before the front is told (HELD); 0: never. */
+  /** How long a task may hold the main thread before the front is told (HELD), unless its period says; 0: never, whatever a period says. */
   readonly heldNoticeMs: number;
 }
 
@@ -80,11 +83,13 @@ export class MainThreadWatch implements ThreadActivity {
   /**
    * The main thread enters its isolate for a task (taskId) or between tasks (no id), for at most
    * timeoutMs: for a task, what its call has left, not the fast path's budget, since native work may
-   * run past the budget and the task is then only moved (workers/fast-path.ts).
+   * run past the budget and the task is then only moved (workers/fast-path.ts). heldNoticeMs: this
+   * task's own time before the front is told it holds the thread, when not the watcher's.
    */
-  enter(timeoutMs: number, taskId?: number): void {
+  enter(timeoutMs: number, taskId?: number, heldNoticeMs = 0): void {
     this.period = (this.period % 0x7fff_fffe) + 1;
     Atomics.store(this.view, WATCH_TIMEOUT_MS, timeoutMs);
+    Atomics.store(this.view, WATCH_NOTICE_MS, heldNoticeMs);
     Atomics.store(this.view, WATCH_TASK, taskId === undefined ? 0 : (taskId + 1) | 0);
     Atomics.store(this.view, WATCH_PERIOD, this.period);
   }

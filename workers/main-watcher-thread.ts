@@ -6,14 +6,14 @@
  * task: the main thread is stuck in native code and writes nothing there meanwhile (it enters its
  * isolate only with nothing left to write on the channel). If the frame cannot be written whole, the
  * process ends itself; the front then retries the tasks it held as after any crash. Earlier, once a
- * task has held the main thread heldNoticeMs, it writes HELD (once a period) the same way: one that
+ * task has held the main thread heldNoticeMs (or its period's own), it writes HELD (once a period) the same way: one that
  * the socket cannot take at all is left out (the front then waits for RETIRE, as before HELD was).
  */
 import { writeSync } from 'node:fs';
 import { workerData } from 'node:worker_threads';
 
 import { heldFrame, type Retirement, retireFrame } from '../src/contract/control-frames';
-import { WATCH_FATAL, WATCH_PERIOD, WATCH_TASK, WATCH_TIMEOUT_MS, type WatcherData } from './main-watch';
+import { WATCH_FATAL, WATCH_NOTICE_MS, WATCH_PERIOD, WATCH_TASK, WATCH_TIMEOUT_MS, type WatcherData } from './main-watch';
 
 const { cells, graceMs, intervalMs, channelFd, killAfterMs, heldNoticeMs } = workerData as WatcherData;
 const view = new Int32Array(cells);
@@ -76,7 +76,9 @@ function watch(): never {
       told = false;
       continue;
     }
-    if (!told && heldNoticeMs > 0 && now - sinceMs > heldNoticeMs) {
+    // A watcher told never to send HELD (tests) sends none for any period.
+    const noticeMs = heldNoticeMs > 0 ? Atomics.load(view, WATCH_NOTICE_MS) || heldNoticeMs : 0;
+    if (!told && noticeMs > 0 && now - sinceMs > noticeMs) {
       told = true;
       for (const taskId of blamed()) tellHeld(taskId);
     }

@@ -5,25 +5,21 @@
  * neither that script nor any other takes the fast path again for a while (so a repeated or
  * unique-each-call script cannot hold the main thread call after call). Only a task stuck past its
  * call's own time limit is named to the front as stuck. The FastPath runs here on the test's main
- * thread with a real isolate and a real watcher thread writing to a file with a short grace; the
- * plugin test uses real sandbox processes.
+ * thread with a real isolate and a real watcher thread writing to a file with a short grace
+ * (test/helpers/fast-path-on-files.ts); the plugin test uses real sandbox processes.
  */
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { Frame, FrameReader, type ReceivedFrame } from '../../src/contract/channel';
+import { Frame, type ReceivedFrame } from '../../src/contract/channel';
 import { parseRetirement } from '../../src/contract/control-frames';
 import { decodeResult } from '../../src/contract/result-frame';
 import { DataType, type ScriptSpec } from '../../src/contract/task';
-import { FastPath, type FastTask } from '../../workers/fast-path';
-import { MainThreadWatch } from '../../workers/main-watch';
-import { newResultLock, ResultWriter } from '../../workers/result-writer';
+import type { FastPath, FastTask } from '../../workers/fast-path';
 import { newBudget } from '../../workers/thread-task';
+import { type FastPathOnFiles, fastPathOnFiles } from '../helpers/fast-path-on-files';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { strings } from '../helpers/qlik-client';
 import { evalText, textOf } from '../helpers/sandbox-calls';
@@ -53,37 +49,17 @@ function onceTask(taskId: number, script: string, contextKey: string, callTimeou
 }
 
 describe('a fast-path attempt that cannot be stopped at its budget', () => {
-  let dir: string;
-  let channelFd: number;
-  let resultsFd: number;
-  let watch: MainThreadWatch;
+  let files: FastPathOnFiles;
   let fastPath: FastPath;
-
+  // A budget of 100 ms, not the default 10: on a loaded machine a thread the OS did not run for 10 ms
+  // met the budget before reaching the native work, and was stopped in JavaScript (CI, twice). A 100 ms
+  // grace: the 0.5 s compile goes well past the budget + grace, not past the call's limit + grace.
   beforeEach(() => {
-    dir = mkdtempSync(path.join(tmpdir(), 'sse-fast-overrun-'));
-    channelFd = openSync(path.join(dir, 'channel'), 'w');
-    resultsFd = openSync(path.join(dir, 'results'), 'w');
-    // A 100 ms grace: the 0.5 s compile goes well past the budget + grace, not past the call's limit + grace.
-    watch = new MainThreadWatch({ graceMs: 100, intervalMs: 10, channelFd, killAfterMs: 0 });
-    const lock = newResultLock();
-    const results = new ResultWriter(lock, resultsFd, 1_000, () => assert.fail('the results file was lost'));
-    // A budget of 100 ms, not the default 10: on a loaded machine a thread the OS did not run for 10 ms
-    // met the budget before reaching the native work, and was stopped in JavaScript (CI, twice).
-    fastPath = new FastPath({ memoryLimitMb: 128, scriptTimeoutMs: 60_000 }, 100, lock, { watch, results });
+    files = fastPathOnFiles(100, 100);
+    fastPath = files.fastPath;
   });
-  afterEach(async () => {
-    await watch.stop();
-    closeSync(channelFd);
-    closeSync(resultsFd);
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  /** The frames written so far to the file standing for the channel (fd 3) or the results socket (fd 4). */
-  function written(name: 'channel' | 'results'): ReceivedFrame[] {
-    const frames: ReceivedFrame[] = [];
-    new FrameReader((frame) => frames.push(frame)).push(readFileSync(path.join(dir, name)));
-    return frames;
-  }
+  afterEach(() => files.dispose());
+  const written = (name: 'channel' | 'results'): ReceivedFrame[] => files.written(name);
 
   it('is moved to a pool thread, not named stuck, and keeps its key and every other off the fast path', () => {
     assert.equal(fastPath.accepts('key-A', 16), true);
