@@ -185,6 +185,7 @@ export class FastPath {
       } else this.noteEnded(task.contextKey);
     }
     Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
+    result = { ...result, route: 'main' };
     return this.results.write(task.taskId, result) ? 'sent' : result;
   }
 

@@ -94,7 +94,7 @@ export class TaskDispatch {
     if (last.poolOnly || !this.fastPath.accepts(last.open.call.contextKey, last.bytes.byteLength) || this.channel.writableLength > 0)
       return this.toPool(last);
     const outcome = this.fastPath.run(evaluateInput(last, last.bytes));
-    if (outcome === 'moved') this.toPool(last);
+    if (outcome === 'moved') this.toPool(last, true);
     else if (outcome !== 'sent') this.send(last.taskId, outcome);
   }
 
@@ -110,11 +110,12 @@ export class TaskDispatch {
     this.arrived.push({ taskId: frame.id, callId, open, rows, firstRow, bytes, owned: frame.owned, libraries, poolOnly });
   }
 
-  private toPool(task: ArrivedTask): void {
+  /** moved: the main thread ran it first and stopped it at its budget. */
+  private toPool(task: ArrivedTask, moved = false): void {
     // Moved to the thread: as it is when the frame owns its buffer, else a copy (a view of the
     // channel's chunk would be cloned whole, and Buffer#slice would share it).
     const bytes = task.owned ? task.bytes : new Uint8Array(task.bytes);
-    this.pool.run(evaluateInput(task, bytes), [bytes.buffer as ArrayBuffer]).then(
+    this.pool.run({ ...evaluateInput(task, bytes), moved }, [bytes.buffer as ArrayBuffer]).then(
       (result) => {
         if (result) this.send(task.taskId, result);
       },

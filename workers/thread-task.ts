@@ -31,6 +31,8 @@ export interface EvaluateTask {
   readonly maxReplyBytes: number;
   /** The process's current library set (workers/library-cell.ts): shared, so a task carries no code. */
   readonly libraries: SharedArrayBuffer | null;
+  /** The main thread ran it first and stopped it at its budget (workers/fast-path.ts): its route is 'moved'. */
+  readonly moved?: boolean;
 }
 
 export const BUDGET_SPENT_MS = 0;

@@ -1,7 +1,7 @@
 /**
  * RESULT payloads (src/contract/channel.ts carries them): what a sandbox thread sends back for a task.
  *
- * success = u8 1 | u8 nondeterministic | u32 rowsOut | f64 scriptMs | u32 replies | u32 tableMetaBytes
+ * success = u8 1 | u8 flags (bit 0 nondeterministic, bits 1-2 the route) | u32 rowsOut | f64 scriptMs | u32 replies | u32 tableMetaBytes
  *           | u32 consoleBytes | u32 length per reply | replies | table (see encodeTable) | console JSON
  * failure = u8 0 | JSON FailureData (with the console, when the script wrote to it)
  *
@@ -12,7 +12,7 @@ import { Frame, frameHeader, HEADER_BYTES, MAX_RESULT_FRAME_BYTES, parseJson } f
 import { type ConsoleOutput, checkConsole, hasConsole, MAX_CONSOLE_BYTES } from './console';
 import { isRecord } from './control-frames';
 import { type ErrorData, isErrorData, PluginError } from './errors';
-import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskResult } from './task';
+import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, TASK_ROUTES, type TableChunk, type TaskResult, type TaskRoute } from './task';
 
 /**
  * A table chunk's meta JSON: MAX_TABLE_KEY_BYTES of names, each byte at most 6 once escaped (\u0001),
@@ -21,7 +21,11 @@ import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskResul
 const MAX_TABLE_META_BYTES = 6 * MAX_TABLE_KEY_BYTES + 3 * MAX_TABLE_COLUMNS + 1024;
 /** Where each fixed field of a RESULT payload sits: u8 ok, then (success) the rest. */
 const OK_AT = 0;
-const NONDETERMINISTIC_AT = 1;
+const FLAGS_AT = 1;
+const NONDETERMINISTIC = 1;
+/** The route's place in TASK_ROUTES + 1 (0: none), in bits 1-2 of the flags. */
+const ROUTE_SHIFT = 1;
+const ROUTE_MASK = 0b110;
 const ROWS_OUT_AT = 2;
 const SCRIPT_MS_AT = 6;
 const REPLY_COUNT_AT = 14;
@@ -40,6 +44,7 @@ interface FailureData {
   readonly isolateRebuilt: boolean;
   readonly timedOut: boolean;
   readonly console?: ConsoleOutput;
+  readonly route?: TaskRoute;
 }
 
 /** The pieces of a RESULT payload, to be written one after another (no join of the reply bytes). */
@@ -51,6 +56,7 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
       isolateRebuilt: result.isolateRebuilt,
       timedOut: result.timedOut,
       ...(hasConsole(result.console) ? { console: result.console } : {}),
+      ...(result.route === undefined ? {} : { route: result.route }),
     };
     return [Uint8Array.of(FAILURE), Buffer.from(JSON.stringify(failure), 'utf8')];
   }
@@ -58,7 +64,8 @@ export function encodeResult(result: TaskResult): Uint8Array[] {
   const consoleJson = hasConsole(result.console) ? [Buffer.from(JSON.stringify(result.console), 'utf8')] : [];
   const fixed = Buffer.allocUnsafe(SUCCESS_FIXED_BYTES + 4 * result.replies.length);
   fixed.writeUInt8(SUCCESS, OK_AT);
-  fixed.writeUInt8(result.nondeterministic ? 1 : 0, NONDETERMINISTIC_AT);
+  const route = result.route === undefined ? 0 : TASK_ROUTES.indexOf(result.route) + 1;
+  fixed.writeUInt8((result.nondeterministic ? NONDETERMINISTIC : 0) | (route << ROUTE_SHIFT), FLAGS_AT);
   fixed.writeUInt32LE(result.rowsOut, ROWS_OUT_AT);
   fixed.writeDoubleLE(result.scriptMs, SCRIPT_MS_AT);
   fixed.writeUInt32LE(result.replies.length, REPLY_COUNT_AT);
@@ -115,14 +122,17 @@ export function decodeResult(payload: Uint8Array): TaskResult {
   const rest = buf.subarray(at, consoleAt);
   if (tableMetaBytes === 0 && rest.length > 0) throw new Error('RESULT frame longer than its replies');
   const console = consoleBytes === 0 ? undefined : checkConsole(parseJson(buf.subarray(consoleAt)));
+  const flags = buf.readUInt8(FLAGS_AT);
+  const route = TASK_ROUTES[((flags & ROUTE_MASK) >> ROUTE_SHIFT) - 1];
   return {
     ok: true,
-    nondeterministic: buf.readUInt8(NONDETERMINISTIC_AT) === 1,
+    nondeterministic: (flags & NONDETERMINISTIC) !== 0,
     rowsOut: buf.readUInt32LE(ROWS_OUT_AT),
     scriptMs: checkScriptMs(buf.readDoubleLE(SCRIPT_MS_AT)),
     replies,
     table: tableMetaBytes === 0 ? null : decodeTable(rest, tableMetaBytes),
     ...(console === undefined ? {} : { console }),
+    ...(route === undefined ? {} : { route }),
   };
 }
 
@@ -132,12 +142,17 @@ export function decodeResult(payload: Uint8Array): TaskResult {
  */
 function checkFailure(value: unknown): FailureData {
   if (!isRecord(value)) throw new Error('RESULT failure is not an object');
-  const { error, scriptMs, isolateRebuilt, timedOut, console } = value;
+  const { error, scriptMs, isolateRebuilt, timedOut, console, route } = value;
   if (!isErrorData(error)) throw new Error('RESULT failure without a known error code and message');
   if (typeof scriptMs !== 'number') throw new Error('RESULT failure without its script time');
   if (typeof isolateRebuilt !== 'boolean' || typeof timedOut !== 'boolean') throw new Error('RESULT failure without its flags');
+  if (route !== undefined && !TASK_ROUTES.includes(route as TaskRoute)) throw new Error('RESULT failure with an unknown route');
   const failure = { error: { code: error.code, message: error.message }, scriptMs: checkScriptMs(scriptMs), isolateRebuilt, timedOut };
-  return console === undefined ? failure : { ...failure, console: checkConsole(console) };
+  return {
+    ...failure,
+    ...(console === undefined ? {} : { console: checkConsole(console) }),
+    ...(route === undefined ? {} : { route: route as TaskRoute }),
+  };
 }
 
 /** Script time is added to the call's budget: NaN, a negative or an infinite time would corrupt it. */

@@ -72,6 +72,14 @@ export interface TableChunk {
   readonly kinds: Uint8Array;
 }
 
+/**
+ * Where a sandbox ran a task: its process's main thread (workers/fast-path.ts), a pool thread, or a
+ * pool thread after the main thread stopped it at its budget ('moved'); absent for a result no thread
+ * made (an unknown call, a stuck thread). The front counts them (sse_sandbox_tasks_total).
+ */
+export type TaskRoute = 'main' | 'pool' | 'moved';
+export const TASK_ROUTES: readonly TaskRoute[] = ['main', 'pool', 'moved'];
+
 export interface TaskSuccess {
   readonly ok: true;
   /** Encoded BundledRows replies, each within maxReplyBytes. */
@@ -83,6 +91,7 @@ export interface TaskSuccess {
   readonly scriptMs: number;
   /** What the script wrote to its console in this task, when it wrote anything. */
   readonly console?: ConsoleOutput;
+  readonly route?: TaskRoute;
 }
 
 export interface TaskFailure {
@@ -94,6 +103,7 @@ export interface TaskFailure {
   readonly timedOut: boolean;
   /** What the script wrote before it failed: the lines that explain the failure. */
   readonly console?: ConsoleOutput;
+  readonly route?: TaskRoute;
 }
 
 export type TaskResult = TaskSuccess | TaskFailure;

@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { TASK_ROUTES, type TaskRoute } from '../contract/task';
 import { YIELD_MAX_MS, YIELD_MIN_MS } from '../sandboxes/task-queue';
 import { logLoss } from './log';
 
@@ -64,6 +65,7 @@ export class Metrics {
       retirements: number;
       stoppedTasks?: number;
       yieldedTasks?: number;
+      tasksByRoute?: Readonly<Record<TaskRoute, number>>;
       processes(): { state: string }[];
       spareProcesses(): { state: string }[];
     },
@@ -115,6 +117,16 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(pool.yieldedTasks ?? 0);
+      },
+    });
+    new Counter({
+      name: 'sse_sandbox_tasks_total',
+      help: "Chunks a sandbox thread answered, by route: main (the sandbox process's main thread, SSE_FAST_PATH_MS), pool (a pool thread), moved (a pool thread after the main thread stopped it at its budget)",
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const route of TASK_ROUTES) this.inc({ route }, pool.tasksByRoute?.[route] ?? 0);
       },
     });
     new Gauge({

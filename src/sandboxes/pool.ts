@@ -31,7 +31,7 @@
 import { shareOf } from '../calls/host-shares';
 import { MAX_OPEN_CALLS } from '../contract/channel';
 import { PluginError } from '../contract/errors';
-import type { TaskResult } from '../contract/task';
+import type { TaskResult, TaskRoute } from '../contract/task';
 import { priorityCheck } from '../grpc/client-hosts';
 import type { Logger } from '../ops/log';
 import { FastPathGate } from './fast-path-gate';
@@ -88,6 +88,8 @@ export class SandboxPool implements TaskRunner {
   private nextTaskId = 1;
   private stopped = 0;
   private yieldedCount = 0;
+  /** Tasks answered, by where their sandbox ran them (the result says). */
+  private readonly routes: Record<TaskRoute, number> = { main: 0, pool: 0, moved: 0 };
   /** Set while tasks wait (QUEUE_LOOK_MS). */
   private queueLook: NodeJS.Timeout | undefined;
   private closing = false;
@@ -178,6 +180,11 @@ export class SandboxPool implements TaskRunner {
   /** Running tasks a sandbox stopped because their call had ended (workers/thread-stop.ts). */
   get stoppedTasks(): number {
     return this.stopped;
+  }
+
+  /** Tasks answered by a sandbox thread, by route: its main thread, a pool thread, a pool thread after the main thread's budget. */
+  get tasksByRoute(): Readonly<Record<TaskRoute, number>> {
+    return this.routes;
   }
 
   /** Running tasks asked back for another host and sent again (src/sandboxes/task-queue.ts, YIELD_MIN_MS). */
@@ -298,6 +305,7 @@ export class SandboxPool implements TaskRunner {
 
   private onResult(task: QueuedTask, result: TaskResult): void {
     if (!result.ok && result.error.code === 'ABORTED') return this.onYielded(task);
+    if (result.route !== undefined) this.routes[result.route]++;
     // Until this result the stopped task counted as running for its client's host in the fair queue.
     if (!result.ok && result.error.code === 'CANCELLED') this.stopped++;
     // A failure's script time is not the thread's (a stopped task says 0): it is charged the time since it was sent.

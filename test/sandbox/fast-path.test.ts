@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
+import type { TaskRoute } from '../../src/contract/task';
 import { createLogger } from '../../src/ops/log';
 import { startTestPlugin, type TestPlugin } from '../helpers/plugin';
 import { DataType, FunctionType, num, numbers, type QlikClient, strings } from '../helpers/qlik-client';
@@ -30,6 +31,12 @@ function rowAs(client: QlikClient, script: string, value: number, appId = 'app',
   });
 }
 
+/** Tasks answered by route since `before` (the front's count, from what each result says). */
+function routesSince(t: TestPlugin, before: Readonly<Record<TaskRoute, number>>): Record<TaskRoute, number> {
+  const now = t.plugin.pool.tasksByRoute;
+  return { main: now.main - before.main, pool: now.pool - before.pool, moved: now.moved - before.moved };
+}
+
 /** Busy for about busyMs of script time per row, then answers args[0] * 3 (longer than the default budget of 10 ms). */
 function busyScript(busyMs: number): string {
   return `{ const end = Date.now() + ${busyMs}; let spins = 0; while (Date.now() < end) spins++; return args[0] * 3; }`;
@@ -41,15 +48,20 @@ describe('the fast path with the default budget', () => {
   before(async () => (t = await startTestPlugin({ SSE_WORKERS: '1' })));
   after(async () => t.stop());
 
-  it('a LOAD of 400 sequential one-row calls of one script answers every row right', async () => {
+  it('a LOAD of 400 sequential one-row calls of one script answers every row right, counted where it ran', async () => {
+    const before = { ...t.plugin.pool.tasksByRoute };
     for (let row = 0; row < 400; row++) {
       const result = await rowAs(t.client, 'args[0] * 2 + 1', row);
       assert.equal(result.code, status.OK, result.details);
       assert.deepEqual(numbers(result), [row * 2 + 1], `row ${row}`);
     }
+    const ran = routesSince(t, before);
+    assert.equal(ran.main + ran.pool + ran.moved, 400, `routes ${JSON.stringify(ran)}`);
+    assert.ok(ran.main > 0, `no row ran on the main thread: ${JSON.stringify(ran)}`);
   });
 
   it('a task that outgrows the fast path is answered once, right, by a pool thread (each row of a LOAD and a multi-row call)', async () => {
+    const before = { ...t.plugin.pool.tasksByRoute };
     const script = busyScript(40);
     for (let row = 1; row <= 4; row++) {
       const result = await rowAs(t.client, script, row, 'slow-app');
@@ -60,6 +72,9 @@ describe('the fast path with the default budget', () => {
     const rows = await evalRows(t.client, busyScript(20), [[num(1)], [num(2)], [num(5)]]);
     assert.equal(rows.code, status.OK, rows.details);
     assert.deepEqual(numbers(rows), [3, 6, 15]);
+    const ran = routesSince(t, before);
+    assert.equal(ran.main + ran.pool + ran.moved, 5, `one answer a task: ${JSON.stringify(ran)}`);
+    assert.ok(ran.moved >= 1, `no task counted as moved: ${JSON.stringify(ran)}`);
   });
 
   it('a fast script after a moved one still answers, and from a clean global object', async () => {

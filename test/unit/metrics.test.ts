@@ -38,6 +38,13 @@ describe('Metrics', () => {
     assert.equal('isolateRebuilds' in metrics, false, 'nothing to increment a second time');
   });
 
+  it('counts the chunks sandbox threads answered by route', async () => {
+    const text = await new Metrics({ ...pool, tasksByRoute: { main: 5, pool: 3, moved: 1 } }).registry.metrics();
+    assert.match(text, /^sse_sandbox_tasks_total\{route="main"\} 5$/m);
+    assert.match(text, /^sse_sandbox_tasks_total\{route="pool"\} 3$/m);
+    assert.match(text, /^sse_sandbox_tasks_total\{route="moved"\} 1$/m);
+  });
+
   it('counts the sandbox processes by role and state, the spare apart from the slots', async () => {
     const text = await new Metrics(pool).registry.metrics();
     assert.match(text, /^sse_sandbox_processes\{role="slot",state="ready"\} 1$/m);

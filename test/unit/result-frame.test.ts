@@ -2,17 +2,32 @@
  * RESULT payloads as the front reads them (src/contract/result-frame.ts): a sandbox process is not
  * trusted, so a payload whose lengths do not add up, or whose table names pass the bounds the sandbox
  * is meant to keep, is refused before anything is allocated from it; a result the front keeps owns
- * exactly its bytes; and a frame header that claims more than any sandbox sends is refused at once.
+ * exactly its bytes; a frame header that claims more than any sandbox sends is refused at once; and
+ * where the task ran (the sandbox's main thread, a pool thread, moved) comes back as sent.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { Frame, FrameReader, frameHeader, MAX_RESULT_FRAME_BYTES } from '../../src/contract/channel';
 import { decodeResult, encodeResult, resultFrame } from '../../src/contract/result-frame';
-import { MAX_TABLE_COLUMNS, MAX_TABLE_KEY_BYTES, type TableChunk, type TaskSuccess } from '../../src/contract/task';
+import {
+  MAX_TABLE_COLUMNS,
+  MAX_TABLE_KEY_BYTES,
+  TASK_ROUTES,
+  type TableChunk,
+  type TaskFailure,
+  type TaskSuccess,
+} from '../../src/contract/task';
 import { tableResult } from '../helpers/pipeline-fakes';
 
 const payloadOf = (result: TaskSuccess): Buffer => Buffer.concat(encodeResult(result));
+const FAILED: TaskFailure = {
+  ok: false,
+  error: { code: 'INVALID_ARGUMENT', message: 'TypeError: x is not a function' },
+  scriptMs: 1,
+  isolateRebuilt: false,
+  timedOut: false,
+};
 
 function withTable(table: Partial<TableChunk>): TaskSuccess {
   const result = tableResult(7);
@@ -62,6 +77,26 @@ describe('decodeResult', () => {
     const payload = payloadOf({ ...tableResult(7), console });
     payload.writeUInt32LE(payload.length, 22); // the console's length
     assert.throws(() => decodeResult(payload), /shorter than its console/);
+  });
+
+  it('reads back where the task ran, beside the nondeterministic flag, for a success and a failure', () => {
+    for (const route of TASK_ROUTES) {
+      for (const nondeterministic of [false, true]) {
+        const decoded = decodeResult(payloadOf({ ...tableResult(7), nondeterministic, route }));
+        assert.ok(decoded.ok);
+        assert.equal(decoded.route, route);
+        assert.equal(decoded.nondeterministic, nondeterministic);
+      }
+      const failure = decodeResult(Buffer.concat(encodeResult({ ...FAILED, route })));
+      assert.equal(failure.route, route);
+    }
+    assert.equal('route' in decodeResult(payloadOf(tableResult(7))), false, 'a result no thread made names no route');
+    assert.equal('route' in decodeResult(Buffer.concat(encodeResult(FAILED))), false);
+  });
+
+  it('refuses a failure that names an unknown route', () => {
+    const payload = Buffer.concat([Uint8Array.of(0), Buffer.from(JSON.stringify({ ...FAILED, ok: undefined, route: 'elsewhere' }))]);
+    assert.throws(() => decodeResult(payload), /unknown route/);
   });
 
   it('refuses a console line of an unknown level', () => {

@@ -70,7 +70,7 @@ export default function evaluate(task: EvaluateTask): TaskResult | null {
   Atomics.store(control, CONTROL_STATE, TASK_RUNNING);
   runningControl = control;
   stopper.running(task.taskId);
-  const result = runTask(task, control, timeoutMs);
+  const result: TaskResult = { ...runTask(task, control, timeoutMs), route: task.moved === true ? 'moved' : 'pool' };
   stopper.running(0);
   runningControl = undefined;
   Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
