@@ -21,9 +21,10 @@
  * collection can. Stopped at the budget, such a row was moved, its isolate rebuilt (so the next context
  * compiled again), and after two of them the LOAD's rows went through the pool for 10 s: ~900 of 3,000
  * rows in one bench run (bench/RESULTS.md). So a key whose last PROVEN_AFTER_TASKS tasks all ended
- * within the budget has PROVEN_BUDGETS times the budget before its task is stopped; a script that runs
- * long after proving itself holds the main thread that much longer, once, and then loses the allowance
- * and takes its strikes as any other.
+ * within the budget has PROVEN_BUDGETS times the budget before its task is stopped; a task that uses
+ * any of that allowance uses it up until PROVEN_AFTER_TASKS more end within the budget, so a script that
+ * runs long after proving itself holds the main thread that much longer once, then takes its strikes as
+ * any other.
  *
  * Some native work cannot be stopped at the budget (compiling a huge eval, replaceAll on a long string):
  * the attempt holds the main thread until that work ends, and the process reads no task meanwhile. Such
@@ -182,7 +183,7 @@ export class FastPath {
         // the whole fast path for 10 s, and a LOAD's rows went through the pool meanwhile.
         this.provenKeys.delete(task.contextKey);
         this.noteOverrun(task.contextKey, timeoutMs, this.evaluator.lastCpuMs, heldMs);
-      } else this.noteEnded(task.contextKey);
+      } else this.noteEnded(task.contextKey, this.evaluator.lastCpuMs < this.budgetMs);
     }
     Atomics.add(spent, BUDGET_SPENT_MS, Math.ceil(result.scriptMs));
     result = { ...result, route: 'main' };
@@ -203,9 +204,14 @@ export class FastPath {
     } else if (cpuMs >= timeoutMs * SLOW_CPU_SHARE) this.markSlow(contextKey, 1);
   }
 
-  /** A task of the key ended within its time here: one more towards (or kept at) PROVEN_AFTER_TASKS. */
-  private noteEnded(contextKey: string): void {
-    const ended = Math.min(PROVEN_AFTER_TASKS, (this.provenKeys.get(contextKey) ?? 0) + 1);
+  /**
+   * A task of the key ended within its time here: within the budget, one more towards (or kept at)
+   * PROVEN_AFTER_TASKS; past it (the allowance used), back to none, so a script that is slow every
+   * time gets the allowance once and then the budget alone (moved, strikes), and one that is slow
+   * every so often at most once every PROVEN_AFTER_TASKS + 1 tasks.
+   */
+  private noteEnded(contextKey: string, withinBudget: boolean): void {
+    const ended = withinBudget ? Math.min(PROVEN_AFTER_TASKS, (this.provenKeys.get(contextKey) ?? 0) + 1) : 0;
     this.provenKeys.delete(contextKey);
     this.provenKeys.set(contextKey, ended);
     for (const [oldest] of this.provenKeys) {

@@ -3,7 +3,7 @@
  * a script whose last tasks there all ended within the fast path's budget gets PROVEN_BUDGETS times it
  * before it is stopped, so a row that V8's compiler or collector holds past the budget is answered
  * there, not moved to a pool thread with its isolate rebuilt. A new script has the budget alone, and a
- * proven one that then runs long loses the allowance. The FastPath runs here on the test's main thread
+ * row that uses the allowance uses it up, so a script slow every time gets it once. The FastPath runs here on the test's main thread
  * with a real isolate and a real watcher thread (test/helpers/fast-path-on-files.ts); a row that
  * busy-waits stands for V8's pause, as the pause itself cannot be made to order.
  */
@@ -89,8 +89,9 @@ describe('the fast path beside pauses of a proven script', () => {
     assert.equal(fastPath.accepts('load', 16), true, 'the proven script lost the fast path');
     const fresh = row('new-script', 8, PAUSE_MS);
     assert.equal(fastPath.run(fresh), 'moved', 'a script with no record got more than the budget');
-    quickRows('load', 1);
     assert.ok(answered().has(held.taskId), 'the held row was not answered on the fast path');
+    // The allowance is used up: a script slow every time holds the main thread past the budget once.
+    assert.equal(fastPath.run(row('load', 9, PAUSE_MS)), 'moved', 'the allowance served a second slow row in a row');
   });
 
   it('gives the allowance only after the proving rows, and takes it back from a row that outgrew it', () => {
