@@ -65,9 +65,11 @@ const PROVEN_AFTER_TASKS = 20;
 /**
  * How many budgets a proven key's task may run before it is stopped: room for V8's compiler or collector
  * (7-22 ms measured on top of a 1-row task's 0.1-0.3 ms), and a bound on what a script that proved itself
- * and then runs long holds the main thread for, once.
+ * and then runs long holds the main thread for, once. A bystander's LOAD beside an app whose every 21st
+ * row takes 45 ms waited up to 69-95 ms with 5, 73-74 ms with 3, against 47-61 ms with no allowance
+ * (bench/experiments/bystander.ts; p99 the same, 13-18 ms).
  */
-export const PROVEN_BUDGETS = 5;
+export const PROVEN_BUDGETS = 3;
 /**
  * CPU time past the budget after which an attempt counts as one that could not be stopped: isolated-vm
  * ends an interruptible script within a millisecond of its limit, so only native work (or a collection
