@@ -1,11 +1,11 @@
 /**
  * A bystander's LOAD (one-row calls of one app, one after another) beside another app whose rows
- * busy-wait: every 21st row, every row, or none. It shows what a script that holds the sandbox's main
+ * busy-wait: every 21st row, every row, every row under a new app id each call (unique), or none. It shows what a script that holds the sandbox's main
  * thread costs others (workers/fast-path.ts: the budget, and a proven script's allowance). Each checkout
  * runs its own plugin in this process (2 workers, the other defaults), one after the other.
  *
  *   npm run build
- *   node --no-node-snapshot dist/bench/experiments/bystander.js [every21|steady|none] [seconds] [busyMs]
+ *   node --no-node-snapshot dist/bench/experiments/bystander.js [every21|steady|unique|none] [seconds] [busyMs]
  *   BENCH_BASELINE=/path/to/checkout node --no-node-snapshot dist/bench/experiments/bystander.js every21 10
  */
 import path from 'node:path';
@@ -47,10 +47,12 @@ async function run(name: string, checkout: Checkout, pattern: string, seconds: n
   let slow = 0;
   const attacker = async (): Promise<void> => {
     while (pattern !== 'none' && Date.now() < end) {
-      const busy = pattern === 'steady' || attacks % 21 === 20 ? busyMs : 0;
+      const busy = pattern === 'steady' || pattern === 'unique' || attacks % 21 === 20 ? busyMs : 0;
+      // unique: a new app id each call, so each has a context key (and strikes) of its own.
+      const appId = pattern === 'unique' ? `attacker-${attacks}` : 'attacker';
       attacks++;
       if (busy > 0) slow++;
-      await row(attackerClient, ATTACKER, busy, 'attacker');
+      await row(attackerClient, ATTACKER, busy, appId);
     }
   };
   const waits: number[] = [];

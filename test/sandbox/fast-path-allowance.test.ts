@@ -3,7 +3,8 @@
  * a script whose last tasks there all ended within the fast path's budget gets PROVEN_BUDGETS times it
  * before it is stopped, so a row that V8's compiler or collector holds past the budget is answered
  * there, not moved to a pool thread with its isolate rebuilt. A new script has the budget alone, and a
- * row that uses the allowance uses it up, so a script slow every time gets it once. The FastPath runs here on the test's main thread
+ * row that uses the allowance uses it up, so a script slow every time gets it once; scripts made unique
+ * each call share a bounded part of the main thread. The FastPath runs here on the test's main thread
  * with a real isolate and a real watcher thread (test/helpers/fast-path-on-files.ts); a row that
  * busy-waits stands for V8's pause, as the pause itself cannot be made to order.
  */
@@ -92,6 +93,20 @@ describe('the fast path beside pauses of a proven script', () => {
     assert.ok(answered().has(held.taskId), 'the held row was not answered on the fast path');
     // The allowance is used up: a script slow every time holds the main thread past the budget once.
     assert.equal(fastPath.run(row('load', 9, PAUSE_MS)), 'moved', 'the allowance served a second slow row in a row');
+  });
+
+  it('keeps a script made unique each call from taking the main thread from a proven LOAD', async () => {
+    // A budget of 20 ms, so that the unproven share (UNPROVEN_SHARE_BUDGETS of it) fills in well under a second.
+    const small = fastPathOnFiles(20, 1_000);
+    try {
+      for (let i = 0; i < PROVING_TASKS; i++) assert.equal(small.fastPath.run(row('load', i, 0)), 'sent');
+      // Each its own key (a new app id each call), so no strikes to take: 7 ms each, 60 of them.
+      for (let i = 0; i < 60; i++) small.fastPath.run(row(`unique-${i}`, i, 7));
+      assert.equal(small.fastPath.accepts('unique-next', 16), false, 'unproven scripts kept the main thread past their share');
+      assert.equal(small.fastPath.accepts('load', 16), true, 'the proven LOAD lost the main thread to them');
+    } finally {
+      await small.dispose();
+    }
   });
 
   it('gives the allowance only after the proving rows, and takes it back from a row that outgrew it', () => {
