@@ -155,11 +155,12 @@ export class FastPath {
 
   /** Whether a task of this size and key may run here. */
   accepts(contextKey: string, rowBytes: number): boolean {
-    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES || performance.now() < this.pausedUntilMs) return false;
-    if (!this.proven(contextKey) && this.unprovenLoad(performance.now()) > this.budgetMs * UNPROVEN_SHARE_BUDGETS) return false;
+    const now = performance.now();
+    if (!this.enabled || rowBytes > FAST_PATH_MAX_BYTES || now < this.pausedUntilMs) return false;
+    if (!this.proven(contextKey) && this.unprovenLoad(now) > this.budgetMs * UNPROVEN_SHARE_BUDGETS) return false;
     const slow = this.slowKeys.get(contextKey);
     if (slow === undefined) return true;
-    if (performance.now() >= slow.untilMs) this.slowKeys.delete(contextKey);
+    if (now >= slow.untilMs) this.slowKeys.delete(contextKey);
     else if (slow.strikes >= SLOW_STRIKES) return false;
     return true;
   }
@@ -185,11 +186,11 @@ export class FastPath {
       } finally {
         this.watch.leave();
       }
-      const heldMs = performance.now() - startedMs;
+      const endedMs = performance.now();
+      const heldMs = endedMs - startedMs;
       if (!proven) {
-        const now = performance.now();
-        this.unprovenMs = this.unprovenLoad(now) + heldMs;
-        this.unprovenAtMs = now;
+        this.unprovenMs = this.unprovenLoad(endedMs) + heldMs;
+        this.unprovenAtMs = endedMs;
       }
       if (!result.ok && result.timedOut && timeoutMs < leftMs) {
         const cpuMs = this.evaluator.lastCpuMs;

@@ -1,8 +1,9 @@
 /**
  * A bystander's LOAD (one-row calls of one app, one after another) beside another app whose rows
- * busy-wait: every 21st row, every row, every row under a new app id each call (unique), or none. It shows what a script that holds the sandbox's main
- * thread costs others (workers/fast-path.ts: the budget, and a proven script's allowance). Each checkout
- * runs its own plugin in this process (2 workers, the other defaults), one after the other.
+ * busy-wait: every 21st row, every row, every row under a new app id each call (unique), or none. It
+ * shows what a script that holds the sandbox's main thread costs others (workers/fast-path.ts: the
+ * budget, a proven script's allowance, the unproven share). Each checkout runs its own plugin in this
+ * process (2 workers, the other defaults), one after the other.
  *
  *   npm run build
  *   node --no-node-snapshot dist/bench/experiments/bystander.js [every21|steady|unique|none] [seconds] [busyMs]
